@@ -1,0 +1,119 @@
+// Package virtual joins two links in one process with no network, as a
+// slave and its instances are joined. It has the semantics of a network
+// connector: messages arrive in the order they were sent, the receiver gets
+// its own copy of every payload, and closing either end closes the other.
+//
+//	a, b := virtual.Pair()
+//	slaveSide, _ := link.New(a, slaveAddr, instanceAddr, catalog)
+//	instanceSide, _ := link.New(b, instanceAddr, slaveAddr, catalog)
+package virtual
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/linkfabric/linkfabric/link"
+)
+
+// Conn is one end of a virtual pair. It implements link.Connector.
+type Conn struct {
+	peer *Conn
+	// closed is shared by both ends: the pair closes as one.
+	closed *closeState
+
+	mu       sync.Mutex
+	receiver link.Receiver
+	started  bool
+	backlog  []*link.Message // delivered to this end before it started
+}
+
+type closeState struct {
+	once sync.Once
+	done chan struct{}
+}
+
+// Pair returns two connected ends. What is sent on one is received by the
+// link started on the other.
+func Pair() (*Conn, *Conn) {
+	cs := &closeState{done: make(chan struct{})}
+	a, b := &Conn{closed: cs}, &Conn{closed: cs}
+	a.peer, b.peer = b, a
+	return a, b
+}
+
+// Start begins delivering to r. Messages sent to this end before Start are
+// delivered first, in order.
+func (c *Conn) Start(r link.Receiver) error {
+	c.mu.Lock()
+	c.receiver = r
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		backlog := c.backlog
+		c.backlog = nil
+		if len(backlog) == 0 {
+			c.started = true
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		for _, m := range backlog {
+			r.Receive(m)
+		}
+	}
+}
+
+// Send delivers a copy of m to the peer's link. Delivery happens on the
+// calling goroutine, so messages sent one after another arrive in that
+// order; it waits only if the peer's event queue is full. After either end
+// has closed, Send fails with link.ErrSessionLost.
+func (c *Conn) Send(ctx context.Context, m *link.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-c.closed.done:
+		return link.ErrSessionLost
+	default:
+	}
+	cp := *m
+	cp.Data = slices.Clone(m.Data)
+	if m.Error != nil {
+		// Only the code and the text cross a real wire.
+		cp.Error = &link.Error{Code: m.Error.Code, Message: m.Error.Message}
+	}
+	p := c.peer
+	p.mu.Lock()
+	if !p.started {
+		p.backlog = append(p.backlog, &cp)
+		p.mu.Unlock()
+		return nil
+	}
+	r := p.receiver
+	p.mu.Unlock()
+	r.Receive(&cp)
+	return nil
+}
+
+// Close closes both ends. The peer's link is told its session is over.
+// Close is idempotent.
+func (c *Conn) Close() error {
+	first := false
+	c.closed.once.Do(func() {
+		close(c.closed.done)
+		first = true
+	})
+	if !first {
+		return nil
+	}
+	// Outside the Once: the peer's link answers by closing its own end.
+	p := c.peer
+	p.mu.Lock()
+	r := p.receiver
+	p.mu.Unlock()
+	if r != nil {
+		r.Status(link.StatusClosed, nil)
+	}
+	return nil
+}

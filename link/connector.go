@@ -1,0 +1,109 @@
+package link
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Kind tells the three kinds of wire message apart.
+type Kind uint8
+
+// The kinds of wire message.
+const (
+	KindRequest Kind = iota + 1
+	KindResponse
+	KindEvent
+)
+
+// String returns "request", "response" or "event".
+func (k Kind) String() string {
+	switch k {
+	case KindRequest:
+		return "request"
+	case KindResponse:
+		return "response"
+	case KindEvent:
+		return "event"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Message is one message on a link, as links and connectors exchange it.
+// A connector carries every field to the peer's link unchanged, except
+// Reply, which is its own.
+type Message struct {
+	Kind Kind
+	// Type is the message type name; a response carries its request's.
+	Type string
+	// ID correlates a response with its request. The requesting link
+	// chooses it; the responding link echoes it.
+	ID uint64
+	// Data is the JSON payload: the request, the response or the event.
+	// A failed response has none.
+	Data []byte
+	// Error is set on a failed response.
+	Error *Error
+	// Deadline is when the requester stops waiting (requests only). A
+	// connector that crosses machines sends the time remaining.
+	Deadline time.Time
+	// Origin is the endpoint a broadcast event started from, so that it is
+	// never delivered back there. Zero when not a broadcast.
+	Origin Address
+	// Reply is the connector's own return address for a request, copied
+	// by the link into the response. Links do not interpret it.
+	Reply string
+}
+
+// Connector carries one link's messages to its peer. A link owns its
+// connector: it calls Start once, Send from many goroutines, and Close.
+type Connector interface {
+	// Start begins delivering the peer's messages and connection changes
+	// to r. Messages must be delivered in the order the peer sent them.
+	Start(r Receiver) error
+	// Send hands m to the transport, blocking at most until ctx is done.
+	// The connector owns m afterwards. An error means the message was not
+	// sent; an *Error tells why in terms the requester understands
+	// (CodeNotConnected, CodeTooLarge, CodeSessionLost).
+	Send(ctx context.Context, m *Message) error
+	// Close releases the transport. The peer's connector reports
+	// StatusClosed to its link. Close is idempotent.
+	Close() error
+}
+
+// Receiver takes what a connector delivers. Its methods must not be called
+// concurrently with each other for the same link, and return promptly.
+type Receiver interface {
+	// Receive takes one inbound message.
+	Receive(m *Message)
+	// Status reports a change of the connection beneath the link.
+	Status(s Status, err error)
+}
+
+// Status is a change in the connection that carries a link.
+type Status uint8
+
+// Connection changes.
+const (
+	// StatusDropped: the transport lost its connection; the session is
+	// kept and messages wait until it resumes.
+	StatusDropped Status = iota + 1
+	// StatusResumed: the connection is back and the session continues.
+	StatusResumed
+	// StatusClosed: the session is over (the peer closed it, or it expired).
+	// The link closes and its pending requests fail with ErrSessionLost.
+	StatusClosed
+)
+
+// String returns "dropped", "resumed" or "closed".
+func (s Status) String() string {
+	switch s {
+	case StatusDropped:
+		return "dropped"
+	case StatusResumed:
+		return "resumed"
+	case StatusClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}

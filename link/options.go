@@ -1,0 +1,86 @@
+package link
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Option configures a Link.
+type Option func(*options) error
+
+type options struct {
+	logger         *slog.Logger
+	requestTimeout time.Duration
+	authorize      func(ctx context.Context, permission string) error
+	onStatus       func(Status)
+	eventQueue     int
+}
+
+func defaultOptions() options {
+	return options{
+		logger:         slog.Default(),
+		requestTimeout: 30 * time.Second,
+		eventQueue:     256,
+	}
+}
+
+// WithLogger sets where the link reports dropped messages and handler
+// failures. Defaults to slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return errors.New("link: nil logger")
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithRequestTimeout sets how long a request waits when its context has no
+// deadline, and how long a handler may run when the request arrived with
+// none. Defaults to 30s.
+func WithRequestTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return errors.New("link: request timeout must be positive")
+		}
+		o.requestTimeout = d
+		return nil
+	}
+}
+
+// WithAuthorizer makes the link ask authorize before it runs the handler of
+// any inbound request that declares a permission other than
+// messages.Unrestricted. An error refuses the request: the requester gets it
+// as CodePermissionDenied unless it is an *Error with a code of its own.
+// Without an authorizer every request is allowed. Defaults to none.
+func WithAuthorizer(authorize func(ctx context.Context, permission string) error) Option {
+	return func(o *options) error {
+		o.authorize = authorize
+		return nil
+	}
+}
+
+// WithStatusHandler calls f, from the connector's goroutine, when the
+// connection beneath the link drops, resumes or closes. Defaults to none.
+func WithStatusHandler(f func(Status)) Option {
+	return func(o *options) error {
+		o.onStatus = f
+		return nil
+	}
+}
+
+// WithEventQueue sets how many received events may wait for their handler.
+// When the queue is full the connector waits, which slows the sender
+// rather than dropping events. Defaults to 256.
+func WithEventQueue(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return errors.New("link: event queue must hold at least one event")
+		}
+		o.eventQueue = n
+		return nil
+	}
+}

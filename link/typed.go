@@ -1,0 +1,78 @@
+package link
+
+import (
+	"context"
+
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// Request sends req as a request of type m and returns the decoded
+// response. req is checked against the schema before anything is sent: a
+// bad payload fails here with an *Error of CodeInvalidMessage that wraps
+// the *messages.ValidationError naming the field. Otherwise it ends as
+// RequestJSON does.
+func Request[Req, Resp any](ctx context.Context, l *Link, m *messages.Request[Req, Resp], req Req) (Resp, error) {
+	var resp Resp
+	def := m.Definition
+	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
+		return resp, err
+	}
+	payload, err := m.EncodeRequest(req)
+	if err != nil {
+		return resp, invalid(err)
+	}
+	data, err := l.request(ctx, def, payload, false)
+	if err != nil {
+		return resp, err
+	}
+	if err := messages.Unmarshal(m, "response", data, &resp); err != nil {
+		return resp, invalid(err)
+	}
+	return resp, nil
+}
+
+// Emit sends ev as an event of type m, checked against the schema first.
+func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error {
+	if err := l.checkOutbound(m.Definition, messages.KindEvent); err != nil {
+		return err
+	}
+	payload, err := m.Encode(ev)
+	if err != nil {
+		return invalid(err)
+	}
+	return l.emit(ctx, &Message{Kind: KindEvent, Type: m.Name(), Data: payload})
+}
+
+// HandleRequest attaches h to answer requests of type m on l. h gets the
+// decoded request; its response is checked against the schema before it is
+// sent (an invalid one reaches the requester as CodeInternal). Call it
+// before Start; mistakes are reported by Start.
+func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h func(ctx context.Context, req Req) (Resp, error)) {
+	l.attach(m, messages.KindRequest, &handler{checked: true, request: func(ctx context.Context, msg *Message) ([]byte, error) {
+		var req Req
+		if err := messages.Unmarshal(m, "request", msg.Data, &req); err != nil {
+			return nil, invalid(err)
+		}
+		resp, err := h(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		data, err := m.EncodeResponse(resp)
+		if err != nil {
+			return nil, &Error{Code: CodeInternal, Message: err.Error(), cause: err}
+		}
+		return data, nil
+	}})
+}
+
+// HandleEvent attaches h to handle events of type m on l, decoded. Call it
+// before Start; mistakes are reported by Start.
+func HandleEvent[T any](l *Link, m *messages.Event[T], h func(ctx context.Context, ev T) error) {
+	l.attach(m, messages.KindEvent, &handler{event: func(ctx context.Context, msg *Message) error {
+		var ev T
+		if err := messages.Unmarshal(m, "event", msg.Data, &ev); err != nil {
+			return err
+		}
+		return h(ctx, ev)
+	}})
+}

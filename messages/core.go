@@ -1,0 +1,307 @@
+package messages
+
+// The core messages: what the fabric's own endpoints say to each other.
+// Their links, forwarding and permissions follow Clusterio's built-in
+// messages (send_command plays the part of send_rcon, set_player_banned of
+// set_user_banned); register_slave replaces the original's WebSocket
+// handshake, which a NATS transport does not have.
+
+// Link lifecycle.
+var (
+	// Ping asks the peer to answer; it measures a round trip and proves the
+	// peer is alive.
+	Ping = MustRequest[Empty, Empty](Spec{
+		Name:        "ping",
+		Description: "Ask the peer to answer, proving it is alive.",
+		Links:       []string{"master-control", "control-master", "master-slave", "slave-master"},
+		Permission:  Unrestricted,
+	})
+	// PrepareDisconnect announces a graceful disconnect: the receiver stops
+	// sending new requests and answers once its in-flight ones have ended.
+	PrepareDisconnect = MustRequest[Empty, Empty](Spec{
+		Name:        "prepare_disconnect",
+		Description: "Announce a graceful disconnect; the peer finishes its in-flight requests and answers.",
+		Links:       []string{"master-control", "control-master", "master-slave", "slave-master"},
+		Permission:  Unrestricted,
+	})
+	// PrepareMasterDisconnect tells an instance that its slave is about to
+	// lose the master.
+	PrepareMasterDisconnect = MustRequest[Empty, Empty](Spec{
+		Name:        "prepare_master_disconnect",
+		Description: "Tell an instance that its slave is about to disconnect from the master.",
+		Links:       []string{"slave-instance"},
+	})
+	// MasterConnectionEvent tells an instance how its slave's connection to
+	// the master changed.
+	MasterConnectionEvent = MustEvent[ConnectionEvent](Spec{
+		Name:        "master_connection_event",
+		Description: "Tell an instance that its slave's connection to the master changed.",
+		Links:       []string{"slave-instance"},
+	})
+)
+
+// Cluster membership and the master's view.
+var (
+	// RegisterSlave introduces a slave to the master with the instances it
+	// hosts. A slave whose id is already connected from elsewhere is
+	// refused.
+	RegisterSlave = MustRequest[SlaveRegistration, Empty](Spec{
+		Name:        "register_slave",
+		Description: "Introduce a slave and the instances it hosts to the master.",
+		Links:       []string{"slave-master"},
+	})
+	// UpdateInstances reports the instances a slave hosts and their status.
+	UpdateInstances = MustEvent[InstanceUpdate](Spec{
+		Name:        "update_instances",
+		Description: "Report the instances a slave hosts and their status.",
+		Links:       []string{"slave-master"},
+	})
+	// ListSlaves returns every slave the master knows.
+	ListSlaves = MustRequest[Empty, SlaveList](Spec{
+		Name:        "list_slaves",
+		Description: "List every slave the master knows, connected or not.",
+		Links:       []string{"control-master"},
+		Permission:  "core.slave.list",
+	})
+	// ListInstances returns every instance the master knows.
+	ListInstances = MustRequest[Empty, InstanceList](Spec{
+		Name:        "list_instances",
+		Description: "List every instance the master knows, where it lives and its status.",
+		Links:       []string{"control-master"},
+		Permission:  "core.instance.list",
+	})
+	// CreateInstance creates an instance on the master, not yet assigned to
+	// a slave.
+	CreateInstance = MustRequest[NewInstance, InstanceRef](Spec{
+		Name:        "create_instance",
+		Description: "Create an instance on the master, not yet assigned to any slave.",
+		Links:       []string{"control-master"},
+		Permission:  "core.instance.create",
+	})
+	// AssignInstanceCommand asks the master to give an instance to a slave.
+	AssignInstanceCommand = MustRequest[Assignment, Empty](Spec{
+		Name:        "assign_instance_command",
+		Description: "Ask the master to assign an instance to a slave.",
+		Links:       []string{"control-master"},
+		Permission:  "core.instance.assign",
+	})
+	// AssignInstance tells a slave to host an instance from now on.
+	AssignInstance = MustRequest[HostedInstance, Empty](Spec{
+		Name:        "assign_instance",
+		Description: "Tell a slave to host an instance.",
+		Links:       []string{"master-slave"},
+	})
+)
+
+// Instance control, forwarded control -> master -> slave -> instance.
+var (
+	// StartInstance starts an instance.
+	StartInstance = MustRequest[InstanceRef, Empty](Spec{
+		Name:        "start_instance",
+		Description: "Start an instance.",
+		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		ForwardTo:   Instance,
+		Permission:  "core.instance.start",
+	})
+	// StopInstance stops an instance.
+	StopInstance = MustRequest[InstanceRef, Empty](Spec{
+		Name:        "stop_instance",
+		Description: "Stop an instance.",
+		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		ForwardTo:   Instance,
+		Permission:  "core.instance.stop",
+	})
+	// SendCommand runs a command on an instance and returns its output.
+	SendCommand = MustRequest[Command, CommandResult](Spec{
+		Name:        "send_command",
+		Description: "Run a command on an instance and return what it printed.",
+		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		ForwardTo:   Instance,
+		Permission:  "core.instance.send_command",
+	})
+)
+
+// Instance lifecycle and activity, relayed instance -> slave -> master.
+var (
+	// InstanceStarted reports that an instance is running.
+	InstanceStarted = MustEvent[InstanceRef](Spec{
+		Name:        "instance_started",
+		Description: "Report that an instance is running.",
+		Links:       []string{"instance-slave", "slave-master"},
+	})
+	// InstanceStopped reports that an instance has stopped.
+	InstanceStopped = MustEvent[InstanceRef](Spec{
+		Name:        "instance_stopped",
+		Description: "Report that an instance has stopped.",
+		Links:       []string{"instance-slave", "slave-master"},
+	})
+	// InstanceOutput carries one line an instance printed; the master
+	// relays it to the controls that follow that instance.
+	InstanceOutput = MustEvent[OutputLine](Spec{
+		Name:        "instance_output",
+		Description: "One line an instance printed; relayed to the controls following it.",
+		Links:       []string{"instance-slave", "slave-master", "master-control"},
+		ForwardTo:   Master,
+	})
+	// SetInstanceOutputSubscriptions sets the instances whose output the
+	// master relays to the requesting control.
+	SetInstanceOutputSubscriptions = MustRequest[OutputSubscriptions, Empty](Spec{
+		Name:        "set_instance_output_subscriptions",
+		Description: "Set the instances whose output the master relays to this control.",
+		Links:       []string{"control-master"},
+		Permission:  "core.instance.follow_log",
+	})
+	// PlayerEvent reports a player joining or leaving an instance.
+	PlayerEvent = MustEvent[PlayerActivity](Spec{
+		Name:        "player_event",
+		Description: "A player joined or left an instance.",
+		Links:       []string{"instance-slave", "slave-master"},
+		ForwardTo:   Master,
+	})
+)
+
+// Bans, broadcast master -> every slave -> every instance.
+var (
+	// SetPlayerBanned bans or unbans a player everywhere; the master
+	// broadcasts the change to every instance.
+	SetPlayerBanned = MustRequest[Ban, Empty](Spec{
+		Name:        "set_player_banned",
+		Description: "Ban or unban a player on every instance.",
+		Links:       []string{"control-master"},
+		Permission:  "core.user.set_banned",
+	})
+	// BanlistUpdate carries a ban to every instance.
+	BanlistUpdate = MustEvent[Ban](Spec{
+		Name:        "banlist_update",
+		Description: "A ban or unban, broadcast to every instance.",
+		Links:       []string{"master-slave", "slave-instance"},
+		BroadcastTo: Instance,
+	})
+)
+
+var coreMessages = []Message{
+	Ping, PrepareDisconnect, PrepareMasterDisconnect, MasterConnectionEvent,
+	RegisterSlave, UpdateInstances, ListSlaves, ListInstances,
+	CreateInstance, AssignInstanceCommand, AssignInstance,
+	StartInstance, StopInstance, SendCommand,
+	InstanceStarted, InstanceStopped, InstanceOutput, SetInstanceOutputSubscriptions, PlayerEvent,
+	SetPlayerBanned, BanlistUpdate,
+}
+
+// ConnectionEvent is the payload of master_connection_event.
+type ConnectionEvent struct {
+	// Event is "connect", "drop" (connection lost, session kept),
+	// "resume" (reconnected within the session) or "close" (session ended).
+	Event string `json:"event" schema:"enum=connect|drop|resume|close"`
+}
+
+// Instance statuses, as reported by slaves and listed by the master.
+const (
+	StatusUnassigned = "unassigned" // known to the master, hosted by no slave
+	StatusUnknown    = "unknown"    // its slave is not connected
+	StatusStopped    = "stopped"
+	StatusStarting   = "starting"
+	StatusRunning    = "running"
+	StatusStopping   = "stopping"
+)
+
+// HostedInstance is an instance as its slave describes it.
+type HostedInstance struct {
+	ID     int64  `json:"instance_id" schema:"minimum=1"`
+	Name   string `json:"name" schema:"minLength=1,maxLength=128"`
+	Status string `json:"status,omitempty" schema:"enum=stopped|starting|running|stopping"`
+}
+
+// SlaveRegistration is the payload of register_slave.
+type SlaveRegistration struct {
+	ID        int64            `json:"slave_id" schema:"minimum=1"`
+	Name      string           `json:"name" schema:"minLength=1,maxLength=128"`
+	Version   string           `json:"version" schema:"maxLength=64"`
+	Instances []HostedInstance `json:"instances" schema:"maxItems=10000"`
+}
+
+// InstanceUpdate is the payload of update_instances: the full list of the
+// sending slave's instances.
+type InstanceUpdate struct {
+	Instances []HostedInstance `json:"instances" schema:"maxItems=10000"`
+}
+
+// SlaveInfo is one slave in the master's view.
+type SlaveInfo struct {
+	ID        int64  `json:"slave_id"`
+	Name      string `json:"name"`
+	Connected bool   `json:"connected"`
+	Instances int    `json:"instances"`
+}
+
+// SlaveList is the response of list_slaves.
+type SlaveList struct {
+	Slaves []SlaveInfo `json:"slaves"`
+}
+
+// InstanceInfo is one instance in the master's view.
+type InstanceInfo struct {
+	ID      int64  `json:"instance_id"`
+	Name    string `json:"name"`
+	SlaveID int64  `json:"slave_id,omitempty"` // 0: not assigned
+	Status  string `json:"status" schema:"enum=unassigned|unknown|stopped|starting|running|stopping"`
+}
+
+// InstanceList is the response of list_instances.
+type InstanceList struct {
+	Instances []InstanceInfo `json:"instances"`
+}
+
+// InstanceRef names one instance.
+type InstanceRef struct {
+	InstanceID int64 `json:"instance_id" schema:"minimum=1"`
+}
+
+// NewInstance is the payload of create_instance.
+type NewInstance struct {
+	Name string `json:"name" schema:"minLength=1,maxLength=128"`
+}
+
+// Assignment is the payload of assign_instance_command.
+type Assignment struct {
+	InstanceID int64 `json:"instance_id" schema:"minimum=1"`
+	SlaveID    int64 `json:"slave_id" schema:"minimum=1"`
+}
+
+// Command is the payload of send_command.
+type Command struct {
+	InstanceID int64  `json:"instance_id" schema:"minimum=1"`
+	Command    string `json:"command" schema:"minLength=1,maxLength=4096"`
+}
+
+// CommandResult is the response of send_command.
+type CommandResult struct {
+	Output string `json:"output"`
+}
+
+// OutputLine is the payload of instance_output.
+type OutputLine struct {
+	InstanceID int64  `json:"instance_id" schema:"minimum=1"`
+	Time       int64  `json:"time"` // Unix milliseconds
+	Level      string `json:"level" schema:"enum=info|warn|error"`
+	Message    string `json:"message" schema:"maxLength=65536"`
+}
+
+// OutputSubscriptions is the payload of set_instance_output_subscriptions.
+type OutputSubscriptions struct {
+	InstanceIDs []int64 `json:"instance_ids" schema:"maxItems=10000"`
+}
+
+// PlayerActivity is the payload of player_event.
+type PlayerActivity struct {
+	InstanceID int64  `json:"instance_id" schema:"minimum=1"`
+	Type       string `json:"type" schema:"enum=join|leave"`
+	Name       string `json:"name" schema:"minLength=1,maxLength=64"`
+}
+
+// Ban is the payload of set_player_banned and banlist_update.
+type Ban struct {
+	Name   string `json:"name" schema:"minLength=1,maxLength=64"`
+	Banned bool   `json:"banned"`
+	Reason string `json:"reason,omitempty" schema:"maxLength=1024"`
+}

@@ -1,0 +1,81 @@
+package messages
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Endpoint is the type of a party on a link: master, slave, instance or
+// control. The zero value is no endpoint; it is what ForwardTo and
+// BroadcastTo hold when a message is not forwarded or broadcast.
+type Endpoint uint8
+
+// The endpoint types of a cluster.
+const (
+	Master Endpoint = iota + 1
+	Slave
+	Instance
+	Control
+)
+
+var endpointNames = [...]string{Master: "master", Slave: "slave", Instance: "instance", Control: "control"}
+
+// Endpoints lists every endpoint type, in a fixed order.
+func Endpoints() []Endpoint { return []Endpoint{Master, Slave, Instance, Control} }
+
+// String returns the lower-case name used on the wire and in link names.
+func (e Endpoint) String() string {
+	if e >= Master && e <= Control {
+		return endpointNames[e]
+	}
+	if e == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("Endpoint(%d)", uint8(e))
+}
+
+// Valid reports whether e is one of the four endpoint types.
+func (e Endpoint) Valid() bool { return e >= Master && e <= Control }
+
+// ParseEndpoint returns the endpoint type named s ("master", "slave",
+// "instance" or "control").
+func ParseEndpoint(s string) (Endpoint, error) {
+	for _, e := range Endpoints() {
+		if endpointNames[e] == s {
+			return e, nil
+		}
+	}
+	return 0, fmt.Errorf("messages: unknown endpoint type %q (want master, slave, instance or control)", s)
+}
+
+// Direction is one direction of a link: messages sent by Source and
+// received by Target. It is written "source-target", as in "control-master".
+type Direction struct {
+	Source, Target Endpoint
+}
+
+// String returns the "source-target" form.
+func (d Direction) String() string { return d.Source.String() + "-" + d.Target.String() }
+
+// Reverse returns the opposite direction of the same link.
+func (d Direction) Reverse() Direction { return Direction{Source: d.Target, Target: d.Source} }
+
+// ParseDirection parses the "source-target" form, such as "control-master".
+func ParseDirection(s string) (Direction, error) {
+	src, dst, ok := strings.Cut(s, "-")
+	if !ok {
+		return Direction{}, fmt.Errorf("messages: link %q is not of the form source-target", s)
+	}
+	source, err := ParseEndpoint(src)
+	if err != nil {
+		return Direction{}, fmt.Errorf("messages: link %q: %w", s, err)
+	}
+	target, err := ParseEndpoint(dst)
+	if err != nil {
+		return Direction{}, fmt.Errorf("messages: link %q: %w", s, err)
+	}
+	if source == target {
+		return Direction{}, fmt.Errorf("messages: link %q joins an endpoint type to itself", s)
+	}
+	return Direction{Source: source, Target: target}, nil
+}

@@ -1,0 +1,169 @@
+package messages
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/kaptinlin/jsonschema"
+)
+
+// ErrInvalidPayload is matched (with errors.Is) by every *ValidationError.
+var ErrInvalidPayload = errors.New("messages: invalid payload")
+
+// ValidationError reports a payload that does not match its message's
+// schema. It names the message, the part of it (request, response or event)
+// and the offending field.
+type ValidationError struct {
+	Message string // message type name, e.g. "start_instance"
+	Part    string // "request", "response" or "event"
+	Field   string // JSON pointer to the offending value; "" is the whole payload
+	Reason  string // what is wrong with it
+}
+
+// Error returns "invalid <message> <part>: <field>: <reason>".
+func (e *ValidationError) Error() string {
+	field := e.Field
+	if field == "" {
+		field = "payload"
+	}
+	return fmt.Sprintf("invalid %s %s: %s: %s", e.Message, e.Part, field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidPayload.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidPayload }
+
+// Schema is a compiled JSON Schema for one payload of one message. It is
+// immutable and safe for concurrent use.
+type Schema struct {
+	raw      json.RawMessage
+	compiled *jsonschema.Schema
+}
+
+// compileSchema compiles a JSON Schema document once. Schemas are Draft-07
+// (the newest dialect whose meta-schema the validator carries, so a schema
+// can be checked without fetching anything). References to other
+// documents are refused: a message's schema must be self-contained, and
+// fetching schemas over the network at start-up is not something a cluster
+// node should ever do.
+func compileSchema(doc []byte) (*Schema, error) {
+	var probe any
+	if err := json.Unmarshal(doc, &probe); err != nil {
+		return nil, fmt.Errorf("schema is not valid JSON: %w", err)
+	}
+	if _, ok := probe.(map[string]any); !ok {
+		if b, isBool := probe.(bool); !isBool || !b {
+			return nil, errors.New("schema must be a JSON object")
+		}
+	}
+	c := jsonschema.NewCompiler().SetDefaultDialect(jsonschema.Draft7)
+	for scheme := range c.Loaders {
+		delete(c.Loaders, scheme)
+	}
+	res, err := c.ValidateSchema(doc)
+	if err != nil {
+		return nil, fmt.Errorf("schema cannot be checked: %w", err)
+	}
+	if !res.IsValid() {
+		field, reason := firstError(res)
+		return nil, fmt.Errorf("schema is not a valid JSON Schema: %s: %s", orRoot(field), reason)
+	}
+	compiled, err := c.Compile(doc)
+	if err != nil {
+		return nil, fmt.Errorf("schema does not compile: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, doc); err != nil {
+		return nil, fmt.Errorf("schema is not valid JSON: %w", err)
+	}
+	return &Schema{raw: buf.Bytes(), compiled: compiled}, nil
+}
+
+// JSON returns the schema document. The caller must not modify it.
+func (s *Schema) JSON() json.RawMessage { return s.raw }
+
+// Validate checks a JSON document against the schema. It returns nil or a
+// *ValidationError with Message and Part left empty for the caller to fill.
+func (s *Schema) Validate(data []byte) error {
+	res := s.compiled.ValidateJSON(data)
+	if res.IsValid() {
+		return nil
+	}
+	field, reason := firstError(res)
+	return &ValidationError{Field: field, Reason: reason}
+}
+
+// issue is one failed keyword at one place in the validated document.
+type issue struct {
+	path, keyword, message string
+}
+
+// firstError picks the one failure of an evaluation that best tells a person
+// what to fix: a missing required field first, then an unexpected field,
+// then the deepest failure. Summary failures ("property x does not match")
+// are skipped in favour of the failure they summarise.
+func firstError(res *jsonschema.EvaluationResult) (field, reason string) {
+	var issues []issue
+	collectIssues(res, "", &issues)
+	if len(issues) == 0 {
+		return "", "does not match the schema"
+	}
+	rank := func(i issue) int {
+		switch i.keyword {
+		case "format":
+			return 0 // invalid JSON: nothing else is meaningful
+		case "required":
+			return 1
+		case "additionalProperties":
+			return 2
+		}
+		return 3
+	}
+	sort.SliceStable(issues, func(a, b int) bool {
+		ra, rb := rank(issues[a]), rank(issues[b])
+		if ra != rb {
+			return ra < rb
+		}
+		da, db := strings.Count(issues[a].path, "/"), strings.Count(issues[b].path, "/")
+		if da != db {
+			return da > db
+		}
+		if issues[a].path != issues[b].path {
+			return issues[a].path < issues[b].path
+		}
+		return issues[a].keyword < issues[b].keyword
+	})
+	best := issues[0]
+	return best.path, best.message
+}
+
+// summaryKeywords fail only because something beneath them failed.
+var summaryKeywords = map[string]bool{
+	"properties": true, "items": true, "prefixItems": true, "allOf": true,
+	"patternProperties": true, "dependentSchemas": true, "contains": true,
+	"unevaluatedProperties": true, "unevaluatedItems": true,
+	"schema": true, // a false schema under additionalProperties; its parent says which property
+}
+
+func collectIssues(res *jsonschema.EvaluationResult, base string, out *[]issue) {
+	path := base + res.InstanceLocation
+	for kw, e := range res.Errors {
+		if summaryKeywords[kw] {
+			continue
+		}
+		*out = append(*out, issue{path: path, keyword: kw, message: e.Error()})
+	}
+	for _, d := range res.Details {
+		collectIssues(d, path, out)
+	}
+}
+
+func orRoot(field string) string {
+	if field == "" {
+		return "/"
+	}
+	return field
+}

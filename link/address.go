@@ -18,11 +18,12 @@ type Address struct {
 // MasterAddress is the address of the cluster's master.
 var MasterAddress = Address{Type: messages.Master, ID: "0"}
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // ValidID reports whether id may name an endpoint: 1 to 64 letters, digits,
-// '-' or '_'. Ids are used as they are in transport addresses (NATS subject
-// tokens), so nothing else is allowed.
+// '-' or '_', starting with a letter or digit. Ids are used as they are in
+// transport addresses (NATS subject tokens), so nothing else is allowed;
+// names starting with '_' are left to the transport.
 func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // String returns "type/id", e.g. "slave/3".
@@ -37,7 +38,7 @@ func (a Address) Validate() error {
 		return fmt.Errorf("link: address %s: unknown endpoint type", a)
 	}
 	if !ValidID(a.ID) {
-		return fmt.Errorf("link: address %s: id must be 1-64 letters, digits, '-' or '_'", a)
+		return fmt.Errorf("link: address %s: id must be 1-64 letters, digits, '-' or '_', starting with a letter or digit", a)
 	}
 	return nil
 }

@@ -1,0 +1,407 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/linkfabric/linkfabric/link"
+)
+
+// Headers. Everything that is not payload travels in them, so that a plain
+// NATS client can take part: only Lf-Timeout matters to one sending a
+// request, and Lf-Error to one reading a response.
+const (
+	hdrSession     = "Lf-Session"      // the sender's session
+	hdrPeerSession = "Lf-Peer-Session" // the receiver's session the sender talks to, once known
+	hdrID          = "Lf-Id"           // a request's id, echoed in its response
+	hdrTimeout     = "Lf-Timeout"      // milliseconds the requester still waits
+	hdrError       = "Lf-Error"        // the error code of a failed response; the body is its text
+	hdrOrigin      = "Lf-Origin"       // where a broadcast started, type/id
+	hdrStatus      = "Status"          // set by the server: 503 means no responders
+)
+
+var errPeerRestarted = errors.New("the peer restarted")
+
+// Conn is the connector of one link over NATS: to one peer, and once the
+// peer has spoken, to one session of that peer. It implements
+// link.Connector.
+type Conn struct {
+	n    *Node
+	id   uint64
+	peer link.Address
+
+	queue chan *link.Message
+	done  chan struct{}
+
+	mu        sync.Mutex
+	session   string // the peer's session
+	bound     bool
+	receiver  link.Receiver
+	started   bool
+	closed    bool
+	peerGone  bool // the peer closed or restarted: no close notice to send
+	requests  map[uint64]*outRequest
+	lastSweep time.Time
+}
+
+// outRequest is a request sent and not yet answered, kept so that it can be
+// sent again while NATS says nothing subscribes to its subject.
+type outRequest struct {
+	msg      *natsgo.Msg
+	first    time.Time
+	deadline time.Time
+	backoff  time.Duration
+}
+
+func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) *Conn {
+	return &Conn{
+		n:        n,
+		id:       id,
+		peer:     peer,
+		session:  session,
+		bound:    bound,
+		queue:    make(chan *link.Message, n.opts.peerQueue),
+		done:     make(chan struct{}),
+		requests: map[uint64]*outRequest{},
+	}
+}
+
+// Peer returns the address of the endpoint at the other end.
+func (c *Conn) Peer() link.Address { return c.peer }
+
+// PeerSession returns the peer's session, or "" until it is known (or for
+// a plain NATS client, which has none).
+func (c *Conn) PeerSession() string { return c.peerSession() }
+
+// Node returns the Node the connector belongs to.
+func (c *Conn) Node() *Node { return c.n }
+
+func (c *Conn) isBound() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bound
+}
+
+func (c *Conn) peerSession() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session
+}
+
+// bindLocked binds a dialed connector to the peer session that answered.
+// It reports false if it is bound to another session. n.mu must be held.
+func (c *Conn) bindLocked(session string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bound {
+		return c.session == session
+	}
+	c.session, c.bound = session, true
+	c.n.bySess[peerKey{c.peer, session}] = c
+	return true
+}
+
+// Start begins delivering to r, in arrival order, from a goroutine of the
+// connector's own.
+func (c *Conn) Start(r link.Receiver) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return errors.New("nats: connector started twice")
+	}
+	if c.closed {
+		return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
+	}
+	c.receiver, c.started = r, true
+	go c.deliver(r)
+	return nil
+}
+
+func (c *Conn) deliver(r link.Receiver) {
+	for {
+		select {
+		case m := <-c.queue:
+			r.Receive(m)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// enqueue hands a converted message to the link without ever blocking the
+// Node's dispatcher: one slow link must not hold up the others.
+func (c *Conn) enqueue(m *link.Message) bool {
+	select {
+	case c.queue <- m:
+		return true
+	default:
+		c.n.dropped.Add(1)
+		c.n.opts.logger.Warn("link queue full; message dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type)
+		return false
+	}
+}
+
+// inbound converts a request or event from the peer.
+func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
+	m := &link.Message{Type: sub.msgType, Data: msg.Data}
+	if msg.Reply != "" {
+		if sub.dst.ID == BroadcastID {
+			c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "requests cannot be broadcast"))
+			return
+		}
+		m.Kind, m.Reply = link.KindRequest, msg.Reply
+		if v := msg.Header.Get(hdrID); v != "" {
+			id, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not an unsigned integer", hdrID, v))
+				return
+			}
+			m.ID = id
+		}
+		if v := msg.Header.Get(hdrTimeout); v != "" {
+			ms, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
+				c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not a number of milliseconds between 1 and 86400000", hdrTimeout, v))
+				return
+			}
+			m.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		}
+	} else {
+		m.Kind = link.KindEvent
+		if v := msg.Header.Get(hdrOrigin); v != "" {
+			origin, err := link.ParseAddress(v)
+			if err != nil {
+				c.n.dropped.Add(1)
+				return
+			}
+			m.Origin = origin
+		}
+	}
+	if !c.enqueue(m) && m.Kind == link.KindRequest {
+		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer))
+	}
+}
+
+// reply takes the response to request id, or NATS's word that nothing
+// subscribes to the request's subject.
+func (c *Conn) reply(id uint64, msg *natsgo.Msg) {
+	if len(msg.Data) == 0 && msg.Header.Get(hdrStatus) == "503" {
+		c.noResponders(id)
+		return
+	}
+	session := msg.Header.Get(hdrSession)
+	c.n.mu.Lock()
+	ok := c.bindLocked(session)
+	c.n.mu.Unlock()
+	if !ok {
+		c.peerRestarted()
+		return
+	}
+	c.mu.Lock()
+	delete(c.requests, id)
+	c.mu.Unlock()
+	m := &link.Message{Kind: link.KindResponse, ID: id}
+	if code := msg.Header.Get(hdrError); code != "" {
+		e := &link.Error{Code: link.Code(code), Message: string(msg.Data)}
+		if !link.ValidCode(e.Code) {
+			e = link.Errorf(link.CodeInternal, "%s answered with a malformed error code %q: %s", c.peer, code, msg.Data)
+		}
+		m.Error = e
+	} else {
+		m.Data = msg.Data
+	}
+	c.enqueue(m)
+}
+
+// noResponders sends a request again, with backoff, for a while: right
+// after a reconnect or failover the peer may not have resubscribed. Then
+// it fails the request with link.ErrNotConnected. NATS answers 503 only
+// when no subscriber got the request, so sending it again cannot run a
+// handler twice.
+func (c *Conn) noResponders(id uint64) {
+	c.mu.Lock()
+	r := c.requests[id]
+	if r == nil {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if now.Sub(r.first) < c.n.opts.noRespondersFor && now.Add(r.backoff).Before(r.deadline) && !c.closed {
+		wait := r.backoff
+		r.backoff = min(2*r.backoff, 250*time.Millisecond)
+		c.mu.Unlock()
+		time.AfterFunc(wait, func() { c.resend(id) })
+		return
+	}
+	delete(c.requests, id)
+	c.mu.Unlock()
+	c.enqueue(&link.Message{Kind: link.KindResponse, ID: id, Error: link.Errorf(link.CodeNotConnected,
+		"%s is not connected: nothing subscribes to %s", c.peer, r.msg.Subject)})
+}
+
+func (c *Conn) resend(id uint64) {
+	c.mu.Lock()
+	r := c.requests[id]
+	closed := c.closed
+	c.mu.Unlock()
+	if r == nil || closed {
+		return
+	}
+	remaining := time.Until(r.deadline)
+	if remaining <= 0 {
+		return
+	}
+	r.msg.Header.Set(hdrTimeout, strconv.FormatInt(max(remaining.Milliseconds(), 1), 10))
+	if err := c.n.publish(context.Background(), r.msg, r.msg.Subject); err != nil {
+		c.mu.Lock()
+		delete(c.requests, id)
+		c.mu.Unlock()
+		var le *link.Error
+		if !errors.As(err, &le) {
+			le = link.Errorf(link.CodeUnavailable, "%v", err)
+		}
+		c.enqueue(&link.Message{Kind: link.KindResponse, ID: id, Error: le})
+	}
+}
+
+// Send publishes m: a request on the peer's subject with a reply subject of
+// ours, a response on the reply subject its request named, an event on the
+// peer's subject.
+func (c *Conn) Send(ctx context.Context, m *link.Message) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
+	}
+	peerSession := c.session
+	c.mu.Unlock()
+
+	n := c.n
+	var msg *natsgo.Msg
+	switch m.Kind {
+	case link.KindRequest:
+		remaining := time.Until(m.Deadline)
+		if m.Deadline.IsZero() || remaining <= 0 {
+			return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
+		}
+		msg = natsgo.NewMsg(messageSubject(n.opts.prefix, n.self, c.peer, m.Type))
+		msg.Reply = replySubject(n.opts.prefix, c.peer, n.self, n.session, c.id, m.ID)
+		msg.Header.Set(hdrID, strconv.FormatUint(m.ID, 10))
+		msg.Header.Set(hdrTimeout, strconv.FormatInt(max(remaining.Milliseconds(), 1), 10))
+	case link.KindResponse:
+		if m.Reply == "" {
+			return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
+		}
+		msg = natsgo.NewMsg(m.Reply)
+		if m.ID != 0 {
+			msg.Header.Set(hdrID, strconv.FormatUint(m.ID, 10))
+		}
+	case link.KindEvent:
+		msg = natsgo.NewMsg(messageSubject(n.opts.prefix, n.self, c.peer, m.Type))
+		if !m.Origin.IsZero() {
+			msg.Header.Set(hdrOrigin, m.Origin.String())
+		}
+	default:
+		return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)
+	}
+	msg.Header.Set(hdrSession, n.session)
+	if peerSession != "" {
+		msg.Header.Set(hdrPeerSession, peerSession)
+	}
+	if m.Error != nil {
+		msg.Header.Set(hdrError, string(m.Error.Code))
+		msg.Data = []byte(m.Error.Message)
+	} else {
+		msg.Data = m.Data
+	}
+
+	if m.Kind == link.KindRequest {
+		c.track(m.ID, msg, m.Deadline)
+	}
+	if err := n.publish(ctx, msg, m.Type); err != nil {
+		if m.Kind == link.KindRequest {
+			c.mu.Lock()
+			delete(c.requests, m.ID)
+			c.mu.Unlock()
+		}
+		return err
+	}
+	return nil
+}
+
+// track remembers a request until its response, dropping, at most once a
+// second, the ones whose deadline has passed.
+func (c *Conn) track(id uint64, msg *natsgo.Msg, deadline time.Time) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.requests == nil { // closed meanwhile
+		return
+	}
+	c.requests[id] = &outRequest{msg: msg, first: now, deadline: deadline, backoff: 20 * time.Millisecond}
+	if now.Sub(c.lastSweep) > time.Second {
+		c.lastSweep = now
+		for rid, r := range c.requests {
+			if now.After(r.deadline) {
+				delete(c.requests, rid)
+			}
+		}
+	}
+}
+
+// status passes a connection change to the link.
+func (c *Conn) status(s link.Status, err error) {
+	c.mu.Lock()
+	r := c.receiver
+	if s == link.StatusClosed {
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+		c.peerGone = true
+	}
+	c.mu.Unlock()
+	if r != nil {
+		r.Status(s, err)
+	}
+	if s == link.StatusClosed {
+		_ = c.Close()
+	}
+}
+
+// peerClosed handles the peer's notice that it closed its side.
+func (c *Conn) peerClosed() { c.status(link.StatusClosed, nil) }
+
+// peerRestarted ends the link to a peer that came back with a new session.
+func (c *Conn) peerRestarted() { c.status(link.StatusClosed, errPeerRestarted) }
+
+// Close stops delivery, forgets the connector and tells the peer, whose
+// link closes too. It is idempotent.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	notify := !c.peerGone
+	peerSession := c.session
+	c.requests = nil
+	c.mu.Unlock()
+	close(c.done)
+	c.n.forget(c)
+	if notify {
+		msg := natsgo.NewMsg(closeSubject(c.n.opts.prefix, c.n.self, c.peer))
+		msg.Header.Set(hdrSession, c.n.session)
+		if peerSession != "" {
+			msg.Header.Set(hdrPeerSession, peerSession)
+		}
+		_ = c.n.nc.PublishMsg(msg)
+	}
+	return nil
+}

@@ -1,0 +1,35 @@
+// Package nats carries links over NATS: requests by NATS request/reply,
+// events by publish, broadcasts by one publish that NATS fans out.
+//
+// A Node is one endpoint's presence on NATS. It subscribes once to
+// everything addressed to the endpoint and hands each message to the
+// connector (Conn) of the link to its sender. The subject names both ends,
+// sender first, so that a broker can enforce who may publish and who may
+// subscribe:
+//
+//	lf.control.alice.master.0.list_slaves                    control alice asks the master
+//	lf.master.0.control.alice._reply.<session>.<conn>.<id>   the master's answer
+//	lf.master.0.slave._all.banlist_update                    the master tells every slave
+//
+// Everything that is not payload travels in headers (Lf-Id, Lf-Timeout,
+// Lf-Error, Lf-Session, Lf-Peer-Session, Lf-Origin), so a plain NATS
+// client can send requests and read responses; docs/protocol.md shows how.
+//
+// Sessions: every Node has a random session id, new in each process, sent
+// with every message. A link is bound to one session of its peer; when the
+// peer comes back with another, the old link's session is over (its
+// pending requests fail with link.ErrSessionLost) and a new link is made.
+// Two processes claiming one address are told apart the same way.
+//
+// Reconnection is nats.go's, configured to retry for ever with jittered
+// backoff and to buffer what is published while disconnected; the Node
+// turns connection changes into link.StatusDropped, StatusResumed and
+// StatusClosed for its links. A request that NATS reports has no
+// responders is sent again for a short while (the peer may be
+// resubscribing after a failover), then fails with link.ErrNotConnected.
+//
+//	node, err := nats.Connect(ctx, link.Address{Type: messages.Slave, ID: "3"},
+//		nats.WithURLs("nats://127.0.0.1:4222"))
+//	conn, err := node.Dial(link.MasterAddress)
+//	toMaster, err := link.New(conn, node.Self(), link.MasterAddress, catalog)
+package nats

@@ -1,0 +1,500 @@
+package nats
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/linkfabric/linkfabric/link"
+)
+
+// AcceptFunc is called, on the Node's dispatcher, with a new connector for
+// a peer that sent a message before any link to it existed. It should start
+// a link on c (link.New, handlers, Start) and return nil, or return an
+// error to refuse the peer.
+type AcceptFunc func(c *Conn) error
+
+// ErrClosed is returned by a Node that has been closed.
+var ErrClosed = errors.New("nats: node closed")
+
+// Node is one endpoint's presence on NATS: its connection, the one
+// subscription that receives everything addressed to it, and the
+// connectors of its links, one per peer.
+//
+// Each Node has a session: a random id, new every time a process starts,
+// sent with every message. A peer that sees a new session knows the
+// endpoint restarted; a message addressed to an earlier session is refused
+// rather than handled by the wrong incarnation.
+type Node struct {
+	nc      *natsgo.Conn
+	self    link.Address
+	session string
+	opts    options
+
+	in        chan *natsgo.Msg
+	subs      []*natsgo.Subscription
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	nextConn uint64
+	byID     map[uint64]*Conn       // every open connector, by its number
+	bySess   map[peerKey]*Conn      // connectors bound to a peer session
+	dialed   map[link.Address]*Conn // the connector Dial made for each peer
+
+	dropped atomic.Uint64 // inbound messages dropped: malformed, full queues, refused
+}
+
+type peerKey struct {
+	addr    link.Address
+	session string
+}
+
+// Connect connects self to NATS and subscribes to everything addressed to
+// it. It waits (see WithConnectWait) for the first connection; a refused
+// credential is an error, an unreachable server is not: the Node keeps
+// trying in the background, for ever, and buffers what is sent meanwhile.
+func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, error) {
+	if err := self.Validate(); err != nil {
+		return nil, err
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{
+		self:    self,
+		session: newSession(),
+		opts:    o,
+		in:      make(chan *natsgo.Msg, o.queue),
+		done:    make(chan struct{}),
+		byID:    map[uint64]*Conn{},
+		bySess:  map[peerKey]*Conn{},
+		dialed:  map[link.Address]*Conn{},
+	}
+	name := o.name
+	if name == "" {
+		name = "linkfabric " + self.String()
+	}
+	connected := make(chan struct{})
+	var connectedOnce sync.Once
+	closed := make(chan struct{})
+	natsOpts := append(append([]natsgo.Option{}, o.natsOpts...),
+		natsgo.Name(name),
+		natsgo.MaxReconnects(-1),
+		natsgo.ReconnectWait(250*time.Millisecond),
+		natsgo.ReconnectJitter(250*time.Millisecond, time.Second),
+		natsgo.RetryOnFailedConnect(true),
+		natsgo.DrainTimeout(o.drainTimeout),
+		// Replies to our own requests come back on our own subjects; nats.go
+		// inboxes, if ever used, stay inside what we may subscribe to.
+		natsgo.CustomInboxPrefix(o.prefix+"._inbox."+token(self)),
+		natsgo.ConnectHandler(func(*natsgo.Conn) {
+			connectedOnce.Do(func() { close(connected) })
+			o.logger.Info("connected to NATS", "node", self.String())
+		}),
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			connectedOnce.Do(func() { close(connected) })
+			o.logger.Info("reconnected to NATS", "node", self.String(), "server", nc.ConnectedUrlRedacted())
+			n.status(link.StatusResumed, nil)
+		}),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if n.isClosed() {
+				return
+			}
+			o.logger.Warn("disconnected from NATS", "node", self.String(), "error", err)
+			n.status(link.StatusDropped, err)
+		}),
+		natsgo.ClosedHandler(func(nc *natsgo.Conn) {
+			close(closed)
+			n.status(link.StatusClosed, nc.LastError())
+		}),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
+			o.logger.Warn("NATS error", "node", self.String(), "error", err)
+		}),
+	)
+	nc, err := natsgo.Connect(strings.Join(o.urls, ","), natsOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats: connect %s: %w", self, err)
+	}
+	n.nc = nc
+	if err := authError(nc.LastError()); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	subjects := []string{
+		o.prefix + ".*.*." + token(self) + ".>",
+		o.prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
+	}
+	for _, s := range subjects {
+		sub, err := nc.ChanSubscribe(s, n.in)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("nats: subscribe %s: %w", s, err)
+		}
+		n.subs = append(n.subs, sub)
+	}
+	n.wg.Add(1)
+	go n.dispatch()
+
+	wait := time.NewTimer(o.connectWait)
+	defer wait.Stop()
+	select {
+	case <-connected:
+	case <-closed:
+		err := nc.LastError()
+		n.shutdown()
+		return nil, fmt.Errorf("nats: connect %s: %w", self, cmpErr(authError(err), err))
+	case <-ctx.Done():
+		n.shutdown()
+		return nil, fmt.Errorf("nats: connect %s: %w", self, ctx.Err())
+	case <-wait.C:
+		if err := authError(nc.LastError()); err != nil {
+			n.shutdown()
+			return nil, err
+		}
+		o.logger.Warn("NATS not reachable yet; retrying in the background", "node", self.String(), "servers", strings.Join(o.urls, ","), "error", nc.LastError())
+	}
+	return n, nil
+}
+
+// authError returns a clear error if err is the broker refusing our
+// credentials, and nil otherwise.
+func authError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, natsgo.ErrAuthorization) || errors.Is(err, natsgo.ErrAuthExpired) ||
+		errors.Is(err, natsgo.ErrAuthRevoked) || errors.Is(err, natsgo.ErrAccountAuthExpired) ||
+		strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		return fmt.Errorf("nats: the server refused the credentials: %w", err)
+	}
+	return nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	if b != nil {
+		return b
+	}
+	return ErrClosed
+}
+
+func newSession() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+// Self returns the Node's address.
+func (n *Node) Self() link.Address { return n.self }
+
+// Session returns the Node's session id.
+func (n *Node) Session() string { return n.session }
+
+// Prefix returns the first token of the Node's subjects.
+func (n *Node) Prefix() string { return n.opts.prefix }
+
+// NATS returns the underlying connection, for inspection (status, RTT,
+// statistics). Publishing on it bypasses every check of the fabric.
+func (n *Node) NATS() *natsgo.Conn { return n.nc }
+
+// Dropped counts inbound messages the Node dropped: malformed subjects or
+// headers, messages for an earlier session, refused peers, full queues.
+func (n *Node) Dropped() uint64 { return n.dropped.Load() }
+
+// Dial returns a new connector for a link to peer. It replaces any earlier
+// connector Dial made for peer. The peer's session is learned from the
+// first message it sends back.
+func (n *Node) Dial(peer link.Address) (*Conn, error) {
+	if err := peer.Validate(); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	c := n.newConnLocked(peer, "", false)
+	if old := n.dialed[peer]; old != nil && old.peerSession() != "" {
+		delete(n.bySess, peerKey{peer, old.peerSession()})
+	}
+	n.dialed[peer] = c
+	return c, nil
+}
+
+// newConnLocked makes a connector; a bound one talks to the given session
+// only. n.mu must be held.
+func (n *Node) newConnLocked(peer link.Address, session string, bound bool) *Conn {
+	n.nextConn++
+	c := newConn(n, n.nextConn, peer, session, bound)
+	n.byID[c.id] = c
+	if bound {
+		n.bySess[peerKey{peer, session}] = c
+	}
+	return c
+}
+
+// forget removes a closed connector from the Node's tables.
+func (n *Node) forget(c *Conn) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.byID[c.id] == c {
+		delete(n.byID, c.id)
+	}
+	k := peerKey{c.peer, c.peerSession()}
+	if n.bySess[k] == c {
+		delete(n.bySess, k)
+	}
+	if n.dialed[c.peer] == c {
+		delete(n.dialed, c.peer)
+	}
+}
+
+// status passes a connection change to every connector.
+func (n *Node) status(s link.Status, err error) {
+	n.mu.Lock()
+	conns := make([]*Conn, 0, len(n.byID))
+	for _, c := range n.byID {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	for _, c := range conns {
+		c.status(s, err)
+	}
+}
+
+// dispatch routes inbound messages, one at a time, in arrival order.
+func (n *Node) dispatch() {
+	defer n.wg.Done()
+	for {
+		select {
+		case msg := <-n.in:
+			n.route(msg)
+		case <-n.done:
+			return
+		}
+	}
+}
+
+func (n *Node) route(msg *natsgo.Msg) {
+	sub, err := parseSubject(n.opts.prefix, msg.Subject)
+	if err != nil || sub.src == n.self || (sub.dst != n.self && sub.dst != (link.Address{Type: n.self.Type, ID: BroadcastID})) {
+		n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "subject %q is not a fabric subject addressed to %s", msg.Subject, n.self))
+		return
+	}
+	peerSession := msg.Header.Get(hdrSession)
+	switch sub.kind {
+	case subjReply:
+		if sub.session != n.session {
+			n.dropped.Add(1) // a reply to an earlier incarnation of this endpoint
+			return
+		}
+		n.mu.Lock()
+		c := n.byID[sub.conn]
+		n.mu.Unlock()
+		if c == nil {
+			n.dropped.Add(1)
+			return
+		}
+		c.reply(sub.seq, msg)
+	case subjClose:
+		if c := n.lookup(sub.src, peerSession); c != nil {
+			c.peerClosed()
+		}
+	case subjMessage:
+		if to := msg.Header.Get(hdrPeerSession); to != "" && to != n.session {
+			n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s restarted: the session this message was sent to has ended", n.self))
+			return
+		}
+		c, err := n.connFor(sub.src, peerSession)
+		if err != nil {
+			n.refuse(msg, err)
+			return
+		}
+		c.inbound(sub, msg)
+	}
+}
+
+// lookup finds the connector of a peer session, or nil.
+func (n *Node) lookup(peer link.Address, session string) *Conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c := n.bySess[peerKey{peer, session}]; c != nil {
+		return c
+	}
+	if c := n.dialed[peer]; c != nil && !c.isBound() {
+		return c
+	}
+	return nil
+}
+
+// connFor finds the connector for a message from a peer session: one bound
+// to it, the one Dial made for the peer (binding it on first contact), or
+// a new one offered to the accept function.
+func (n *Node) connFor(peer link.Address, session string) (*Conn, *link.Error) {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, link.Errorf(link.CodeUnavailable, "%s is shutting down", n.self)
+	}
+	if c := n.bySess[peerKey{peer, session}]; c != nil {
+		n.mu.Unlock()
+		return c, nil
+	}
+	if c := n.dialed[peer]; c != nil {
+		if c.bindLocked(session) {
+			n.mu.Unlock()
+			return c, nil
+		}
+		// The peer we dialed has a new session: it restarted, and the
+		// session of our link to it is over.
+		n.mu.Unlock()
+		c.peerRestarted()
+		return nil, link.Errorf(link.CodeSessionLost, "%s has no link to this session of %s yet", n.self, peer)
+	}
+	accept := n.opts.accept
+	if accept == nil {
+		n.mu.Unlock()
+		return nil, link.Errorf(link.CodeNotConnected, "%s does not accept links from %s", n.self, peer)
+	}
+	c := n.newConnLocked(peer, session, true)
+	n.mu.Unlock()
+	if err := accept(c); err != nil {
+		_ = c.Close()
+		var le *link.Error
+		if errors.As(err, &le) {
+			return nil, le
+		}
+		return nil, link.Errorf(link.CodeNotConnected, "%s refused a link from %s: %v", n.self, peer, err)
+	}
+	return c, nil
+}
+
+// refuse answers a request the Node cannot deliver, and drops anything else.
+func (n *Node) refuse(msg *natsgo.Msg, e *link.Error) {
+	n.dropped.Add(1)
+	n.opts.logger.Debug("refused message", "node", n.self.String(), "subject", msg.Subject, "error", e.Error())
+	if msg.Reply == "" || strings.Contains(msg.Subject, "."+tokReply+".") {
+		return
+	}
+	resp := natsgo.NewMsg(msg.Reply)
+	resp.Header.Set(hdrSession, n.session)
+	if id := msg.Header.Get(hdrID); id != "" {
+		resp.Header.Set(hdrID, id)
+	}
+	resp.Header.Set(hdrError, string(e.Code))
+	resp.Data = []byte(e.Message)
+	_ = n.nc.PublishMsg(resp)
+}
+
+// Broadcast publishes an event once to every endpoint of type to that
+// subscribes to broadcasts: NATS fans it out. The caller has checked the
+// message against the catalog.
+func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) error {
+	if m.Kind != link.KindEvent {
+		return link.Errorf(link.CodeInvalidMessage, "%s: only events can be broadcast", m.Type)
+	}
+	if to.ID != BroadcastID {
+		return fmt.Errorf("nats: %s is not a broadcast address", to)
+	}
+	msg := natsgo.NewMsg(messageSubject(n.opts.prefix, n.self, to, m.Type))
+	msg.Header.Set(hdrSession, n.session)
+	if !m.Origin.IsZero() {
+		msg.Header.Set(hdrOrigin, m.Origin.String())
+	}
+	msg.Data = m.Data
+	return n.publish(ctx, msg, m.Type)
+}
+
+// publish sends msg, refusing what the broker would refuse.
+func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if max := n.nc.MaxPayload(); max > 0 {
+		if size := msg.Size() - len(msg.Subject) - len(msg.Reply); int64(size) > max {
+			return link.Errorf(link.CodeTooLarge, "%s: %d bytes with headers is more than the broker's max_payload of %d", what, size, max)
+		}
+	}
+	if err := n.nc.PublishMsg(msg); err != nil {
+		switch {
+		case errors.Is(err, natsgo.ErrMaxPayload):
+			return link.Errorf(link.CodeTooLarge, "%s: %v", what, err)
+		case errors.Is(err, natsgo.ErrConnectionClosed):
+			return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)
+		case errors.Is(err, natsgo.ErrReconnectBufExceeded):
+			return link.Errorf(link.CodeNotConnected, "%s: NATS is unreachable and the reconnect buffer is full", what)
+		}
+		return link.Errorf(link.CodeUnavailable, "%s: %v", what, err)
+	}
+	return nil
+}
+
+// Close closes every connector (their peers' links are told), then drains
+// the connection: messages already received are handled and messages
+// already sent are flushed, within the drain timeout. It returns when the
+// connection has closed. Close is idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	conns := make([]*Conn, 0, len(n.byID))
+	for _, c := range n.byID {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
+
+	var err error
+	closed := make(chan struct{})
+	n.nc.SetClosedHandler(func(*natsgo.Conn) { close(closed) })
+	if n.nc.IsClosed() {
+		close(closed)
+	} else if derr := n.nc.Drain(); derr != nil {
+		n.nc.Close()
+	}
+	select {
+	case <-closed:
+	case <-time.After(n.opts.drainTimeout + time.Second):
+		n.nc.Close()
+		err = fmt.Errorf("nats: %s: drain did not finish within %s", n.self, n.opts.drainTimeout)
+	}
+	n.shutdown()
+	return err
+}
+
+// shutdown stops the dispatcher and closes the connection.
+func (n *Node) shutdown() {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		n.mu.Unlock()
+		n.nc.Close()
+		close(n.done)
+	})
+	n.wg.Wait()
+}

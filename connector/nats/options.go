@@ -1,0 +1,159 @@
+package nats
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+)
+
+// Option configures a Node.
+type Option func(*options) error
+
+type options struct {
+	urls            []string
+	natsOpts        []natsgo.Option
+	prefix          string
+	logger          *slog.Logger
+	accept          AcceptFunc
+	queue           int
+	peerQueue       int
+	noRespondersFor time.Duration
+	drainTimeout    time.Duration
+	connectWait     time.Duration
+	name            string
+}
+
+func defaultOptions() options {
+	return options{
+		urls:            []string{natsgo.DefaultURL},
+		prefix:          "lf",
+		logger:          slog.Default(),
+		queue:           65536,
+		peerQueue:       1024,
+		noRespondersFor: time.Second,
+		drainTimeout:    5 * time.Second,
+		connectWait:     5 * time.Second,
+	}
+}
+
+// WithURLs sets the NATS servers to connect to; several for a cluster.
+// Defaults to nats://127.0.0.1:4222.
+func WithURLs(urls ...string) Option {
+	return func(o *options) error {
+		if len(urls) == 0 {
+			return errors.New("nats: no server URL")
+		}
+		o.urls = urls
+		return nil
+	}
+}
+
+// WithNATSOptions adds nats.go options: credentials, TLS, ping interval.
+// The Node sets its own reconnection policy and connection handlers after
+// these, so options of those kinds are overridden. Defaults to none.
+func WithNATSOptions(opts ...natsgo.Option) Option {
+	return func(o *options) error {
+		o.natsOpts = append(o.natsOpts, opts...)
+		return nil
+	}
+}
+
+// WithPrefix sets the first token of every subject, so that several
+// clusters can share a broker. Defaults to "lf".
+func WithPrefix(prefix string) Option {
+	return func(o *options) error {
+		if prefix == "" || strings.ContainsAny(prefix, " \t\r\n*>") || strings.HasPrefix(prefix, ".") || strings.HasSuffix(prefix, ".") {
+			return errors.New("nats: subject prefix must be non-empty tokens without wildcards or spaces")
+		}
+		o.prefix = prefix
+		return nil
+	}
+}
+
+// WithLogger sets where the Node reports connection changes and dropped
+// messages. Defaults to slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return errors.New("nats: nil logger")
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithAccept sets what the Node does with the first message from a peer it
+// has no connector for: accept is given a new connector and should start a
+// link on it; an error refuses the peer (its requests are answered with
+// the error). Without it, such messages are refused. Defaults to none.
+func WithAccept(accept AcceptFunc) Option {
+	return func(o *options) error {
+		o.accept = accept
+		return nil
+	}
+}
+
+// WithNoRespondersRetry sets how long a request is retried while NATS
+// answers that nothing subscribes to its subject, before it fails with
+// link.ErrNotConnected. Right after a reconnect or a failover the peer may
+// not have resubscribed yet. The request's deadline bounds it too.
+// Defaults to 1s.
+func WithNoRespondersRetry(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return errors.New("nats: negative no-responders retry")
+		}
+		o.noRespondersFor = d
+		return nil
+	}
+}
+
+// WithDrainTimeout bounds how long Close waits for in-flight messages.
+// Defaults to 5s.
+func WithDrainTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return errors.New("nats: drain timeout must be positive")
+		}
+		o.drainTimeout = d
+		return nil
+	}
+}
+
+// WithConnectWait bounds how long Connect waits for the first connection
+// before it returns a Node that keeps trying in the background. An
+// authorization failure ends the wait with an error. Defaults to 5s.
+func WithConnectWait(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return errors.New("nats: negative connect wait")
+		}
+		o.connectWait = d
+		return nil
+	}
+}
+
+// WithQueues sets how many inbound messages may wait for the Node's
+// dispatcher, and for each peer's link. Past those, messages are dropped
+// and counted. Defaults to 65536 and 1024.
+func WithQueues(node, perPeer int) Option {
+	return func(o *options) error {
+		if node < 1 || perPeer < 1 {
+			return errors.New("nats: queues must hold at least one message")
+		}
+		o.queue, o.peerQueue = node, perPeer
+		return nil
+	}
+}
+
+// WithName sets the connection name the broker shows for this Node.
+// Defaults to the Node's address.
+func WithName(name string) Option {
+	return func(o *options) error {
+		o.name = name
+		return nil
+	}
+}

@@ -188,6 +188,10 @@ func (l *Link) attach(m messages.Message, kind messages.Kind, h *handler) {
 	}
 }
 
+// Handles reports whether m has a handler on this link, the link's own
+// built-in ones (ping, prepare_disconnect) included.
+func (l *Link) Handles(m messages.Message) bool { return l.handlers[m.Def().Name()] != nil }
+
 // Start checks that every message that can arrive on the link has a
 // handler, then begins receiving. A link that is the target of a message it
 // cannot handle is an error now, not when the message arrives: every such
@@ -475,9 +479,11 @@ func (l *Link) end() {
 	l.mu.Unlock()
 }
 
-// checkIdle wakes waitIdle once nothing is in flight. l.mu must be held.
+// checkIdle wakes the waiters of wait when either count reaches zero
+// (waitOutbound needs only outbound; each waiter checks its own condition
+// again). l.mu must be held.
 func (l *Link) checkIdle() {
-	if l.idle != nil && l.outbound == 0 && l.inbound == 0 {
+	if l.idle != nil && (l.outbound == 0 || l.inbound == 0) {
 		close(l.idle)
 		l.idle = nil
 	}

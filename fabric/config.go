@@ -1,0 +1,373 @@
+package fabric
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v10"
+
+	"github.com/linkfabric/linkfabric/link"
+)
+
+// ErrConfig is matched (with errors.Is) by every configuration error.
+var ErrConfig = errors.New("fabric: bad configuration")
+
+// NATSConfig says how an endpoint reaches NATS and who it is there.
+type NATSConfig struct {
+	// URL lists the NATS servers, comma-separated. Empty: the master starts
+	// an embedded server; slaves and controls use nats://127.0.0.1:4222.
+	URL string `env:"FABRIC_NATS_URL"`
+	// Prefix is the first token of every subject, so several clusters can
+	// share a broker.
+	Prefix string `env:"FABRIC_SUBJECT_PREFIX" envDefault:"lf"`
+	// User and Password authenticate with a user/password pair.
+	User     string `env:"FABRIC_NATS_USER"`
+	Password string `env:"FABRIC_NATS_PASSWORD"`
+	// Token authenticates with a token.
+	Token string `env:"FABRIC_NATS_TOKEN"`
+	// NKeySeedFile authenticates with the nkey whose seed the file holds.
+	NKeySeedFile string `env:"FABRIC_NATS_NKEY_SEED_FILE"`
+	// CredsFile authenticates with a decentralized-auth .creds file.
+	CredsFile string `env:"FABRIC_NATS_CREDS_FILE"`
+	// TLSCAFile, if set, is the CA that signs the servers' certificates.
+	TLSCAFile string `env:"FABRIC_NATS_TLS_CA_FILE"`
+	// TLSCertFile and TLSKeyFile, if set, are this endpoint's client certificate.
+	TLSCertFile string `env:"FABRIC_NATS_TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"FABRIC_NATS_TLS_KEY_FILE"`
+	// PingInterval is how often the client pings its server; two missed
+	// pings mark a half-open connection dead.
+	PingInterval time.Duration `env:"FABRIC_NATS_PING_INTERVAL" envDefault:"5s"`
+}
+
+// TimingConfig holds the intervals of requests and liveness.
+type TimingConfig struct {
+	// RequestTimeout bounds a request that has no deadline of its own.
+	RequestTimeout time.Duration `env:"FABRIC_REQUEST_TIMEOUT" envDefault:"30s"`
+	// HeartbeatInterval is how often slaves and following controls ping
+	// the master.
+	HeartbeatInterval time.Duration `env:"FABRIC_HEARTBEAT_INTERVAL" envDefault:"2s"`
+	// PeerTimeout is how long the master waits without hearing from a slave
+	// before it marks the slave lost, and a slave without an answer from
+	// the master before it registers again.
+	PeerTimeout time.Duration `env:"FABRIC_PEER_TIMEOUT" envDefault:"10s"`
+}
+
+// LogConfig says what the endpoint logs and how.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `env:"FABRIC_LOG_LEVEL" envDefault:"info"`
+	// Format is text or json.
+	Format string `env:"FABRIC_LOG_FORMAT" envDefault:"text"`
+}
+
+// MasterConfig configures the master.
+type MasterConfig struct {
+	NATS NATSConfig
+	// Listen is the address of the embedded NATS server when NATS.URL is
+	// empty. It must be a loopback address; port 0 picks a free port.
+	Listen string `env:"FABRIC_NATS_LISTEN" envDefault:"127.0.0.1:4222"`
+	// Permissions grants permissions to control users:
+	// "user=perm,perm;user=perm". A permission may end in ".*" or be "*";
+	// the user "*" stands for every user.
+	Permissions string `env:"FABRIC_CONTROL_PERMISSIONS" envDefault:"*=*"`
+	Timing      TimingConfig
+	Log         LogConfig
+}
+
+// SlaveConfig configures a slave.
+type SlaveConfig struct {
+	NATS NATSConfig
+	// ID is the slave's id, unique in the cluster.
+	ID int64 `env:"FABRIC_SLAVE_ID" envDefault:"1"`
+	// Name is the slave's name for people; empty means "slave-<id>".
+	Name string `env:"FABRIC_SLAVE_NAME"`
+	// Instances are the instances the slave hosts from the start,
+	// "id:name,id:name".
+	Instances string `env:"FABRIC_SLAVE_INSTANCES"`
+	Timing    TimingConfig
+	Log       LogConfig
+}
+
+// ControlConfig configures a control client.
+type ControlConfig struct {
+	NATS NATSConfig
+	// User is the control's user name, its address on the fabric. Where
+	// the broker enforces identities, it must match the credentials.
+	User   string `env:"FABRIC_CONTROL_USER" envDefault:"admin"`
+	Timing TimingConfig
+	Log    LogConfig
+}
+
+// LoadMasterConfig reads the master's configuration from environ (in the
+// form of os.Environ; nil means the process environment) and validates it.
+func LoadMasterConfig(environ []string) (MasterConfig, error) {
+	var c MasterConfig
+	if err := parseEnv(&c, environ); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// LoadSlaveConfig reads a slave's configuration from environ (nil means the
+// process environment) and validates it.
+func LoadSlaveConfig(environ []string) (SlaveConfig, error) {
+	var c SlaveConfig
+	if err := parseEnv(&c, environ); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// LoadControlConfig reads a control's configuration from environ (nil
+// means the process environment) and validates it.
+func LoadControlConfig(environ []string) (ControlConfig, error) {
+	var c ControlConfig
+	if err := parseEnv(&c, environ); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every bad field, each by its variable's name and the
+// form it should take.
+func (c MasterConfig) Validate() error {
+	errs := append(c.NATS.validate(), c.Timing.validate()...)
+	errs = append(errs, c.Log.validate()...)
+	if c.NATS.URL == "" {
+		if err := checkLoopback(c.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("FABRIC_NATS_LISTEN=%q: %v", c.Listen, err))
+		}
+	}
+	if _, err := ParsePermissions(c.Permissions); err != nil {
+		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_PERMISSIONS=%q: %v", c.Permissions, err))
+	}
+	return joinConfig(errs)
+}
+
+// Validate reports every bad field, each by its variable's name and the
+// form it should take.
+func (c SlaveConfig) Validate() error {
+	errs := append(c.NATS.validate(), c.Timing.validate()...)
+	errs = append(errs, c.Log.validate()...)
+	if c.ID < 1 {
+		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_ID=%d: want a positive integer", c.ID))
+	}
+	if len(c.Name) > 128 {
+		errs = append(errs, errors.New("FABRIC_SLAVE_NAME: want at most 128 characters"))
+	}
+	if _, err := ParseInstances(c.Instances); err != nil {
+		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_INSTANCES=%q: %v", c.Instances, err))
+	}
+	return joinConfig(errs)
+}
+
+// Validate reports every bad field, each by its variable's name and the
+// form it should take.
+func (c ControlConfig) Validate() error {
+	errs := append(c.NATS.validate(), c.Timing.validate()...)
+	errs = append(errs, c.Log.validate()...)
+	if !link.ValidID(c.User) {
+		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_USER=%q: want 1-64 letters, digits, '-' or '_', starting with a letter or digit", c.User))
+	}
+	return joinConfig(errs)
+}
+
+// SlaveName returns the configured name, or "slave-<id>".
+func (c SlaveConfig) SlaveName() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return "slave-" + strconv.FormatInt(c.ID, 10)
+}
+
+func (c NATSConfig) validate() []error {
+	var errs []error
+	if c.URL != "" {
+		for _, u := range strings.Split(c.URL, ",") {
+			u = strings.TrimSpace(u)
+			p, err := url.Parse(u)
+			if err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
+				errs = append(errs, fmt.Errorf("FABRIC_NATS_URL=%q: want comma-separated URLs such as nats://127.0.0.1:4222", c.URL))
+				break
+			}
+		}
+	}
+	if c.Prefix == "" || strings.ContainsAny(c.Prefix, " \t*>") || strings.HasPrefix(c.Prefix, ".") || strings.HasSuffix(c.Prefix, ".") {
+		errs = append(errs, fmt.Errorf("FABRIC_SUBJECT_PREFIX=%q: want subject tokens such as lf or acme.lf, without spaces or wildcards", c.Prefix))
+	}
+	if (c.User == "") != (c.Password == "") {
+		errs = append(errs, errors.New("FABRIC_NATS_USER and FABRIC_NATS_PASSWORD: set both or neither"))
+	}
+	methods := 0
+	for _, set := range []bool{c.User != "", c.Token != "", c.NKeySeedFile != "", c.CredsFile != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods > 1 {
+		errs = append(errs, errors.New("FABRIC_NATS_USER, FABRIC_NATS_TOKEN, FABRIC_NATS_NKEY_SEED_FILE, FABRIC_NATS_CREDS_FILE: set at most one way to authenticate"))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("FABRIC_NATS_TLS_CERT_FILE and FABRIC_NATS_TLS_KEY_FILE: set both or neither"))
+	}
+	for name, path := range map[string]string{
+		"FABRIC_NATS_NKEY_SEED_FILE": c.NKeySeedFile, "FABRIC_NATS_CREDS_FILE": c.CredsFile,
+		"FABRIC_NATS_TLS_CA_FILE": c.TLSCAFile, "FABRIC_NATS_TLS_CERT_FILE": c.TLSCertFile, "FABRIC_NATS_TLS_KEY_FILE": c.TLSKeyFile,
+	} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want a readable file: %v", name, path, err))
+		}
+	}
+	if c.PingInterval <= 0 {
+		errs = append(errs, fmt.Errorf("FABRIC_NATS_PING_INTERVAL=%s: want a positive duration such as 5s", c.PingInterval))
+	}
+	return errs
+}
+
+func (c TimingConfig) validate() []error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"FABRIC_REQUEST_TIMEOUT", c.RequestTimeout},
+		{"FABRIC_HEARTBEAT_INTERVAL", c.HeartbeatInterval},
+		{"FABRIC_PEER_TIMEOUT", c.PeerTimeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%s: want a positive duration such as 10s", d.name, d.v))
+		}
+	}
+	if c.HeartbeatInterval > 0 && c.PeerTimeout > 0 && c.PeerTimeout < 2*c.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("FABRIC_PEER_TIMEOUT=%s: want at least twice FABRIC_HEARTBEAT_INTERVAL (%s), or every hiccup loses a peer", c.PeerTimeout, c.HeartbeatInterval))
+	}
+	return errs
+}
+
+func (c LogConfig) validate() []error {
+	var errs []error
+	if _, err := parseLevel(c.Level); err != nil {
+		errs = append(errs, fmt.Errorf("FABRIC_LOG_LEVEL=%q: want debug, info, warn or error", c.Level))
+	}
+	if c.Format != "text" && c.Format != "json" {
+		errs = append(errs, fmt.Errorf("FABRIC_LOG_FORMAT=%q: want text or json", c.Format))
+	}
+	return errs
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return l, l.UnmarshalText([]byte(s))
+	}
+	return l, fmt.Errorf("unknown level %q", s)
+}
+
+// NewLogger returns the logger the configuration asks for, writing to
+// standard error.
+func (c LogConfig) NewLogger() *slog.Logger {
+	level, err := parseLevel(c.Level)
+	if err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func checkLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port, such as 127.0.0.1:4222")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return errors.New("want a port between 0 and 65535")
+	}
+	ip := net.ParseIP(host)
+	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return errors.New("the embedded server listens on loopback only: want 127.0.0.1, ::1 or localhost")
+	}
+	return nil
+}
+
+func joinConfig(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+}
+
+// parseEnv fills dst from environ, turning the env package's errors (which
+// name Go fields) into errors that name the variable and the form it takes.
+func parseEnv(dst any, environ []string) error {
+	if environ == nil {
+		environ = os.Environ()
+	}
+	err := env.ParseWithOptions(dst, env.Options{Environment: env.ToMap(environ)})
+	if err == nil {
+		return nil
+	}
+	vars := envVars(reflect.TypeOf(dst).Elem())
+	values := env.ToMap(environ)
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	var errs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if v, ok := vars[pe.Name]; ok {
+				errs = append(errs, fmt.Errorf("%s=%q: want %s", v, values[v], expectedForm(pe.Type)))
+				continue
+			}
+		}
+		errs = append(errs, e)
+	}
+	return joinConfig(errs)
+}
+
+// envVars maps Go field names to their variables, through nested structs.
+func envVars(t reflect.Type) map[string]string {
+	out := map[string]string{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("env"), ","); name != "" {
+			out[f.Name] = name
+		} else if f.Type.Kind() == reflect.Struct {
+			for k, v := range envVars(f.Type) {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+func expectedForm(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return "a duration such as 500ms, 10s or 1m30s"
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
+		return "an integer"
+	case t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uint64:
+		return "a non-negative integer"
+	}
+	return "a value of type " + t.String()
+}

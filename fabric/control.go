@@ -1,0 +1,133 @@
+package fabric
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// Control is a control client, the side of the fabric that tools use: it
+// connects to the master as a user, sends requests, and follows instance
+// output.
+//
+//	ctl, err := fabric.DialControl(ctx, cfg)
+//	defer ctl.Close(ctx)
+//	slaves, err := link.Request(ctx, ctl.Link(), messages.ListSlaves, messages.Empty{})
+type Control struct {
+	cfg  ControlConfig
+	log  *slog.Logger
+	node *lfnats.Node
+	l    *link.Link
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// DialControl connects a control to the master. It does not wait for the
+// master to answer; the first request does.
+func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Control, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	catalog, err := messages.NewCatalog(o.plugins...)
+	if err != nil {
+		return nil, err
+	}
+	self := link.Address{Type: messages.Control, ID: cfg.User}
+	c := &Control{cfg: cfg, log: o.logger.With("endpoint", self.String()), stop: make(chan struct{})}
+	url := cfg.NATS.URL
+	if url == "" {
+		url = "nats://127.0.0.1:4222"
+	}
+	if c.node, err = connect(ctx, self, cfg.NATS, url, c.log); err != nil {
+		return nil, err
+	}
+	conn, err := c.node.Dial(link.MasterAddress)
+	if err != nil {
+		_ = c.node.Close()
+		return nil, err
+	}
+	if c.l, err = link.New(conn, self, link.MasterAddress, catalog,
+		link.WithLogger(c.log), link.WithRequestTimeout(cfg.Timing.RequestTimeout)); err != nil {
+		_ = c.node.Close()
+		return nil, err
+	}
+	output := o.output
+	link.HandleEvent(c.l, messages.InstanceOutput, func(_ context.Context, line messages.OutputLine) error {
+		if output != nil {
+			output(line)
+		}
+		return nil
+	})
+	// Plugin events for controls that no one here handles are let go.
+	for _, def := range catalog.On(messages.Direction{Source: messages.Master, Target: messages.Control}) {
+		if !c.l.Handles(def) && def.Kind() == messages.KindEvent {
+			c.l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
+		}
+	}
+	if err := c.l.Start(); err != nil {
+		_ = c.node.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Link returns the control's link to the master, for link.Request.
+func (c *Control) Link() *link.Link { return c.l }
+
+// Follow asks the master to relay the output of the given instances (none
+// to stop), which arrives at the WithOutputHandler function. While
+// following, the control pings the master every heartbeat so that the
+// master keeps it.
+func (c *Control) Follow(ctx context.Context, instanceIDs ...int64) error {
+	if _, err := link.Request(ctx, c.l, messages.SetInstanceOutputSubscriptions, messages.OutputSubscriptions{InstanceIDs: instanceIDs}); err != nil {
+		return err
+	}
+	c.wg.Add(1)
+	go c.heartbeat()
+	return nil
+}
+
+func (c *Control) heartbeat() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.Timing.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.l.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.HeartbeatInterval)
+			_, err := link.Request(ctx, c.l, messages.Ping, messages.Empty{})
+			cancel()
+			if err != nil {
+				c.log.Warn("master did not answer a heartbeat", "error", err)
+			}
+		}
+	}
+}
+
+// Done is closed when the link to the master has closed.
+func (c *Control) Done() <-chan struct{} { return c.l.Done() }
+
+// Close disconnects gracefully (in-flight requests end, within ctx) and
+// closes the NATS connection.
+func (c *Control) Close(ctx context.Context) error {
+	c.stopOnce.Do(func() { close(c.stop) })
+	err := c.l.Disconnect(ctx)
+	c.wg.Wait()
+	return errors.Join(err, c.node.Close())
+}

@@ -1,0 +1,25 @@
+package fabric
+
+import "github.com/linkfabric/linkfabric/link"
+
+// The fabric's error codes, added to the link's. They reach a requester
+// however many hops away the error arose.
+const (
+	// CodeInstanceNotFound: no instance has the id.
+	CodeInstanceNotFound link.Code = "instance_not_found"
+	// CodeInstanceNotAssigned: the instance exists but no slave hosts it.
+	CodeInstanceNotAssigned link.Code = "instance_not_assigned"
+	// CodeSlaveNotConnected: the slave that hosts the instance, or that
+	// the request names, is not connected.
+	CodeSlaveNotConnected link.Code = "slave_not_connected"
+	// CodeInstanceNotRunning: the instance is hosted but not running.
+	CodeInstanceNotRunning link.Code = "instance_not_running"
+	// CodeAlreadyConnected: a slave with this id is connected from
+	// another process.
+	CodeAlreadyConnected link.Code = "already_connected"
+	// CodeNotRegistered: a slave spoke before registering.
+	CodeNotRegistered link.Code = "not_registered"
+	// CodeConflict: the request contradicts the cluster's state, such as
+	// assigning an instance that another slave hosts.
+	CodeConflict link.Code = "conflict"
+)

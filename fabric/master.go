@@ -1,0 +1,618 @@
+package fabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// Master is the cluster's master: it accepts slaves and controls, keeps the
+// cluster view (which slaves are connected, which instances exist, where
+// they live and how they are), routes messages forwarded to instances,
+// relays instance output to the controls that follow it, and broadcasts.
+type Master struct {
+	cfg     MasterConfig
+	log     *slog.Logger
+	catalog *messages.Catalog
+	perms   Permissions
+	broker  *Broker // nil when NATS is external
+	node    *lfnats.Node
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu        sync.Mutex
+	closing   bool
+	slaves    map[int64]*slaveState
+	instances map[int64]*instanceState
+	controls  map[*link.Link]*controlState
+}
+
+type slaveState struct {
+	id      int64
+	name    string
+	version string
+	link    *link.Link // nil while not connected
+	since   time.Time
+	watch   liveness
+}
+
+type instanceState struct {
+	id      int64
+	name    string
+	slaveID int64 // 0: not assigned
+	status  string
+}
+
+type controlState struct {
+	user   string
+	follow map[int64]bool
+	watch  liveness
+}
+
+// liveness notices a peer that has gone quiet: any message received
+// counts as a sign of life.
+type liveness struct {
+	received uint64
+	at       time.Time
+}
+
+func (w *liveness) quietFor(l *link.Link, now time.Time) time.Duration {
+	if r := l.Stats().Received; r != w.received || w.at.IsZero() {
+		w.received, w.at = r, now
+	}
+	return now.Sub(w.at)
+}
+
+// StartMaster starts a master. With no NATS URL configured it first starts
+// an embedded NATS server on cfg.Listen. It returns once the master accepts
+// slaves and controls; Close stops it.
+func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	catalog, err := messages.NewCatalog(o.plugins...)
+	if err != nil {
+		return nil, err
+	}
+	perms, _ := ParsePermissions(cfg.Permissions)
+	m := &Master{
+		cfg:       cfg,
+		log:       o.logger.With("endpoint", "master"),
+		catalog:   catalog,
+		perms:     perms,
+		stop:      make(chan struct{}),
+		slaves:    map[int64]*slaveState{},
+		instances: map[int64]*instanceState{},
+		controls:  map[*link.Link]*controlState{},
+	}
+	url := cfg.NATS.URL
+	if url == "" {
+		if m.broker, err = StartBroker(cfg.Listen); err != nil {
+			return nil, err
+		}
+		url = m.broker.ClientURL()
+		m.log.Info("embedded NATS server started", "url", url)
+	}
+	m.node, err = connect(ctx, link.MasterAddress, cfg.NATS, url, m.log, lfnats.WithAccept(m.accept))
+	if err != nil {
+		if m.broker != nil {
+			m.broker.Close()
+		}
+		return nil, err
+	}
+	m.wg.Add(1)
+	go m.watchPeers()
+	m.log.Info("master started", "nats", url)
+	return m, nil
+}
+
+// NATSURL returns the URL of the NATS server the master uses: the embedded
+// one's, or the first configured.
+func (m *Master) NATSURL() string {
+	if m.broker != nil {
+		return m.broker.ClientURL()
+	}
+	return m.node.NATS().ConnectedUrlRedacted()
+}
+
+// Catalog returns the master's message catalog.
+func (m *Master) Catalog() *messages.Catalog { return m.catalog }
+
+// Slaves returns the master's view of the slaves, sorted by id.
+func (m *Master) Slaves() []messages.SlaveInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]messages.SlaveInfo, 0, len(m.slaves))
+	for _, s := range m.slaves {
+		n := 0
+		for _, i := range m.instances {
+			if i.slaveID == s.id {
+				n++
+			}
+		}
+		out = append(out, messages.SlaveInfo{ID: s.id, Name: s.name, Connected: s.link != nil, Instances: n})
+	}
+	slices.SortFunc(out, func(a, b messages.SlaveInfo) int { return cmpInt(a.ID, b.ID) })
+	return out
+}
+
+// Instances returns the master's view of the instances, sorted by id.
+func (m *Master) Instances() []messages.InstanceInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]messages.InstanceInfo, 0, len(m.instances))
+	for _, i := range m.instances {
+		info := messages.InstanceInfo{ID: i.id, Name: i.name, SlaveID: i.slaveID, Status: i.status}
+		switch s := m.slaves[i.slaveID]; {
+		case i.slaveID == 0:
+			info.Status = messages.StatusUnassigned
+		case s == nil || s.link == nil:
+			info.Status = messages.StatusUnknown
+		}
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b messages.InstanceInfo) int { return cmpInt(a.ID, b.ID) })
+	return out
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// accept makes the link for a slave or a control that spoke first.
+func (m *Master) accept(c *lfnats.Conn) error {
+	m.mu.Lock()
+	closing := m.closing
+	m.mu.Unlock()
+	if closing {
+		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
+	}
+	switch c.Peer().Type {
+	case messages.Slave:
+		return m.acceptSlave(c)
+	case messages.Control:
+		return m.acceptControl(c)
+	}
+	return link.Errorf(link.CodeNotConnected, "the master takes links from slaves and controls only, not %s", c.Peer())
+}
+
+func (m *Master) newLink(c *lfnats.Conn, opts ...link.Option) (*link.Link, error) {
+	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout)}, opts...)
+	return link.New(c, link.MasterAddress, c.Peer(), m.catalog, opts...)
+}
+
+func (m *Master) acceptSlave(c *lfnats.Conn) error {
+	id, err := strconv.ParseInt(c.Peer().ID, 10, 64)
+	if err != nil || id < 1 {
+		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers, not %q", c.Peer().ID)
+	}
+	l, err := m.newLink(c)
+	if err != nil {
+		return err
+	}
+	link.HandleRequest(l, messages.RegisterSlave, func(ctx context.Context, r messages.SlaveRegistration) (messages.Empty, error) {
+		return messages.Empty{}, m.register(ctx, l, id, r)
+	})
+	link.HandleEvent(l, messages.UpdateInstances, func(_ context.Context, u messages.InstanceUpdate) error {
+		return m.updateInstances(l, id, u.Instances)
+	})
+	link.HandleEvent(l, messages.InstanceStarted, func(_ context.Context, r messages.InstanceRef) error {
+		return m.setStatus(l, id, r.InstanceID, messages.StatusRunning)
+	})
+	link.HandleEvent(l, messages.InstanceStopped, func(_ context.Context, r messages.InstanceRef) error {
+		return m.setStatus(l, id, r.InstanceID, messages.StatusStopped)
+	})
+	l.HandleEventJSON(messages.InstanceOutput, m.relayOutput)
+	link.HandleEvent(l, messages.PlayerEvent, func(_ context.Context, p messages.PlayerActivity) error {
+		m.log.Info("player event", "instance", p.InstanceID, "type", p.Type, "player", p.Name)
+		return nil
+	})
+	m.route(l)
+	if err := l.Start(); err != nil {
+		return err
+	}
+	go func() {
+		<-l.Done()
+		m.slaveGone(id, l)
+	}()
+	return nil
+}
+
+// register binds a slave id to the link it registered on. A second process
+// claiming an id that is still answering is refused; one whose earlier
+// process has gone silent takes its place.
+func (m *Master) register(ctx context.Context, l *link.Link, id int64, r messages.SlaveRegistration) error {
+	if r.ID != id {
+		return link.Errorf(link.CodeInvalidMessage, "slave_id %d does not match the sender %s", r.ID, l.Peer())
+	}
+	m.mu.Lock()
+	var old *link.Link
+	if s := m.slaves[id]; s != nil && s.link != nil && s.link != l {
+		old = s.link
+	}
+	m.mu.Unlock()
+	if old != nil {
+		pctx, cancel := context.WithTimeout(ctx, min(2*time.Second, m.cfg.Timing.PeerTimeout))
+		_, err := link.Request(pctx, old, messages.Ping, messages.Empty{})
+		cancel()
+		if err == nil {
+			m.log.Warn("refused a second slave with a connected id", "slave", id, "name", r.Name)
+			return link.Errorf(CodeAlreadyConnected, "slave %d is already connected from another process; stop that one first, or give this one another FABRIC_SLAVE_ID", id)
+		}
+		m.log.Info("slave reconnected from a new process; the old one does not answer", "slave", id, "error", err)
+		_ = old.Close()
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, h := range r.Instances {
+		if i := m.instances[h.ID]; i != nil && i.slaveID != 0 && i.slaveID != id {
+			if s := m.slaves[i.slaveID]; s != nil && s.link != nil {
+				return link.Errorf(CodeConflict, "instance %d is hosted by slave %d, which is connected", h.ID, i.slaveID)
+			}
+		}
+	}
+	s := m.slaves[id]
+	if s == nil {
+		s = &slaveState{id: id}
+		m.slaves[id] = s
+	}
+	s.name, s.version, s.link, s.since = r.Name, r.Version, l, time.Now()
+	s.watch = liveness{}
+	m.setInstancesLocked(id, r.Instances)
+	m.log.Info("slave registered", "slave", id, "name", r.Name, "instances", len(r.Instances))
+	return nil
+}
+
+// setInstancesLocked makes hosted the full list of slave id's instances.
+func (m *Master) setInstancesLocked(id int64, hosted []messages.HostedInstance) {
+	for _, i := range m.instances {
+		if i.slaveID == id && !slices.ContainsFunc(hosted, func(h messages.HostedInstance) bool { return h.ID == i.id }) {
+			i.slaveID, i.status = 0, messages.StatusUnassigned
+		}
+	}
+	for _, h := range hosted {
+		status := h.Status
+		if status == "" {
+			status = messages.StatusStopped
+		}
+		m.instances[h.ID] = &instanceState{id: h.ID, name: h.Name, slaveID: id, status: status}
+	}
+}
+
+// registeredLocked reports whether l is the link slave id registered on.
+func (m *Master) registeredLocked(l *link.Link, id int64) error {
+	if s := m.slaves[id]; s == nil || s.link != l {
+		return link.Errorf(CodeNotRegistered, "%s has not registered", l.Peer())
+	}
+	return nil
+}
+
+func (m *Master) updateInstances(l *link.Link, id int64, hosted []messages.HostedInstance) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.registeredLocked(l, id); err != nil {
+		return err
+	}
+	m.setInstancesLocked(id, hosted)
+	return nil
+}
+
+func (m *Master) setStatus(l *link.Link, slaveID, instanceID int64, status string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.registeredLocked(l, slaveID); err != nil {
+		return err
+	}
+	i := m.instances[instanceID]
+	if i == nil || i.slaveID != slaveID {
+		return fmt.Errorf("slave %d reported instance %d, which it does not host", slaveID, instanceID)
+	}
+	i.status = status
+	m.log.Info("instance "+status, "instance", instanceID, "slave", slaveID)
+	return nil
+}
+
+func (m *Master) slaveGone(id int64, l *link.Link) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.slaves[id]; s != nil && s.link == l {
+		s.link = nil
+		m.log.Warn("slave disconnected", "slave", id, "name", s.name)
+	}
+}
+
+func (m *Master) acceptControl(c *lfnats.Conn) error {
+	user := c.Peer().ID
+	l, err := m.newLink(c, link.WithAuthorizer(func(_ context.Context, permission string) error {
+		if m.perms.Allows(user, permission) {
+			return nil
+		}
+		return link.Errorf(link.CodePermissionDenied, "user %s does not have permission %s", user, permission)
+	}))
+	if err != nil {
+		return err
+	}
+	st := &controlState{user: user, follow: map[int64]bool{}}
+	link.HandleRequest(l, messages.ListSlaves, func(context.Context, messages.Empty) (messages.SlaveList, error) {
+		return messages.SlaveList{Slaves: m.Slaves()}, nil
+	})
+	link.HandleRequest(l, messages.ListInstances, func(context.Context, messages.Empty) (messages.InstanceList, error) {
+		return messages.InstanceList{Instances: m.Instances()}, nil
+	})
+	link.HandleRequest(l, messages.CreateInstance, m.createInstance)
+	link.HandleRequest(l, messages.AssignInstanceCommand, m.assignInstance)
+	link.HandleRequest(l, messages.SetInstanceOutputSubscriptions, func(_ context.Context, r messages.OutputSubscriptions) (messages.Empty, error) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		clear(st.follow)
+		for _, id := range r.InstanceIDs {
+			st.follow[id] = true
+		}
+		return messages.Empty{}, nil
+	})
+	link.HandleRequest(l, messages.SetPlayerBanned, func(ctx context.Context, b messages.Ban) (messages.Empty, error) {
+		data, err := messages.BanlistUpdate.Encode(b)
+		if err != nil {
+			return messages.Empty{}, err
+		}
+		m.log.Info("player ban changed", "player", b.Name, "banned", b.Banned, "by", user)
+		return messages.Empty{}, m.broadcast(ctx, &link.Message{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: c.Peer()})
+	})
+	m.route(l)
+	if err := l.Start(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.controls[l] = st
+	m.mu.Unlock()
+	go func() {
+		<-l.Done()
+		m.mu.Lock()
+		delete(m.controls, l)
+		m.mu.Unlock()
+	}()
+	return nil
+}
+
+func (m *Master) createInstance(_ context.Context, r messages.NewInstance) (messages.InstanceRef, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var id int64 = 1
+	for existing := range m.instances {
+		id = max(id, existing+1)
+	}
+	m.instances[id] = &instanceState{id: id, name: r.Name, status: messages.StatusUnassigned}
+	m.log.Info("instance created", "instance", id, "name", r.Name)
+	return messages.InstanceRef{InstanceID: id}, nil
+}
+
+func (m *Master) assignInstance(ctx context.Context, a messages.Assignment) (messages.Empty, error) {
+	m.mu.Lock()
+	i := m.instances[a.InstanceID]
+	s := m.slaves[a.SlaveID]
+	var name string
+	var sl *link.Link
+	var err error
+	switch {
+	case i == nil:
+		err = link.Errorf(CodeInstanceNotFound, "instance %d does not exist", a.InstanceID)
+	case i.slaveID == a.SlaveID:
+	case i.slaveID != 0:
+		err = link.Errorf(CodeConflict, "instance %d is assigned to slave %d already", a.InstanceID, i.slaveID)
+	case s == nil || s.link == nil:
+		err = link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
+	default:
+		name, sl = i.name, s.link
+	}
+	m.mu.Unlock()
+	if err != nil || sl == nil {
+		return messages.Empty{}, err
+	}
+	if _, err := link.Request(ctx, sl, messages.AssignInstance, messages.HostedInstance{ID: a.InstanceID, Name: name}); err != nil {
+		return messages.Empty{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i.slaveID == 0 {
+		i.slaveID, i.status = a.SlaveID, messages.StatusStopped
+	}
+	m.log.Info("instance assigned", "instance", a.InstanceID, "slave", a.SlaveID)
+	return messages.Empty{}, nil
+}
+
+// route attaches the fabric's routing to every message arriving on l that
+// has no handler of its own: forwarding to an instance, broadcasting.
+func (m *Master) route(l *link.Link) {
+	in := messages.Direction{Source: l.Peer().Type, Target: messages.Master}
+	for _, def := range m.catalog.On(in) {
+		if l.Handles(def) {
+			continue
+		}
+		switch {
+		case def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
+			l.HandleRequestJSON(def, m.forwardRequest)
+		case def.ForwardTo() == messages.Instance:
+			l.HandleEventJSON(def, m.forwardEvent)
+		case def.BroadcastTo() == messages.Instance:
+			peer := l.Peer()
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+				if ev.Origin.IsZero() {
+					ev.Origin = peer
+				}
+				return m.broadcast(ctx, ev)
+			})
+		}
+	}
+}
+
+// slaveFor finds the link to the slave that hosts an instance, or the
+// error that says why there is none.
+func (m *Master) slaveFor(instanceID int64) (*link.Link, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := m.instances[instanceID]
+	switch {
+	case i == nil:
+		return nil, link.Errorf(CodeInstanceNotFound, "instance %d does not exist", instanceID)
+	case i.slaveID == 0:
+		return nil, link.Errorf(CodeInstanceNotAssigned, "instance %d (%s) is not assigned to a slave", instanceID, i.name)
+	}
+	s := m.slaves[i.slaveID]
+	if s == nil || s.link == nil {
+		return nil, link.Errorf(CodeSlaveNotConnected, "slave %d, which hosts instance %d (%s), is not connected", i.slaveID, instanceID, i.name)
+	}
+	return s.link, nil
+}
+
+func (m *Master) forwardRequest(ctx context.Context, req *link.Message) ([]byte, error) {
+	id, err := instanceID(req.Data)
+	if err != nil {
+		return nil, err
+	}
+	sl, err := m.slaveFor(id)
+	if err != nil {
+		return nil, err
+	}
+	return sl.ForwardRequest(ctx, req)
+}
+
+func (m *Master) forwardEvent(ctx context.Context, ev *link.Message) error {
+	id, err := instanceID(ev.Data)
+	if err != nil {
+		return err
+	}
+	sl, err := m.slaveFor(id)
+	if err != nil {
+		return err
+	}
+	return sl.ForwardEvent(ctx, ev)
+}
+
+// broadcast sends an event to every slave with one NATS message; each
+// passes it on to its instances, except the one it came from.
+func (m *Master) broadcast(ctx context.Context, ev *link.Message) error {
+	def, ok := m.catalog.Lookup(ev.Type)
+	if !ok || !def.ValidOn(messages.Direction{Source: messages.Master, Target: messages.Slave}) {
+		return link.Errorf(link.CodeInvalidMessage, "%s cannot be broadcast to slaves", ev.Type)
+	}
+	return m.node.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+		&link.Message{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+}
+
+// relayOutput passes an instance's output to the controls following it.
+func (m *Master) relayOutput(ctx context.Context, ev *link.Message) error {
+	id, err := instanceID(ev.Data)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	var to []*link.Link
+	for l, st := range m.controls {
+		if st.follow[id] {
+			to = append(to, l)
+		}
+	}
+	m.mu.Unlock()
+	var errs []error
+	for _, l := range to {
+		if err := l.ForwardEvent(ctx, ev); err != nil {
+			errs = append(errs, fmt.Errorf("relay to %s: %w", l.Peer(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// watchPeers closes the links of slaves and controls that have gone quiet
+// for longer than the peer timeout: a killed process, a half-open
+// connection. Slaves ping at every heartbeat, so a live one never does.
+func (m *Master) watchPeers() {
+	defer m.wg.Done()
+	t := time.NewTicker(min(m.cfg.Timing.HeartbeatInterval, m.cfg.Timing.PeerTimeout/4))
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case now := <-t.C:
+			var dead []*link.Link
+			m.mu.Lock()
+			for _, s := range m.slaves {
+				if s.link != nil && s.watch.quietFor(s.link, now) > m.cfg.Timing.PeerTimeout {
+					m.log.Warn("slave lost: no heartbeat", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.PeerTimeout)
+					dead = append(dead, s.link)
+				}
+			}
+			for l, st := range m.controls {
+				if st.watch.quietFor(l, now) > m.cfg.Timing.PeerTimeout {
+					dead = append(dead, l)
+				}
+			}
+			m.mu.Unlock()
+			for _, l := range dead {
+				_ = l.Close()
+			}
+		}
+	}
+}
+
+// Close shuts the master down gracefully: each slave and control is told
+// (prepare_disconnect) and its in-flight requests end, within ctx; then
+// the NATS connection drains and the embedded server, if any, stops.
+func (m *Master) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closing = true
+	var links []*link.Link
+	for _, s := range m.slaves {
+		if s.link != nil {
+			links = append(links, s.link)
+		}
+	}
+	for l := range m.controls {
+		links = append(links, l)
+	}
+	m.mu.Unlock()
+	close(m.stop)
+	m.wg.Wait()
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(links))
+	for i, l := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.Disconnect(ctx)
+		}()
+	}
+	wg.Wait()
+	errs = append(errs, m.node.Close())
+	if m.broker != nil {
+		m.broker.Close()
+	}
+	m.log.Info("master stopped")
+	return errors.Join(errs...)
+}

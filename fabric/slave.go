@@ -1,0 +1,564 @@
+package fabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/connector/virtual"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// Version is the fabric's version, reported by slaves when they register.
+const Version = "0.1.0"
+
+// Slave hosts instances and joins them to the cluster: it registers with
+// the master (again whenever the master restarts), joins each running
+// instance with a virtual link, forwards what the master sends an instance
+// and what an instance sends the master, and passes broadcasts on to its
+// instances.
+type Slave struct {
+	cfg     SlaveConfig
+	self    link.Address
+	log     *slog.Logger
+	catalog *messages.Catalog
+	factory InstanceFactory
+	node    *lfnats.Node
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu        sync.Mutex
+	closing   bool
+	master    *link.Link // nil while not registered
+	instances map[int64]*hosted
+}
+
+// hosted is one instance of the slave; toInstance is set while it runs.
+type hosted struct {
+	id         int64
+	name       string
+	status     string
+	toInstance *link.Link // the slave's side of the virtual link
+	instance   *link.Link // the instance's side
+}
+
+// ErrAlreadyConnected is matched by the error StartSlave returns when the
+// master refuses the slave's id because another process holds it.
+var ErrAlreadyConnected = &link.Error{Code: CodeAlreadyConnected, Message: "slave id already connected"}
+
+// StartSlave starts a slave: it connects to NATS and registers with the
+// master. If the master is unreachable it keeps trying in the background
+// and returns; if the master refuses it (its id is connected from another
+// process) it returns that error. Close stops it.
+func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	catalog, err := messages.NewCatalog(o.plugins...)
+	if err != nil {
+		return nil, err
+	}
+	hostedList, _ := ParseInstances(cfg.Instances)
+	s := &Slave{
+		cfg:       cfg,
+		self:      link.Address{Type: messages.Slave, ID: strconv.FormatInt(cfg.ID, 10)},
+		catalog:   catalog,
+		factory:   o.instances,
+		stop:      make(chan struct{}),
+		instances: map[int64]*hosted{},
+	}
+	s.log = o.logger.With("endpoint", s.self.String())
+	for _, h := range hostedList {
+		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped}
+	}
+	url := cfg.NATS.URL
+	if url == "" {
+		url = "nats://127.0.0.1:4222"
+	}
+	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log); err != nil {
+		return nil, err
+	}
+	l, err := s.connectMaster(ctx)
+	if errors.Is(err, ErrAlreadyConnected) || errors.Is(err, link.ErrPermissionDenied) {
+		_ = s.node.Close()
+		return nil, fmt.Errorf("fabric: slave %d: %w", cfg.ID, err)
+	}
+	if err != nil {
+		s.log.Warn("master not reachable yet; retrying in the background", "error", err)
+	}
+	s.wg.Add(1)
+	go s.run(l)
+	return s, nil
+}
+
+// ID returns the slave's id.
+func (s *Slave) ID() int64 { return s.cfg.ID }
+
+// Connected reports whether the slave is registered with the master.
+func (s *Slave) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.master != nil
+}
+
+// Instances returns the slave's instances as it sees them, sorted by id.
+func (s *Slave) Instances() []messages.HostedInstance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hostedLocked()
+}
+
+func (s *Slave) hostedLocked() []messages.HostedInstance {
+	out := make([]messages.HostedInstance, 0, len(s.instances))
+	for _, h := range s.instances {
+		out = append(out, messages.HostedInstance{ID: h.id, Name: h.name, Status: h.status})
+	}
+	slices.SortFunc(out, func(a, b messages.HostedInstance) int { return cmpInt(a.ID, b.ID) })
+	return out
+}
+
+// run keeps the slave registered: it watches the master link with
+// heartbeats and, when the link ends, registers again until it is stopped.
+func (s *Slave) run(l *link.Link) {
+	defer s.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		if l != nil {
+			backoff = 100 * time.Millisecond
+			s.serve(l)
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, s.cfg.Timing.HeartbeatInterval)
+		var err error
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.PeerTimeout)
+		l, err = s.connectMaster(ctx)
+		cancel()
+		if err != nil {
+			s.log.Debug("registration failed", "error", err)
+			if errors.Is(err, ErrAlreadyConnected) {
+				s.log.Error("the master refuses this slave's id: another process holds it", "error", err)
+			}
+		}
+	}
+}
+
+// connectMaster makes a link to the master and registers on it.
+func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
+	c, err := s.node.Dial(link.MasterAddress)
+	if err != nil {
+		return nil, err
+	}
+	var l *link.Link
+	l, err = link.New(c, s.self, link.MasterAddress, s.catalog,
+		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout),
+		link.WithStatusHandler(func(st link.Status) { s.masterStatus(l, st) }))
+	if err != nil {
+		return nil, err
+	}
+	link.HandleRequest(l, messages.AssignInstance, s.assign)
+	s.route(l, messages.Master)
+	if err := l.Start(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	reg := messages.SlaveRegistration{ID: s.cfg.ID, Name: s.cfg.SlaveName(), Version: Version, Instances: s.hostedLocked()}
+	s.mu.Unlock()
+	if _, err := link.Request(ctx, l, messages.RegisterSlave, reg); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+	s.mu.Lock()
+	s.master = l
+	s.mu.Unlock()
+	s.log.Info("registered with the master", "instances", len(reg.Instances))
+	s.tellInstances("connect")
+	return l, nil
+}
+
+// serve pings the master every heartbeat until the link ends, and ends it
+// if the master has not answered for the peer timeout.
+func (s *Slave) serve(l *link.Link) {
+	t := time.NewTicker(s.cfg.Timing.HeartbeatInterval)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-l.Done():
+			s.lostMaster(l, "the master link closed")
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.HeartbeatInterval)
+			_, err := link.Request(ctx, l, messages.Ping, messages.Empty{})
+			cancel()
+			if err == nil {
+				lastOK = time.Now()
+				continue
+			}
+			if time.Since(lastOK) > s.cfg.Timing.PeerTimeout {
+				s.log.Warn("master lost: no answer to heartbeats", "timeout", s.cfg.Timing.PeerTimeout, "error", err)
+				_ = l.Close()
+			}
+		}
+	}
+}
+
+func (s *Slave) lostMaster(l *link.Link, why string) {
+	s.mu.Lock()
+	was := s.master == l
+	if was {
+		s.master = nil
+	}
+	closing := s.closing
+	s.mu.Unlock()
+	if was && !closing {
+		s.log.Warn("disconnected from the master; registering again", "reason", why)
+		s.tellInstances("close")
+	}
+}
+
+func (s *Slave) masterStatus(l *link.Link, st link.Status) {
+	s.mu.Lock()
+	current := s.master == l
+	s.mu.Unlock()
+	if !current {
+		return
+	}
+	switch st {
+	case link.StatusDropped:
+		s.tellInstances("drop")
+	case link.StatusResumed:
+		s.tellInstances("resume")
+	}
+}
+
+// tellInstances sends master_connection_event to every running instance.
+func (s *Slave) tellInstances(event string) {
+	data, err := messages.MasterConnectionEvent.Encode(messages.ConnectionEvent{Event: event})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
+	defer cancel()
+	for _, l := range s.running() {
+		if err := l.EmitJSON(ctx, messages.MasterConnectionEvent, data); err != nil {
+			s.log.Debug("could not tell an instance", "instance", l.Peer().String(), "error", err)
+		}
+	}
+}
+
+// running returns the slave's links to its running instances.
+func (s *Slave) running() []*link.Link {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*link.Link
+	for _, h := range s.instances {
+		if h.toInstance != nil {
+			out = append(out, h.toInstance)
+		}
+	}
+	return out
+}
+
+// masterLink returns the link to the master, or an error if there is none.
+func (s *Slave) masterLink() (*link.Link, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master == nil {
+		return nil, link.Errorf(link.CodeNotConnected, "slave %d is not connected to the master", s.cfg.ID)
+	}
+	return s.master, nil
+}
+
+func (s *Slave) assign(ctx context.Context, h messages.HostedInstance) (messages.Empty, error) {
+	s.mu.Lock()
+	if _, ok := s.instances[h.ID]; !ok {
+		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped}
+	}
+	update := messages.InstanceUpdate{Instances: s.hostedLocked()}
+	master := s.master
+	s.mu.Unlock()
+	s.log.Info("instance assigned", "instance", h.ID, "name", h.Name)
+	if master != nil {
+		if err := link.Emit(ctx, master, messages.UpdateInstances, update); err != nil {
+			s.log.Warn("could not report instances", "error", err)
+		}
+	}
+	return messages.Empty{}, nil
+}
+
+// route attaches the fabric's routing to every message arriving from the
+// master (from == Master) or from an instance (from == Instance) that has
+// no handler of its own.
+func (s *Slave) route(l *link.Link, from messages.Endpoint) {
+	in := messages.Direction{Source: from, Target: messages.Slave}
+	for _, def := range s.catalog.On(in) {
+		if l.Handles(def) {
+			continue
+		}
+		switch {
+		case from == messages.Master && def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
+			l.HandleRequestJSON(def, s.forwardRequest)
+		case from == messages.Master && def.ForwardTo() == messages.Instance:
+			l.HandleEventJSON(def, s.forwardEvent)
+		case from == messages.Master && def.BroadcastTo() == messages.Instance:
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+				if s.hosts(ev.Origin) {
+					return nil // its own instance's broadcast, back from the master
+				}
+				return s.broadcast(ctx, ev, link.Address{})
+			})
+		case from == messages.Instance && def.BroadcastTo() == messages.Instance:
+			peer := l.Peer()
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+				ev.Origin = peer
+				err := s.broadcast(ctx, ev, peer)
+				if def.ValidOn(messages.Direction{Source: messages.Slave, Target: messages.Master}) {
+					err = errors.Join(err, s.toMaster(ctx, ev))
+				}
+				return err
+			})
+		case from == messages.Instance && def.ForwardTo() == messages.Master && def.Kind() == messages.KindRequest:
+			l.HandleRequestJSON(def, func(ctx context.Context, req *link.Message) ([]byte, error) {
+				master, err := s.masterLink()
+				if err != nil {
+					return nil, err
+				}
+				return master.ForwardRequest(ctx, req)
+			})
+		case from == messages.Instance && def.ForwardTo() == messages.Master:
+			l.HandleEventJSON(def, s.toMaster)
+		}
+	}
+}
+
+// hosts reports whether a is one of this slave's instances, or the slave.
+func (s *Slave) hosts(a link.Address) bool {
+	if a == s.self {
+		return true
+	}
+	if a.Type != messages.Instance {
+		return false
+	}
+	id, err := strconv.ParseInt(a.ID, 10, 64)
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.instances[id]
+	return ok
+}
+
+func (s *Slave) toMaster(ctx context.Context, ev *link.Message) error {
+	master, err := s.masterLink()
+	if err != nil {
+		return err
+	}
+	return master.ForwardEvent(ctx, ev)
+}
+
+// broadcast passes an event to every running instance but except.
+func (s *Slave) broadcast(ctx context.Context, ev *link.Message, except link.Address) error {
+	var errs []error
+	for _, l := range s.running() {
+		if l.Peer() == except {
+			continue
+		}
+		if err := l.ForwardEvent(ctx, ev); err != nil {
+			errs = append(errs, fmt.Errorf("to %s: %w", l.Peer(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// target finds the hosted instance a forwarded message is for.
+func (s *Slave) target(data []byte) (*hosted, error) {
+	id, err := instanceID(data)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.instances[id]
+	if h == nil {
+		return nil, link.Errorf(CodeInstanceNotFound, "slave %d does not host instance %d", s.cfg.ID, id)
+	}
+	return h, nil
+}
+
+func (s *Slave) forwardRequest(ctx context.Context, req *link.Message) ([]byte, error) {
+	h, err := s.target(req.Data)
+	if err != nil {
+		return nil, err
+	}
+	if req.Type == messages.StartInstance.Name() {
+		if err := s.launch(h); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	to := h.toInstance
+	s.mu.Unlock()
+	if to == nil {
+		return nil, link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name)
+	}
+	data, err := to.ForwardRequest(ctx, req)
+	switch {
+	case req.Type == messages.StartInstance.Name() && err != nil && !errors.Is(err, &link.Error{Code: CodeConflict}):
+		s.retire(ctx, h, to) // it did not start
+	case req.Type == messages.StopInstance.Name() && err == nil:
+		s.retire(ctx, h, to)
+	}
+	return data, err
+}
+
+func (s *Slave) forwardEvent(ctx context.Context, ev *link.Message) error {
+	h, err := s.target(ev.Data)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	to := h.toInstance
+	s.mu.Unlock()
+	if to == nil {
+		return link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name)
+	}
+	return to.ForwardEvent(ctx, ev)
+}
+
+// launch makes a stopped instance and joins it to the slave with a virtual
+// link. It does nothing if the instance is running.
+func (s *Slave) launch(h *hosted) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h.toInstance != nil {
+		return nil
+	}
+	addr := link.Address{Type: messages.Instance, ID: strconv.FormatInt(h.id, 10)}
+	a, b := virtual.Pair()
+	inst, err := link.New(b, addr, s.self, s.catalog, link.WithLogger(s.log.With("instance", h.id)), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout))
+	if err != nil {
+		return err
+	}
+	s.factory(h.id, h.name).Attach(inst)
+	if !inst.Handles(messages.PrepareMasterDisconnect) {
+		link.HandleRequest(inst, messages.PrepareMasterDisconnect, func(context.Context, messages.Empty) (messages.Empty, error) {
+			return messages.Empty{}, nil
+		})
+	}
+	if !inst.Handles(messages.MasterConnectionEvent) {
+		link.HandleEvent(inst, messages.MasterConnectionEvent, func(context.Context, messages.ConnectionEvent) error { return nil })
+	}
+	if err := inst.Start(); err != nil {
+		return fmt.Errorf("instance %d (%s): %w", h.id, h.name, err)
+	}
+	to, err := link.New(a, s.self, addr, s.catalog, link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout))
+	if err != nil {
+		_ = inst.Close()
+		return err
+	}
+	id := h.id
+	link.HandleEvent(to, messages.InstanceStarted, func(ctx context.Context, _ messages.InstanceRef) error {
+		return s.relayStatus(ctx, id, messages.StatusRunning, messages.InstanceStarted)
+	})
+	link.HandleEvent(to, messages.InstanceStopped, func(ctx context.Context, _ messages.InstanceRef) error {
+		return s.relayStatus(ctx, id, messages.StatusStopped, messages.InstanceStopped)
+	})
+	s.route(to, messages.Instance)
+	if err := to.Start(); err != nil {
+		_ = inst.Close()
+		return err
+	}
+	h.toInstance, h.instance = to, inst
+	return nil
+}
+
+// relayStatus records an instance's new status and tells the master. The
+// instance id is the link's, whatever the payload says.
+func (s *Slave) relayStatus(ctx context.Context, id int64, status string, ev *messages.Event[messages.InstanceRef]) error {
+	s.mu.Lock()
+	if h := s.instances[id]; h != nil {
+		h.status = status
+	}
+	s.mu.Unlock()
+	master, err := s.masterLink()
+	if err != nil {
+		return err
+	}
+	return link.Emit(ctx, master, ev, messages.InstanceRef{InstanceID: id})
+}
+
+// retire closes the link of an instance that has stopped, once what it
+// sent on the way out has been handled.
+func (s *Slave) retire(ctx context.Context, h *hosted, to *link.Link) {
+	s.mu.Lock()
+	if h.toInstance == to {
+		h.toInstance, h.instance = nil, nil
+	}
+	s.mu.Unlock()
+	if err := to.Disconnect(ctx); err != nil {
+		s.log.Debug("instance link did not close cleanly", "instance", h.id, "error", err)
+	}
+}
+
+// Close stops the slave gracefully: its instances hear that the master is
+// going away (prepare_master_disconnect), the master link disconnects
+// (prepare_disconnect, in-flight requests end) within ctx, the instances
+// stop, and the NATS connection drains.
+func (s *Slave) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	master := s.master
+	s.mu.Unlock()
+	for _, l := range s.running() {
+		if _, err := link.Request(ctx, l, messages.PrepareMasterDisconnect, messages.Empty{}); err != nil {
+			s.log.Debug("instance did not prepare", "instance", l.Peer().String(), "error", err)
+		}
+	}
+	var errs []error
+	if master != nil {
+		errs = append(errs, master.Disconnect(ctx))
+	}
+	close(s.stop)
+	s.wg.Wait()
+	type runningInstance struct {
+		h  *hosted
+		to *link.Link
+	}
+	var stopping []runningInstance
+	s.mu.Lock()
+	for _, h := range s.instances {
+		if h.toInstance != nil {
+			stopping = append(stopping, runningInstance{h, h.toInstance})
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range stopping {
+		s.retire(ctx, r.h, r.to)
+	}
+	errs = append(errs, s.node.Close())
+	s.log.Info("slave stopped")
+	return errors.Join(errs...)
+}

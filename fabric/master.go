@@ -338,7 +338,7 @@ func (m *Master) slaveGone(id int64, l *link.Link) {
 	defer m.mu.Unlock()
 	if s := m.slaves[id]; s != nil && s.link == l {
 		s.link = nil
-		m.log.Warn("slave disconnected", "slave", id, "name", s.name)
+		m.log.Info("slave disconnected", "slave", id, "name", s.name)
 	}
 }
 

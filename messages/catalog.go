@@ -28,7 +28,10 @@ type Catalog struct {
 func NewCatalog(plugins ...Plugin) (*Catalog, error) {
 	c := &Catalog{byName: map[string]*Definition{}}
 	add := func(m Message, plugin string) error {
-		d := m.Def()
+		var d *Definition
+		if m != nil {
+			d = m.Def()
+		}
 		if d == nil {
 			return fmt.Errorf("%w: plugin %q lists a nil message", ErrDefinition, plugin)
 		}
@@ -80,8 +83,11 @@ func (c *Catalog) Lookup(name string) (*Definition, bool) {
 // Contains reports whether m is the definition the catalog holds under its
 // name (not merely another message with the same name).
 func (c *Catalog) Contains(m Message) bool {
+	if m == nil {
+		return false
+	}
 	d := m.Def()
-	return c.byName[d.name] == d
+	return d != nil && c.byName[d.name] == d
 }
 
 // All returns every message, sorted by name. The slice is the caller's.

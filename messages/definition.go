@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -170,9 +171,25 @@ type Request[Req, Resp any] struct {
 	*Definition
 }
 
+// Def returns the request's definition; nil for a nil *Request.
+func (r *Request[Req, Resp]) Def() *Definition {
+	if r == nil {
+		return nil
+	}
+	return r.Definition
+}
+
 // Event is an event message whose payload is T.
 type Event[T any] struct {
 	*Definition
+}
+
+// Def returns the event's definition; nil for a nil *Event.
+func (e *Event[T]) Def() *Definition {
+	if e == nil {
+		return nil
+	}
+	return e.Definition
 }
 
 // NewRequest defines a request. Every mistake in spec, or a Go type that has
@@ -269,8 +286,11 @@ func decode(d *Definition, s *Schema, part string, data []byte, v any) error {
 
 // Unmarshal decodes a payload that has already passed validation into v.
 // Validation has checked the shape, so a failure here is a value that the
-// schema allows but the Go type cannot hold (a number out of range); it is
-// reported as a *ValidationError like any other bad payload.
+// schema allows but the Go type cannot hold: a number out of the Go type's
+// range, or written with a fraction or exponent (JSON Schema counts 1.0 as
+// an integer; encoding/json will not put it in an int). It is reported as a
+// *ValidationError like any other bad payload; its Field names the JSON
+// path without array indexes, which encoding/json does not report.
 func Unmarshal(m Message, part string, data []byte, v any) error {
 	if err := json.Unmarshal(data, v); err != nil {
 		field := ""
@@ -409,10 +429,14 @@ func payloadSchema(d *Definition, handWritten string, t reflect.Type) (*Schema, 
 	if !hasIntegerField(t, InstanceIDField) {
 		return nil, fmt.Errorf("it is forwarded to an instance, so %s needs an integer field tagged json:%q", t, InstanceIDField)
 	}
+	doc := []byte(handWritten)
 	if handWritten == "" {
-		return buildSchema("", t)
+		var err error
+		if doc, err = generateSchema(t); err != nil {
+			return nil, err
+		}
 	}
-	doc, err := requireInstanceID([]byte(handWritten))
+	doc, err := requireInstanceID(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -447,18 +471,26 @@ func hasIntegerField(t reflect.Type, name string) bool {
 	return false
 }
 
-// requireInstanceID adds a required integer instance_id to a hand-written
-// object schema, as the original layer did for forwarded requests.
+// requireInstanceID makes instance_id a required integer of an object
+// schema, as the original layer did for forwarded messages, keeping any
+// other constraint the schema puts on it.
 func requireInstanceID(doc []byte) ([]byte, error) {
 	var s map[string]any
-	if err := json.Unmarshal(doc, &s); err != nil {
+	d := json.NewDecoder(bytes.NewReader(doc))
+	d.UseNumber()
+	if err := d.Decode(&s); err != nil {
 		return nil, fmt.Errorf("schema is not a JSON object: %w", err)
 	}
 	props, _ := s["properties"].(map[string]any)
 	if props == nil {
 		props = map[string]any{}
 	}
-	props[InstanceIDField] = map[string]any{"type": "integer"}
+	prop, _ := props[InstanceIDField].(map[string]any)
+	if prop == nil {
+		prop = map[string]any{}
+	}
+	prop["type"] = "integer"
+	props[InstanceIDField] = prop
 	s["properties"] = props
 	req, _ := s["required"].([]any)
 	if !slices.Contains(req, any(InstanceIDField)) {

@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"encoding"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -41,9 +42,11 @@ type generator struct {
 }
 
 var (
-	timeType       = reflect.TypeFor[time.Time]()
-	rawMessageType = reflect.TypeFor[json.RawMessage]()
-	marshalerType  = reflect.TypeFor[json.Marshaler]()
+	timeType          = reflect.TypeFor[time.Time]()
+	rawMessageType    = reflect.TypeFor[json.RawMessage]()
+	numberType        = reflect.TypeFor[json.Number]()
+	marshalerType     = reflect.TypeFor[json.Marshaler]()
+	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
 )
 
 // object is an ordered JSON object, so generated schemas are stable
@@ -81,9 +84,14 @@ func (g *generator) schemaFor(t reflect.Type) (object, error) {
 		return object{{"type", "string"}, {"format", "date-time"}}, nil
 	case rawMessageType:
 		return object{}, nil
+	case numberType:
+		return object{{"type", "number"}}, nil
 	}
-	if t.Implements(marshalerType) || reflect.PointerTo(t).Implements(marshalerType) {
+	if implements(t, marshalerType) {
 		return nil, fmt.Errorf("type %s has its own MarshalJSON; write its schema by hand", t)
+	}
+	if implements(t, textMarshalerType) {
+		return object{{"type", "string"}}, nil // encoding/json writes its text
 	}
 	switch t.Kind() {
 	case reflect.Bool:
@@ -140,6 +148,10 @@ func (g *generator) schemaFor(t reflect.Type) (object, error) {
 	return nil, fmt.Errorf("type %s (%s) has no JSON form", t, t.Kind())
 }
 
+func implements(t, iface reflect.Type) bool {
+	return t.Implements(iface) || (t.Kind() != reflect.Pointer && reflect.PointerTo(t).Implements(iface))
+}
+
 func (g *generator) structSchema(t reflect.Type) (object, error) {
 	if g.visiting[t] {
 		return nil, fmt.Errorf("type %s is recursive; write its schema by hand", t)
@@ -149,8 +161,23 @@ func (g *generator) structSchema(t reflect.Type) (object, error) {
 
 	props := object{}
 	var required []string
-	if err := g.addFields(t, &props, &required); err != nil {
-		return nil, err
+	for _, f := range jsonFields(t) {
+		if f.quoted {
+			return nil, fmt.Errorf("field %s.%s: the json \",string\" option is not supported", t, f.goName)
+		}
+		fs, err := g.schemaFor(f.typ)
+		if err != nil {
+			return nil, fmt.Errorf("field %s.%s: %w", t, f.goName, err)
+		}
+		if f.constraints != "" {
+			if fs, err = constrain(fs, f.typ, f.constraints); err != nil {
+				return nil, fmt.Errorf("field %s.%s: schema tag: %w", t, f.goName, err)
+			}
+		}
+		props = append(props, member{f.name, fs})
+		if f.required {
+			required = append(required, f.name)
+		}
 	}
 	s := object{{"type", "object"}}
 	if len(props) > 0 {
@@ -162,54 +189,98 @@ func (g *generator) structSchema(t reflect.Type) (object, error) {
 	return append(s, member{"additionalProperties", false}), nil
 }
 
-func (g *generator) addFields(t reflect.Type, props *object, required *[]string) error {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("json")
-		if tag == "-" {
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		if f.Anonymous && name == "" {
-			ft := f.Type
-			if ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				if err := g.addFields(ft, props, required); err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		if !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		if strings.Contains(","+opts+",", ",string,") {
-			return fmt.Errorf("field %s.%s: the json \",string\" option is not supported", t, f.Name)
-		}
-		fs, err := g.schemaFor(f.Type)
-		if err != nil {
-			return fmt.Errorf("field %s.%s: %w", t, f.Name, err)
-		}
-		if c := f.Tag.Get("schema"); c != "" {
-			if fs, err = constrain(fs, c); err != nil {
-				return fmt.Errorf("field %s.%s: schema tag: %w", t, f.Name, err)
-			}
-		}
-		*props = append(*props, member{name, fs})
-		if !strings.Contains(","+opts+",", ",omitempty,") && !strings.Contains(","+opts+",", ",omitzero,") {
-			*required = append(*required, name)
-		}
-	}
-	return nil
+// field is one property of a struct's JSON form.
+type field struct {
+	name        string
+	goName      string
+	typ         reflect.Type
+	constraints string // the schema tag
+	required    bool
+	depth       int  // embedding depth
+	tagged      bool // named by a json tag
+	quoted      bool // the ",string" option
 }
 
-// constrain adds the keywords of a `schema` struct tag to a field's schema.
-func constrain(s object, tag string) (object, error) {
+// jsonFields lists the fields encoding/json writes for struct type t, in
+// order, with its rules: embedded structs are flattened, a shallower field
+// hides a deeper one of the same name, a tagged one an untagged one at the
+// same depth, and names still ambiguous are dropped. Fields reached through
+// an embedded pointer are optional: a nil pointer omits them.
+func jsonFields(t reflect.Type) []field {
+	var all []field
+	var walk func(t reflect.Type, depth int, viaPointer bool, seen map[reflect.Type]bool)
+	walk = func(t reflect.Type, depth int, viaPointer bool, seen map[reflect.Type]bool) {
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		defer delete(seen, t)
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag := f.Tag.Get("json")
+			if tag == "-" {
+				continue
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			if f.Anonymous && name == "" {
+				ft, ptr := f.Type, false
+				if ft.Kind() == reflect.Pointer {
+					ft, ptr = ft.Elem(), true
+				}
+				if ft.Kind() == reflect.Struct {
+					walk(ft, depth+1, viaPointer || ptr, seen)
+					continue
+				}
+			}
+			if !f.IsExported() {
+				continue
+			}
+			tagged := name != ""
+			if !tagged {
+				name = f.Name
+			}
+			optional := strings.Contains(","+opts+",", ",omitempty,") || strings.Contains(","+opts+",", ",omitzero,")
+			all = append(all, field{
+				name: name, goName: f.Name, typ: f.Type, constraints: f.Tag.Get("schema"),
+				required: !optional && !viaPointer, depth: depth, tagged: tagged,
+				quoted: strings.Contains(","+opts+",", ",string,"),
+			})
+		}
+	}
+	walk(t, 0, false, map[reflect.Type]bool{})
+
+	var out []field
+	for i, f := range all {
+		dominant := true
+		for j, g := range all {
+			if i == j || g.name != f.name {
+				continue
+			}
+			if g.depth < f.depth || (g.depth == f.depth && g.tagged && !f.tagged) ||
+				(g.depth == f.depth && g.tagged == f.tagged) {
+				dominant = false // hidden, or as deep and as tagged: ambiguous
+				break
+			}
+		}
+		if dominant {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// constrain adds the keywords of a `schema` struct tag to the schema of a
+// field of type t. On a pointer they constrain the value pointed to; null
+// stays allowed.
+func constrain(s object, t reflect.Type, tag string) (object, error) {
+	if t.Kind() == reflect.Pointer && len(s) == 1 && s[0].key == "anyOf" {
+		branches := s[0].value.([]any)
+		inner, err := constrain(branches[0].(object), t.Elem(), tag)
+		if err != nil {
+			return nil, err
+		}
+		return object{{"anyOf", []any{inner, branches[1]}}}, nil
+	}
 	for tag != "" {
 		var item string
 		if strings.HasPrefix(tag, "description=") {
@@ -237,12 +308,43 @@ func constrain(s object, tag string) (object, error) {
 		case "pattern", "format", "description":
 			s = set(s, key, val)
 		case "enum":
-			s = set(s, key, strings.Split(val, "|"))
+			values, err := enumValues(t, strings.Split(val, "|"))
+			if err != nil {
+				return nil, err
+			}
+			s = set(s, key, values)
 		default:
 			return nil, fmt.Errorf("unknown constraint %q", key)
 		}
 	}
 	return s, nil
+}
+
+// enumValues gives enum values the JSON type of the field they constrain.
+func enumValues(t reflect.Type, texts []string) ([]any, error) {
+	out := make([]any, len(texts))
+	for i, v := range texts {
+		switch t.Kind() {
+		case reflect.String:
+			out[i] = v
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+			reflect.Float32, reflect.Float64:
+			if _, err := strconv.ParseFloat(v, 64); err != nil {
+				return nil, fmt.Errorf("enum value %q is not a number", v)
+			}
+			out[i] = json.Number(v)
+		case reflect.Bool:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("enum value %q is not true or false", v)
+			}
+			out[i] = b
+		default:
+			return nil, fmt.Errorf("enum applies to strings, numbers and booleans, not %s", t)
+		}
+	}
+	return out, nil
 }
 
 // set replaces key in s, or appends it.

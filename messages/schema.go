@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -59,7 +60,7 @@ func compileSchema(doc []byte) (*Schema, error) {
 			return nil, errors.New("schema must be a JSON object")
 		}
 	}
-	c := jsonschema.NewCompiler().SetDefaultDialect(jsonschema.Draft7)
+	c := jsonschema.NewCompiler().SetDefaultDialect(jsonschema.Draft7).SetAssertFormat(true)
 	for scheme := range c.Loaders {
 		delete(c.Loaders, scheme)
 	}
@@ -74,6 +75,9 @@ func compileSchema(doc []byte) (*Schema, error) {
 	compiled, err := c.Compile(doc)
 	if err != nil {
 		return nil, fmt.Errorf("schema does not compile: %w", err)
+	}
+	if refs := compiled.UnresolvedReferenceURIs(); len(refs) > 0 {
+		return nil, fmt.Errorf("schema refers to %s, which it does not contain; a message's schema must be self-contained", strings.Join(refs, ", "))
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, doc); err != nil {
@@ -98,7 +102,7 @@ func (s *Schema) Validate(data []byte) error {
 
 // issue is one failed keyword at one place in the validated document.
 type issue struct {
-	path, keyword, message string
+	path, keyword, code, message string
 }
 
 // firstError picks the one failure of an evaluation that best tells a person
@@ -106,18 +110,29 @@ type issue struct {
 // then the deepest failure. Summary failures ("property x does not match")
 // are skipped in favour of the failure they summarise.
 func firstError(res *jsonschema.EvaluationResult) (field, reason string) {
+	var all []issue
+	collectIssues(res, "", &all)
+	// "Additional property k does not match" on an object only summarises
+	// what is wrong beneath /k when the object allows other properties.
 	var issues []issue
-	collectIssues(res, "", &issues)
+	for _, i := range all {
+		if i.keyword == "additionalProperties" && slices.ContainsFunc(all, func(j issue) bool {
+			return strings.HasPrefix(j.path, i.path+"/")
+		}) {
+			continue
+		}
+		issues = append(issues, i)
+	}
 	if len(issues) == 0 {
 		return "", "does not match the schema"
 	}
 	rank := func(i issue) int {
-		switch i.keyword {
-		case "format":
-			return 0 // invalid JSON: nothing else is meaningful
-		case "required":
+		switch {
+		case i.code == "invalid_json":
+			return 0 // nothing else is meaningful
+		case i.keyword == "required":
 			return 1
-		case "additionalProperties":
+		case i.keyword == "additionalProperties":
 			return 2
 		}
 		return 3
@@ -149,12 +164,15 @@ var summaryKeywords = map[string]bool{
 }
 
 func collectIssues(res *jsonschema.EvaluationResult, base string, out *[]issue) {
+	if res.Valid {
+		return // an anyOf that passed keeps its failed branches; they are not errors
+	}
 	path := base + res.InstanceLocation
 	for kw, e := range res.Errors {
 		if summaryKeywords[kw] {
 			continue
 		}
-		*out = append(*out, issue{path: path, keyword: kw, message: e.Error()})
+		*out = append(*out, issue{path: path, keyword: kw, code: e.Code, message: e.Error()})
 	}
 	for _, d := range res.Details {
 		collectIssues(d, path, out)

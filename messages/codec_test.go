@@ -1,7 +1,6 @@
 package messages_test
 
 import (
-	"encoding/json"
 	"math"
 	"reflect"
 	"testing"
@@ -266,16 +265,16 @@ func TestUnmarshal(t *testing.T) {
 	requireValidationError(t, err, "instance_output", "event")
 }
 
-// Encode writes exactly what encoding/json writes, so peers in other
-// languages see ordinary JSON.
+// Encode writes what encoding/json writes, except that it leaves <, > and
+// & alone (payloads are not HTML), so peers in other languages and people
+// reading the wire see ordinary JSON.
 func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	in := messages.PlayerActivity{InstanceID: 9, Type: "join", Name: "<Ann & Bob>"}
 	got, err := messages.PlayerEvent.Encode(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := json.Marshal(in)
-	if string(got) != string(want) {
+	if want := `{"instance_id":9,"type":"join","name":"<Ann & Bob>"}`; string(got) != want {
 		t.Errorf("Encode = %s; want %s", got, want)
 	}
 }

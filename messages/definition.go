@@ -267,10 +267,13 @@ func (e *Event[T]) Decode(data []byte) (T, error) {
 }
 
 func encode(d *Definition, s *Schema, part string, v any) ([]byte, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // "<" stays "<": payloads are not HTML
+	if err := enc.Encode(v); err != nil {
 		return nil, &ValidationError{Message: d.name, Part: part, Reason: "cannot encode: " + err.Error()}
 	}
+	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if err := d.validate(s, part, data); err != nil {
 		return nil, err
 	}

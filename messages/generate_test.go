@@ -1,6 +1,7 @@
 package messages_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"maps"
 	"math"
@@ -242,7 +243,13 @@ func TestGeneratedSchemaAcceptsEncodedValues(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Encode: %v", err)
 			}
-			if string(enc) != string(data) {
+			var unescaped bytes.Buffer
+			e := json.NewEncoder(&unescaped)
+			e.SetEscapeHTML(false)
+			if err := e.Encode(v); err != nil {
+				t.Fatal(err)
+			}
+			if data := bytes.TrimSuffix(unescaped.Bytes(), []byte("\n")); string(enc) != string(data) {
 				t.Errorf("Encode = %s; want what encoding/json writes: %s", enc, data)
 			}
 			got, err := sampleEvent.Decode(enc)

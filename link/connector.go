@@ -71,11 +71,14 @@ type Connector interface {
 	Close() error
 }
 
-// Receiver takes what a connector delivers. Its methods must not be called
-// concurrently with each other for the same link, and return promptly.
+// Receiver takes what a connector delivers. Its methods are safe for
+// concurrent use; messages delivered one after another from one goroutine
+// are taken in that order.
 type Receiver interface {
-	// Receive takes one inbound message.
-	Receive(m *Message)
+	// Receive takes one inbound message. It returns at once, except for an
+	// event while the link's event queue is full: then it waits for room,
+	// until ctx ends, and returns ctx's error if the event was not taken.
+	Receive(ctx context.Context, m *Message) error
 	// Status reports a change of the connection beneath the link.
 	Status(s Status, err error)
 }

@@ -1,6 +1,7 @@
 package link
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -99,6 +100,11 @@ func asError(err error) *Error {
 			return &Error{Code: e.Code, Message: string(e.Code)}
 		}
 		return e
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// A handler giving up at the request's deadline: the requester
+		// must see ErrTimeout whichever of the two it notices first.
+		return &Error{Code: CodeTimeout, Message: err.Error()}
 	}
 	return &Error{Code: CodeHandlerError, Message: err.Error()}
 }

@@ -49,6 +49,7 @@ const (
 
 // call is one outbound request waiting for its response.
 type call struct {
+	typ  string        // the request's message type
 	done chan *Message // receives exactly one response
 }
 
@@ -178,7 +179,7 @@ func (l *Link) attach(m messages.Message, kind messages.Kind, h *handler) {
 	case !l.catalog.Contains(def):
 		fail("not in the link's catalog")
 	case def.Kind() != kind:
-		fail("is a %s, not a %s", def.Kind(), kind)
+		fail("is %s, not %s", withArticle(def.Kind().String()), withArticle(kind.String()))
 	case !def.ValidOn(l.in):
 		fail("is not valid on %s, so it never arrives here", l.in)
 	case l.handlers[def.Name()] != nil && !l.handlers[def.Name()].builtin:
@@ -301,8 +302,16 @@ func (l *Link) emit(ctx context.Context, m *Message) error {
 	if err := l.conn.Send(ctx, m); err != nil {
 		return sendError(m.Type, err)
 	}
-	l.stats.sent.Add(1)
+	l.sent(m)
 	return nil
+}
+
+// sent counts a message the connector took.
+func (l *Link) sent(m *Message) {
+	l.stats.sent.Add(1)
+	if l.opts.observer != nil {
+		l.opts.observer.Sent(l.out, m)
+	}
 }
 
 // checkOutbound refuses, before anything is sent, a message that the peer
@@ -312,11 +321,19 @@ func (l *Link) checkOutbound(def *messages.Definition, kind messages.Kind) error
 	case !l.catalog.Contains(def):
 		return Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", def.Name(), l)
 	case def.Kind() != kind:
-		return Errorf(CodeInvalidMessage, "%s is a %s, not a %s", def.Name(), def.Kind(), kind)
+		return Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
 	case !def.ValidOn(l.out):
 		return Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.out)
 	}
 	return nil
+}
+
+// withArticle returns "a request", "an event".
+func withArticle(noun string) string {
+	if strings.IndexByte("aeiou", noun[0]) >= 0 {
+		return "an " + noun
+	}
+	return "a " + noun
 }
 
 func invalid(err error) *Error {
@@ -325,14 +342,18 @@ func invalid(err error) *Error {
 
 // request sends a checked request and waits for its end. internal requests
 // (prepare_disconnect) are allowed while the link is closing.
-func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, internal bool) ([]byte, error) {
+func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, internal bool) (data []byte, err error) {
+	if o := l.opts.observer; o != nil {
+		start := time.Now()
+		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, l.opts.requestTimeout)
 		defer cancel()
 	}
 	deadline, _ := ctx.Deadline()
-	c := &call{done: make(chan *Message, 1)}
+	c := &call{typ: def.Name(), done: make(chan *Message, 1)}
 
 	l.mu.Lock()
 	switch {
@@ -358,7 +379,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	if err := l.conn.Send(ctx, m); err != nil {
 		return nil, sendError(def.Name(), err)
 	}
-	l.stats.sent.Add(1)
+	l.sent(m)
 	select {
 	case resp := <-c.done:
 		if resp.Error != nil {
@@ -404,7 +425,7 @@ func sendError(name string, err error) error {
 // Status out of the Link's public API.
 type receiver struct{ l *Link }
 
-func (r receiver) Receive(m *Message) { r.l.receive(m) }
+func (r receiver) Receive(ctx context.Context, m *Message) error { return r.l.receive(ctx, m) }
 
 func (r receiver) Status(s Status, err error) {
 	l := r.l
@@ -421,17 +442,26 @@ func (r receiver) Status(s Status, err error) {
 	}
 }
 
-func (l *Link) receive(m *Message) {
+func (l *Link) receive(ctx context.Context, m *Message) error {
 	l.stats.received.Add(1)
+	var c *call
+	if m.Kind == KindResponse {
+		l.mu.Lock()
+		c = l.pending[m.ID]
+		l.mu.Unlock()
+		if c != nil && m.Type == "" {
+			m.Type = c.typ // a connector need not carry it back
+		}
+	}
+	if l.opts.observer != nil {
+		l.opts.observer.Received(l.in, m)
+	}
 	switch m.Kind {
 	case KindResponse:
-		l.mu.Lock()
-		c := l.pending[m.ID]
-		l.mu.Unlock()
 		if c == nil {
 			l.stats.late.Add(1)
 			l.opts.logger.Debug("response to no pending request", "link", l.String(), "type", m.Type, "id", m.ID)
-			return
+			return nil
 		}
 		select {
 		case c.done <- m:
@@ -440,25 +470,29 @@ func (l *Link) receive(m *Message) {
 		}
 	case KindRequest:
 		if !l.begin() {
-			return
+			return nil
 		}
 		go l.serve(m)
 	case KindEvent:
 		if l.events == nil {
 			l.drop(m, "no event is valid on "+l.in.String())
-			return
+			return nil
 		}
 		if !l.begin() {
-			return
+			return nil
 		}
 		select {
 		case l.events <- m:
 		case <-l.done:
 			l.end()
+		case <-ctx.Done():
+			l.end()
+			return ctx.Err()
 		}
 	default:
 		l.drop(m, fmt.Sprintf("unknown message kind %d", m.Kind))
 	}
+	return nil
 }
 
 // begin counts an inbound message in, unless the link has closed.
@@ -530,7 +564,7 @@ func (l *Link) serve(m *Message) {
 			return
 		}
 	}
-	l.stats.sent.Add(1)
+	l.sent(resp)
 }
 
 // dispatch checks an inbound request and runs its handler. A panicking
@@ -576,7 +610,7 @@ func (l *Link) lookup(m *Message, kind messages.Kind) (*messages.Definition, *ha
 	case !ok:
 		return nil, nil, Errorf(CodeInvalidMessage, "unknown message type %q", m.Type)
 	case def.Kind() != kind:
-		return nil, nil, Errorf(CodeInvalidMessage, "%s is a %s, not a %s", def.Name(), def.Kind(), kind)
+		return nil, nil, Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
 	case !def.ValidOn(l.in):
 		return nil, nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
 	}
@@ -649,8 +683,14 @@ func (l *Link) Disconnect(ctx context.Context) error {
 		if st == stateNew {
 			return l.Close()
 		}
-		<-l.done
-		return nil
+		// Closing already (the peer's prepare_disconnect, or another
+		// Disconnect): wait for that, as long as ctx allows.
+		select {
+		case <-l.done:
+			return nil
+		case <-ctx.Done():
+			return errors.Join(fmt.Errorf("link %s: disconnect: %w", l, ctx.Err()), l.Close())
+		}
 	}
 	l.state = stateClosing
 	l.mu.Unlock()

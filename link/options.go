@@ -5,12 +5,15 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/linkfabric/linkfabric/messages"
 )
 
 // Option configures a Link.
 type Option func(*options) error
 
 type options struct {
+	observer       Observer
 	logger         *slog.Logger
 	requestTimeout time.Duration
 	authorize      func(ctx context.Context, permission string) error
@@ -68,6 +71,29 @@ func WithAuthorizer(authorize func(ctx context.Context, permission string) error
 func WithStatusHandler(f func(Status)) Option {
 	return func(o *options) error {
 		o.onStatus = f
+		return nil
+	}
+}
+
+// Observer is told what a link sends and receives and how its requests
+// end, for metrics. Its methods are called on the link's hot paths, from
+// many goroutines: they must be quick and safe for concurrent use.
+type Observer interface {
+	// Sent is called for each message the connector took, with the
+	// direction it travels (this side to the peer).
+	Sent(dir messages.Direction, m *Message)
+	// Received is called for each message the connector delivered, valid
+	// or not, with the direction it travelled (the peer to this side).
+	Received(dir messages.Direction, m *Message)
+	// RequestEnded is called when a request this side sent ends: err is
+	// what the request returned (nil for a response).
+	RequestEnded(msgType string, err error, took time.Duration)
+}
+
+// WithObserver reports the link's traffic to o. Defaults to none.
+func WithObserver(o Observer) Option {
+	return func(opts *options) error {
+		opts.observer = o
 		return nil
 	}
 }

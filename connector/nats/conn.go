@@ -123,10 +123,18 @@ func (c *Conn) Start(r link.Receiver) error {
 }
 
 func (c *Conn) deliver(r link.Receiver) {
+	// Waiting for room in the link's event queue holds up only this peer,
+	// and ends when the connector closes.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.done
+		cancel()
+	}()
 	for {
 		select {
 		case m := <-c.queue:
-			r.Receive(m)
+			_ = r.Receive(ctx, m)
 		case <-c.done:
 			return
 		}

@@ -26,6 +26,7 @@ type Conn struct {
 	receiver link.Receiver
 	started  bool
 	backlog  []*link.Message // delivered to this end before it started
+	told     bool            // receiver has been given StatusClosed
 }
 
 type closeState struct {
@@ -54,20 +55,26 @@ func (c *Conn) Start(r link.Receiver) error {
 		c.backlog = nil
 		if len(backlog) == 0 {
 			c.started = true
+			// A pair closed before this end started: Close told no one.
+			tell := c.isClosed() && !c.told
+			c.told = c.told || tell
 			c.mu.Unlock()
+			if tell {
+				r.Status(link.StatusClosed, nil)
+			}
 			return nil
 		}
 		c.mu.Unlock()
 		for _, m := range backlog {
-			r.Receive(m)
+			_ = r.Receive(context.Background(), m) // it waits for room: nothing is lost
 		}
 	}
 }
 
 // Send delivers a copy of m to the peer's link. Delivery happens on the
 // calling goroutine, so messages sent one after another arrive in that
-// order; it waits only if the peer's event queue is full. After either end
-// has closed, Send fails with link.ErrSessionLost.
+// order; it waits only while the peer's event queue is full, until ctx
+// ends. After either end has closed, Send fails with link.ErrSessionLost.
 func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -92,8 +99,7 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	}
 	r := p.receiver
 	p.mu.Unlock()
-	r.Receive(&cp)
-	return nil
+	return r.Receive(ctx, &cp)
 }
 
 // Close closes both ends. The peer's link is told its session is over.
@@ -110,10 +116,21 @@ func (c *Conn) Close() error {
 	// Outside the Once: the peer's link answers by closing its own end.
 	p := c.peer
 	p.mu.Lock()
+	tell := p.started && !p.told // otherwise the peer's Start tells it
+	p.told = p.told || tell
 	r := p.receiver
 	p.mu.Unlock()
-	if r != nil {
+	if tell {
 		r.Status(link.StatusClosed, nil)
 	}
 	return nil
+}
+
+func (c *Conn) isClosed() bool {
+	select {
+	case <-c.closed.done:
+		return true
+	default:
+		return false
+	}
 }

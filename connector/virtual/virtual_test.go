@@ -1,0 +1,407 @@
+package virtual_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linkfabric/linkfabric/connector/virtual"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// recorder is a link.Receiver that keeps what it is given.
+type recorder struct {
+	mu       sync.Mutex
+	msgs     []*link.Message
+	statuses []link.Status
+}
+
+func (r *recorder) Receive(_ context.Context, m *link.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, m)
+	return nil
+}
+
+func (r *recorder) Status(s link.Status, _ error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.statuses = append(r.statuses, s)
+}
+
+func (r *recorder) received() []*link.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.msgs)
+}
+
+func (r *recorder) status() []link.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.statuses)
+}
+
+// ids returns the IDs of the messages received, in order.
+func (r *recorder) ids() []uint64 {
+	var ids []uint64
+	for _, m := range r.received() {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// waitFor polls cond every millisecond until it holds, and fails the test
+// if it does not within timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+func noErr(t *testing.T, err error, what string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// startedPair returns a pair whose ends deliver to two recorders.
+func startedPair(t *testing.T) (a, b *virtual.Conn, ra, rb *recorder) {
+	t.Helper()
+	a, b = virtual.Pair()
+	ra, rb = &recorder{}, &recorder{}
+	noErr(t, a.Start(ra), "start a")
+	noErr(t, b.Start(rb), "start b")
+	t.Cleanup(func() { _ = a.Close() })
+	return a, b, ra, rb
+}
+
+func sequence(from, to uint64) []uint64 {
+	var s []uint64
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// Messages arrive at the peer in the order they were sent, each way.
+func TestOrder(t *testing.T) {
+	const n = 1000
+	a, b, ra, rb := startedPair(t)
+	ctx := context.Background()
+	for i := range uint64(n) {
+		noErr(t, a.Send(ctx, &link.Message{Kind: link.KindEvent, Type: "e", ID: i}), "send a -> b")
+		noErr(t, b.Send(ctx, &link.Message{Kind: link.KindEvent, Type: "e", ID: i}), "send b -> a")
+	}
+	waitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == n && len(ra.received()) == n })
+	if got := rb.ids(); !slices.Equal(got, sequence(0, n)) {
+		t.Errorf("a -> b arrived out of order: %v", got[:20])
+	}
+	if got := ra.ids(); !slices.Equal(got, sequence(0, n)) {
+		t.Errorf("b -> a arrived out of order: %v", got[:20])
+	}
+}
+
+// The receiver gets its own copy: what the sender does to its message
+// afterwards does not reach it, whether or not the peer had started.
+func TestSendCopies(t *testing.T) {
+	tests := []struct {
+		name         string
+		startFirst   bool
+		mutate       func(m *link.Message)
+		wantData     string
+		wantErrorMsg string
+	}{
+		{name: "data overwritten", startFirst: true, mutate: func(m *link.Message) { copy(m.Data, "XXXXXXXXXXXXX") }},
+		{name: "data overwritten before the peer starts", mutate: func(m *link.Message) { copy(m.Data, "XXXXXXXXXXXXX") }},
+		{name: "data appended to in place", startFirst: true, mutate: func(m *link.Message) {
+			_ = append(m.Data[:2], "zzzzzzzz"...)
+		}},
+		{name: "fields changed", startFirst: true, mutate: func(m *link.Message) {
+			m.Type, m.ID, m.Kind, m.Data = "other", 99, link.KindEvent, nil
+		}},
+		{name: "error changed", startFirst: true, mutate: func(m *link.Message) {
+			m.Error.Code, m.Error.Message = "other", "changed"
+		}},
+		{name: "error changed before the peer starts", mutate: func(m *link.Message) {
+			m.Error.Code, m.Error.Message = "other", "changed"
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := virtual.Pair()
+			t.Cleanup(func() { _ = a.Close() })
+			rb := &recorder{}
+			if tc.startFirst {
+				noErr(t, b.Start(rb), "start b")
+			}
+			data := make([]byte, 13, 64) // spare capacity, so an append writes in place
+			copy(data, `{"n":"hello"}`)
+			m := &link.Message{Kind: link.KindResponse, Type: "test:echo", ID: 7, Data: data,
+				Error: &link.Error{Code: "test.code", Message: "as sent"}}
+			noErr(t, a.Send(context.Background(), m), "send")
+			tc.mutate(m)
+			if !tc.startFirst {
+				noErr(t, b.Start(rb), "start b")
+			}
+			waitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
+			got := rb.received()[0]
+			if got == m {
+				t.Fatal("the receiver got the sender's *Message itself")
+			}
+			if got.Kind != link.KindResponse || got.Type != "test:echo" || got.ID != 7 || string(got.Data) != `{"n":"hello"}` {
+				t.Errorf("received %s %q id=%d data=%q, want the message as sent", got.Kind, got.Type, got.ID, got.Data)
+			}
+			if got.Error == nil || got.Error.Code != "test.code" || got.Error.Message != "as sent" {
+				t.Errorf("received error %+v, want test.code: as sent", got.Error)
+			}
+		})
+	}
+}
+
+// Every field but the error's cause crosses: the code and the text of an
+// error do, what it wraps does not, as on a real wire.
+func TestSendCarriesFields(t *testing.T) {
+	a, _, _, rb := startedPair(t)
+	deadline := time.Now().Add(time.Minute).Round(0)
+	origin := link.Address{Type: messages.Master, ID: "0"}
+	sent := &link.Message{
+		Kind: link.KindResponse, Type: "test:echo", ID: 42,
+		Error:    link.Errorf("test.io", "read save: %w", io.EOF),
+		Deadline: deadline, Origin: origin, Reply: "r",
+	}
+	if !errors.Is(sent.Error, io.EOF) {
+		t.Fatal("test setup: the sent error does not wrap io.EOF")
+	}
+	noErr(t, a.Send(context.Background(), sent), "send")
+	waitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
+	got := rb.received()[0]
+	if got.Kind != sent.Kind || got.Type != sent.Type || got.ID != sent.ID || !got.Deadline.Equal(deadline) || got.Origin != origin {
+		t.Errorf("received %+v, want %+v", got, sent)
+	}
+	if got.Error == nil || got.Error.Code != "test.io" || got.Error.Message != "read save: EOF" {
+		t.Fatalf("received error %v, want test.io: read save: EOF", got.Error)
+	}
+	if errors.Is(got.Error, io.EOF) || got.Error.Unwrap() != nil {
+		t.Errorf("the error's cause crossed the pair: %v unwraps to %v", got.Error, got.Error.Unwrap())
+	}
+	if got.Error == sent.Error {
+		t.Error("the receiver got the sender's *Error itself")
+	}
+}
+
+// Messages sent before the peer starts wait for it and arrive in order,
+// before and among those sent while it starts.
+func TestSendBeforeStart(t *testing.T) {
+	const early, late = 500, 1000
+	a, b := virtual.Pair()
+	t.Cleanup(func() { _ = a.Close() })
+	ctx := context.Background()
+	for i := range uint64(early) {
+		noErr(t, a.Send(ctx, &link.Message{Kind: link.KindEvent, ID: i}), "send before start")
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for i := uint64(early); i < late; i++ {
+			if err := a.Send(ctx, &link.Message{Kind: link.KindEvent, ID: i}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	rb := &recorder{}
+	noErr(t, b.Start(rb), "start b")
+	noErr(t, <-sent, "send while the peer starts")
+	waitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == late })
+	if got := rb.ids(); !slices.Equal(got, sequence(0, late)) {
+		for i, id := range got {
+			if id != uint64(i) {
+				t.Fatalf("message %d arrived in place %d", id, i)
+			}
+		}
+	}
+}
+
+// Closing one end tells the other end's receiver, once, that the session
+// is closed; after that Send fails with ErrSessionLost on both ends.
+func TestClose(t *testing.T) {
+	tests := []struct {
+		name   string
+		closer func(a, b *virtual.Conn) *virtual.Conn
+	}{
+		{name: "a closes", closer: func(a, _ *virtual.Conn) *virtual.Conn { return a }},
+		{name: "b closes", closer: func(_, b *virtual.Conn) *virtual.Conn { return b }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, ra, rb := startedPair(t)
+			closer := tc.closer(a, b)
+			other := rb
+			if closer == b {
+				other = ra
+			}
+			noErr(t, closer.Close(), "Close")
+			waitFor(t, 5*time.Second, "the peer to hear of the close", func() bool { return len(other.status()) > 0 })
+			noErr(t, a.Close(), "Close again")
+			noErr(t, b.Close(), "Close the other end")
+			if got := other.status(); !slices.Equal(got, []link.Status{link.StatusClosed}) {
+				t.Errorf("peer's receiver got statuses %v, want [closed]", got)
+			}
+			for name, c := range map[string]*virtual.Conn{"a": a, "b": b} {
+				err := c.Send(context.Background(), &link.Message{Kind: link.KindEvent, Type: "e"})
+				if !errors.Is(err, link.ErrSessionLost) {
+					t.Errorf("Send on %s after close: got %v, want ErrSessionLost", name, err)
+				}
+			}
+			if n := len(ra.received()) + len(rb.received()); n != 0 {
+				t.Errorf("%d messages delivered after close", n)
+			}
+		})
+	}
+}
+
+// An end that starts after the pair closed is told so at once, or its
+// link would never end.
+func TestCloseBeforePeerStarts(t *testing.T) {
+	a, b := virtual.Pair()
+	noErr(t, a.Start(&recorder{}), "start a")
+	noErr(t, a.Close(), "close a")
+	rb := &recorder{}
+	noErr(t, b.Start(rb), "start b")
+	waitFor(t, 5*time.Second, "b to hear of the close", func() bool { return len(rb.status()) > 0 })
+	if got := rb.status(); !slices.Equal(got, []link.Status{link.StatusClosed}) {
+		t.Errorf("b's receiver got statuses %v, want [closed]", got)
+	}
+}
+
+// A link started on an end whose pair already closed ends at once.
+func TestCloseBeforePeerLinkStarts(t *testing.T) {
+	cat, err := messages.NewCatalog()
+	noErr(t, err, "catalog")
+	a, b := virtual.Pair()
+	noErr(t, a.Close(), "close a")
+	l, err := link.New(b, link.Address{Type: messages.Instance, ID: "7"}, link.Address{Type: messages.Slave, ID: "1"}, cat,
+		link.WithLogger(slog.New(slog.DiscardHandler)))
+	noErr(t, err, "new link")
+	stubAll(l, cat)
+	noErr(t, l.Start(), "start the link")
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the link on a closed pair is not done")
+	}
+}
+
+// A Send whose context has ended sends nothing.
+func TestSendContextDone(t *testing.T) {
+	a, _, _, rb := startedPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := a.Send(ctx, &link.Message{Kind: link.KindEvent, Type: "e"})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Send with a cancelled ctx: got %v, want context.Canceled", err)
+	}
+	if n := len(rb.received()); n != 0 {
+		t.Errorf("%d messages delivered by a failed Send", n)
+	}
+}
+
+// Over a pair, links see the semantics of a wire: a payload the sender
+// changes after sending does not change what the receiver handles.
+func TestLinkPayloadIsCopied(t *testing.T) {
+	type items struct {
+		Items []string `json:"items"`
+	}
+	ev := messages.MustEvent[items](messages.Spec{Name: "vtest:items", Links: []string{"slave-instance"}})
+	cat, err := messages.NewCatalog(messages.Plugin{Name: "vtest", Messages: []messages.Message{ev}})
+	noErr(t, err, "catalog")
+
+	slaveAddr := link.Address{Type: messages.Slave, ID: "1"}
+	instanceAddr := link.Address{Type: messages.Instance, ID: "7"}
+	quiet := link.WithLogger(slog.New(slog.DiscardHandler))
+	a, b := virtual.Pair()
+	toInstance, err := link.New(a, slaveAddr, instanceAddr, cat, quiet)
+	noErr(t, err, "new slave link")
+	toSlave, err := link.New(b, instanceAddr, slaveAddr, cat, quiet)
+	noErr(t, err, "new instance link")
+	t.Cleanup(func() { _ = toInstance.Close() })
+
+	started, release := make(chan struct{}), make(chan struct{})
+	got := make(chan []string, 10)
+	link.HandleEvent(toSlave, ev, func(_ context.Context, e items) error {
+		if len(e.Items) == 1 && e.Items[0] == "gate" {
+			close(started)
+			<-release // later events wait in the queue meanwhile
+			return nil
+		}
+		got <- e.Items
+		return nil
+	})
+	stubAll(toSlave, cat, ev)
+	stubAll(toInstance, cat)
+	noErr(t, toSlave.Start(), "start the instance's side")
+	noErr(t, toInstance.Start(), "start the slave's side")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	noErr(t, link.Emit(ctx, toInstance, ev, items{Items: []string{"gate"}}), "emit the gate")
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the gate event was not handled")
+	}
+
+	typed := []string{"a", "b", "c"}
+	noErr(t, link.Emit(ctx, toInstance, ev, items{Items: typed}), "Emit")
+	typed[0], typed[1] = "X", "Y"
+
+	raw := []byte(`{"items":["d","e"]}`)
+	noErr(t, toInstance.EmitJSON(ctx, ev, raw), "EmitJSON")
+	copy(raw, `{"items":["X","Y"]}`)
+
+	close(release)
+	for _, want := range [][]string{{"a", "b", "c"}, {"d", "e"}} {
+		select {
+		case items := <-got:
+			if !slices.Equal(items, want) {
+				t.Errorf("handler got %q, want %q as sent", items, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("event %q was not handled", want)
+		}
+	}
+}
+
+// stubAll attaches a do-nothing handler for every message that can arrive
+// on l, except those in handled.
+func stubAll(l *link.Link, cat *messages.Catalog, handled ...messages.Message) {
+	in := messages.Direction{Source: l.Peer().Type, Target: l.Self().Type}
+	for _, def := range cat.On(in) {
+		if def == messages.Ping.Definition || def == messages.PrepareDisconnect.Definition ||
+			slices.ContainsFunc(handled, func(m messages.Message) bool { return m.Def() == def }) {
+			continue
+		}
+		if def.Kind() == messages.KindRequest {
+			l.HandleRequestJSON(def, func(context.Context, *link.Message) ([]byte, error) {
+				return nil, fmt.Errorf("%s is stubbed", def.Name())
+			})
+		} else {
+			l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
+		}
+	}
+}

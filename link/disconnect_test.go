@@ -1,0 +1,217 @@
+package link_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// gatedEcho returns a test:echo handler that, for N == 1, reports on
+// started and waits for release before answering.
+func gatedEcho(started chan<- struct{}, release <-chan struct{}) func(context.Context, echoReq) (echoResp, error) {
+	return func(_ context.Context, r echoReq) (echoResp, error) {
+		if r.N == 1 {
+			started <- struct{}{}
+			<-release
+		}
+		return echoResp(r), nil
+	}
+}
+
+type echoResult struct {
+	resp echoResp
+	err  error
+}
+
+// requestAsync sends test:echo in its own goroutine.
+func requestAsync(ctx context.Context, l *link.Link, req echoReq) <-chan echoResult {
+	done := make(chan echoResult, 1)
+	go func() {
+		resp, err := link.Request(ctx, l, testEcho, req)
+		done <- echoResult{resp, err}
+	}()
+	return done
+}
+
+// Disconnect on a link with prepare_disconnect: both sides stop taking new
+// requests, the requests in flight both ways finish, then both links close.
+func TestDisconnectGraceful(t *testing.T) {
+	masterStarted, masterRelease := make(chan struct{}, 1), make(chan struct{})
+	controlStarted, controlRelease := make(chan struct{}, 1), make(chan struct{})
+	toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, nil)
+	link.HandleRequest(toControl, testEcho, gatedEcho(masterStarted, masterRelease))
+	link.HandleRequest(toMaster, testEcho, gatedEcho(controlStarted, controlRelease))
+	start(t, toControl, testEcho)
+	start(t, toMaster, testEcho)
+
+	ctx := ctxFor(t, 10*time.Second)
+	fromControl := requestAsync(ctx, toMaster, echoReq{N: 1, Text: "from control"})
+	fromMaster := requestAsync(ctx, toControl, echoReq{N: 1, Text: "from master"})
+	recv(t, masterStarted, 5*time.Second, "the master's handler to start")
+	recv(t, controlStarted, 5*time.Second, "the control's handler to start")
+
+	disconnected := make(chan error, 1)
+	go func() { disconnected <- toControl.Disconnect(ctx) }()
+
+	// The control hears prepare_disconnect and stops sending requests.
+	waitFor(t, 5*time.Second, "the control to refuse new requests", func() bool {
+		_, err := link.Request(ctx, toMaster, messages.Ping, messages.Empty{})
+		return errors.Is(err, link.ErrUnavailable)
+	})
+	// So does the master, which is disconnecting.
+	_, err := link.Request(ctx, toControl, testEcho, echoReq{N: 2})
+	wantCode(t, err, link.CodeUnavailable)
+	_, err = toControl.RequestJSON(ctx, messages.Ping, []byte(`{}`))
+	wantCode(t, err, link.CodeUnavailable)
+
+	if closed(disconnected) || closed(toControl.Done()) || closed(toMaster.Done()) {
+		t.Fatal("the link closed with requests in flight")
+	}
+
+	close(masterRelease)
+	close(controlRelease)
+	for name, done := range map[string]<-chan echoResult{"from control": fromControl, "from master": fromMaster} {
+		r := recv(t, done, 5*time.Second, "the request "+name+" to end")
+		noErr(t, r.err, "in-flight request "+name)
+		equal(t, r.resp.Text, name, "response to the request "+name)
+	}
+	noErr(t, recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
+	if !closed(toMaster.Done()) {
+		t.Error("Disconnect returned before the peer's link was done")
+	}
+	if !closed(toControl.Done()) {
+		t.Error("Disconnect returned before its own link was done")
+	}
+}
+
+// Disconnect waits no longer than its context: a request that never ends
+// makes it return an error about then, and the link closes anyway.
+func TestDisconnectBoundedByContext(t *testing.T) {
+	tests := []struct {
+		name string
+		// stuck is the link whose outbound request is never answered.
+		stuck func(toMaster, toControl *link.Link) *link.Link
+	}{
+		{name: "peer's request never answered", stuck: func(toMaster, _ *link.Link) *link.Link { return toMaster }},
+		{name: "own request never answered", stuck: func(_, toControl *link.Link) *link.Link { return toControl }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const bound = 200 * time.Millisecond
+			started := make(chan struct{}, 1)
+			never := make(chan struct{}) // the handler ignores its context
+			t.Cleanup(func() { close(never) })
+			toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, nil)
+			link.HandleRequest(toControl, testEcho, gatedEcho(started, never))
+			link.HandleRequest(toMaster, testEcho, gatedEcho(started, never))
+			start(t, toControl, testEcho)
+			start(t, toMaster, testEcho)
+
+			pending := requestAsync(ctxFor(t, 30*time.Second), tc.stuck(toMaster, toControl), echoReq{N: 1})
+			recv(t, started, 5*time.Second, "the handler to start")
+
+			began := time.Now()
+			err := toControl.Disconnect(ctxFor(t, bound))
+			took := time.Since(began)
+			if err == nil {
+				t.Fatal("Disconnect returned no error with a request that never ends")
+			}
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, link.ErrTimeout) {
+				t.Errorf("Disconnect's error %v says nothing of the deadline", err)
+			}
+			if took < bound-10*time.Millisecond || took > bound+2*time.Second {
+				t.Errorf("Disconnect returned after %s, want about %s", took, bound)
+			}
+			if !closed(toControl.Done()) || !closed(toMaster.Done()) {
+				t.Fatal("Disconnect returned with a link still open")
+			}
+			r := recv(t, pending, 5*time.Second, "the stuck request to end")
+			wantCode(t, r.err, link.CodeSessionLost)
+		})
+	}
+}
+
+// On a link without prepare_disconnect (slave-instance), Disconnect still
+// refuses new requests, lets those in flight finish, and closes both sides.
+func TestDisconnectWithoutPrepare(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	toInstance, toSlave := newPair(t, slaveAddr, instanceAddr, nil, nil)
+	link.HandleRequest(toSlave, testEcho, gatedEcho(started, release))
+	start(t, toSlave, testEcho)
+	start(t, toInstance)
+
+	ctx := ctxFor(t, 10*time.Second)
+	pending := requestAsync(ctx, toInstance, echoReq{N: 1, Text: "in flight"})
+	recv(t, started, 5*time.Second, "the handler to start")
+	disconnected := make(chan error, 1)
+	go func() { disconnected <- toInstance.Disconnect(ctx) }()
+
+	waitFor(t, 5*time.Second, "the slave's side to refuse new requests", func() bool {
+		_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: 2})
+		return errors.Is(err, link.ErrUnavailable)
+	})
+	if closed(disconnected) {
+		t.Fatal("Disconnect returned with a request in flight")
+	}
+	close(release)
+	r := recv(t, pending, 5*time.Second, "the request in flight to end")
+	noErr(t, r.err, "request in flight")
+	equal(t, r.resp.Text, "in flight", "response")
+	noErr(t, recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
+	if !closed(toSlave.Done()) {
+		t.Error("the peer's link is not done after Disconnect")
+	}
+}
+
+// Disconnect of a link never started just closes it.
+func TestDisconnectBeforeStart(t *testing.T) {
+	toMaster, _ := newPair(t, controlAddr, masterAddr, nil, nil)
+	noErr(t, toMaster.Disconnect(ctxFor(t, 5*time.Second)), "Disconnect")
+	if !closed(toMaster.Done()) {
+		t.Fatal("Done() is not closed")
+	}
+}
+
+// Disconnect on a link the peer is already disconnecting is bounded by its
+// own context too: it closes the link and says so when ctx ends first.
+func TestDisconnectWhilePeerDisconnects(t *testing.T) {
+	started := make(chan struct{}, 1)
+	never := make(chan struct{})
+	t.Cleanup(func() { close(never) })
+	toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, nil)
+	link.HandleRequest(toControl, testEcho, gatedEcho(started, never))
+	start(t, toControl, testEcho)
+	start(t, toMaster)
+
+	// The control's request is never answered, so the master's Disconnect
+	// waits (for its long ctx) and the control stays in prepare_disconnect.
+	pending := requestAsync(ctxFor(t, 30*time.Second), toMaster, echoReq{N: 1})
+	recv(t, started, 5*time.Second, "the handler to start")
+	masterDone := make(chan error, 1)
+	go func() { masterDone <- toControl.Disconnect(ctxFor(t, 30*time.Second)) }()
+	waitFor(t, 5*time.Second, "the control to hear prepare_disconnect", func() bool {
+		_, err := link.Request(ctxFor(t, time.Second), toMaster, messages.Ping, messages.Empty{})
+		return errors.Is(err, link.ErrUnavailable)
+	})
+
+	const bound = 100 * time.Millisecond
+	began := time.Now()
+	err := toMaster.Disconnect(ctxFor(t, bound))
+	took := time.Since(began)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("control's Disconnect: got %v, want an error matching context.DeadlineExceeded", err)
+	}
+	if took > bound+2*time.Second {
+		t.Errorf("control's Disconnect with a %s ctx returned after %s", bound, took)
+	}
+	if !closed(toMaster.Done()) {
+		t.Error("control's link is not done after Disconnect")
+	}
+	recv(t, toControl.Done(), 5*time.Second, "the master's link to close")
+	recv(t, masterDone, 5*time.Second, "the master's Disconnect to return")
+	wantCode(t, recv(t, pending, 5*time.Second, "the stuck request to end").err, link.CodeSessionLost)
+}

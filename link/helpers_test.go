@@ -1,0 +1,298 @@
+package link_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linkfabric/linkfabric/connector/virtual"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// Addresses used throughout the tests.
+var (
+	slaveAddr    = link.Address{Type: messages.Slave, ID: "1"}
+	instanceAddr = link.Address{Type: messages.Instance, ID: "7"}
+	masterAddr   = link.MasterAddress
+	controlAddr  = link.Address{Type: messages.Control, ID: "alice"}
+)
+
+// The test plugin's payloads.
+type echoReq struct {
+	N    int    `json:"n" schema:"minimum=0"`
+	Text string `json:"text" schema:"maxLength=64"`
+}
+
+type echoResp struct {
+	N    int    `json:"n"`
+	Text string `json:"text" schema:"maxLength=64"`
+}
+
+type tick struct {
+	Seq   int      `json:"seq" schema:"minimum=0"`
+	Items []string `json:"items" schema:"maxItems=100"`
+}
+
+// The test plugin's messages. Their handlers do whatever a test needs:
+// answer, fail, block, panic.
+var (
+	testEcho = messages.MustRequest[echoReq, echoResp](messages.Spec{
+		Name:       "test:echo",
+		Links:      []string{"slave-instance", "instance-slave", "control-master", "master-control"},
+		Permission: messages.Unrestricted,
+	})
+	testGuarded = messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{
+		Name:       "test:guarded",
+		Links:      []string{"control-master"},
+		Permission: "test.guarded",
+	})
+	testTick = messages.MustEvent[tick](messages.Spec{
+		Name:  "test:tick",
+		Links: []string{"slave-instance", "instance-slave", "control-master", "master-control"},
+	})
+)
+
+// testCat holds the core messages and the test plugin's.
+var testCat = func() *messages.Catalog {
+	c, err := messages.NewCatalog(messages.Plugin{Name: "test", Messages: []messages.Message{testEcho, testGuarded, testTick}})
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
+
+// quiet discards the links' logs.
+var quiet = slog.New(slog.DiscardHandler)
+
+// codeStub is what a stubbed request handler answers.
+const codeStub link.Code = "test.stub"
+
+// newPair returns two links joined by a virtual pair, not started. Both are
+// closed when the test ends.
+func newPair(t testing.TB, a, b link.Address, aOpts, bOpts []link.Option) (*link.Link, *link.Link) {
+	t.Helper()
+	ca, cb := virtual.Pair()
+	la := newLink(t, ca, a, b, aOpts...)
+	lb := newLink(t, cb, b, a, bOpts...)
+	return la, lb
+}
+
+// newLink returns a link over conn using testCat, closed when the test ends.
+func newLink(t testing.TB, conn link.Connector, self, peer link.Address, opts ...link.Option) *link.Link {
+	t.Helper()
+	// Quiet by default: the tests provoke many warnings on purpose.
+	opts = append([]link.Option{link.WithLogger(quiet)}, opts...)
+	l, err := link.New(conn, self, peer, testCat, opts...)
+	if err != nil {
+		t.Fatalf("link.New(%s -> %s): %v", self, peer, err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+// inbound is the direction in which messages arrive at l.
+func inbound(l *link.Link) messages.Direction {
+	return messages.Direction{Source: l.Peer().Type, Target: l.Self().Type}
+}
+
+// stub attaches a trivial handler for every message that can arrive on l,
+// except those in handled and the builtins (ping, prepare_disconnect).
+// Stubbed requests fail with codeStub; stubbed events are ignored.
+func stub(l *link.Link, handled ...messages.Message) {
+	skip := map[string]bool{messages.Ping.Name(): true, messages.PrepareDisconnect.Name(): true}
+	for _, m := range handled {
+		skip[m.Def().Name()] = true
+	}
+	for _, def := range testCat.On(inbound(l)) {
+		if skip[def.Name()] {
+			continue
+		}
+		name := def.Name()
+		if def.Kind() == messages.KindRequest {
+			l.HandleRequestJSON(def, func(context.Context, *link.Message) ([]byte, error) {
+				return nil, link.Errorf(codeStub, "%s is stubbed", name)
+			})
+		} else {
+			l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
+		}
+	}
+}
+
+// start stubs what the test did not handle and starts l.
+func start(t testing.TB, l *link.Link, handled ...messages.Message) {
+	t.Helper()
+	stub(l, handled...)
+	if err := l.Start(); err != nil {
+		t.Fatalf("start %s: %v", l, err)
+	}
+}
+
+// echoHandler answers test:echo with the request's fields.
+func echoHandler(_ context.Context, r echoReq) (echoResp, error) {
+	return echoResp(r), nil
+}
+
+// echoPair returns a started slave link and instance link; the instance
+// answers test:echo with echoHandler.
+func echoPair(t testing.TB, slaveOpts, instanceOpts []link.Option) (toInstance, toSlave *link.Link) {
+	t.Helper()
+	toInstance, toSlave = newPair(t, slaveAddr, instanceAddr, slaveOpts, instanceOpts)
+	link.HandleRequest(toSlave, testEcho, echoHandler)
+	start(t, toSlave, testEcho)
+	start(t, toInstance)
+	return toInstance, toSlave
+}
+
+// ctxFor returns a context that ends after d, cancelled when the test ends.
+func ctxFor(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitFor polls cond every millisecond until it holds, and fails the test
+// if it does not within timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// recv returns the next value from ch, failing the test after timeout.
+func recv[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		panic("unreachable")
+	}
+}
+
+// closed reports whether ch is closed (or has a value ready).
+func closed[T any](ch <-chan T) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// noErr fails the test at once if err is not nil.
+func noErr(t testing.TB, err error, what string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: unexpected error: %v", what, err)
+	}
+}
+
+// wantCode fails the test unless err is an *link.Error with code, and
+// matches the sentinel of that code with errors.Is. It returns the *Error.
+func wantCode(t testing.TB, err error, code link.Code) *link.Error {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want one with code %s", code)
+	}
+	var le *link.Error
+	if !errors.As(err, &le) {
+		t.Fatalf("got %T %v, want an *link.Error with code %s", err, err, code)
+	}
+	if le.Code != code {
+		t.Fatalf("got code %s (%v), want %s", le.Code, err, code)
+	}
+	if !errors.Is(err, &link.Error{Code: code}) {
+		t.Fatalf("errors.Is(%v, code %s) is false", err, code)
+	}
+	return le
+}
+
+// equal fails the test unless got == want.
+func equal[T comparable](t testing.TB, got, want T, what string) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s: got %v, want %v", what, got, want)
+	}
+}
+
+// recorder is a link.Receiver that keeps what it is given: the tests drive
+// one end of a virtual pair by hand with it, sending crafted messages and
+// reading what the link under test sends back.
+type recorder struct {
+	mu       sync.Mutex
+	msgs     []*link.Message
+	statuses []link.Status
+}
+
+func (r *recorder) Receive(_ context.Context, m *link.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, m)
+	return nil
+}
+
+func (r *recorder) Status(s link.Status, _ error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.statuses = append(r.statuses, s)
+}
+
+// responses returns every response received for id.
+func (r *recorder) responses(id uint64) []*link.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*link.Message
+	for _, m := range r.msgs {
+		if m.Kind == link.KindResponse && m.ID == id {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// response waits for the response to request id.
+func (r *recorder) response(t testing.TB, id uint64) *link.Message {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("the response to request %d", id), func() bool {
+		return len(r.responses(id)) > 0
+	})
+	return r.responses(id)[0]
+}
+
+// rawPeer returns a started link with peer's address on one end of a
+// virtual pair, and the other end driven by hand through a recorder.
+// setup attaches the test's handlers and returns the messages it handled.
+func rawPeer(t testing.TB, self, peer link.Address, setup func(l *link.Link) []messages.Message, opts ...link.Option) (*link.Link, *virtual.Conn, *recorder) {
+	t.Helper()
+	raw, conn := virtual.Pair()
+	l := newLink(t, conn, self, peer, opts...)
+	var handled []messages.Message
+	if setup != nil {
+		handled = setup(l)
+	}
+	start(t, l, handled...)
+	rec := &recorder{}
+	noErr(t, raw.Start(rec), "start the raw end")
+	t.Cleanup(func() { _ = raw.Close() })
+	return l, raw, rec
+}
+
+// send hands m to the raw end, failing the test on error.
+func send(t testing.TB, raw *virtual.Conn, m *link.Message) {
+	t.Helper()
+	noErr(t, raw.Send(context.Background(), m), "raw send "+m.Type)
+}

@@ -224,7 +224,7 @@ func TestRequestHandlerPanics(t *testing.T) {
 		{name: "string", panic: "boom"},
 		{name: "error", panic: errors.New("boom")},
 		{name: "nil", panic: nil},
-		{name: "runtime error", panic: func() any { var m map[string]int; m["x"] = 1; return nil }},
+		{name: "runtime error", panic: func() any { return outOfRange([]int{}, 3) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -357,3 +357,6 @@ func TestRequestBeforeStart(t *testing.T) {
 	err = link.Emit(ctxFor(t, 5*time.Second), toInstance, testTick, tick{})
 	wantCode(t, err, link.CodeUnavailable)
 }
+
+// outOfRange indexes s at i, which panics when i is out of range.
+func outOfRange(s []int, i int) any { return s[i] }

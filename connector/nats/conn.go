@@ -134,6 +134,10 @@ func (c *Conn) deliver(r link.Receiver) {
 	for {
 		select {
 		case m := <-c.queue:
+			if m == closeNotice {
+				c.status(link.StatusClosed, nil)
+				return
+			}
 			_ = r.Receive(ctx, m)
 		case <-c.done:
 			return
@@ -190,7 +194,12 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 			m.Origin = origin
 		}
 	}
+	if m.Kind == link.KindRequest && !c.n.startRequest() {
+		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
+		return
+	}
 	if !c.enqueue(m) && m.Kind == link.KindRequest {
+		c.n.endRequest()
 		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer))
 	}
 }
@@ -281,6 +290,9 @@ func (c *Conn) resend(id uint64) {
 // ours, a response on the reply subject its request named, an event on the
 // peer's subject.
 func (c *Conn) Send(ctx context.Context, m *link.Message) error {
+	if m.Kind == link.KindResponse {
+		defer c.n.endRequest() // answered, or never to be: no longer in flight
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -382,8 +394,25 @@ func (c *Conn) status(s link.Status, err error) {
 	}
 }
 
+// closeNotice, queued like a message, stands for the peer's notice that it
+// closed its side: the link hears of it after what the peer sent before.
+var closeNotice = &link.Message{}
+
 // peerClosed handles the peer's notice that it closed its side.
-func (c *Conn) peerClosed() { c.status(link.StatusClosed, nil) }
+func (c *Conn) peerClosed() {
+	c.mu.Lock()
+	started := c.started
+	c.mu.Unlock()
+	if !started {
+		c.status(link.StatusClosed, nil)
+		return
+	}
+	select {
+	case c.queue <- closeNotice:
+	default: // the link is far behind; the dispatcher must not wait for it
+		c.status(link.StatusClosed, nil)
+	}
+}
 
 // peerRestarted ends the link to a peer that came back with a new session.
 func (c *Conn) peerRestarted() { c.status(link.StatusClosed, errPeerRestarted) }

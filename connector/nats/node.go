@@ -42,6 +42,7 @@ type Node struct {
 	in        chan *natsgo.Msg
 	subs      []*natsgo.Subscription
 	done      chan struct{}
+	connected chan struct{} // closed at the first connection
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
@@ -53,6 +54,59 @@ type Node struct {
 	dialed   map[link.Address]*Conn // the connector Dial made for each peer
 
 	dropped atomic.Uint64 // inbound messages dropped: malformed, full queues, refused
+
+	// Requests received and not yet answered, so that Close can let them
+	// finish; while closing, new ones are refused.
+	reqMu    sync.Mutex
+	closing  bool
+	inflight int
+	idle     chan struct{} // closed when inflight reaches zero while closing
+}
+
+// startRequest counts a received request in, unless the Node is closing.
+func (n *Node) startRequest() bool {
+	n.reqMu.Lock()
+	defer n.reqMu.Unlock()
+	if n.closing {
+		return false
+	}
+	n.inflight++
+	return true
+}
+
+// endRequest counts a request out once its response is sent.
+func (n *Node) endRequest() {
+	n.reqMu.Lock()
+	defer n.reqMu.Unlock()
+	if n.inflight > 0 {
+		n.inflight--
+	}
+	if n.inflight == 0 && n.idle != nil {
+		close(n.idle)
+		n.idle = nil
+	}
+}
+
+// finishRequests refuses new requests and waits, at most d, for the ones
+// received to be answered.
+func (n *Node) finishRequests(d time.Duration) error {
+	n.reqMu.Lock()
+	n.closing = true
+	if n.inflight == 0 {
+		n.reqMu.Unlock()
+		return nil
+	}
+	if n.idle == nil {
+		n.idle = make(chan struct{})
+	}
+	idle, left := n.idle, n.inflight
+	n.reqMu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-time.After(d):
+		return fmt.Errorf("nats: %s: %d requests still unanswered after %s", n.self, left, d)
+	}
 }
 
 type peerKey struct {
@@ -75,20 +129,21 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		}
 	}
 	n := &Node{
-		self:    self,
-		session: newSession(),
-		opts:    o,
-		in:      make(chan *natsgo.Msg, o.queue),
-		done:    make(chan struct{}),
-		byID:    map[uint64]*Conn{},
-		bySess:  map[peerKey]*Conn{},
-		dialed:  map[link.Address]*Conn{},
+		self:      self,
+		session:   newSession(),
+		opts:      o,
+		in:        make(chan *natsgo.Msg, o.queue),
+		done:      make(chan struct{}),
+		connected: make(chan struct{}),
+		byID:      map[uint64]*Conn{},
+		bySess:    map[peerKey]*Conn{},
+		dialed:    map[link.Address]*Conn{},
 	}
 	name := o.name
 	if name == "" {
 		name = "linkfabric " + self.String()
 	}
-	connected := make(chan struct{})
+	connected := n.connected
 	var connectedOnce sync.Once
 	closed := make(chan struct{})
 	natsOpts := append(append([]natsgo.Option{}, o.natsOpts...),
@@ -148,6 +203,11 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 	}
 	n.wg.Add(1)
 	go n.dispatch()
+	if nc.IsConnected() {
+		// Make sure the server has the subscriptions before anyone is told
+		// this endpoint is up.
+		_ = nc.FlushTimeout(o.connectWait)
+	}
 
 	wait := time.NewTimer(o.connectWait)
 	defer wait.Stop()
@@ -367,11 +427,12 @@ func (n *Node) connFor(peer link.Address, session string) (*Conn, *link.Error) {
 			n.mu.Unlock()
 			return c, nil
 		}
-		// The peer we dialed has a new session: it restarted, and the
-		// session of our link to it is over.
+		// Another session of the peer we dialed: a restarted peer, or
+		// someone else using its address. Either way it is not the link's
+		// peer, and an unsolicited message is no proof of a restart (a
+		// reply to one of our requests is; see Conn.reply).
 		n.mu.Unlock()
-		c.peerRestarted()
-		return nil, link.Errorf(link.CodeSessionLost, "%s has no link to this session of %s yet", n.self, peer)
+		return nil, link.Errorf(link.CodeSessionLost, "%s has no link to this session of %s", n.self, peer)
 	}
 	accept := n.opts.accept
 	if accept == nil {
@@ -432,6 +493,20 @@ func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	select {
+	case <-n.connected:
+	default:
+		// Until it has met a server, nats.go refuses every message with
+		// headers (ErrHeadersNotSupported) instead of buffering it: wait
+		// for the first connection, as long as the caller allows.
+		select {
+		case <-n.connected:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.done:
+			return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)
+		}
+	}
 	if max := n.nc.MaxPayload(); max > 0 {
 		if size := msg.Size() - len(msg.Subject) - len(msg.Reply); int64(size) > max {
 			return link.Errorf(link.CodeTooLarge, "%s: %d bytes with headers is more than the broker's max_payload of %d", what, size, max)
@@ -451,11 +526,13 @@ func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error 
 	return nil
 }
 
-// Close closes every connector (their peers' links are told), then drains
-// the connection: messages already received are handled and messages
-// already sent are flushed, within the drain timeout. It returns when the
+// Close shuts the Node down gracefully, within the drain timeout: it
+// refuses new requests (CodeUnavailable), lets the requests it has received
+// be answered, closes every connector (their peers' links are told), then
+// drains the connection, flushing what was sent. It returns when the
 // connection has closed. Close is idempotent.
 func (n *Node) Close() error {
+	drainErr := n.finishRequests(n.opts.drainTimeout)
 	n.mu.Lock()
 	conns := make([]*Conn, 0, len(n.byID))
 	for _, c := range n.byID {
@@ -484,7 +561,7 @@ func (n *Node) Close() error {
 		err = fmt.Errorf("nats: %s: drain did not finish within %s", n.self, n.opts.drainTimeout)
 	}
 	n.shutdown()
-	return err
+	return errors.Join(drainErr, err)
 }
 
 // shutdown stops the dispatcher and closes the connection.

@@ -86,11 +86,11 @@ func parseSubject(prefix, s string) (subject, error) {
 			return sub, errSubject
 		}
 		sub.kind, sub.session = subjReply, toks[5]
-		if sub.conn, err = strconv.ParseUint(toks[6], 10, 64); err != nil {
-			return sub, errSubject
+		if sub.conn, err = parseNumber(toks[6]); err != nil {
+			return sub, err
 		}
-		if sub.seq, err = strconv.ParseUint(toks[7], 10, 64); err != nil {
-			return sub, errSubject
+		if sub.seq, err = parseNumber(toks[7]); err != nil {
+			return sub, err
 		}
 	case tokClose:
 		if n != 5 || sub.dst.ID == BroadcastID {
@@ -104,6 +104,16 @@ func parseSubject(prefix, s string) (subject, error) {
 		sub.kind, sub.msgType = subjMessage, toks[4]
 	}
 	return sub, nil
+}
+
+// parseNumber parses a number as replySubject writes it: decimal, with no
+// sign and no leading zeros.
+func parseNumber(tok string) (uint64, error) {
+	v, err := strconv.ParseUint(tok, 10, 64)
+	if err != nil || strconv.FormatUint(v, 10) != tok {
+		return 0, errSubject
+	}
+	return v, nil
 }
 
 func parseAddress(typ, id string, broadcastOK bool) (link.Address, error) {

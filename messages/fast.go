@@ -1,0 +1,767 @@
+package messages
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// The fast path. The JSON Schema library checks every payload correctly,
+// but it decodes the document into maps first and walks them, which costs
+// tens of microseconds and dozens of allocations for a small payload: more
+// than the network. Most schemas, and all generated ones, use a handful of
+// keywords, which fastNode checks in one pass over the bytes, allocating
+// nothing.
+//
+// The fast path only answers when it is certain. Whatever it does not model
+// exactly (a number with a fraction where an integer or a bound matters, a
+// string with a format, a pattern or an encoding, deep nesting) makes it
+// give up, and the library decides; a schema with any keyword it does not
+// know is never checked by it at all. When the fast path finds a payload
+// invalid, the library is asked again for the error to report, so errors
+// read the same either way. FuzzFastPathAgrees checks that the two agree.
+
+// verdict is the fast path's answer.
+type verdict uint8
+
+const (
+	valid verdict = iota
+	invalid
+	undecided // the library must decide
+)
+
+// jsonType is a set of JSON Schema types.
+type jsonType uint8
+
+const (
+	tNull jsonType = 1 << iota
+	tBool
+	tObject
+	tArray
+	tNumber  // any number
+	tInteger // a number without a fractional part
+	tString
+	tAny jsonType = 0
+)
+
+var typeNames = map[string]jsonType{
+	"null": tNull, "boolean": tBool, "object": tObject, "array": tArray,
+	"number": tNumber, "integer": tInteger, "string": tString,
+}
+
+// fastNode is the part of a schema the fast path checks.
+type fastNode struct {
+	types jsonType // tAny: any type
+
+	// objects
+	props      map[string]*fastNode
+	required   []string
+	additional *fastNode // checks properties not in props; nil: any
+	closed     bool      // additionalProperties: false
+
+	// arrays
+	items              *fastNode // nil: any
+	minItems, maxItems int       // -1: no bound
+
+	// strings
+	minLength, maxLength int  // in code points; -1: no bound
+	stringUndecided      bool // pattern, format or contentEncoding: the library decides
+
+	// numbers: integer bounds only; any other bound makes the schema slow
+	minimum, maximum       int64
+	hasMinimum, hasMaximum bool
+
+	enum  []json.RawMessage // compacted; nil: any value
+	anyOf []*fastNode
+}
+
+// annotations are keywords that never affect validity.
+var annotations = map[string]bool{
+	"$schema": true, "$id": true, "$comment": true, "title": true,
+	"description": true, "default": true, "examples": true,
+	"readOnly": true, "writeOnly": true, "deprecated": true,
+}
+
+// compileFast builds the fast path for a schema document, or returns nil if
+// the schema uses anything it does not check.
+func compileFast(doc []byte) *fastNode {
+	var raw any
+	d := json.NewDecoder(bytes.NewReader(doc))
+	d.UseNumber()
+	if err := d.Decode(&raw); err != nil {
+		return nil
+	}
+	n, ok := fastFrom(raw, 0)
+	if !ok {
+		return nil
+	}
+	return n
+}
+
+func fastFrom(raw any, depth int) (*fastNode, bool) {
+	if depth > 32 {
+		return nil, false
+	}
+	if b, ok := raw.(bool); ok {
+		if b {
+			return &fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}, true
+		}
+		return nil, false // a false schema: rare, leave it to the library
+	}
+	m, ok := raw.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	n := &fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
+	for k, v := range m {
+		if annotations[k] {
+			continue
+		}
+		var ok bool
+		switch k {
+		case "type":
+			ok = n.setTypes(v)
+		case "properties":
+			ok = n.setProps(v, depth)
+		case "required":
+			ok = n.setRequired(v)
+		case "additionalProperties":
+			if b, isBool := v.(bool); isBool {
+				n.closed, ok = !b, true
+			} else {
+				n.additional, ok = fastFrom(v, depth+1)
+			}
+		case "items":
+			if _, isList := v.([]any); !isList { // the tuple form is left to the library
+				n.items, ok = fastFrom(v, depth+1)
+			}
+		case "minItems":
+			n.minItems, ok = count(v)
+		case "maxItems":
+			n.maxItems, ok = count(v)
+		case "minLength":
+			n.minLength, ok = count(v)
+		case "maxLength":
+			n.maxLength, ok = count(v)
+		case "pattern", "format", "contentEncoding", "contentMediaType":
+			n.stringUndecided, ok = true, true
+		case "minimum":
+			n.minimum, ok = integer(v)
+			n.hasMinimum = ok
+		case "maximum":
+			n.maximum, ok = integer(v)
+			n.hasMaximum = ok
+		case "enum":
+			ok = n.setEnum(v)
+		case "anyOf":
+			ok = n.setAnyOf(v, depth)
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	return n, true
+}
+
+func (n *fastNode) setTypes(v any) bool {
+	switch t := v.(type) {
+	case string:
+		n.types = typeNames[t]
+		return n.types != 0
+	case []any:
+		for _, e := range t {
+			s, _ := e.(string)
+			bit := typeNames[s]
+			if bit == 0 {
+				return false
+			}
+			n.types |= bit
+		}
+		return n.types != 0
+	}
+	return false
+}
+
+func (n *fastNode) setProps(v any, depth int) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	n.props = make(map[string]*fastNode, len(m))
+	for k, s := range m {
+		child, ok := fastFrom(s, depth+1)
+		if !ok {
+			return false
+		}
+		n.props[k] = child
+	}
+	return true
+}
+
+func (n *fastNode) setRequired(v any) bool {
+	list, ok := v.([]any)
+	if !ok {
+		return false
+	}
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return false
+		}
+		n.required = append(n.required, s)
+	}
+	return true
+}
+
+func (n *fastNode) setEnum(v any) bool {
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		return false
+	}
+	for _, e := range list {
+		switch x := e.(type) {
+		case string, bool:
+		case json.Number:
+			if _, err := strconv.ParseInt(string(x), 10, 64); err != nil {
+				return false // only integers compare exactly as text
+			}
+		default:
+			return false
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(e); err != nil {
+			return false
+		}
+		b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		if bytes.IndexByte(b, '\\') >= 0 {
+			return false // a value that needs escapes: compare decoded, in the library
+		}
+		n.enum = append(n.enum, b)
+	}
+	return true
+}
+
+func (n *fastNode) setAnyOf(v any, depth int) bool {
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		return false
+	}
+	for _, e := range list {
+		child, ok := fastFrom(e, depth+1)
+		if !ok {
+			return false
+		}
+		n.anyOf = append(n.anyOf, child)
+	}
+	return true
+}
+
+func count(v any) (int, bool) {
+	num, ok := v.(json.Number)
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.ParseInt(string(num), 10, 32)
+	return int(i), err == nil && i >= 0
+}
+
+func integer(v any) (int64, bool) {
+	num, ok := v.(json.Number)
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.ParseInt(string(num), 10, 64)
+	return i, err == nil
+}
+
+// maxFastDepth is as deep as the fast path follows a document.
+const maxFastDepth = 64
+
+// check decides whether data, a whole JSON document, matches the schema.
+func (n *fastNode) check(data []byte) verdict {
+	s := scanner{data: data}
+	v := n.value(&s, 0)
+	if v != valid {
+		return v
+	}
+	s.space()
+	if s.pos != len(s.data) {
+		return invalid // trailing data
+	}
+	return valid
+}
+
+// scanner walks a JSON document.
+type scanner struct {
+	data []byte
+	pos  int
+}
+
+func (s *scanner) space() {
+	for s.pos < len(s.data) {
+		switch s.data[s.pos] {
+		case ' ', '\t', '\n', '\r':
+			s.pos++
+		default:
+			return
+		}
+	}
+}
+
+// value checks the value at the scanner against n and moves past it.
+func (n *fastNode) value(s *scanner, depth int) verdict {
+	if depth > maxFastDepth {
+		return undecided
+	}
+	s.space()
+	if s.pos >= len(s.data) {
+		return invalid
+	}
+	start := s.pos
+	if n.anyOf != nil {
+		end := -1
+		result := invalid
+		for _, b := range n.anyOf {
+			s.pos = start
+			v := b.value(s, depth+1)
+			if v == undecided {
+				return undecided
+			}
+			if v == valid {
+				result, end = valid, s.pos
+				break
+			}
+		}
+		if result == invalid {
+			return invalid
+		}
+		s.pos = start
+		if v := n.own(s, depth); v != valid {
+			return v
+		}
+		if s.pos != end {
+			return undecided // cannot happen for well-formed JSON; be safe
+		}
+		return valid
+	}
+	return n.own(s, depth)
+}
+
+// own checks the value at the scanner against n's keywords other than anyOf.
+func (n *fastNode) own(s *scanner, depth int) verdict {
+	start := s.pos
+	var v verdict
+	switch c := s.data[s.pos]; {
+	case c == '{':
+		v = n.object(s, depth)
+	case c == '[':
+		v = n.array(s, depth)
+	case c == '"':
+		v = n.str(s)
+	case c == '-' || (c >= '0' && c <= '9'):
+		v = n.number(s)
+	case c == 't':
+		v = n.literal(s, "true", tBool)
+	case c == 'f':
+		v = n.literal(s, "false", tBool)
+	case c == 'n':
+		v = n.literal(s, "null", tNull)
+	default:
+		return invalid
+	}
+	if v != valid || n.enum == nil {
+		return v
+	}
+	return n.inEnum(s.data[start:s.pos])
+}
+
+func (n *fastNode) allows(t jsonType) bool { return n.types == tAny || n.types&t != 0 }
+
+func (n *fastNode) literal(s *scanner, word string, t jsonType) verdict {
+	if !bytes.HasPrefix(s.data[s.pos:], []byte(word)) {
+		return invalid
+	}
+	s.pos += len(word)
+	if !n.allows(t) {
+		return invalid
+	}
+	return valid
+}
+
+// inEnum compares a value's text with the enum's; enum values are strings,
+// booleans and integers, whose text is canonical, except strings written
+// with escapes, which are left to the library.
+func (n *fastNode) inEnum(text []byte) verdict {
+	if bytes.IndexByte(text, '\\') >= 0 {
+		return undecided
+	}
+	for _, e := range n.enum {
+		if bytes.Equal(e, text) {
+			return valid
+		}
+	}
+	if len(text) > 0 && (text[0] == '-' || (text[0] >= '0' && text[0] <= '9')) &&
+		(!isIntegerText(text) || string(text) == "-0") {
+		return undecided // 1.0 equals 1, and -0 equals 0
+	}
+	return invalid
+}
+
+func (n *fastNode) object(s *scanner, depth int) verdict {
+	if !n.allows(tObject) {
+		return invalid
+	}
+	s.pos++ // {
+	var seen [16][]byte
+	var more [][]byte // keys past the sixteenth
+	nkeys := 0
+	s.space()
+	if s.pos < len(s.data) && s.data[s.pos] == '}' {
+		s.pos++
+		return n.requiredIn(seen[:0], nil)
+	}
+	for {
+		s.space()
+		if s.pos >= len(s.data) || s.data[s.pos] != '"' {
+			return invalid
+		}
+		key, escaped, ok := s.rawString()
+		if !ok {
+			return invalid
+		}
+		if escaped {
+			return undecided
+		}
+		for _, k := range seen[:min(nkeys, len(seen))] {
+			if bytes.Equal(k, key) {
+				return invalid // the library refuses duplicate names
+			}
+		}
+		for _, k := range more {
+			if bytes.Equal(k, key) {
+				return invalid
+			}
+		}
+		if nkeys < len(seen) {
+			seen[nkeys] = key
+		} else {
+			more = append(more, key)
+		}
+		nkeys++
+		s.space()
+		if s.pos >= len(s.data) || s.data[s.pos] != ':' {
+			return invalid
+		}
+		s.pos++
+		child := n.props[string(key)] // no allocation: the compiler sees the lookup
+		var v verdict
+		switch {
+		case child != nil:
+			v = child.value(s, depth+1)
+		case n.closed:
+			return invalid
+		case n.additional != nil:
+			v = n.additional.value(s, depth+1)
+		default:
+			v = skip(s, depth+1)
+		}
+		if v != valid {
+			return v
+		}
+		s.space()
+		if s.pos >= len(s.data) {
+			return invalid
+		}
+		switch s.data[s.pos] {
+		case ',':
+			s.pos++
+		case '}':
+			s.pos++
+			return n.requiredIn(seen[:min(nkeys, len(seen))], more)
+		default:
+			return invalid
+		}
+	}
+}
+
+func (n *fastNode) requiredIn(seen, more [][]byte) verdict {
+outer:
+	for _, r := range n.required {
+		for _, k := range seen {
+			if string(k) == r {
+				continue outer
+			}
+		}
+		for _, k := range more {
+			if string(k) == r {
+				continue outer
+			}
+		}
+		return invalid
+	}
+	return valid
+}
+
+func (n *fastNode) array(s *scanner, depth int) verdict {
+	if !n.allows(tArray) {
+		return invalid
+	}
+	s.pos++ // [
+	count := 0
+	s.space()
+	if s.pos < len(s.data) && s.data[s.pos] == ']' {
+		s.pos++
+		return n.itemCount(0)
+	}
+	for {
+		var v verdict
+		if n.items != nil {
+			v = n.items.value(s, depth+1)
+		} else {
+			v = skip(s, depth+1)
+		}
+		if v != valid {
+			return v
+		}
+		count++
+		s.space()
+		if s.pos >= len(s.data) {
+			return invalid
+		}
+		switch s.data[s.pos] {
+		case ',':
+			s.pos++
+		case ']':
+			s.pos++
+			return n.itemCount(count)
+		default:
+			return invalid
+		}
+	}
+}
+
+func (n *fastNode) itemCount(c int) verdict {
+	if (n.minItems >= 0 && c < n.minItems) || (n.maxItems >= 0 && c > n.maxItems) {
+		return invalid
+	}
+	return valid
+}
+
+func (n *fastNode) str(s *scanner) verdict {
+	raw, escaped, ok := s.rawString()
+	if !ok {
+		return invalid
+	}
+	if !n.allows(tString) {
+		return invalid
+	}
+	if n.stringUndecided {
+		return undecided
+	}
+	if n.minLength < 0 && n.maxLength < 0 {
+		return valid
+	}
+	length := utf8.RuneCount(raw)
+	if escaped {
+		length = escapedLength(raw)
+	}
+	if (n.minLength >= 0 && length < n.minLength) || (n.maxLength >= 0 && length > n.maxLength) {
+		return invalid
+	}
+	return valid
+}
+
+// rawString reads a string at the scanner, checking that it is well formed
+// (valid UTF-8, known escapes, no lone surrogates, no control characters),
+// and returns its raw contents between the quotes.
+func (s *scanner) rawString() (raw []byte, escaped, ok bool) {
+	s.pos++ // "
+	start := s.pos
+	for s.pos < len(s.data) {
+		c := s.data[s.pos]
+		switch {
+		case c == '"':
+			raw = s.data[start:s.pos]
+			s.pos++
+			return raw, escaped, utf8.Valid(raw) // escapes are ASCII: this checks the rest
+		case c < 0x20:
+			return nil, false, false
+		case c == '\\':
+			escaped = true
+			if !s.escape() {
+				return nil, false, false
+			}
+		default:
+			s.pos++
+		}
+	}
+	return nil, false, false
+}
+
+// escape checks one escape sequence and moves past it. A \u escape of a
+// surrogate must be half of a pair.
+func (s *scanner) escape() bool {
+	s.pos++ // backslash
+	if s.pos >= len(s.data) {
+		return false
+	}
+	switch s.data[s.pos] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		s.pos++
+		return true
+	case 'u':
+		r, ok := s.hex4(s.pos + 1)
+		if !ok {
+			return false
+		}
+		s.pos += 5
+		if !utf16.IsSurrogate(r) {
+			return true
+		}
+		if r >= 0xDC00 || s.pos+1 >= len(s.data) || s.data[s.pos] != '\\' || s.data[s.pos+1] != 'u' {
+			return false // a lone surrogate
+		}
+		r2, ok := s.hex4(s.pos + 2)
+		if !ok || utf16.DecodeRune(r, r2) == utf8.RuneError {
+			return false
+		}
+		s.pos += 6
+		return true
+	}
+	return false
+}
+
+func (s *scanner) hex4(at int) (rune, bool) {
+	if at+4 > len(s.data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s.data[at : at+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// escapedLength counts the code points of a string's raw contents, which
+// rawString has checked.
+func escapedLength(raw []byte) int {
+	n := 0
+	for i := 0; i < len(raw); {
+		if raw[i] != '\\' {
+			_, size := utf8.DecodeRune(raw[i:])
+			i += size
+			n++
+			continue
+		}
+		if raw[i+1] == 'u' {
+			i += 6
+			if i+1 < len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+				if r, _ := (&scanner{data: raw}).hex4(i - 4); utf16.IsSurrogate(r) {
+					i += 6 // the low half of a pair
+				}
+			}
+		} else {
+			i += 2
+		}
+		n++
+	}
+	return n
+}
+
+func (n *fastNode) number(s *scanner) verdict {
+	start := s.pos
+	if !s.numberText() {
+		return invalid
+	}
+	text := s.data[start:s.pos]
+	isInt := isIntegerText(text)
+	switch {
+	case n.types == tAny || n.types&tNumber != 0:
+	case n.types&tInteger != 0:
+		if !isInt {
+			return undecided // 1.0 and 1e2 are integers too
+		}
+	default:
+		return invalid
+	}
+	if !n.hasMinimum && !n.hasMaximum {
+		return valid
+	}
+	if !isInt {
+		return undecided
+	}
+	v, err := strconv.ParseInt(string(text), 10, 64)
+	if err != nil {
+		return undecided // beyond int64: exact comparison is the library's
+	}
+	if (n.hasMinimum && v < n.minimum) || (n.hasMaximum && v > n.maximum) {
+		return invalid
+	}
+	return valid
+}
+
+// numberText moves past a number, checking the JSON grammar.
+func (s *scanner) numberText() bool {
+	d := s.data
+	if s.pos < len(d) && d[s.pos] == '-' {
+		s.pos++
+	}
+	switch {
+	case s.pos < len(d) && d[s.pos] == '0':
+		s.pos++
+	case s.pos < len(d) && d[s.pos] >= '1' && d[s.pos] <= '9':
+		for s.pos < len(d) && d[s.pos] >= '0' && d[s.pos] <= '9' {
+			s.pos++
+		}
+	default:
+		return false
+	}
+	if s.pos < len(d) && d[s.pos] == '.' {
+		s.pos++
+		if !s.digits() {
+			return false
+		}
+	}
+	if s.pos < len(d) && (d[s.pos] == 'e' || d[s.pos] == 'E') {
+		s.pos++
+		if s.pos < len(d) && (d[s.pos] == '+' || d[s.pos] == '-') {
+			s.pos++
+		}
+		if !s.digits() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *scanner) digits() bool {
+	start := s.pos
+	for s.pos < len(s.data) && s.data[s.pos] >= '0' && s.data[s.pos] <= '9' {
+		s.pos++
+	}
+	return s.pos > start
+}
+
+func isIntegerText(text []byte) bool { return !bytes.ContainsAny(text, ".eE") }
+
+// skip moves past any well-formed value.
+func skip(s *scanner, depth int) verdict {
+	any := fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
+	return any.value(s, depth)
+}
+
+

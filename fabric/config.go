@@ -79,6 +79,9 @@ type MasterConfig struct {
 	// "user=perm,perm;user=perm". A permission may end in ".*" or be "*";
 	// the user "*" stands for every user.
 	Permissions string `env:"FABRIC_CONTROL_PERMISSIONS" envDefault:"*=*"`
+	// MetricsAddr, if set, is the host:port where Prometheus metrics are
+	// served on /metrics.
+	MetricsAddr string `env:"FABRIC_METRICS_ADDR"`
 	Timing      TimingConfig
 	Log         LogConfig
 }
@@ -93,8 +96,11 @@ type SlaveConfig struct {
 	// Instances are the instances the slave hosts from the start,
 	// "id:name,id:name".
 	Instances string `env:"FABRIC_SLAVE_INSTANCES"`
-	Timing    TimingConfig
-	Log       LogConfig
+	// MetricsAddr, if set, is the host:port where Prometheus metrics are
+	// served on /metrics.
+	MetricsAddr string `env:"FABRIC_METRICS_ADDR"`
+	Timing      TimingConfig
+	Log         LogConfig
 }
 
 // ControlConfig configures a control client.
@@ -150,6 +156,7 @@ func (c MasterConfig) Validate() error {
 	if _, err := ParsePermissions(c.Permissions); err != nil {
 		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_PERMISSIONS=%q: %v", c.Permissions, err))
 	}
+	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
 	return joinConfig(errs)
 }
 
@@ -167,6 +174,7 @@ func (c SlaveConfig) Validate() error {
 	if _, err := ParseInstances(c.Instances); err != nil {
 		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_INSTANCES=%q: %v", c.Instances, err))
 	}
+	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
 	return joinConfig(errs)
 }
 
@@ -288,6 +296,17 @@ func (c LogConfig) NewLogger() *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func checkMetricsAddr(addr string) []error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
+		return []error{fmt.Errorf("FABRIC_METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9090 or :9090", addr)}
+	}
+	return nil
 }
 
 func checkLoopback(addr string) error {

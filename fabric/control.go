@@ -31,7 +31,8 @@ type Control struct {
 }
 
 // DialControl connects a control to the master. It does not wait for the
-// master to answer; the first request does.
+// master to answer; the first request does. Until Close, the control pings
+// the master every heartbeat interval, so that the master keeps it.
 func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Control, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -80,6 +81,11 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 		_ = c.node.Close()
 		return nil, err
 	}
+	// The master closes the link of a control it has not heard from for
+	// the peer timeout (a killed process); a live control, idle or not,
+	// proves itself with heartbeats.
+	c.wg.Add(1)
+	go c.heartbeat()
 	return c, nil
 }
 
@@ -87,18 +93,15 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 func (c *Control) Link() *link.Link { return c.l }
 
 // Follow asks the master to relay the output of the given instances (none
-// to stop), which arrives at the WithOutputHandler function. While
-// following, the control pings the master every heartbeat so that the
-// master keeps it.
+// to stop), which arrives at the WithOutputHandler function. Each call
+// replaces the set the control follows.
 func (c *Control) Follow(ctx context.Context, instanceIDs ...int64) error {
-	if _, err := link.Request(ctx, c.l, messages.SetInstanceOutputSubscriptions, messages.OutputSubscriptions{InstanceIDs: instanceIDs}); err != nil {
-		return err
-	}
-	c.wg.Add(1)
-	go c.heartbeat()
-	return nil
+	_, err := link.Request(ctx, c.l, messages.SetInstanceOutputSubscriptions, messages.OutputSubscriptions{InstanceIDs: instanceIDs})
+	return err
 }
 
+// heartbeat pings the master every heartbeat interval until the control
+// closes, so that the master keeps the link of a control that is idle.
 func (c *Control) heartbeat() {
 	defer c.wg.Done()
 	t := time.NewTicker(c.cfg.Timing.HeartbeatInterval)

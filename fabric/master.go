@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -26,6 +27,8 @@ type Master struct {
 	perms   Permissions
 	broker  *Broker // nil when NATS is external
 	node    *lfnats.Node
+	metrics *metrics
+	httpSrv *http.Server // serves metrics; nil when not asked for
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -98,7 +101,9 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		slaves:    map[int64]*slaveState{},
 		instances: map[int64]*instanceState{},
 		controls:  map[*link.Link]*controlState{},
+		metrics:   newMetrics(),
 	}
+	m.registerGauges()
 	url := cfg.NATS.URL
 	if url == "" {
 		if m.broker, err = StartBroker(cfg.Listen); err != nil {
@@ -114,10 +119,72 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		}
 		return nil, err
 	}
+	if cfg.MetricsAddr != "" {
+		if m.httpSrv, err = m.metrics.serve(cfg.MetricsAddr, m.log); err != nil {
+			_ = m.node.Close()
+			if m.broker != nil {
+				m.broker.Close()
+			}
+			return nil, err
+		}
+	}
 	m.wg.Add(1)
 	go m.watchPeers()
 	m.log.Info("master started", "nats", url)
 	return m, nil
+}
+
+// MetricsAddr returns where metrics are served (host:port), or "".
+func (m *Master) MetricsAddr() string {
+	if m.httpSrv == nil {
+		return ""
+	}
+	return m.httpSrv.Addr
+}
+
+func (m *Master) registerGauges() {
+	m.metrics.gauge("linkfabric_requests_pending", "Requests this endpoint sent that wait for a response.", func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		n := 0
+		for _, s := range m.slaves {
+			if s.link != nil {
+				n += s.link.Stats().Pending
+			}
+		}
+		for l := range m.controls {
+			n += l.Stats().Pending
+		}
+		return float64(n)
+	})
+	m.metrics.gauge("linkfabric_slaves_connected", "Slaves connected to the master.", func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		n := 0
+		for _, s := range m.slaves {
+			if s.link != nil {
+				n++
+			}
+		}
+		return float64(n)
+	})
+	m.metrics.gauge("linkfabric_controls_connected", "Controls connected to the master.", func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return float64(len(m.controls))
+	})
+	m.metrics.gauge("linkfabric_instances", "Instances the master knows.", func() float64 {
+		return float64(len(m.Instances()))
+	})
+	m.metrics.gauge("linkfabric_instances_running", "Instances running on connected slaves.", func() float64 {
+		n := 0
+		for _, i := range m.Instances() {
+			if i.Status == messages.StatusRunning {
+				n++
+			}
+		}
+		return float64(n)
+	})
 }
 
 // NATSURL returns the URL of the NATS server the master uses: the embedded
@@ -197,7 +264,7 @@ func (m *Master) accept(c *lfnats.Conn) error {
 }
 
 func (m *Master) newLink(c *lfnats.Conn, opts ...link.Option) (*link.Link, error) {
-	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout)}, opts...)
+	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics)}, opts...)
 	return link.New(c, link.MasterAddress, c.Peer(), m.catalog, opts...)
 }
 
@@ -231,11 +298,37 @@ func (m *Master) acceptSlave(c *lfnats.Conn) error {
 	if err := l.Start(); err != nil {
 		return err
 	}
+	go m.watchRegistration(id, l)
 	go func() {
 		<-l.Done()
 		m.slaveGone(id, l)
 	}()
 	return nil
+}
+
+// watchRegistration closes a slave's link that has not registered within
+// twice the peer timeout: a slave registers as soon as it speaks, so such
+// a link is left over from a process that died before registering, or is
+// someone else speaking as the slave. Only registered links are watched
+// by their heartbeats, so without this it would stay open for ever.
+func (m *Master) watchRegistration(id int64, l *link.Link) {
+	t := time.NewTimer(2 * m.cfg.Timing.PeerTimeout)
+	defer t.Stop()
+	select {
+	case <-l.Done():
+		return
+	case <-m.stop:
+		return
+	case <-t.C:
+	}
+	m.mu.Lock()
+	s := m.slaves[id]
+	registered := s != nil && s.link == l
+	m.mu.Unlock()
+	if !registered {
+		m.log.Warn("closed a slave link that did not register", "slave", id, "timeout", 2*m.cfg.Timing.PeerTimeout)
+		_ = l.Close()
+	}
 }
 
 // register binds a slave id to the link it registered on. A second process
@@ -609,7 +702,7 @@ func (m *Master) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	errs = append(errs, m.node.Close())
+	errs = append(errs, m.node.Close(), stopServing(ctx, m.httpSrv))
 	if m.broker != nil {
 		m.broker.Close()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -31,6 +32,8 @@ type Slave struct {
 	catalog *messages.Catalog
 	factory InstanceFactory
 	node    *lfnats.Node
+	metrics *metrics
+	httpSrv *http.Server // serves metrics; nil when not asked for
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -78,8 +81,10 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		factory:   o.instances,
 		stop:      make(chan struct{}),
 		instances: map[int64]*hosted{},
+		metrics:   newMetrics(),
 	}
 	s.log = o.logger.With("endpoint", s.self.String())
+	s.registerGauges()
 	for _, h := range hostedList {
 		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped}
 	}
@@ -95,12 +100,60 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		_ = s.node.Close()
 		return nil, fmt.Errorf("fabric: slave %d: %w", cfg.ID, err)
 	}
+	if cfg.MetricsAddr != "" {
+		if s.httpSrv, err = s.metrics.serve(cfg.MetricsAddr, s.log); err != nil {
+			if l != nil {
+				_ = l.Close()
+			}
+			_ = s.node.Close()
+			return nil, err
+		}
+	}
 	if err != nil {
 		s.log.Warn("master not reachable yet; retrying in the background", "error", err)
 	}
 	s.wg.Add(1)
 	go s.run(l)
 	return s, nil
+}
+
+// MetricsAddr returns where metrics are served (host:port), or "".
+func (s *Slave) MetricsAddr() string {
+	if s.httpSrv == nil {
+		return ""
+	}
+	return s.httpSrv.Addr
+}
+
+func (s *Slave) registerGauges() {
+	s.metrics.gauge("linkfabric_requests_pending", "Requests this endpoint sent that wait for a response.", func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		n := 0
+		if s.master != nil {
+			n += s.master.Stats().Pending
+		}
+		for _, h := range s.instances {
+			if h.toInstance != nil {
+				n += h.toInstance.Stats().Pending
+			}
+		}
+		return float64(n)
+	})
+	s.metrics.gauge("linkfabric_master_connected", "1 while the slave is registered with the master.", func() float64 {
+		if s.Connected() {
+			return 1
+		}
+		return 0
+	})
+	s.metrics.gauge("linkfabric_instances", "Instances the slave hosts.", func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(len(s.instances))
+	})
+	s.metrics.gauge("linkfabric_instances_running", "Instances the slave is running.", func() float64 {
+		return float64(len(s.running()))
+	})
 }
 
 // ID returns the slave's id.
@@ -166,7 +219,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	}
 	var l *link.Link
 	l, err = link.New(c, s.self, link.MasterAddress, s.catalog,
-		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout),
+		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout), link.WithObserver(s.metrics),
 		link.WithStatusHandler(func(st link.Status) { s.masterStatus(l, st) }))
 	if err != nil {
 		return nil, err
@@ -470,7 +523,7 @@ func (s *Slave) launch(h *hosted) error {
 	if err := inst.Start(); err != nil {
 		return fmt.Errorf("instance %d (%s): %w", h.id, h.name, err)
 	}
-	to, err := link.New(a, s.self, addr, s.catalog, link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout))
+	to, err := link.New(a, s.self, addr, s.catalog, link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout), link.WithObserver(s.metrics))
 	if err != nil {
 		_ = inst.Close()
 		return err
@@ -558,7 +611,7 @@ func (s *Slave) Close(ctx context.Context) error {
 	for _, r := range stopping {
 		s.retire(ctx, r.h, r.to)
 	}
-	errs = append(errs, s.node.Close())
+	errs = append(errs, s.node.Close(), stopServing(ctx, s.httpSrv))
 	s.log.Info("slave stopped")
 	return errors.Join(errs...)
 }

@@ -1,0 +1,278 @@
+package fabric_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+func loadMaster(env []string) error  { _, err := fabric.LoadMasterConfig(env); return err }
+func loadSlave(env []string) error   { _, err := fabric.LoadSlaveConfig(env); return err }
+func loadControl(env []string) error { _, err := fabric.LoadControlConfig(env); return err }
+
+// TestLoadConfigRejectsBadValues: each bad variable stops the endpoint at
+// start with an error that matches ErrConfig and names the variable and
+// the form it wants.
+func TestLoadConfigRejectsBadValues(t *testing.T) {
+	long := strings.Repeat("n", 129)
+	for _, tc := range []struct {
+		name    string
+		load    func([]string) error
+		env     string
+		wantVar string
+		form    string // how the error describes what is wanted
+	}{
+		{"master request timeout", loadMaster, "FABRIC_REQUEST_TIMEOUT=abc", "FABRIC_REQUEST_TIMEOUT", "duration"},
+		{"slave request timeout", loadSlave, "FABRIC_REQUEST_TIMEOUT=abc", "FABRIC_REQUEST_TIMEOUT", "duration"},
+		{"control request timeout", loadControl, "FABRIC_REQUEST_TIMEOUT=abc", "FABRIC_REQUEST_TIMEOUT", "duration"},
+		{"zero request timeout", loadMaster, "FABRIC_REQUEST_TIMEOUT=0s", "FABRIC_REQUEST_TIMEOUT", "positive duration"},
+		{"negative heartbeat", loadSlave, "FABRIC_HEARTBEAT_INTERVAL=-1s", "FABRIC_HEARTBEAT_INTERVAL", "positive duration"},
+		{"peer timeout under two heartbeats", loadMaster, "FABRIC_PEER_TIMEOUT=3s", "FABRIC_PEER_TIMEOUT", "twice FABRIC_HEARTBEAT_INTERVAL"},
+		{"negative slave id", loadSlave, "FABRIC_SLAVE_ID=-3", "FABRIC_SLAVE_ID", "positive integer"},
+		{"zero slave id", loadSlave, "FABRIC_SLAVE_ID=0", "FABRIC_SLAVE_ID", "positive integer"},
+		{"slave id not a number", loadSlave, "FABRIC_SLAVE_ID=three", "FABRIC_SLAVE_ID", "an integer"},
+		{"slave name too long", loadSlave, "FABRIC_SLAVE_NAME=" + long, "FABRIC_SLAVE_NAME", "at most 128"},
+		{"master log level", loadMaster, "FABRIC_LOG_LEVEL=loud", "FABRIC_LOG_LEVEL", "debug, info, warn or error"},
+		{"slave log level", loadSlave, "FABRIC_LOG_LEVEL=loud", "FABRIC_LOG_LEVEL", "debug, info, warn or error"},
+		{"control log level", loadControl, "FABRIC_LOG_LEVEL=loud", "FABRIC_LOG_LEVEL", "debug, info, warn or error"},
+		{"log format", loadMaster, "FABRIC_LOG_FORMAT=xml", "FABRIC_LOG_FORMAT", "text or json"},
+		{"listen on every interface", loadMaster, "FABRIC_NATS_LISTEN=0.0.0.0:4222", "FABRIC_NATS_LISTEN", "loopback"},
+		{"listen on a public address", loadMaster, "FABRIC_NATS_LISTEN=192.0.2.7:4222", "FABRIC_NATS_LISTEN", "loopback"},
+		{"listen without a port", loadMaster, "FABRIC_NATS_LISTEN=127.0.0.1", "FABRIC_NATS_LISTEN", "host:port"},
+		{"listen on a port out of range", loadMaster, "FABRIC_NATS_LISTEN=127.0.0.1:70000", "FABRIC_NATS_LISTEN", "65535"},
+		{"master NATS URL", loadMaster, "FABRIC_NATS_URL=not a url", "FABRIC_NATS_URL", "nats://"},
+		{"slave NATS URL", loadSlave, "FABRIC_NATS_URL=not a url", "FABRIC_NATS_URL", "nats://"},
+		{"control NATS URL", loadControl, "FABRIC_NATS_URL=not a url", "FABRIC_NATS_URL", "nats://"},
+		{"NATS URL with a foreign scheme", loadSlave, "FABRIC_NATS_URL=http://127.0.0.1:4222", "FABRIC_NATS_URL", "nats://"},
+		{"one bad URL in a list", loadSlave, "FABRIC_NATS_URL=nats://127.0.0.1:4222,nope", "FABRIC_NATS_URL", "nats://"},
+		{"subject prefix with a wildcard", loadControl, "FABRIC_SUBJECT_PREFIX=lf.*", "FABRIC_SUBJECT_PREFIX", "without spaces or wildcards"},
+		{"ping interval", loadSlave, "FABRIC_NATS_PING_INTERVAL=0s", "FABRIC_NATS_PING_INTERVAL", "positive duration"},
+		{"missing credentials file", loadSlave, "FABRIC_NATS_CREDS_FILE=/nonexistent/lf.creds", "FABRIC_NATS_CREDS_FILE", "readable file"},
+		{"instances not id:name", loadSlave, "FABRIC_SLAVE_INSTANCES=x:y", "FABRIC_SLAVE_INSTANCES", "id:name"},
+		{"instance without a name", loadSlave, "FABRIC_SLAVE_INSTANCES=11:", "FABRIC_SLAVE_INSTANCES", "id:name"},
+		{"instance listed twice", loadSlave, "FABRIC_SLAVE_INSTANCES=11:a,11:b", "FABRIC_SLAVE_INSTANCES", "listed twice"},
+		{"permissions without =", loadMaster, "FABRIC_CONTROL_PERMISSIONS=bad", "FABRIC_CONTROL_PERMISSIONS", "user=permission"},
+		{"permission that is no permission", loadMaster, "FABRIC_CONTROL_PERMISSIONS=alice=Core.Start", "FABRIC_CONTROL_PERMISSIONS", "prefix ending in .*"},
+		{"control user with a space", loadControl, "FABRIC_CONTROL_USER=bad user", "FABRIC_CONTROL_USER", "letters, digits"},
+		{"control user that is a subject wildcard", loadControl, "FABRIC_CONTROL_USER=*", "FABRIC_CONTROL_USER", "letters, digits"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.load([]string{tc.env})
+			if !errors.Is(err, fabric.ErrConfig) {
+				t.Fatalf("%s: error %v, want one matching ErrConfig", tc.env, err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tc.wantVar) || !strings.Contains(msg, tc.form) {
+				t.Errorf("%s: error %q does not name %s and say %q", tc.env, msg, tc.wantVar, tc.form)
+			}
+		})
+	}
+}
+
+// TestConfigReportsEveryBadField: one error names every bad variable, so
+// an operator fixes them all at once.
+func TestConfigReportsEveryBadField(t *testing.T) {
+	_, err := fabric.LoadSlaveConfig([]string{"FABRIC_SLAVE_ID=-3", "FABRIC_LOG_LEVEL=loud", "FABRIC_SLAVE_INSTANCES=x:y", "FABRIC_NATS_URL=not a url"})
+	if !errors.Is(err, fabric.ErrConfig) {
+		t.Fatalf("error %v, want ErrConfig", err)
+	}
+	for _, v := range []string{"FABRIC_SLAVE_ID", "FABRIC_LOG_LEVEL", "FABRIC_SLAVE_INSTANCES", "FABRIC_NATS_URL"} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("error %q does not name %s", err, v)
+		}
+	}
+}
+
+// TestLoadConfigAcceptsGoodValues: values of the documented forms load.
+func TestLoadConfigAcceptsGoodValues(t *testing.T) {
+	m, err := fabric.LoadMasterConfig([]string{
+		"FABRIC_NATS_URL=nats://127.0.0.1:4222, nats://127.0.0.1:4223",
+		"FABRIC_NATS_LISTEN=0.0.0.0:4222", // not used: the URL is set
+		"FABRIC_CONTROL_PERMISSIONS=alice=*; bob=core.instance.*,core.slave.list; *=core.instance.list",
+		"FABRIC_REQUEST_TIMEOUT=1m30s",
+		"FABRIC_LOG_LEVEL=DEBUG",
+		"FABRIC_LOG_FORMAT=json",
+	})
+	if err != nil {
+		t.Fatalf("LoadMasterConfig: %v", err)
+	}
+	if m.Timing.RequestTimeout != 90*time.Second || m.Log.Format != "json" {
+		t.Errorf("master config %+v", m)
+	}
+	s, err := fabric.LoadSlaveConfig([]string{"FABRIC_SLAVE_ID=42", "FABRIC_SLAVE_NAME=north", "FABRIC_SLAVE_INSTANCES=101:alpha, 102:beta", "FABRIC_SUBJECT_PREFIX=acme.lf"})
+	if err != nil {
+		t.Fatalf("LoadSlaveConfig: %v", err)
+	}
+	if s.ID != 42 || s.SlaveName() != "north" || s.NATS.Prefix != "acme.lf" {
+		t.Errorf("slave config %+v", s)
+	}
+	got, err := fabric.ParseInstances(s.Instances)
+	want := []messages.HostedInstance{{ID: 101, Name: "alpha", Status: messages.StatusStopped}, {ID: 102, Name: "beta", Status: messages.StatusStopped}}
+	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("ParseInstances(%q) = %+v, %v; want %+v", s.Instances, got, err, want)
+	}
+}
+
+// TestConfigDefaults: with no variables set, each endpoint gets the
+// defaults its configuration documents.
+func TestConfigDefaults(t *testing.T) {
+	nats := fabric.NATSConfig{Prefix: "lf", PingInterval: 5 * time.Second}
+	timing := fabric.TimingConfig{RequestTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, PeerTimeout: 10 * time.Second}
+	log := fabric.LogConfig{Level: "info", Format: "text"}
+
+	m, err := fabric.LoadMasterConfig([]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (fabric.MasterConfig{NATS: nats, Listen: "127.0.0.1:4222", Permissions: "*=*", Timing: timing, Log: log}); m != want {
+		t.Errorf("master defaults %+v, want %+v", m, want)
+	}
+	s, err := fabric.LoadSlaveConfig([]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (fabric.SlaveConfig{NATS: nats, ID: 1, Timing: timing, Log: log}); s != want {
+		t.Errorf("slave defaults %+v, want %+v", s, want)
+	}
+	if s.SlaveName() != "slave-1" {
+		t.Errorf("default slave name %q, want slave-1", s.SlaveName())
+	}
+	c, err := fabric.LoadControlConfig([]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (fabric.ControlConfig{NATS: nats, User: "admin", Timing: timing, Log: log}); c != want {
+		t.Errorf("control defaults %+v, want %+v", c, want)
+	}
+}
+
+// TestLoadConfigFromProcessEnvironment: a nil environ means the process's.
+func TestLoadConfigFromProcessEnvironment(t *testing.T) {
+	t.Setenv("FABRIC_SLAVE_ID", "7")
+	t.Setenv("FABRIC_PEER_TIMEOUT", "20s")
+	s, err := fabric.LoadSlaveConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ID != 7 || s.Timing.PeerTimeout != 20*time.Second {
+		t.Errorf("slave config %+v, want id 7 and peer timeout 20s", s)
+	}
+	t.Setenv("FABRIC_SLAVE_ID", "-3")
+	if _, err := fabric.LoadSlaveConfig(nil); !errors.Is(err, fabric.ErrConfig) {
+		t.Errorf("FABRIC_SLAVE_ID=-3 in the environment: %v, want ErrConfig", err)
+	}
+}
+
+// TestEndpointsRefuseBadConfig: the Start functions validate too, so a
+// configuration built in code is held to the same rules.
+func TestEndpointsRefuseBadConfig(t *testing.T) {
+	ctx := ctxFor(t, waitLong)
+	good := testTiming()
+	if _, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "0.0.0.0:0", Permissions: "*=*", Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
+		t.Errorf("StartMaster listening on 0.0.0.0: %v, want ErrConfig", err)
+	}
+	if _, err := fabric.StartSlave(ctx, fabric.SlaveConfig{NATS: natsConfig(""), ID: -3, Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
+		t.Errorf("StartSlave with id -3: %v, want ErrConfig", err)
+	}
+	if _, err := fabric.DialControl(ctx, fabric.ControlConfig{NATS: natsConfig(""), User: "", Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
+		t.Errorf("DialControl without a user: %v, want ErrConfig", err)
+	}
+}
+
+// TestPermissionsAllows: grants by name, by prefix and to everyone.
+func TestPermissionsAllows(t *testing.T) {
+	p, err := fabric.ParsePermissions("alice=*; bob=core.instance.*, core.slave.list; carol=core.instance.start; *=core.instance.list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user, permission string
+		want             bool
+	}{
+		{"alice", "core.instance.start", true},
+		{"alice", "global_chat:send", true},
+		{"bob", "core.instance.start", true},
+		{"bob", "core.instance.send_command", true},
+		{"bob", "core.slave.list", true},
+		{"bob", "core.slave.generate_token", false},
+		{"bob", "core.instance", false}, // a prefix grant covers what is under it, not itself
+		{"bob", "core.instances.start", false},
+		{"carol", "core.instance.start", true},
+		{"carol", "core.instance.stop", false},
+		{"carol", "core.instance.list", true}, // granted to everyone
+		{"dave", "core.instance.list", true},
+		{"dave", "core.instance.start", false},
+		{"dave", messages.Unrestricted, true},
+		{"", "core.instance.start", false},
+	} {
+		if got := p.Allows(tc.user, tc.permission); got != tc.want {
+			t.Errorf("Allows(%q, %q) = %v, want %v", tc.user, tc.permission, got, tc.want)
+		}
+	}
+
+	none, err := fabric.ParsePermissions("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if none.Allows("alice", "core.slave.list") || !none.Allows("alice", messages.Unrestricted) {
+		t.Error("empty permissions: want only unrestricted requests allowed")
+	}
+}
+
+// TestParsePermissionsRejects: malformed grants are errors.
+func TestParsePermissionsRejects(t *testing.T) {
+	for _, s := range []string{
+		"bad",
+		"=core.slave.list",
+		"bad user=*",
+		"alice=Core.Start",
+		"alice=core.*.start",
+		"alice=core.instance.",
+		"alice=**",
+		"alice=core instance",
+	} {
+		if _, err := fabric.ParsePermissions(s); err == nil {
+			t.Errorf("ParsePermissions(%q) accepted it", s)
+		}
+	}
+}
+
+// TestStartBrokerRefusesNonLoopback: the embedded broker listens on
+// loopback only, and says so.
+func TestStartBrokerRefusesNonLoopback(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.7:0", "example.com:0", "127.0.0.1", "127.0.0.1:99999"} {
+		b, err := fabric.StartBroker(addr)
+		if err == nil {
+			b.Close()
+			t.Errorf("StartBroker(%q) started a broker", addr)
+			continue
+		}
+		if !strings.Contains(err.Error(), addr) {
+			t.Errorf("StartBroker(%q): error %q does not name the address", addr, err)
+		}
+	}
+	b := startBroker(t)
+	if url := b.ClientURL(); !strings.HasPrefix(url, "nats://127.0.0.1:") {
+		t.Errorf("ClientURL() = %q, want nats://127.0.0.1:<port>", url)
+	}
+	b.Close()
+	b.Close() // idempotent
+}
+
+// TestNilOptionsRefused: a nil instance factory or logger is refused
+// when the endpoint starts.
+func TestNilOptionsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	b := startBroker(t)
+	if _, err := fabric.StartSlave(ctx, slaveConfig(b.ClientURL(), 1, ""), fabric.WithInstanceFactory(nil)); err == nil {
+		t.Error("StartSlave with a nil instance factory: no error")
+	}
+	if _, err := fabric.DialControl(ctx, fabric.ControlConfig{NATS: natsConfig(b.ClientURL()), User: "alice", Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(nil)); err == nil {
+		t.Error("DialControl with a nil logger: no error")
+	}
+}

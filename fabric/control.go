@@ -71,6 +71,9 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 		}
 		return nil
 	})
+	if o.handlers != nil {
+		o.handlers(c.l)
+	}
 	// Plugin events for controls that no one here handles are let go.
 	for _, def := range catalog.On(messages.Direction{Source: messages.Master, Target: messages.Control}) {
 		if !c.l.Handles(def) && def.Kind() == messages.KindEvent {
@@ -106,6 +109,7 @@ func (c *Control) heartbeat() {
 	defer c.wg.Done()
 	t := time.NewTicker(c.cfg.Timing.HeartbeatInterval)
 	defer t.Stop()
+	lastOK := time.Now()
 	for {
 		select {
 		case <-c.stop:
@@ -116,14 +120,21 @@ func (c *Control) heartbeat() {
 			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.HeartbeatInterval)
 			_, err := link.Request(ctx, c.l, messages.Ping, messages.Empty{})
 			cancel()
-			if err != nil {
-				c.log.Warn("master did not answer a heartbeat", "error", err)
+			if err == nil {
+				lastOK = time.Now()
+				continue
+			}
+			c.log.Warn("master did not answer a heartbeat", "error", err)
+			if time.Since(lastOK) > c.cfg.Timing.PeerTimeout {
+				c.log.Warn("master lost: no answer to heartbeats", "timeout", c.cfg.Timing.PeerTimeout)
+				_ = c.l.Close()
 			}
 		}
 	}
 }
 
-// Done is closed when the link to the master has closed.
+// Done is closed when the link to the master has closed: the master closed
+// it, or has not answered heartbeats for the peer timeout.
 func (c *Control) Done() <-chan struct{} { return c.l.Done() }
 
 // Close disconnects gracefully (in-flight requests end, within ctx) and

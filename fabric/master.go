@@ -30,6 +30,8 @@ type Master struct {
 	metrics *metrics
 	httpSrv *http.Server // serves metrics; nil when not asked for
 
+	handlers func(*link.Link) // the plugins' (WithHandlers); may be nil
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 
@@ -102,8 +104,19 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		instances: map[int64]*instanceState{},
 		controls:  map[*link.Link]*controlState{},
 		metrics:   newMetrics(),
+		handlers:  o.handlers,
 	}
 	m.registerGauges()
+	// Refuse now a catalog with messages the master could not handle,
+	// rather than every slave or control that connects.
+	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Slave, ID: "1"}, func(l *link.Link) { m.wireSlave(l, 1) }); err != nil {
+		return nil, err
+	}
+	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Control, ID: "check"}, func(l *link.Link) {
+		m.wireControl(l, &controlState{follow: map[int64]bool{}})
+	}); err != nil {
+		return nil, err
+	}
 	url := cfg.NATS.URL
 	if url == "" {
 		if m.broker, err = StartBroker(cfg.Listen); err != nil {
@@ -277,6 +290,20 @@ func (m *Master) acceptSlave(c *lfnats.Conn) error {
 	if err != nil {
 		return err
 	}
+	m.wireSlave(l, id)
+	if err := l.Start(); err != nil {
+		return err
+	}
+	go m.watchRegistration(id, l)
+	go func() {
+		<-l.Done()
+		m.slaveGone(id, l)
+	}()
+	return nil
+}
+
+// wireSlave attaches the master's handlers to its link to slave id.
+func (m *Master) wireSlave(l *link.Link, id int64) {
 	link.HandleRequest(l, messages.RegisterSlave, func(ctx context.Context, r messages.SlaveRegistration) (messages.Empty, error) {
 		return messages.Empty{}, m.register(ctx, l, id, r)
 	})
@@ -294,16 +321,16 @@ func (m *Master) acceptSlave(c *lfnats.Conn) error {
 		m.log.Info("player event", "instance", p.InstanceID, "type", p.Type, "player", p.Name)
 		return nil
 	})
-	m.route(l)
-	if err := l.Start(); err != nil {
-		return err
+	m.wire(l)
+}
+
+// wire attaches what every link of the master gets: the plugins' handlers,
+// then the fabric's routing for what is still unhandled.
+func (m *Master) wire(l *link.Link) {
+	if m.handlers != nil {
+		m.handlers(l)
 	}
-	go m.watchRegistration(id, l)
-	go func() {
-		<-l.Done()
-		m.slaveGone(id, l)
-	}()
-	return nil
+	m.route(l)
 }
 
 // watchRegistration closes a slave's link that has not registered within
@@ -447,6 +474,24 @@ func (m *Master) acceptControl(c *lfnats.Conn) error {
 		return err
 	}
 	st := &controlState{user: user, follow: map[int64]bool{}}
+	m.wireControl(l, st)
+	if err := l.Start(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.controls[l] = st
+	m.mu.Unlock()
+	go func() {
+		<-l.Done()
+		m.mu.Lock()
+		delete(m.controls, l)
+		m.mu.Unlock()
+	}()
+	return nil
+}
+
+// wireControl attaches the master's handlers to its link to a control.
+func (m *Master) wireControl(l *link.Link, st *controlState) {
 	link.HandleRequest(l, messages.ListSlaves, func(context.Context, messages.Empty) (messages.SlaveList, error) {
 		return messages.SlaveList{Slaves: m.Slaves()}, nil
 	})
@@ -469,23 +514,10 @@ func (m *Master) acceptControl(c *lfnats.Conn) error {
 		if err != nil {
 			return messages.Empty{}, err
 		}
-		m.log.Info("player ban changed", "player", b.Name, "banned", b.Banned, "by", user)
-		return messages.Empty{}, m.broadcast(ctx, &link.Message{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: c.Peer()})
+		m.log.Info("player ban changed", "player", b.Name, "banned", b.Banned, "by", st.user)
+		return messages.Empty{}, m.broadcast(ctx, &link.Message{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: l.Peer()})
 	})
-	m.route(l)
-	if err := l.Start(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.controls[l] = st
-	m.mu.Unlock()
-	go func() {
-		<-l.Done()
-		m.mu.Lock()
-		delete(m.controls, l)
-		m.mu.Unlock()
-	}()
-	return nil
+	m.wire(l)
 }
 
 func (m *Master) createInstance(_ context.Context, r messages.NewInstance) (messages.InstanceRef, error) {

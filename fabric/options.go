@@ -2,8 +2,11 @@ package fabric
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 
+	"github.com/linkfabric/linkfabric/connector/virtual"
+	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -12,6 +15,7 @@ import (
 type Option func(*options) error
 
 type options struct {
+	handlers  func(*link.Link)
 	logger    *slog.Logger
 	plugins   []messages.Plugin
 	instances InstanceFactory
@@ -51,6 +55,21 @@ func WithPlugins(plugins ...messages.Plugin) Option {
 	}
 }
 
+// WithHandlers sets a function that attaches a plugin's handlers to each
+// link the endpoint makes, before the link starts: the master's links to
+// slaves and controls, a slave's link to the master and to each instance,
+// a control's link to the master. It tells them apart by l.Peer().Type.
+// The fabric routes what it still leaves unhandled (forwarding,
+// broadcasts); a message that arrives at its destination needs a handler
+// here, or the endpoint refuses to start, naming the message. Defaults to
+// none.
+func WithHandlers(attach func(l *link.Link)) Option {
+	return func(o *options) error {
+		o.handlers = attach
+		return nil
+	}
+}
+
 // WithInstanceFactory sets how a slave makes the instances it hosts.
 // Defaults to SimulatedInstances.
 func WithInstanceFactory(f InstanceFactory) Option {
@@ -70,4 +89,22 @@ func WithOutputHandler(f func(messages.OutputLine)) Option {
 		o.output = f
 		return nil
 	}
+}
+
+// checkWiring builds a throwaway link from self to peer, wires it as the
+// endpoint would, and starts it: the error names every message that could
+// arrive with no handler.
+func checkWiring(catalog *messages.Catalog, self, peer link.Address, wire func(*link.Link)) error {
+	a, _ := virtual.Pair()
+	l, err := link.New(a, self, peer, catalog, link.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return err
+	}
+	wire(l)
+	err = l.Start()
+	_ = l.Close()
+	if err != nil {
+		return fmt.Errorf("fabric: %s cannot handle what a %s may send it (attach handlers WithHandlers): %w", self.Type, peer.Type, err)
+	}
+	return nil
 }

@@ -317,12 +317,42 @@ func kick(t *testing.T, s *server.Server, name string) {
 	t.Fatalf("no connection named %q", name)
 }
 
+// TestDuplicateSlaveRefused: a second process that starts with the id of
+// a slave still connected is refused with ErrAlreadyConnected, and the
+// first keeps its instances and keeps working; no kick-each-other loop.
+func TestDuplicateSlaveRefused(t *testing.T) {
+	c := newCluster(t, clusterConfig{})
+	c.start(t, 11)
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		s, err := fabric.StartSlave(ctx, slaveConfig(c.url, 1, "13:impostor"), fabric.WithLogger(testLogger()))
+		cancel()
+		if err == nil {
+			cctx, ccancel := closeCtx()
+			_ = s.Close(cctx)
+			ccancel()
+			t.Fatal("a second slave 1 was accepted while the first was connected")
+		}
+		if !errors.Is(err, fabric.ErrAlreadyConnected) {
+			t.Fatalf("StartSlave: %v; want ErrAlreadyConnected", err)
+		}
+	}
+	want := []messages.InstanceInfo{
+		{ID: 11, Name: "alpha", SlaveID: 1, Status: messages.StatusRunning},
+		{ID: 12, Name: "beta", SlaveID: 1, Status: messages.StatusStopped},
+		{ID: 21, Name: "gamma", SlaveID: 2, Status: messages.StatusStopped},
+	}
+	if got := request(t, c.alice.Link(), messages.ListInstances, messages.Empty{}).Instances; !slices.Equal(got, want) {
+		t.Errorf("list_instances = %+v, want %+v", got, want)
+	}
+	if got := c.command(t, 11, "/join grace"); got != "grace joined" {
+		t.Errorf("the first slave 1's instance answered %q", got)
+	}
+	waitSlaves(t, c.master, waitLong, 1, 2)
+}
+
 // TestSlaveIDReused: once a slave has closed, a new slave with its id
 // registers in its place, and may host more instances than the old one.
-//
-// (A second slave with the id of a slave that is still connected should be
-// refused with ErrAlreadyConnected; it is not reliably, so that case is
-// left out: see the report that came with these tests.)
 func TestSlaveIDReused(t *testing.T) {
 	c := newCluster(t, clusterConfig{})
 	c.start(t, 11)

@@ -26,14 +26,15 @@ const Version = "0.1.0"
 // and what an instance sends the master, and passes broadcasts on to its
 // instances.
 type Slave struct {
-	cfg     SlaveConfig
-	self    link.Address
-	log     *slog.Logger
-	catalog *messages.Catalog
-	factory InstanceFactory
-	node    *lfnats.Node
-	metrics *metrics
-	httpSrv *http.Server // serves metrics; nil when not asked for
+	cfg      SlaveConfig
+	self     link.Address
+	log      *slog.Logger
+	catalog  *messages.Catalog
+	factory  InstanceFactory
+	handlers func(*link.Link) // the plugins' (WithHandlers); may be nil
+	node     *lfnats.Node
+	metrics  *metrics
+	httpSrv  *http.Server // serves metrics; nil when not asked for
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -79,12 +80,19 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		self:      link.Address{Type: messages.Slave, ID: strconv.FormatInt(cfg.ID, 10)},
 		catalog:   catalog,
 		factory:   o.instances,
+		handlers:  o.handlers,
 		stop:      make(chan struct{}),
 		instances: map[int64]*hosted{},
 		metrics:   newMetrics(),
 	}
 	s.log = o.logger.With("endpoint", s.self.String())
 	s.registerGauges()
+	if err := checkWiring(catalog, s.self, link.MasterAddress, s.wireMaster); err != nil {
+		return nil, err
+	}
+	if err := checkWiring(catalog, s.self, link.Address{Type: messages.Instance, ID: "1"}, func(l *link.Link) { s.wireInstance(l, 1) }); err != nil {
+		return nil, err
+	}
 	for _, h := range hostedList {
 		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped}
 	}
@@ -202,11 +210,14 @@ func (s *Slave) run(l *link.Link) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.PeerTimeout)
 		l, err = s.connectMaster(ctx)
 		cancel()
-		if err != nil {
-			s.log.Debug("registration failed", "error", err)
-			if errors.Is(err, ErrAlreadyConnected) {
-				s.log.Error("the master refuses this slave's id: another process holds it", "error", err)
-			}
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrAlreadyConnected):
+			s.log.Error("the master refuses this slave's id: another process holds it", "error", err)
+		case errors.Is(err, link.ErrNotConnected), errors.Is(err, link.ErrTimeout), errors.Is(err, link.ErrSessionLost):
+			s.log.Debug("master not reachable; registering again", "error", err)
+		default:
+			s.log.Warn("registration failed; registering again", "error", err)
 		}
 	}
 }
@@ -224,8 +235,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	link.HandleRequest(l, messages.AssignInstance, s.assign)
-	s.route(l, messages.Master)
+	s.wireMaster(l)
 	if err := l.Start(); err != nil {
 		return nil, err
 	}
@@ -528,20 +538,36 @@ func (s *Slave) launch(h *hosted) error {
 		_ = inst.Close()
 		return err
 	}
-	id := h.id
-	link.HandleEvent(to, messages.InstanceStarted, func(ctx context.Context, _ messages.InstanceRef) error {
-		return s.relayStatus(ctx, id, messages.StatusRunning, messages.InstanceStarted)
-	})
-	link.HandleEvent(to, messages.InstanceStopped, func(ctx context.Context, _ messages.InstanceRef) error {
-		return s.relayStatus(ctx, id, messages.StatusStopped, messages.InstanceStopped)
-	})
-	s.route(to, messages.Instance)
+	s.wireInstance(to, h.id)
 	if err := to.Start(); err != nil {
 		_ = inst.Close()
 		return err
 	}
 	h.toInstance, h.instance = to, inst
 	return nil
+}
+
+// wireMaster attaches the slave's handlers to its link to the master.
+func (s *Slave) wireMaster(l *link.Link) {
+	link.HandleRequest(l, messages.AssignInstance, s.assign)
+	if s.handlers != nil {
+		s.handlers(l)
+	}
+	s.route(l, messages.Master)
+}
+
+// wireInstance attaches the slave's handlers to its link to instance id.
+func (s *Slave) wireInstance(to *link.Link, id int64) {
+	link.HandleEvent(to, messages.InstanceStarted, func(ctx context.Context, _ messages.InstanceRef) error {
+		return s.relayStatus(ctx, id, messages.StatusRunning, messages.InstanceStarted)
+	})
+	link.HandleEvent(to, messages.InstanceStopped, func(ctx context.Context, _ messages.InstanceRef) error {
+		return s.relayStatus(ctx, id, messages.StatusStopped, messages.InstanceStopped)
+	})
+	if s.handlers != nil {
+		s.handlers(to)
+	}
+	s.route(to, messages.Instance)
 }
 
 // relayStatus records an instance's new status and tells the master. The

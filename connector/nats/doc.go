@@ -16,10 +16,14 @@
 // client can send requests and read responses; docs/protocol.md shows how.
 //
 // Sessions: every Node has a random session id, new in each process, sent
-// with every message. A link is bound to one session of its peer; when the
-// peer comes back with another, the old link's session is over (its
-// pending requests fail with link.ErrSessionLost) and a new link is made.
-// Two processes claiming one address are told apart the same way.
+// with every message. A link is bound to one session of its peer; a message
+// from another session of that address goes to another link (through the
+// accept function) or is dropped, so two processes claiming one address
+// are told apart. A peer that answers one of our requests from a new
+// session has restarted: the old link's session is over and its pending
+// requests fail with link.ErrSessionLost. Only the master answers messages
+// addressed to an earlier session of its own (with session_lost); other
+// endpoints stay silent, since the session may be another live process's.
 //
 // Reconnection is nats.go's, configured to retry for ever with jittered
 // backoff and to buffer what is published while disconnected; the Node

@@ -14,6 +14,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
 )
 
 // AcceptFunc is called, on the Node's dispatcher, with a new connector for
@@ -379,12 +380,16 @@ func (n *Node) route(msg *natsgo.Msg) {
 		}
 		c.reply(sub.seq, msg)
 	case subjClose:
+		if to := msg.Header.Get(hdrPeerSession); to != "" && to != n.session {
+			n.dropped.Add(1) // it ends another session's link, not ours
+			return
+		}
 		if c := n.lookup(sub.src, peerSession); c != nil {
 			c.peerClosed()
 		}
 	case subjMessage:
 		if to := msg.Header.Get(hdrPeerSession); to != "" && to != n.session {
-			n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s restarted: the session this message was sent to has ended", n.self))
+			n.stale(msg)
 			return
 		}
 		c, err := n.connFor(sub.src, peerSession)
@@ -450,6 +455,21 @@ func (n *Node) connFor(peer link.Address, session string) (*Conn, *link.Error) {
 		return nil, link.Errorf(link.CodeNotConnected, "%s refused a link from %s: %v", n.self, peer, err)
 	}
 	return c, nil
+}
+
+// stale handles a message addressed to another session of this endpoint's
+// address. The master is unique in a cluster: another session can only be
+// its own earlier incarnation, so it answers session_lost and its peers
+// learn at once that it restarted. Any other endpoint stays silent, since
+// the session may belong to another live process using the same address
+// (an operator's mistake, or a restarted process's predecessor not yet
+// gone), and an answer would end that process's link.
+func (n *Node) stale(msg *natsgo.Msg) {
+	if n.self.Type == messages.Master {
+		n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s restarted: the session this message was sent to has ended", n.self))
+		return
+	}
+	n.dropped.Add(1)
 }
 
 // refuse answers a request the Node cannot deliver, and drops anything else.

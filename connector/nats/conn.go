@@ -35,7 +35,7 @@ type Conn struct {
 	id   uint64
 	peer link.Address
 
-	queue chan *link.Message
+	queue *queue
 	done  chan struct{}
 
 	mu        sync.Mutex
@@ -65,7 +65,7 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		peer:     peer,
 		session:  session,
 		bound:    bound,
-		queue:    make(chan *link.Message, n.opts.peerQueue),
+		queue:    newQueue(n.opts.peerQueue),
 		done:     make(chan struct{}),
 		requests: map[uint64]*outRequest{},
 	}
@@ -132,13 +132,15 @@ func (c *Conn) deliver(r link.Receiver) {
 		cancel()
 	}()
 	for {
-		select {
-		case m := <-c.queue:
+		for m, ok := c.queue.pop(); ok; m, ok = c.queue.pop() {
 			if m == closeNotice {
 				c.status(link.StatusClosed, nil)
 				return
 			}
 			_ = r.Receive(ctx, m)
+		}
+		select {
+		case <-c.queue.ready:
 		case <-c.done:
 			return
 		}
@@ -148,14 +150,12 @@ func (c *Conn) deliver(r link.Receiver) {
 // enqueue hands a converted message to the link without ever blocking the
 // Node's dispatcher: one slow link must not hold up the others.
 func (c *Conn) enqueue(m *link.Message) bool {
-	select {
-	case c.queue <- m:
+	if c.queue.push(m) {
 		return true
-	default:
-		c.n.dropped.Add(1)
-		c.n.opts.logger.Warn("link queue full; message dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type)
-		return false
 	}
+	c.n.dropped.Add(1)
+	c.n.opts.logger.Warn("link queue full; message dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type)
+	return false
 }
 
 // inbound converts a request or event from the peer.
@@ -407,9 +407,7 @@ func (c *Conn) peerClosed() {
 		c.status(link.StatusClosed, nil)
 		return
 	}
-	select {
-	case c.queue <- closeNotice:
-	default: // the link is far behind; the dispatcher must not wait for it
+	if !c.queue.push(closeNotice) { // the link is far behind; the dispatcher must not wait for it
 		c.status(link.StatusClosed, nil)
 	}
 }

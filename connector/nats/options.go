@@ -32,7 +32,7 @@ func defaultOptions() options {
 		prefix:          "lf",
 		logger:          slog.Default(),
 		queue:           65536,
-		peerQueue:       1024,
+		peerQueue:       65536,
 		noRespondersFor: time.Second,
 		drainTimeout:    5 * time.Second,
 		connectWait:     5 * time.Second,
@@ -138,7 +138,8 @@ func WithConnectWait(d time.Duration) Option {
 
 // WithQueues sets how many inbound messages may wait for the Node's
 // dispatcher, and for each peer's link. Past those, messages are dropped
-// and counted. Defaults to 65536 and 1024.
+// and counted. A peer's queue takes memory only while messages wait in it.
+// Defaults to 65536 and 65536.
 func WithQueues(node, perPeer int) Option {
 	return func(o *options) error {
 		if node < 1 || perPeer < 1 {

@@ -209,13 +209,8 @@ func FuzzRoute(f *testing.F) {
 
 		var got []*link.Message
 		for _, c := range *conns {
-			for more := true; more; {
-				select {
-				case m := <-c.queue:
-					got = append(got, m)
-				default:
-					more = false
-				}
+			for m, ok := c.queue.pop(); ok; m, ok = c.queue.pop() {
+				got = append(got, m)
 			}
 			_ = c.Close()
 		}

@@ -2,7 +2,6 @@ package link
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/linkfabric/linkfabric/messages"
@@ -18,13 +17,22 @@ type Address struct {
 // MasterAddress is the address of the cluster's master.
 var MasterAddress = Address{Type: messages.Master, ID: "0"}
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
-
 // ValidID reports whether id may name an endpoint: 1 to 64 letters, digits,
 // '-' or '_', starting with a letter or digit. Ids are used as they are in
 // transport addresses (NATS subject tokens), so nothing else is allowed;
 // names starting with '_' are left to the transport.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 64 || id[0] == '_' || id[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(id); i++ { // every inbound message's sender is checked: no regexp
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // String returns "type/id", e.g. "slave/3".
 func (a Address) String() string { return a.Type.String() + "/" + a.ID }

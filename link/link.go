@@ -483,6 +483,15 @@ func (l *Link) receive(ctx context.Context, m *Message) error {
 		}
 		select {
 		case l.events <- m:
+			return nil
+		default:
+		}
+		if err := ctx.Err(); err != nil { // the caller cannot wait
+			l.end()
+			return err
+		}
+		select {
+		case l.events <- m:
 		case <-l.done:
 			l.end()
 		case <-ctx.Done():
@@ -551,13 +560,13 @@ func (l *Link) serve(m *Message) {
 	}
 	// The response goes out even if the requester's deadline has passed:
 	// it is cheap, and a requester with a longer clock may still want it.
-	sctx, scancel := context.WithTimeout(l.ctx, l.opts.requestTimeout)
-	defer scancel()
-	if err := l.conn.Send(sctx, resp); err != nil {
+	// Sending a response does not wait on the peer, so the link's own
+	// context bounds it.
+	if err := l.conn.Send(l.ctx, resp); err != nil {
 		if resp.Error == nil && errors.Is(err, ErrTooLarge) {
 			// Tell the requester why instead of letting it time out.
 			resp.Data, resp.Error = nil, Errorf(CodeTooLarge, "%s: response too large: %v", m.Type, err)
-			err = l.conn.Send(sctx, resp)
+			err = l.conn.Send(l.ctx, resp)
 		}
 		if err != nil {
 			l.opts.logger.Warn("could not send response", "link", l.String(), "type", m.Type, "error", err)

@@ -215,3 +215,22 @@ func TestIntegerWithFraction(t *testing.T) {
 		t.Errorf("Field = %q; want /instance_id", ve.Field)
 	}
 }
+
+type fixNarrow struct {
+	V int8 `json:"v"`
+}
+type fixNarrowList struct {
+	Items []fixNarrow `json:"items"`
+}
+
+// A value the schema allows but the Go type cannot hold is reported at its
+// place in the document, list index included.
+func TestDecodeFieldHasIndex(t *testing.T) {
+	ev := messages.MustEvent[fixNarrowList](messages.Spec{Name: "fix_idx", Links: []string{"master-slave"},
+		Schema: `{"type":"object","properties":{"items":{"type":"array"}}}`})
+	_, err := ev.Decode([]byte(`{"items":[{"v":1},{"v":300}]}`))
+	ve := requireValidationError(t, err, "fix_idx", "event")
+	if ve.Field != "/items/1/v" {
+		t.Errorf("Field = %q; want /items/1/v", ve.Field)
+	}
+}

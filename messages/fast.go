@@ -3,7 +3,9 @@ package messages
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -56,9 +58,9 @@ type fastNode struct {
 	types jsonType // tAny: any type
 
 	// objects
-	props      map[string]*fastNode
-	required   []string
-	additional *fastNode // checks properties not in props; nil: any
+	props      []fastField // the declared properties, at most 64
+	required   []string    // names, turned into requiredBits once the properties are known
+	additional *fastNode   // checks properties not in props; nil: any
 	closed     bool      // additionalProperties: false
 
 	// arrays
@@ -75,6 +77,17 @@ type fastNode struct {
 
 	enum  []json.RawMessage // compacted; nil: any value
 	anyOf []*fastNode
+
+	requiredBits  uint64   // the props that are required
+	requiredOther []string // required names that are not declared properties
+}
+
+// fastField is one declared property. A short list beats a map: objects
+// have a handful of properties, and comparing a few strings costs less
+// than hashing one.
+type fastField struct {
+	name string
+	node *fastNode
 }
 
 // annotations are keywords that never affect validity.
@@ -162,7 +175,34 @@ func fastFrom(raw any, depth int) (*fastNode, bool) {
 			return nil, false
 		}
 	}
+	for _, r := range n.required {
+		if i := n.field(r); i >= 0 {
+			n.requiredBits |= 1 << i
+		} else {
+			n.requiredOther = append(n.requiredOther, r)
+		}
+	}
 	return n, true
+}
+
+// field returns the index of the declared property named name, or -1.
+func (n *fastNode) field(name string) int {
+	for i := range n.props {
+		if n.props[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// fieldBytes is field for a name still in the document's bytes.
+func (n *fastNode) fieldBytes(name []byte) int {
+	for i := range n.props {
+		if n.props[i].name == string(name) {
+			return i
+		}
+	}
+	return -1
 }
 
 func (n *fastNode) setTypes(v any) bool {
@@ -186,17 +226,17 @@ func (n *fastNode) setTypes(v any) bool {
 
 func (n *fastNode) setProps(v any, depth int) bool {
 	m, ok := v.(map[string]any)
-	if !ok {
+	if !ok || len(m) > 64 {
 		return false
 	}
-	n.props = make(map[string]*fastNode, len(m))
 	for k, s := range m {
 		child, ok := fastFrom(s, depth+1)
 		if !ok {
 			return false
 		}
-		n.props[k] = child
+		n.props = append(n.props, fastField{name: k, node: child})
 	}
+	slices.SortFunc(n.props, func(a, b fastField) int { return strings.Compare(a.name, b.name) })
 	return true
 }
 
@@ -416,13 +456,12 @@ func (n *fastNode) object(s *scanner, depth int) verdict {
 		return invalid
 	}
 	s.pos++ // {
-	var seen [16][]byte
-	var more [][]byte // keys past the sixteenth
-	nkeys := 0
+	var seen uint64    // declared properties met
+	var others [][]byte // other names met, kept to find duplicates
 	s.space()
 	if s.pos < len(s.data) && s.data[s.pos] == '}' {
 		s.pos++
-		return n.requiredIn(seen[:0], nil)
+		return n.requiredIn(seen, others)
 	}
 	for {
 		s.space()
@@ -436,38 +475,33 @@ func (n *fastNode) object(s *scanner, depth int) verdict {
 		if escaped {
 			return undecided
 		}
-		for _, k := range seen[:min(nkeys, len(seen))] {
-			if bytes.Equal(k, key) {
-				return invalid // the library refuses duplicate names
-			}
-		}
-		for _, k := range more {
-			if bytes.Equal(k, key) {
-				return invalid
-			}
-		}
-		if nkeys < len(seen) {
-			seen[nkeys] = key
-		} else {
-			more = append(more, key)
-		}
-		nkeys++
 		s.space()
 		if s.pos >= len(s.data) || s.data[s.pos] != ':' {
 			return invalid
 		}
 		s.pos++
-		child := n.props[string(key)] // no allocation: the compiler sees the lookup
 		var v verdict
-		switch {
-		case child != nil:
-			v = child.value(s, depth+1)
-		case n.closed:
-			return invalid
-		case n.additional != nil:
-			v = n.additional.value(s, depth+1)
-		default:
-			v = skip(s, depth+1)
+		if i := n.fieldBytes(key); i >= 0 {
+			if seen&(1<<i) != 0 {
+				return invalid // the library refuses duplicate names
+			}
+			seen |= 1 << i
+			v = n.props[i].node.value(s, depth+1)
+		} else {
+			if n.closed {
+				return invalid
+			}
+			for _, k := range others {
+				if bytes.Equal(k, key) {
+					return invalid
+				}
+			}
+			others = append(others, key)
+			if n.additional != nil {
+				v = n.additional.value(s, depth+1)
+			} else {
+				v = skip(s, depth+1)
+			}
 		}
 		if v != valid {
 			return v
@@ -481,22 +515,20 @@ func (n *fastNode) object(s *scanner, depth int) verdict {
 			s.pos++
 		case '}':
 			s.pos++
-			return n.requiredIn(seen[:min(nkeys, len(seen))], more)
+			return n.requiredIn(seen, others)
 		default:
 			return invalid
 		}
 	}
 }
 
-func (n *fastNode) requiredIn(seen, more [][]byte) verdict {
+func (n *fastNode) requiredIn(seen uint64, others [][]byte) verdict {
+	if seen&n.requiredBits != n.requiredBits {
+		return invalid
+	}
 outer:
-	for _, r := range n.required {
-		for _, k := range seen {
-			if string(k) == r {
-				continue outer
-			}
-		}
-		for _, k := range more {
+	for _, r := range n.requiredOther {
+		for _, k := range others {
 			if string(k) == r {
 				continue outer
 			}

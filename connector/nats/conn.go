@@ -47,6 +47,7 @@ type Conn struct {
 	peerGone  bool // the peer closed or restarted: no close notice to send
 	requests  map[uint64]*outRequest
 	lastSweep time.Time
+	sessions  natsgo.Header // Lf-Session and Lf-Peer-Session, read-only; nil until the peer's is known
 }
 
 // outRequest is a request sent and not yet answered, kept so that it can be
@@ -59,7 +60,7 @@ type outRequest struct {
 }
 
 func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) *Conn {
-	return &Conn{
+	c := &Conn{
 		n:        n,
 		id:       id,
 		peer:     peer,
@@ -69,6 +70,8 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		done:     make(chan struct{}),
 		requests: map[uint64]*outRequest{},
 	}
+	c.setSessionsLocked()
+	return c
 }
 
 // Peer returns the address of the endpoint at the other end.
@@ -102,8 +105,19 @@ func (c *Conn) bindLocked(session string) bool {
 		return c.session == session
 	}
 	c.session, c.bound = session, true
+	c.setSessionsLocked()
 	c.n.bySess[peerKey{c.peer, session}] = c
 	return true
+}
+
+// setSessionsLocked builds the session headers every message to the peer
+// carries, once: they are shared, read-only, by every message. c.mu must
+// be held.
+func (c *Conn) setSessionsLocked() {
+	c.sessions = nil
+	if c.session != "" {
+		c.sessions = natsgo.Header{hdrSession: c.n.sessionValue, hdrPeerSession: {c.session}}
+	}
 }
 
 // Start begins delivering to r, in arrival order, from a goroutine of the
@@ -148,14 +162,31 @@ func (c *Conn) deliver(r link.Receiver) {
 }
 
 // enqueue hands a converted message to the link without ever blocking the
-// Node's dispatcher: one slow link must not hold up the others.
+// routing goroutine: one slow link must not hold up the others. While no
+// message waits for the link, it is delivered here and now.
 func (c *Conn) enqueue(m *link.Message) bool {
-	if c.queue.push(m) {
+	direct, ok := c.queue.offer(m)
+	if !ok {
+		c.n.dropped.Add(1)
+		c.n.opts.logger.Warn("link queue full; message dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type)
+		return false
+	}
+	if !direct {
 		return true
 	}
-	c.n.dropped.Add(1)
-	c.n.opts.logger.Warn("link queue full; message dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type)
-	return false
+	if m == closeNotice {
+		c.status(link.StatusClosed, nil)
+		return true
+	}
+	c.mu.Lock()
+	r := c.receiver
+	c.mu.Unlock()
+	if err := r.Receive(c.n.noWait, m); err != nil {
+		// The link's event queue is full: m and what follows wait for the
+		// connector's own goroutine.
+		c.queue.handOver(m)
+	}
+	return true
 }
 
 // inbound converts a request or event from the peer.
@@ -298,46 +329,56 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		c.mu.Unlock()
 		return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
 	}
-	peerSession := c.session
+	sessions := c.sessions
 	c.mu.Unlock()
 
+	// Headers are few, and their constant values shared, since each one is
+	// work for every receiver: the request id travels in the reply subject,
+	// and a response needs no peer session, since its subject names it.
 	n := c.n
-	var msg *natsgo.Msg
+	msg := &natsgo.Msg{Data: m.Data}
 	switch m.Kind {
 	case link.KindRequest:
 		remaining := time.Until(m.Deadline)
 		if m.Deadline.IsZero() || remaining <= 0 {
 			return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
 		}
-		msg = natsgo.NewMsg(messageSubject(n.opts.prefix, n.self, c.peer, m.Type))
+		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type)
 		msg.Reply = replySubject(n.opts.prefix, c.peer, n.self, n.session, c.id, m.ID)
-		msg.Header.Set(hdrID, strconv.FormatUint(m.ID, 10))
-		msg.Header.Set(hdrTimeout, strconv.FormatInt(max(remaining.Milliseconds(), 1), 10))
+		msg.Header = natsgo.Header{
+			hdrSession: n.sessionValue,
+			hdrTimeout: {strconv.FormatInt(max(remaining.Milliseconds(), 1), 10)},
+		}
+		if sessions != nil {
+			msg.Header[hdrPeerSession] = sessions[hdrPeerSession]
+		}
 	case link.KindResponse:
 		if m.Reply == "" {
 			return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
 		}
-		msg = natsgo.NewMsg(m.Reply)
-		if m.ID != 0 {
-			msg.Header.Set(hdrID, strconv.FormatUint(m.ID, 10))
+		msg.Subject = m.Reply
+		msg.Header = natsgo.Header{hdrSession: n.sessionValue}
+		if m.ID != 0 { // a plain client's own correlation id
+			msg.Header[hdrID] = []string{strconv.FormatUint(m.ID, 10)}
+		}
+		if m.Error != nil {
+			msg.Header[hdrError] = []string{string(m.Error.Code)}
+			msg.Data = []byte(m.Error.Message)
 		}
 	case link.KindEvent:
-		msg = natsgo.NewMsg(messageSubject(n.opts.prefix, n.self, c.peer, m.Type))
+		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type)
+		msg.Header = sessions
+		if sessions == nil {
+			msg.Header = natsgo.Header{hdrSession: n.sessionValue}
+		}
 		if !m.Origin.IsZero() {
-			msg.Header.Set(hdrOrigin, m.Origin.String())
+			msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}, hdrSession: n.sessionValue}
+			if sessions != nil {
+				msg.Header[hdrPeerSession] = sessions[hdrPeerSession]
+			}
 		}
 	default:
 		return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)
-	}
-	msg.Header.Set(hdrSession, n.session)
-	if peerSession != "" {
-		msg.Header.Set(hdrPeerSession, peerSession)
-	}
-	if m.Error != nil {
-		msg.Header.Set(hdrError, string(m.Error.Code))
-		msg.Data = []byte(m.Error.Message)
-	} else {
-		msg.Data = m.Data
 	}
 
 	if m.Kind == link.KindRequest {
@@ -407,9 +448,7 @@ func (c *Conn) peerClosed() {
 		c.status(link.StatusClosed, nil)
 		return
 	}
-	if !c.queue.push(closeNotice) { // the link is far behind; the dispatcher must not wait for it
-		c.status(link.StatusClosed, nil)
-	}
+	c.enqueue(closeNotice) // after what the peer sent before it
 }
 
 // peerRestarted ends the link to a peer that came back with a new session.

@@ -17,7 +17,8 @@ import (
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-// AcceptFunc is called, on the Node's dispatcher, with a new connector for
+// AcceptFunc is called, on the goroutine that routes inbound messages,
+// with a new connector for
 // a peer that sent a message before any link to it existed. It should start
 // a link on c (link.New, handlers, Start) and return nil, or return an
 // error to refuse the peer.
@@ -40,10 +41,12 @@ type Node struct {
 	session string
 	opts    options
 
-	in        chan *natsgo.Msg
 	subs      []*natsgo.Subscription
 	done      chan struct{}
-	connected chan struct{} // closed at the first connection
+	connected chan struct{}   // closed at the first connection
+	noWait    context.Context // already done: Receive must not wait
+
+	sessionValue []string // the Lf-Session header's value, shared read-only
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
@@ -133,13 +136,14 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		self:      self,
 		session:   newSession(),
 		opts:      o,
-		in:        make(chan *natsgo.Msg, o.queue),
 		done:      make(chan struct{}),
 		connected: make(chan struct{}),
+		noWait:    doneContext(),
 		byID:      map[uint64]*Conn{},
 		bySess:    map[peerKey]*Conn{},
 		dialed:    map[link.Address]*Conn{},
 	}
+	n.sessionValue = []string{n.session}
 	name := o.name
 	if name == "" {
 		name = "linkfabric " + self.String()
@@ -194,16 +198,19 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		o.prefix + ".*.*." + token(self) + ".>",
 		o.prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
 	}
+	// Each subscription's messages are routed on its own goroutine, in the
+	// order they arrive: one publisher's messages stay in order.
 	for _, s := range subjects {
-		sub, err := nc.ChanSubscribe(s, n.in)
+		sub, err := nc.Subscribe(s, n.route)
+		if err == nil {
+			err = sub.SetPendingLimits(o.queue, 256<<20)
+		}
 		if err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("nats: subscribe %s: %w", s, err)
 		}
 		n.subs = append(n.subs, sub)
 	}
-	n.wg.Add(1)
-	go n.dispatch()
 	if nc.IsConnected() {
 		// Make sure the server has the subscriptions before anyone is told
 		// this endpoint is up.
@@ -253,6 +260,12 @@ func cmpErr(a, b error) error {
 		return b
 	}
 	return ErrClosed
+}
+
+func doneContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }
 
 func newSession() string {
@@ -342,19 +355,6 @@ func (n *Node) status(s link.Status, err error) {
 	n.mu.Unlock()
 	for _, c := range conns {
 		c.status(s, err)
-	}
-}
-
-// dispatch routes inbound messages, one at a time, in arrival order.
-func (n *Node) dispatch() {
-	defer n.wg.Done()
-	for {
-		select {
-		case msg := <-n.in:
-			n.route(msg)
-		case <-n.done:
-			return
-		}
 	}
 }
 
@@ -584,7 +584,7 @@ func (n *Node) Close() error {
 	return errors.Join(drainErr, err)
 }
 
-// shutdown stops the dispatcher and closes the connection.
+// shutdown closes the connection, and with it the subscriptions.
 func (n *Node) shutdown() {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()

@@ -136,10 +136,10 @@ func WithConnectWait(d time.Duration) Option {
 	}
 }
 
-// WithQueues sets how many inbound messages may wait for the Node's
-// dispatcher, and for each peer's link. Past those, messages are dropped
-// and counted. A peer's queue takes memory only while messages wait in it.
-// Defaults to 65536 and 65536.
+// WithQueues sets how many inbound messages may wait to be routed (in
+// nats.go, per subscription), and how many may wait for each peer's link.
+// Past those, messages are dropped and counted. A peer's queue takes memory
+// only while messages wait in it. Defaults to 65536 and 65536.
 func WithQueues(node, perPeer int) Option {
 	return func(o *options) error {
 		if node < 1 || perPeer < 1 {

@@ -6,45 +6,66 @@ import (
 	"github.com/linkfabric/linkfabric/link"
 )
 
-// queue holds the messages waiting for one link, in order. It never blocks
-// the sender, holds at most limit messages, and allocates only while there
-// is a backlog: an idle peer costs nothing.
+// queue holds the messages waiting for one link, in order. While nothing
+// waits, a message goes to the link directly, on the goroutine that routed
+// it; once one has had to wait (the link's event queue was full), the
+// following ones wait behind it until the connector's own goroutine has
+// delivered them all. The queue never blocks the sender, holds at most
+// limit messages, and allocates only while there is a backlog.
 type queue struct {
-	mu    sync.Mutex
-	items []*link.Message
-	head  int
-	limit int
-	ready chan struct{} // signalled when a message arrives in an empty queue
+	mu       sync.Mutex
+	items    []*link.Message
+	head     int
+	limit    int
+	draining bool          // a backlog is being delivered: newcomers wait behind it
+	ready    chan struct{} // signalled when a backlog begins
 }
 
+// newQueue returns a queue that holds messages until its consumer starts.
 func newQueue(limit int) *queue {
-	return &queue{limit: limit, ready: make(chan struct{}, 1)}
+	return &queue{limit: limit, draining: true, ready: make(chan struct{}, 1)}
 }
 
-// push adds m, unless limit messages are waiting already.
-func (q *queue) push(m *link.Message) bool {
+// offer takes m. It reports direct if nothing waits, so the caller should
+// deliver m itself, and ok false if m had to wait but the queue is full.
+func (q *queue) offer(m *link.Message) (direct, ok bool) {
 	q.mu.Lock()
-	n := len(q.items) - q.head
-	if n >= q.limit {
-		q.mu.Unlock()
+	defer q.mu.Unlock()
+	if !q.draining && q.head == len(q.items) {
+		return true, true
+	}
+	return false, q.pushLocked(m)
+}
+
+// handOver queues m, which could not be delivered directly, and wakes the
+// consumer: what follows waits behind it.
+func (q *queue) handOver(m *link.Message) bool {
+	q.mu.Lock()
+	ok := q.pushLocked(m)
+	q.draining = true
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return ok
+}
+
+func (q *queue) pushLocked(m *link.Message) bool {
+	if len(q.items)-q.head >= q.limit && m != closeNotice {
 		return false
 	}
 	q.items = append(q.items, m)
-	q.mu.Unlock()
-	if n == 0 {
-		select {
-		case q.ready <- struct{}{}:
-		default:
-		}
-	}
 	return true
 }
 
-// pop takes the oldest message, or reports that there is none.
+// pop takes the oldest message. When there is none, the backlog is over:
+// newcomers go directly to the link again.
 func (q *queue) pop() (*link.Message, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.head == len(q.items) {
+		q.draining = false
 		return nil, false
 	}
 	m := q.items[q.head]

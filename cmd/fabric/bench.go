@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+
+	"github.com/linkfabric/linkfabric/internal/bench"
+)
+
+const benchUsage = `Usage: fabric bench [--quick] [--json] [--slaves N] [--instances N] [--only TEXT]
+
+Measure what the fabric costs on top of NATS. Each scenario runs first as
+raw nats.go (or a direct Go call) on the same payloads, then through the
+fabric with validation on, in one process against an embedded NATS server
+on loopback. It prints each figure, the baseline, their ratio and the
+target. A full run takes a minute or two; --quick a few seconds.
+Benchmarks report; they do not fail on a slow machine.
+`
+
+func (a *app) bench(ctx context.Context, args []string) error {
+	fs := a.flags("bench", benchUsage)
+	quick := fs.Bool("quick", false, "a short run, for CI and a first look")
+	asJSON := fs.Bool("json", false, "print JSON results")
+	slaves := fs.Int("slaves", 0, "slaves in the broadcast scenario (default 100, quick 10)")
+	instances := fs.Int("instances", 0, "instances per slave in the broadcast scenario (default 10)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	only := fs.String("only", "", "run only the scenarios whose name contains this text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("bench takes no arguments")
+	}
+	cfg := bench.Defaults()
+	if *quick {
+		cfg = bench.Quick()
+	}
+	if *slaves < 0 || *instances < 0 {
+		return usagef("bench: --slaves and --instances must be positive")
+	}
+	if *slaves > 0 {
+		cfg.Slaves = *slaves
+	}
+	cfg.Only = *only
+	if *instances > 0 {
+		cfg.Instances = *instances
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	progress := func(s string) { fmt.Fprintf(a.stderr, "bench: %s\n", s) }
+	results, err := bench.Run(ctx, cfg, progress)
+	if *asJSON {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(map[string]any{
+			"machine": map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH},
+			"results": results,
+		}); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	fmt.Fprintf(a.stdout, "%d CPUs, %s\n\n", runtime.NumCPU(), runtime.Version())
+	var rows [][]string
+	for _, r := range results {
+		baseline, ratio := "-", "-"
+		if r.Baseline > 0 {
+			baseline = num(r.Baseline)
+			ratio = fmt.Sprintf("%.2fx", r.Ratio)
+		}
+		met := "-"
+		if r.Met != nil {
+			met = map[bool]string{true: "yes", false: "NO"}[*r.Met]
+		}
+		target := r.Target
+		if target == "" {
+			target = "-"
+		}
+		rows = append(rows, []string{r.Scenario, r.Metric + " (" + r.Unit + ")", baseline, num(r.Fabric), ratio, target, met})
+	}
+	if terr := table(a.stdout, "SCENARIO\tMETRIC\tBASELINE\tFABRIC\tRATIO\tTARGET\tMET", rows); terr != nil {
+		return terr
+	}
+	for _, r := range results {
+		if r.Note != "" {
+			fmt.Fprintf(a.stdout, "\n%s, %s: %s", r.Scenario, r.Metric, r.Note)
+		}
+	}
+	fmt.Fprintln(a.stdout)
+	return err
+}
+
+// num prints a figure with three significant digits, or as an integer.
+func num(f float64) string {
+	if f >= 1000 {
+		return strconv.FormatFloat(f, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(f, 'g', 3, 64)
+}

@@ -1,0 +1,269 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// The benchmark's own messages, a plugin every endpoint of its cluster has.
+
+// Data is the payload of bench:echo and bench:tick.
+type Data struct {
+	Seq  int64  `json:"seq"`
+	Data string `json:"data"`
+}
+
+// Target is the payload of bench:forward.
+type Target struct {
+	InstanceID int64  `json:"instance_id"`
+	Data       string `json:"data"`
+}
+
+// Announcement is the payload of bench:announce.
+type Announcement struct {
+	Round int64 `json:"round"`
+}
+
+var (
+	// Echo is answered by the master with its own payload.
+	Echo = messages.MustRequest[Data, Data](messages.Spec{
+		Name: "bench:echo", Links: []string{"control-master"}, Permission: "bench.echo",
+		Description: "The master answers with the payload.",
+	})
+	// Tick is counted by the master.
+	Tick = messages.MustEvent[Data](messages.Spec{
+		Name: "bench:tick", Links: []string{"control-master"},
+		Description: "The master counts it.",
+	})
+	// Forward is answered by an instance with its payload.
+	Forward = messages.MustRequest[Target, Data](messages.Spec{
+		Name: "bench:forward", Links: []string{"control-master", "master-slave", "slave-instance"},
+		ForwardTo: messages.Instance, Permission: "bench.forward",
+		Description: "An instance answers with the payload.",
+	})
+	// Announce is broadcast to every instance.
+	Announce = messages.MustEvent[Announcement](messages.Spec{
+		Name: "bench:announce", Links: []string{"control-master", "master-slave", "slave-instance"},
+		BroadcastTo: messages.Instance,
+		Description: "Broadcast to every instance.",
+	})
+
+	plugin = messages.Plugin{Name: "bench", Messages: []messages.Message{Echo, Tick, Forward, Announce}}
+)
+
+// cluster is a master, slaves and a control on an embedded broker.
+type cluster struct {
+	broker *fabric.Broker
+	master *fabric.Master
+	slaves []*fabric.Slave
+	ctl    *fabric.Control
+
+	ticks     counter // bench:tick events the master has handled
+	announced announcer
+}
+
+// counter counts events and says when it reaches a target.
+type counter struct {
+	n    atomic.Int64
+	want atomic.Int64
+	done atomic.Pointer[chan struct{}]
+}
+
+// expect resets the count and returns a channel closed when it reaches n.
+func (c *counter) expect(n int64) <-chan struct{} {
+	ch := make(chan struct{})
+	c.n.Store(0)
+	c.want.Store(n)
+	c.done.Store(&ch)
+	return ch
+}
+
+func (c *counter) add() {
+	if c.n.Add(1) == c.want.Load() {
+		close(*c.done.Load())
+	}
+}
+
+// announcer counts, per round, the instances a broadcast has reached.
+type announcer struct {
+	mu     sync.Mutex
+	want   int64
+	rounds map[int64]*round
+}
+
+type round struct {
+	got  int64
+	done chan struct{}
+}
+
+func (a *announcer) expect(r int64, n int64) chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rounds == nil {
+		a.rounds = map[int64]*round{}
+	}
+	a.want = n
+	rd := &round{done: make(chan struct{})}
+	a.rounds[r] = rd
+	return rd.done
+}
+
+func (a *announcer) reached(r int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rd := a.rounds[r]
+	if rd == nil {
+		return
+	}
+	rd.got++
+	if rd.got == a.want {
+		close(rd.done)
+	}
+}
+
+func timing() fabric.TimingConfig {
+	return fabric.TimingConfig{RequestTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, PeerTimeout: time.Hour}
+}
+
+func natsConfig(url string) fabric.NATSConfig {
+	return fabric.NATSConfig{URL: url, Prefix: "lf", PingInterval: 5 * time.Second}
+}
+
+var logConfig = fabric.LogConfig{Level: "error", Format: "text"}
+
+// startCluster starts a broker, a master, slaves of instancesPerSlave
+// running instances each, and a control.
+func startCluster(ctx context.Context, cfg Config, slaves, instancesPerSlave int) (*cluster, error) {
+	c, err := startStopped(ctx, cfg, slaves, instancesPerSlave)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.startInstances(ctx); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// startStopped is startCluster with the instances not started.
+func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int) (*cluster, error) {
+	c := &cluster{}
+	var err error
+	if c.broker, err = fabric.StartBroker("127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	url := c.broker.ClientURL()
+	masterHandlers := fabric.WithHandlers(func(l *link.Link) {
+		if l.Peer().Type != messages.Control {
+			return
+		}
+		link.HandleRequest(l, Echo, func(_ context.Context, d Data) (Data, error) { return d, nil })
+		link.HandleEvent(l, Tick, func(context.Context, Data) error {
+			c.ticks.add()
+			return nil
+		})
+	})
+	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: timing(), Log: logConfig}
+	if c.master, err = fabric.StartMaster(ctx, mcfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin), masterHandlers); err != nil {
+		c.close()
+		return nil, err
+	}
+	factory := func(id int64, name string) fabric.Instance { return &instance{id: id, name: name, c: c} }
+	for i := 1; i <= slaves; i++ {
+		var ids []string
+		for j := 1; j <= instancesPerSlave; j++ {
+			id := i*1000 + j
+			ids = append(ids, strconv.Itoa(id)+":i"+strconv.Itoa(id))
+		}
+		scfg := fabric.SlaveConfig{NATS: natsConfig(url), ID: int64(i), Instances: strings.Join(ids, ","), Timing: timing(), Log: logConfig}
+		s, err := fabric.StartSlave(ctx, scfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin), fabric.WithInstanceFactory(factory))
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		if !s.Connected() {
+			c.close()
+			return nil, fmt.Errorf("slave %d did not register", i)
+		}
+		c.slaves = append(c.slaves, s)
+	}
+	ccfg := fabric.ControlConfig{NATS: natsConfig(url), User: "bench", Timing: timing(), Log: logConfig}
+	if c.ctl, err = fabric.DialControl(ctx, ccfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin)); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// startInstances starts every instance, each slave's in turn, the slaves
+// at once.
+func (c *cluster) startInstances(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.slaves))
+	for i, s := range c.slaves {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, h := range s.Instances() {
+				if _, err := link.Request(ctx, c.ctl.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: h.ID}); err != nil {
+					errs[i] = fmt.Errorf("start instance %d: %w", h.ID, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *cluster) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if c.ctl != nil {
+		_ = c.ctl.Close(ctx)
+	}
+	var wg sync.WaitGroup
+	for _, s := range c.slaves {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Close(ctx)
+		}()
+	}
+	wg.Wait()
+	if c.master != nil {
+		_ = c.master.Close(ctx)
+	}
+	if c.broker != nil {
+		c.broker.Close()
+	}
+}
+
+// instance is the benchmark's instance: a simulated one that also answers
+// bench:forward and counts bench:announce.
+type instance struct {
+	id   int64
+	name string
+	c    *cluster
+}
+
+func (i *instance) Attach(l *link.Link) {
+	fabric.SimulatedInstances(i.id, i.name).Attach(l)
+	link.HandleRequest(l, Forward, func(_ context.Context, t Target) (Data, error) {
+		return Data{Data: t.Data}, nil
+	})
+	link.HandleEvent(l, Announce, func(_ context.Context, a Announcement) error {
+		i.c.announced.reached(a.Round)
+		return nil
+	})
+}

@@ -1,0 +1,452 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/linkfabric/linkfabric/connector/virtual"
+	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// rawPair is two plain nats.go connections on the cluster's broker.
+func rawPair(url string) (a, b *natsgo.Conn, err error) {
+	if a, err = natsgo.Connect(url); err != nil {
+		return nil, nil, err
+	}
+	if b, err = natsgo.Connect(url); err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
+// timeRequests makes n requests with do, from par goroutines at once, and
+// returns each one's round trip and the wall time of all.
+func timeRequests(n, par int, do func(i int) error) (latencies, time.Duration, error) {
+	lat := make(latencies, n)
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				t := time.Now()
+				if err := do(i); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				lat[i] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, time.Since(start), firstErr
+}
+
+func runRequests(ctx context.Context, cfg Config) ([]Result, error) {
+	c, err := startCluster(ctx, cfg, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	data := Data{Data: payload(cfg.PayloadBytes)}
+	body, _ := json.Marshal(data)
+
+	responder, requester, err := rawPair(c.broker.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	defer responder.Close()
+	defer requester.Close()
+	sub, err := responder.Subscribe("bench.echo", func(m *natsgo.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := responder.Flush(); err != nil {
+		return nil, err
+	}
+	raw := func(int) error {
+		_, err := requester.Request("bench.echo", body, 10*time.Second)
+		return err
+	}
+	l := c.ctl.Link()
+	fab := func(i int) error {
+		d := data
+		d.Seq = int64(i)
+		resp, err := link.Request(ctx, l, Echo, d)
+		if err == nil && resp.Seq != d.Seq {
+			err = fmt.Errorf("answer %d to request %d", resp.Seq, d.Seq)
+		}
+		return err
+	}
+	// Warm both up: connections, buffers, the scheduler.
+	for i := range 200 {
+		if err := raw(i); err != nil {
+			return nil, err
+		}
+		if err := fab(i); err != nil {
+			return nil, err
+		}
+	}
+
+	rawSeq, _, err := timeRequests(cfg.Requests, 1, raw)
+	if err != nil {
+		return nil, err
+	}
+	fabSeq, _, err := timeRequests(cfg.Requests, 1, fab)
+	if err != nil {
+		return nil, err
+	}
+	rawPar, rawWall, err := timeRequests(cfg.ParallelRequests, cfg.Parallel, raw)
+	if err != nil {
+		return nil, err
+	}
+	fabPar, fabWall, err := timeRequests(cfg.ParallelRequests, cfg.Parallel, fab)
+	if err != nil {
+		return nil, err
+	}
+	seq := "request/reply, sequential"
+	par := fmt.Sprintf("request/reply, %d in flight", cfg.Parallel)
+	return []Result{
+		compare(seq, "p50 latency", "µs", micros(rawSeq.percentile(50)), micros(fabSeq.percentile(50)), 1.25, true),
+		compare(seq, "p99 latency", "µs", micros(rawSeq.percentile(99)), micros(fabSeq.percentile(99)), 0, true),
+		compare(par, "throughput", "req/s", float64(cfg.ParallelRequests)/rawWall.Seconds(), float64(cfg.ParallelRequests)/fabWall.Seconds(), 0.8, false),
+		compare(par, "p50 latency", "µs", micros(rawPar.percentile(50)), micros(fabPar.percentile(50)), 0, true),
+		compare(par, "p99 latency", "µs", micros(rawPar.percentile(99)), micros(fabPar.percentile(99)), 0, true),
+	}, nil
+}
+
+func runEvents(ctx context.Context, cfg Config) ([]Result, error) {
+	c, err := startCluster(ctx, cfg, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	data := Data{Data: payload(cfg.PayloadBytes)}
+	body, _ := json.Marshal(data)
+	n := cfg.Events
+
+	sub, pub, err := rawPair(c.broker.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	defer pub.Close()
+	var got atomic.Int64
+	all := make(chan struct{})
+	s, err := sub.Subscribe("bench.tick", func(*natsgo.Msg) {
+		if got.Add(1) == int64(n) {
+			close(all)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = s.Unsubscribe() }()
+	if err := s.SetPendingLimits(-1, -1); err != nil {
+		return nil, err
+	}
+	if err := sub.Flush(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	for range n {
+		if err := pub.Publish("bench.tick", body); err != nil {
+			return nil, err
+		}
+	}
+	if err := wait(ctx, all, time.Minute); err != nil {
+		return nil, fmt.Errorf("raw events: %d of %d arrived: %w", got.Load(), n, err)
+	}
+	rawTime := time.Since(start)
+
+	l := c.ctl.Link()
+	ticked := c.ticks.expect(int64(n))
+	start = time.Now()
+	for i := range n {
+		d := data
+		d.Seq = int64(i)
+		if err := link.Emit(ctx, l, Tick, d); err != nil {
+			return nil, err
+		}
+	}
+	if err := wait(ctx, ticked, time.Minute); err != nil {
+		return nil, fmt.Errorf("fabric events: %d of %d arrived: %w", c.ticks.n.Load(), n, err)
+	}
+	fabTime := time.Since(start)
+	return []Result{compare("events, one link", "throughput", "msg/s", float64(n)/rawTime.Seconds(), float64(n)/fabTime.Seconds(), 0.5, false)}, nil
+}
+
+func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errors.New("timed out")
+	}
+}
+
+func runForwarded(ctx context.Context, cfg Config) ([]Result, error) {
+	c, err := startCluster(ctx, cfg, 1, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	data := Data{Data: payload(cfg.PayloadBytes)}
+	body, _ := json.Marshal(data)
+
+	responder, requester, err := rawPair(c.broker.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	defer responder.Close()
+	defer requester.Close()
+	sub, err := responder.Subscribe("bench.echo", func(m *natsgo.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := responder.Flush(); err != nil {
+		return nil, err
+	}
+	raw := func(int) error {
+		_, err := requester.Request("bench.echo", body, 10*time.Second)
+		return err
+	}
+	target := c.slaves[0].Instances()[0].ID
+	l := c.ctl.Link()
+	fab := func(int) error {
+		_, err := link.Request(ctx, l, Forward, Target{InstanceID: target, Data: data.Data})
+		return err
+	}
+	for i := range 200 {
+		if err := raw(i); err != nil {
+			return nil, err
+		}
+		if err := fab(i); err != nil {
+			return nil, err
+		}
+	}
+	rawLat, _, err := timeRequests(cfg.Forwarded, 1, raw)
+	if err != nil {
+		return nil, err
+	}
+	fabLat, _, err := timeRequests(cfg.Forwarded, 1, fab)
+	if err != nil {
+		return nil, err
+	}
+	name := "forwarded request (baseline: one raw hop)"
+	return []Result{
+		compare(name, "p50 latency", "µs", micros(rawLat.percentile(50)), micros(fabLat.percentile(50)), 2.5, true),
+		compare(name, "p99 latency", "µs", micros(rawLat.percentile(99)), micros(fabLat.percentile(99)), 0, true),
+	}, nil
+}
+
+func runBroadcast(ctx context.Context, cfg Config) ([]Result, error) {
+	c, err := startCluster(ctx, cfg, cfg.Slaves, cfg.Instances)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	total := int64(cfg.Slaves * cfg.Instances)
+
+	// Baseline: one publish to as many raw connections as there are
+	// slaves, each handing it to as many callbacks as a slave has
+	// instances.
+	conns := make([]*natsgo.Conn, cfg.Slaves)
+	defer func() {
+		for _, nc := range conns {
+			if nc != nil {
+				nc.Close()
+			}
+		}
+	}()
+	var got atomic.Int64
+	var done chan struct{}
+	var doneMu sync.Mutex
+	for i := range conns {
+		nc, err := natsgo.Connect(c.broker.ClientURL())
+		if err != nil {
+			return nil, err
+		}
+		conns[i] = nc
+		if _, err := nc.Subscribe("bench.announce", func(*natsgo.Msg) {
+			for range cfg.Instances {
+				if got.Add(1) == total {
+					doneMu.Lock()
+					close(done)
+					doneMu.Unlock()
+				}
+			}
+		}); err != nil {
+			return nil, err
+		}
+		if err := nc.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	pub, err := natsgo.Connect(c.broker.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	defer pub.Close()
+	var rawTimes, fabTimes latencies
+	for r := range cfg.Broadcasts {
+		doneMu.Lock()
+		done = make(chan struct{})
+		ch := done
+		doneMu.Unlock()
+		got.Store(0)
+		start := time.Now()
+		if err := pub.Publish("bench.announce", []byte(`{"round":0}`)); err != nil {
+			return nil, err
+		}
+		if err := wait(ctx, ch, time.Minute); err != nil {
+			return nil, fmt.Errorf("raw broadcast %d: %w", r, err)
+		}
+		rawTimes = append(rawTimes, time.Since(start))
+	}
+
+	server := c.broker.Server()
+	l := c.ctl.Link()
+	var delivered, published uint64
+	for r := range int64(cfg.Broadcasts) {
+		ch := c.announced.expect(r, total)
+		before, err := server.Varz(nil)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := link.Emit(ctx, l, Announce, Announcement{Round: r}); err != nil {
+			return nil, err
+		}
+		if err := wait(ctx, ch, time.Minute); err != nil {
+			return nil, fmt.Errorf("fabric broadcast %d: %w", r, err)
+		}
+		fabTimes = append(fabTimes, time.Since(start))
+		after, err := server.Varz(nil)
+		if err != nil {
+			return nil, err
+		}
+		// Other traffic (heartbeats) is in these counts too; it only
+		// makes the figure larger.
+		delivered += uint64(after.OutMsgs - before.OutMsgs)
+		published += uint64(after.InMsgs - before.InMsgs)
+	}
+	name := fmt.Sprintf("broadcast to %d slaves x %d instances", cfg.Slaves, cfg.Instances)
+	perSlave := float64(delivered) / float64(cfg.Broadcasts) / float64(cfg.Slaves)
+	perSlaveMet := perSlave <= 1.2
+	r := compare(name, "p50 time until every instance has it", "ms",
+		float64(rawTimes.percentile(50).Microseconds())/1000, float64(fabTimes.percentile(50).Microseconds())/1000, 0, true)
+	if cfg.Slaves*cfg.Instances >= 10000 {
+		met := fabTimes.percentile(50) < 100*time.Millisecond
+		r.Target, r.Met = "< 100 ms", &met
+	}
+	return []Result{
+		r,
+		{Scenario: name, Metric: "NATS messages delivered per slave per broadcast", Unit: "msgs", Fabric: perSlave,
+			Target: "<= 1 (heartbeats included)", Met: &perSlaveMet,
+			Note: fmt.Sprintf("%d published, %d delivered in %d broadcasts", published, delivered, cfg.Broadcasts)},
+	}, nil
+}
+
+func runVirtual(ctx context.Context, cfg Config) ([]Result, error) {
+	catalog, err := messages.NewCatalog(plugin)
+	if err != nil {
+		return nil, err
+	}
+	slaveAddr := link.Address{Type: messages.Slave, ID: "1"}
+	instAddr := link.Address{Type: messages.Instance, ID: "1001"}
+	a, b := virtual.Pair()
+	var events counter
+	events.expect(-1)
+	answer := func(_ context.Context, t Target) (Data, error) { return Data{Data: t.Data}, nil }
+	count := func(context.Context, Announcement) error {
+		events.add()
+		return nil
+	}
+	inst, err := link.New(b, instAddr, slaveAddr, catalog, link.WithLogger(cfg.Log))
+	if err != nil {
+		return nil, err
+	}
+	fabric.SimulatedInstances(1001, "v").Attach(inst)
+	link.HandleRequest(inst, Forward, answer)
+	link.HandleEvent(inst, Announce, count)
+	link.HandleRequest(inst, messages.PrepareMasterDisconnect, func(context.Context, messages.Empty) (messages.Empty, error) { return messages.Empty{}, nil })
+	if err := inst.Start(); err != nil {
+		return nil, err
+	}
+	sl, err := link.New(a, slaveAddr, instAddr, catalog, link.WithLogger(cfg.Log))
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range catalog.On(messages.Direction{Source: messages.Instance, Target: messages.Slave}) {
+		sl.HandleEventJSON(m, func(context.Context, *link.Message) error { return nil })
+	}
+	if err := sl.Start(); err != nil {
+		return nil, err
+	}
+	defer sl.Close()
+	t := Target{InstanceID: 1001, Data: payload(cfg.PayloadBytes)}
+	n := cfg.Virtual
+
+	// Baseline: the handler called directly.
+	start := time.Now()
+	for range n {
+		if _, err := answer(ctx, t); err != nil {
+			return nil, err
+		}
+	}
+	direct := time.Since(start)
+	start = time.Now()
+	for range n {
+		if _, err := link.Request(ctx, sl, Forward, t); err != nil {
+			return nil, err
+		}
+	}
+	viaLink := time.Since(start)
+
+	start = time.Now()
+	for range n {
+		_ = count(ctx, Announcement{})
+	}
+	directEv := time.Since(start)
+	all := events.expect(int64(n))
+	start = time.Now()
+	for i := range n {
+		if err := link.Emit(ctx, sl, Announce, Announcement{Round: int64(i)}); err != nil {
+			return nil, err
+		}
+	}
+	if err := wait(ctx, all, time.Minute); err != nil {
+		return nil, err
+	}
+	viaLinkEv := time.Since(start)
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(n) / 1000 }
+	return []Result{
+		compare("virtual link request (baseline: direct call)", "time per request", "µs", per(direct), per(viaLink), 0, true),
+		compare("virtual link event (baseline: direct call)", "time per event", "µs", per(directEv), per(viaLinkEv), 0, true),
+	}, nil
+}

@@ -117,30 +117,24 @@ type ControlConfig struct {
 // form of os.Environ; nil means the process environment) and validates it.
 func LoadMasterConfig(environ []string) (MasterConfig, error) {
 	var c MasterConfig
-	if err := parseEnv(&c, environ); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	err := load(&c, environ, func() error { return c.Validate() })
+	return c, err
 }
 
 // LoadSlaveConfig reads a slave's configuration from environ (nil means the
 // process environment) and validates it.
 func LoadSlaveConfig(environ []string) (SlaveConfig, error) {
 	var c SlaveConfig
-	if err := parseEnv(&c, environ); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	err := load(&c, environ, func() error { return c.Validate() })
+	return c, err
 }
 
 // LoadControlConfig reads a control's configuration from environ (nil
 // means the process environment) and validates it.
 func LoadControlConfig(environ []string) (ControlConfig, error) {
 	var c ControlConfig
-	if err := parseEnv(&c, environ); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	err := load(&c, environ, func() error { return c.Validate() })
+	return c, err
 }
 
 // Validate reports every bad field, each by its variable's name and the
@@ -331,34 +325,67 @@ func joinConfig(errs []error) error {
 	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 }
 
+// load fills dst from environ and validates it, reporting every bad
+// variable at once: those that do not parse, then the others that
+// validate finds wrong.
+func load(dst any, environ []string, validate func() error) error {
+	bad, errs := parseEnv(dst, environ)
+	if err := validate(); err != nil {
+		for _, e := range flatten(err) {
+			name, _, _ := strings.Cut(e.Error(), "=")
+			if !bad[name] { // a variable that did not parse is reported once
+				errs = append(errs, e)
+			}
+		}
+	}
+	return joinConfig(errs)
+}
+
+// flatten lists the errors joined in a configuration error.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			if e != ErrConfig {
+				out = append(out, flatten(e)...)
+			}
+		}
+		return out
+	}
+	return []error{err}
+}
+
 // parseEnv fills dst from environ, turning the env package's errors (which
-// name Go fields) into errors that name the variable and the form it takes.
-func parseEnv(dst any, environ []string) error {
+// name Go fields) into errors that name the variable and the form it takes,
+// and returns the variables that did not parse.
+func parseEnv(dst any, environ []string) (map[string]bool, []error) {
 	if environ == nil {
 		environ = os.Environ()
 	}
-	err := env.ParseWithOptions(dst, env.Options{Environment: env.ToMap(environ)})
+	values := env.ToMap(environ)
+	err := env.ParseWithOptions(dst, env.Options{Environment: values})
 	if err == nil {
-		return nil
+		return nil, nil
 	}
 	vars := envVars(reflect.TypeOf(dst).Elem())
-	values := env.ToMap(environ)
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		return fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, []error{err}
 	}
+	bad := map[string]bool{}
 	var errs []error
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
 			if v, ok := vars[pe.Name]; ok {
+				bad[v] = true
 				errs = append(errs, fmt.Errorf("%s=%q: want %s", v, values[v], expectedForm(pe.Type)))
 				continue
 			}
 		}
 		errs = append(errs, e)
 	}
-	return joinConfig(errs)
+	return bad, errs
 }
 
 // envVars maps Go field names to their variables, through nested structs.

@@ -87,6 +87,20 @@ func TestConfigReportsEveryBadField(t *testing.T) {
 	}
 }
 
+// A value that does not parse does not hide the values that parse but are
+// wrong, and is itself reported once.
+func TestConfigReportsParseAndValidationErrors(t *testing.T) {
+	_, err := fabric.LoadControlConfig([]string{"FABRIC_REQUEST_TIMEOUT=abc", "FABRIC_LOG_LEVEL=loud", "FABRIC_CONTROL_USER=a b"})
+	if !errors.Is(err, fabric.ErrConfig) {
+		t.Fatalf("error %v, want ErrConfig", err)
+	}
+	for _, v := range []string{"FABRIC_REQUEST_TIMEOUT", "FABRIC_LOG_LEVEL", "FABRIC_CONTROL_USER"} {
+		if n := strings.Count(err.Error(), v+"="); n != 1 {
+			t.Errorf("error %q names %s %d times, want once", err, v, n)
+		}
+	}
+}
+
 // TestLoadConfigAcceptsGoodValues: values of the documented forms load.
 func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 	m, err := fabric.LoadMasterConfig([]string{

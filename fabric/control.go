@@ -51,8 +51,15 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
-	if c.node, err = connect(ctx, self, cfg.NATS, url, c.log); err != nil {
+	// A control is a tool someone waits on: if NATS cannot be reached in
+	// a few seconds, say so, rather than queue requests for later.
+	if c.node, err = connect(ctx, self, cfg.NATS, url, c.log, lfnats.WithConnectWait(3*time.Second)); err != nil {
 		return nil, err
+	}
+	if !c.node.NATS().IsConnected() {
+		why := c.node.ConnectError()
+		_ = c.node.Close()
+		return nil, link.Errorf(link.CodeNotConnected, "cannot reach NATS at %s: %v", url, why)
 	}
 	conn, err := c.node.Dial(link.MasterAddress)
 	if err != nil {
@@ -128,6 +135,7 @@ func (c *Control) heartbeat() {
 			if time.Since(lastOK) > c.cfg.Timing.PeerTimeout {
 				c.log.Warn("master lost: no answer to heartbeats", "timeout", c.cfg.Timing.PeerTimeout)
 				_ = c.l.Close()
+				return
 			}
 		}
 	}

@@ -194,6 +194,14 @@ func (s *Slave) hostedLocked() []messages.HostedInstance {
 // heartbeats and, when the link ends, registers again until it is stopped.
 func (s *Slave) run(l *link.Link) {
 	defer s.wg.Done()
+	// Close ends a registration in progress, rather than wait out the peer
+	// timeout of a master that has gone away.
+	stopped, cancelStopped := context.WithCancel(context.Background())
+	defer cancelStopped()
+	go func() {
+		<-s.stop
+		cancelStopped()
+	}()
 	backoff := 100 * time.Millisecond
 	for {
 		if l != nil {
@@ -207,11 +215,13 @@ func (s *Slave) run(l *link.Link) {
 		}
 		backoff = min(2*backoff, s.cfg.Timing.HeartbeatInterval)
 		var err error
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.PeerTimeout)
+		ctx, cancel := context.WithTimeout(stopped, s.cfg.Timing.PeerTimeout)
 		l, err = s.connectMaster(ctx)
 		cancel()
 		switch {
 		case err == nil:
+		case stopped.Err() != nil:
+			return
 		case errors.Is(err, ErrAlreadyConnected):
 			s.log.Error("the master refuses this slave's id: another process holds it", "error", err)
 		case errors.Is(err, link.ErrNotConnected), errors.Is(err, link.ErrTimeout), errors.Is(err, link.ErrSessionLost):

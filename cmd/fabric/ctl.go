@@ -80,7 +80,7 @@ func (a *app) ctl(ctx context.Context, args []string) error {
 	fs := a.flags("ctl", ctlUsage)
 	fs.BoolVar(&r.json, "json", false, "print JSON instead of tables")
 	// Only flags before the command are ctl's; the command parses the rest.
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
@@ -88,8 +88,7 @@ func (a *app) ctl(ctx context.Context, args []string) error {
 	}
 	words := fs.Args()
 	if len(words) == 0 {
-		fs.Usage()
-		return usagef("ctl: a command is required")
+		return usagef("ctl: a command is required (see fabric ctl --help)")
 	}
 	cmd, rest := findCtlCommand(words)
 	if cmd == nil {
@@ -106,6 +105,9 @@ func (a *app) ctl(ctx context.Context, args []string) error {
 	}
 	r.args = cfs.Args()
 	if len(r.args) < cmd.min || (cmd.max >= 0 && len(r.args) > cmd.max) {
+		if cmd.args == "" {
+			return usagef("ctl %s takes no arguments", cmd.path)
+		}
 		return usagef("ctl %s: want arguments %s (see fabric ctl %s --help)", cmd.path, cmd.args, cmd.path)
 	}
 	cfg, err := fabric.LoadControlConfig(a.environ)
@@ -113,7 +115,7 @@ func (a *app) ctl(ctx context.Context, args []string) error {
 		return err
 	}
 	if !slices.ContainsFunc(a.environ, func(kv string) bool { return strings.HasPrefix(kv, "FABRIC_LOG_LEVEL=") }) {
-		cfg.Log.Level = "warn" // a command-line tool says nothing unless something is wrong
+		cfg.Log.Level = "error" // a command-line tool says nothing unless something is wrong: its errors go to stderr anyway
 	}
 	r.cfg = cfg
 	return cmd.run(ctx, r)

@@ -63,6 +63,7 @@ Commands:
   slave      run a slave
   ctl        control a running cluster (fabric ctl --help)
   messages   list the message catalog
+  bench      measure the fabric against raw NATS
   version    print the version
 
 Every command takes --help. Endpoints are configured by FABRIC_* environment
@@ -90,6 +91,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 		err = a.ctl(ctx, rest)
 	case "messages":
 		err = a.messages(rest)
+	case "bench":
+		err = a.bench(ctx, rest)
 	case "version":
 		err = a.version(rest)
 	default:
@@ -151,7 +154,7 @@ func hasFlags(fs *flag.FlagSet) bool {
 func parse(fs *flag.FlagSet, args []string) error {
 	var positional []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return flag.ErrHelp // the FlagSet has printed the usage
 			}
@@ -167,6 +170,21 @@ func parse(fs *flag.FlagSet, args []string) error {
 	}
 	// Leave the positional arguments where fs.Args() finds them.
 	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// parseFlags is fs.Parse, except that the usage is printed for --help
+// only: the flag package also calls fs.Usage on every bad flag, which
+// would put the usage on stdout; a bad flag is reported on stderr instead,
+// in one line, by whoever gets the error.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if errors.Is(err, flag.ErrHelp) {
+		usage()
+	}
+	return err
 }
 
 func (a *app) version(args []string) error {

@@ -151,7 +151,11 @@ func (a *app) slave(ctx context.Context, args []string) error {
 	for _, h := range s.Instances() {
 		ids = append(ids, strconv.FormatInt(h.ID, 10)+" "+h.Name)
 	}
-	fmt.Fprintf(a.stdout, "slave %d running; instances: %s\n", s.ID(), strings.Join(ids, ", "))
+	list := strings.Join(ids, ", ")
+	if list == "" {
+		list = "none yet (the master may assign some)"
+	}
+	fmt.Fprintf(a.stdout, "slave %d running; instances: %s\n", s.ID(), list)
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

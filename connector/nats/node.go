@@ -47,8 +47,8 @@ type Node struct {
 	noWait    context.Context // already done: Receive must not wait
 
 	sessionValue []string // the Lf-Session header's value, shared read-only
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	closeOnce    sync.Once
+	wg           sync.WaitGroup
 
 	mu       sync.Mutex
 	closed   bool
@@ -57,7 +57,8 @@ type Node struct {
 	bySess   map[peerKey]*Conn      // connectors bound to a peer session
 	dialed   map[link.Address]*Conn // the connector Dial made for each peer
 
-	dropped atomic.Uint64 // inbound messages dropped: malformed, full queues, refused
+	dropped    atomic.Uint64         // inbound messages dropped: malformed, full queues, refused
+	connectErr atomic.Pointer[error] // why the last attempt to connect failed
 
 	// Requests received and not yet answered, so that Close can let them
 	// finish; while closing, new ones are refused.
@@ -181,6 +182,11 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 			close(closed)
 			n.status(link.StatusClosed, nc.LastError())
 		}),
+		natsgo.ReconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if err != nil {
+				n.connectErr.Store(&err)
+			}
+		}),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
 			o.logger.Warn("NATS error", "node", self.String(), "error", err)
 		}),
@@ -233,7 +239,7 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 			n.shutdown()
 			return nil, err
 		}
-		o.logger.Warn("NATS not reachable yet; retrying in the background", "node", self.String(), "servers", strings.Join(o.urls, ","), "error", nc.LastError())
+		o.logger.Warn("NATS not reachable yet; retrying in the background", "node", self.String(), "servers", strings.Join(o.urls, ","), "error", n.ConnectError())
 	}
 	return n, nil
 }
@@ -278,6 +284,18 @@ func (n *Node) isClosed() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.closed
+}
+
+// ConnectError returns why the last attempt to connect to NATS failed, or
+// nil.
+func (n *Node) ConnectError() error {
+	if err := n.nc.LastError(); err != nil {
+		return err
+	}
+	if p := n.connectErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Self returns the Node's address.

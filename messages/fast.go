@@ -613,13 +613,18 @@ func (n *fastNode) str(s *scanner) verdict {
 func (s *scanner) rawString() (raw []byte, escaped, ok bool) {
 	s.pos++ // "
 	start := s.pos
+	ascii := true
 	for s.pos < len(s.data) {
 		c := s.data[s.pos]
+		if plain[c] { // most bytes: nothing to do but move on
+			s.pos++
+			continue
+		}
 		switch {
 		case c == '"':
 			raw = s.data[start:s.pos]
 			s.pos++
-			return raw, escaped, utf8.Valid(raw) // escapes are ASCII: this checks the rest
+			return raw, escaped, ascii || utf8.Valid(raw) // escapes are ASCII: this checks the rest
 		case c < 0x20:
 			return nil, false, false
 		case c == '\\':
@@ -627,12 +632,22 @@ func (s *scanner) rawString() (raw []byte, escaped, ok bool) {
 			if !s.escape() {
 				return nil, false, false
 			}
-		default:
+		default: // a byte of a multi-byte character, checked at the end
+			ascii = false
 			s.pos++
 		}
 	}
 	return nil, false, false
 }
+
+// plain marks the bytes a string may hold with nothing to check: printable
+// ASCII but the quote and the backslash.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // escape checks one escape sequence and moves past it. A \u escape of a
 // surrogate must be half of a pair.
@@ -736,8 +751,8 @@ func (n *fastNode) number(s *scanner) verdict {
 	if !isInt {
 		return undecided
 	}
-	v, err := strconv.ParseInt(string(text), 10, 64)
-	if err != nil {
+	v, ok := parseInt64(text)
+	if !ok {
 		return undecided // beyond int64: exact comparison is the library's
 	}
 	if (n.hasMinimum && v < n.minimum) || (n.hasMaximum && v > n.maximum) {
@@ -786,6 +801,32 @@ func (s *scanner) digits() bool {
 		s.pos++
 	}
 	return s.pos > start
+}
+
+// parseInt64 parses an integer literal the JSON grammar has checked,
+// reporting false if it does not fit in an int64.
+func parseInt64(text []byte) (int64, bool) {
+	neg := text[0] == '-'
+	if neg {
+		text = text[1:]
+	}
+	if len(text) > 19 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range text {
+		u = u*10 + uint64(c-'0')
+	}
+	if neg {
+		if u > 1<<63 {
+			return 0, false
+		}
+		return -int64(u), true
+	}
+	if u > 1<<63-1 {
+		return 0, false
+	}
+	return int64(u), true
 }
 
 func isIntegerText(text []byte) bool { return !bytes.ContainsAny(text, ".eE") }

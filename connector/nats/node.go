@@ -545,15 +545,12 @@ func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error 
 			return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)
 		}
 	}
-	if max := n.nc.MaxPayload(); max > 0 {
-		if size := msg.Size() - len(msg.Subject) - len(msg.Reply); int64(size) > max {
-			return link.Errorf(link.CodeTooLarge, "%s: %d bytes with headers is more than the broker's max_payload of %d", what, size, max)
-		}
-	}
 	if err := n.nc.PublishMsg(msg); err != nil {
 		switch {
 		case errors.Is(err, natsgo.ErrMaxPayload):
-			return link.Errorf(link.CodeTooLarge, "%s: %v", what, err)
+			// nats.go checks before sending; say by how much.
+			size := msg.Size() - len(msg.Subject) - len(msg.Reply)
+			return link.Errorf(link.CodeTooLarge, "%s: %d bytes with headers is more than the broker's max_payload of %d", what, size, n.nc.MaxPayload())
 		case errors.Is(err, natsgo.ErrConnectionClosed):
 			return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)
 		case errors.Is(err, natsgo.ErrReconnectBufExceeded):

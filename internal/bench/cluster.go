@@ -40,13 +40,23 @@ var (
 		Name: "bench:echo", Links: []string{"control-master"}, Permission: "bench.echo",
 		Description: "The master answers with the payload.",
 	})
+	// EchoJSON is Echo for senders and handlers that deal in JSON.
+	EchoJSON = messages.MustRequest[Data, Data](messages.Spec{
+		Name: "bench:echo_json", Links: []string{"control-master"}, Permission: "bench.echo",
+		Description: "The master answers with the payload, as JSON.",
+	})
 	// Tick is counted by the master.
 	Tick = messages.MustEvent[Data](messages.Spec{
 		Name: "bench:tick", Links: []string{"control-master"},
 		Description: "The master counts it.",
 	})
+	// TickJSON is Tick for senders and handlers that deal in JSON.
+	TickJSON = messages.MustEvent[Data](messages.Spec{
+		Name: "bench:tick_json", Links: []string{"control-master"},
+		Description: "The master counts it, as JSON.",
+	})
 	// Forward is answered by an instance with its payload.
-	Forward = messages.MustRequest[Target, Data](messages.Spec{
+	Forward = messages.MustRequest[Target, Target](messages.Spec{
 		Name: "bench:forward", Links: []string{"control-master", "master-slave", "slave-instance"},
 		ForwardTo: messages.Instance, Permission: "bench.forward",
 		Description: "An instance answers with the payload.",
@@ -58,7 +68,7 @@ var (
 		Description: "Broadcast to every instance.",
 	})
 
-	plugin = messages.Plugin{Name: "bench", Messages: []messages.Message{Echo, Tick, Forward, Announce}}
+	plugin = messages.Plugin{Name: "bench", Messages: []messages.Message{Echo, EchoJSON, Tick, TickJSON, Forward, Announce}}
 )
 
 // cluster is a master, slaves and a control on an embedded broker.
@@ -168,7 +178,12 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 			return
 		}
 		link.HandleRequest(l, Echo, func(_ context.Context, d Data) (Data, error) { return d, nil })
+		l.HandleRequestJSON(EchoJSON, func(_ context.Context, m *link.Message) ([]byte, error) { return m.Data, nil })
 		link.HandleEvent(l, Tick, func(context.Context, Data) error {
+			c.ticks.add()
+			return nil
+		})
+		l.HandleEventJSON(TickJSON, func(context.Context, *link.Message) error {
 			c.ticks.add()
 			return nil
 		})
@@ -259,8 +274,8 @@ type instance struct {
 
 func (i *instance) Attach(l *link.Link) {
 	fabric.SimulatedInstances(i.id, i.name).Attach(l)
-	link.HandleRequest(l, Forward, func(_ context.Context, t Target) (Data, error) {
-		return Data{Data: t.Data}, nil
+	l.HandleRequestJSON(Forward, func(_ context.Context, m *link.Message) ([]byte, error) {
+		return m.Data, nil // the same fields as Data's, but instance_id
 	})
 	link.HandleEvent(l, Announce, func(_ context.Context, a Announcement) error {
 		i.c.announced.reached(a.Round)

@@ -60,6 +60,19 @@ func timeRequests(n, par int, do func(i int) error) (latencies, time.Duration, e
 	return lat, time.Since(start), firstErr
 }
 
+// rounds is how many times each measurement alternates between the
+// baseline and the fabric, so that both see the machine in the same mood.
+const rounds = 5
+
+// echoResponder answers requests on subject with their own payload.
+func echoResponder(nc *natsgo.Conn, subject string) (*natsgo.Subscription, error) {
+	sub, err := nc.Subscribe(subject, func(m *natsgo.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		return nil, err
+	}
+	return sub, nc.Flush()
+}
+
 func runRequests(ctx context.Context, cfg Config) ([]Result, error) {
 	c, err := startCluster(ctx, cfg, 0, 0)
 	if err != nil {
@@ -75,20 +88,21 @@ func runRequests(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	defer responder.Close()
 	defer requester.Close()
-	sub, err := responder.Subscribe("bench.echo", func(m *natsgo.Msg) { _ = m.Respond(m.Data) })
+	sub, err := echoResponder(responder, "bench.echo")
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := responder.Flush(); err != nil {
-		return nil, err
-	}
 	raw := func(int) error {
 		_, err := requester.Request("bench.echo", body, 10*time.Second)
 		return err
 	}
 	l := c.ctl.Link()
-	fab := func(i int) error {
+	viaJSON := func(int) error {
+		_, err := l.RequestJSON(ctx, EchoJSON, body)
+		return err
+	}
+	typed := func(i int) error {
 		d := data
 		d.Seq = int64(i)
 		resp, err := link.Request(ctx, l, Echo, d)
@@ -97,40 +111,41 @@ func runRequests(ctx context.Context, cfg Config) ([]Result, error) {
 		}
 		return err
 	}
-	// Warm both up: connections, buffers, the scheduler.
-	for i := range 200 {
-		if err := raw(i); err != nil {
-			return nil, err
-		}
-		if err := fab(i); err != nil {
-			return nil, err
+	for i := range 200 { // warm up connections, buffers and the scheduler
+		for _, f := range []func(int) error{raw, viaJSON, typed} {
+			if err := f(i); err != nil {
+				return nil, err
+			}
 		}
 	}
 
-	rawSeq, _, err := timeRequests(cfg.Requests, 1, raw)
-	if err != nil {
-		return nil, err
+	var seq [3]latencies
+	var parWall [3]time.Duration
+	for range rounds {
+		for i, f := range []func(int) error{raw, viaJSON, typed} {
+			lat, _, err := timeRequests(cfg.Requests/rounds, 1, f)
+			if err != nil {
+				return nil, err
+			}
+			seq[i] = append(seq[i], lat...)
+		}
+		for i, f := range []func(int) error{raw, viaJSON, typed} {
+			_, wall, err := timeRequests(cfg.ParallelRequests/rounds, cfg.Parallel, f)
+			if err != nil {
+				return nil, err
+			}
+			parWall[i] += wall
+		}
 	}
-	fabSeq, _, err := timeRequests(cfg.Requests, 1, fab)
-	if err != nil {
-		return nil, err
-	}
-	rawPar, rawWall, err := timeRequests(cfg.ParallelRequests, cfg.Parallel, raw)
-	if err != nil {
-		return nil, err
-	}
-	fabPar, fabWall, err := timeRequests(cfg.ParallelRequests, cfg.Parallel, fab)
-	if err != nil {
-		return nil, err
-	}
-	seq := "request/reply, sequential"
-	par := fmt.Sprintf("request/reply, %d in flight", cfg.Parallel)
+	n := float64(cfg.ParallelRequests / rounds * rounds)
+	seqName := "request/reply, sequential"
+	parName := fmt.Sprintf("request/reply, %d in flight", cfg.Parallel)
 	return []Result{
-		compare(seq, "p50 latency", "µs", micros(rawSeq.percentile(50)), micros(fabSeq.percentile(50)), 1.25, true),
-		compare(seq, "p99 latency", "µs", micros(rawSeq.percentile(99)), micros(fabSeq.percentile(99)), 0, true),
-		compare(par, "throughput", "req/s", float64(cfg.ParallelRequests)/rawWall.Seconds(), float64(cfg.ParallelRequests)/fabWall.Seconds(), 0.8, false),
-		compare(par, "p50 latency", "µs", micros(rawPar.percentile(50)), micros(fabPar.percentile(50)), 0, true),
-		compare(par, "p99 latency", "µs", micros(rawPar.percentile(99)), micros(fabPar.percentile(99)), 0, true),
+		compare(seqName, "p50 latency", "µs", micros(seq[0].percentile(50)), micros(seq[1].percentile(50)), 1.25, true),
+		compare(seqName, "p99 latency", "µs", micros(seq[0].percentile(99)), micros(seq[1].percentile(99)), 0, true),
+		compare(seqName+", typed Go values", "p50 latency", "µs", micros(seq[0].percentile(50)), micros(seq[2].percentile(50)), 0, true),
+		compare(parName, "throughput", "req/s", n/parWall[0].Seconds(), n/parWall[1].Seconds(), 0.8, false),
+		compare(parName+", typed Go values", "throughput", "req/s", n/parWall[0].Seconds(), n/parWall[2].Seconds(), 0, false),
 	}, nil
 }
 
@@ -142,7 +157,7 @@ func runEvents(ctx context.Context, cfg Config) ([]Result, error) {
 	defer c.close()
 	data := Data{Data: payload(cfg.PayloadBytes)}
 	body, _ := json.Marshal(data)
-	n := cfg.Events
+	n := cfg.Events / rounds
 
 	sub, pub, err := rawPair(c.broker.ClientURL())
 	if err != nil {
@@ -150,13 +165,8 @@ func runEvents(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	defer sub.Close()
 	defer pub.Close()
-	var got atomic.Int64
-	all := make(chan struct{})
-	s, err := sub.Subscribe("bench.tick", func(*natsgo.Msg) {
-		if got.Add(1) == int64(n) {
-			close(all)
-		}
-	})
+	var rawGot counter
+	s, err := sub.Subscribe("bench.tick", func(*natsgo.Msg) { rawGot.add() })
 	if err != nil {
 		return nil, err
 	}
@@ -167,32 +177,40 @@ func runEvents(ctx context.Context, cfg Config) ([]Result, error) {
 	if err := sub.Flush(); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	for range n {
-		if err := pub.Publish("bench.tick", body); err != nil {
-			return nil, err
-		}
-	}
-	if err := wait(ctx, all, time.Minute); err != nil {
-		return nil, fmt.Errorf("raw events: %d of %d arrived: %w", got.Load(), n, err)
-	}
-	rawTime := time.Since(start)
-
 	l := c.ctl.Link()
-	ticked := c.ticks.expect(int64(n))
-	start = time.Now()
-	for i := range n {
-		d := data
-		d.Seq = int64(i)
-		if err := link.Emit(ctx, l, Tick, d); err != nil {
-			return nil, err
+	senders := []struct {
+		got  *counter
+		send func(i int) error
+	}{
+		{&rawGot, func(int) error { return pub.Publish("bench.tick", body) }},
+		{&c.ticks, func(int) error { return l.EmitJSON(ctx, TickJSON, body) }},
+		{&c.ticks, func(i int) error {
+			d := data
+			d.Seq = int64(i)
+			return link.Emit(ctx, l, Tick, d)
+		}},
+	}
+	var took [3]time.Duration
+	for range rounds {
+		for i, s := range senders {
+			all := s.got.expect(int64(n))
+			start := time.Now()
+			for j := range n {
+				if err := s.send(j); err != nil {
+					return nil, err
+				}
+			}
+			if err := wait(ctx, all, time.Minute); err != nil {
+				return nil, fmt.Errorf("events: %d of %d arrived: %w", s.got.n.Load(), n, err)
+			}
+			took[i] += time.Since(start)
 		}
 	}
-	if err := wait(ctx, ticked, time.Minute); err != nil {
-		return nil, fmt.Errorf("fabric events: %d of %d arrived: %w", c.ticks.n.Load(), n, err)
-	}
-	fabTime := time.Since(start)
-	return []Result{compare("events, one link", "throughput", "msg/s", float64(n)/rawTime.Seconds(), float64(n)/fabTime.Seconds(), 0.5, false)}, nil
+	total := float64(n * rounds)
+	return []Result{
+		compare("events, one link", "throughput", "msg/s", total/took[0].Seconds(), total/took[1].Seconds(), 0.5, false),
+		compare("events, one link, typed Go values", "throughput", "msg/s", total/took[0].Seconds(), total/took[2].Seconds(), 0, false),
+	}, nil
 }
 
 func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) error {
@@ -214,8 +232,8 @@ func runForwarded(ctx context.Context, cfg Config) ([]Result, error) {
 		return nil, err
 	}
 	defer c.close()
-	data := Data{Data: payload(cfg.PayloadBytes)}
-	body, _ := json.Marshal(data)
+	target := c.slaves[0].Instances()[0].ID
+	body, _ := json.Marshal(Target{InstanceID: target, Data: payload(cfg.PayloadBytes)})
 
 	responder, requester, err := rawPair(c.broker.ClientURL())
 	if err != nil {
@@ -223,22 +241,18 @@ func runForwarded(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	defer responder.Close()
 	defer requester.Close()
-	sub, err := responder.Subscribe("bench.echo", func(m *natsgo.Msg) { _ = m.Respond(m.Data) })
+	sub, err := echoResponder(responder, "bench.echo")
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := responder.Flush(); err != nil {
-		return nil, err
-	}
 	raw := func(int) error {
 		_, err := requester.Request("bench.echo", body, 10*time.Second)
 		return err
 	}
-	target := c.slaves[0].Instances()[0].ID
 	l := c.ctl.Link()
 	fab := func(int) error {
-		_, err := link.Request(ctx, l, Forward, Target{InstanceID: target, Data: data.Data})
+		_, err := l.RequestJSON(ctx, Forward, body)
 		return err
 	}
 	for i := range 200 {
@@ -249,13 +263,17 @@ func runForwarded(ctx context.Context, cfg Config) ([]Result, error) {
 			return nil, err
 		}
 	}
-	rawLat, _, err := timeRequests(cfg.Forwarded, 1, raw)
-	if err != nil {
-		return nil, err
-	}
-	fabLat, _, err := timeRequests(cfg.Forwarded, 1, fab)
-	if err != nil {
-		return nil, err
+	var rawLat, fabLat latencies
+	for range rounds {
+		lat, _, err := timeRequests(cfg.Forwarded/rounds, 1, raw)
+		if err != nil {
+			return nil, err
+		}
+		rawLat = append(rawLat, lat...)
+		if lat, _, err = timeRequests(cfg.Forwarded/rounds, 1, fab); err != nil {
+			return nil, err
+		}
+		fabLat = append(fabLat, lat...)
 	}
 	name := "forwarded request (baseline: one raw hop)"
 	return []Result{
@@ -382,7 +400,7 @@ func runVirtual(ctx context.Context, cfg Config) ([]Result, error) {
 	a, b := virtual.Pair()
 	var events counter
 	events.expect(-1)
-	answer := func(_ context.Context, t Target) (Data, error) { return Data{Data: t.Data}, nil }
+	answer := func(_ context.Context, t Target) (Target, error) { return t, nil }
 	count := func(context.Context, Announcement) error {
 		events.add()
 		return nil

@@ -203,12 +203,11 @@ func TestUnregisteredSlaveLinkClosed(t *testing.T) {
 	c.start(t, 11)
 	before := request(t, c.alice.Link(), messages.ListInstances, messages.Empty{}).Instances
 	nc := plainClient(t, c.url)
-	closed, err := nc.SubscribeSync("lf.master.0.slave.9._close")
+	closed, err := nc.SubscribeSync("lf.master.0.slave.9._close.>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := natsgo.NewMsg("lf.slave.9.master.0.update_instances")
-	msg.Header.Set("Lf-Session", "spoofed")
+	msg := natsgo.NewMsg("lf.slave.9.master.0.update_instances.spoofed")
 	msg.Data = []byte(`{"instances":[{"instance_id":99,"name":"ghost"}]}`)
 	sent := time.Now()
 	if err := nc.PublishMsg(msg); err != nil {
@@ -219,8 +218,8 @@ func TestUnregisteredSlaveLinkClosed(t *testing.T) {
 		t.Fatalf("the master did not close the unregistered link: %v", err)
 	}
 	after := time.Since(sent)
-	if got := notice.Header.Get("Lf-Peer-Session"); got != "spoofed" {
-		t.Errorf("close notice for session %q, want %q", got, "spoofed")
+	if got := notice.Subject; !strings.HasSuffix(got, ".spoofed") {
+		t.Errorf("close notice %q is not for session %q", got, "spoofed")
 	}
 	if after > 2*fastPeerTimeout+time.Second {
 		t.Errorf("the master closed the link after %s, want about %s", after, 2*fastPeerTimeout)

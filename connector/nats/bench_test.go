@@ -198,3 +198,31 @@ func BenchmarkRawPublish(b *testing.B) {
 	b.ResetTimer()
 	sendAll(b, r, func() error { return publisher.Publish("bench.slave.3.master.0.instance_output", data) })
 }
+
+// BenchmarkEventJSON is BenchmarkEventNATS with the payload already JSON at
+// both ends (EmitJSON, HandleEventJSON): the fabric's cost on top of NATS
+// without the application's own encoding.
+func BenchmarkEventJSON(b *testing.B) {
+	s := runServer(b, 0, nil)
+	r := newReceived()
+	acc := newAcceptor(b, func(l *link.Link) {
+		l.HandleEventJSON(messages.InstanceOutput, func(context.Context, *link.Message) error {
+			r.add()
+			return nil
+		})
+	})
+	master := connect(b, s, masterAddr, acc.option())
+	slave := connect(b, s, slaveAddr)
+	l := dial(b, slave, masterAddr, nil)
+	ping(b, l)
+	acc.next(b)
+	data := mustJSON(b, benchLine)
+	b.SetBytes(int64(len(data)))
+	ctx := context.Background()
+	b.ResetTimer()
+	sendAll(b, r, func() error { return l.EmitJSON(ctx, messages.InstanceOutput, data) })
+	b.StopTimer()
+	if d := master.Dropped(); d != 0 {
+		b.Errorf("the master dropped %d events", d)
+	}
+}

@@ -12,14 +12,14 @@ import (
 	"github.com/linkfabric/linkfabric/link"
 )
 
-// Headers. Everything that is not payload travels in them, so that a plain
-// NATS client can take part: only Lf-Timeout matters to one sending a
-// request, and Lf-Error to one reading a response.
+// Headers. What is not payload travels in the subject (see subject.go), or,
+// where the subject is not the sender's to choose, in these headers. A
+// plain NATS client needs none of them: it may send Lf-Timeout and Lf-Id
+// with a request, and reads Lf-Error on a failed response.
 const (
-	hdrSession     = "Lf-Session"      // the sender's session
-	hdrPeerSession = "Lf-Peer-Session" // the receiver's session the sender talks to, once known
-	hdrID          = "Lf-Id"           // a request's id, echoed in its response
-	hdrTimeout     = "Lf-Timeout"      // milliseconds the requester still waits
+	hdrSession = "Lf-Session" // on a response: the responder's session
+	hdrID      = "Lf-Id"      // a plain client's request id, echoed in its response
+	hdrTimeout = "Lf-Timeout" // milliseconds a plain client waits
 	hdrError       = "Lf-Error"        // the error code of a failed response; the body is its text
 	hdrOrigin      = "Lf-Origin"       // where a broadcast started, type/id
 	hdrStatus      = "Status"          // set by the server: 503 means no responders
@@ -47,7 +47,6 @@ type Conn struct {
 	peerGone  bool // the peer closed or restarted: no close notice to send
 	requests  map[uint64]*outRequest
 	lastSweep time.Time
-	sessions  natsgo.Header // Lf-Session and Lf-Peer-Session, read-only; nil until the peer's is known
 }
 
 // outRequest is a request sent and not yet answered, kept so that it can be
@@ -70,7 +69,6 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		done:     make(chan struct{}),
 		requests: map[uint64]*outRequest{},
 	}
-	c.setSessionsLocked()
 	return c
 }
 
@@ -105,19 +103,8 @@ func (c *Conn) bindLocked(session string) bool {
 		return c.session == session
 	}
 	c.session, c.bound = session, true
-	c.setSessionsLocked()
 	c.n.bySess[peerKey{c.peer, session}] = c
 	return true
-}
-
-// setSessionsLocked builds the session headers every message to the peer
-// carries, once: they are shared, read-only, by every message. c.mu must
-// be held.
-func (c *Conn) setSessionsLocked() {
-	c.sessions = nil
-	if c.session != "" {
-		c.sessions = natsgo.Header{hdrSession: c.n.sessionValue, hdrPeerSession: {c.session}}
-	}
 }
 
 // Start begins delivering to r, in arrival order, from a goroutine of the
@@ -206,7 +193,13 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 			}
 			m.ID = id
 		}
-		if v := msg.Header.Get(hdrTimeout); v != "" {
+		if r, err := parseSubject(c.n.prefixDot, msg.Reply); err == nil && r.kind == subjReply && r.budget > 0 {
+			if r.budget > uint64(24*time.Hour/time.Millisecond) {
+				c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget))
+				return
+			}
+			m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
+		} else if v := msg.Header.Get(hdrTimeout); v != "" {
 			ms, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
 				c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not a number of milliseconds between 1 and 86400000", hdrTimeout, v))
@@ -304,7 +297,7 @@ func (c *Conn) resend(id uint64) {
 	if remaining <= 0 {
 		return
 	}
-	r.msg.Header.Set(hdrTimeout, strconv.FormatInt(max(remaining.Milliseconds(), 1), 10))
+	r.msg.Reply = replySubject(c.n.opts.prefix, c.peer, c.n.self, c.n.session, c.id, id, uint64(max(remaining.Milliseconds(), 1)))
 	if err := c.n.publish(context.Background(), r.msg, r.msg.Subject); err != nil {
 		c.mu.Lock()
 		delete(c.requests, id)
@@ -329,12 +322,9 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		c.mu.Unlock()
 		return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
 	}
-	sessions := c.sessions
+	peerSession := c.session
 	c.mu.Unlock()
 
-	// Headers are few, and their constant values shared, since each one is
-	// work for every receiver: the request id travels in the reply subject,
-	// and a response needs no peer session, since its subject names it.
 	n := c.n
 	msg := &natsgo.Msg{Data: m.Data}
 	switch m.Kind {
@@ -343,21 +333,19 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		if m.Deadline.IsZero() || remaining <= 0 {
 			return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
 		}
-		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type)
-		msg.Reply = replySubject(n.opts.prefix, c.peer, n.self, n.session, c.id, m.ID)
-		msg.Header = natsgo.Header{
-			hdrSession: n.sessionValue,
-			hdrTimeout: {strconv.FormatInt(max(remaining.Milliseconds(), 1), 10)},
-		}
-		if sessions != nil {
-			msg.Header[hdrPeerSession] = sessions[hdrPeerSession]
-		}
+		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type, n.session, peerSession)
+		msg.Reply = replySubject(n.opts.prefix, c.peer, n.self, n.session, c.id, m.ID, uint64(max(remaining.Milliseconds(), 1)))
 	case link.KindResponse:
 		if m.Reply == "" {
 			return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
 		}
+		// The requester chose the subject: what it must know of the
+		// responder goes in headers, shared when they never change.
 		msg.Subject = m.Reply
-		msg.Header = natsgo.Header{hdrSession: n.sessionValue}
+		msg.Header = n.sessionHeader
+		if m.ID != 0 || m.Error != nil {
+			msg.Header = natsgo.Header{hdrSession: {n.session}}
+		}
 		if m.ID != 0 { // a plain client's own correlation id
 			msg.Header[hdrID] = []string{strconv.FormatUint(m.ID, 10)}
 		}
@@ -366,16 +354,9 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 			msg.Data = []byte(m.Error.Message)
 		}
 	case link.KindEvent:
-		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type)
-		msg.Header = sessions
-		if sessions == nil {
-			msg.Header = natsgo.Header{hdrSession: n.sessionValue}
-		}
+		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type, n.session, peerSession)
 		if !m.Origin.IsZero() {
-			msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}, hdrSession: n.sessionValue}
-			if sessions != nil {
-				msg.Header[hdrPeerSession] = sessions[hdrPeerSession]
-			}
+			msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
 		}
 	default:
 		return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)
@@ -470,12 +451,7 @@ func (c *Conn) Close() error {
 	close(c.done)
 	c.n.forget(c)
 	if notify {
-		msg := natsgo.NewMsg(closeSubject(c.n.opts.prefix, c.n.self, c.peer))
-		msg.Header.Set(hdrSession, c.n.session)
-		if peerSession != "" {
-			msg.Header.Set(hdrPeerSession, peerSession)
-		}
-		_ = c.n.nc.PublishMsg(msg)
+		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.n.session, peerSession), nil)
 	}
 	return nil
 }

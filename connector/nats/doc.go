@@ -7,16 +7,21 @@
 // sender first, so that a broker can enforce who may publish and who may
 // subscribe:
 //
-//	lf.control.alice.master.0.list_slaves                    control alice asks the master
-//	lf.master.0.control.alice._reply.<session>.<conn>.<id>   the master's answer
-//	lf.master.0.slave._all.banlist_update                    the master tells every slave
+//	lf.control.alice.master.0.list_slaves.<session>.<master's session>
+//	        control alice asks the master
+//	lf.master.0.control.alice._reply.<session>.<conn>.<id>.<budget>
+//	        the master's answer
+//	lf.master.0.slave._all.banlist_update.<session>
+//	        the master tells every slave
 //
-// Everything that is not payload travels in headers (Lf-Id, Lf-Timeout,
-// Lf-Error, Lf-Session, Lf-Peer-Session, Lf-Origin), so a plain NATS
-// client can send requests and read responses; docs/protocol.md shows how.
+// The sessions and the requester's budget ride in the subject; headers
+// carry only what a sender cannot put there (Lf-Session and Lf-Error on a
+// response, Lf-Origin on a broadcast). A plain NATS client leaves the
+// optional tokens out, may send Lf-Timeout, and reads Lf-Error:
+// docs/protocol.md shows how to drive the fabric with the nats CLI.
 //
-// Sessions: every Node has a random session id, new in each process, sent
-// with every message. A link is bound to one session of its peer; a message
+// Sessions: every Node has a random session id, new in each process, named
+// in every message. A link is bound to one session of its peer; a message
 // from another session of that address goes to another link (through the
 // accept function) or is dropped, so two processes claiming one address
 // are told apart. A peer that answers one of our requests from a new

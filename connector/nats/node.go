@@ -46,7 +46,8 @@ type Node struct {
 	connected chan struct{}   // closed at the first connection
 	noWait    context.Context // already done: Receive must not wait
 
-	sessionValue []string // the Lf-Session header's value, shared read-only
+	prefixDot     string        // the subject prefix and its dot
+	sessionHeader natsgo.Header // just Lf-Session, shared read-only by responses
 	closeOnce    sync.Once
 	wg           sync.WaitGroup
 
@@ -144,7 +145,8 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		bySess:    map[peerKey]*Conn{},
 		dialed:    map[link.Address]*Conn{},
 	}
-	n.sessionValue = []string{n.session}
+	n.prefixDot = o.prefix + "."
+	n.sessionHeader = natsgo.Header{hdrSession: {n.session}}
 	name := o.name
 	if name == "" {
 		name = "linkfabric " + self.String()
@@ -377,12 +379,11 @@ func (n *Node) status(s link.Status, err error) {
 }
 
 func (n *Node) route(msg *natsgo.Msg) {
-	sub, err := parseSubject(n.opts.prefix, msg.Subject)
+	sub, err := parseSubject(n.prefixDot, msg.Subject)
 	if err != nil || sub.src == n.self || (sub.dst != n.self && sub.dst != (link.Address{Type: n.self.Type, ID: BroadcastID})) {
 		n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "subject %q is not a fabric subject addressed to %s", msg.Subject, n.self))
 		return
 	}
-	peerSession := msg.Header.Get(hdrSession)
 	switch sub.kind {
 	case subjReply:
 		if sub.session != n.session {
@@ -398,19 +399,19 @@ func (n *Node) route(msg *natsgo.Msg) {
 		}
 		c.reply(sub.seq, msg)
 	case subjClose:
-		if to := msg.Header.Get(hdrPeerSession); to != "" && to != n.session {
+		if sub.dstSession != "" && sub.dstSession != n.session {
 			n.dropped.Add(1) // it ends another session's link, not ours
 			return
 		}
-		if c := n.lookup(sub.src, peerSession); c != nil {
+		if c := n.lookup(sub.src, sub.srcSession); c != nil {
 			c.peerClosed()
 		}
 	case subjMessage:
-		if to := msg.Header.Get(hdrPeerSession); to != "" && to != n.session {
+		if sub.dstSession != "" && sub.dstSession != n.session {
 			n.stale(msg)
 			return
 		}
-		c, err := n.connFor(sub.src, peerSession)
+		c, err := n.connFor(sub.src, sub.srcSession)
 		if err != nil {
 			n.refuse(msg, err)
 			return
@@ -517,12 +518,10 @@ func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) 
 	if to.ID != BroadcastID {
 		return fmt.Errorf("nats: %s is not a broadcast address", to)
 	}
-	msg := natsgo.NewMsg(messageSubject(n.opts.prefix, n.self, to, m.Type))
-	msg.Header.Set(hdrSession, n.session)
+	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, to, m.Type, n.session, ""), Data: m.Data}
 	if !m.Origin.IsZero() {
-		msg.Header.Set(hdrOrigin, m.Origin.String())
+		msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
 	}
-	msg.Data = m.Data
 	return n.publish(ctx, msg, m.Type)
 }
 

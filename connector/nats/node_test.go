@@ -285,10 +285,10 @@ func TestDialedPeerRestart(t *testing.T) {
 	}
 }
 
-// A request that names, in Lf-Peer-Session, a session of the receiver
-// other than the current one is refused with session_lost; one that names
-// the current session is answered.
-func TestPeerSessionHeader(t *testing.T) {
+// A request whose subject names a session of the master other than the
+// current one is refused with session_lost (the master restarted); one that
+// names the current session, or none, is answered.
+func TestPeerSession(t *testing.T) {
 	s := runServer(t, 0, nil)
 	master := connect(t, s, masterAddr, newAcceptor(t, nil).option())
 	nc := plainClient(t, s)
@@ -301,10 +301,11 @@ func TestPeerSessionHeader(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			msg := headerMsg("lf.control.bob.master.0.ping", "{}")
+			subject := "lf.control.bob.master.0.ping"
 			if tc.session != "" {
-				msg.Header.Set("Lf-Peer-Session", tc.session)
+				subject += ".aaaaaaaaaaaaaaaa." + tc.session
 			}
+			msg := headerMsg(subject, "{}")
 			resp, err := nc.RequestMsg(msg, prompt)
 			conformance.NoErr(t, err, "request")
 			if got := resp.Header.Get("Lf-Error"); got != tc.wantErr {
@@ -397,7 +398,8 @@ func TestHostileInput(t *testing.T) {
 		{"unknown sender type", "lf.bogus.1.master.0.ping", nil},
 		{"sender id starting with _", "lf.control._x.master.0.ping", nil},
 		{"sender id too long", "lf.control." + strings.Repeat("a", 65) + ".master.0.ping", nil},
-		{"too many tokens", "lf.control.bob.master.0.ping.extra", nil},
+		{"too many tokens", "lf.control.bob.master.0.ping.a.b.c", nil},
+		{"a session token that is not one", "lf.control.bob.master.0.ping.a-b", nil},
 		{"message type starting with _", "lf.control.bob.master.0._secret", nil},
 		{"from itself", "lf.master.0.master.0.ping", nil},
 		{"same endpoint type", "lf.master.1.master.0.ping", nil},
@@ -408,10 +410,12 @@ func TestHostileInput(t *testing.T) {
 		{"reply to no connector", "lf.slave.3.master.0._reply." + sess + ".999.1", nil},
 		{"reply to a broadcast", "lf.slave.3.master._all._reply." + sess + ".1.1", nil},
 		{"close to a broadcast", "lf.slave.3.master._all._close", nil},
-		{"close with extra tokens", "lf.slave.3.master.0._close.x", nil},
+		{"close with extra tokens", "lf.slave.3.master.0._close.a.b.c", nil},
 		{"event with a bad Lf-Origin", "lf.control.mallory.master.0.ping", []string{"Lf-Origin", "nowhere"}},
 		{"event with an Lf-Origin of a bad id", "lf.control.mallory.master.0.ping", []string{"Lf-Origin", "slave/_x"}},
-		{"event to an old session", "lf.control.mallory.master.0.ping", []string{"Lf-Peer-Session", "0123456789abcdef"}},
+		{"event to an old session", "lf.control.mallory.master.0.ping.aaaaaaaaaaaaaaaa.0123456789abcdef", nil},
+		{"broadcast naming a receiver session", "lf.slave.3.master._all.ping.aaaaaaaaaaaaaaaa.0123456789abcdef", nil},
+		{"reply with a zero budget", "lf.slave.3.master.0._reply." + sess + ".1.1.0", nil},
 	}
 	for _, tc := range drops {
 		t.Run("drop/"+tc.name, func(t *testing.T) {
@@ -442,8 +446,8 @@ func TestHostileInput(t *testing.T) {
 		{"Lf-Timeout with a unit", "lf.control.mallory.master.0.ping", []string{"Lf-Timeout", "5s"}, link.CodeInvalidMessage},
 		{"Lf-Timeout over a day", "lf.control.mallory.master.0.ping", []string{"Lf-Timeout", "86400001"}, link.CodeInvalidMessage},
 		{"Lf-Timeout overflowing", "lf.control.mallory.master.0.ping", []string{"Lf-Timeout", "9223372036854775808"}, link.CodeInvalidMessage},
-		{"old Lf-Peer-Session", "lf.control.mallory.master.0.ping", []string{"Lf-Peer-Session", "0123456789abcdef"}, link.CodeSessionLost},
-		{"a session the master's link is not bound to", "lf.slave.3.master.0.ping", []string{"Lf-Session", "fedcba9876543210"}, ""},
+		{"to an old session", "lf.control.mallory.master.0.ping.aaaaaaaaaaaaaaaa.0123456789abcdef", nil, link.CodeSessionLost},
+		{"a session the master's link is not bound to", "lf.slave.3.master.0.ping.fedcba9876543210", nil, ""},
 	}
 	for _, tc := range refusals {
 		t.Run("refuse/"+tc.name, func(t *testing.T) {

@@ -13,15 +13,23 @@ import (
 // then the receiver's, so that from the subject alone the broker can tell
 // who may publish it and who may subscribe to it:
 //
-//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>          a request or an event
-//	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>             an event to every endpoint of dstType
-//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>
-//	                                                             a response (the requester names it)
-//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._close          the sender closed its side
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>[.<srcSession>[.<dstSession>]]
+//	        a request (it has a reply subject) or an event (it has none)
+//	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
+//	        an event for every endpoint of dstType
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>]
+//	        a response, on the reply subject the requester chose
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._close[.<srcSession>[.<dstSession>]]
+//	        the sender closed its side
 //
 // <type> is the message type name ("start_instance", "global_chat:chat").
-// Tokens that start with '_' are the connector's own; ids and message
-// names cannot start with one.
+// The sessions say which run of each endpoint is speaking and to which run
+// of its peer (see Node); a plain client leaves them out. In a reply
+// subject, <session>, <conn> and <id> name the requesting run, connector
+// and request, and <budget> is how many milliseconds the requester waits.
+// Carrying these in the subject rather than in headers spares every
+// receiver the work of parsing headers. Tokens that start with '_' are the
+// connector's own; ids and message names cannot start with one.
 
 // BroadcastID stands for every endpoint of a type in a subject.
 const BroadcastID = "_all"
@@ -41,24 +49,27 @@ const (
 
 // subject is a parsed fabric subject.
 type subject struct {
-	kind      subjectKind
-	src, dst  link.Address // dst.ID is BroadcastID for a broadcast
-	msgType   string       // subjMessage
-	session   string       // subjReply: the requester's session
-	conn, seq uint64       // subjReply: the requester's connector and request id
+	kind       subjectKind
+	src, dst   link.Address // dst.ID is BroadcastID for a broadcast
+	msgType    string       // subjMessage
+	srcSession string       // subjMessage, subjClose: the sender's session, if it said
+	dstSession string       // subjMessage, subjClose: the receiver's session it talks to, if it knows
+	session    string       // subjReply: the requester's session
+	conn, seq  uint64       // subjReply: the requester's connector and request id
+	budget     uint64       // subjReply: milliseconds the requester waits; 0 if it did not say
 }
 
 var errSubject = errors.New("not a fabric subject")
 
-// parseSubject parses a subject of the scheme above. It never panics, and
-// accepts nothing it could not have produced.
-func parseSubject(prefix, s string) (subject, error) {
+// parseSubject parses a subject of the scheme above, after "<prefix>.". It
+// never panics, and accepts nothing it could not have produced.
+func parseSubject(prefixDot, s string) (subject, error) {
 	var sub subject
-	rest, ok := strings.CutPrefix(s, prefix+".")
+	rest, ok := strings.CutPrefix(s, prefixDot)
 	if !ok {
 		return sub, errSubject
 	}
-	var toks [8]string
+	var toks [9]string
 	n := 0
 	for n < len(toks) {
 		tok, more, found := strings.Cut(rest, ".")
@@ -82,7 +93,7 @@ func parseSubject(prefix, s string) (subject, error) {
 	}
 	switch toks[4] {
 	case tokReply:
-		if n != 8 || sub.dst.ID == BroadcastID || toks[5] == "" {
+		if n < 8 || sub.dst.ID == BroadcastID || !validSession(toks[5]) {
 			return sub, errSubject
 		}
 		sub.kind, sub.session = subjReply, toks[5]
@@ -92,18 +103,68 @@ func parseSubject(prefix, s string) (subject, error) {
 		if sub.seq, err = parseNumber(toks[7]); err != nil {
 			return sub, err
 		}
+		if n == 9 {
+			if sub.budget, err = parseNumber(toks[8]); err != nil || sub.budget == 0 {
+				return sub, errSubject
+			}
+		}
 	case tokClose:
-		if n != 5 || sub.dst.ID == BroadcastID {
+		if sub.dst.ID == BroadcastID {
 			return sub, errSubject
 		}
 		sub.kind = subjClose
+		if err := sub.sessions(toks[5:n]); err != nil {
+			return sub, err
+		}
 	default:
-		if n != 5 || toks[4] == "" || toks[4][0] == '_' {
+		if toks[4] == "" || toks[4][0] == '_' {
 			return sub, errSubject
 		}
 		sub.kind, sub.msgType = subjMessage, toks[4]
+		if err := sub.sessions(toks[5:n]); err != nil {
+			return sub, err
+		}
+		if sub.dst.ID == BroadcastID && sub.dstSession != "" {
+			return sub, errSubject // a broadcast goes to every session
+		}
 	}
 	return sub, nil
+}
+
+// sessions takes the optional trailing session tokens.
+func (sub *subject) sessions(toks []string) error {
+	switch len(toks) {
+	case 0:
+		return nil
+	case 2:
+		if !validSession(toks[1]) {
+			return errSubject
+		}
+		sub.dstSession = toks[1]
+		fallthrough
+	case 1:
+		if !validSession(toks[0]) {
+			return errSubject
+		}
+		sub.srcSession = toks[0]
+		return nil
+	}
+	return errSubject
+}
+
+// validSession reports whether s may be a session token: 1 to 32 letters
+// and digits. A Node's own sessions are 16 hex digits.
+func validSession(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseNumber parses a number as replySubject writes it: decimal, with no
@@ -134,15 +195,30 @@ func parseAddress(typ, id string, broadcastOK bool) (link.Address, error) {
 // token renders an address as two subject tokens.
 func token(a link.Address) string { return a.Type.String() + "." + a.ID }
 
-func messageSubject(prefix string, src, dst link.Address, msgType string) string {
-	return prefix + "." + token(src) + "." + token(dst) + "." + msgType
+// withSessions appends the session tokens that are known.
+func withSessions(s, srcSession, dstSession string) string {
+	switch {
+	case srcSession == "":
+		return s
+	case dstSession == "":
+		return s + "." + srcSession
+	}
+	return s + "." + srcSession + "." + dstSession
 }
 
-func replySubject(prefix string, responder, requester link.Address, session string, conn, id uint64) string {
-	return prefix + "." + token(responder) + "." + token(requester) + "." + tokReply + "." +
+func messageSubject(prefix string, src, dst link.Address, msgType, srcSession, dstSession string) string {
+	return withSessions(prefix+"."+token(src)+"."+token(dst)+"."+msgType, srcSession, dstSession)
+}
+
+func replySubject(prefix string, responder, requester link.Address, session string, conn, id, budget uint64) string {
+	s := prefix + "." + token(responder) + "." + token(requester) + "." + tokReply + "." +
 		session + "." + strconv.FormatUint(conn, 10) + "." + strconv.FormatUint(id, 10)
+	if budget > 0 {
+		s += "." + strconv.FormatUint(budget, 10)
+	}
+	return s
 }
 
-func closeSubject(prefix string, src, dst link.Address) string {
-	return prefix + "." + token(src) + "." + token(dst) + "." + tokClose
+func closeSubject(prefix string, src, dst link.Address, srcSession, dstSession string) string {
+	return withSessions(prefix+"."+token(src)+"."+token(dst)+"."+tokClose, srcSession, dstSession)
 }

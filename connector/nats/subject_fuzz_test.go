@@ -46,6 +46,17 @@ var subjectSeeds = []string{
 	"lf.master.0.slave.3.ping\x00",
 	"lf.master.0.slave." + strings.Repeat("a", 64) + ".ping",
 	"lf.master.0.slave." + strings.Repeat("a", 65) + ".ping",
+	"lf.slave.3.master.0.update_instances.0123456789abcdef",
+	"lf.slave.3.master.0.update_instances.0123456789abcdef.fedcba9876543210",
+	"lf.slave.3.master.0.update_instances.0123456789abcdef.fedcba9876543210.x",
+	"lf.slave.3.master.0.update_instances.0123-456789abcdef",
+	"lf.master.0.slave._all.banlist_update.0123456789abcdef",
+	"lf.master.0.slave._all.banlist_update.0123456789abcdef.fedcba9876543210",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.0",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.05",
+	"lf.slave.3.master.0._close.0123456789abcdef.fedcba9876543210",
+	"lf.slave.3.master.0._close.0123456789abcdef." + strings.Repeat("f", 33),
 }
 
 // parseSubject never panics, and what it accepts is a subject the
@@ -56,7 +67,7 @@ func FuzzParseSubject(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, prefix := range []string{"lf", "x.y"} {
-			sub, err := parseSubject(prefix, s)
+			sub, err := parseSubject(prefix+".", s)
 			if err != nil {
 				if !errors.Is(err, errSubject) {
 					t.Errorf("parseSubject(%q, %q): error %v is not errSubject", prefix, s, err)
@@ -77,11 +88,11 @@ func FuzzParseSubject(f *testing.F) {
 				if sub.msgType == "" || sub.msgType[0] == '_' || strings.Contains(sub.msgType, ".") {
 					t.Errorf("parseSubject(%q, %q): message type %q", prefix, s, sub.msgType)
 				}
-				again = messageSubject(prefix, sub.src, sub.dst, sub.msgType)
+				again = messageSubject(prefix, sub.src, sub.dst, sub.msgType, sub.srcSession, sub.dstSession)
 			case subjReply:
-				again = replySubject(prefix, sub.src, sub.dst, sub.session, sub.conn, sub.seq)
+				again = replySubject(prefix, sub.src, sub.dst, sub.session, sub.conn, sub.seq, sub.budget)
 			case subjClose:
-				again = closeSubject(prefix, sub.src, sub.dst)
+				again = closeSubject(prefix, sub.src, sub.dst, sub.srcSession, sub.dstSession)
 			default:
 				t.Fatalf("parseSubject(%q, %q): kind %d", prefix, s, sub.kind)
 			}
@@ -191,9 +202,16 @@ func FuzzRoute(f *testing.F) {
 	nc := offlineConn(f)
 	f.Fuzz(func(t *testing.T, subject, reply, id, timeout, session, peerSession, origin, code, status string, data []byte) {
 		n, conns := fuzzNode(t, nc)
+		// Sessions travel in the subject; a response's in a header.
+		if session != "" && !strings.Contains(subject, "._reply.") {
+			subject += "." + session
+			if peerSession != "" {
+				subject += "." + peerSession
+			}
+		}
 		msg := &natsgo.Msg{Subject: subject, Reply: reply, Header: natsgo.Header{}, Data: data}
 		for k, v := range map[string]string{
-			hdrID: id, hdrTimeout: timeout, hdrSession: session, hdrPeerSession: peerSession,
+			hdrID: id, hdrTimeout: timeout, hdrSession: session,
 			hdrOrigin: origin, hdrError: code, hdrStatus: status,
 		} {
 			if v != "" {
@@ -217,7 +235,7 @@ func FuzzRoute(f *testing.F) {
 		if len(got) > 1 {
 			t.Fatalf("one message delivered %d times", len(got))
 		}
-		sub, perr := parseSubject("lf", subject)
+		sub, perr := parseSubject("lf.", subject)
 		if perr != nil {
 			if dropped != 1 || len(got) != 0 {
 				t.Fatalf("unparsable subject %q: dropped %d, delivered %d; want dropped 1, delivered 0", subject, dropped, len(got))

@@ -77,7 +77,6 @@ func masterHeapPerSlave(ctx context.Context, cfg Config) (float64, float64, erro
 		if msg.Reply != "" {
 			resp := natsgo.NewMsg(msg.Reply)
 			resp.Header.Set("Lf-Session", "fake"+tokenAt(msg.Subject, 4))
-			resp.Header.Set("Lf-Id", msg.Header.Get("Lf-Id"))
 			resp.Data = []byte("{}")
 			_ = nc.PublishMsg(resp)
 			return
@@ -99,11 +98,8 @@ func masterHeapPerSlave(ctx context.Context, cfg Config) (float64, float64, erro
 	before, gBefore := heap()
 	for i := 1; i <= n; i++ {
 		id := strconv.Itoa(i)
-		msg := natsgo.NewMsg("lf.slave." + id + ".master.0.register_slave")
-		msg.Reply = "lf.master.0.slave." + id + "._reply.fake" + id + ".1.1"
-		msg.Header.Set("Lf-Session", "fake"+id)
-		msg.Header.Set("Lf-Id", "1")
-		msg.Header.Set("Lf-Timeout", "30000")
+		msg := natsgo.NewMsg("lf.slave." + id + ".master.0.register_slave.fake" + id)
+		msg.Reply = "lf.master.0.slave." + id + "._reply.fake" + id + ".1.1.30000"
 		msg.Data = []byte(`{"slave_id":` + id + `,"name":"idle-` + id + `","version":"bench","instances":[]}`)
 		if err := nc.PublishMsg(msg); err != nil {
 			return 0, 0, err

@@ -47,6 +47,12 @@ type Conn struct {
 	peerGone  bool // the peer closed or restarted: no close notice to send
 	requests  map[uint64]*outRequest
 	lastSweep time.Time
+	served    map[string]*served // requests taken from the peer, until their deadline
+
+	outMu sync.Mutex // guards out; never held with mu
+	out   outEvents
+	inMu  sync.Mutex // guards in
+	in    inEvents
 }
 
 // outRequest is a request sent and not yet answered, kept so that it can be
@@ -55,7 +61,9 @@ type outRequest struct {
 	msg      *natsgo.Msg
 	first    time.Time
 	deadline time.Time
-	backoff  time.Duration
+	backoff  time.Duration // between no-responders retries
+	lastSent time.Time
+	rto      time.Duration // silence before sending it again
 }
 
 func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) *Conn {
@@ -68,6 +76,8 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		queue:    newQueue(n.opts.peerQueue),
 		done:     make(chan struct{}),
 		requests: map[uint64]*outRequest{},
+		served:   map[string]*served{},
+		out:      outEvents{next: 1, rto: resendFirst, maxPending: n.opts.maxUnacked},
 	}
 	return c
 }
@@ -199,6 +209,9 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 				return
 			}
 			m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
+			if !c.take(msg.Reply, m.Deadline) {
+				return // a copy of a request already taken
+			}
 		} else if v := msg.Header.Get(hdrTimeout); v != "" {
 			ms, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
@@ -218,6 +231,10 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 			m.Origin = origin
 		}
 	}
+	if m.Kind == link.KindEvent && sub.streamSeq > 0 {
+		c.inboundEvent(m, sub.streamSeq, sub.floor)
+		return
+	}
 	if m.Kind == link.KindRequest && !c.n.startRequest() {
 		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
 		return
@@ -226,6 +243,28 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 		c.n.endRequest()
 		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer))
 	}
+}
+
+// take records a request of a fabric requester before it is handled, and
+// reports false for a copy of one taken before, which it answers with the
+// response already given, if there is one yet.
+func (c *Conn) take(reply string, deadline time.Time) bool {
+	key := servedKey(reply)
+	c.mu.Lock()
+	s := c.served[key]
+	if s == nil {
+		// Kept a little past the deadline: the requester stops sending
+		// copies then, but one may still be on its way.
+		c.served[key] = &served{deadline: deadline.Add(time.Second)}
+		c.mu.Unlock()
+		return true
+	}
+	resp := s.resp
+	c.mu.Unlock()
+	if resp != nil {
+		_ = c.n.nc.PublishMsg(resp)
+	}
+	return false
 }
 
 // reply takes the response to request id, or NATS's word that nothing
@@ -323,6 +362,7 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
 	}
 	peerSession := c.session
+	plain := c.bound && c.session == "" // a plain NATS client: no sessions, no stream
 	c.mu.Unlock()
 
 	n := c.n
@@ -354,7 +394,11 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 			msg.Data = []byte(m.Error.Message)
 		}
 	case link.KindEvent:
-		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type, n.session, peerSession)
+		if !plain {
+			return c.sendEvent(ctx, m, peerSession)
+		}
+		// A plain client cannot acknowledge: it gets what NATS delivers.
+		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", "")
 		if !m.Origin.IsZero() {
 			msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
 		}
@@ -362,10 +406,20 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)
 	}
 
-	if m.Kind == link.KindRequest {
+	switch m.Kind {
+	case link.KindRequest:
 		c.track(m.ID, msg, m.Deadline)
+	case link.KindResponse:
+		c.mu.Lock()
+		if s := c.served[servedKey(m.Reply)]; s != nil {
+			s.resp = msg // a copy of the request gets this again
+		}
+		c.mu.Unlock()
 	}
 	if err := n.publish(ctx, msg, m.Type); err != nil {
+		if m.Kind == link.KindRequest && transient(err) {
+			return nil // kept: sent again when the connection is back
+		}
 		if m.Kind == link.KindRequest {
 			c.mu.Lock()
 			delete(c.requests, m.ID)
@@ -385,7 +439,7 @@ func (c *Conn) track(id uint64, msg *natsgo.Msg, deadline time.Time) {
 	if c.requests == nil { // closed meanwhile
 		return
 	}
-	c.requests[id] = &outRequest{msg: msg, first: now, deadline: deadline, backoff: 20 * time.Millisecond}
+	c.requests[id] = &outRequest{msg: msg, first: now, deadline: deadline, backoff: 20 * time.Millisecond, lastSent: now, rto: requestRTO}
 	if now.Sub(c.lastSweep) > time.Second {
 		c.lastSweep = now
 		for rid, r := range c.requests {
@@ -411,7 +465,10 @@ func (c *Conn) status(s link.Status, err error) {
 	if r != nil {
 		r.Status(s, err)
 	}
-	if s == link.StatusClosed {
+	switch s {
+	case link.StatusResumed:
+		c.resendAll() // what the peer or the broker missed meanwhile
+	case link.StatusClosed:
 		_ = c.Close()
 	}
 }

@@ -45,6 +45,8 @@ type Node struct {
 	done      chan struct{}
 	connected chan struct{}   // closed at the first connection
 	noWait    context.Context // already done: Receive must not wait
+	ctx       context.Context // ends when the Node shuts down
+	cancel    context.CancelFunc
 
 	prefixDot     string        // the subject prefix and its dot
 	sessionHeader natsgo.Header // just Lf-Session, shared read-only by responses
@@ -145,6 +147,7 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		bySess:    map[peerKey]*Conn{},
 		dialed:    map[link.Address]*Conn{},
 	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefixDot = o.prefix + "."
 	n.sessionHeader = natsgo.Header{hdrSession: {n.session}}
 	name := o.name
@@ -219,6 +222,8 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		}
 		n.subs = append(n.subs, sub)
 	}
+	n.wg.Add(1)
+	go n.ticker()
 	if nc.IsConnected() {
 		// Make sure the server has the subscriptions before anyone is told
 		// this endpoint is up.
@@ -398,6 +403,14 @@ func (n *Node) route(msg *natsgo.Msg) {
 			return
 		}
 		c.reply(sub.seq, msg)
+	case subjAck:
+		if sub.dstSession != n.session {
+			n.dropped.Add(1) // for an earlier run of this endpoint
+			return
+		}
+		if c := n.lookup(sub.src, sub.srcSession); c != nil {
+			c.acked(sub.ackSeq, sub.gap)
+		}
 	case subjClose:
 		if sub.dstSession != "" && sub.dstSession != n.session {
 			n.dropped.Add(1) // it ends another session's link, not ours
@@ -566,7 +579,7 @@ func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error 
 // drains the connection, flushing what was sent. It returns when the
 // connection has closed. Close is idempotent.
 func (n *Node) Close() error {
-	drainErr := n.finishRequests(n.opts.drainTimeout)
+	drainErr := errors.Join(n.finishRequests(n.opts.drainTimeout), n.finishEvents(n.opts.drainTimeout))
 	n.mu.Lock()
 	conns := make([]*Conn, 0, len(n.byID))
 	for _, c := range n.byID {
@@ -604,8 +617,66 @@ func (n *Node) shutdown() {
 		n.mu.Lock()
 		n.closed = true
 		n.mu.Unlock()
+		n.cancel()
 		n.nc.Close()
 		close(n.done)
 	})
 	n.wg.Wait()
+}
+
+// ticker does, every tick, what each connector has due: acknowledgements,
+// events and requests to send again.
+func (n *Node) ticker() {
+	defer n.wg.Done()
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case now := <-t.C:
+			for _, c := range n.conns() {
+				c.tick(now)
+			}
+		}
+	}
+}
+
+// conns returns the open connectors.
+func (n *Node) conns() []*Conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*Conn, 0, len(n.byID))
+	for _, c := range n.byID {
+		out = append(out, c)
+	}
+	return out
+}
+
+// finishEvents acknowledges what has arrived, then waits, at most d, for
+// the peers to acknowledge what this Node sent.
+func (n *Node) finishEvents(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for _, c := range n.conns() {
+		c.flushAck()
+	}
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	for {
+		left := 0
+		for _, c := range n.conns() {
+			left += c.unacked()
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nats: %s: %d events still unacknowledged after %s", n.self, left, d)
+		}
+		select {
+		case <-t.C:
+		case <-n.done:
+			return nil
+		}
+	}
 }

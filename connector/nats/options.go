@@ -20,6 +20,7 @@ type options struct {
 	accept          AcceptFunc
 	queue           int
 	peerQueue       int
+	maxUnacked      int
 	noRespondersFor time.Duration
 	drainTimeout    time.Duration
 	connectWait     time.Duration
@@ -33,6 +34,7 @@ func defaultOptions() options {
 		logger:          slog.Default(),
 		queue:           65536,
 		peerQueue:       65536,
+		maxUnacked:      65536,
 		noRespondersFor: time.Second,
 		drainTimeout:    5 * time.Second,
 		connectWait:     5 * time.Second,
@@ -146,6 +148,19 @@ func WithQueues(node, perPeer int) Option {
 			return errors.New("nats: queues must hold at least one message")
 		}
 		o.queue, o.peerQueue = node, perPeer
+		return nil
+	}
+}
+
+// WithMaxUnacked sets how many events a connector keeps for want of its
+// peer's acknowledgement. Past that, sending an event waits (until its
+// context ends) for acknowledgements to make room. Defaults to 65536.
+func WithMaxUnacked(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return errors.New("nats: at least one event must be allowed unacknowledged")
+		}
+		o.maxUnacked = n
 		return nil
 	}
 }

@@ -15,18 +15,27 @@ import (
 //
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>[.<srcSession>[.<dstSession>]]
 //	        a request (it has a reply subject) or an event (it has none)
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>.<srcSession>.<dstSession|->.<seq>.<floor>
+//	        an event in the sender's numbered stream to the receiver
 //	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
 //	        an event for every endpoint of dstType
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>]
 //	        a response, on the reply subject the requester chose
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._ack.<srcSession>.<dstSession>.<seq>[.gap]
+//	        the sender has every event of the receiver's stream up to seq
+//	        (and, with gap, lacks the next one)
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._close[.<srcSession>[.<dstSession>]]
 //	        the sender closed its side
 //
 // <type> is the message type name ("start_instance", "global_chat:chat").
 // The sessions say which run of each endpoint is speaking and to which run
-// of its peer (see Node); a plain client leaves them out. In a reply
-// subject, <session>, <conn> and <id> name the requesting run, connector
-// and request, and <budget> is how many milliseconds the requester waits.
+// of its peer (see Node), "-" when it does not know the peer's yet; a plain
+// client leaves them out. An event's <seq> numbers it in its sender's
+// stream to the receiver, from 1, and <floor> is the oldest event the
+// sender still holds for want of an acknowledgement (see stream.go). In a
+// reply subject, <session>, <conn> and <id> name the requesting run,
+// connector and request, and <budget> is how many milliseconds the
+// requester waits.
 // Carrying these in the subject rather than in headers spares every
 // receiver the work of parsing headers. Tokens that start with '_' are the
 // connector's own; ids and message names cannot start with one.
@@ -35,8 +44,11 @@ import (
 const BroadcastID = "_all"
 
 const (
-	tokReply = "_reply"
-	tokClose = "_close"
+	tokReply  = "_reply"
+	tokClose  = "_close"
+	tokAck    = "_ack"
+	tokGap    = "gap"
+	noSession = "-" // in place of a session not yet known
 )
 
 type subjectKind uint8
@@ -45,6 +57,7 @@ const (
 	subjMessage subjectKind = iota + 1
 	subjReply
 	subjClose
+	subjAck
 )
 
 // subject is a parsed fabric subject.
@@ -53,7 +66,11 @@ type subject struct {
 	src, dst   link.Address // dst.ID is BroadcastID for a broadcast
 	msgType    string       // subjMessage
 	srcSession string       // subjMessage, subjClose: the sender's session, if it said
-	dstSession string       // subjMessage, subjClose: the receiver's session it talks to, if it knows
+	dstSession string       // subjMessage, subjClose, subjAck: the receiver's session it talks to, if it knows
+	streamSeq  uint64       // subjMessage: the event's number in its sender's stream; 0 if none
+	floor      uint64       // subjMessage: the oldest event its sender still holds
+	ackSeq     uint64       // subjAck: every event up to this one has arrived
+	gap        bool         // subjAck: and the next one is missing
 	session    string       // subjReply: the requester's session
 	conn, seq  uint64       // subjReply: the requester's connector and request id
 	budget     uint64       // subjReply: milliseconds the requester waits; 0 if it did not say
@@ -116,11 +133,41 @@ func parseSubject(prefixDot, s string) (subject, error) {
 		if err := sub.sessions(toks[5:n]); err != nil {
 			return sub, err
 		}
+	case tokAck:
+		if sub.dst.ID == BroadcastID || (n != 8 && n != 9) || !validSession(toks[5]) || !validSession(toks[6]) {
+			return sub, errSubject
+		}
+		sub.kind, sub.srcSession, sub.dstSession = subjAck, toks[5], toks[6]
+		if sub.ackSeq, err = parseNumber(toks[7]); err != nil {
+			return sub, err
+		}
+		if n == 9 {
+			if toks[8] != tokGap {
+				return sub, errSubject
+			}
+			sub.gap = true
+		}
 	default:
 		if toks[4] == "" || toks[4][0] == '_' {
 			return sub, errSubject
 		}
 		sub.kind, sub.msgType = subjMessage, toks[4]
+		if n == 9 { // an event in a numbered stream
+			if !validSession(toks[5]) || (toks[6] != noSession && !validSession(toks[6])) || sub.dst.ID == BroadcastID {
+				return sub, errSubject
+			}
+			sub.srcSession = toks[5]
+			if toks[6] != noSession {
+				sub.dstSession = toks[6]
+			}
+			if sub.streamSeq, err = parseNumber(toks[7]); err != nil || sub.streamSeq == 0 {
+				return sub, errSubject
+			}
+			if sub.floor, err = parseNumber(toks[8]); err != nil || sub.floor == 0 || sub.floor > sub.streamSeq {
+				return sub, errSubject
+			}
+			break
+		}
 		if err := sub.sessions(toks[5:n]); err != nil {
 			return sub, err
 		}
@@ -215,6 +262,24 @@ func replySubject(prefix string, responder, requester link.Address, session stri
 		session + "." + strconv.FormatUint(conn, 10) + "." + strconv.FormatUint(id, 10)
 	if budget > 0 {
 		s += "." + strconv.FormatUint(budget, 10)
+	}
+	return s
+}
+
+// eventSubject names an event of src's stream to dst.
+func eventSubject(prefix string, src, dst link.Address, msgType, srcSession, dstSession string, seq, floor uint64) string {
+	if dstSession == "" {
+		dstSession = noSession
+	}
+	return prefix + "." + token(src) + "." + token(dst) + "." + msgType + "." + srcSession + "." + dstSession + "." +
+		strconv.FormatUint(seq, 10) + "." + strconv.FormatUint(floor, 10)
+}
+
+// ackSubject tells src's peer dst that src has its events up to seq.
+func ackSubject(prefix string, src, dst link.Address, srcSession, dstSession string, seq uint64, gap bool) string {
+	s := prefix + "." + token(src) + "." + token(dst) + "." + tokAck + "." + srcSession + "." + dstSession + "." + strconv.FormatUint(seq, 10)
+	if gap {
+		s += "." + tokGap
 	}
 	return s
 }

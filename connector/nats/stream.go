@@ -1,0 +1,323 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/linkfabric/linkfabric/link"
+)
+
+// Core NATS delivers at most once: what is published while the receiver
+// is cut off from the broker (a reconnect, a failover) is gone. The
+// connector keeps the link's promise on top of it:
+//
+// Events. Each connector numbers the events it sends (seq 1, 2, 3...) and
+// keeps every one until the peer acknowledges it. The receiver delivers
+// them strictly in order: a duplicate is dropped, and an event that skips
+// ahead is dropped too and answered with a gap acknowledgement, on which
+// the sender sends everything unacknowledged again (go-back-N). The
+// receiver acknowledges cumulatively, every 64 events or within a tick;
+// the sender also sends again what stays unacknowledged too long, and
+// everything at once when the connection comes back. An event's subject
+// carries its sender's floor (the oldest event it still holds), so a
+// receiver that has never heard from this sender knows where the stream
+// starts. So: no loss, no duplicate, one order, for as long as the session
+// lasts.
+//
+// Requests. A request is sent again until its response arrives (with
+// backoff, within its deadline, and at once on reconnecting). The
+// responder remembers every request it has taken, by the requester's
+// session, connector and id, until its deadline has passed: a copy is not
+// handled again, but answered with the response already given, or not at
+// all while the handler runs. So: each request's handler runs once, and
+// every request ends with its response or an error.
+
+const (
+	ackEvery    = 64                     // acknowledge at least this often, in events
+	tickEvery   = 50 * time.Millisecond  // how often acknowledgements and resends are due
+	resendFirst = 500 * time.Millisecond // silence before events are sent again; doubles to resendMax
+	resendMax   = 5 * time.Second
+	gapResend   = 20 * time.Millisecond // at most one go-back-N per this, however many gaps
+	requestRTO  = time.Second           // silence before a request is sent again; doubles
+)
+
+// outEvent is an event sent and not yet acknowledged.
+type outEvent struct {
+	typ    string
+	data   []byte
+	origin link.Address
+}
+
+// outEvents is a connector's numbered stream of events to its peer.
+type outEvents struct {
+	next       uint64     // the number of the next event; the first is 1
+	acked      uint64     // every event up to this one is acknowledged
+	pending    []outEvent // acked+1 .. next-1, in order
+	sentAt     time.Time  // when pending was last sent or acknowledged
+	rto        time.Duration
+	lastGap    time.Time
+	room       chan struct{} // closed when an acknowledgement makes room
+	maxPending int
+}
+
+// inEvents is what a connector knows of its peer's stream.
+type inEvents struct {
+	next      uint64 // the number of the next event expected; 0 until the first
+	ackedSent uint64 // the last number acknowledged
+	ackDue    bool   // something arrived since (a duplicate too)
+	lastGap   time.Time
+}
+
+// served is a request taken from the peer: its response once sent, so that
+// a copy of the request is answered again rather than handled again.
+type served struct {
+	resp     *natsgo.Msg // nil while the handler runs
+	deadline time.Time
+}
+
+// sendEvent numbers an event, keeps it, and publishes it. It waits while
+// too many events are unacknowledged, until ctx ends.
+func (c *Conn) sendEvent(ctx context.Context, m *link.Message, peerSession string) error {
+	c.outMu.Lock()
+	for len(c.out.pending) >= c.out.maxPending {
+		if c.out.room == nil {
+			c.out.room = make(chan struct{})
+		}
+		room := c.out.room
+		c.outMu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return link.Errorf(link.CodeUnavailable, "%s: %s has not acknowledged %d events: %v", m.Type, c.peer, c.out.maxPending, ctx.Err())
+		case <-c.done:
+			return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
+		}
+		c.outMu.Lock()
+	}
+	defer c.outMu.Unlock()
+	seq := c.out.next
+	ev := outEvent{typ: m.Type, data: m.Data, origin: m.Origin}
+	// Published under the lock, so that events go out in their order. If
+	// the connection is failing the event is kept all the same: it goes
+	// out again when the connection is back.
+	if err := c.publishEvent(ctx, seq, ev, peerSession); err != nil && !transient(err) {
+		return err
+	}
+	c.out.next++
+	if len(c.out.pending) == 0 {
+		c.out.sentAt = time.Now()
+	}
+	c.out.pending = append(c.out.pending, ev)
+	return nil
+}
+
+// transient reports whether a publish failed only for want of a
+// connection, so that sending the message again later may succeed.
+func transient(err error) bool {
+	var le *link.Error
+	return errors.As(err, &le) && (le.Code == link.CodeUnavailable || le.Code == link.CodeNotConnected)
+}
+
+// publishEvent publishes event seq. c.outMu must be held.
+func (c *Conn) publishEvent(ctx context.Context, seq uint64, ev outEvent, peerSession string) error {
+	n := c.n
+	msg := &natsgo.Msg{
+		Subject: eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, n.session, peerSession, seq, c.out.acked+1),
+		Data:    ev.data,
+	}
+	if !ev.origin.IsZero() {
+		msg.Header = natsgo.Header{hdrOrigin: {ev.origin.String()}}
+	}
+	return n.publish(ctx, msg, ev.typ)
+}
+
+// resendEvents sends every unacknowledged event again. c.outMu must be held.
+func (c *Conn) resendEvents(now time.Time) {
+	peerSession := c.peerSession()
+	for i, ev := range c.out.pending {
+		if err := c.publishEvent(c.n.ctx, c.out.acked+1+uint64(i), ev, peerSession); err != nil {
+			break // not connected: the next tick or the reconnect tries again
+		}
+	}
+	c.out.sentAt = now
+}
+
+// acked takes the peer's acknowledgement of every event up to upTo, and,
+// with gap, its word that the next one is missing.
+func (c *Conn) acked(upTo uint64, gap bool) {
+	now := time.Now()
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if upTo >= c.out.next {
+		return // acknowledges what was never sent: not from our peer
+	}
+	if upTo > c.out.acked {
+		done := upTo - c.out.acked
+		clear(c.out.pending[:done])
+		c.out.pending = c.out.pending[done:]
+		if len(c.out.pending) == 0 {
+			c.out.pending = nil // give a backlog's memory back
+		}
+		c.out.acked = upTo
+		c.out.sentAt, c.out.rto = now, resendFirst
+		if c.out.room != nil {
+			close(c.out.room)
+			c.out.room = nil
+		}
+	}
+	if gap && len(c.out.pending) > 0 && now.Sub(c.out.lastGap) >= gapResend {
+		c.out.lastGap = now
+		c.resendEvents(now)
+	}
+}
+
+// inboundEvent takes event seq of the peer's stream, delivering it if it
+// is the next one. The routing goroutine calls it, one event at a time.
+func (c *Conn) inboundEvent(m *link.Message, seq, floor uint64) {
+	c.inMu.Lock()
+	if c.in.next == 0 {
+		c.in.next = floor // first contact: the stream starts at the sender's floor
+		c.in.ackedSent = floor - 1
+	}
+	switch {
+	case seq < c.in.next: // a copy: acknowledge again, so the sender lets go
+		c.in.ackDue = true
+		c.inMu.Unlock()
+		return
+	case seq > c.in.next: // one or more lost in transit: ask for them again
+		now := time.Now()
+		sendGap := now.Sub(c.in.lastGap) >= gapResend
+		if sendGap {
+			c.in.lastGap = now
+		}
+		upTo := c.in.next - 1
+		c.inMu.Unlock()
+		if sendGap {
+			c.sendAck(upTo, true)
+		}
+		return
+	}
+	c.in.next++
+	c.in.ackDue = true
+	ackNow := seq-c.in.ackedSent >= ackEvery
+	if ackNow {
+		c.in.ackedSent, c.in.ackDue = seq, false
+	}
+	c.inMu.Unlock()
+	c.enqueue(m)
+	if ackNow {
+		c.sendAck(seq, false)
+	}
+}
+
+// sendAck tells the peer that its events up to upTo have arrived.
+func (c *Conn) sendAck(upTo uint64, gap bool) {
+	peerSession := c.peerSession()
+	if peerSession == "" {
+		return // a plain client has no stream
+	}
+	_ = c.n.nc.Publish(ackSubject(c.n.opts.prefix, c.n.self, c.peer, c.n.session, peerSession, upTo, gap), nil)
+}
+
+// flushAck acknowledges what has arrived since the last acknowledgement.
+func (c *Conn) flushAck() {
+	c.inMu.Lock()
+	if !c.in.ackDue || c.in.next == 0 {
+		c.inMu.Unlock()
+		return
+	}
+	upTo := c.in.next - 1
+	c.in.ackedSent, c.in.ackDue = upTo, false
+	c.inMu.Unlock()
+	c.sendAck(upTo, false)
+}
+
+// tick does what is due: acknowledgements, events and requests to send
+// again, remembered requests to forget.
+func (c *Conn) tick(now time.Time) {
+	c.flushAck()
+
+	c.outMu.Lock()
+	if len(c.out.pending) > 0 && now.Sub(c.out.sentAt) >= c.out.rto {
+		c.resendEvents(now)
+		c.out.rto = min(2*c.out.rto, resendMax)
+	}
+	c.outMu.Unlock()
+
+	c.mu.Lock()
+	var again []uint64
+	for id, r := range c.requests {
+		switch {
+		case now.After(r.deadline):
+			delete(c.requests, id) // the link has given up on it
+		case now.Sub(r.lastSent) >= r.rto:
+			r.lastSent, r.rto = now, 2*r.rto
+			again = append(again, id)
+		}
+	}
+	for key, s := range c.served {
+		if now.After(s.deadline) {
+			delete(c.served, key)
+		}
+	}
+	c.mu.Unlock()
+	for _, id := range again {
+		c.resend(id)
+	}
+}
+
+// resendAll sends every unacknowledged event and unanswered request again,
+// when the connection comes back.
+func (c *Conn) resendAll() {
+	now := time.Now()
+	c.outMu.Lock()
+	if len(c.out.pending) > 0 {
+		c.resendEvents(now)
+	}
+	c.outMu.Unlock()
+	c.mu.Lock()
+	ids := make([]uint64, 0, len(c.requests))
+	for id, r := range c.requests {
+		r.lastSent = now
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	for _, id := range ids {
+		c.resend(id)
+	}
+}
+
+// unacked reports how many events await the peer's acknowledgement.
+func (c *Conn) unacked() int {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return len(c.out.pending)
+}
+
+// Adopt takes over the events old sent and its peer never acknowledged,
+// and sends them on c, in their order, after those c has sent. An endpoint
+// calls it when a new session with the same peer replaces old's (the peer
+// restarted), so that what was sent to the process that went away reaches
+// the one that came back. Requests are not adopted: those pending on old
+// end with link.ErrSessionLost when its link closes.
+func (c *Conn) Adopt(ctx context.Context, old *Conn) error {
+	old.outMu.Lock()
+	events := old.out.pending
+	old.out.pending = nil
+	old.outMu.Unlock()
+	peerSession := c.peerSession()
+	for _, ev := range events {
+		if err := c.sendEvent(ctx, &link.Message{Kind: link.KindEvent, Type: ev.typ, Data: ev.data, Origin: ev.origin}, peerSession); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// servedKey names a request of a fabric requester by its reply subject,
+// less the budget, which changes when the request is sent again.
+func servedKey(reply string) string { return reply[:strings.LastIndexByte(reply, '.')] }

@@ -1,0 +1,240 @@
+package nats_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/linkfabric/linkfabric/internal/conformance"
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// tickLog records the ticks a link received, in order.
+type tickLog struct {
+	mu   sync.Mutex
+	seqs []int
+}
+
+func (l *tickLog) add(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seqs = append(l.seqs, n)
+}
+
+func (l *tickLog) snapshot() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int(nil), l.seqs...)
+}
+
+// exactlyOnceInOrder reports the first way got is not 0, 1, ..., n-1.
+func exactlyOnceInOrder(t *testing.T, got []int, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Errorf("%d events arrived, want %d", len(got), n)
+	}
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("event %d is %d: lost, duplicated or out of order (around %v)", i, v, got[max(0, i-3):min(len(got), i+3)])
+		}
+	}
+}
+
+// Events sent while the broker goes away and comes back all arrive,
+// once each, in order: the ones NATS dropped are sent again.
+func TestEventsSurviveBrokerRestart(t *testing.T) {
+	s1 := runServer(t, 0, nil)
+	p := port(t, s1)
+	var got tickLog
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+			got.add(ev.Seq)
+			return nil
+		})
+	})
+	connect(t, s1, masterAddr, acc.option())
+	slave := connect(t, s1, slaveAddr)
+	a := dial(t, slave, masterAddr, nil)
+	ping(t, a)
+	acc.next(t)
+
+	const n = 3000
+	sent := make(chan error, 1)
+	restartAt := make(chan struct{})
+	go func() {
+		ctx := conformance.Ctx(t, time.Minute)
+		for i := range n {
+			if i == n/3 {
+				close(restartAt)
+			}
+			if err := link.Emit(ctx, a, conformance.Tick, conformance.TickEvent{Seq: i}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	<-restartAt
+	s1.Shutdown()
+	s1.WaitForShutdown()
+	runServer(t, p, nil)
+	conformance.NoErr(t, conformance.Recv(t, sent, time.Minute, "every event sent"), "emit")
+	conformance.WaitFor(t, 30*time.Second, "every event to arrive", func() bool { return len(got.snapshot()) >= n })
+	exactlyOnceInOrder(t, got.snapshot(), n)
+}
+
+// A request whose response the broker lost (the requester was cut off
+// while the handler ran) still ends with its response, and its handler
+// runs once: the request is sent again and answered from memory.
+func TestRequestSurvivesBrokerRestart(t *testing.T) {
+	s1 := runServer(t, 0, nil)
+	p := port(t, s1)
+	var runs atomic.Int32
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, conformance.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
+			runs.Add(1)
+			started <- struct{}{}
+			select {
+			case <-release:
+				return messages.Empty{}, nil
+			case <-ctx.Done():
+				return messages.Empty{}, ctx.Err()
+			}
+		})
+	})
+	connect(t, s1, masterAddr, acc.option())
+	slave := connect(t, s1, slaveAddr)
+	a := dial(t, slave, masterAddr, nil)
+	ping(t, a)
+	acc.next(t)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := link.Request(conformance.Ctx(t, time.Minute), a, conformance.Hold, messages.Empty{})
+		done <- err
+	}()
+	conformance.Recv(t, started, prompt, "the handler to start")
+	s1.Shutdown()
+	s1.WaitForShutdown()
+	close(release) // the response goes nowhere: the broker is down
+	runServer(t, p, nil)
+	conformance.NoErr(t, conformance.Recv(t, done, 30*time.Second, "the request to end"), "the request across the restart")
+	if n := runs.Load(); n != 1 {
+		t.Errorf("the handler ran %d times, want once", n)
+	}
+}
+
+// A copy of a request (as a retransmission makes) is not handled again:
+// it gets the response the first one got.
+func TestRequestCopyAnsweredFromMemory(t *testing.T) {
+	s := runServer(t, 0, nil)
+	var runs atomic.Int32
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+			runs.Add(1)
+			return conformance.EchoResponse{N: r.N, Text: r.Text}, nil
+		})
+	})
+	master := connect(t, s, masterAddr, acc.option())
+	nc := plainClient(t, s)
+	// A fabric requester's reply subject, which the plain client listens on.
+	session := "abcdef0123456789"
+	reply := "lf.master.0.slave.3._reply." + session + ".1.7.5000"
+	sub, err := nc.SubscribeSync("lf.master.0.slave.3._reply." + session + ".>")
+	conformance.NoErr(t, err, "subscribe")
+	conformance.NoErr(t, nc.Flush(), "flush")
+	req := &natsgo.Msg{Subject: "lf.slave.3.master.0.conformance:echo." + session + "." + master.Session(), Reply: reply, Data: []byte(`{"n":5,"text":"x"}`)}
+	var first []byte
+	for i := range 3 {
+		conformance.NoErr(t, nc.PublishMsg(req), "publish")
+		resp, err := sub.NextMsg(prompt)
+		conformance.NoErr(t, err, "response")
+		if resp.Header.Get("Lf-Error") != "" || !strings.Contains(string(resp.Data), `"n":5`) {
+			t.Errorf("copy %d answered %s (%s)", i, resp.Data, resp.Header.Get("Lf-Error"))
+		}
+		if first == nil {
+			first = resp.Data
+		} else if string(resp.Data) != string(first) {
+			t.Errorf("copy %d answered %s, the first %s", i, resp.Data, first)
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("the handler ran %d times for one request, want once", n)
+	}
+}
+
+// An event that arrives twice (a resend after a lost acknowledgement) is
+// delivered once; one that arrives ahead of a lost one waits for it.
+func TestEventCopiesAndGaps(t *testing.T) {
+	s := runServer(t, 0, nil)
+	var got tickLog
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+			got.add(ev.Seq)
+			return nil
+		})
+	})
+	master := connect(t, s, masterAddr, acc.option())
+	nc := plainClient(t, s)
+	session := "abcdef0123456789"
+	acks, err := nc.SubscribeSync("lf.master.0.slave.3._ack.>")
+	conformance.NoErr(t, err, "subscribe")
+	conformance.NoErr(t, nc.Flush(), "flush")
+	event := func(seq, floor, n int) {
+		t.Helper()
+		subject := "lf.slave.3.master.0.conformance:tick." + session + "." + master.Session() + "." + itoa(seq) + "." + itoa(floor)
+		conformance.NoErr(t, nc.Publish(subject, []byte(`{"seq":`+itoa(n)+`}`)), "publish")
+	}
+	event(1, 1, 0)
+	event(1, 1, 0) // a copy
+	event(3, 1, 2) // ahead of 2: refused, and a gap reported
+	gap, err := acks.NextMsg(prompt)
+	conformance.NoErr(t, err, "the gap acknowledgement")
+	if want := "lf.master.0.slave.3._ack." + master.Session() + "." + session + ".1.gap"; gap.Subject != want {
+		t.Errorf("gap acknowledgement %q, want %q", gap.Subject, want)
+	}
+	event(2, 1, 1)
+	event(3, 1, 2)
+	conformance.WaitFor(t, prompt, "three events", func() bool { return len(got.snapshot()) >= 3 })
+	exactlyOnceInOrder(t, got.snapshot(), 3)
+	conformance.WaitFor(t, prompt, "the acknowledgement of all three", func() bool {
+		m, err := acks.NextMsg(10 * time.Millisecond)
+		return err == nil && m.Subject == "lf.master.0.slave.3._ack."+master.Session()+"."+session+".3"
+	})
+}
+
+// Close waits for the peer to acknowledge the events sent, so that a
+// process that exits gracefully loses none.
+func TestCloseWaitsForAcknowledgements(t *testing.T) {
+	s := runServer(t, 0, nil)
+	var got tickLog
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+			got.add(ev.Seq)
+			return nil
+		})
+	})
+	connect(t, s, masterAddr, acc.option())
+	slave := connect(t, s, slaveAddr, lfnats.WithDrainTimeout(10*time.Second))
+	a := dial(t, slave, masterAddr, nil)
+	ping(t, a)
+	acc.next(t)
+	ctx := conformance.Ctx(t, 10*time.Second)
+	for i := range 500 {
+		conformance.NoErr(t, link.Emit(ctx, a, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+	}
+	conformance.NoErr(t, slave.Close(), "close")
+	conformance.WaitFor(t, prompt, "every event", func() bool { return len(got.snapshot()) >= 500 })
+	exactlyOnceInOrder(t, got.snapshot(), 500)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -56,9 +56,15 @@ type TimingConfig struct {
 	// the master.
 	HeartbeatInterval time.Duration `env:"FABRIC_HEARTBEAT_INTERVAL" envDefault:"2s"`
 	// PeerTimeout is how long the master waits without hearing from a slave
-	// before it marks the slave lost, and a slave without an answer from
-	// the master before it registers again.
+	// before it shows the slave as not connected, and a slave without an
+	// answer from the master before it tells its instances the master is
+	// gone.
 	PeerTimeout time.Duration `env:"FABRIC_PEER_TIMEOUT" envDefault:"10s"`
+	// SessionTimeout is how long a session outlives a silent peer: within
+	// it, what was sent meanwhile is delivered when the peer is back
+	// (nothing lost, nothing twice); past it the session is over, pending
+	// requests fail with session_lost, and slaves register again.
+	SessionTimeout time.Duration `env:"FABRIC_SESSION_TIMEOUT" envDefault:"60s"`
 }
 
 // LogConfig says what the endpoint logs and how.
@@ -247,6 +253,7 @@ func (c TimingConfig) validate() []error {
 		{"FABRIC_REQUEST_TIMEOUT", c.RequestTimeout},
 		{"FABRIC_HEARTBEAT_INTERVAL", c.HeartbeatInterval},
 		{"FABRIC_PEER_TIMEOUT", c.PeerTimeout},
+		{"FABRIC_SESSION_TIMEOUT", c.SessionTimeout},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s=%s: want a positive duration such as 10s", d.name, d.v))
@@ -254,6 +261,9 @@ func (c TimingConfig) validate() []error {
 	}
 	if c.HeartbeatInterval > 0 && c.PeerTimeout > 0 && c.PeerTimeout < 2*c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("FABRIC_PEER_TIMEOUT=%s: want at least twice FABRIC_HEARTBEAT_INTERVAL (%s), or every hiccup loses a peer", c.PeerTimeout, c.HeartbeatInterval))
+	}
+	if c.PeerTimeout > 0 && c.SessionTimeout > 0 && c.SessionTimeout < c.PeerTimeout {
+		errs = append(errs, fmt.Errorf("FABRIC_SESSION_TIMEOUT=%s: want at least FABRIC_PEER_TIMEOUT (%s): a session outlives a peer's silence", c.SessionTimeout, c.PeerTimeout))
 	}
 	return errs
 }

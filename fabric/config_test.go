@@ -135,7 +135,7 @@ func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 // defaults its configuration documents.
 func TestConfigDefaults(t *testing.T) {
 	nats := fabric.NATSConfig{Prefix: "lf", PingInterval: 5 * time.Second}
-	timing := fabric.TimingConfig{RequestTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, PeerTimeout: 10 * time.Second}
+	timing := fabric.TimingConfig{RequestTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, PeerTimeout: 10 * time.Second, SessionTimeout: time.Minute}
 	log := fabric.LogConfig{Level: "info", Format: "text"}
 
 	m, err := fabric.LoadMasterConfig([]string{})

@@ -33,13 +33,13 @@ const (
 )
 
 func testTiming() fabric.TimingConfig {
-	return fabric.TimingConfig{RequestTimeout: reqTimeout, HeartbeatInterval: heartbeat, PeerTimeout: peerTimeout}
+	return fabric.TimingConfig{RequestTimeout: reqTimeout, HeartbeatInterval: heartbeat, PeerTimeout: peerTimeout, SessionTimeout: 3 * peerTimeout}
 }
 
 // fastTiming is testTiming with the short peer timeout.
 func fastTiming() fabric.TimingConfig {
 	t := testTiming()
-	t.PeerTimeout = fastPeerTimeout
+	t.PeerTimeout, t.SessionTimeout = fastPeerTimeout, 3*fastPeerTimeout
 	return t
 }
 

@@ -46,10 +46,14 @@ type slaveState struct {
 	id      int64
 	name    string
 	version string
-	link    *link.Link // nil while not connected
+	link    *link.Link // nil while it has no session
+	lost    bool       // silent for the peer timeout; its session lives on
 	since   time.Time
 	watch   liveness
 }
+
+// connected reports whether the slave has a session and is heard from.
+func (s *slaveState) connected() bool { return s != nil && s.link != nil && !s.lost }
 
 type instanceState struct {
 	id      int64
@@ -175,7 +179,7 @@ func (m *Master) registerGauges() {
 		defer m.mu.Unlock()
 		n := 0
 		for _, s := range m.slaves {
-			if s.link != nil {
+			if s.connected() {
 				n++
 			}
 		}
@@ -224,7 +228,7 @@ func (m *Master) Slaves() []messages.SlaveInfo {
 				n++
 			}
 		}
-		out = append(out, messages.SlaveInfo{ID: s.id, Name: s.name, Connected: s.link != nil, Instances: n})
+		out = append(out, messages.SlaveInfo{ID: s.id, Name: s.name, Connected: s.connected(), Instances: n})
 	}
 	slices.SortFunc(out, func(a, b messages.SlaveInfo) int { return cmpInt(a.ID, b.ID) })
 	return out
@@ -240,7 +244,7 @@ func (m *Master) Instances() []messages.InstanceInfo {
 		switch s := m.slaves[i.slaveID]; {
 		case i.slaveID == 0:
 			info.Status = messages.StatusUnassigned
-		case s == nil || s.link == nil:
+		case !s.connected():
 			info.Status = messages.StatusUnknown
 		}
 		out = append(out, info)
@@ -397,7 +401,7 @@ func (m *Master) register(ctx context.Context, l *link.Link, id int64, r message
 		s = &slaveState{id: id}
 		m.slaves[id] = s
 	}
-	s.name, s.version, s.link, s.since = r.Name, r.Version, l, time.Now()
+	s.name, s.version, s.link, s.since, s.lost = r.Name, r.Version, l, time.Now(), false
 	s.watch = liveness{}
 	m.setInstancesLocked(id, r.Instances)
 	m.log.Info("slave registered", "slave", id, "name", r.Name, "instances", len(r.Instances))
@@ -545,7 +549,7 @@ func (m *Master) assignInstance(ctx context.Context, a messages.Assignment) (mes
 	case i.slaveID == a.SlaveID:
 	case i.slaveID != 0:
 		err = link.Errorf(CodeConflict, "instance %d is assigned to slave %d already", a.InstanceID, i.slaveID)
-	case s == nil || s.link == nil:
+	case !s.connected():
 		err = link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
 	default:
 		name, sl = i.name, s.link
@@ -604,7 +608,7 @@ func (m *Master) slaveFor(instanceID int64) (*link.Link, error) {
 		return nil, link.Errorf(CodeInstanceNotAssigned, "instance %d (%s) is not assigned to a slave", instanceID, i.name)
 	}
 	s := m.slaves[i.slaveID]
-	if s == nil || s.link == nil {
+	if !s.connected() {
 		return nil, link.Errorf(CodeSlaveNotConnected, "slave %d, which hosts instance %d (%s), is not connected", i.slaveID, instanceID, i.name)
 	}
 	return s.link, nil
@@ -683,13 +687,26 @@ func (m *Master) watchPeers() {
 			var dead []*link.Link
 			m.mu.Lock()
 			for _, s := range m.slaves {
-				if s.link != nil && s.watch.quietFor(s.link, now) > m.cfg.Timing.PeerTimeout {
-					m.log.Warn("slave lost: no heartbeat", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.PeerTimeout)
+				if s.link == nil {
+					continue
+				}
+				quiet := s.watch.quietFor(s.link, now)
+				switch {
+				case quiet > m.cfg.Timing.SessionTimeout:
+					m.log.Warn("slave session expired", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.SessionTimeout)
 					dead = append(dead, s.link)
+				case quiet > m.cfg.Timing.PeerTimeout && !s.lost:
+					// Shown as gone; the session is kept, and what is sent to
+					// the slave meanwhile reaches it if it comes back in time.
+					s.lost = true
+					m.log.Warn("slave lost: no heartbeat", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.PeerTimeout)
+				case quiet <= m.cfg.Timing.PeerTimeout && s.lost:
+					s.lost = false
+					m.log.Info("slave back within its session", "slave", s.id, "name", s.name)
 				}
 			}
 			for l, st := range m.controls {
-				if st.watch.quietFor(l, now) > m.cfg.Timing.PeerTimeout {
+				if st.watch.quietFor(l, now) > m.cfg.Timing.SessionTimeout {
 					dead = append(dead, l)
 				}
 			}

@@ -39,11 +39,22 @@ type Slave struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	mu        sync.Mutex
-	closing   bool
-	master    *link.Link // nil while not registered
-	instances map[int64]*hosted
+	mu         sync.Mutex
+	closing    bool
+	master     *link.Link   // nil while not registered
+	masterConn *lfnats.Conn // master's connector
+	instances  map[int64]*hosted
+	// While the slave has no session with a master, what its instances send
+	// the master waits here, and in the connector of the session that ended
+	// (events it never had acknowledged), for the next session, for up to
+	// the session timeout.
+	outbox       []*link.Message
+	lastConn     *lfnats.Conn
+	masterLostAt time.Time
 }
+
+// maxOutbox bounds the events kept for a master that is away.
+const maxOutbox = 65536
 
 // hosted is one instance of the slave; toInstance is set while it runs.
 type hosted struct {
@@ -256,20 +267,37 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 		_ = l.Close()
 		return nil, err
 	}
+	// What the previous session never delivered goes first, then what
+	// waited for this one; the instances' events wait behind the lock.
 	s.mu.Lock()
-	s.master = l
+	held := s.outbox
+	if old := s.lastConn; old != nil && time.Since(s.masterLostAt) <= s.cfg.Timing.SessionTimeout {
+		if err := c.Adopt(ctx, old); err != nil {
+			s.log.Warn("events of the previous session not passed on", "error", err)
+		}
+	}
+	for _, ev := range held {
+		if err := l.ForwardEvent(ctx, ev); err != nil {
+			s.log.Warn("an event kept for the master not passed on", "type", ev.Type, "error", err)
+		}
+	}
+	s.master, s.masterConn, s.lastConn, s.outbox = l, c, nil, nil
 	s.mu.Unlock()
-	s.log.Info("registered with the master", "instances", len(reg.Instances))
+	s.log.Info("registered with the master", "instances", len(reg.Instances), "events passed on", len(held))
 	s.tellInstances("connect")
 	return l, nil
 }
 
 // serve pings the master every heartbeat until the link ends, and ends it
 // if the master has not answered for the peer timeout.
+// serve pings the master every heartbeat until the link ends. A master
+// silent for the peer timeout is reported to the instances as gone; one
+// silent for the session timeout ends the session.
 func (s *Slave) serve(l *link.Link) {
 	t := time.NewTicker(s.cfg.Timing.HeartbeatInterval)
 	defer t.Stop()
 	lastOK := time.Now()
+	silent := false
 	for {
 		select {
 		case <-s.stop:
@@ -281,13 +309,21 @@ func (s *Slave) serve(l *link.Link) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.HeartbeatInterval)
 			_, err := link.Request(ctx, l, messages.Ping, messages.Empty{})
 			cancel()
-			if err == nil {
+			switch quiet := time.Since(lastOK); {
+			case err == nil:
 				lastOK = time.Now()
-				continue
-			}
-			if time.Since(lastOK) > s.cfg.Timing.PeerTimeout {
-				s.log.Warn("master lost: no answer to heartbeats", "timeout", s.cfg.Timing.PeerTimeout, "error", err)
+				if silent {
+					silent = false
+					s.log.Info("master answering again, within the session")
+					s.tellInstances("resume")
+				}
+			case quiet > s.cfg.Timing.SessionTimeout:
+				s.log.Warn("master session expired: no answer to heartbeats", "timeout", s.cfg.Timing.SessionTimeout, "error", err)
 				_ = l.Close()
+			case quiet > s.cfg.Timing.PeerTimeout && !silent:
+				silent = true
+				s.log.Warn("master lost: no answer to heartbeats; keeping the session", "timeout", s.cfg.Timing.PeerTimeout, "error", err)
+				s.tellInstances("drop")
 			}
 		}
 	}
@@ -297,7 +333,8 @@ func (s *Slave) lostMaster(l *link.Link, why string) {
 	s.mu.Lock()
 	was := s.master == l
 	if was {
-		s.master = nil
+		s.master, s.lastConn, s.masterConn = nil, s.masterConn, nil
+		s.masterLostAt = time.Now()
 	}
 	closing := s.closing
 	s.mu.Unlock()
@@ -440,12 +477,43 @@ func (s *Slave) hosts(a link.Address) bool {
 	return ok
 }
 
+// toMaster passes an event on to the master, or keeps it for the next
+// session while there is none.
 func (s *Slave) toMaster(ctx context.Context, ev *link.Message) error {
-	master, err := s.masterLink()
-	if err != nil {
+	s.mu.Lock()
+	master := s.master
+	if master == nil {
+		err := s.holdLocked(ev)
+		s.mu.Unlock()
 		return err
 	}
-	return master.ForwardEvent(ctx, ev)
+	s.mu.Unlock()
+	err := master.ForwardEvent(ctx, ev)
+	if errors.Is(err, link.ErrSessionLost) { // the session ended under it
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.master == nil || s.master == master {
+			// The next session takes it, after what the ended one owed.
+			return s.holdLocked(ev)
+		}
+		return s.master.ForwardEvent(ctx, ev)
+	}
+	return err
+}
+
+// holdLocked keeps an event for the master's next session. s.mu must be
+// held.
+func (s *Slave) holdLocked(ev *link.Message) error {
+	if !s.masterLostAt.IsZero() && time.Since(s.masterLostAt) > s.cfg.Timing.SessionTimeout {
+		// The session is over: what it owed the master is given up.
+		s.outbox, s.lastConn = nil, nil
+		return link.Errorf(link.CodeSessionLost, "slave %d has had no master for longer than the session timeout (%s)", s.cfg.ID, s.cfg.Timing.SessionTimeout)
+	}
+	if len(s.outbox) >= maxOutbox {
+		return link.Errorf(link.CodeUnavailable, "slave %d holds %d events for a master that is away", s.cfg.ID, maxOutbox)
+	}
+	s.outbox = append(s.outbox, &link.Message{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	return nil
 }
 
 // broadcast passes an event to every running instance but except.
@@ -588,11 +656,11 @@ func (s *Slave) relayStatus(ctx context.Context, id int64, status string, ev *me
 		h.status = status
 	}
 	s.mu.Unlock()
-	master, err := s.masterLink()
+	data, err := ev.Encode(messages.InstanceRef{InstanceID: id})
 	if err != nil {
 		return err
 	}
-	return link.Emit(ctx, master, ev, messages.InstanceRef{InstanceID: id})
+	return s.toMaster(ctx, &link.Message{Kind: link.KindEvent, Type: ev.Name(), Data: data})
 }
 
 // retire closes the link of an instance that has stopped, once what it

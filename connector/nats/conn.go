@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,6 +195,13 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 			c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "requests cannot be broadcast"))
 			return
 		}
+		if !c.repliesTo(msg.Reply) {
+			// Answering would make this endpoint publish, with its own
+			// rights, on a subject the requester chose: refuse to be used.
+			c.n.dropped.Add(1)
+			c.n.opts.logger.Warn("request with a reply subject that is not the requester's; dropped", "node", c.n.self.String(), "peer", c.peer.String(), "reply", msg.Reply)
+			return
+		}
 		m.Kind, m.Reply = link.KindRequest, msg.Reply
 		if v := msg.Header.Get(hdrID); v != "" {
 			id, err := strconv.ParseUint(v, 10, 64)
@@ -243,6 +251,16 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 		c.n.endRequest()
 		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer))
 	}
+}
+
+// repliesTo reports whether reply is a subject the peer may have answers
+// sent to: its reply subjects under this endpoint's address, its own
+// nats.go inbox prefix, or a plain client's default inbox.
+func (c *Conn) repliesTo(reply string) bool {
+	n := c.n
+	return strings.HasPrefix(reply, n.prefixDot+token(n.self)+"."+token(c.peer)+"."+tokReply+".") ||
+		strings.HasPrefix(reply, n.prefixDot+"_inbox."+token(c.peer)+".") ||
+		strings.HasPrefix(reply, "_INBOX.")
 }
 
 // take records a request of a fabric requester before it is handled, and
@@ -508,6 +526,9 @@ func (c *Conn) Close() error {
 	close(c.done)
 	c.n.forget(c)
 	if notify {
+		// Acknowledge what arrived first, so that the peer does not send
+		// it again to whoever takes this session over.
+		c.flushAck()
 		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.n.session, peerSession), nil)
 	}
 	return nil

@@ -511,6 +511,18 @@ func (n *Node) refuse(msg *natsgo.Msg, e *link.Error) {
 	if msg.Reply == "" || strings.Contains(msg.Subject, "."+tokReply+".") {
 		return
 	}
+	// Answer only on a subject the sender owns (see Conn.repliesTo); a
+	// sender the subject does not name gets an answer only on a plain
+	// inbox.
+	owner := ""
+	if sub, err := parseSubject(n.prefixDot, msg.Subject); err == nil {
+		owner = token(sub.src)
+	}
+	if !strings.HasPrefix(msg.Reply, "_INBOX.") && (owner == "" ||
+		(!strings.HasPrefix(msg.Reply, n.prefixDot+token(n.self)+"."+owner+"."+tokReply+".") &&
+			!strings.HasPrefix(msg.Reply, n.prefixDot+"_inbox."+owner+"."))) {
+		return
+	}
 	resp := natsgo.NewMsg(msg.Reply)
 	resp.Header.Set(hdrSession, n.session)
 	if id := msg.Header.Get(hdrID); id != "" {

@@ -142,7 +142,7 @@ func (a *announcer) reached(r int64) {
 }
 
 func timing() fabric.TimingConfig {
-	return fabric.TimingConfig{RequestTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, PeerTimeout: time.Hour}
+	return fabric.TimingConfig{RequestTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, PeerTimeout: time.Hour, SessionTimeout: time.Hour}
 }
 
 func natsConfig(url string) fabric.NATSConfig {

@@ -66,6 +66,13 @@ type Connector interface {
 	// sent; an *Error tells why in terms the requester understands
 	// (CodeNotConnected, CodeTooLarge, CodeSessionLost).
 	Send(ctx context.Context, m *Message) error
+	// Flush waits, at most until ctx ends, until the peer has everything
+	// sent so far, as far as the connector can know: one that keeps
+	// messages until the peer acknowledges them waits for the
+	// acknowledgements; one that delivers at once returns at once. A
+	// graceful disconnect flushes before it closes, so that nothing sent
+	// is left behind.
+	Flush(ctx context.Context) error
 	// Close releases the transport. The peer's connector reports
 	// StatusClosed to its link. Close is idempotent.
 	Close() error

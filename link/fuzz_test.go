@@ -29,6 +29,8 @@ func (c *fakeConn) Start(r link.Receiver) error {
 	return nil
 }
 
+func (c *fakeConn) Flush(context.Context) error { return nil }
+
 func (c *fakeConn) Send(_ context.Context, m *link.Message) error {
 	c.mu.Lock()
 	c.sent = append(c.sent, m)

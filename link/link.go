@@ -682,7 +682,8 @@ func (l *Link) prepareDisconnect(ctx context.Context, _ *Message) ([]byte, error
 // Disconnect closes the link gracefully: it refuses new outbound requests,
 // tells the peer (prepare_disconnect, where the link has it) so that the
 // peer stops sending requests too, waits until the requests and events in
-// flight both ways have ended, then closes. ctx bounds the wait; when it
+// flight both ways have ended and the connector has the peer's word for
+// everything sent (Connector.Flush), then closes. ctx bounds the wait; when it
 // ends first the link closes anyway and the error says so.
 func (l *Link) Disconnect(ctx context.Context) error {
 	l.mu.Lock()
@@ -712,6 +713,9 @@ func (l *Link) Disconnect(ctx context.Context) error {
 	}
 	if err := l.waitIdle(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if err := l.conn.Flush(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("events not acknowledged: %w", err))
 	}
 	errs = append(errs, l.Close())
 	if err := errors.Join(errs...); err != nil {

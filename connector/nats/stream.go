@@ -291,6 +291,31 @@ func (c *Conn) resendAll() {
 	}
 }
 
+// Flush waits until the peer has acknowledged every event sent, or ctx
+// ends, or the connector closes.
+func (c *Conn) Flush(ctx context.Context) error {
+	for {
+		c.outMu.Lock()
+		if len(c.out.pending) == 0 {
+			c.outMu.Unlock()
+			return nil
+		}
+		if c.out.room == nil {
+			c.out.room = make(chan struct{})
+		}
+		progress := c.out.room // closed by the next acknowledgement
+		left := len(c.out.pending)
+		c.outMu.Unlock()
+		select {
+		case <-progress:
+		case <-c.done:
+			return link.Errorf(link.CodeSessionLost, "connector to %s closed with %d events unacknowledged", c.peer, left)
+		case <-ctx.Done():
+			return link.Errorf(link.CodeTimeout, "%s has not acknowledged %d events: %v", c.peer, left, ctx.Err())
+		}
+	}
+}
+
 // unacked reports how many events await the peer's acknowledgement.
 func (c *Conn) unacked() int {
 	c.outMu.Lock()

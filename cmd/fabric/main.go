@@ -63,6 +63,8 @@ Commands:
   slave      run a slave
   ctl        control a running cluster (fabric ctl --help)
   messages   list the message catalog
+  nats-config
+             print nats-server users and permissions, one per endpoint
   bench      measure the fabric against raw NATS
   version    print the version
 
@@ -91,6 +93,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 		err = a.ctl(ctx, rest)
 	case "messages":
 		err = a.messages(rest)
+	case "nats-config":
+		err = a.natsConfig(rest)
 	case "bench":
 		err = a.bench(ctx, rest)
 	case "version":

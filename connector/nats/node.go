@@ -3,9 +3,12 @@ package nats
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,8 +53,8 @@ type Node struct {
 
 	prefixDot     string        // the subject prefix and its dot
 	sessionHeader natsgo.Header // just Lf-Session, shared read-only by responses
-	closeOnce    sync.Once
-	wg           sync.WaitGroup
+	closeOnce     sync.Once
+	wg            sync.WaitGroup
 
 	mu       sync.Mutex
 	closed   bool
@@ -60,6 +63,7 @@ type Node struct {
 	bySess   map[peerKey]*Conn      // connectors bound to a peer session
 	dialed   map[link.Address]*Conn // the connector Dial made for each peer
 
+	starting   atomic.Bool           // Connect has not returned yet
 	dropped    atomic.Uint64         // inbound messages dropped: malformed, full queues, refused
 	connectErr atomic.Pointer[error] // why the last attempt to connect failed
 
@@ -155,6 +159,9 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		name = "linkfabric " + self.String()
 	}
 	connected := n.connected
+	refused := make(chan error, 1) // why the server will never take us, while starting
+	n.starting.Store(true)
+	defer n.starting.Store(false)
 	var connectedOnce sync.Once
 	closed := make(chan struct{})
 	natsOpts := append(append([]natsgo.Option{}, o.natsOpts...),
@@ -188,8 +195,15 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 			n.status(link.StatusClosed, nc.LastError())
 		}),
 		natsgo.ReconnectErrHandler(func(_ *natsgo.Conn, err error) {
-			if err != nil {
-				n.connectErr.Store(&err)
+			if err == nil {
+				return
+			}
+			n.connectErr.Store(&err)
+			if fatal := startError(err); fatal != nil && n.starting.Load() {
+				select {
+				case refused <- fatal:
+				default:
+				}
 			}
 		}),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
@@ -226,8 +240,12 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 	go n.ticker()
 	if nc.IsConnected() {
 		// Make sure the server has the subscriptions before anyone is told
-		// this endpoint is up.
+		// this endpoint is up, and has not refused them.
 		_ = nc.FlushTimeout(o.connectWait)
+		if err := nc.LastError(); errors.Is(err, natsgo.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
+			n.shutdown()
+			return nil, fmt.Errorf("nats: %s: the server does not let these credentials receive what is addressed to %s (do FABRIC_SLAVE_ID or FABRIC_CONTROL_USER match the credentials?): %w", self, self, err)
+		}
 	}
 
 	wait := time.NewTimer(o.connectWait)
@@ -238,6 +256,9 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		err := nc.LastError()
 		n.shutdown()
 		return nil, fmt.Errorf("nats: connect %s: %w", self, cmpErr(authError(err), err))
+	case err := <-refused:
+		n.shutdown()
+		return nil, fmt.Errorf("nats: connect %s: %w", self, err)
 	case <-ctx.Done():
 		n.shutdown()
 		return nil, fmt.Errorf("nats: connect %s: %w", self, ctx.Err())
@@ -261,6 +282,29 @@ func authError(err error) error {
 		errors.Is(err, natsgo.ErrAuthRevoked) || errors.Is(err, natsgo.ErrAccountAuthExpired) ||
 		strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
 		return fmt.Errorf("nats: the server refused the credentials: %w", err)
+	}
+	return nil
+}
+
+// startError returns a clear error if err is the server refusing this
+// endpoint for good (its credentials or its certificate), which retrying
+// will not mend, and nil otherwise.
+func startError(err error) error {
+	if e := authError(err); e != nil {
+		return e
+	}
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return fmt.Errorf("TLS: the server's certificate is not trusted (FABRIC_NATS_TLS_CA_FILE must name the CA that signs it): %w", err)
+	case errors.Is(err, natsgo.ErrSecureConnRequired), errors.Is(err, natsgo.ErrSecureConnWanted):
+		return fmt.Errorf("TLS: the server and this endpoint disagree on TLS (FABRIC_NATS_TLS_*, tls:// URLs): %w", err)
+	case errors.Is(err, natsgo.ErrTLS), errors.As(err, &op) && op.Op == "remote error":
+		return fmt.Errorf("TLS: the server refused the connection: check the client certificate (FABRIC_NATS_TLS_CERT_FILE, FABRIC_NATS_TLS_KEY_FILE) and the CA (FABRIC_NATS_TLS_CA_FILE): %w", err)
 	}
 	return nil
 }

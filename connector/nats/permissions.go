@@ -1,0 +1,111 @@
+package nats
+
+import (
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// What a broker should let each endpoint do. Every subject names its
+// sender first and its receiver second (see subject.go), so one allow-list
+// per identity is enough for the broker to enforce who speaks as whom and
+// who reads what:
+//
+//	master 0    publish   <p>.master.0.<peerType>.*.>   for each peer type it has links with
+//	            publish   <p>._inbox.<peerType>.*.>     for each peer type that sends it requests
+//	            subscribe <p>.*.*.master.0.>, <p>.*.*.master._all.>, <p>._inbox.master.0.>
+//	slave N     publish   <p>.slave.N.master.0.>
+//	            subscribe <p>.*.*.slave.N.>, <p>.*.*.slave._all.>, <p>._inbox.slave.N.>
+//	control U   publish   <p>.control.U.master.0.>
+//	            subscribe <p>.*.*.control.U.>, <p>.*.*.control._all.>, <p>._inbox.control.U.>
+//	instance    nothing: instances never touch the broker
+//
+// Publishing covers the endpoint's requests and events, its broadcasts
+// (the id "_all" matches "*"), the responses it sends on the reply
+// subjects its peers chose (<p>.<responder>.<requester>._reply...,
+// inside the responder's own space) and its close notices. The master may
+// also answer a plain NATS client that acts as a slave or a control on
+// that identity's inbox (<p>._inbox.<type>.<id>..., the prefix each
+// identity's nats.go uses): no one needs allow_responses.
+//
+// Subscribing covers exactly what a Node subscribes to: everything
+// addressed to the endpoint, from any sender (the publish lists make sure
+// only its peers can send there), broadcasts to its type, and its own
+// inbox. No identity may subscribe to _INBOX.> or to another identity's
+// subjects, so no one reads another's traffic or replies.
+
+// Permissions returns the subjects that the NATS user of the endpoint self
+// may publish and subscribe to, in a cluster whose subjects start with
+// prefix and whose messages catalog describes. The peer types come from
+// the catalog: self has a link with every endpoint type that the catalog
+// has messages for in either direction, except instances, which a slave
+// carries in-process. The master's id is 0, so a link to the master is
+// published as <p>.<self>.master.0.>; links to other types name any id.
+//
+// An instance, or an address of no known type, gets nil lists: it must
+// not connect at all.
+func Permissions(catalog *messages.Catalog, prefix string, self link.Address) (publish, subscribe []string) {
+	if !self.Type.Valid() || self.Type == messages.Instance {
+		return nil, nil
+	}
+	me := token(self)
+	for _, peer := range Peers(catalog, self.Type) {
+		id := "*"
+		if peer == messages.Master {
+			id = link.MasterAddress.ID
+		}
+		publish = append(publish, prefix+"."+me+"."+peer.String()+"."+id+".>")
+	}
+	for _, peer := range Peers(catalog, self.Type) {
+		if peer != messages.Master && sendsRequests(catalog, peer, self.Type) {
+			publish = append(publish, InboxPrefix(prefix, link.Address{Type: peer, ID: "*"})+".>")
+		}
+	}
+	subscribe = []string{
+		prefix + ".*.*." + me + ".>",
+		prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
+		InboxPrefix(prefix, self) + ".>",
+	}
+	return publish, subscribe
+}
+
+// Peers returns the endpoint types that an endpoint of type self exchanges
+// messages with over NATS, according to catalog, in the order of
+// messages.Endpoints: every type with messages in the catalog from self to
+// it or from it to self, except instances (their links never leave a
+// slave's process) and self's own type.
+func Peers(catalog *messages.Catalog, self messages.Endpoint) []messages.Endpoint {
+	if self == messages.Instance {
+		return nil
+	}
+	var out []messages.Endpoint
+	for _, peer := range messages.Endpoints() {
+		if peer == self || peer == messages.Instance {
+			continue
+		}
+		if len(catalog.On(messages.Direction{Source: self, Target: peer})) > 0 ||
+			len(catalog.On(messages.Direction{Source: peer, Target: self})) > 0 {
+			out = append(out, peer)
+		}
+	}
+	return out
+}
+
+// sendsRequests reports whether the catalog has requests from one endpoint
+// type to another.
+func sendsRequests(catalog *messages.Catalog, from, to messages.Endpoint) bool {
+	for _, d := range catalog.On(messages.Direction{Source: from, Target: to}) {
+		if d.Kind() == messages.KindRequest {
+			return true
+		}
+	}
+	return false
+}
+
+// InboxPrefix returns the prefix of the nats.go inboxes of the endpoint
+// self (nats.CustomInboxPrefix): <prefix>._inbox.<type>.<id>. A Node uses
+// it; a plain NATS client acting as an endpoint must use it too (the nats
+// CLI's --inbox-prefix), since a broker configured by Permissions lets no
+// one subscribe to the default _INBOX.>.
+func InboxPrefix(prefix string, self link.Address) string {
+	return prefix + "._inbox." + token(self)
+}

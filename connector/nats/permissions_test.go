@@ -1,0 +1,238 @@
+package nats_test
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+func TestPermissions(t *testing.T) {
+	core, err := messages.NewCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A plugin that opens a link the core catalog does not have: slaves
+	// tell controls something directly.
+	notice := messages.MustEvent[messages.Empty](messages.Spec{Name: "notices:notice", Links: []string{"slave-control"}})
+	withPlugin, err := messages.NewCatalog(messages.Plugin{Name: "notices", Messages: []messages.Message{notice}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave7 := link.Address{Type: messages.Slave, ID: "7"}
+	alice := link.Address{Type: messages.Control, ID: "alice"}
+	tests := []struct {
+		name          string
+		catalog       *messages.Catalog
+		prefix        string
+		self          link.Address
+		pub, sub      []string
+		wantNilLists  bool
+		wantPeerTypes []messages.Endpoint
+	}{
+		{
+			name: "master", catalog: core, prefix: "lf", self: link.MasterAddress,
+			pub: []string{"lf.master.0.slave.*.>", "lf.master.0.control.*.>", "lf._inbox.slave.*.>", "lf._inbox.control.*.>"},
+			sub: []string{"lf.*.*.master.0.>", "lf.*.*.master._all.>", "lf._inbox.master.0.>"},
+		},
+		{
+			name: "slave", catalog: core, prefix: "lf", self: slave7,
+			pub: []string{"lf.slave.7.master.0.>"},
+			sub: []string{"lf.*.*.slave.7.>", "lf.*.*.slave._all.>", "lf._inbox.slave.7.>"},
+		},
+		{
+			name: "control", catalog: core, prefix: "lf", self: alice,
+			pub: []string{"lf.control.alice.master.0.>"},
+			sub: []string{"lf.*.*.control.alice.>", "lf.*.*.control._all.>", "lf._inbox.control.alice.>"},
+		},
+		{
+			name: "instance", catalog: core, prefix: "lf", self: link.Address{Type: messages.Instance, ID: "101"},
+			wantNilLists: true,
+		},
+		{
+			name: "no type", catalog: core, prefix: "lf", self: link.Address{ID: "x"},
+			wantNilLists: true,
+		},
+		{
+			name: "slave, other prefix", catalog: core, prefix: "acme.lf", self: slave7,
+			pub: []string{"acme.lf.slave.7.master.0.>"},
+			sub: []string{"acme.lf.*.*.slave.7.>", "acme.lf.*.*.slave._all.>", "acme.lf._inbox.slave.7.>"},
+		},
+		{
+			name: "slave, plugin with a slave-control link", catalog: withPlugin, prefix: "lf", self: slave7,
+			pub: []string{"lf.slave.7.master.0.>", "lf.slave.7.control.*.>"},
+			sub: []string{"lf.*.*.slave.7.>", "lf.*.*.slave._all.>", "lf._inbox.slave.7.>"},
+		},
+		{
+			// The control receives only events from slaves, so it answers
+			// no plain client's requests; it still sends close notices.
+			name: "control, plugin with a slave-control link", catalog: withPlugin, prefix: "lf", self: alice,
+			pub: []string{"lf.control.alice.master.0.>", "lf.control.alice.slave.*.>"},
+			sub: []string{"lf.*.*.control.alice.>", "lf.*.*.control._all.>", "lf._inbox.control.alice.>"},
+		},
+		{
+			name: "master, plugin with a slave-control link", catalog: withPlugin, prefix: "lf", self: link.MasterAddress,
+			pub: []string{"lf.master.0.slave.*.>", "lf.master.0.control.*.>", "lf._inbox.slave.*.>", "lf._inbox.control.*.>"},
+			sub: []string{"lf.*.*.master.0.>", "lf.*.*.master._all.>", "lf._inbox.master.0.>"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pub, sub := lfnats.Permissions(tc.catalog, tc.prefix, tc.self)
+			if tc.wantNilLists {
+				if pub != nil || sub != nil {
+					t.Fatalf("Permissions = %q, %q; want nothing", pub, sub)
+				}
+				return
+			}
+			if !slices.Equal(pub, tc.pub) {
+				t.Errorf("publish = %q\nwant      %q", pub, tc.pub)
+			}
+			if !slices.Equal(sub, tc.sub) {
+				t.Errorf("subscribe = %q\nwant        %q", sub, tc.sub)
+			}
+		})
+	}
+}
+
+func TestPeers(t *testing.T) {
+	core, err := messages.NewCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for self, want := range map[messages.Endpoint][]messages.Endpoint{
+		messages.Master:   {messages.Slave, messages.Control},
+		messages.Slave:    {messages.Master},
+		messages.Control:  {messages.Master},
+		messages.Instance: nil,
+	} {
+		if got := lfnats.Peers(core, self); !slices.Equal(got, want) {
+			t.Errorf("Peers(%s) = %v, want %v", self, got, want)
+		}
+	}
+}
+
+// warnings keeps the messages and errors a Node logs at warning level.
+type warnings struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	s := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		s += " " + a.Key + "=" + a.Value.String()
+		return true
+	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen = append(w.seen, s)
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+
+func (w *warnings) violations() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, s := range w.seen {
+		if strings.Contains(strings.ToLower(s), "permissions violation") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestPermissionsLetNodesWork: with each endpoint's user limited to what
+// Permissions allows, Nodes subscribe, make requests both ways and answer
+// them without a single permissions violation, and nats.go's inboxes use
+// InboxPrefix. A client logged in as the slave that tries to speak as the
+// master is refused.
+func TestPermissionsLetNodesWork(t *testing.T) {
+	cat := conformance.Catalog()
+	control := link.Address{Type: messages.Control, ID: "bob"}
+	addrs := []link.Address{masterAddr, slaveAddr, control}
+	s := runServer(t, 0, func(o *server.Options) {
+		for _, a := range addrs {
+			pub, sub := lfnats.Permissions(cat, "lf", a)
+			o.Users = append(o.Users, &server.User{Username: a.String(), Password: "pw-" + a.ID, Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: pub},
+				Subscribe: &server.SubjectPermission{Allow: sub},
+			}})
+		}
+	})
+	logs := &warnings{}
+	login := func(a link.Address) lfnats.Option {
+		return lfnats.WithNATSOptions(natsgo.UserInfo(a.String(), "pw-"+a.ID))
+	}
+	acc := newAcceptor(t, echo)
+	master := connect(t, s, masterAddr, acc.option(), login(masterAddr), lfnats.WithLogger(slog.New(logs)))
+	slave := connect(t, s, slaveAddr, login(slaveAddr), lfnats.WithLogger(slog.New(logs)))
+	ctl := connect(t, s, control, login(control), lfnats.WithLogger(slog.New(logs)))
+
+	toMaster := dial(t, slave, masterAddr, echo)
+	ping(t, toMaster)
+	toSlave := acc.next(t)
+	ping(t, toSlave) // the master's request, the slave's response
+	ctlToMaster := dial(t, ctl, masterAddr, nil)
+	ping(t, ctlToMaster)
+	acc.next(t)
+
+	for _, n := range []*lfnats.Node{master, slave, ctl} {
+		if got, want := n.NATS().Opts.InboxPrefix, lfnats.InboxPrefix("lf", n.Self()); got != want {
+			t.Errorf("%s: nats.go inbox prefix %q, want %q", n.Self(), got, want)
+		}
+		if err := n.NATS().Flush(); err != nil {
+			t.Fatalf("flush %s: %v", n.Self(), err)
+		}
+	}
+	if v := logs.violations(); len(v) > 0 {
+		t.Fatalf("permissions violations with the permissions of Permissions: %q", v)
+	}
+
+	// The check above can see violations: a Node that claims another
+	// control's name with bob's credentials is refused its subscription
+	// to what is addressed to carol, and Connect says so.
+	carol := link.Address{Type: messages.Control, ID: "carol"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if n, err := lfnats.Connect(ctx, carol, lfnats.WithURLs(s.ClientURL()), lfnats.WithLogger(quiet), login(control)); err == nil {
+		_ = n.Close()
+		t.Fatal("control carol with bob's credentials connected")
+	} else if !strings.Contains(err.Error(), "FABRIC_CONTROL_USER") || !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+		t.Errorf("control carol with bob's credentials: %v, want a permissions violation naming FABRIC_CONTROL_USER", err)
+	}
+
+	// Speaking as the master with the slave's credentials is refused.
+	violation := make(chan error, 4)
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(slaveAddr.String(), "pw-"+slaveAddr.ID),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { violation <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish("lf.master.0.slave."+slaveAddr.ID+".ping", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-violation:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation for publish") {
+			t.Errorf("error %v, want a permissions violation for publish", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("publishing as the master with the slave's credentials: no permissions violation")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -1034,5 +1035,72 @@ func TestMessages(t *testing.T) {
 	}
 	if !slices.Contains(jsonNames, "start_instance") || !slices.Contains(jsonNames, "banlist_update") {
 		t.Errorf("messages --json lacks core messages: %q", jsonNames)
+	}
+}
+
+// TestBenchQuick runs the benchmark as CI does: every scenario reports a
+// baseline and a fabric figure, ratios are what they say, and the counts
+// that do not depend on the machine's speed hold. Times are reported,
+// never asserted.
+func TestBenchQuick(t *testing.T) {
+	r := run(t, nil, "bench", "--quick", "--json")
+	if r.code != 0 {
+		t.Fatalf("fabric bench --quick --json: %s", r)
+	}
+	var out struct {
+		Machine struct {
+			CPUs int    `json:"cpus"`
+			Go   string `json:"go"`
+			OS   string `json:"os"`
+			Arch string `json:"arch"`
+		} `json:"machine"`
+		Results []struct {
+			Scenario string  `json:"scenario"`
+			Metric   string  `json:"metric"`
+			Unit     string  `json:"unit"`
+			Baseline float64 `json:"baseline"`
+			Fabric   float64 `json:"fabric"`
+			Ratio    float64 `json:"ratio"`
+			Target   string  `json:"target"`
+			Met      *bool   `json:"met"`
+			Note     string  `json:"note"`
+		} `json:"results"`
+	}
+	decode(t, r.stdout, &out)
+	if out.Machine.CPUs < 1 || out.Machine.Go == "" {
+		t.Errorf("machine %+v", out.Machine)
+	}
+	scenarios := []string{"request/reply, sequential", "request/reply, 64 in flight", "events, one link", "forwarded request", "broadcast to", "virtual link request", "virtual link event", "memory, "}
+	seen := map[string]bool{}
+	for _, res := range out.Results {
+		name := res.Scenario + ", " + res.Metric
+		t.Logf("%s: baseline %g, fabric %g %s, ratio %.2f", name, res.Baseline, res.Fabric, res.Unit, res.Ratio)
+		if res.Fabric <= 0 || res.Unit == "" {
+			t.Errorf("%s: fabric figure %g %q", name, res.Fabric, res.Unit)
+		}
+		if res.Baseline > 0 && math.Abs(res.Ratio-res.Fabric/res.Baseline) > 0.01*res.Ratio {
+			t.Errorf("%s: ratio %g, but %g / %g", name, res.Ratio, res.Fabric, res.Baseline)
+		}
+		if res.Target != "" && res.Met == nil {
+			t.Errorf("%s: target %q without a verdict", name, res.Target)
+		}
+		for _, s := range scenarios {
+			if strings.HasPrefix(res.Scenario, s) {
+				seen[s] = true
+				if s != "memory, " && !strings.Contains(res.Metric, "messages") && res.Baseline <= 0 {
+					t.Errorf("%s: no baseline", name)
+				}
+			}
+		}
+		// A broadcast costs one NATS message per slave, however fast the
+		// machine.
+		if res.Metric == "NATS messages delivered per slave per broadcast" && res.Fabric != 1 {
+			t.Errorf("%s: %g, want 1 (%s)", name, res.Fabric, res.Note)
+		}
+	}
+	for _, s := range scenarios {
+		if !seen[s] {
+			t.Errorf("no scenario %q", s)
+		}
 	}
 }

@@ -18,18 +18,18 @@ import (
 
 // Config sizes a run. Zero fields take the defaults of Defaults or Quick.
 type Config struct {
-	Requests         int // sequential requests
-	Parallel         int // requests in flight at once
-	ParallelRequests int // requests in all, in the parallel scenario
-	Events           int // one-way events
-	Forwarded        int // forwarded requests
-	Slaves           int // slaves in the broadcast scenario
-	Instances        int // instances per slave in the broadcast scenario
-	Broadcasts       int // broadcasts timed
-	Virtual          int // requests and events over a virtual link
-	MemorySlaves     int // idle slaves whose memory is measured
-	MemoryInstances  int // running instances whose memory is measured
-	PayloadBytes     int // the size of the string every payload carries
+	Requests         int    // sequential requests
+	Parallel         int    // requests in flight at once
+	ParallelRequests int    // requests in all, in the parallel scenario
+	Events           int    // one-way events
+	Forwarded        int    // forwarded requests
+	Slaves           int    // slaves in the broadcast scenario
+	Instances        int    // instances per slave in the broadcast scenario
+	Broadcasts       int    // broadcasts timed
+	Virtual          int    // requests and events over a virtual link
+	MemorySlaves     int    // idle slaves whose memory is measured
+	MemoryInstances  int    // running instances whose memory is measured
+	PayloadBytes     int    // the size of the string every payload carries
 	Only             string // if set, run only the scenarios whose name contains it
 	Log              *slog.Logger
 }

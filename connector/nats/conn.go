@@ -230,6 +230,17 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 		}
 	} else {
 		m.Kind = link.KindEvent
+		if sub.stream {
+			seq, floor, origin, payload, err := parseEventHead(msg.Data)
+			if err != nil {
+				c.n.dropped.Add(1)
+				c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type, "error", err)
+				return
+			}
+			m.Data, m.Origin = payload, origin
+			c.inboundEvent(m, seq, floor)
+			return
+		}
 		if v := msg.Header.Get(hdrOrigin); v != "" {
 			origin, err := link.ParseAddress(v)
 			if err != nil {
@@ -238,10 +249,6 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 			}
 			m.Origin = origin
 		}
-	}
-	if m.Kind == link.KindEvent && sub.streamSeq > 0 {
-		c.inboundEvent(m, sub.streamSeq, sub.floor)
-		return
 	}
 	if m.Kind == link.KindRequest && !c.n.startRequest() {
 		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
@@ -383,6 +390,9 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	plain := c.bound && c.session == "" // a plain NATS client: no sessions, no stream
 	c.mu.Unlock()
 
+	if m.Kind == link.KindEvent && !plain {
+		return c.sendEvent(ctx, m, peerSession)
+	}
 	n := c.n
 	msg := &natsgo.Msg{Data: m.Data}
 	switch m.Kind {
@@ -412,9 +422,6 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 			msg.Data = []byte(m.Error.Message)
 		}
 	case link.KindEvent:
-		if !plain {
-			return c.sendEvent(ctx, m, peerSession)
-		}
 		// A plain client cannot acknowledge: it gets what NATS delivers.
 		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", "")
 		if !m.Origin.IsZero() {

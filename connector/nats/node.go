@@ -226,7 +226,8 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 	// Each subscription's messages are routed on its own goroutine, in the
 	// order they arrive: one publisher's messages stay in order.
 	for _, s := range subjects {
-		sub, err := nc.Subscribe(s, n.route)
+		r := &router{n: n, known: make(map[string]subject)}
+		sub, err := nc.Subscribe(s, r.route)
 		if err == nil {
 			err = sub.SetPendingLimits(o.queue, 256<<20)
 		}
@@ -428,11 +429,51 @@ func (n *Node) status(s link.Status, err error) {
 }
 
 func (n *Node) route(msg *natsgo.Msg) {
+	if sub, ok := n.parse(msg); ok {
+		n.dispatch(sub, msg)
+	}
+}
+
+// parse parses msg's subject, refusing msg if it is not a fabric subject
+// addressed to this endpoint.
+func (n *Node) parse(msg *natsgo.Msg) (subject, bool) {
 	sub, err := parseSubject(n.prefixDot, msg.Subject)
 	if err != nil || sub.src == n.self || (sub.dst != n.self && sub.dst != (link.Address{Type: n.self.Type, ID: BroadcastID})) {
 		n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "subject %q is not a fabric subject addressed to %s", msg.Subject, n.self))
-		return
+		return sub, false
 	}
+	return sub, true
+}
+
+// router routes the messages of one subscription, on its goroutine. It
+// remembers the subjects that recur (a link's requests and events), so
+// that each is parsed once rather than with every message.
+type router struct {
+	n     *Node
+	known map[string]subject
+}
+
+// maxKnownSubjects bounds what a router remembers.
+const maxKnownSubjects = 1024
+
+func (r *router) route(msg *natsgo.Msg) {
+	sub, ok := r.known[msg.Subject]
+	if !ok {
+		if sub, ok = r.n.parse(msg); !ok {
+			return
+		}
+		if sub.kind == subjMessage || sub.kind == subjClose { // not replies and acknowledgements: used once
+			if len(r.known) >= maxKnownSubjects {
+				clear(r.known)
+			}
+			r.known[msg.Subject] = sub
+		}
+	}
+	r.n.dispatch(sub, msg)
+}
+
+// dispatch hands a message to what its subject names.
+func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 	switch sub.kind {
 	case subjReply:
 		if sub.session != n.session {
@@ -596,6 +637,12 @@ func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) 
 
 // publish sends msg, refusing what the broker would refuse.
 func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error {
+	return n.publishParts(ctx, msg.Subject, msg.Reply, msg.Header, msg.Data, what)
+}
+
+// publishParts is publish for a message not yet made into a natsgo.Msg:
+// without headers, none is made.
+func (n *Node) publishParts(ctx context.Context, subject, reply string, hdr natsgo.Header, data []byte, what string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -613,11 +660,23 @@ func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error 
 			return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)
 		}
 	}
-	if err := n.nc.PublishMsg(msg); err != nil {
+	var err error
+	switch {
+	case hdr == nil && reply == "":
+		err = n.nc.Publish(subject, data)
+	case hdr == nil:
+		err = n.nc.PublishRequest(subject, reply, data)
+	default:
+		err = n.nc.PublishMsg(&natsgo.Msg{Subject: subject, Reply: reply, Header: hdr, Data: data})
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, natsgo.ErrMaxPayload):
 			// nats.go checks before sending; say by how much.
-			size := msg.Size() - len(msg.Subject) - len(msg.Reply)
+			size := len(data)
+			if hdr != nil {
+				size = (&natsgo.Msg{Header: hdr, Data: data}).Size()
+			}
 			return link.Errorf(link.CodeTooLarge, "%s: %d bytes with headers is more than the broker's max_payload of %d", what, size, n.nc.MaxPayload())
 		case errors.Is(err, natsgo.ErrConnectionClosed):
 			return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)

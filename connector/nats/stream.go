@@ -22,10 +22,12 @@ import (
 // the sender sends everything unacknowledged again (go-back-N). The
 // receiver acknowledges cumulatively, every 64 events or within a tick;
 // the sender also sends again what stays unacknowledged too long, and
-// everything at once when the connection comes back. An event's subject
-// carries its sender's floor (the oldest event it still holds), so a
+// everything at once when the connection comes back. An event carries its
+// number and its sender's floor (the oldest event it still holds), so a
 // receiver that has never heard from this sender knows where the stream
-// starts. So: no loss, no duplicate, one order, for as long as the session
+// starts. They ride at the start of the payload, not in the subject, so
+// that the subject of a link's events stays the same and the broker's
+// cache of where subjects go keeps working. So: no loss, no duplicate, one order, for as long as the session
 // lasts.
 //
 // Requests. A request is sent again until its response arrives (with
@@ -56,12 +58,18 @@ type outEvent struct {
 type outEvents struct {
 	next       uint64     // the number of the next event; the first is 1
 	acked      uint64     // every event up to this one is acknowledged
-	pending    []outEvent // acked+1 .. next-1, in order
+	pending    ring[outEvent] // acked+1 .. next-1, in order
 	sentAt     time.Time  // when pending was last sent or acknowledged
 	rto        time.Duration
 	lastGap    time.Time
 	room       chan struct{} // closed when an acknowledgement makes room
 	maxPending int
+
+	// What publishing needs each time, kept: the subject of each type of
+	// event to the peer's session, and a buffer for the payload.
+	subjects    map[string]string
+	subjectsFor string // the peer session subjects name
+	buf         []byte
 }
 
 // inEvents is what a connector knows of its peer's stream.
@@ -83,7 +91,7 @@ type served struct {
 // too many events are unacknowledged, until ctx ends.
 func (c *Conn) sendEvent(ctx context.Context, m *link.Message, peerSession string) error {
 	c.outMu.Lock()
-	for len(c.out.pending) >= c.out.maxPending {
+	for c.out.pending.len() >= c.out.maxPending {
 		if c.out.room == nil {
 			c.out.room = make(chan struct{})
 		}
@@ -108,10 +116,10 @@ func (c *Conn) sendEvent(ctx context.Context, m *link.Message, peerSession strin
 		return err
 	}
 	c.out.next++
-	if len(c.out.pending) == 0 {
+	if c.out.pending.len() == 0 {
 		c.out.sentAt = time.Now()
 	}
-	c.out.pending = append(c.out.pending, ev)
+	c.out.pending.push(ev)
 	return nil
 }
 
@@ -125,20 +133,30 @@ func transient(err error) bool {
 // publishEvent publishes event seq. c.outMu must be held.
 func (c *Conn) publishEvent(ctx context.Context, seq uint64, ev outEvent, peerSession string) error {
 	n := c.n
-	msg := &natsgo.Msg{
-		Subject: eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, n.session, peerSession, seq, c.out.acked+1),
-		Data:    ev.data,
+	o := &c.out
+	if o.subjectsFor != peerSession || o.subjects == nil {
+		o.subjects, o.subjectsFor = make(map[string]string), peerSession
 	}
-	if !ev.origin.IsZero() {
-		msg.Header = natsgo.Header{hdrOrigin: {ev.origin.String()}}
+	subject, ok := o.subjects[ev.typ]
+	if !ok {
+		subject = eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, n.session, peerSession)
+		o.subjects[ev.typ] = subject
 	}
-	return n.publish(ctx, msg, ev.typ)
+	// nats.go copies the payload before Publish returns: the buffer
+	// serves the next event too.
+	o.buf = append(appendEventHead(o.buf[:0], seq, o.acked+1, ev.origin), ev.data...)
+	err := n.publishParts(ctx, subject, "", nil, o.buf, ev.typ)
+	if cap(o.buf) > 64<<10 {
+		o.buf = nil // do not keep a large event's buffer for good
+	}
+	return err
 }
 
 // resendEvents sends every unacknowledged event again. c.outMu must be held.
 func (c *Conn) resendEvents(now time.Time) {
 	peerSession := c.peerSession()
-	for i, ev := range c.out.pending {
+	for i := range c.out.pending.len() {
+		ev := c.out.pending.at(i)
 		if err := c.publishEvent(c.n.ctx, c.out.acked+1+uint64(i), ev, peerSession); err != nil {
 			break // not connected: the next tick or the reconnect tries again
 		}
@@ -157,11 +175,7 @@ func (c *Conn) acked(upTo uint64, gap bool) {
 	}
 	if upTo > c.out.acked {
 		done := upTo - c.out.acked
-		clear(c.out.pending[:done])
-		c.out.pending = c.out.pending[done:]
-		if len(c.out.pending) == 0 {
-			c.out.pending = nil // give a backlog's memory back
-		}
+		c.out.pending.drop(int(done))
 		c.out.acked = upTo
 		c.out.sentAt, c.out.rto = now, resendFirst
 		if c.out.room != nil {
@@ -169,7 +183,7 @@ func (c *Conn) acked(upTo uint64, gap bool) {
 			c.out.room = nil
 		}
 	}
-	if gap && len(c.out.pending) > 0 && now.Sub(c.out.lastGap) >= gapResend {
+	if gap && c.out.pending.len() > 0 && now.Sub(c.out.lastGap) >= gapResend {
 		c.out.lastGap = now
 		c.resendEvents(now)
 	}
@@ -242,7 +256,7 @@ func (c *Conn) tick(now time.Time) {
 	c.flushAck()
 
 	c.outMu.Lock()
-	if len(c.out.pending) > 0 && now.Sub(c.out.sentAt) >= c.out.rto {
+	if c.out.pending.len() > 0 && now.Sub(c.out.sentAt) >= c.out.rto {
 		c.resendEvents(now)
 		c.out.rto = min(2*c.out.rto, resendMax)
 	}
@@ -275,7 +289,7 @@ func (c *Conn) tick(now time.Time) {
 func (c *Conn) resendAll() {
 	now := time.Now()
 	c.outMu.Lock()
-	if len(c.out.pending) > 0 {
+	if c.out.pending.len() > 0 {
 		c.resendEvents(now)
 	}
 	c.outMu.Unlock()
@@ -296,7 +310,7 @@ func (c *Conn) resendAll() {
 func (c *Conn) Flush(ctx context.Context) error {
 	for {
 		c.outMu.Lock()
-		if len(c.out.pending) == 0 {
+		if c.out.pending.len() == 0 {
 			c.outMu.Unlock()
 			return nil
 		}
@@ -304,7 +318,7 @@ func (c *Conn) Flush(ctx context.Context) error {
 			c.out.room = make(chan struct{})
 		}
 		progress := c.out.room // closed by the next acknowledgement
-		left := len(c.out.pending)
+		left := c.out.pending.len()
 		c.outMu.Unlock()
 		select {
 		case <-progress:
@@ -320,7 +334,7 @@ func (c *Conn) Flush(ctx context.Context) error {
 func (c *Conn) unacked() int {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
-	return len(c.out.pending)
+	return c.out.pending.len()
 }
 
 // Adopt takes over the events old sent and its peer never acknowledged,
@@ -332,10 +346,11 @@ func (c *Conn) unacked() int {
 func (c *Conn) Adopt(ctx context.Context, old *Conn) error {
 	old.outMu.Lock()
 	events := old.out.pending
-	old.out.pending = nil
+	old.out.pending = ring[outEvent]{}
 	old.outMu.Unlock()
 	peerSession := c.peerSession()
-	for _, ev := range events {
+	for i := range events.len() {
+		ev := events.at(i)
 		if err := c.sendEvent(ctx, &link.Message{Kind: link.KindEvent, Type: ev.typ, Data: ev.data, Origin: ev.origin}, peerSession); err != nil {
 			return err
 		}
@@ -346,3 +361,41 @@ func (c *Conn) Adopt(ctx context.Context, old *Conn) error {
 // servedKey names a request of a fabric requester by its reply subject,
 // less the budget, which changes when the request is sent again.
 func servedKey(reply string) string { return reply[:strings.LastIndexByte(reply, '.')] }
+
+// ring is a queue that grows as needed: pushing at the back and dropping
+// from the front move nothing, and it gives its memory back when empty.
+type ring[T any] struct {
+	buf  []T // len(buf) is 0 or a power of two
+	head int
+	n    int
+}
+
+func (r *ring[T]) len() int { return r.n }
+
+// at returns the i'th element from the front.
+func (r *ring[T]) at(i int) T { return r.buf[(r.head+i)&(len(r.buf)-1)] }
+
+func (r *ring[T]) push(v T) {
+	if r.n == len(r.buf) {
+		grown := make([]T, max(16, 2*len(r.buf)))
+		for i := range r.n {
+			grown[i] = r.at(i)
+		}
+		r.buf, r.head = grown, 0
+	}
+	r.buf[(r.head+r.n)&(len(r.buf)-1)] = v
+	r.n++
+}
+
+// drop removes the k front elements.
+func (r *ring[T]) drop(k int) {
+	var zero T
+	for range k {
+		r.buf[r.head] = zero
+		r.head = (r.head + 1) & (len(r.buf) - 1)
+	}
+	r.n -= k
+	if r.n == 0 && len(r.buf) > 1024 {
+		*r = ring[T]{} // give a backlog's memory back
+	}
+}

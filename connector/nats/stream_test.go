@@ -191,8 +191,8 @@ func TestEventCopiesAndGaps(t *testing.T) {
 	conformance.NoErr(t, nc.Flush(), "flush")
 	event := func(seq, floor, n int) {
 		t.Helper()
-		subject := "lf.slave.3.master.0.conformance:tick." + session + "." + master.Session() + "." + itoa(seq) + "." + itoa(floor)
-		conformance.NoErr(t, nc.Publish(subject, []byte(`{"seq":`+itoa(n)+`}`)), "publish")
+		subject := "lf.slave.3.master.0.conformance:tick." + session + "." + master.Session()
+		conformance.NoErr(t, nc.Publish(subject, []byte(itoa(seq)+" "+itoa(floor)+"\n"+`{"seq":`+itoa(n)+`}`)), "publish")
 	}
 	event(1, 1, 0)
 	event(1, 1, 0) // a copy

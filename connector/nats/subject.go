@@ -1,7 +1,9 @@
 package nats
 
 import (
+	"bytes"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 
@@ -15,8 +17,9 @@ import (
 //
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>[.<srcSession>[.<dstSession>]]
 //	        a request (it has a reply subject) or an event (it has none)
-//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>.<srcSession>.<dstSession|->.<seq>.<floor>
-//	        an event in the sender's numbered stream to the receiver
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>.<srcSession>.<dstSession|->
+//	        an event in the sender's numbered stream to the receiver; its
+//	        payload starts with a line "<seq> <floor>[ <origin>]"
 //	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
 //	        an event for every endpoint of dstType
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>]
@@ -30,14 +33,14 @@ import (
 // <type> is the message type name ("start_instance", "global_chat:chat").
 // The sessions say which run of each endpoint is speaking and to which run
 // of its peer (see Node), "-" when it does not know the peer's yet; a plain
-// client leaves them out. An event's <seq> numbers it in its sender's
-// stream to the receiver, from 1, and <floor> is the oldest event the
-// sender still holds for want of an acknowledgement (see stream.go). In a
-// reply subject, <session>, <conn> and <id> name the requesting run,
-// connector and request, and <budget> is how many milliseconds the
-// requester waits.
+// client leaves them out. In a reply subject, <session>, <conn> and <id>
+// name the requesting run, connector and request, and <budget> is how many
+// milliseconds the requester waits.
 // Carrying these in the subject rather than in headers spares every
-// receiver the work of parsing headers. Tokens that start with '_' are the
+// receiver the work of parsing headers. What changes with every message
+// (an event's numbers, see stream.go) goes in the payload instead: the
+// broker caches where each subject goes, and a subject used once would
+// miss that cache every time. Tokens that start with '_' are the
 // connector's own; ids and message names cannot start with one.
 
 // BroadcastID stands for every endpoint of a type in a subject.
@@ -67,8 +70,7 @@ type subject struct {
 	msgType    string       // subjMessage
 	srcSession string       // subjMessage, subjClose: the sender's session, if it said
 	dstSession string       // subjMessage, subjClose, subjAck: the receiver's session it talks to, if it knows
-	streamSeq  uint64       // subjMessage: the event's number in its sender's stream; 0 if none
-	floor      uint64       // subjMessage: the oldest event its sender still holds
+	stream     bool         // subjMessage: both session tokens are there: an event is numbered
 	ackSeq     uint64       // subjAck: every event up to this one has arrived
 	gap        bool         // subjAck: and the next one is missing
 	session    string       // subjReply: the requester's session
@@ -152,20 +154,8 @@ func parseSubject(prefixDot, s string) (subject, error) {
 			return sub, errSubject
 		}
 		sub.kind, sub.msgType = subjMessage, toks[4]
-		if n == 9 { // an event in a numbered stream
-			if !validSession(toks[5]) || (toks[6] != noSession && !validSession(toks[6])) || sub.dst.ID == BroadcastID {
-				return sub, errSubject
-			}
-			sub.srcSession = toks[5]
-			if toks[6] != noSession {
-				sub.dstSession = toks[6]
-			}
-			if sub.streamSeq, err = parseNumber(toks[7]); err != nil || sub.streamSeq == 0 {
-				return sub, errSubject
-			}
-			if sub.floor, err = parseNumber(toks[8]); err != nil || sub.floor == 0 || sub.floor > sub.streamSeq {
-				return sub, errSubject
-			}
+		if n == 7 && toks[6] == noSession && validSession(toks[5]) && sub.dst.ID != BroadcastID {
+			sub.srcSession, sub.stream = toks[5], true
 			break
 		}
 		if err := sub.sessions(toks[5:n]); err != nil {
@@ -174,6 +164,7 @@ func parseSubject(prefixDot, s string) (subject, error) {
 		if sub.dst.ID == BroadcastID && sub.dstSession != "" {
 			return sub, errSubject // a broadcast goes to every session
 		}
+		sub.stream = sub.dstSession != ""
 	}
 	return sub, nil
 }
@@ -216,10 +207,17 @@ func validSession(s string) bool {
 
 // parseNumber parses a number as replySubject writes it: decimal, with no
 // sign and no leading zeros.
-func parseNumber(tok string) (uint64, error) {
-	v, err := strconv.ParseUint(tok, 10, 64)
-	if err != nil || strconv.FormatUint(v, 10) != tok {
+func parseNumber[T string | []byte](tok T) (uint64, error) {
+	if len(tok) == 0 || len(tok) > 20 || (tok[0] == '0' && len(tok) > 1) {
 		return 0, errSubject
+	}
+	var v uint64
+	for i := 0; i < len(tok); i++ {
+		d := tok[i] - '0'
+		if d > 9 || v > (math.MaxUint64-uint64(d))/10 {
+			return 0, errSubject
+		}
+		v = v*10 + uint64(d)
 	}
 	return v, nil
 }
@@ -266,14 +264,65 @@ func replySubject(prefix string, responder, requester link.Address, session stri
 	return s
 }
 
-// eventSubject names an event of src's stream to dst.
-func eventSubject(prefix string, src, dst link.Address, msgType, srcSession, dstSession string, seq, floor uint64) string {
+// eventSubject names the events of type msgType in src's stream to dst.
+func eventSubject(prefix string, src, dst link.Address, msgType, srcSession, dstSession string) string {
 	if dstSession == "" {
 		dstSession = noSession
 	}
-	return prefix + "." + token(src) + "." + token(dst) + "." + msgType + "." + srcSession + "." + dstSession + "." +
-		strconv.FormatUint(seq, 10) + "." + strconv.FormatUint(floor, 10)
+	return prefix + "." + token(src) + "." + token(dst) + "." + msgType + "." + srcSession + "." + dstSession
 }
+
+// appendEventHead appends the line that starts a numbered event's payload:
+// its number, its sender's floor and, if it was forwarded, its origin.
+func appendEventHead(b []byte, seq, floor uint64, origin link.Address) []byte {
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, floor, 10)
+	if !origin.IsZero() {
+		b = append(b, ' ')
+		b = append(b, origin.String()...)
+	}
+	return append(b, '\n')
+}
+
+// maxEventHead bounds the line appendEventHead writes: two numbers, an
+// endpoint type and an id, their separators and the newline.
+const maxEventHead = 20 + 1 + 20 + 1 + 16 + 1 + 64 + 1
+
+// parseEventHead splits a numbered event's payload into its head and the
+// message's own payload. It never panics, and accepts nothing
+// appendEventHead could not have written.
+func parseEventHead(data []byte) (seq, floor uint64, origin link.Address, payload []byte, err error) {
+	end := -1
+	for i := 0; i < len(data) && i < maxEventHead; i++ {
+		if data[i] == '\n' {
+			end = i
+			break
+		}
+	}
+	if end < 0 {
+		return 0, 0, origin, nil, errEventHead
+	}
+	head := data[:end]
+	seqTok, rest, _ := bytes.Cut(head, space)
+	floorTok, originTok, hasOrigin := bytes.Cut(rest, space)
+	if seq, err = parseNumber(seqTok); err != nil || seq == 0 {
+		return 0, 0, origin, nil, errEventHead
+	}
+	if floor, err = parseNumber(floorTok); err != nil || floor == 0 || floor > seq {
+		return 0, 0, origin, nil, errEventHead
+	}
+	if hasOrigin {
+		if origin, err = link.ParseAddress(string(originTok)); err != nil || origin.String() != string(originTok) {
+			return 0, 0, link.Address{}, nil, errEventHead
+		}
+	}
+	return seq, floor, origin, data[end+1:], nil
+}
+
+var space = []byte{' '}
+
+var errEventHead = errors.New(`a numbered event's payload must start with a line "<seq> <floor>[ <origin>]"`)
 
 // ackSubject tells src's peer dst that src has its events up to seq.
 func ackSubject(prefix string, src, dst link.Address, srcSession, dstSession string, seq uint64, gap bool) string {

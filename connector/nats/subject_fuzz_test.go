@@ -57,6 +57,10 @@ var subjectSeeds = []string{
 	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.05",
 	"lf.slave.3.master.0._close.0123456789abcdef.fedcba9876543210",
 	"lf.slave.3.master.0._close.0123456789abcdef." + strings.Repeat("f", 33),
+	"lf.slave.3.master.0.instance_output.0123456789abcdef.-",
+	"lf.slave.3.master.0.instance_output.-.0123456789abcdef",
+	"lf.slave.3.master.0.instance_output.0123456789abcdef.-.1",
+	"lf.master.0.slave._all.banlist_update.0123456789abcdef.-",
 }
 
 // parseSubject never panics, and what it accepts is a subject the
@@ -89,6 +93,9 @@ func FuzzParseSubject(f *testing.F) {
 					t.Errorf("parseSubject(%q, %q): message type %q", prefix, s, sub.msgType)
 				}
 				again = messageSubject(prefix, sub.src, sub.dst, sub.msgType, sub.srcSession, sub.dstSession)
+				if sub.stream {
+					again = eventSubject(prefix, sub.src, sub.dst, sub.msgType, sub.srcSession, sub.dstSession)
+				}
 			case subjReply:
 				again = replySubject(prefix, sub.src, sub.dst, sub.session, sub.conn, sub.seq, sub.budget)
 			case subjClose:
@@ -99,6 +106,29 @@ func FuzzParseSubject(f *testing.F) {
 			if again != s {
 				t.Errorf("parseSubject(%q, %q) = %+v, which renders as %q", prefix, s, sub, again)
 			}
+		}
+	})
+}
+
+// parseEventHead never panics, and what it accepts is what appendEventHead
+// writes, followed by the payload.
+func FuzzEventHead(f *testing.F) {
+	for _, s := range []string{
+		"1 1\n{}", "17 3 instance/21\n{\"a\":1}", "3 4\n{}", "0 0\n", "1 1", "1  1\n", "01 1\n", "1 1 instance/21 x\n",
+		"1 1 instance/_x\n", "1 1 nobody/1\n", "18446744073709551615 1\n", "18446744073709551616 1\n", "1 1 \n", "\n", "",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		seq, floor, origin, payload, err := parseEventHead(data)
+		if err != nil {
+			return
+		}
+		if seq == 0 || floor == 0 || floor > seq {
+			t.Errorf("parseEventHead(%q): seq %d, floor %d", data, seq, floor)
+		}
+		if again := append(appendEventHead(nil, seq, floor, origin), payload...); string(again) != string(data) {
+			t.Errorf("parseEventHead(%q) = %d, %d, %s, %q, which renders as %q", data, seq, floor, origin, payload, again)
 		}
 	})
 }

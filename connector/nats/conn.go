@@ -21,9 +21,9 @@ const (
 	hdrSession = "Lf-Session" // on a response: the responder's session
 	hdrID      = "Lf-Id"      // a plain client's request id, echoed in its response
 	hdrTimeout = "Lf-Timeout" // milliseconds a plain client waits
-	hdrError       = "Lf-Error"        // the error code of a failed response; the body is its text
-	hdrOrigin      = "Lf-Origin"       // where a broadcast started, type/id
-	hdrStatus      = "Status"          // set by the server: 503 means no responders
+	hdrError   = "Lf-Error"   // the error code of a failed response; the body is its text
+	hdrOrigin  = "Lf-Origin"  // where a broadcast started, type/id
+	hdrStatus  = "Status"     // set by the server: 503 means no responders
 )
 
 var errPeerRestarted = errors.New("the peer restarted")
@@ -38,6 +38,10 @@ type Conn struct {
 
 	queue *queue
 	done  chan struct{}
+
+	// The prefixes of the reply subjects the peer may have answers sent
+	// to: the fabric's, and its nats.go inbox.
+	replyPrefix, inboxPrefix string
 
 	mu        sync.Mutex
 	session   string // the peer's session
@@ -79,6 +83,9 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		requests: map[uint64]*outRequest{},
 		served:   map[string]*served{},
 		out:      outEvents{next: 1, rto: resendFirst, maxPending: n.opts.maxUnacked},
+
+		replyPrefix: n.prefixDot + token(n.self) + "." + token(peer) + "." + tokReply + ".",
+		inboxPrefix: n.prefixDot + "_inbox." + token(peer) + ".",
 	}
 	return c
 }
@@ -264,10 +271,15 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 // sent to: its reply subjects under this endpoint's address, its own
 // nats.go inbox prefix, or a plain client's default inbox.
 func (c *Conn) repliesTo(reply string) bool {
-	n := c.n
-	return strings.HasPrefix(reply, n.prefixDot+token(n.self)+"."+token(c.peer)+"."+tokReply+".") ||
-		strings.HasPrefix(reply, n.prefixDot+"_inbox."+token(c.peer)+".") ||
-		strings.HasPrefix(reply, "_INBOX.")
+	return strings.HasPrefix(reply, c.replyPrefix) || strings.HasPrefix(reply, c.inboxPrefix) || strings.HasPrefix(reply, "_INBOX.")
+}
+
+// fabricReply reports whether reply is a reply subject a fabric requester
+// made for the peer: one of ours, with a budget (session, conn, id and
+// budget: three dots) and room for the responder's session.
+func (c *Conn) fabricReply(reply string) bool {
+	rest, ok := strings.CutPrefix(reply, c.replyPrefix)
+	return ok && strings.Count(rest, ".") == 3
 }
 
 // take records a request of a fabric requester before it is handled, and
@@ -294,12 +306,14 @@ func (c *Conn) take(reply string, deadline time.Time) bool {
 
 // reply takes the response to request id, or NATS's word that nothing
 // subscribes to the request's subject.
-func (c *Conn) reply(id uint64, msg *natsgo.Msg) {
-	if len(msg.Data) == 0 && msg.Header.Get(hdrStatus) == "503" {
-		c.noResponders(id)
-		return
+func (c *Conn) reply(id uint64, session string, msg *natsgo.Msg) {
+	if session == "" {
+		if len(msg.Data) == 0 && msg.Header.Get(hdrStatus) == "503" {
+			c.noResponders(id)
+			return
+		}
+		session = msg.Header.Get(hdrSession)
 	}
-	session := msg.Header.Get(hdrSession)
 	c.n.mu.Lock()
 	ok := c.bindLocked(session)
 	c.n.mu.Unlock()
@@ -407,10 +421,14 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		if m.Reply == "" {
 			return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
 		}
-		// The requester chose the subject: what it must know of the
-		// responder goes in headers, shared when they never change.
+		// The requester chose the subject. A fabric requester's has room
+		// for the responder's session; others are told in a header.
 		msg.Subject = m.Reply
-		msg.Header = n.sessionHeader
+		if c.fabricReply(m.Reply) {
+			msg.Subject = responseSubject(m.Reply, n.session)
+		} else {
+			msg.Header = n.sessionHeader
+		}
 		if m.ID != 0 || m.Error != nil {
 			msg.Header = natsgo.Header{hdrSession: {n.session}}
 		}

@@ -487,7 +487,7 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 			n.dropped.Add(1)
 			return
 		}
-		c.reply(sub.seq, msg)
+		c.reply(sub.seq, sub.respSession, msg)
 	case subjAck:
 		if sub.dstSession != n.session {
 			n.dropped.Add(1) // for an earlier run of this endpoint

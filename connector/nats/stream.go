@@ -56,10 +56,10 @@ type outEvent struct {
 
 // outEvents is a connector's numbered stream of events to its peer.
 type outEvents struct {
-	next       uint64     // the number of the next event; the first is 1
-	acked      uint64     // every event up to this one is acknowledged
+	next       uint64         // the number of the next event; the first is 1
+	acked      uint64         // every event up to this one is acknowledged
 	pending    ring[outEvent] // acked+1 .. next-1, in order
-	sentAt     time.Time  // when pending was last sent or acknowledged
+	sentAt     time.Time      // when pending was last sent or acknowledged
 	rto        time.Duration
 	lastGap    time.Time
 	room       chan struct{} // closed when an acknowledgement makes room

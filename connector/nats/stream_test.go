@@ -11,8 +11,8 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )

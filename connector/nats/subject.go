@@ -22,8 +22,10 @@ import (
 //	        payload starts with a line "<seq> <floor>[ <origin>]"
 //	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
 //	        an event for every endpoint of dstType
-//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>]
-//	        a response, on the reply subject the requester chose
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>[.<srcSession>]]
+//	        a response, on the reply subject the requester chose; a fabric
+//	        requester's always has a budget, and the responder adds its
+//	        own session
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._ack.<srcSession>.<dstSession>.<seq>[.gap]
 //	        the sender has every event of the receiver's stream up to seq
 //	        (and, with gap, lacks the next one)
@@ -65,17 +67,18 @@ const (
 
 // subject is a parsed fabric subject.
 type subject struct {
-	kind       subjectKind
-	src, dst   link.Address // dst.ID is BroadcastID for a broadcast
-	msgType    string       // subjMessage
-	srcSession string       // subjMessage, subjClose: the sender's session, if it said
-	dstSession string       // subjMessage, subjClose, subjAck: the receiver's session it talks to, if it knows
-	stream     bool         // subjMessage: both session tokens are there: an event is numbered
-	ackSeq     uint64       // subjAck: every event up to this one has arrived
-	gap        bool         // subjAck: and the next one is missing
-	session    string       // subjReply: the requester's session
-	conn, seq  uint64       // subjReply: the requester's connector and request id
-	budget     uint64       // subjReply: milliseconds the requester waits; 0 if it did not say
+	kind        subjectKind
+	src, dst    link.Address // dst.ID is BroadcastID for a broadcast
+	msgType     string       // subjMessage
+	srcSession  string       // subjMessage, subjClose: the sender's session, if it said
+	dstSession  string       // subjMessage, subjClose, subjAck: the receiver's session it talks to, if it knows
+	stream      bool         // subjMessage: both session tokens are there: an event is numbered
+	ackSeq      uint64       // subjAck: every event up to this one has arrived
+	gap         bool         // subjAck: and the next one is missing
+	session     string       // subjReply: the requester's session
+	conn, seq   uint64       // subjReply: the requester's connector and request id
+	budget      uint64       // subjReply: milliseconds the requester waits; 0 if it did not say
+	respSession string       // subjReply: the responder's session, if it added it
 }
 
 var errSubject = errors.New("not a fabric subject")
@@ -88,7 +91,7 @@ func parseSubject(prefixDot, s string) (subject, error) {
 	if !ok {
 		return sub, errSubject
 	}
-	var toks [9]string
+	var toks [10]string
 	n := 0
 	for n < len(toks) {
 		tok, more, found := strings.Cut(rest, ".")
@@ -122,10 +125,16 @@ func parseSubject(prefixDot, s string) (subject, error) {
 		if sub.seq, err = parseNumber(toks[7]); err != nil {
 			return sub, err
 		}
-		if n == 9 {
+		if n >= 9 {
 			if sub.budget, err = parseNumber(toks[8]); err != nil || sub.budget == 0 {
 				return sub, errSubject
 			}
+		}
+		if n == 10 {
+			if !validSession(toks[9]) {
+				return sub, errSubject
+			}
+			sub.respSession = toks[9]
 		}
 	case tokClose:
 		if sub.dst.ID == BroadcastID {
@@ -323,6 +332,13 @@ func parseEventHead(data []byte) (seq, floor uint64, origin link.Address, payloa
 var space = []byte{' '}
 
 var errEventHead = errors.New(`a numbered event's payload must start with a line "<seq> <floor>[ <origin>]"`)
+
+// responseSubject is the subject of a response to a fabric requester: its
+// reply subject, with the responder's session added so that the requester
+// need not parse a header for it.
+func responseSubject(reply, responderSession string) string {
+	return reply + "." + responderSession
+}
 
 // ackSubject tells src's peer dst that src has its events up to seq.
 func ackSubject(prefix string, src, dst link.Address, srcSession, dstSession string, seq uint64, gap bool) string {

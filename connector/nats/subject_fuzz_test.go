@@ -55,6 +55,9 @@ var subjectSeeds = []string{
 	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000",
 	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.0",
 	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.05",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.fedcba9876543210",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.fedcba98-76543210",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.a.b",
 	"lf.slave.3.master.0._close.0123456789abcdef.fedcba9876543210",
 	"lf.slave.3.master.0._close.0123456789abcdef." + strings.Repeat("f", 33),
 	"lf.slave.3.master.0.instance_output.0123456789abcdef.-",
@@ -98,6 +101,9 @@ func FuzzParseSubject(f *testing.F) {
 				}
 			case subjReply:
 				again = replySubject(prefix, sub.src, sub.dst, sub.session, sub.conn, sub.seq, sub.budget)
+				if sub.respSession != "" {
+					again = responseSubject(again, sub.respSession)
+				}
 			case subjClose:
 				again = closeSubject(prefix, sub.src, sub.dst, sub.srcSession, sub.dstSession)
 			default:

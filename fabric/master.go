@@ -46,10 +46,16 @@ type slaveState struct {
 	id      int64
 	name    string
 	version string
-	link    *link.Link // nil while it has no session
-	lost    bool       // silent for the peer timeout; its session lives on
+	link    *link.Link   // nil while it has no session
+	conn    *lfnats.Conn // link's connector
+	lost    bool         // silent for the peer timeout; its session lives on
 	since   time.Time
 	watch   liveness
+	// While the slave has no session, the connector of the one that
+	// ended: the slave's next session, if it registers within the session
+	// timeout, takes over the events it never acknowledged.
+	lastConn *lfnats.Conn
+	lostAt   time.Time
 }
 
 // connected reports whether the slave has a session and is heard from.
@@ -113,7 +119,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	m.registerGauges()
 	// Refuse now a catalog with messages the master could not handle,
 	// rather than every slave or control that connects.
-	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Slave, ID: "1"}, func(l *link.Link) { m.wireSlave(l, 1) }); err != nil {
+	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Slave, ID: "1"}, func(l *link.Link) { m.wireSlave(l, 1, nil) }); err != nil {
 		return nil, err
 	}
 	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Control, ID: "check"}, func(l *link.Link) {
@@ -294,7 +300,7 @@ func (m *Master) acceptSlave(c *lfnats.Conn) error {
 	if err != nil {
 		return err
 	}
-	m.wireSlave(l, id)
+	m.wireSlave(l, id, c)
 	if err := l.Start(); err != nil {
 		return err
 	}
@@ -306,10 +312,11 @@ func (m *Master) acceptSlave(c *lfnats.Conn) error {
 	return nil
 }
 
-// wireSlave attaches the master's handlers to its link to slave id.
-func (m *Master) wireSlave(l *link.Link, id int64) {
+// wireSlave attaches the master's handlers to its link to slave id, which
+// c carries.
+func (m *Master) wireSlave(l *link.Link, id int64, c *lfnats.Conn) {
 	link.HandleRequest(l, messages.RegisterSlave, func(ctx context.Context, r messages.SlaveRegistration) (messages.Empty, error) {
-		return messages.Empty{}, m.register(ctx, l, id, r)
+		return messages.Empty{}, m.register(ctx, l, c, id, r)
 	})
 	link.HandleEvent(l, messages.UpdateInstances, func(_ context.Context, u messages.InstanceUpdate) error {
 		return m.updateInstances(l, id, u.Instances)
@@ -364,15 +371,20 @@ func (m *Master) watchRegistration(id int64, l *link.Link) {
 
 // register binds a slave id to the link it registered on. A second process
 // claiming an id that is still answering is refused; one whose earlier
-// process has gone silent takes its place.
-func (m *Master) register(ctx context.Context, l *link.Link, id int64, r messages.SlaveRegistration) error {
+// process has gone silent takes its place. The new session takes over
+// the events the slave's previous one never acknowledged, if that ended
+// within the session timeout: what was sent to the process that went
+// away reaches the one that came back, as a slave does for a restarted
+// master.
+func (m *Master) register(ctx context.Context, l *link.Link, c *lfnats.Conn, id int64, r messages.SlaveRegistration) error {
 	if r.ID != id {
 		return link.Errorf(link.CodeInvalidMessage, "slave_id %d does not match the sender %s", r.ID, l.Peer())
 	}
 	m.mu.Lock()
 	var old *link.Link
+	var oldConn *lfnats.Conn
 	if s := m.slaves[id]; s != nil && s.link != nil && s.link != l {
-		old = s.link
+		old, oldConn = s.link, s.conn
 	}
 	m.mu.Unlock()
 	if old != nil {
@@ -401,7 +413,19 @@ func (m *Master) register(ctx context.Context, l *link.Link, id int64, r message
 		s = &slaveState{id: id}
 		m.slaves[id] = s
 	}
-	s.name, s.version, s.link, s.since, s.lost = r.Name, r.Version, l, time.Now(), false
+	prev, lostAt := s.lastConn, s.lostAt
+	if oldConn != nil && s.link == old {
+		prev, lostAt = oldConn, time.Now() // the session it replaces ends now
+	}
+	if prev != nil && c != nil && prev != c && time.Since(lostAt) <= m.cfg.Timing.SessionTimeout {
+		// Under the lock, before the link is the slave's: nothing is sent
+		// on it before what the previous session owed.
+		if err := c.Adopt(ctx, prev); err != nil {
+			m.log.Warn("events for the slave's previous session not passed on", "slave", id, "error", err)
+		}
+	}
+	s.name, s.version, s.link, s.conn, s.since, s.lost = r.Name, r.Version, l, c, time.Now(), false
+	s.lastConn, s.lostAt = nil, time.Time{}
 	s.watch = liveness{}
 	m.setInstancesLocked(id, r.Instances)
 	m.log.Info("slave registered", "slave", id, "name", r.Name, "instances", len(r.Instances))
@@ -461,9 +485,22 @@ func (m *Master) slaveGone(id int64, l *link.Link) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s := m.slaves[id]; s != nil && s.link == l {
-		s.link = nil
+		s.link, s.lastConn, s.conn, s.lostAt = nil, s.conn, nil, time.Now()
 		m.log.Info("slave disconnected", "slave", id, "name", s.name)
 	}
+}
+
+// SlaveLink returns the link slave id registered on, or nil while it has
+// no session. The link stays the slave's while the slave is silent within
+// the session timeout: what is sent on it then reaches the slave when it
+// is back. Plugins send the slave events of their own on it.
+func (m *Master) SlaveLink(id int64) *link.Link {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.slaves[id]; s != nil {
+		return s.link
+	}
+	return nil
 }
 
 func (m *Master) acceptControl(c *lfnats.Conn) error {
@@ -687,6 +724,9 @@ func (m *Master) watchPeers() {
 			var dead []*link.Link
 			m.mu.Lock()
 			for _, s := range m.slaves {
+				if s.lastConn != nil && now.Sub(s.lostAt) > m.cfg.Timing.SessionTimeout {
+					s.lastConn = nil // what it owed the slave is given up
+				}
 				if s.link == nil {
 					continue
 				}
@@ -695,6 +735,8 @@ func (m *Master) watchPeers() {
 				case quiet > m.cfg.Timing.SessionTimeout:
 					m.log.Warn("slave session expired", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.SessionTimeout)
 					dead = append(dead, s.link)
+					// The session is over: nothing of it passes to the next.
+					s.link, s.conn = nil, nil
 				case quiet > m.cfg.Timing.PeerTimeout && !s.lost:
 					// Shown as gone; the session is kept, and what is sent to
 					// the slave meanwhile reaches it if it comes back in time.

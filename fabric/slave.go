@@ -51,6 +51,14 @@ type Slave struct {
 	outbox       []*link.Message
 	lastConn     *lfnats.Conn
 	masterLostAt time.Time
+	// When the master last answered on the current session (masterHeard)
+	// and on the one that ended (lastHeard): a heartbeat, the
+	// registration, or prepare_disconnect. A session is over once the
+	// master has been silent on it for the session timeout, and what it
+	// owed the master is then not passed on to the next. Only answers
+	// count: an event may have been sent long before it arrives.
+	masterHeard time.Time
+	lastHeard   time.Time
 }
 
 // maxOutbox bounds the events kept for a master that is away.
@@ -251,7 +259,8 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	}
 	var l *link.Link
 	l, err = link.New(c, s.self, link.MasterAddress, s.catalog,
-		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout), link.WithObserver(s.metrics),
+		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout),
+		link.WithObserver(masterObserver{s.metrics, func() { s.heard(l, time.Now()) }}),
 		link.WithStatusHandler(func(st link.Status) { s.masterStatus(l, st) }))
 	if err != nil {
 		return nil, err
@@ -271,7 +280,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	// waited for this one; the instances' events wait behind the lock.
 	s.mu.Lock()
 	held := s.outbox
-	if old := s.lastConn; old != nil && time.Since(s.masterLostAt) <= s.cfg.Timing.SessionTimeout {
+	if old := s.lastConn; old != nil && time.Since(s.lastHeard) <= s.cfg.Timing.SessionTimeout {
 		if err := c.Adopt(ctx, old); err != nil {
 			s.log.Warn("events of the previous session not passed on", "error", err)
 		}
@@ -282,6 +291,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 		}
 	}
 	s.master, s.masterConn, s.lastConn, s.outbox = l, c, nil, nil
+	s.masterHeard = time.Now()
 	s.mu.Unlock()
 	s.log.Info("registered with the master", "instances", len(reg.Instances), "events passed on", len(held))
 	s.tellInstances("connect")
@@ -296,7 +306,6 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 func (s *Slave) serve(l *link.Link) {
 	t := time.NewTicker(s.cfg.Timing.HeartbeatInterval)
 	defer t.Stop()
-	lastOK := time.Now()
 	silent := false
 	for {
 		select {
@@ -309,9 +318,11 @@ func (s *Slave) serve(l *link.Link) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.HeartbeatInterval)
 			_, err := link.Request(ctx, l, messages.Ping, messages.Empty{})
 			cancel()
-			switch quiet := time.Since(lastOK); {
+			if err == nil {
+				s.heard(l, time.Now())
+			}
+			switch quiet := time.Since(s.lastAnswer(l)); {
 			case err == nil:
-				lastOK = time.Now()
 				if silent {
 					silent = false
 					s.log.Info("master answering again, within the session")
@@ -329,12 +340,49 @@ func (s *Slave) serve(l *link.Link) {
 	}
 }
 
+// heard notes that the master answered on l at at: a heartbeat, the
+// registration, or its word that it is shutting down (prepare_disconnect).
+func (s *Slave) heard(l *link.Link, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master == l {
+		s.masterHeard = at
+	}
+}
+
+// lastAnswer returns when the master last answered on l, the current
+// session.
+func (s *Slave) lastAnswer(l *link.Link) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master == l {
+		return s.masterHeard
+	}
+	return time.Now() // l has just ended: serve sees it at once
+}
+
+// masterObserver passes the master link's traffic to the metrics, and
+// tells heard of the master's prepare_disconnect: a master shutting down
+// gracefully is alive until its link closes, though heartbeats are not
+// sent on a link that is disconnecting.
+type masterObserver struct {
+	*metrics
+	heard func()
+}
+
+func (o masterObserver) Received(dir messages.Direction, m *link.Message) {
+	o.metrics.Received(dir, m)
+	if m.Kind == link.KindRequest && m.Type == messages.PrepareDisconnect.Name() {
+		o.heard()
+	}
+}
+
 func (s *Slave) lostMaster(l *link.Link, why string) {
 	s.mu.Lock()
 	was := s.master == l
 	if was {
 		s.master, s.lastConn, s.masterConn = nil, s.masterConn, nil
-		s.masterLostAt = time.Now()
+		s.masterLostAt, s.lastHeard = time.Now(), s.masterHeard
 	}
 	closing := s.closing
 	s.mu.Unlock()

@@ -61,7 +61,7 @@ type fastNode struct {
 	props      []fastField // the declared properties, at most 64
 	required   []string    // names, turned into requiredBits once the properties are known
 	additional *fastNode   // checks properties not in props; nil: any
-	closed     bool      // additionalProperties: false
+	closed     bool        // additionalProperties: false
 
 	// arrays
 	items              *fastNode // nil: any
@@ -455,8 +455,8 @@ func (n *fastNode) object(s *scanner, depth int) verdict {
 	if !n.allows(tObject) {
 		return invalid
 	}
-	s.pos++ // {
-	var seen uint64    // declared properties met
+	s.pos++             // {
+	var seen uint64     // declared properties met
 	var others [][]byte // other names met, kept to find duplicates
 	s.space()
 	if s.pos < len(s.data) && s.data[s.pos] == '}' {
@@ -836,5 +836,3 @@ func skip(s *scanner, depth int) verdict {
 	any := fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
 	return any.value(s, depth)
 }
-
-

@@ -5,6 +5,7 @@
 //	fabric slave                a slave and its instances
 //	fabric ctl COMMAND          the control client: list, start, stop, command, follow output
 //	fabric messages             the message catalog
+//	fabric soak                 check a NATS deployment: numbered traffic, counted
 //	fabric version              the version
 //
 // Endpoints are configured by FABRIC_* environment variables; see README.md.
@@ -66,6 +67,8 @@ Commands:
   nats-config
              print nats-server users and permissions, one per endpoint
   bench      measure the fabric against raw NATS
+  soak       run numbered traffic through a NATS deployment for a while
+             and count what was lost, duplicated or reordered
   version    print the version
 
 Every command takes --help. Endpoints are configured by FABRIC_* environment
@@ -97,6 +100,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 		err = a.natsConfig(rest)
 	case "bench":
 		err = a.bench(ctx, rest)
+	case "soak":
+		err = a.soak(ctx, rest)
 	case "version":
 		err = a.version(rest)
 	default:

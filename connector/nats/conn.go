@@ -53,6 +53,9 @@ type Conn struct {
 	requests  map[uint64]*outRequest
 	lastSweep time.Time
 	served    map[string]*served // requests taken from the peer, until their deadline
+	// Requests from the peer the Node counts in flight, by reply subject,
+	// until they are answered or the connector closes.
+	inflight map[string]int
 
 	outMu sync.Mutex // guards out; never held with mu
 	out   outEvents
@@ -82,6 +85,7 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		done:     make(chan struct{}),
 		requests: map[uint64]*outRequest{},
 		served:   map[string]*served{},
+		inflight: map[string]int{},
 		out:      outEvents{next: 1, rto: resendFirst, maxPending: n.opts.maxUnacked},
 
 		replyPrefix: n.prefixDot + token(n.self) + "." + token(peer) + "." + tokReply + ".",
@@ -257,13 +261,50 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 			m.Origin = origin
 		}
 	}
-	if m.Kind == link.KindRequest && !c.n.startRequest() {
-		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
-		return
+	if m.Kind == link.KindRequest {
+		if !c.n.startRequest() {
+			c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
+			return
+		}
+		if !c.countIn(m.Reply) {
+			c.n.endRequest()
+			c.n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s has closed its link to %s", c.n.self, c.peer))
+			return
+		}
 	}
 	if !c.enqueue(m) && m.Kind == link.KindRequest {
-		c.n.endRequest()
+		c.countOut(m.Reply)
 		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer))
+	}
+}
+
+// countIn records a request the Node has counted in flight, unless the
+// connector has closed.
+func (c *Conn) countIn(reply string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.inflight[reply]++
+	return true
+}
+
+// countOut counts a request out of the Node's requests in flight: it is
+// answered, or will never be. A request the connector's Close has already
+// counted out is not counted again.
+func (c *Conn) countOut(reply string) {
+	c.mu.Lock()
+	n, ok := c.inflight[reply]
+	switch {
+	case n > 1:
+		c.inflight[reply] = n - 1
+	case ok:
+		delete(c.inflight, reply)
+	}
+	c.mu.Unlock()
+	if ok {
+		c.n.endRequest()
 	}
 }
 
@@ -393,7 +434,7 @@ func (c *Conn) resend(id uint64) {
 // peer's subject.
 func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	if m.Kind == link.KindResponse {
-		defer c.n.endRequest() // answered, or never to be: no longer in flight
+		defer c.countOut(m.Reply) // answered, or never to be: no longer in flight
 	}
 	c.mu.Lock()
 	if c.closed {
@@ -547,7 +588,18 @@ func (c *Conn) Close() error {
 	notify := !c.peerGone
 	peerSession := c.session
 	c.requests = nil
+	// Requests from the peer still waiting for the link, or for their
+	// handlers, will never be answered from here: the Node's Close need
+	// not wait for them.
+	unanswered := 0
+	for _, n := range c.inflight {
+		unanswered += n
+	}
+	clear(c.inflight)
 	c.mu.Unlock()
+	for range unanswered {
+		c.n.endRequest()
+	}
 	close(c.done)
 	c.n.forget(c)
 	if notify {

@@ -1,0 +1,67 @@
+package soak
+
+import "github.com/linkfabric/linkfabric/messages"
+
+// Up is the payload of soak:up: event Seq of incarnation Inc of an
+// instance.
+type Up struct {
+	InstanceID int64 `json:"instance_id"`
+	Inc        int64 `json:"inc" schema:"minimum=1"`
+	Seq        int64 `json:"seq" schema:"minimum=1"`
+}
+
+// Down is the payload of soak:down: event Seq of incarnation Inc of the
+// master to one slave.
+type Down struct {
+	SlaveID int64 `json:"slave_id" schema:"minimum=1"`
+	Inc     int64 `json:"inc" schema:"minimum=1"`
+	Seq     int64 `json:"seq" schema:"minimum=1"`
+}
+
+// Ask is the payload of soak:ask: request ID, for an instance.
+type Ask struct {
+	InstanceID int64 `json:"instance_id"`
+	ID         int64 `json:"id" schema:"minimum=1"`
+}
+
+// Tell is the payload of soak:tell: request ID, from an instance.
+type Tell struct {
+	InstanceID int64 `json:"instance_id"`
+	ID         int64 `json:"id" schema:"minimum=1"`
+}
+
+// Answer is the response to soak:ask and soak:tell: the request's ID.
+type Answer struct {
+	ID int64 `json:"id"`
+}
+
+// The soak plugin's messages. Every endpoint of a soak is built with
+// Plugin; nothing else in a cluster knows them.
+var (
+	// UpEvent goes instance -> slave -> master: the slave forwards it.
+	UpEvent = messages.MustEvent[Up](messages.Spec{
+		Name: "soak:up", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master,
+		Description: "A numbered event from an instance to the master.",
+	})
+	// DownEvent goes master -> slave, on each of the master's slave links.
+	DownEvent = messages.MustEvent[Down](messages.Spec{
+		Name: "soak:down", Links: []string{"master-slave"},
+		Description: "A numbered event from the master to a slave.",
+	})
+	// AskRequest goes control -> master -> slave -> instance and is
+	// answered by the instance.
+	AskRequest = messages.MustRequest[Ask, Answer](messages.Spec{
+		Name: "soak:ask", Links: []string{"control-master", "master-slave", "slave-instance"},
+		ForwardTo: messages.Instance, Permission: "soak.ask",
+		Description: "A numbered request from a control, answered by an instance.",
+	})
+	// TellRequest goes instance -> slave -> master and is answered by the
+	// master.
+	TellRequest = messages.MustRequest[Tell, Answer](messages.Spec{
+		Name: "soak:tell", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master,
+		Description: "A numbered request from an instance, answered by the master.",
+	})
+
+	// Plugin holds the soak's messages.
+	Plugin = messages.Plugin{Name: "soak", Messages: []messages.Message{UpEvent, DownEvent, AskRequest, TellRequest}}
+)

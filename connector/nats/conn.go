@@ -50,9 +50,9 @@ type Conn struct {
 	started   bool
 	closed    bool
 	peerGone  bool // the peer closed or restarted: no close notice to send
-	requests  map[uint64]*outRequest
-	lastSweep time.Time
-	served    map[string]*served // requests taken from the peer, until their deadline
+	requests  outRequests
+	served    map[requesterKey]*takenFrom // requests taken from the peer, until the requester has the response
+	lastSweep time.Time                   // when served was last swept
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
 	inflight map[string]int
@@ -61,17 +61,6 @@ type Conn struct {
 	out   outEvents
 	inMu  sync.Mutex // guards in
 	in    inEvents
-}
-
-// outRequest is a request sent and not yet answered, kept so that it can be
-// sent again while NATS says nothing subscribes to its subject.
-type outRequest struct {
-	msg      *natsgo.Msg
-	first    time.Time
-	deadline time.Time
-	backoff  time.Duration // between no-responders retries
-	lastSent time.Time
-	rto      time.Duration // silence before sending it again
 }
 
 func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) *Conn {
@@ -83,8 +72,8 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		bound:    bound,
 		queue:    newQueue(n.opts.peerQueue),
 		done:     make(chan struct{}),
-		requests: map[uint64]*outRequest{},
-		served:   map[string]*served{},
+		requests: outRequests{byWire: map[uint64]*outRequest{}},
+		served:   map[requesterKey]*takenFrom{},
 		inflight: map[string]int{},
 		out:      outEvents{next: 1, rto: resendFirst, maxPending: n.opts.maxUnacked},
 
@@ -228,7 +217,7 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 				return
 			}
 			m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
-			if !c.take(msg.Reply, m.Deadline) {
+			if !c.take(requestFrom{key: requesterKey{r.session, r.conn}, id: r.seq, low: r.low, deadline: m.Deadline}) {
 				return // a copy of a request already taken
 			}
 		} else if v := msg.Header.Get(hdrTimeout); v != "" {
@@ -317,116 +306,10 @@ func (c *Conn) repliesTo(reply string) bool {
 
 // fabricReply reports whether reply is a reply subject a fabric requester
 // made for the peer: one of ours, with a budget (session, conn, id and
-// budget: three dots) and room for the responder's session.
+// budget and low mark: four dots) and room for the responder's session.
 func (c *Conn) fabricReply(reply string) bool {
 	rest, ok := strings.CutPrefix(reply, c.replyPrefix)
-	return ok && strings.Count(rest, ".") == 3
-}
-
-// take records a request of a fabric requester before it is handled, and
-// reports false for a copy of one taken before, which it answers with the
-// response already given, if there is one yet.
-func (c *Conn) take(reply string, deadline time.Time) bool {
-	key := servedKey(reply)
-	c.mu.Lock()
-	s := c.served[key]
-	if s == nil {
-		// Kept a little past the deadline: the requester stops sending
-		// copies then, but one may still be on its way.
-		c.served[key] = &served{deadline: deadline.Add(time.Second)}
-		c.mu.Unlock()
-		return true
-	}
-	resp := s.resp
-	c.mu.Unlock()
-	if resp != nil {
-		_ = c.n.nc.PublishMsg(resp)
-	}
-	return false
-}
-
-// reply takes the response to request id, or NATS's word that nothing
-// subscribes to the request's subject.
-func (c *Conn) reply(id uint64, session string, msg *natsgo.Msg) {
-	if session == "" {
-		if len(msg.Data) == 0 && msg.Header.Get(hdrStatus) == "503" {
-			c.noResponders(id)
-			return
-		}
-		session = msg.Header.Get(hdrSession)
-	}
-	c.n.mu.Lock()
-	ok := c.bindLocked(session)
-	c.n.mu.Unlock()
-	if !ok {
-		c.peerRestarted()
-		return
-	}
-	c.mu.Lock()
-	delete(c.requests, id)
-	c.mu.Unlock()
-	m := &link.Message{Kind: link.KindResponse, ID: id}
-	if code := msg.Header.Get(hdrError); code != "" {
-		e := &link.Error{Code: link.Code(code), Message: string(msg.Data)}
-		if !link.ValidCode(e.Code) {
-			e = link.Errorf(link.CodeInternal, "%s answered with a malformed error code %q: %s", c.peer, code, msg.Data)
-		}
-		m.Error = e
-	} else {
-		m.Data = msg.Data
-	}
-	c.enqueue(m)
-}
-
-// noResponders sends a request again, with backoff, for a while: right
-// after a reconnect or failover the peer may not have resubscribed. Then
-// it fails the request with link.ErrNotConnected. NATS answers 503 only
-// when no subscriber got the request, so sending it again cannot run a
-// handler twice.
-func (c *Conn) noResponders(id uint64) {
-	c.mu.Lock()
-	r := c.requests[id]
-	if r == nil {
-		c.mu.Unlock()
-		return
-	}
-	now := time.Now()
-	if now.Sub(r.first) < c.n.opts.noRespondersFor && now.Add(r.backoff).Before(r.deadline) && !c.closed {
-		wait := r.backoff
-		r.backoff = min(2*r.backoff, 250*time.Millisecond)
-		c.mu.Unlock()
-		time.AfterFunc(wait, func() { c.resend(id) })
-		return
-	}
-	delete(c.requests, id)
-	c.mu.Unlock()
-	c.enqueue(&link.Message{Kind: link.KindResponse, ID: id, Error: link.Errorf(link.CodeNotConnected,
-		"%s is not connected: nothing subscribes to %s", c.peer, r.msg.Subject)})
-}
-
-func (c *Conn) resend(id uint64) {
-	c.mu.Lock()
-	r := c.requests[id]
-	closed := c.closed
-	c.mu.Unlock()
-	if r == nil || closed {
-		return
-	}
-	remaining := time.Until(r.deadline)
-	if remaining <= 0 {
-		return
-	}
-	r.msg.Reply = replySubject(c.n.opts.prefix, c.peer, c.n.self, c.n.session, c.id, id, uint64(max(remaining.Milliseconds(), 1)))
-	if err := c.n.publish(context.Background(), r.msg, r.msg.Subject); err != nil {
-		c.mu.Lock()
-		delete(c.requests, id)
-		c.mu.Unlock()
-		var le *link.Error
-		if !errors.As(err, &le) {
-			le = link.Errorf(link.CodeUnavailable, "%v", err)
-		}
-		c.enqueue(&link.Message{Kind: link.KindResponse, ID: id, Error: le})
-	}
+	return ok && strings.Count(rest, ".") == 4
 }
 
 // Send publishes m: a request on the peer's subject with a reply subject of
@@ -445,19 +328,16 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	plain := c.bound && c.session == "" // a plain NATS client: no sessions, no stream
 	c.mu.Unlock()
 
-	if m.Kind == link.KindEvent && !plain {
+	switch {
+	case m.Kind == link.KindEvent && !plain:
 		return c.sendEvent(ctx, m, peerSession)
+	case m.Kind == link.KindRequest:
+		return c.sendRequest(ctx, m, peerSession)
 	}
 	n := c.n
 	msg := &natsgo.Msg{Data: m.Data}
+	keep := false // the response, for copies of its request
 	switch m.Kind {
-	case link.KindRequest:
-		remaining := time.Until(m.Deadline)
-		if m.Deadline.IsZero() || remaining <= 0 {
-			return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
-		}
-		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type, n.session, peerSession)
-		msg.Reply = replySubject(n.opts.prefix, c.peer, n.self, n.session, c.id, m.ID, uint64(max(remaining.Milliseconds(), 1)))
 	case link.KindResponse:
 		if m.Reply == "" {
 			return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
@@ -465,6 +345,7 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		// The requester chose the subject. A fabric requester's has room
 		// for the responder's session; others are told in a header.
 		msg.Subject = m.Reply
+		keep = strings.HasPrefix(m.Reply, c.replyPrefix)
 		if c.fabricReply(m.Reply) {
 			msg.Subject = responseSubject(m.Reply, n.session)
 		} else {
@@ -489,49 +370,10 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	default:
 		return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)
 	}
-
-	switch m.Kind {
-	case link.KindRequest:
-		c.track(m.ID, msg, m.Deadline)
-	case link.KindResponse:
-		c.mu.Lock()
-		if s := c.served[servedKey(m.Reply)]; s != nil {
-			s.resp = msg // a copy of the request gets this again
-		}
-		c.mu.Unlock()
+	if keep {
+		c.answered(m.Reply, msg)
 	}
-	if err := n.publish(ctx, msg, m.Type); err != nil {
-		if m.Kind == link.KindRequest && transient(err) {
-			return nil // kept: sent again when the connection is back
-		}
-		if m.Kind == link.KindRequest {
-			c.mu.Lock()
-			delete(c.requests, m.ID)
-			c.mu.Unlock()
-		}
-		return err
-	}
-	return nil
-}
-
-// track remembers a request until its response, dropping, at most once a
-// second, the ones whose deadline has passed.
-func (c *Conn) track(id uint64, msg *natsgo.Msg, deadline time.Time) {
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.requests == nil { // closed meanwhile
-		return
-	}
-	c.requests[id] = &outRequest{msg: msg, first: now, deadline: deadline, backoff: 20 * time.Millisecond, lastSent: now, rto: requestRTO}
-	if now.Sub(c.lastSweep) > time.Second {
-		c.lastSweep = now
-		for rid, r := range c.requests {
-			if now.After(r.deadline) {
-				delete(c.requests, rid)
-			}
-		}
-	}
+	return n.publish(ctx, msg, m.Type)
 }
 
 // status passes a connection change to the link.
@@ -587,7 +429,7 @@ func (c *Conn) Close() error {
 	c.closed = true
 	notify := !c.peerGone
 	peerSession := c.session
-	c.requests = nil
+	c.requests.byWire = nil
 	// Requests from the peer still waiting for the link, or for their
 	// handlers, will never be answered from here: the Node's Close need
 	// not wait for them.

@@ -3,10 +3,7 @@ package nats
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
-
-	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/linkfabric/linkfabric/link"
 )
@@ -29,14 +26,6 @@ import (
 // that the subject of a link's events stays the same and the broker's
 // cache of where subjects go keeps working. So: no loss, no duplicate, one order, for as long as the session
 // lasts.
-//
-// Requests. A request is sent again until its response arrives (with
-// backoff, within its deadline, and at once on reconnecting). The
-// responder remembers every request it has taken, by the requester's
-// session, connector and id, until its deadline has passed: a copy is not
-// handled again, but answered with the response already given, or not at
-// all while the handler runs. So: each request's handler runs once, and
-// every request ends with its response or an error.
 
 const (
 	ackEvery    = 64                     // acknowledge at least this often, in events
@@ -44,7 +33,6 @@ const (
 	resendFirst = 500 * time.Millisecond // silence before events are sent again; doubles to resendMax
 	resendMax   = 5 * time.Second
 	gapResend   = 20 * time.Millisecond // at most one go-back-N per this, however many gaps
-	requestRTO  = time.Second           // silence before a request is sent again; doubles
 )
 
 // outEvent is an event sent and not yet acknowledged.
@@ -78,13 +66,6 @@ type inEvents struct {
 	ackedSent uint64 // the last number acknowledged
 	ackDue    bool   // something arrived since (a duplicate too)
 	lastGap   time.Time
-}
-
-// served is a request taken from the peer: its response once sent, so that
-// a copy of the request is answered again rather than handled again.
-type served struct {
-	resp     *natsgo.Msg // nil while the handler runs
-	deadline time.Time
 }
 
 // sendEvent numbers an event, keeps it, and publishes it. It waits while
@@ -262,26 +243,7 @@ func (c *Conn) tick(now time.Time) {
 	}
 	c.outMu.Unlock()
 
-	c.mu.Lock()
-	var again []uint64
-	for id, r := range c.requests {
-		switch {
-		case now.After(r.deadline):
-			delete(c.requests, id) // the link has given up on it
-		case now.Sub(r.lastSent) >= r.rto:
-			r.lastSent, r.rto = now, 2*r.rto
-			again = append(again, id)
-		}
-	}
-	for key, s := range c.served {
-		if now.After(s.deadline) {
-			delete(c.served, key)
-		}
-	}
-	c.mu.Unlock()
-	for _, id := range again {
-		c.resend(id)
-	}
+	c.tickRequests(now)
 }
 
 // resendAll sends every unacknowledged event and unanswered request again,
@@ -293,16 +255,7 @@ func (c *Conn) resendAll() {
 		c.resendEvents(now)
 	}
 	c.outMu.Unlock()
-	c.mu.Lock()
-	ids := make([]uint64, 0, len(c.requests))
-	for id, r := range c.requests {
-		r.lastSent = now
-		ids = append(ids, id)
-	}
-	c.mu.Unlock()
-	for _, id := range ids {
-		c.resend(id)
-	}
+	c.resendRequests(now)
 }
 
 // Flush waits until the peer has acknowledged every event sent, or ctx
@@ -357,10 +310,6 @@ func (c *Conn) Adopt(ctx context.Context, old *Conn) error {
 	}
 	return nil
 }
-
-// servedKey names a request of a fabric requester by its reply subject,
-// less the budget, which changes when the request is sent again.
-func servedKey(reply string) string { return reply[:strings.LastIndexByte(reply, '.')] }
 
 // ring is a queue that grows as needed: pushing at the back and dropping
 // from the front move nothing, and it gives its memory back when empty.

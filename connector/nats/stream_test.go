@@ -148,7 +148,7 @@ func TestRequestCopyAnsweredFromMemory(t *testing.T) {
 	nc := plainClient(t, s)
 	// A fabric requester's reply subject, which the plain client listens on.
 	session := "abcdef0123456789"
-	reply := "lf.master.0.slave.3._reply." + session + ".1.7.5000"
+	reply := "lf.master.0.slave.3._reply." + session + ".1.7.5000.7"
 	sub, err := nc.SubscribeSync("lf.master.0.slave.3._reply." + session + ".>")
 	conformance.NoErr(t, err, "subscribe")
 	conformance.NoErr(t, nc.Flush(), "flush")
@@ -238,3 +238,75 @@ func TestCloseWaitsForAcknowledgements(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// The responder forgets a request once the requester has its response
+// (the requester's low mark has passed it), so its memory follows the
+// requests in flight, not the request rate.
+func TestRespondersMemoryFollowsRequestsInFlight(t *testing.T) {
+	s := runServer(t, 0, nil)
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+			return conformance.EchoResponse{N: r.N, Text: r.Text}, nil
+		})
+	})
+	master := connect(t, s, masterAddr, acc.option())
+	slave := connect(t, s, slaveAddr)
+	l := dial(t, slave, masterAddr, nil)
+	ping(t, l)
+	acc.next(t)
+	ctx := conformance.Ctx(t, time.Minute)
+	const requests = 500
+	for i := range requests {
+		if _, err := link.Request(ctx, l, conformance.Echo, conformance.EchoRequest{N: i, Text: "x"}); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	// The last request's low mark is its own id: only it is remembered.
+	if got := master.Remembered(); got > 1 {
+		t.Errorf("after %d sequential requests the master remembers %d, want at most 1", requests, got)
+	}
+}
+
+// A copy of a request below the requester's low mark (it has the response)
+// is neither handled again nor answered.
+func TestCopyBelowLowMarkIgnored(t *testing.T) {
+	s := runServer(t, 0, nil)
+	var runs atomic.Int32
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+			runs.Add(1)
+			return conformance.EchoResponse{N: r.N, Text: r.Text}, nil
+		})
+	})
+	master := connect(t, s, masterAddr, acc.option())
+	nc := plainClient(t, s)
+	session := "abcdef0123456789"
+	sub, err := nc.SubscribeSync("lf.master.0.slave.3._reply." + session + ".>")
+	conformance.NoErr(t, err, "subscribe")
+	conformance.NoErr(t, nc.Flush(), "flush")
+	request := func(id, low int) *natsgo.Msg {
+		return &natsgo.Msg{
+			Subject: "lf.slave.3.master.0.conformance:echo." + session + "." + master.Session(),
+			Reply:   "lf.master.0.slave.3._reply." + session + ".1." + itoa(id) + ".5000." + itoa(low),
+			Data:    []byte(`{"n":` + itoa(id) + `,"text":"x"}`),
+		}
+	}
+	for _, m := range []*natsgo.Msg{request(1, 1), request(2, 2)} {
+		conformance.NoErr(t, nc.PublishMsg(m), "publish")
+		_, err := sub.NextMsg(prompt)
+		conformance.NoErr(t, err, "response")
+	}
+	conformance.NoErr(t, nc.PublishMsg(request(1, 1)), "publish a late copy of 1")
+	conformance.NoErr(t, nc.PublishMsg(request(3, 3)), "publish 3")
+	resp, err := sub.NextMsg(prompt)
+	conformance.NoErr(t, err, "response")
+	if !strings.Contains(string(resp.Data), `"n":3`) {
+		t.Errorf("after a copy of 1, the next response is %s, want 3's", resp.Data)
+	}
+	if n := runs.Load(); n != 3 {
+		t.Errorf("the handler ran %d times for requests 1, 2 and 3 and a copy of 1, want 3", n)
+	}
+	if got := master.Remembered(); got != 1 {
+		t.Errorf("the master remembers %d requests, want 1 (request 3)", got)
+	}
+}

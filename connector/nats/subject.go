@@ -22,10 +22,10 @@ import (
 //	        payload starts with a line "<seq> <floor>[ <origin>]"
 //	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
 //	        an event for every endpoint of dstType
-//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>[.<srcSession>]]
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>[.<low>[.<srcSession>]]]
 //	        a response, on the reply subject the requester chose; a fabric
-//	        requester's always has a budget, and the responder adds its
-//	        own session
+//	        requester's always has a budget and a low mark, and the
+//	        responder adds its own session
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._ack.<srcSession>.<dstSession>.<seq>[.gap]
 //	        the sender has every event of the receiver's stream up to seq
 //	        (and, with gap, lacks the next one)
@@ -36,8 +36,10 @@ import (
 // The sessions say which run of each endpoint is speaking and to which run
 // of its peer (see Node), "-" when it does not know the peer's yet; a plain
 // client leaves them out. In a reply subject, <session>, <conn> and <id>
-// name the requesting run, connector and request, and <budget> is how many
-// milliseconds the requester waits.
+// name the requesting run, connector and request, <budget> is how many
+// milliseconds the requester waits, and <low> is the connector's oldest
+// request still waiting: it has the responses of all before it (see
+// requests.go).
 // Carrying these in the subject rather than in headers spares every
 // receiver the work of parsing headers. What changes with every message
 // (an event's numbers, see stream.go) goes in the payload instead: the
@@ -78,6 +80,7 @@ type subject struct {
 	session     string       // subjReply: the requester's session
 	conn, seq   uint64       // subjReply: the requester's connector and request id
 	budget      uint64       // subjReply: milliseconds the requester waits; 0 if it did not say
+	low         uint64       // subjReply: the requester has every response below this id; 0 if it did not say
 	respSession string       // subjReply: the responder's session, if it added it
 }
 
@@ -91,7 +94,7 @@ func parseSubject(prefixDot, s string) (subject, error) {
 	if !ok {
 		return sub, errSubject
 	}
-	var toks [10]string
+	var toks [11]string
 	n := 0
 	for n < len(toks) {
 		tok, more, found := strings.Cut(rest, ".")
@@ -130,11 +133,16 @@ func parseSubject(prefixDot, s string) (subject, error) {
 				return sub, errSubject
 			}
 		}
-		if n == 10 {
-			if !validSession(toks[9]) {
+		if n >= 10 {
+			if sub.low, err = parseNumber(toks[9]); err != nil || sub.low == 0 || sub.low > sub.seq {
 				return sub, errSubject
 			}
-			sub.respSession = toks[9]
+		}
+		if n == 11 {
+			if !validSession(toks[10]) {
+				return sub, errSubject
+			}
+			sub.respSession = toks[10]
 		}
 	case tokClose:
 		if sub.dst.ID == BroadcastID {
@@ -264,11 +272,17 @@ func messageSubject(prefix string, src, dst link.Address, msgType, srcSession, d
 	return withSessions(prefix+"."+token(src)+"."+token(dst)+"."+msgType, srcSession, dstSession)
 }
 
-func replySubject(prefix string, responder, requester link.Address, session string, conn, id, budget uint64) string {
+// replySubject names the responses to request id of a requester's
+// connector conn. budget and low are left out when zero; low only with a
+// budget.
+func replySubject(prefix string, responder, requester link.Address, session string, conn, id, budget, low uint64) string {
 	s := prefix + "." + token(responder) + "." + token(requester) + "." + tokReply + "." +
 		session + "." + strconv.FormatUint(conn, 10) + "." + strconv.FormatUint(id, 10)
 	if budget > 0 {
 		s += "." + strconv.FormatUint(budget, 10)
+		if low > 0 {
+			s += "." + strconv.FormatUint(low, 10)
+		}
 	}
 	return s
 }

@@ -55,9 +55,12 @@ var subjectSeeds = []string{
 	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000",
 	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.0",
 	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.05",
-	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.fedcba9876543210",
-	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.fedcba98-76543210",
-	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.a.b",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.12",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.18",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.0",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.12.fedcba9876543210",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.12.fedcba98-76543210",
+	"lf.master.0.control.alice._reply.0123456789abcdef.3.17.5000.12.a.b",
 	"lf.slave.3.master.0._close.0123456789abcdef.fedcba9876543210",
 	"lf.slave.3.master.0._close.0123456789abcdef." + strings.Repeat("f", 33),
 	"lf.slave.3.master.0.instance_output.0123456789abcdef.-",
@@ -100,7 +103,7 @@ func FuzzParseSubject(f *testing.F) {
 					again = eventSubject(prefix, sub.src, sub.dst, sub.msgType, sub.srcSession, sub.dstSession)
 				}
 			case subjReply:
-				again = replySubject(prefix, sub.src, sub.dst, sub.session, sub.conn, sub.seq, sub.budget)
+				again = replySubject(prefix, sub.src, sub.dst, sub.session, sub.conn, sub.seq, sub.budget, sub.low)
 				if sub.respSession != "" {
 					again = responseSubject(again, sub.respSession)
 				}
@@ -189,7 +192,7 @@ func fuzzNode(tb testing.TB, nc *natsgo.Conn) (*Node, *[]*Conn) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d.track(1, natsgo.NewMsg("lf.master.0.slave.3.assign_instance"), time.Now().Add(time.Hour))
+	d.requests.add(&outRequest{id: 1, msgType: "assign_instance", subject: "lf.master.0.slave.3.assign_instance", deadline: time.Now().Add(time.Hour)})
 	n.mu.Lock()
 	bob := n.newConnLocked(link.Address{Type: messages.Control, ID: "bob"}, fuzzPeerSession, true)
 	n.mu.Unlock()

@@ -1,0 +1,21 @@
+package nats
+
+// Remembered counts the requests n's connectors remember taking, so that
+// tests can see the responder's memory follow the requests in flight.
+func (n *Node) Remembered() int {
+	n.mu.Lock()
+	conns := make([]*Conn, 0, len(n.byID))
+	for _, c := range n.byID {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	total := 0
+	for _, c := range conns {
+		c.mu.Lock()
+		for _, t := range c.served {
+			total += len(t.byID)
+		}
+		c.mu.Unlock()
+	}
+	return total
+}

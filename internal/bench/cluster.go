@@ -193,24 +193,11 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 		c.close()
 		return nil, err
 	}
-	factory := func(id int64, name string) fabric.Instance { return &instance{id: id, name: name, c: c} }
 	for i := 1; i <= slaves; i++ {
-		var ids []string
-		for j := 1; j <= instancesPerSlave; j++ {
-			id := i*1000 + j
-			ids = append(ids, strconv.Itoa(id)+":i"+strconv.Itoa(id))
-		}
-		scfg := fabric.SlaveConfig{NATS: natsConfig(url), ID: int64(i), Instances: strings.Join(ids, ","), Timing: timing(), Log: logConfig}
-		s, err := fabric.StartSlave(ctx, scfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin), fabric.WithInstanceFactory(factory))
-		if err != nil {
+		if err := c.addSlave(ctx, cfg, i, instancesPerSlave); err != nil {
 			c.close()
 			return nil, err
 		}
-		if !s.Connected() {
-			c.close()
-			return nil, fmt.Errorf("slave %d did not register", i)
-		}
-		c.slaves = append(c.slaves, s)
 	}
 	ccfg := fabric.ControlConfig{NATS: natsConfig(url), User: "bench", Timing: timing(), Log: logConfig}
 	if c.ctl, err = fabric.DialControl(ctx, ccfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin)); err != nil {
@@ -218,6 +205,26 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 		return nil, err
 	}
 	return c, nil
+}
+
+// addSlave starts slave id with instances stopped instances.
+func (c *cluster) addSlave(ctx context.Context, cfg Config, id, instances int) error {
+	factory := func(id int64, name string) fabric.Instance { return &instance{id: id, name: name, c: c} }
+	var ids []string
+	for j := 1; j <= instances; j++ {
+		iid := id*1000 + j
+		ids = append(ids, strconv.Itoa(iid)+":i"+strconv.Itoa(iid))
+	}
+	scfg := fabric.SlaveConfig{NATS: natsConfig(c.broker.ClientURL()), ID: int64(id), Instances: strings.Join(ids, ","), Timing: timing(), Log: logConfig}
+	s, err := fabric.StartSlave(ctx, scfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin), fabric.WithInstanceFactory(factory))
+	if err != nil {
+		return err
+	}
+	c.slaves = append(c.slaves, s)
+	if !s.Connected() {
+		return fmt.Errorf("slave %d did not register", id)
+	}
+	return nil
 }
 
 // startInstances starts every instance, each slave's in turn, the slaves

@@ -24,11 +24,11 @@ func heap() (uint64, int) {
 }
 
 func runMemory(ctx context.Context, cfg Config) ([]Result, error) {
-	perSlave, goroutines, err := masterHeapPerSlave(ctx, cfg)
+	perInstance, err := heapPerInstance(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	perInstance, err := heapPerInstance(ctx, cfg)
+	perSlave, goroutines, err := masterHeapPerSlave(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -124,19 +124,39 @@ func tokenAt(subject string, i int) string {
 	return toks[i]
 }
 
-// heapPerInstance starts instances on one slave and measures how the
-// heap grows: the slave's ends of the virtual links, the instances' ends,
-// the simulated instances, and the master's records of them.
+// heapPerInstance adds a slave with MemoryInstances running instances to
+// a running cluster and measures how the heap grows, per instance: the
+// slave's ends of the virtual links, the instances' ends, the simulated
+// instances, the master's records of them, and a share of the slave's own.
 func heapPerInstance(ctx context.Context, cfg Config) (float64, error) {
-	c, err := startStopped(ctx, cfg, 1, cfg.MemoryInstances)
+	c, err := startStopped(ctx, cfg, 0, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer c.close()
-	before, _ := heap()
+	before := settledHeap()
+	if err := c.addSlave(ctx, cfg, 1, cfg.MemoryInstances); err != nil {
+		return 0, err
+	}
 	if err := c.startInstances(ctx); err != nil {
 		return 0, err
 	}
-	after, _ := heap()
-	return float64(after-before) / float64(cfg.MemoryInstances), nil
+	after := settledHeap()
+	return float64(int64(after)-int64(before)) / float64(cfg.MemoryInstances), nil
+}
+
+// settledHeap returns the live heap once what earlier work left behind
+// (goroutines and connections still closing) has let go: two readings
+// 50 ms apart within 1%, or the last within two seconds.
+func settledHeap() uint64 {
+	last, _ := heap()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond) // polling for the condition below
+		h, _ := heap()
+		if diff := int64(h) - int64(last); diff < int64(last/100) && -diff < int64(last/100) {
+			return h
+		}
+		last = h
+	}
+	return last
 }

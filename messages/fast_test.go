@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"encoding/json"
 	"testing"
 )
 
@@ -134,6 +135,41 @@ func BenchmarkValidate(b *testing.B) {
 		for b.Loop() {
 			if !s.compiled.ValidateJSON(data).IsValid() {
 				b.Fatal("invalid")
+			}
+		}
+	})
+}
+
+// BenchmarkEncode: a typed event to its checked wire form.
+func BenchmarkEncode(b *testing.B) {
+	line := OutputLine{InstanceID: 101, Time: 1795822972042, Level: "info", Message: "a line of output from the game server"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := InstanceOutput.Encode(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecode: a wire payload, checked and decoded into its Go type;
+// encoding_json is the standard library's decoder on the same payload,
+// unchecked, for comparison.
+func BenchmarkDecode(b *testing.B) {
+	data := []byte(`{"instance_id":101,"time":1795822972042,"level":"info","message":"a line of output from the game server"}`)
+	b.Run("fabric", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := InstanceOutput.Decode(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var line OutputLine
+			if err := json.Unmarshal(data, &line); err != nil {
+				b.Fatal(err)
 			}
 		}
 	})

@@ -298,11 +298,10 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	return l, nil
 }
 
-// serve pings the master every heartbeat until the link ends, and ends it
-// if the master has not answered for the peer timeout.
 // serve pings the master every heartbeat until the link ends. A master
 // silent for the peer timeout is reported to the instances as gone; one
-// silent for the session timeout ends the session.
+// silent for the session timeout ends the session, and so does a master
+// that says the session has ended (it expired it, or restarted).
 func (s *Slave) serve(l *link.Link) {
 	t := time.NewTicker(s.cfg.Timing.HeartbeatInterval)
 	defer t.Stop()
@@ -328,6 +327,9 @@ func (s *Slave) serve(l *link.Link) {
 					s.log.Info("master answering again, within the session")
 					s.tellInstances("resume")
 				}
+			case errors.Is(err, link.ErrSessionLost):
+				s.log.Warn("master session ended: the master says so", "error", err)
+				_ = l.Close()
 			case quiet > s.cfg.Timing.SessionTimeout:
 				s.log.Warn("master session expired: no answer to heartbeats", "timeout", s.cfg.Timing.SessionTimeout, "error", err)
 				_ = l.Close()

@@ -39,6 +39,9 @@ type Conn struct {
 	queue *queue
 	done  chan struct{}
 
+	mine          string        // this end's session
+	sessionHeader natsgo.Header // just Lf-Session: mine; shared read-only by responses
+
 	// The prefixes of the reply subjects the peer may have answers sent
 	// to: the fabric's, and its nats.go inbox.
 	replyPrefix, inboxPrefix string
@@ -83,12 +86,22 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 	return c
 }
 
+// setMine sets this end's session, before the connector is used.
+func (c *Conn) setMine(session string) {
+	c.mine = session
+	c.sessionHeader = natsgo.Header{hdrSession: {session}}
+}
+
 // Peer returns the address of the endpoint at the other end.
 func (c *Conn) Peer() link.Address { return c.peer }
 
 // PeerSession returns the peer's session, or "" until it is known (or for
 // a plain NATS client, which has none).
 func (c *Conn) PeerSession() string { return c.peerSession() }
+
+// Session returns this end's session: the Node's for a link it accepted, a
+// new one for each link it dialed.
+func (c *Conn) Session() string { return c.mine }
 
 // Node returns the Node the connector belongs to.
 func (c *Conn) Node() *Node { return c.n }
@@ -192,7 +205,7 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 	m := &link.Message{Type: sub.msgType, Data: msg.Data}
 	if msg.Reply != "" {
 		if sub.dst.ID == BroadcastID {
-			c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "requests cannot be broadcast"))
+			c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "requests cannot be broadcast"), c.mine)
 			return
 		}
 		if !c.repliesTo(msg.Reply) {
@@ -206,14 +219,14 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 		if v := msg.Header.Get(hdrID); v != "" {
 			id, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
-				c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not an unsigned integer", hdrID, v))
+				c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not an unsigned integer", hdrID, v), c.mine)
 				return
 			}
 			m.ID = id
 		}
 		if r, err := parseSubject(c.n.prefixDot, msg.Reply); err == nil && r.kind == subjReply && r.budget > 0 {
 			if r.budget > uint64(24*time.Hour/time.Millisecond) {
-				c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget))
+				c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget), c.mine)
 				return
 			}
 			m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
@@ -223,7 +236,7 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 		} else if v := msg.Header.Get(hdrTimeout); v != "" {
 			ms, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
-				c.n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not a number of milliseconds between 1 and 86400000", hdrTimeout, v))
+				c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not a number of milliseconds between 1 and 86400000", hdrTimeout, v), c.mine)
 				return
 			}
 			m.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
@@ -252,18 +265,18 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 	}
 	if m.Kind == link.KindRequest {
 		if !c.n.startRequest() {
-			c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
+			c.n.refuseAs(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self), c.mine)
 			return
 		}
 		if !c.countIn(m.Reply) {
 			c.n.endRequest()
-			c.n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s has closed its link to %s", c.n.self, c.peer))
+			c.n.refuseAs(msg, link.Errorf(link.CodeSessionLost, "%s has closed its link to %s", c.n.self, c.peer), c.mine)
 			return
 		}
 	}
 	if !c.enqueue(m) && m.Kind == link.KindRequest {
 		c.countOut(m.Reply)
-		c.n.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer))
+		c.n.refuseAs(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer), c.mine)
 	}
 }
 
@@ -347,12 +360,12 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		msg.Subject = m.Reply
 		keep = strings.HasPrefix(m.Reply, c.replyPrefix)
 		if c.fabricReply(m.Reply) {
-			msg.Subject = responseSubject(m.Reply, n.session)
+			msg.Subject = responseSubject(m.Reply, c.mine)
 		} else {
-			msg.Header = n.sessionHeader
+			msg.Header = c.sessionHeader
 		}
 		if m.ID != 0 || m.Error != nil {
-			msg.Header = natsgo.Header{hdrSession: {n.session}}
+			msg.Header = natsgo.Header{hdrSession: {c.mine}}
 		}
 		if m.ID != 0 { // a plain client's own correlation id
 			msg.Header[hdrID] = []string{strconv.FormatUint(m.ID, 10)}
@@ -448,7 +461,7 @@ func (c *Conn) Close() error {
 		// Acknowledge what arrived first, so that the peer does not send
 		// it again to whoever takes this session over.
 		c.flushAck()
-		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.n.session, peerSession), nil)
+		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession), nil)
 	}
 	return nil
 }

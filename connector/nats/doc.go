@@ -20,15 +20,19 @@
 // optional tokens out, may send Lf-Timeout, and reads Lf-Error:
 // docs/protocol.md shows how to drive the fabric with the nats CLI.
 //
-// Sessions: every Node has a random session id, new in each process, named
-// in every message. A link is bound to one session of its peer; a message
-// from another session of that address goes to another link (through the
-// accept function) or is dropped, so two processes claiming one address
-// are told apart. A peer that answers one of our requests from a new
-// session has restarted: the old link's session is over and its pending
-// requests fail with link.ErrSessionLost. Only the master answers messages
-// addressed to an earlier session of its own (with session_lost); other
-// endpoints stay silent, since the session may be another live process's.
+// Sessions: every end of a link has a random session id, named in every
+// message: the links a Node accepts share the Node's, new in each process;
+// each link it dials has its own, new with each Dial. A link is bound to
+// one session of its peer; a message from another session of that address
+// goes to another link (through the accept function) or is dropped, so two
+// processes claiming one address are told apart, and so are a link dialed
+// again and the late messages of the one before. A peer that answers one
+// of our requests from a new session is a new end: the old link's session
+// is over and its pending requests fail with link.ErrSessionLost. Once a
+// link has closed, the Node refuses its peer session's late messages as it
+// does those addressed to an ended session of its own: the master answers
+// them with session_lost; other endpoints stay silent, since the session
+// may be another live process's.
 //
 // Reconnection is nats.go's, configured to retry for ever with jittered
 // backoff and to buffer what is published while disconnected; the Node

@@ -34,10 +34,13 @@ var ErrClosed = errors.New("nats: node closed")
 // subscription that receives everything addressed to it, and the
 // connectors of its links, one per peer.
 //
-// Each Node has a session: a random id, new every time a process starts,
-// sent with every message. A peer that sees a new session knows the
-// endpoint restarted; a message addressed to an earlier session is refused
-// rather than handled by the wrong incarnation.
+// Every link end has a session: a random id sent with every message. The
+// links a Node accepts share the Node's, new every time a process starts;
+// each link it dials gets a new one, so that a peer can tell a link dialed
+// again from the late messages of the one before. A peer that sees a new
+// session knows the link's other end is a new one (the process restarted,
+// or dialed again); a message addressed to an ended session is refused
+// rather than handled by the wrong link.
 type Node struct {
 	nc      *natsgo.Conn
 	self    link.Address
@@ -51,15 +54,15 @@ type Node struct {
 	ctx       context.Context // ends when the Node shuts down
 	cancel    context.CancelFunc
 
-	prefixDot     string        // the subject prefix and its dot
-	sessionHeader natsgo.Header // just Lf-Session, shared read-only by responses
-	closeOnce     sync.Once
-	wg            sync.WaitGroup
+	prefixDot string // the subject prefix and its dot
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 
 	mu       sync.Mutex
 	closed   bool
 	nextConn uint64
 	byID     map[uint64]*Conn       // every open connector, by its number
+	ended    endedSessions          // peer sessions whose links have closed
 	bySess   map[peerKey]*Conn      // connectors bound to a peer session
 	dialed   map[link.Address]*Conn // the connector Dial made for each peer
 
@@ -153,7 +156,6 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefixDot = o.prefix + "."
-	n.sessionHeader = natsgo.Header{hdrSession: {n.session}}
 	name := o.name
 	if name == "" {
 		name = "linkfabric " + self.String()
@@ -353,7 +355,7 @@ func (n *Node) ConnectError() error {
 // Self returns the Node's address.
 func (n *Node) Self() link.Address { return n.self }
 
-// Session returns the Node's session id.
+// Session returns the Node's session id: that of the links it accepts.
 func (n *Node) Session() string { return n.session }
 
 // Prefix returns the first token of the Node's subjects.
@@ -380,6 +382,7 @@ func (n *Node) Dial(peer link.Address) (*Conn, error) {
 		return nil, ErrClosed
 	}
 	c := n.newConnLocked(peer, "", false)
+	c.setMine(newSession())
 	if old := n.dialed[peer]; old != nil && old.peerSession() != "" {
 		delete(n.bySess, peerKey{peer, old.peerSession()})
 	}
@@ -392,6 +395,7 @@ func (n *Node) Dial(peer link.Address) (*Conn, error) {
 func (n *Node) newConnLocked(peer link.Address, session string, bound bool) *Conn {
 	n.nextConn++
 	c := newConn(n, n.nextConn, peer, session, bound)
+	c.setMine(n.session)
 	n.byID[c.id] = c
 	if bound {
 		n.bySess[peerKey{peer, session}] = c
@@ -412,6 +416,9 @@ func (n *Node) forget(c *Conn) {
 	}
 	if n.dialed[c.peer] == c {
 		delete(n.dialed, c.peer)
+	}
+	if c.bound && k.session != "" {
+		n.ended.add(k)
 	}
 }
 
@@ -476,45 +483,38 @@ func (r *router) route(msg *natsgo.Msg) {
 func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 	switch sub.kind {
 	case subjReply:
-		if sub.session != n.session {
-			n.dropped.Add(1) // a reply to an earlier incarnation of this endpoint
-			return
-		}
 		n.mu.Lock()
 		c := n.byID[sub.conn]
 		n.mu.Unlock()
-		if c == nil {
-			n.dropped.Add(1)
+		if c == nil || sub.session != c.mine {
+			n.dropped.Add(1) // a reply to a link that has ended
 			return
 		}
 		c.reply(sub.seq, sub.respSession, msg)
 	case subjAck:
-		if sub.dstSession != n.session {
-			n.dropped.Add(1) // for an earlier run of this endpoint
+		c := n.lookup(sub.src, sub.srcSession)
+		if c == nil || sub.dstSession != c.mine {
+			n.dropped.Add(1) // for a link that has ended
 			return
 		}
-		if c := n.lookup(sub.src, sub.srcSession); c != nil {
-			c.acked(sub.ackSeq, sub.gap)
-		}
+		c.acked(sub.ackSeq, sub.gap)
 	case subjClose:
-		if sub.dstSession != "" && sub.dstSession != n.session {
-			n.dropped.Add(1) // it ends another session's link, not ours
+		c := n.lookup(sub.src, sub.srcSession)
+		if c == nil || (sub.dstSession != "" && sub.dstSession != c.mine) {
+			n.dropped.Add(1) // it ends another link, not this one
 			return
 		}
-		if c := n.lookup(sub.src, sub.srcSession); c != nil {
-			c.peerClosed()
-		}
+		c.peerClosed()
 	case subjMessage:
-		if sub.dstSession != "" && sub.dstSession != n.session {
+		c, err := n.connFor(sub.src, sub.srcSession, sub.dstSession)
+		switch {
+		case err == errStale:
 			n.stale(msg)
-			return
-		}
-		c, err := n.connFor(sub.src, sub.srcSession)
-		if err != nil {
+		case err != nil:
 			n.refuse(msg, err)
-			return
+		default:
+			c.inbound(sub, msg)
 		}
-		c.inbound(sub, msg)
 	}
 }
 
@@ -531,10 +531,15 @@ func (n *Node) lookup(peer link.Address, session string) *Conn {
 	return nil
 }
 
-// connFor finds the connector for a message from a peer session: one bound
-// to it, the one Dial made for the peer (binding it on first contact), or
-// a new one offered to the accept function.
-func (n *Node) connFor(peer link.Address, session string) (*Conn, *link.Error) {
+// errStale stands for a message addressed to a session of this endpoint
+// that has ended, or sent by a peer session whose link has ended.
+var errStale = &link.Error{Code: link.CodeSessionLost, Message: "stale session"}
+
+// connFor finds the connector for a message from a peer session to one of
+// ours (dst, if the peer said): one bound to it, the one Dial made for the
+// peer (binding it on first contact), or a new one offered to the accept
+// function. It returns errStale for a message of a link that has ended.
+func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Error) {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -542,22 +547,32 @@ func (n *Node) connFor(peer link.Address, session string) (*Conn, *link.Error) {
 	}
 	if c := n.bySess[peerKey{peer, session}]; c != nil {
 		n.mu.Unlock()
+		if dst != "" && dst != c.mine {
+			return nil, errStale
+		}
 		return c, nil
 	}
-	if c := n.dialed[peer]; c != nil {
-		if c.bindLocked(session) {
-			n.mu.Unlock()
-			return c, nil
-		}
-		// Another session of the peer we dialed: a restarted peer, or
-		// someone else using its address. Either way it is not the link's
-		// peer, and an unsolicited message is no proof of a restart (a
-		// reply to one of our requests is; see Conn.reply).
+	dialed := n.dialed[peer]
+	if dialed != nil && (dst == "" || dst == dialed.mine) && dialed.bindLocked(session) {
 		n.mu.Unlock()
-		return nil, link.Errorf(link.CodeSessionLost, "%s has no link to this session of %s", n.self, peer)
+		return dialed, nil
+	}
+	// Another session of the peer we dialed (a restarted peer, or someone
+	// else using its address) is not the dialed link's peer, and an
+	// unsolicited message is no proof of a restart (a reply to one of our
+	// requests is; see Conn.reply): it may only start a link of its own.
+	if (dst != "" && dst != n.session) || n.ended.has(peerKey{peer, session}) {
+		// Late mail of a link that has ended: its peer must start over,
+		// with a new session, not pick up a link nobody registered.
+		n.mu.Unlock()
+		return nil, errStale
 	}
 	accept := n.opts.accept
-	if accept == nil {
+	switch {
+	case accept == nil && dialed != nil:
+		n.mu.Unlock()
+		return nil, link.Errorf(link.CodeSessionLost, "%s has no link to this session of %s", n.self, peer)
+	case accept == nil:
 		n.mu.Unlock()
 		return nil, link.Errorf(link.CodeNotConnected, "%s does not accept links from %s", n.self, peer)
 	}
@@ -590,7 +605,10 @@ func (n *Node) stale(msg *natsgo.Msg) {
 }
 
 // refuse answers a request the Node cannot deliver, and drops anything else.
-func (n *Node) refuse(msg *natsgo.Msg, e *link.Error) {
+func (n *Node) refuse(msg *natsgo.Msg, e *link.Error) { n.refuseAs(msg, e, n.session) }
+
+// refuseAs is refuse, answering as the link end whose session is session.
+func (n *Node) refuseAs(msg *natsgo.Msg, e *link.Error, session string) {
 	n.dropped.Add(1)
 	n.opts.logger.Debug("refused message", "node", n.self.String(), "subject", msg.Subject, "error", e.Error())
 	if msg.Reply == "" || strings.Contains(msg.Subject, "."+tokReply+".") {
@@ -609,7 +627,7 @@ func (n *Node) refuse(msg *natsgo.Msg, e *link.Error) {
 		return
 	}
 	resp := natsgo.NewMsg(msg.Reply)
-	resp.Header.Set(hdrSession, n.session)
+	resp.Header.Set(hdrSession, session)
 	if id := msg.Header.Get(hdrID); id != "" {
 		resp.Header.Set(hdrID, id)
 	}
@@ -794,4 +812,33 @@ func (n *Node) finishEvents(d time.Duration) error {
 			return nil
 		}
 	}
+}
+
+// endedSessions remembers the peer sessions whose links have closed, the
+// latest maxEnded of them, so that their late messages are refused.
+type endedSessions struct {
+	set   map[peerKey]struct{}
+	order ring[peerKey]
+}
+
+const maxEnded = 4096
+
+func (e *endedSessions) add(k peerKey) {
+	if e.set == nil {
+		e.set = map[peerKey]struct{}{}
+	}
+	if _, ok := e.set[k]; ok {
+		return
+	}
+	if e.order.len() >= maxEnded {
+		delete(e.set, e.order.at(0))
+		e.order.drop(1)
+	}
+	e.set[k] = struct{}{}
+	e.order.push(k)
+}
+
+func (e *endedSessions) has(k peerKey) bool {
+	_, ok := e.set[k]
+	return ok
 }

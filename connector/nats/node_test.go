@@ -607,3 +607,47 @@ func TestSendBeforeFirstConnection(t *testing.T) {
 	connect(t, s, masterAddr, newAcceptor(t, echo).option())
 	conformance.NoErr(t, conformance.Recv(t, result, 30*time.Second, "the request"), "a request made before the first connection")
 }
+
+// Once a link has ended, the late messages of its dialing end (buffered
+// on a frozen broker node, say) are refused with session_lost, not taken
+// for a new link nobody registered; dialing again gives a new session,
+// which links afresh.
+func TestEndedLinkStaysEnded(t *testing.T) {
+	s := runServer(t, 0, nil)
+	acc := newAcceptor(t, nil)
+	master := connect(t, s, masterAddr, acc.option())
+	slave := connect(t, s, slaveAddr)
+	conn, err := slave.Dial(masterAddr)
+	conformance.NoErr(t, err, "dial")
+	a := startLink(t, conn, slaveAddr, masterAddr, nil)
+	ping(t, a)
+	ended := conn.Session()
+	conformance.NoErr(t, acc.next(t).Close(), "the master ends the link")
+	conformance.Recv(t, a.Done(), prompt, "the slave's side to close")
+
+	// A late request of the ended link, as its dialer sent it.
+	nc := plainClient(t, s)
+	reply := "lf.master.0.slave.3._reply." + ended + ".1.99.5000.99"
+	resp, err := nc.SubscribeSync(reply)
+	conformance.NoErr(t, err, "subscribe")
+	conformance.NoErr(t, nc.Flush(), "flush")
+	conformance.NoErr(t, nc.PublishRequest("lf.slave.3.master.0.ping."+ended+"."+master.Session(), reply, []byte(`{}`)), "publish")
+	m, err := resp.NextMsg(prompt)
+	conformance.NoErr(t, err, "the refusal")
+	if code := m.Header.Get("Lf-Error"); code != string(link.CodeSessionLost) {
+		t.Errorf("a late request of the ended link: error %q (%s), want session_lost", code, m.Data)
+	}
+	select {
+	case l := <-acc.links:
+		t.Fatalf("the ended link's late message started link %s", l)
+	default:
+	}
+
+	again, err := slave.Dial(masterAddr)
+	conformance.NoErr(t, err, "dial again")
+	if again.Session() == ended {
+		t.Fatalf("dialing again kept the ended session %s", ended)
+	}
+	ping(t, startLink(t, again, slaveAddr, masterAddr, nil))
+	acc.next(t)
+}

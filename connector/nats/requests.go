@@ -118,7 +118,7 @@ func (c *Conn) replySubjectFor(wire uint64, r *outRequest, now time.Time) (strin
 		return "", false
 	}
 	n := c.n
-	return replySubject(n.opts.prefix, c.peer, n.self, n.session, c.id, wire, uint64(max(remaining.Milliseconds(), 1)), c.requests.low), true
+	return replySubject(n.opts.prefix, c.peer, n.self, c.mine, c.id, wire, uint64(max(remaining.Milliseconds(), 1)), c.requests.low), true
 }
 
 // sendRequest keeps a request until its response and publishes it.
@@ -130,7 +130,7 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Message, peerSession str
 	n := c.n
 	r := &outRequest{
 		id: m.ID, msgType: m.Type, data: m.Data,
-		subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, n.session, peerSession),
+		subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, c.mine, peerSession),
 		first:   now, deadline: m.Deadline, backoff: 20 * time.Millisecond, lastSent: now, rto: requestRTO,
 	}
 	c.mu.Lock()

@@ -120,7 +120,7 @@ func (c *Conn) publishEvent(ctx context.Context, seq uint64, ev outEvent, peerSe
 	}
 	subject, ok := o.subjects[ev.typ]
 	if !ok {
-		subject = eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, n.session, peerSession)
+		subject = eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, c.mine, peerSession)
 		o.subjects[ev.typ] = subject
 	}
 	// nats.go copies the payload before Publish returns: the buffer
@@ -215,7 +215,7 @@ func (c *Conn) sendAck(upTo uint64, gap bool) {
 	if peerSession == "" {
 		return // a plain client has no stream
 	}
-	_ = c.n.nc.Publish(ackSubject(c.n.opts.prefix, c.n.self, c.peer, c.n.session, peerSession, upTo, gap), nil)
+	_ = c.n.nc.Publish(ackSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession, upTo, gap), nil)
 }
 
 // flushAck acknowledges what has arrived since the last acknowledgement.

@@ -22,7 +22,7 @@ const (
 	hdrID      = "Lf-Id"      // a plain client's request id, echoed in its response
 	hdrTimeout = "Lf-Timeout" // milliseconds a plain client waits
 	hdrError   = "Lf-Error"   // the error code of a failed response; the body is its text
-	hdrOrigin  = "Lf-Origin"  // where a broadcast started, type/id
+	hdrOrigin  = "Lf-Origin"  // where a plain client's event started, type/id
 	hdrStatus  = "Status"     // set by the server: 503 means no responders
 )
 
@@ -62,8 +62,9 @@ type Conn struct {
 
 	outMu sync.Mutex // guards out; never held with mu
 	out   outEvents
-	inMu  sync.Mutex // guards in
-	in    inEvents
+	inMu  sync.Mutex // guards in and inAll
+	in    inEvents   // the peer's stream to us
+	inAll inEvents   // the peer's broadcast stream
 }
 
 func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) *Conn {
@@ -251,7 +252,7 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 				return
 			}
 			m.Data, m.Origin = payload, origin
-			c.inboundEvent(m, seq, floor)
+			c.inboundEvent(m, seq, floor, sub.dst.ID == BroadcastID)
 			return
 		}
 		if v := msg.Header.Get(hdrOrigin); v != "" {
@@ -457,6 +458,7 @@ func (c *Conn) Close() error {
 	}
 	close(c.done)
 	c.n.forget(c)
+	c.n.forgetReceiver(c)
 	if notify {
 		// Acknowledge what arrived first, so that the peer does not send
 		// it again to whoever takes this session over.

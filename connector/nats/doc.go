@@ -9,16 +9,23 @@
 //
 //	lf.control.alice.master.0.list_slaves.<session>.<master's session>
 //	        control alice asks the master
-//	lf.master.0.control.alice._reply.<session>.<conn>.<id>.<budget>
+//	lf.master.0.control.alice._reply.<session>.<conn>.<id>.<budget>.<low>.<master's session>
 //	        the master's answer
 //	lf.master.0.slave._all.banlist_update.<session>
 //	        the master tells every slave
 //
-// The sessions and the requester's budget ride in the subject; headers
-// carry only what a sender cannot put there (Lf-Session and Lf-Error on a
-// response, Lf-Origin on a broadcast). A plain NATS client leaves the
-// optional tokens out, may send Lf-Timeout, and reads Lf-Error:
-// docs/protocol.md shows how to drive the fabric with the nats CLI.
+// The sessions, the requester's budget and the numbers of events ride in
+// the subject or at the head of the payload; headers carry only what a
+// fabric peer never needs and a plain client may (Lf-Session and Lf-Error
+// on an error or a plain client's response, Lf-Origin on a plain client's
+// event). A plain NATS client leaves the optional tokens out, may send
+// Lf-Timeout, and reads Lf-Error: docs/protocol.md shows how to drive the
+// fabric with the nats CLI.
+//
+// Nothing is lost across broker faults between fabric peers: events and
+// broadcasts are numbered, acknowledged and sent again (stream.go,
+// broadcast.go), requests are sent again and answered once (requests.go);
+// docs/reliability.md says what is promised.
 //
 // Sessions: every end of a link has a random session id, named in every
 // message: the links a Node accepts share the Node's, new in each process;

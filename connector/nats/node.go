@@ -63,6 +63,9 @@ type Node struct {
 	nextConn uint64
 	byID     map[uint64]*Conn       // every open connector, by its number
 	ended    endedSessions          // peer sessions whose links have closed
+
+	bmu   sync.Mutex // guards bcast; never held with mu
+	bcast map[messages.Endpoint]*broadcastStream
 	bySess   map[peerKey]*Conn      // connectors bound to a peer session
 	dialed   map[link.Address]*Conn // the connector Dial made for each peer
 
@@ -153,6 +156,7 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		byID:      map[uint64]*Conn{},
 		bySess:    map[peerKey]*Conn{},
 		dialed:    map[link.Address]*Conn{},
+		bcast:     map[messages.Endpoint]*broadcastStream{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefixDot = o.prefix + "."
@@ -433,6 +437,9 @@ func (n *Node) status(s link.Status, err error) {
 	for _, c := range conns {
 		c.status(s, err)
 	}
+	if s == link.StatusResumed {
+		n.tickBroadcasts(time.Now(), true) // what the receivers missed meanwhile
+	}
 }
 
 func (n *Node) route(msg *natsgo.Msg) {
@@ -497,7 +504,11 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 			n.dropped.Add(1) // for a link that has ended
 			return
 		}
-		c.acked(sub.ackSeq, sub.gap)
+		if sub.all {
+			n.broadcastAcked(c, sub.ackSeq, sub.gap)
+		} else {
+			c.acked(sub.ackSeq, sub.gap)
+		}
 	case subjClose:
 		c := n.lookup(sub.src, sub.srcSession)
 		if c == nil || (sub.dstSession != "" && sub.dstSession != c.mine) {
@@ -636,23 +647,6 @@ func (n *Node) refuseAs(msg *natsgo.Msg, e *link.Error, session string) {
 	_ = n.nc.PublishMsg(resp)
 }
 
-// Broadcast publishes an event once to every endpoint of type to that
-// subscribes to broadcasts: NATS fans it out. The caller has checked the
-// message against the catalog.
-func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) error {
-	if m.Kind != link.KindEvent {
-		return link.Errorf(link.CodeInvalidMessage, "%s: only events can be broadcast", m.Type)
-	}
-	if to.ID != BroadcastID {
-		return fmt.Errorf("nats: %s is not a broadcast address", to)
-	}
-	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, to, m.Type, n.session, ""), Data: m.Data}
-	if !m.Origin.IsZero() {
-		msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
-	}
-	return n.publish(ctx, msg, m.Type)
-}
-
 // publish sends msg, refusing what the broker would refuse.
 func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error {
 	return n.publishParts(ctx, msg.Subject, msg.Reply, msg.Header, msg.Data, what)
@@ -771,6 +765,7 @@ func (n *Node) ticker() {
 			for _, c := range n.conns() {
 				c.tick(now)
 			}
+			n.tickBroadcasts(now, false)
 		}
 	}
 }
@@ -796,7 +791,7 @@ func (n *Node) finishEvents(d time.Duration) error {
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
 	for {
-		left := 0
+		left := n.broadcastsUnacked()
 		for _, c := range n.conns() {
 			left += c.unacked()
 		}

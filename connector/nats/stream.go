@@ -170,65 +170,77 @@ func (c *Conn) acked(upTo uint64, gap bool) {
 	}
 }
 
-// inboundEvent takes event seq of the peer's stream, delivering it if it
-// is the next one. The routing goroutine calls it, one event at a time.
-func (c *Conn) inboundEvent(m *link.Message, seq, floor uint64) {
+// inboundEvent takes event seq of the peer's stream (or, with all, of its
+// broadcast stream), delivering it if it is the next one. The routing
+// goroutine calls it, one event at a time.
+func (c *Conn) inboundEvent(m *link.Message, seq, floor uint64, all bool) {
+	in := &c.in
+	if all {
+		in = &c.inAll
+	}
 	c.inMu.Lock()
-	if c.in.next == 0 {
-		c.in.next = floor // first contact: the stream starts at the sender's floor
-		c.in.ackedSent = floor - 1
+	if in.next == 0 {
+		in.next = floor // first contact: the stream starts at the sender's floor
+		in.ackedSent = floor - 1
 	}
 	switch {
-	case seq < c.in.next: // a copy: acknowledge again, so the sender lets go
-		c.in.ackDue = true
+	case seq < in.next: // a copy: acknowledge again, so the sender lets go
+		in.ackDue = true
 		c.inMu.Unlock()
 		return
-	case seq > c.in.next: // one or more lost in transit: ask for them again
+	case seq > in.next: // one or more lost in transit: ask for them again
 		now := time.Now()
-		sendGap := now.Sub(c.in.lastGap) >= gapResend
+		sendGap := now.Sub(in.lastGap) >= gapResend
 		if sendGap {
-			c.in.lastGap = now
+			in.lastGap = now
 		}
-		upTo := c.in.next - 1
+		upTo := in.next - 1
 		c.inMu.Unlock()
 		if sendGap {
-			c.sendAck(upTo, true)
+			c.sendAck(upTo, true, all)
 		}
 		return
 	}
-	c.in.next++
-	c.in.ackDue = true
-	ackNow := seq-c.in.ackedSent >= ackEvery
+	in.next++
+	in.ackDue = true
+	ackNow := seq-in.ackedSent >= ackEvery
 	if ackNow {
-		c.in.ackedSent, c.in.ackDue = seq, false
+		in.ackedSent, in.ackDue = seq, false
 	}
 	c.inMu.Unlock()
 	c.enqueue(m)
 	if ackNow {
-		c.sendAck(seq, false)
+		c.sendAck(seq, false, all)
 	}
 }
 
-// sendAck tells the peer that its events up to upTo have arrived.
-func (c *Conn) sendAck(upTo uint64, gap bool) {
+// sendAck tells the peer that its events up to upTo have arrived: of its
+// stream to us, or, with all, of its broadcast stream.
+func (c *Conn) sendAck(upTo uint64, gap, all bool) {
 	peerSession := c.peerSession()
 	if peerSession == "" {
 		return // a plain client has no stream
 	}
-	_ = c.n.nc.Publish(ackSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession, upTo, gap), nil)
+	_ = c.n.nc.Publish(ackSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession, upTo, gap, all), nil)
 }
 
 // flushAck acknowledges what has arrived since the last acknowledgement.
 func (c *Conn) flushAck() {
-	c.inMu.Lock()
-	if !c.in.ackDue || c.in.next == 0 {
+	for _, all := range []bool{false, true} {
+		in := &c.in
+		if all {
+			in = &c.inAll
+		}
+		c.inMu.Lock()
+		if !in.ackDue || in.next == 0 {
+			c.inMu.Unlock()
+			continue
+		}
+		upTo := in.next - 1
+		in.ackedSent, in.ackDue = upTo, false
 		c.inMu.Unlock()
-		return
+		c.sendAck(upTo, false, all)
 	}
-	upTo := c.in.next - 1
-	c.in.ackedSent, c.in.ackDue = upTo, false
-	c.inMu.Unlock()
-	c.sendAck(upTo, false)
 }
 
 // tick does what is due: acknowledgements, events and requests to send
@@ -323,6 +335,9 @@ func (r *ring[T]) len() int { return r.n }
 
 // at returns the i'th element from the front.
 func (r *ring[T]) at(i int) T { return r.buf[(r.head+i)&(len(r.buf)-1)] }
+
+// set replaces the i'th element from the front.
+func (r *ring[T]) set(i int, v T) { r.buf[(r.head+i)&(len(r.buf)-1)] = v }
 
 func (r *ring[T]) push(v T) {
 	if r.n == len(r.buf) {

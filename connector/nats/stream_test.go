@@ -310,3 +310,54 @@ func TestCopyBelowLowMarkIgnored(t *testing.T) {
 		t.Errorf("the master remembers %d requests, want 1 (request 3)", got)
 	}
 }
+
+// Broadcasts published while the broker goes away and comes back reach
+// every receiver once each, in order: one NATS message per receiver while
+// nothing is lost, and what NATS dropped is published again.
+func TestBroadcastsSurviveBrokerRestart(t *testing.T) {
+	s1 := runServer(t, 0, nil)
+	p := port(t, s1)
+	master := connect(t, s1, masterAddr, newAcceptor(t, nil).option())
+	const slaves = 2
+	logs := make([]*tickLog, slaves)
+	for i := range slaves {
+		logs[i] = &tickLog{}
+		got := logs[i]
+		addr := link.Address{Type: messages.Slave, ID: strconv.Itoa(i + 1)}
+		node := connect(t, s1, addr)
+		l := dial(t, node, masterAddr, func(l *link.Link) {
+			link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+				got.add(ev.Seq)
+				return nil
+			})
+		})
+		ping(t, l) // the master now has a link to it: a receiver
+	}
+
+	const n = 1500
+	broadcast := func(i int) error {
+		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
+		if err != nil {
+			return err
+		}
+		ctx := conformance.Ctx(t, time.Minute)
+		return master.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+			&link.Message{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data})
+	}
+	for i := range n / 3 {
+		conformance.NoErr(t, broadcast(i), "broadcast")
+	}
+	s1.Shutdown()
+	s1.WaitForShutdown()
+	for i := n / 3; i < 2*n/3; i++ {
+		conformance.NoErr(t, broadcast(i), "broadcast while the broker is away")
+	}
+	runServer(t, p, nil)
+	for i := 2 * n / 3; i < n; i++ {
+		conformance.NoErr(t, broadcast(i), "broadcast")
+	}
+	for i, got := range logs {
+		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
+		exactlyOnceInOrder(t, got.snapshot(), n)
+	}
+}

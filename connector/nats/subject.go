@@ -21,7 +21,9 @@ import (
 //	        an event in the sender's numbered stream to the receiver; its
 //	        payload starts with a line "<seq> <floor>[ <origin>]"
 //	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
-//	        an event for every endpoint of dstType
+//	        an event for every endpoint of dstType; with the sender's
+//	        session, numbered in its broadcast stream, and its payload
+//	        starts with a line "<seq> <floor>[ <origin>]"
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>[.<low>[.<srcSession>]]]
 //	        a response, on the reply subject the requester chose; a fabric
 //	        requester's always has a budget and a low mark, and the
@@ -29,6 +31,8 @@ import (
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._ack.<srcSession>.<dstSession>.<seq>[.gap]
 //	        the sender has every event of the receiver's stream up to seq
 //	        (and, with gap, lacks the next one)
+//	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._ackall.<srcSession>.<dstSession>.<seq>[.gap]
+//	        the same, of the receiver's broadcast stream
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._close[.<srcSession>[.<dstSession>]]
 //	        the sender closed its side
 //
@@ -54,6 +58,7 @@ const (
 	tokReply  = "_reply"
 	tokClose  = "_close"
 	tokAck    = "_ack"
+	tokAckAll = "_ackall"
 	tokGap    = "gap"
 	noSession = "-" // in place of a session not yet known
 )
@@ -74,9 +79,10 @@ type subject struct {
 	msgType     string       // subjMessage
 	srcSession  string       // subjMessage, subjClose: the sender's session, if it said
 	dstSession  string       // subjMessage, subjClose, subjAck: the receiver's session it talks to, if it knows
-	stream      bool         // subjMessage: both session tokens are there: an event is numbered
+	stream      bool         // subjMessage: an event is numbered (both sessions, or a broadcast with its sender's)
 	ackSeq      uint64       // subjAck: every event up to this one has arrived
 	gap         bool         // subjAck: and the next one is missing
+	all         bool         // subjAck: of the sender's broadcast stream
 	session     string       // subjReply: the requester's session
 	conn, seq   uint64       // subjReply: the requester's connector and request id
 	budget      uint64       // subjReply: milliseconds the requester waits; 0 if it did not say
@@ -152,11 +158,11 @@ func parseSubject(prefixDot, s string) (subject, error) {
 		if err := sub.sessions(toks[5:n]); err != nil {
 			return sub, err
 		}
-	case tokAck:
+	case tokAck, tokAckAll:
 		if sub.dst.ID == BroadcastID || (n != 8 && n != 9) || !validSession(toks[5]) || !validSession(toks[6]) {
 			return sub, errSubject
 		}
-		sub.kind, sub.srcSession, sub.dstSession = subjAck, toks[5], toks[6]
+		sub.kind, sub.srcSession, sub.dstSession, sub.all = subjAck, toks[5], toks[6], toks[4] == tokAckAll
 		if sub.ackSeq, err = parseNumber(toks[7]); err != nil {
 			return sub, err
 		}
@@ -181,7 +187,7 @@ func parseSubject(prefixDot, s string) (subject, error) {
 		if sub.dst.ID == BroadcastID && sub.dstSession != "" {
 			return sub, errSubject // a broadcast goes to every session
 		}
-		sub.stream = sub.dstSession != ""
+		sub.stream = sub.dstSession != "" || (sub.dst.ID == BroadcastID && sub.srcSession != "")
 	}
 	return sub, nil
 }
@@ -354,9 +360,14 @@ func responseSubject(reply, responderSession string) string {
 	return reply + "." + responderSession
 }
 
-// ackSubject tells src's peer dst that src has its events up to seq.
-func ackSubject(prefix string, src, dst link.Address, srcSession, dstSession string, seq uint64, gap bool) string {
-	s := prefix + "." + token(src) + "." + token(dst) + "." + tokAck + "." + srcSession + "." + dstSession + "." + strconv.FormatUint(seq, 10)
+// ackSubject tells src's peer dst that src has its events up to seq: of
+// dst's stream to src, or, with all, of dst's broadcast stream.
+func ackSubject(prefix string, src, dst link.Address, srcSession, dstSession string, seq uint64, gap, all bool) string {
+	tok := tokAck
+	if all {
+		tok = tokAckAll
+	}
+	s := prefix + "." + token(src) + "." + token(dst) + "." + tok + "." + srcSession + "." + dstSession + "." + strconv.FormatUint(seq, 10)
 	if gap {
 		s += "." + tokGap
 	}

@@ -67,6 +67,9 @@ var subjectSeeds = []string{
 	"lf.slave.3.master.0.instance_output.-.0123456789abcdef",
 	"lf.slave.3.master.0.instance_output.0123456789abcdef.-.1",
 	"lf.master.0.slave._all.banlist_update.0123456789abcdef.-",
+	"lf.slave.3.master.0._ack.0123456789abcdef.fedcba9876543210.17",
+	"lf.slave.3.master.0._ackall.0123456789abcdef.fedcba9876543210.17.gap",
+	"lf.slave.3.master.0._ackall.0123456789abcdef.fedcba9876543210.017",
 }
 
 // parseSubject never panics, and what it accepts is a subject the
@@ -99,7 +102,7 @@ func FuzzParseSubject(f *testing.F) {
 					t.Errorf("parseSubject(%q, %q): message type %q", prefix, s, sub.msgType)
 				}
 				again = messageSubject(prefix, sub.src, sub.dst, sub.msgType, sub.srcSession, sub.dstSession)
-				if sub.stream {
+				if sub.stream && sub.dst.ID != BroadcastID {
 					again = eventSubject(prefix, sub.src, sub.dst, sub.msgType, sub.srcSession, sub.dstSession)
 				}
 			case subjReply:
@@ -109,6 +112,8 @@ func FuzzParseSubject(f *testing.F) {
 				}
 			case subjClose:
 				again = closeSubject(prefix, sub.src, sub.dst, sub.srcSession, sub.dstSession)
+			case subjAck:
+				again = ackSubject(prefix, sub.src, sub.dst, sub.srcSession, sub.dstSession, sub.ackSeq, sub.gap, sub.all)
 			default:
 				t.Fatalf("parseSubject(%q, %q): kind %d", prefix, s, sub.kind)
 			}

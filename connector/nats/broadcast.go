@@ -1,0 +1,225 @@
+package nats
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// Broadcasts. A broadcast is one publish that NATS fans out to every
+// endpoint of a type, and a receiver cut off from the broker at that moment
+// would miss it. So a Node numbers its broadcasts to each type in a stream
+// of their own, as a connector numbers a link's events (stream.go), and
+// keeps each until every receiver has acknowledged it. The receivers are
+// the fabric peers of that type the Node has links to when it broadcasts:
+// a peer that links later is owed only what is broadcast after. A receiver
+// delivers in order and drops copies; it acknowledges on its link, and
+// reports a gap, on which the Node publishes what that receiver lacks
+// again. What stays unacknowledged too long, and everything unacknowledged
+// when the connection comes back, is published again too. A copy costs the
+// receivers that already have it nothing but a dropped message; a
+// broadcast still costs one NATS message per receiver when nothing is lost.
+//
+// A receiver that joins while another is still owed earlier broadcasts
+// starts at the oldest one kept (the floor each broadcast carries), so it
+// may also get some broadcast before it linked.
+
+// broadcastStream is a Node's numbered stream of broadcasts to one type.
+type broadcastStream struct {
+	to       link.Address // <type>/_all
+	next     uint64       // the number of the next broadcast; the first is 1
+	pending  ring[kept]
+	receiver map[*Conn]uint64 // every receiver, and the broadcast it has everything up to
+	sentAt   time.Time        // when pending was last sent or acknowledged
+	rto      time.Duration
+	lastGap  time.Time
+	subjects map[string]string // by message type
+	buf      []byte
+}
+
+// kept is a broadcast kept until every receiver has it.
+type kept struct {
+	ev   outEvent
+	owed int // receivers that have not acknowledged it
+}
+
+// floor is the number of the oldest broadcast kept.
+func (bs *broadcastStream) floor() uint64 { return bs.next - uint64(bs.pending.len()) }
+
+// Broadcast publishes an event once to every endpoint of type to that
+// subscribes to broadcasts: NATS fans it out. It keeps the event until the
+// fabric peers of that type linked to this Node have acknowledged it (see
+// above). The caller has checked the message against the catalog.
+func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) error {
+	if m.Kind != link.KindEvent {
+		return link.Errorf(link.CodeInvalidMessage, "%s: only events can be broadcast", m.Type)
+	}
+	if to.ID != BroadcastID {
+		return fmt.Errorf("nats: %s is not a broadcast address", to)
+	}
+	receivers := n.receiversOf(to.Type)
+	n.bmu.Lock()
+	defer n.bmu.Unlock()
+	bs := n.bcast[to.Type]
+	if bs == nil {
+		bs = &broadcastStream{to: to, next: 1, rto: resendFirst, receiver: map[*Conn]uint64{}, subjects: map[string]string{}}
+		n.bcast[to.Type] = bs
+	}
+	for _, c := range receivers {
+		if _, ok := bs.receiver[c]; !ok {
+			bs.receiver[c] = bs.next - 1 // owed what is broadcast from now on
+		}
+	}
+	if bs.pending.len() >= n.opts.maxUnacked {
+		return link.Errorf(link.CodeUnavailable, "%s: %d broadcasts to %s are not yet acknowledged by every receiver", m.Type, bs.pending.len(), to)
+	}
+	ev := outEvent{typ: m.Type, data: m.Data, origin: m.Origin}
+	// Published under the lock, so that broadcasts go out in their order.
+	// If the connection is failing the broadcast is kept all the same: it
+	// goes out again when the connection is back.
+	if err := n.publishBroadcast(ctx, bs, bs.next, ev); err != nil && !transient(err) {
+		return err
+	}
+	if bs.pending.len() == 0 {
+		bs.sentAt = time.Now()
+	}
+	bs.next++
+	bs.pending.push(kept{ev: ev, owed: len(bs.receiver)})
+	bs.trim()
+	return nil
+}
+
+// receiversOf returns the open connectors to fabric peers of type t.
+func (n *Node) receiversOf(t messages.Endpoint) []*Conn {
+	var out []*Conn
+	for _, c := range n.conns() {
+		if c.peer.Type == t && c.peerSession() != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// publishBroadcast publishes broadcast seq of bs. n.bmu must be held.
+func (n *Node) publishBroadcast(ctx context.Context, bs *broadcastStream, seq uint64, ev outEvent) error {
+	subject, ok := bs.subjects[ev.typ]
+	if !ok {
+		subject = messageSubject(n.opts.prefix, n.self, bs.to, ev.typ, n.session, "")
+		bs.subjects[ev.typ] = subject
+	}
+	bs.buf = append(appendEventHead(bs.buf[:0], seq, bs.floor(), ev.origin), ev.data...)
+	err := n.publishParts(ctx, subject, "", nil, bs.buf, ev.typ)
+	if cap(bs.buf) > 64<<10 {
+		bs.buf = nil
+	}
+	return err
+}
+
+// republish publishes the broadcasts of bs after from again. n.bmu must be
+// held.
+func (n *Node) republish(bs *broadcastStream, from uint64, now time.Time) {
+	floor := bs.floor()
+	for i := range bs.pending.len() {
+		seq := floor + uint64(i)
+		if seq <= from {
+			continue
+		}
+		if err := n.publishBroadcast(n.ctx, bs, seq, bs.pending.at(i).ev); err != nil {
+			break // not connected: the next tick or the reconnect tries again
+		}
+	}
+	bs.sentAt = now
+}
+
+// settle counts the broadcasts after from, up to upTo, as no longer owed
+// by one receiver. n.bmu must be held.
+func (bs *broadcastStream) settle(from, upTo uint64) {
+	floor := bs.floor()
+	for seq := max(from+1, floor); seq <= upTo; seq++ {
+		i := int(seq - floor)
+		k := bs.pending.at(i)
+		k.owed--
+		bs.pending.set(i, k)
+	}
+}
+
+// trim drops the broadcasts no receiver is owed. n.bmu must be held.
+func (bs *broadcastStream) trim() {
+	drop := 0
+	for drop < bs.pending.len() && bs.pending.at(drop).owed <= 0 {
+		drop++
+	}
+	bs.pending.drop(drop)
+}
+
+// broadcastAcked takes receiver c's acknowledgement of every broadcast up
+// to upTo and, with gap, its word that the next one is missing.
+func (n *Node) broadcastAcked(c *Conn, upTo uint64, gap bool) {
+	now := time.Now()
+	n.bmu.Lock()
+	defer n.bmu.Unlock()
+	bs := n.bcast[c.peer.Type]
+	if bs == nil {
+		return
+	}
+	acked, ok := bs.receiver[c]
+	if !ok || upTo >= bs.next {
+		return // not a receiver, or acknowledges what was never sent
+	}
+	if upTo > acked {
+		bs.receiver[c] = upTo
+		bs.settle(acked, upTo)
+		before := bs.pending.len()
+		bs.trim()
+		if bs.pending.len() < before {
+			bs.sentAt, bs.rto = now, resendFirst
+		}
+	}
+	if gap && now.Sub(bs.lastGap) >= gapResend {
+		bs.lastGap = now
+		n.republish(bs, bs.receiver[c], now)
+	}
+}
+
+// forgetReceiver stops waiting for a closed connector's acknowledgements.
+func (n *Node) forgetReceiver(c *Conn) {
+	n.bmu.Lock()
+	defer n.bmu.Unlock()
+	if bs := n.bcast[c.peer.Type]; bs != nil {
+		if acked, ok := bs.receiver[c]; ok {
+			delete(bs.receiver, c)
+			bs.settle(acked, bs.next-1)
+			bs.trim()
+		}
+	}
+}
+
+// tickBroadcasts publishes again what has waited too long for its
+// acknowledgements; with all, everything unacknowledged (the connection is
+// back).
+func (n *Node) tickBroadcasts(now time.Time, all bool) {
+	n.bmu.Lock()
+	defer n.bmu.Unlock()
+	for _, bs := range n.bcast {
+		if bs.pending.len() > 0 && (all || now.Sub(bs.sentAt) >= bs.rto) {
+			n.republish(bs, 0, now)
+			if !all {
+				bs.rto = min(2*bs.rto, resendMax)
+			}
+		}
+	}
+}
+
+// broadcastsUnacked reports how many broadcasts await acknowledgements.
+func (n *Node) broadcastsUnacked() int {
+	n.bmu.Lock()
+	defer n.bmu.Unlock()
+	left := 0
+	for _, bs := range n.bcast {
+		left += bs.pending.len()
+	}
+	return left
+}

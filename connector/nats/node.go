@@ -61,13 +61,13 @@ type Node struct {
 	mu       sync.Mutex
 	closed   bool
 	nextConn uint64
-	byID     map[uint64]*Conn       // every open connector, by its number
-	ended    endedSessions          // peer sessions whose links have closed
+	byID     map[uint64]*Conn // every open connector, by its number
+	ended    endedSessions    // peer sessions whose links have closed
 
-	bmu   sync.Mutex // guards bcast; never held with mu
-	bcast map[messages.Endpoint]*broadcastStream
-	bySess   map[peerKey]*Conn      // connectors bound to a peer session
-	dialed   map[link.Address]*Conn // the connector Dial made for each peer
+	bmu    sync.Mutex // guards bcast; never held with mu
+	bcast  map[messages.Endpoint]*broadcastStream
+	bySess map[peerKey]*Conn      // connectors bound to a peer session
+	dialed map[link.Address]*Conn // the connector Dial made for each peer
 
 	starting   atomic.Bool           // Connect has not returned yet
 	dropped    atomic.Uint64         // inbound messages dropped: malformed, full queues, refused

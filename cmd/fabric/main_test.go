@@ -1075,7 +1075,8 @@ func TestBenchQuick(t *testing.T) {
 	for _, res := range out.Results {
 		name := res.Scenario + ", " + res.Metric
 		t.Logf("%s: baseline %g, fabric %g %s, ratio %.2f", name, res.Baseline, res.Fabric, res.Unit, res.Ratio)
-		if res.Fabric <= 0 || res.Unit == "" {
+		// Only resends may be none.
+		if res.Fabric < 0 || res.Fabric == 0 && !strings.Contains(res.Metric, "sent again") || res.Unit == "" {
 			t.Errorf("%s: fabric figure %g %q", name, res.Fabric, res.Unit)
 		}
 		if res.Baseline > 0 && math.Abs(res.Ratio-res.Fabric/res.Baseline) > 0.01*res.Ratio {

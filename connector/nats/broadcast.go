@@ -17,11 +17,12 @@ import (
 // the fabric peers of that type the Node has links to when it broadcasts:
 // a peer that links later is owed only what is broadcast after. A receiver
 // delivers in order and drops copies; it acknowledges on its link, and
-// reports a gap, on which the Node publishes what that receiver lacks
-// again. What stays unacknowledged too long, and everything unacknowledged
-// when the connection comes back, is published again too. A copy costs the
-// receivers that already have it nothing but a dropped message; a
-// broadcast still costs one NATS message per receiver when nothing is lost.
+// reports a gap, on which the Node sends what that receiver lacks again,
+// to it alone, on its link (marked as of the broadcast stream). What stays
+// unacknowledged too long, and everything unacknowledged when the
+// connection comes back, is sent again too: to the receivers that lack it,
+// or, when most do, published once more to all. A broadcast costs one
+// NATS message per receiver when nothing is lost.
 //
 // A receiver that joins while another is still owed earlier broadcasts
 // starts at the oldest one kept (the floor each broadcast carries), so it
@@ -35,7 +36,6 @@ type broadcastStream struct {
 	receiver map[*Conn]uint64 // every receiver, and the broadcast it has everything up to
 	sentAt   time.Time        // when pending was last sent or acknowledged
 	rto      time.Duration
-	lastGap  time.Time
 	subjects map[string]string // by message type
 	buf      []byte
 }
@@ -110,7 +110,7 @@ func (n *Node) publishBroadcast(ctx context.Context, bs *broadcastStream, seq ui
 		subject = messageSubject(n.opts.prefix, n.self, bs.to, ev.typ, n.session, "")
 		bs.subjects[ev.typ] = subject
 	}
-	bs.buf = append(appendEventHead(bs.buf[:0], seq, bs.floor(), ev.origin), ev.data...)
+	bs.buf = append(appendEventHead(bs.buf[:0], eventHead{seq: seq, floor: bs.floor(), origin: ev.origin}), ev.data...)
 	err := n.publishParts(ctx, subject, "", nil, bs.buf, ev.typ)
 	if cap(bs.buf) > 64<<10 {
 		bs.buf = nil
@@ -118,20 +118,59 @@ func (n *Node) publishBroadcast(ctx context.Context, bs *broadcastStream, seq ui
 	return err
 }
 
-// republish publishes the broadcasts of bs after from again. n.bmu must be
-// held.
-func (n *Node) republish(bs *broadcastStream, from uint64, now time.Time) {
-	floor := bs.floor()
-	for i := range bs.pending.len() {
-		seq := floor + uint64(i)
-		if seq <= from {
-			continue
+// resend sends again what each of the receivers lacks: to each alone, or,
+// when they are most of the receivers, published once more to all. n.bmu
+// must be held.
+func (n *Node) resend(bs *broadcastStream, lacking []*Conn, now time.Time) {
+	bs.sentAt = now
+	if len(lacking) == 0 {
+		return
+	}
+	if 2*len(lacking) > len(bs.receiver) {
+		from := bs.next - 1
+		for _, c := range lacking {
+			from = min(from, bs.receiver[c])
 		}
-		if err := n.publishBroadcast(n.ctx, bs, seq, bs.pending.at(i).ev); err != nil {
-			break // not connected: the next tick or the reconnect tries again
+		for seq := max(from+1, bs.floor()); seq < bs.next; seq++ {
+			if err := n.publishBroadcast(n.ctx, bs, seq, bs.pending.at(int(seq-bs.floor())).ev); err != nil {
+				return // not connected: the next tick or the reconnect tries again
+			}
+		}
+		return
+	}
+	for _, c := range lacking {
+		if err := n.sendBroadcastTo(bs, c); err != nil {
+			return
 		}
 	}
-	bs.sentAt = now
+}
+
+// sendBroadcastTo sends receiver c what it lacks of bs, on its link.
+// n.bmu must be held.
+func (n *Node) sendBroadcastTo(bs *broadcastStream, c *Conn) error {
+	peerSession := c.peerSession()
+	floor := bs.floor()
+	for seq := max(bs.receiver[c]+1, floor); seq < bs.next; seq++ {
+		ev := bs.pending.at(int(seq - floor)).ev
+		subject := eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, c.mine, peerSession)
+		bs.buf = append(appendEventHead(bs.buf[:0], eventHead{seq: seq, floor: floor, origin: ev.origin, all: true}), ev.data...)
+		if err := n.publishParts(n.ctx, subject, "", nil, bs.buf, ev.typ); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lacking returns the receivers that have not acknowledged everything.
+// n.bmu must be held.
+func (bs *broadcastStream) lacking() []*Conn {
+	var out []*Conn
+	for c, acked := range bs.receiver {
+		if acked < bs.next-1 {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // settle counts the broadcasts after from, up to upTo, as no longer owed
@@ -178,9 +217,8 @@ func (n *Node) broadcastAcked(c *Conn, upTo uint64, gap bool) {
 			bs.sentAt, bs.rto = now, resendFirst
 		}
 	}
-	if gap && now.Sub(bs.lastGap) >= gapResend {
-		bs.lastGap = now
-		n.republish(bs, bs.receiver[c], now)
+	if gap {
+		_ = n.sendBroadcastTo(bs, c)
 	}
 }
 
@@ -205,7 +243,7 @@ func (n *Node) tickBroadcasts(now time.Time, all bool) {
 	defer n.bmu.Unlock()
 	for _, bs := range n.bcast {
 		if bs.pending.len() > 0 && (all || now.Sub(bs.sentAt) >= bs.rto) {
-			n.republish(bs, 0, now)
+			n.resend(bs, bs.lacking(), now)
 			if !all {
 				bs.rto = min(2*bs.rto, resendMax)
 			}

@@ -245,14 +245,14 @@ func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
 	} else {
 		m.Kind = link.KindEvent
 		if sub.stream {
-			seq, floor, origin, payload, err := parseEventHead(msg.Data)
+			h, payload, err := parseEventHead(msg.Data)
 			if err != nil {
 				c.n.dropped.Add(1)
 				c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type, "error", err)
 				return
 			}
-			m.Data, m.Origin = payload, origin
-			c.inboundEvent(m, seq, floor, sub.dst.ID == BroadcastID)
+			m.Data, m.Origin = payload, h.origin
+			c.inboundEvent(m, h.seq, h.floor, h.all || sub.dst.ID == BroadcastID)
 			return
 		}
 		if v := msg.Header.Get(hdrOrigin); v != "" {

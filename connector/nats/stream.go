@@ -125,7 +125,7 @@ func (c *Conn) publishEvent(ctx context.Context, seq uint64, ev outEvent, peerSe
 	}
 	// nats.go copies the payload before Publish returns: the buffer
 	// serves the next event too.
-	o.buf = append(appendEventHead(o.buf[:0], seq, o.acked+1, ev.origin), ev.data...)
+	o.buf = append(appendEventHead(o.buf[:0], eventHead{seq: seq, floor: o.acked + 1, origin: ev.origin}), ev.data...)
 	err := n.publishParts(ctx, subject, "", nil, o.buf, ev.typ)
 	if cap(o.buf) > 64<<10 {
 		o.buf = nil // do not keep a large event's buffer for good

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
@@ -359,5 +360,62 @@ func TestBroadcastsSurviveBrokerRestart(t *testing.T) {
 	for i, got := range logs {
 		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
 		exactlyOnceInOrder(t, got.snapshot(), n)
+	}
+}
+
+// A receiver that loses broadcasts while the others do not gets what it
+// lacks on its own link: it still gets every broadcast once, in order,
+// and the others get no copies.
+func TestBroadcastsResentToTheReceiverThatLacksThem(t *testing.T) {
+	s := runServer(t, 0, nil)
+	master := connect(t, s, masterAddr, newAcceptor(t, nil).option())
+	const slaves = 3
+	logs := make([]*tickLog, slaves)
+	nodes := make([]*lfnats.Node, slaves)
+	for i := range slaves {
+		logs[i] = &tickLog{}
+		got := logs[i]
+		addr := link.Address{Type: messages.Slave, ID: strconv.Itoa(i + 1)}
+		nodes[i] = connect(t, s, addr)
+		l := dial(t, nodes[i], masterAddr, func(l *link.Link) {
+			link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+				got.add(ev.Seq)
+				return nil
+			})
+		})
+		ping(t, l)
+	}
+	const n = 600
+	for i := range n {
+		if i == n/3 {
+			// Slave 1's connection drops: what is published until it is
+			// back (and has subscribed again) passes it by.
+			cid, err := nodes[0].NATS().GetClientID()
+			conformance.NoErr(t, err, "client id")
+			conformance.NoErr(t, s.DisconnectClientByID(cid), "disconnect slave 1")
+		}
+		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
+		conformance.NoErr(t, err, "encode")
+		conformance.NoErr(t, master.Broadcast(conformance.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+			&link.Message{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+	}
+	for i, got := range logs {
+		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
+		exactlyOnceInOrder(t, got.snapshot(), n)
+	}
+	// Slaves 2 and 3 got each broadcast once on their broadcast
+	// subscriptions: nothing was published to all again.
+	for _, i := range []int{1, 2} {
+		cid, err := nodes[i].NATS().GetClientID()
+		conformance.NoErr(t, err, "client id")
+		cz, err := s.Connz(&server.ConnzOptions{CID: cid, SubscriptionsDetail: true})
+		conformance.NoErr(t, err, "connz")
+		for _, c := range cz.Conns {
+			for _, sub := range c.SubsDetail {
+				if strings.Contains(sub.Subject, "._all.") && sub.Msgs != n {
+					t.Errorf("slave %d: %d messages on %s, want %d", i+1, sub.Msgs, sub.Subject, n)
+				}
+			}
+		}
 	}
 }

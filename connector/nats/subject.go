@@ -18,8 +18,9 @@ import (
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>[.<srcSession>[.<dstSession>]]
 //	        a request (it has a reply subject) or an event (it has none)
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>.<srcSession>.<dstSession|->
-//	        an event in the sender's numbered stream to the receiver; its
-//	        payload starts with a line "<seq> <floor>[ <origin>]"
+//	        an event in the sender's numbered stream to the receiver (or,
+//	        sent again to this receiver alone, of its broadcast stream);
+//	        its payload starts with a line "[*]<seq> <floor>[ <origin>]"
 //	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
 //	        an event for every endpoint of dstType; with the sender's
 //	        session, numbered in its broadcast stream, and its payload
@@ -301,27 +302,37 @@ func eventSubject(prefix string, src, dst link.Address, msgType, srcSession, dst
 	return prefix + "." + token(src) + "." + token(dst) + "." + msgType + "." + srcSession + "." + dstSession
 }
 
-// appendEventHead appends the line that starts a numbered event's payload:
-// its number, its sender's floor and, if it was forwarded, its origin.
-func appendEventHead(b []byte, seq, floor uint64, origin link.Address) []byte {
-	b = strconv.AppendUint(b, seq, 10)
+// eventHead is the line that starts a numbered event's payload.
+type eventHead struct {
+	seq    uint64       // its number in its stream
+	floor  uint64       // the oldest event its sender still holds
+	origin link.Address // where it started, if it was forwarded
+	all    bool         // of its sender's broadcast stream, sent on the link ("*")
+}
+
+// appendEventHead appends h's line: "[*]<seq> <floor>[ <origin>]".
+func appendEventHead(b []byte, h eventHead) []byte {
+	if h.all {
+		b = append(b, '*')
+	}
+	b = strconv.AppendUint(b, h.seq, 10)
 	b = append(b, ' ')
-	b = strconv.AppendUint(b, floor, 10)
-	if !origin.IsZero() {
+	b = strconv.AppendUint(b, h.floor, 10)
+	if !h.origin.IsZero() {
 		b = append(b, ' ')
-		b = append(b, origin.String()...)
+		b = append(b, h.origin.String()...)
 	}
 	return append(b, '\n')
 }
 
-// maxEventHead bounds the line appendEventHead writes: two numbers, an
-// endpoint type and an id, their separators and the newline.
-const maxEventHead = 20 + 1 + 20 + 1 + 16 + 1 + 64 + 1
+// maxEventHead bounds the line appendEventHead writes: the mark, two
+// numbers, an endpoint type and an id, their separators and the newline.
+const maxEventHead = 1 + 20 + 1 + 20 + 1 + 16 + 1 + 64 + 1
 
 // parseEventHead splits a numbered event's payload into its head and the
 // message's own payload. It never panics, and accepts nothing
 // appendEventHead could not have written.
-func parseEventHead(data []byte) (seq, floor uint64, origin link.Address, payload []byte, err error) {
+func parseEventHead(data []byte) (h eventHead, payload []byte, err error) {
 	end := -1
 	for i := 0; i < len(data) && i < maxEventHead; i++ {
 		if data[i] == '\n' {
@@ -330,28 +341,31 @@ func parseEventHead(data []byte) (seq, floor uint64, origin link.Address, payloa
 		}
 	}
 	if end < 0 {
-		return 0, 0, origin, nil, errEventHead
+		return h, nil, errEventHead
 	}
-	head := data[:end]
-	seqTok, rest, _ := bytes.Cut(head, space)
+	line := data[:end]
+	if len(line) > 0 && line[0] == '*' {
+		h.all, line = true, line[1:]
+	}
+	seqTok, rest, _ := bytes.Cut(line, space)
 	floorTok, originTok, hasOrigin := bytes.Cut(rest, space)
-	if seq, err = parseNumber(seqTok); err != nil || seq == 0 {
-		return 0, 0, origin, nil, errEventHead
+	if h.seq, err = parseNumber(seqTok); err != nil || h.seq == 0 {
+		return eventHead{}, nil, errEventHead
 	}
-	if floor, err = parseNumber(floorTok); err != nil || floor == 0 || floor > seq {
-		return 0, 0, origin, nil, errEventHead
+	if h.floor, err = parseNumber(floorTok); err != nil || h.floor == 0 || h.floor > h.seq {
+		return eventHead{}, nil, errEventHead
 	}
 	if hasOrigin {
-		if origin, err = link.ParseAddress(string(originTok)); err != nil || origin.String() != string(originTok) {
-			return 0, 0, link.Address{}, nil, errEventHead
+		if h.origin, err = link.ParseAddress(string(originTok)); err != nil || h.origin.String() != string(originTok) {
+			return eventHead{}, nil, errEventHead
 		}
 	}
-	return seq, floor, origin, data[end+1:], nil
+	return h, data[end+1:], nil
 }
 
-var space = []byte{' '}
+var errEventHead = errors.New(`a numbered event's payload must start with a line "[*]<seq> <floor>[ <origin>]"`)
 
-var errEventHead = errors.New(`a numbered event's payload must start with a line "<seq> <floor>[ <origin>]"`)
+var space = []byte{' '}
 
 // responseSubject is the subject of a response to a fabric requester: its
 // reply subject, with the responder's session added so that the requester

@@ -128,21 +128,21 @@ func FuzzParseSubject(f *testing.F) {
 // writes, followed by the payload.
 func FuzzEventHead(f *testing.F) {
 	for _, s := range []string{
-		"1 1\n{}", "17 3 instance/21\n{\"a\":1}", "3 4\n{}", "0 0\n", "1 1", "1  1\n", "01 1\n", "1 1 instance/21 x\n",
+		"1 1\n{}", "17 3 instance/21\n{\"a\":1}", "*17 3\n{}", "**1 1\n", "*\n", "3 4\n{}", "0 0\n", "1 1", "1  1\n", "01 1\n", "1 1 instance/21 x\n",
 		"1 1 instance/_x\n", "1 1 nobody/1\n", "18446744073709551615 1\n", "18446744073709551616 1\n", "1 1 \n", "\n", "",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		seq, floor, origin, payload, err := parseEventHead(data)
+		h, payload, err := parseEventHead(data)
 		if err != nil {
 			return
 		}
-		if seq == 0 || floor == 0 || floor > seq {
-			t.Errorf("parseEventHead(%q): seq %d, floor %d", data, seq, floor)
+		if h.seq == 0 || h.floor == 0 || h.floor > h.seq {
+			t.Errorf("parseEventHead(%q): seq %d, floor %d", data, h.seq, h.floor)
 		}
-		if again := append(appendEventHead(nil, seq, floor, origin), payload...); string(again) != string(data) {
-			t.Errorf("parseEventHead(%q) = %d, %d, %s, %q, which renders as %q", data, seq, floor, origin, payload, again)
+		if again := append(appendEventHead(nil, h), payload...); string(again) != string(data) {
+			t.Errorf("parseEventHead(%q) = %+v, %q, which renders as %q", data, h, payload, again)
 		}
 	})
 }

@@ -26,24 +26,34 @@ import (
 //
 // A receiver that joins while another is still owed earlier broadcasts
 // starts at the oldest one kept (the floor each broadcast carries), so it
-// may also get some broadcast before it linked.
+// may also get some broadcast before it linked. A receiver is counted as
+// lacking a broadcast on the timer only once it has had resendFirst to
+// acknowledge it: the others are not sent again what their
+// acknowledgements are on the way for.
 
 // broadcastStream is a Node's numbered stream of broadcasts to one type.
 type broadcastStream struct {
 	to       link.Address // <type>/_all
 	next     uint64       // the number of the next broadcast; the first is 1
 	pending  ring[kept]
-	receiver map[*Conn]uint64 // every receiver, and the broadcast it has everything up to
-	sentAt   time.Time        // when pending was last sent or acknowledged
+	receiver map[*Conn]*receiver // every receiver
+	sentAt   time.Time           // when pending was last sent or acknowledged
 	rto      time.Duration
 	subjects map[string]string // by message type
 	buf      []byte
 }
 
+// receiver is what a broadcastStream knows of one receiver.
+type receiver struct {
+	acked   uint64    // it has every broadcast up to this one
+	lastGap time.Time // when what it lacks was last sent on its word
+}
+
 // kept is a broadcast kept until every receiver has it.
 type kept struct {
 	ev   outEvent
-	owed int // receivers that have not acknowledged it
+	at   time.Time // when it was first sent
+	owed int       // receivers that have not acknowledged it
 }
 
 // floor is the number of the oldest broadcast kept.
@@ -65,12 +75,15 @@ func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) 
 	defer n.bmu.Unlock()
 	bs := n.bcast[to.Type]
 	if bs == nil {
-		bs = &broadcastStream{to: to, next: 1, rto: resendFirst, receiver: map[*Conn]uint64{}, subjects: map[string]string{}}
+		bs = &broadcastStream{to: to, next: 1, rto: resendFirst, receiver: map[*Conn]*receiver{}, subjects: map[string]string{}}
 		n.bcast[to.Type] = bs
 	}
 	for _, c := range receivers {
-		if _, ok := bs.receiver[c]; !ok {
-			bs.receiver[c] = bs.next - 1 // owed what is broadcast from now on
+		if _, ok := bs.receiver[c]; !ok && !c.isDone() {
+			// Owed what is broadcast from now on. A connector closed since
+			// receiversOf has been forgotten already (its Close forgets
+			// it after closing done, under n.bmu): it must not come back.
+			bs.receiver[c] = &receiver{acked: bs.next - 1}
 		}
 	}
 	if bs.pending.len() >= n.opts.maxUnacked {
@@ -83,11 +96,12 @@ func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) 
 	if err := n.publishBroadcast(ctx, bs, bs.next, ev); err != nil && !transient(err) {
 		return err
 	}
+	now := time.Now()
 	if bs.pending.len() == 0 {
-		bs.sentAt = time.Now()
+		bs.sentAt = now
 	}
 	bs.next++
-	bs.pending.push(kept{ev: ev, owed: len(bs.receiver)})
+	bs.pending.push(kept{ev: ev, at: now, owed: len(bs.receiver)})
 	bs.trim()
 	return nil
 }
@@ -129,7 +143,7 @@ func (n *Node) resend(bs *broadcastStream, lacking []*Conn, now time.Time) {
 	if 2*len(lacking) > len(bs.receiver) {
 		from := bs.next - 1
 		for _, c := range lacking {
-			from = min(from, bs.receiver[c])
+			from = min(from, bs.receiver[c].acked)
 		}
 		for seq := max(from+1, bs.floor()); seq < bs.next; seq++ {
 			if err := n.publishBroadcast(n.ctx, bs, seq, bs.pending.at(int(seq-bs.floor())).ev); err != nil {
@@ -139,18 +153,18 @@ func (n *Node) resend(bs *broadcastStream, lacking []*Conn, now time.Time) {
 		return
 	}
 	for _, c := range lacking {
-		if err := n.sendBroadcastTo(bs, c); err != nil {
+		if err := n.sendBroadcastTo(bs, c, bs.receiver[c].acked+1); err != nil {
 			return
 		}
 	}
 }
 
-// sendBroadcastTo sends receiver c what it lacks of bs, on its link.
-// n.bmu must be held.
-func (n *Node) sendBroadcastTo(bs *broadcastStream, c *Conn) error {
+// sendBroadcastTo sends receiver c the broadcasts of bs from from (or the
+// oldest kept), on its link. n.bmu must be held.
+func (n *Node) sendBroadcastTo(bs *broadcastStream, c *Conn, from uint64) error {
 	peerSession := c.peerSession()
 	floor := bs.floor()
-	for seq := max(bs.receiver[c]+1, floor); seq < bs.next; seq++ {
+	for seq := max(from, floor); seq < bs.next; seq++ {
 		ev := bs.pending.at(int(seq - floor)).ev
 		subject := eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, c.mine, peerSession)
 		bs.buf = append(appendEventHead(bs.buf[:0], eventHead{seq: seq, floor: floor, origin: ev.origin, all: true}), ev.data...)
@@ -161,12 +175,19 @@ func (n *Node) sendBroadcastTo(bs *broadcastStream, c *Conn) error {
 	return nil
 }
 
-// lacking returns the receivers that have not acknowledged everything.
-// n.bmu must be held.
-func (bs *broadcastStream) lacking() []*Conn {
+// lacking returns the receivers that have not acknowledged a broadcast
+// sent before due. n.bmu must be held.
+func (bs *broadcastStream) lacking(due time.Time) []*Conn {
+	floor, upTo := bs.floor(), uint64(0)
+	for i := bs.pending.len() - 1; i >= 0; i-- {
+		if !bs.pending.at(i).at.After(due) {
+			upTo = floor + uint64(i)
+			break
+		}
+	}
 	var out []*Conn
-	for c, acked := range bs.receiver {
-		if acked < bs.next-1 {
+	for c, r := range bs.receiver {
+		if r.acked < upTo {
 			out = append(out, c)
 		}
 	}
@@ -204,21 +225,25 @@ func (n *Node) broadcastAcked(c *Conn, upTo uint64, gap bool) {
 	if bs == nil {
 		return
 	}
-	acked, ok := bs.receiver[c]
-	if !ok || upTo >= bs.next {
+	r := bs.receiver[c]
+	if r == nil || upTo >= bs.next {
 		return // not a receiver, or acknowledges what was never sent
 	}
-	if upTo > acked {
-		bs.receiver[c] = upTo
-		bs.settle(acked, upTo)
+	if upTo > r.acked {
+		bs.settle(r.acked, upTo)
+		r.acked = upTo
 		before := bs.pending.len()
 		bs.trim()
 		if bs.pending.len() < before {
 			bs.sentAt, bs.rto = now, resendFirst
 		}
 	}
-	if gap {
-		_ = n.sendBroadcastTo(bs, c)
+	// A receiver that joined while another lagged lacks broadcasts it was
+	// not owed (see above): it is sent what it says it lacks, not only
+	// what it owes.
+	if gap && now.Sub(r.lastGap) >= gapResend {
+		r.lastGap = now
+		_ = n.sendBroadcastTo(bs, c, upTo+1)
 	}
 }
 
@@ -227,9 +252,9 @@ func (n *Node) forgetReceiver(c *Conn) {
 	n.bmu.Lock()
 	defer n.bmu.Unlock()
 	if bs := n.bcast[c.peer.Type]; bs != nil {
-		if acked, ok := bs.receiver[c]; ok {
+		if r := bs.receiver[c]; r != nil {
 			delete(bs.receiver, c)
-			bs.settle(acked, bs.next-1)
+			bs.settle(r.acked, bs.next-1)
 			bs.trim()
 		}
 	}
@@ -243,7 +268,11 @@ func (n *Node) tickBroadcasts(now time.Time, all bool) {
 	defer n.bmu.Unlock()
 	for _, bs := range n.bcast {
 		if bs.pending.len() > 0 && (all || now.Sub(bs.sentAt) >= bs.rto) {
-			n.resend(bs, bs.lacking(), now)
+			due := now.Add(-resendFirst)
+			if all {
+				due = now
+			}
+			n.resend(bs, bs.lacking(due), now)
 			if !all {
 				bs.rto = min(2*bs.rto, resendMax)
 			}

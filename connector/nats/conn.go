@@ -417,6 +417,16 @@ func (c *Conn) status(s link.Status, err error) {
 // closed its side: the link hears of it after what the peer sent before.
 var closeNotice = &link.Message{}
 
+// isDone reports whether Close has closed c.done.
+func (c *Conn) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // peerClosed handles the peer's notice that it closed its side.
 func (c *Conn) peerClosed() {
 	c.mu.Lock()

@@ -19,3 +19,18 @@ func (n *Node) Remembered() int {
 	}
 	return total
 }
+
+// BroadcastReceivers counts the receivers n's broadcasts wait for.
+func (n *Node) BroadcastReceivers() int {
+	n.bmu.Lock()
+	defer n.bmu.Unlock()
+	total := 0
+	for _, bs := range n.bcast {
+		total += len(bs.receiver)
+	}
+	return total
+}
+
+// BroadcastsUnacked counts the broadcasts n keeps for want of
+// acknowledgements.
+func (n *Node) BroadcastsUnacked() int { return n.broadcastsUnacked() }

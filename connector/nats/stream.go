@@ -172,16 +172,22 @@ func (c *Conn) acked(upTo uint64, gap bool) {
 
 // inboundEvent takes event seq of the peer's stream (or, with all, of its
 // broadcast stream), delivering it if it is the next one. The routing
-// goroutine calls it, one event at a time.
+// goroutine calls it, one event at a time; for the broadcast stream, the
+// routing goroutines of two subscriptions (the broadcast subject's, and
+// the link's, which carries what is sent again to this receiver alone).
 func (c *Conn) inboundEvent(m *link.Message, seq, floor uint64, all bool) {
 	in := &c.in
 	if all {
 		in = &c.inAll
 	}
 	c.inMu.Lock()
-	if in.next == 0 {
-		in.next = floor // first contact: the stream starts at the sender's floor
-		in.ackedSent = floor - 1
+	if in.next < floor {
+		// First contact: the stream starts at the sender's floor. Or, of
+		// a broadcast stream, the sender let go of broadcasts this
+		// receiver never had: it was not owed them (it linked while
+		// another receiver lagged, and took the floor of then).
+		in.next = floor
+		in.ackedSent = max(in.ackedSent, floor-1)
 	}
 	switch {
 	case seq < in.next: // a copy: acknowledge again, so the sender lets go
@@ -207,8 +213,15 @@ func (c *Conn) inboundEvent(m *link.Message, seq, floor uint64, all bool) {
 	if ackNow {
 		in.ackedSent, in.ackDue = seq, false
 	}
-	c.inMu.Unlock()
-	c.enqueue(m)
+	if all {
+		// Handed over under the lock: the other subscription's goroutine
+		// must not hand over the next broadcast before this one.
+		c.enqueue(m)
+		c.inMu.Unlock()
+	} else {
+		c.inMu.Unlock()
+		c.enqueue(m)
+	}
 	if ackNow {
 		c.sendAck(seq, false, all)
 	}

@@ -419,3 +419,111 @@ func TestBroadcastsResentToTheReceiverThatLacksThem(t *testing.T) {
 		}
 	}
 }
+
+// broadcastTicks broadcasts ticks from to to-1 to every slave.
+func broadcastTicks(t *testing.T, master *lfnats.Node, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
+		conformance.NoErr(t, err, "encode")
+		conformance.NoErr(t, master.Broadcast(conformance.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+			&link.Message{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+	}
+}
+
+// tickingSlave links a slave to the master and records the ticks it gets.
+func tickingSlave(t *testing.T, s *server.Server, id int) (*lfnats.Node, *tickLog) {
+	t.Helper()
+	got := &tickLog{}
+	node := connect(t, s, link.Address{Type: messages.Slave, ID: strconv.Itoa(id)})
+	l := dial(t, node, masterAddr, func(l *link.Link) {
+		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+			got.add(ev.Seq)
+			return nil
+		})
+	})
+	ping(t, l)
+	return node, got
+}
+
+// A slave that links while another receiver still lacks earlier
+// broadcasts (its process hangs: its link stays, its acknowledgements stop)
+// gets every broadcast from when it linked, once each and in order, though
+// the stream it joins starts before it: it may get older ones too.
+func TestBroadcastsReachASlaveThatLinksWhileAnotherLags(t *testing.T) {
+	s := runServer(t, 0, nil)
+	acc := newAcceptor(t, nil)
+	master := connect(t, s, masterAddr, acc.option())
+	stuck, _ := tickingSlave(t, s, 1)
+	stuckLink := acc.next(t)
+	// Enough others that what slave 2 lacks is sent to it alone.
+	var others []*tickLog
+	for id := 3; id <= 5; id++ {
+		_, got := tickingSlave(t, s, id)
+		acc.next(t)
+		others = append(others, got)
+	}
+	stuck.NATS().Close() // the master hears nothing more from it, and keeps its link
+	broadcastTicks(t, master, 0, 10)
+	_, late := tickingSlave(t, s, 2)
+	acc.next(t)
+	broadcastTicks(t, master, 10, 20)
+	for _, other := range others {
+		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach the others", func() bool { return len(other.snapshot()) >= 20 })
+		exactlyOnceInOrder(t, other.snapshot(), 20)
+	}
+	conformance.WaitFor(t, 30*time.Second, "the broadcasts since it linked to reach slave 2", func() bool {
+		got := late.snapshot()
+		return len(got) > 0 && got[len(got)-1] == 19
+	})
+	got := late.snapshot()
+	if len(got) < 10 {
+		t.Fatalf("slave 2 got %v, want at least 10 to 19", got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]+1 {
+			t.Fatalf("slave 2 got %v: lost, duplicated or out of order", got)
+		}
+	}
+	// The master gives up on the hung slave (as its peer timeout would
+	// have it): nothing is kept for it any more.
+	conformance.NoErr(t, stuckLink.Close(), "close the hung slave's link")
+	conformance.WaitFor(t, 10*time.Second, "nothing kept", func() bool { return master.BroadcastsUnacked() == 0 })
+}
+
+// A slave whose link closes while the master broadcasts is not waited for:
+// the master ends up with no receiver and nothing kept.
+func TestBroadcastReceiverThatClosesIsForgotten(t *testing.T) {
+	s := runServer(t, 0, nil)
+	acc := newAcceptor(t, nil)
+	master := connect(t, s, masterAddr, acc.option())
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		pace := time.NewTicker(100 * time.Microsecond)
+		defer pace.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-pace.C:
+			}
+			data, _ := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
+			_ = master.Broadcast(context.Background(), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+				&link.Message{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data})
+		}
+	}()
+	node := connect(t, s, slaveAddr)
+	for range 100 {
+		l := dial(t, node, masterAddr, nil)
+		ping(t, l)
+		acc.next(t)
+		conformance.NoErr(t, l.Close(), "close")
+	}
+	close(stop)
+	<-done
+	t.Logf("links closed")
+	conformance.WaitFor(t, 30*time.Second, "the master to forget every closed receiver", func() bool {
+		return master.BroadcastReceivers() == 0 && master.BroadcastsUnacked() == 0
+	})
+}

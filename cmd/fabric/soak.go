@@ -20,7 +20,8 @@ on the NATS servers in FABRIC_NATS_URL (with the credentials and TLS
 settings of the usual FABRIC_NATS_* variables), under its own subject
 prefix (--prefix, default lfsoak), so it never touches the subjects of the
 cluster that runs there. For --duration they exchange a steady stream of
-numbered events (instance -> master, master -> slave) and requests
+numbered events (instance -> master, master -> slave), broadcasts (from
+the first instance of each slave to every other instance) and requests
 (control -> master -> slave -> instance, instance -> master). Break things
 meanwhile (restart a NATS node, cut a network link) and see what the fabric
 makes of it.
@@ -49,6 +50,7 @@ func (a *app) soak(ctx context.Context, args []string) error {
 	instances := fs.Int("instances", 2, "instances per slave (1 to 99)")
 	upRate := fs.Float64("up-rate", 20, "soak:up events per second from each instance to the master (0: none)")
 	downRate := fs.Float64("down-rate", 20, "soak:down events per second from the master to each slave (0: none)")
+	allRate := fs.Float64("all-rate", 10, "soak:all broadcasts per second from the first instance of each slave to every other instance (0: none)")
 	askRate := fs.Float64("ask-rate", 10, "soak:ask requests per second from the control to the instances (0: none)")
 	askConcurrency := fs.Int("ask-concurrency", 4, "soak:ask requests in flight at most")
 	tellRate := fs.Float64("tell-rate", 2, "soak:tell requests per second from each instance to the master (0: none)")
@@ -70,7 +72,7 @@ func (a *app) soak(ctx context.Context, args []string) error {
 	case *askConcurrency < 1:
 		return usagef("soak: --ask-concurrency must be at least 1")
 	}
-	for name, r := range map[string]float64{"up-rate": *upRate, "down-rate": *downRate, "ask-rate": *askRate, "tell-rate": *tellRate} {
+	for name, r := range map[string]float64{"up-rate": *upRate, "down-rate": *downRate, "all-rate": *allRate, "ask-rate": *askRate, "tell-rate": *tellRate} {
 		if r < 0 || r > 1000 {
 			return usagef("soak: --%s must be 0 to 1000", name)
 		}
@@ -110,6 +112,7 @@ func (a *app) soak(ctx context.Context, args []string) error {
 		Instances:      *instances,
 		UpRate:         rate(*upRate),
 		DownRate:       rate(*downRate),
+		AllRate:        rate(*allRate),
 		AskRate:        rate(*askRate),
 		AskConcurrency: *askConcurrency,
 		TellRate:       rate(*tellRate),

@@ -42,6 +42,10 @@ type Config struct {
 	// DownRate is how many soak:down events the master sends on each of
 	// its slave links per second. Defaults to 20; negative sends none.
 	DownRate float64
+	// AllRate is how many soak:all broadcasts the first instance of each
+	// slave (N01) sends every other instance per second. Defaults to 10;
+	// negative sends none.
+	AllRate float64
 	// AskRate is how many soak:ask requests the control sends per second,
 	// to the instances in turn. Defaults to 10; negative sends none.
 	AskRate float64
@@ -96,6 +100,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.DownRate == 0 {
 		c.DownRate = 20
 	}
+	if c.AllRate == 0 {
+		c.AllRate = 10
+	}
 	if c.AskRate == 0 {
 		c.AskRate = 10
 	}
@@ -121,7 +128,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.QuiesceTimeout < 0:
 		return c, fmt.Errorf("soak: negative quiesce timeout %s", c.QuiesceTimeout)
 	}
-	for name, r := range map[string]float64{"up": c.UpRate, "down": c.DownRate, "ask": c.AskRate, "tell": c.TellRate} {
+	for name, r := range map[string]float64{"up": c.UpRate, "down": c.DownRate, "all": c.AllRate, "ask": c.AskRate, "tell": c.TellRate} {
 		if r > 1000 {
 			return c, fmt.Errorf("soak: %s rate %g per second: want at most 1000", name, r)
 		}

@@ -10,10 +10,14 @@
 //
 //	soak:up    event    instance -> slave -> master   each instance, UpRate a second
 //	soak:down  event    master -> slave               on each slave link, DownRate a second
+//	soak:all   event    instance -> every other instance, from each slave's first instance, AllRate a second
 //	soak:ask   request  control -> master -> slave -> instance, answered by the instance
 //	soak:tell  request  instance -> slave -> master, answered by the master
 //
-// Every event carries its sender's incarnation and a sequence number. An
+// Every event carries its sender's incarnation and a sequence number;
+// a broadcast also the master's incarnation it was sent under, since what
+// is broadcast while the master restarts reaches only the slaves linked to
+// it by then. An
 // event counts as sent when the send returned nil; its receiver records
 // every number that arrives, per link and sender incarnation (a restarted
 // master or slave starts its numbers again). Every request carries an id

@@ -12,8 +12,8 @@ import (
 )
 
 // instance is one incarnation of a soak instance: made each time its slave
-// starts it. While it runs it sends soak:up and soak:tell, and it answers
-// soak:ask.
+// starts it. While it runs it sends soak:up and soak:tell (and, the first
+// of its slave's, soak:all); it answers soak:ask and counts soak:all.
 type instance struct {
 	s    *Soak
 	id   int64
@@ -67,6 +67,10 @@ func (in *instance) Attach(l *link.Link) {
 		in.stopTraffic()
 		return messages.Empty{}, nil
 	})
+	link.HandleEvent(l, AllEvent, func(_ context.Context, a All) error {
+		in.s.t.castReceived(castReceiver{castKey: castKey{sender: a.InstanceID, inc: a.Inc, epoch: a.Epoch}, receiver: in.id, run: in.inc}, a.Seq)
+		return nil
+	})
 	link.HandleRequest(l, AskRequest, func(_ context.Context, a Ask) (Answer, error) {
 		in.s.t.ran(AskRequest.Name(), a.ID)
 		return Answer{ID: a.ID}, nil
@@ -88,6 +92,11 @@ func (in *instance) startTraffic() {
 		s.traffic.Add(1)
 		in.wg.Add(1)
 		go in.up()
+	}
+	if every(s.cfg.AllRate) > 0 && in.id%100 == 1 {
+		s.traffic.Add(1)
+		in.wg.Add(1)
+		go in.all()
 	}
 	if every(s.cfg.TellRate) > 0 {
 		s.traffic.Add(1)
@@ -131,6 +140,25 @@ func (in *instance) up() {
 		err := link.Emit(ctx, in.l, UpEvent, Up{InstanceID: in.id, Inc: in.inc, Seq: seq})
 		cancel()
 		s.t.sent(key, seq, err)
+	}
+}
+
+// all broadcasts soak:all at AllRate.
+func (in *instance) all() {
+	s := in.s
+	defer s.traffic.Done()
+	defer in.wg.Done()
+	tick := time.NewTicker(every(s.cfg.AllRate))
+	defer tick.Stop()
+	stopped := s.trafficStopped()
+	for seq := int64(1); in.waitTick(tick, stopped); seq++ {
+		s.mu.Lock()
+		epoch := s.masterInc
+		s.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
+		err := link.Emit(ctx, in.l, AllEvent, All{InstanceID: in.id, Inc: in.inc, Epoch: epoch, Seq: seq})
+		cancel()
+		s.t.cast(castKey{sender: in.id, inc: in.inc, epoch: epoch}, seq, err)
 	}
 }
 

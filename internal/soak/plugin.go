@@ -18,6 +18,16 @@ type Down struct {
 	Seq     int64 `json:"seq" schema:"minimum=1"`
 }
 
+// All is the payload of soak:all: broadcast Seq of incarnation Inc of
+// instance InstanceID, sent while the master was in its Epoch-th
+// incarnation.
+type All struct {
+	InstanceID int64 `json:"instance_id"`
+	Inc        int64 `json:"inc" schema:"minimum=1"`
+	Epoch      int64 `json:"epoch" schema:"minimum=1"`
+	Seq        int64 `json:"seq" schema:"minimum=1"`
+}
+
 // Ask is the payload of soak:ask: request ID, for an instance.
 type Ask struct {
 	InstanceID int64 `json:"instance_id"`
@@ -48,6 +58,13 @@ var (
 		Name: "soak:down", Links: []string{"master-slave"},
 		Description: "A numbered event from the master to a slave.",
 	})
+	// AllEvent goes from an instance to every other instance: to its
+	// siblings through its slave, and through the master to every other
+	// slave's.
+	AllEvent = messages.MustEvent[All](messages.Spec{
+		Name: "soak:all", Links: []string{"instance-slave", "slave-master", "master-slave", "slave-instance"}, BroadcastTo: messages.Instance,
+		Description: "A numbered broadcast from an instance to every other instance.",
+	})
 	// AskRequest goes control -> master -> slave -> instance and is
 	// answered by the instance.
 	AskRequest = messages.MustRequest[Ask, Answer](messages.Spec{
@@ -63,5 +80,5 @@ var (
 	})
 
 	// Plugin holds the soak's messages.
-	Plugin = messages.Plugin{Name: "soak", Messages: []messages.Message{UpEvent, DownEvent, AskRequest, TellRequest}}
+	Plugin = messages.Plugin{Name: "soak", Messages: []messages.Message{UpEvent, DownEvent, AllEvent, AskRequest, TellRequest}}
 )

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -111,15 +112,16 @@ var requestPaths = map[string]string{
 }
 
 // report builds the counts part of a Report.
-func (t *tracker) report() ([]LinkReport, []RequestReport) {
+func (t *tracker) report(at now) ([]LinkReport, []RequestReport) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.owedLocked(at)
 	var links []LinkReport
 	for _, k := range t.sortedKeysLocked() {
 		s := t.streams[k]
 		r := LinkReport{Link: k.link, Incarnation: k.inc, Sent: s.sentN, Received: s.distinct, Duplicated: s.dups, OutOfOrder: s.disorder}
 		if len(s.sendErrors) > 0 {
-			r.SendErrors = maps(s.sendErrors)
+			r.SendErrors = maps.Clone(s.sendErrors)
 		}
 		for i, n := range s.received {
 			if n > 0 && (i >= len(s.sent) || !s.sent[i]) {
@@ -174,14 +176,6 @@ func (t *tracker) report() ([]LinkReport, []RequestReport) {
 		reqs = append(reqs, r)
 	}
 	return links, reqs
-}
-
-func maps(m map[string]uint64) map[string]uint64 {
-	out := make(map[string]uint64, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // check fills in OK and Problems.

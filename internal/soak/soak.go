@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -503,11 +504,11 @@ func (s *Soak) Quiesce(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-ctx.Done():
-		what, _ := s.t.outstanding()
+		what, _ := s.t.outstanding(s.now())
 		return fmt.Errorf("soak: traffic did not stop within the bound: %s", what)
 	}
 	for {
-		what, changed := s.t.outstanding()
+		what, changed := s.t.outstanding(s.now())
 		if what == "" {
 			return nil
 		}
@@ -584,10 +585,17 @@ func (s *Soak) WaitView(ctx context.Context, ok func(ViewReport) bool) error {
 	}
 }
 
+// now returns the master's incarnation and every instance's.
+func (s *Soak) now() now {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return now{epoch: s.masterInc, runs: maps.Clone(s.instInc)}
+}
+
 // Report returns what the soak has counted so far, and the master's view
 // now.
 func (s *Soak) Report() Report {
-	links, reqs := s.t.report()
+	links, reqs := s.t.report(s.now())
 	r := Report{Links: links, Requests: reqs, View: s.View()}
 	s.mu.Lock()
 	end := s.stoppedAt

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,6 +70,15 @@ func finish(t *testing.T, s *soak.Soak, viewBound time.Duration) soak.Report {
 	}
 	if tot := r.Totals(); tot.Sent == 0 {
 		t.Error("no events sent")
+	}
+	broadcasts := 0
+	for _, l := range r.Links {
+		if strings.Contains(l.Link, " => ") && l.Received > 0 {
+			broadcasts++
+		}
+	}
+	if broadcasts == 0 {
+		t.Error("no broadcast received")
 	}
 	return r
 }

@@ -56,11 +56,31 @@ type kindCounts struct {
 	byID map[int64]*request
 }
 
+// castKey names the broadcasts of one incarnation of an instance sent
+// while the master was in one incarnation, its epoch.
+type castKey struct{ sender, inc, epoch int64 }
+
+// castReceiver names what one incarnation (run) of an instance received
+// of them.
+type castReceiver struct {
+	castKey
+	receiver, run int64
+}
+
+// now is what runs at a moment: the master's incarnation and each
+// instance's.
+type now struct {
+	epoch int64
+	runs  map[int64]int64
+}
+
 // tracker records everything the soak sends and receives. It is safe for
 // concurrent use.
 type tracker struct {
 	mu       sync.Mutex
 	streams  map[streamKey]*stream
+	casts    map[castKey]*stream // what was broadcast: only sent and failed
+	castRecv map[streamKey]castReceiver
 	requests map[string]*kindCounts
 	changed  chan struct{} // closed at every change; Quiesce waits on it
 }
@@ -68,6 +88,8 @@ type tracker struct {
 func newTracker() *tracker {
 	return &tracker{
 		streams:  map[streamKey]*stream{},
+		casts:    map[castKey]*stream{},
+		castRecv: map[streamKey]castReceiver{},
 		requests: map[string]*kindCounts{},
 		changed:  make(chan struct{}),
 	}
@@ -92,7 +114,25 @@ func (t *tracker) streamLocked(k streamKey) *stream {
 func (t *tracker) sent(k streamKey, seq int64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.streamLocked(k)
+	t.streamLocked(k).record(seq, err)
+	t.notifyLocked()
+}
+
+// cast records the outcome of broadcasting seq.
+func (t *tracker) cast(k castKey, seq int64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.casts[k]
+	if s == nil {
+		s = &stream{sendErrors: map[string]uint64{}}
+		t.casts[k] = s
+	}
+	s.record(seq, err)
+	t.notifyLocked()
+}
+
+// record counts the outcome of sending seq.
+func (s *stream) record(seq int64, err error) {
 	if err == nil {
 		s.sent = grow(s.sent, seq)
 		s.sent[seq-1] = true
@@ -103,7 +143,6 @@ func (t *tracker) sent(k streamKey, seq int64, err error) {
 		s.failedN++
 		s.sendErrors[codeOf(err)]++
 	}
-	t.notifyLocked()
 }
 
 // received records the arrival of event seq of a stream.
@@ -113,6 +152,24 @@ func (t *tracker) received(k streamKey, seq int64) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.receivedLocked(k, seq)
+}
+
+// castReceived records the arrival of broadcast seq.
+func (t *tracker) castReceived(r castReceiver, seq int64) {
+	if seq < 1 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := streamKey{link: fmt.Sprintf("instance %d => instance %d (run %d, master %d)", r.sender, r.receiver, r.run, r.epoch), inc: r.inc}
+	t.castRecv[k] = r
+	t.receivedLocked(k, seq)
+}
+
+// receivedLocked records the arrival of event seq of a stream. t.mu must
+// be held.
+func (t *tracker) receivedLocked(k streamKey, seq int64) {
 	s := t.streamLocked(k)
 	s.received = grow(s.received, seq)
 	switch n := s.received[seq-1]; {
@@ -182,11 +239,37 @@ func (t *tracker) ran(kind string, id int64) {
 	t.notifyLocked()
 }
 
+// owedLocked sets what each receiver of broadcasts is owed: what was
+// broadcast (the send returned nil) from the first it received, which
+// depends on when it and its slave's link started, up to the last one
+// broadcast; or, for an instance's run that has ended or an epoch the
+// master has left, up to the last it received, since the broadcasts
+// that were sent as it ended (or as the master restarted) are owed to no
+// one. t.mu must be held.
+func (t *tracker) owedLocked(at now) {
+	for k, r := range t.castRecv {
+		s, sender := t.streams[k], t.casts[r.castKey]
+		first := int64(slices.IndexFunc(s.received, func(n uint8) bool { return n > 0 }) + 1)
+		hi := s.last
+		if at.epoch == r.epoch && at.runs[r.receiver] == r.run && sender != nil {
+			hi = max(hi, int64(len(sender.sent)))
+		}
+		s.sent, s.sentN = make([]bool, hi), 0
+		for seq := first; sender != nil && seq <= hi && seq <= int64(len(sender.sent)); seq++ {
+			if sender.sent[seq-1] {
+				s.sent[seq-1] = true
+				s.sentN++
+			}
+		}
+	}
+}
+
 // outstanding describes what has been sent and not yet received, and what
 // was started and has not ended; "" when nothing is outstanding.
-func (t *tracker) outstanding() (string, <-chan struct{}) {
+func (t *tracker) outstanding(at now) (string, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.owedLocked(at)
 	var parts []string
 	for _, k := range t.sortedKeysLocked() {
 		s := t.streams[k]

@@ -47,8 +47,10 @@ func checkSoak(t *testing.T, out string) {
 	if !r.OK || !r.View.OK || len(r.Problems) > 0 {
 		t.Errorf("the soak found problems: %q\n%s", r.Problems, out)
 	}
-	if len(r.Links) != 6 || len(r.Requests) != 2 {
-		t.Errorf("%d links and %d request types, want 6 and 2:\n%s", len(r.Links), len(r.Requests), out)
+	// 2 slaves of 2 instances: 4 instance -> master, 2 master -> slave,
+	// and the broadcasts of instances 101 and 201 to the 3 others each.
+	if len(r.Links) != 12 || len(r.Requests) != 2 {
+		t.Errorf("%d links and %d request types, want 12 and 2:\n%s", len(r.Links), len(r.Requests), out)
 	}
 	for _, l := range r.Links {
 		if l.Sent == 0 || l.Received != l.Sent || l.Missing != 0 {

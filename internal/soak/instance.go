@@ -77,8 +77,8 @@ func (in *instance) Attach(l *link.Link) {
 	})
 }
 
-// startTraffic starts sending soak:up and soak:tell, unless the soak's
-// traffic has stopped.
+// startTraffic starts sending soak:up and soak:tell (and, the first
+// instance of each slave, soak:all), unless the soak's traffic has stopped.
 func (in *instance) startTraffic() {
 	s := in.s
 	s.mu.Lock()
@@ -88,21 +88,35 @@ func (in *instance) startTraffic() {
 		return
 	default:
 	}
-	if every(s.cfg.UpRate) > 0 {
-		s.traffic.Add(1)
-		in.wg.Add(1)
-		go in.up()
+	in.loop(s.cfg.UpRate, in.up)
+	if in.id%100 == 1 {
+		in.loop(s.cfg.AllRate, in.all)
 	}
-	if every(s.cfg.AllRate) > 0 && in.id%100 == 1 {
-		s.traffic.Add(1)
-		in.wg.Add(1)
-		go in.all()
+	in.loop(s.cfg.TellRate, in.tell)
+}
+
+// loop calls send at rate per second, with the numbers 1, 2, ... and a
+// context bounded by the request timeout, until this incarnation's
+// traffic or the soak's stops. s.mu must be held.
+func (in *instance) loop(rate float64, send func(ctx context.Context, seq int64)) {
+	if every(rate) == 0 {
+		return
 	}
-	if every(s.cfg.TellRate) > 0 {
-		s.traffic.Add(1)
-		in.wg.Add(1)
-		go in.tell()
-	}
+	s := in.s
+	s.traffic.Add(1)
+	in.wg.Add(1)
+	go func() {
+		defer s.traffic.Done()
+		defer in.wg.Done()
+		tick := time.NewTicker(every(rate))
+		defer tick.Stop()
+		stopped := s.trafficStopped()
+		for seq := int64(1); in.waitTick(tick, stopped); seq++ {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
+			send(ctx, seq)
+			cancel()
+		}
+	}()
 }
 
 // stopTraffic stops this incarnation's traffic and waits until its last
@@ -126,56 +140,27 @@ func (in *instance) waitTick(tick *time.Ticker, stopped <-chan struct{}) bool {
 	}
 }
 
-// up sends soak:up at UpRate.
-func (in *instance) up() {
-	s := in.s
-	defer s.traffic.Done()
-	defer in.wg.Done()
-	tick := time.NewTicker(every(s.cfg.UpRate))
-	defer tick.Stop()
-	stopped := s.trafficStopped()
-	key := streamKey{link: fmt.Sprintf("instance %d -> master", in.id), inc: in.inc}
-	for seq := int64(1); in.waitTick(tick, stopped); seq++ {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
-		err := link.Emit(ctx, in.l, UpEvent, Up{InstanceID: in.id, Inc: in.inc, Seq: seq})
-		cancel()
-		s.t.sent(key, seq, err)
-	}
+// up sends soak:up seq.
+func (in *instance) up(ctx context.Context, seq int64) {
+	err := link.Emit(ctx, in.l, UpEvent, Up{InstanceID: in.id, Inc: in.inc, Seq: seq})
+	in.s.t.sent(streamKey{link: fmt.Sprintf("instance %d -> master", in.id), inc: in.inc}, seq, err)
 }
 
-// all broadcasts soak:all at AllRate.
-func (in *instance) all() {
+// all broadcasts soak:all seq.
+func (in *instance) all(ctx context.Context, seq int64) {
 	s := in.s
-	defer s.traffic.Done()
-	defer in.wg.Done()
-	tick := time.NewTicker(every(s.cfg.AllRate))
-	defer tick.Stop()
-	stopped := s.trafficStopped()
-	for seq := int64(1); in.waitTick(tick, stopped); seq++ {
-		s.mu.Lock()
-		epoch := s.masterInc
-		s.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
-		err := link.Emit(ctx, in.l, AllEvent, All{InstanceID: in.id, Inc: in.inc, Epoch: epoch, Seq: seq})
-		cancel()
-		s.t.cast(castKey{sender: in.id, inc: in.inc, epoch: epoch}, seq, err)
-	}
+	s.mu.Lock()
+	epoch := s.masterInc
+	s.mu.Unlock()
+	err := link.Emit(ctx, in.l, AllEvent, All{InstanceID: in.id, Inc: in.inc, Epoch: epoch, Seq: seq})
+	s.t.cast(castKey{sender: in.id, inc: in.inc, epoch: epoch}, seq, err)
 }
 
-// tell sends soak:tell at TellRate, one at a time.
-func (in *instance) tell() {
+// tell sends one soak:tell and waits for its answer.
+func (in *instance) tell(ctx context.Context, _ int64) {
 	s := in.s
-	defer s.traffic.Done()
-	defer in.wg.Done()
-	tick := time.NewTicker(every(s.cfg.TellRate))
-	defer tick.Stop()
-	stopped := s.trafficStopped()
-	for in.waitTick(tick, stopped) {
-		id := s.nextID.Add(1)
-		s.t.started(TellRequest.Name(), id)
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
-		resp, err := link.Request(ctx, in.l, TellRequest, Tell{InstanceID: in.id, ID: id})
-		cancel()
-		s.t.ended(TellRequest.Name(), id, err, err == nil && resp.ID == id)
-	}
+	id := s.nextID.Add(1)
+	s.t.started(TellRequest.Name(), id)
+	resp, err := link.Request(ctx, in.l, TellRequest, Tell{InstanceID: in.id, ID: id})
+	s.t.ended(TellRequest.Name(), id, err, err == nil && resp.ID == id)
 }

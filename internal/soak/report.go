@@ -31,7 +31,10 @@ type Report struct {
 // of a sender sent on one link.
 type LinkReport struct {
 	// Link is the link, in the direction of travel: "instance 101 ->
-	// master", "master -> slave 1".
+	// master", "master -> slave 1"; or, for broadcasts, what one receiver
+	// was owed of one sender's: "instance 101 => instance 202 (run 1,
+	// master 2)" (the receiver's incarnation, and the master's the
+	// broadcasts were sent under).
 	Link string `json:"link"`
 	// Incarnation is the sender's: 1 for the process the soak started, 2
 	// after its first restart, ...
@@ -248,6 +251,9 @@ func (r Report) WriteText(w io.Writer) error {
 			errs += fmt.Sprintf(" (%d arrived anyway)", l.Unexpected)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", l.Link, inc, l.Sent, l.Received, l.Missing, l.Duplicated, l.OutOfOrder, errs)
+	}
+	if slices.ContainsFunc(r.Links, func(l LinkReport) bool { return strings.Contains(l.Link, " => ") }) {
+		fmt.Fprintln(tw, "(a => b: the broadcasts of a that b is owed, for b's run and the master's incarnation; INC is a's)")
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "REQUESTS\tSTARTED\tENDED\tOK\tERRORS\tUNENDED\tENDED TWICE\tHANDLER RUNS\tRUN TWICE\n")

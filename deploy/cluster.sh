@@ -173,8 +173,11 @@ node_no() {
 
 # ---- processes -----------------------------------------------------------
 
+# pid_of N: node N's pid, from the file this script keeps. Not from the
+# server's own pid_file: the server rewrites that one as it starts, and a
+# read between its truncation and its write would find a running node dead.
 pid_of() {
-	local f=$RUN/node$1/nats-server.pid
+	local f=$RUN/node$1/cluster.pid
 	[[ -f $f ]] && tr -dc '0-9' <"$f"
 	return 0
 }
@@ -228,8 +231,7 @@ start_node() {
 		--cluster "nats://127.0.0.1:$(route_port "$n")" --routes "$routes") \
 		</dev/null >>"$RUN/node$n/stdout.log" 2>&1 &
 	pid=$!
-	# nats-server writes the same pid there once it runs.
-	echo "$pid" >"$RUN/node$n/nats-server.pid"
+	echo "$pid" >"$RUN/node$n/cluster.pid"
 	# Until the subshell has exec'd, the pid is not yet the server's.
 	local deadline=$((SECONDS + 5))
 	while ! is_server "$pid" && kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
@@ -421,7 +423,7 @@ cmd_start() {
 	for n in "${NODES[@]}"; do
 		cp "$CONF_SRC/node$n.conf" "$RUN/conf/"
 		mkdir -p "$RUN/node$n"
-		: >"$RUN/node$n/nats-server.pid"
+		: >"$RUN/node$n/cluster.pid"
 	done
 	cp "${LF_CLUSTER_AUTH_FILE:-$CONF_SRC/auth.conf}" "$RUN/conf/auth.conf"
 	if [[ -n ${LF_CLUSTER_TLS_FILE:-} ]]; then

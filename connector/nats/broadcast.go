@@ -133,9 +133,10 @@ func (n *Node) publishBroadcast(ctx context.Context, bs *broadcastStream, seq ui
 }
 
 // resend sends again what each of the receivers lacks: to each alone, or,
-// when they are most of the receivers, published once more to all. n.bmu
-// must be held.
-func (n *Node) resend(bs *broadcastStream, lacking []*Conn, now time.Time) {
+// when they are most of the receivers, published once more to all; with
+// probe, no more than probeWindow broadcasts (see stream.go). n.bmu must
+// be held.
+func (n *Node) resend(bs *broadcastStream, lacking []*Conn, now time.Time, probe bool) {
 	bs.sentAt = now
 	if len(lacking) == 0 {
 		return
@@ -145,7 +146,8 @@ func (n *Node) resend(bs *broadcastStream, lacking []*Conn, now time.Time) {
 		for _, c := range lacking {
 			from = min(from, bs.receiver[c].acked)
 		}
-		for seq := max(from+1, bs.floor()); seq < bs.next; seq++ {
+		start := max(from+1, bs.floor())
+		for seq := start; seq < bs.end(start, probe); seq++ {
 			if err := n.publishBroadcast(n.ctx, bs, seq, bs.pending.at(int(seq-bs.floor())).ev); err != nil {
 				return // not connected: the next tick or the reconnect tries again
 			}
@@ -153,18 +155,20 @@ func (n *Node) resend(bs *broadcastStream, lacking []*Conn, now time.Time) {
 		return
 	}
 	for _, c := range lacking {
-		if err := n.sendBroadcastTo(bs, c, bs.receiver[c].acked+1); err != nil {
+		if err := n.sendBroadcastTo(bs, c, bs.receiver[c].acked+1, probe); err != nil {
 			return
 		}
 	}
 }
 
 // sendBroadcastTo sends receiver c the broadcasts of bs from from (or the
-// oldest kept), on its link. n.bmu must be held.
-func (n *Node) sendBroadcastTo(bs *broadcastStream, c *Conn, from uint64) error {
+// oldest kept), on its link; with probe, no more than probeWindow. n.bmu
+// must be held.
+func (n *Node) sendBroadcastTo(bs *broadcastStream, c *Conn, from uint64, probe bool) error {
 	peerSession := c.peerSession()
 	floor := bs.floor()
-	for seq := max(from, floor); seq < bs.next; seq++ {
+	from = max(from, floor)
+	for seq := from; seq < bs.end(from, probe); seq++ {
 		ev := bs.pending.at(int(seq - floor)).ev
 		subject := eventSubject(n.opts.prefix, n.self, c.peer, ev.typ, c.mine, peerSession)
 		bs.buf = append(appendEventHead(bs.buf[:0], eventHead{seq: seq, floor: floor, origin: ev.origin, all: true}), ev.data...)
@@ -173,6 +177,15 @@ func (n *Node) sendBroadcastTo(bs *broadcastStream, c *Conn, from uint64) error 
 		}
 	}
 	return nil
+}
+
+// end returns the number after the last broadcast to send from from:
+// the next one, or, with probe, no more than probeWindow on.
+func (bs *broadcastStream) end(from uint64, probe bool) uint64 {
+	if probe {
+		return min(bs.next, from+probeWindow)
+	}
+	return bs.next
 }
 
 // lacking returns the receivers that have not acknowledged a broadcast
@@ -243,7 +256,7 @@ func (n *Node) broadcastAcked(c *Conn, upTo uint64, gap bool) {
 	// what it owes.
 	if gap && now.Sub(r.lastGap) >= gapResend {
 		r.lastGap = now
-		_ = n.sendBroadcastTo(bs, c, upTo+1)
+		_ = n.sendBroadcastTo(bs, c, upTo+1, false)
 	}
 }
 
@@ -272,7 +285,7 @@ func (n *Node) tickBroadcasts(now time.Time, all bool) {
 			if all {
 				due = now
 			}
-			n.resend(bs, bs.lacking(due), now)
+			n.resend(bs, bs.lacking(due), now, !all)
 			if !all {
 				bs.rto = min(2*bs.rto, resendMax)
 			}

@@ -34,3 +34,7 @@ func (n *Node) BroadcastReceivers() int {
 // BroadcastsUnacked counts the broadcasts n keeps for want of
 // acknowledgements.
 func (n *Node) BroadcastsUnacked() int { return n.broadcastsUnacked() }
+
+// ProbeWindow is how many unacknowledged events a round of the resend
+// timer sends a silent peer.
+const ProbeWindow = probeWindow

@@ -33,6 +33,11 @@ const (
 	resendFirst = 500 * time.Millisecond // silence before events are sent again; doubles to resendMax
 	resendMax   = 5 * time.Second
 	gapResend   = 20 * time.Millisecond // at most one go-back-N per this, however many gaps
+	// probeWindow bounds what the resend timer sends a silent peer at a
+	// time: a peer that is not there (its node is frozen) costs the broker
+	// no more than this per round. A peer that is there acknowledges the
+	// window, and is sent the next one.
+	probeWindow = 1024
 )
 
 // outEvent is an event sent and not yet acknowledged.
@@ -50,6 +55,7 @@ type outEvents struct {
 	sentAt     time.Time      // when pending was last sent or acknowledged
 	rto        time.Duration
 	lastGap    time.Time
+	probedTo   uint64        // the last event of the resend timer's window, until acknowledged
 	room       chan struct{} // closed when an acknowledgement makes room
 	maxPending int
 
@@ -133,10 +139,17 @@ func (c *Conn) publishEvent(ctx context.Context, seq uint64, ev outEvent, peerSe
 	return err
 }
 
-// resendEvents sends every unacknowledged event again. c.outMu must be held.
-func (c *Conn) resendEvents(now time.Time) {
+// resendEvents sends the unacknowledged events again: every one, or, with
+// probe, the first probeWindow. c.outMu must be held.
+func (c *Conn) resendEvents(now time.Time, probe bool) {
 	peerSession := c.peerSession()
-	for i := range c.out.pending.len() {
+	n := c.out.pending.len()
+	c.out.probedTo = 0
+	if probe && n > probeWindow {
+		n = probeWindow
+		c.out.probedTo = c.out.acked + uint64(n)
+	}
+	for i := range n {
 		ev := c.out.pending.at(i)
 		if err := c.publishEvent(c.n.ctx, c.out.acked+1+uint64(i), ev, peerSession); err != nil {
 			break // not connected: the next tick or the reconnect tries again
@@ -163,10 +176,13 @@ func (c *Conn) acked(upTo uint64, gap bool) {
 			close(c.out.room)
 			c.out.room = nil
 		}
+		if c.out.probedTo != 0 && upTo >= c.out.probedTo && !gap {
+			c.resendEvents(now, true) // the peer is there: the next window
+		}
 	}
 	if gap && c.out.pending.len() > 0 && now.Sub(c.out.lastGap) >= gapResend {
 		c.out.lastGap = now
-		c.resendEvents(now)
+		c.resendEvents(now, false)
 	}
 }
 
@@ -263,7 +279,7 @@ func (c *Conn) tick(now time.Time) {
 
 	c.outMu.Lock()
 	if c.out.pending.len() > 0 && now.Sub(c.out.sentAt) >= c.out.rto {
-		c.resendEvents(now)
+		c.resendEvents(now, true)
 		c.out.rto = min(2*c.out.rto, resendMax)
 	}
 	c.outMu.Unlock()
@@ -277,7 +293,7 @@ func (c *Conn) resendAll() {
 	now := time.Now()
 	c.outMu.Lock()
 	if c.out.pending.len() > 0 {
-		c.resendEvents(now)
+		c.resendEvents(now, false)
 	}
 	c.outMu.Unlock()
 	c.resendRequests(now)

@@ -527,3 +527,82 @@ func TestBroadcastReceiverThatClosesIsForgotten(t *testing.T) {
 		return master.BroadcastReceivers() == 0 && master.BroadcastsUnacked() == 0
 	})
 }
+
+// A peer that has gone silent without closing its link (its process hangs)
+// is sent again, on each round of the resend timer, only the first
+// lfnats.ProbeWindow events it has not acknowledged: what the broker carries
+// toward a peer that may not be there stays bounded, however many wait.
+func TestSilentPeerProbedWithAWindow(t *testing.T) {
+	s := runServer(t, 0, nil)
+	master := connect(t, s, masterAddr, newAcceptor(t, nil).option())
+	slave := connect(t, s, slaveAddr)
+	l := dial(t, slave, masterAddr, nil)
+	ping(t, l)
+	observer := plainClient(t, s)
+	var mu sync.Mutex
+	var seqs []int
+	_, err := observer.Subscribe("lf.slave.3.master.0.conformance:tick.>", func(m *natsgo.Msg) {
+		head, _, _ := strings.Cut(string(m.Data), "\n")
+		seq, _, _ := strings.Cut(strings.TrimPrefix(head, "*"), " ")
+		n, err := strconv.Atoi(seq)
+		if err != nil {
+			t.Errorf("event head %q", head)
+		}
+		mu.Lock()
+		seqs = append(seqs, n)
+		mu.Unlock()
+	})
+	conformance.NoErr(t, err, "subscribe")
+	conformance.NoErr(t, observer.Flush(), "flush")
+	master.NATS().Close() // the master hangs: its link stays, it acknowledges nothing
+
+	n := 3 * lfnats.ProbeWindow
+	ctx := conformance.Ctx(t, time.Minute)
+	for i := range n {
+		conformance.NoErr(t, link.Emit(ctx, l, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+	}
+	// Two rounds of the resend timer.
+	conformance.WaitFor(t, 30*time.Second, "two rounds of resends", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seqs) >= n+2*lfnats.ProbeWindow
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, seq := range seqs[n:] {
+		if want := i%lfnats.ProbeWindow + 1; seq != want {
+			t.Fatalf("resent event %d is number %d, want %d: a round sends the first %d unacknowledged, in order",
+				i, seq, want, lfnats.ProbeWindow)
+		}
+	}
+}
+
+// Events lost while only the receiver was cut off, with no more after them
+// to reveal the gap, all arrive once and in order: the resend timer probes
+// with a window, and each window acknowledged brings the next.
+func TestQuietStreamRecoveredWindowByWindow(t *testing.T) {
+	s := runServer(t, 0, nil)
+	var got tickLog
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+			got.add(ev.Seq)
+			return nil
+		})
+	})
+	master := connect(t, s, masterAddr, acc.option())
+	slave := connect(t, s, slaveAddr)
+	l := dial(t, slave, masterAddr, nil)
+	ping(t, l)
+	acc.next(t)
+
+	cid, err := master.NATS().GetClientID()
+	conformance.NoErr(t, err, "client id")
+	conformance.NoErr(t, s.DisconnectClientByID(cid), "disconnect the master")
+	n := 3 * lfnats.ProbeWindow
+	ctx := conformance.Ctx(t, time.Minute)
+	for i := range n {
+		conformance.NoErr(t, link.Emit(ctx, l, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+	}
+	conformance.WaitFor(t, 30*time.Second, "every event", func() bool { return len(got.snapshot()) >= n })
+	exactlyOnceInOrder(t, got.snapshot(), n)
+}

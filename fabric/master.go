@@ -783,16 +783,24 @@ func (m *Master) Close(ctx context.Context) error {
 	close(m.stop)
 	m.wg.Wait()
 
+	// Every link drains before any closes, and the slaves keep what their
+	// instances send for the next master once told (prepare_disconnect):
+	// what a slave forwarded before then is still broadcast to every
+	// slave, and acknowledged by each, before their links close.
 	var wg sync.WaitGroup
 	errs := make([]error, len(links))
 	for i, l := range links {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = l.Disconnect(ctx)
+			errs[i] = l.Drain(ctx)
 		}()
 	}
 	wg.Wait()
+	errs = append(errs, m.node.FlushBroadcasts(ctx))
+	for _, l := range links {
+		errs = append(errs, l.Close())
+	}
 	errs = append(errs, m.node.Close(), stopServing(ctx, m.httpSrv))
 	if m.broker != nil {
 		m.broker.Close()

@@ -43,7 +43,11 @@ type Slave struct {
 	closing    bool
 	master     *link.Link   // nil while not registered
 	masterConn *lfnats.Conn // master's connector
-	instances  map[int64]*hosted
+	// The master is shutting down (it sent prepare_disconnect): what the
+	// instances send it waits in outbox for its next session, rather than
+	// arrive while it closes its links.
+	leaving   bool
+	instances map[int64]*hosted
 	// While the slave has no session with a master, what its instances send
 	// the master waits here, and in the connector of the session that ended
 	// (events it never had acknowledged), for the next session, for up to
@@ -260,7 +264,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	var l *link.Link
 	l, err = link.New(c, s.self, link.MasterAddress, s.catalog,
 		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout),
-		link.WithObserver(masterObserver{s.metrics, func() { s.heard(l, time.Now()) }}),
+		link.WithObserver(masterObserver{s.metrics, func() { s.heard(l, time.Now()); s.masterLeaving(l) }}),
 		link.WithStatusHandler(func(st link.Status) { s.masterStatus(l, st) }))
 	if err != nil {
 		return nil, err
@@ -290,7 +294,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 			s.log.Warn("an event kept for the master not passed on", "type", ev.Type, "error", err)
 		}
 	}
-	s.master, s.masterConn, s.lastConn, s.outbox = l, c, nil, nil
+	s.master, s.masterConn, s.lastConn, s.outbox, s.leaving = l, c, nil, nil, false
 	s.masterHeard = time.Now()
 	s.mu.Unlock()
 	s.log.Info("registered with the master", "instances", len(reg.Instances), "events passed on", len(held))
@@ -352,6 +356,15 @@ func (s *Slave) heard(l *link.Link, at time.Time) {
 	}
 }
 
+// masterLeaving notes that the master of l is shutting down.
+func (s *Slave) masterLeaving(l *link.Link) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master == l {
+		s.leaving = true
+	}
+}
+
 // lastAnswer returns when the master last answered on l, the current
 // session.
 func (s *Slave) lastAnswer(l *link.Link) time.Time {
@@ -366,7 +379,7 @@ func (s *Slave) lastAnswer(l *link.Link) time.Time {
 // masterObserver passes the master link's traffic to the metrics, and
 // tells heard of the master's prepare_disconnect: a master shutting down
 // gracefully is alive until its link closes, though heartbeats are not
-// sent on a link that is disconnecting.
+// sent on a link that is disconnecting; and it is leaving.
 type masterObserver struct {
 	*metrics
 	heard func()
@@ -532,7 +545,7 @@ func (s *Slave) hosts(a link.Address) bool {
 func (s *Slave) toMaster(ctx context.Context, ev *link.Message) error {
 	s.mu.Lock()
 	master := s.master
-	if master == nil {
+	if master == nil || s.leaving {
 		err := s.holdLocked(ev)
 		s.mu.Unlock()
 		return err

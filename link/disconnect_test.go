@@ -215,3 +215,40 @@ func TestDisconnectWhilePeerDisconnects(t *testing.T) {
 	recv(t, masterDone, 5*time.Second, "the master's Disconnect to return")
 	wantCode(t, recv(t, pending, 5*time.Second, "the stuck request to end").err, link.CodeSessionLost)
 }
+
+// Drain does what Disconnect does before closing, and leaves the link open:
+// new requests are refused both ways, events still flow both ways, and
+// the link closes only when told to.
+func TestDrainLeavesTheLinkOpen(t *testing.T) {
+	toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, nil)
+	atMaster, atControl := make(chan int, 1), make(chan int, 1)
+	link.HandleEvent(toControl, testTick, func(_ context.Context, ev tick) error {
+		atMaster <- ev.Seq
+		return nil
+	})
+	link.HandleEvent(toMaster, testTick, func(_ context.Context, ev tick) error {
+		atControl <- ev.Seq
+		return nil
+	})
+	start(t, toControl, testTick)
+	start(t, toMaster, testTick)
+
+	ctx := ctxFor(t, 10*time.Second)
+	noErr(t, toControl.Drain(ctx), "Drain")
+	if closed(toControl.Done()) || closed(toMaster.Done()) {
+		t.Fatal("Drain closed the link")
+	}
+	_, err := link.Request(ctx, toControl, testEcho, echoReq{N: 2})
+	wantCode(t, err, link.CodeUnavailable)
+	_, err = link.Request(ctx, toMaster, testEcho, echoReq{N: 2})
+	wantCode(t, err, link.CodeUnavailable)
+
+	noErr(t, link.Emit(ctx, toControl, testTick, tick{Seq: 1}), "event from the drained side")
+	equal(t, recv(t, atControl, 5*time.Second, "the event from the drained side"), 1, "event")
+	noErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "event to the drained side")
+	equal(t, recv(t, atMaster, 5*time.Second, "the event to the drained side"), 2, "event")
+
+	noErr(t, toControl.Drain(ctx), "a second Drain")
+	noErr(t, toControl.Close(), "Close")
+	recv(t, toMaster.Done(), 5*time.Second, "the peer's link to close")
+}

@@ -704,7 +704,36 @@ func (l *Link) Disconnect(ctx context.Context) error {
 	}
 	l.state = stateClosing
 	l.mu.Unlock()
+	if err := errors.Join(l.drain(ctx), l.Close()); err != nil {
+		return fmt.Errorf("link %s: disconnect: %w", l, err)
+	}
+	return nil
+}
 
+// Drain does what Disconnect does before it closes, and leaves the link
+// open: it refuses new outbound requests, tells the peer, and waits until
+// what is in flight both ways has ended and the peer has everything sent.
+// The link still handles what arrives and may still send events, so that
+// an endpoint closing many links can drain them all before it closes any
+// (Close follows). On a link that is not open, or is closing already, it
+// does nothing.
+func (l *Link) Drain(ctx context.Context) error {
+	l.mu.Lock()
+	if l.state != stateOpen {
+		l.mu.Unlock()
+		return nil
+	}
+	l.state = stateClosing
+	l.mu.Unlock()
+	if err := l.drain(ctx); err != nil {
+		return fmt.Errorf("link %s: drain: %w", l, err)
+	}
+	return nil
+}
+
+// drain tells the peer and waits for what is in flight; the caller has set
+// the state to closing.
+func (l *Link) drain(ctx context.Context) error {
 	var errs []error
 	if messages.PrepareDisconnect.ValidOn(l.out) {
 		if _, err := l.request(ctx, messages.PrepareDisconnect.Definition, []byte("{}"), true); err != nil {
@@ -717,11 +746,7 @@ func (l *Link) Disconnect(ctx context.Context) error {
 	if err := l.conn.Flush(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("events not acknowledged: %w", err))
 	}
-	errs = append(errs, l.Close())
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("link %s: disconnect: %w", l, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // waitOutbound waits until no outbound request is in flight.

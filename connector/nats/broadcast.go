@@ -293,6 +293,26 @@ func (n *Node) tickBroadcasts(now time.Time, all bool) {
 	}
 }
 
+// FlushBroadcasts waits until every receiver has acknowledged every
+// broadcast, or ctx ends, or the Node closes.
+func (n *Node) FlushBroadcasts(ctx context.Context) error {
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	for {
+		left := n.broadcastsUnacked()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-n.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("nats: %s: %d broadcasts not acknowledged by every receiver: %w", n.self, left, ctx.Err())
+		}
+	}
+}
+
 // broadcastsUnacked reports how many broadcasts await acknowledgements.
 func (n *Node) broadcastsUnacked() int {
 	n.bmu.Lock()

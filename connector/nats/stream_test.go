@@ -36,6 +36,16 @@ func (l *tickLog) snapshot() []int {
 	return append([]int(nil), l.seqs...)
 }
 
+// recordTicks is a link setup that records the ticks the link receives.
+func recordTicks(got *tickLog) func(*link.Link) {
+	return func(l *link.Link) {
+		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+			got.add(ev.Seq)
+			return nil
+		})
+	}
+}
+
 // exactlyOnceInOrder reports the first way got is not 0, 1, ..., n-1.
 func exactlyOnceInOrder(t *testing.T, got []int, n int) {
 	t.Helper()
@@ -55,12 +65,7 @@ func TestEventsSurviveBrokerRestart(t *testing.T) {
 	s1 := runServer(t, 0, nil)
 	p := port(t, s1)
 	var got tickLog
-	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
-			got.add(ev.Seq)
-			return nil
-		})
-	})
+	acc := newAcceptor(t, recordTicks(&got))
 	connect(t, s1, masterAddr, acc.option())
 	slave := connect(t, s1, slaveAddr)
 	a := dial(t, slave, masterAddr, nil)
@@ -178,12 +183,7 @@ func TestRequestCopyAnsweredFromMemory(t *testing.T) {
 func TestEventCopiesAndGaps(t *testing.T) {
 	s := runServer(t, 0, nil)
 	var got tickLog
-	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
-			got.add(ev.Seq)
-			return nil
-		})
-	})
+	acc := newAcceptor(t, recordTicks(&got))
 	master := connect(t, s, masterAddr, acc.option())
 	nc := plainClient(t, s)
 	session := "abcdef0123456789"
@@ -218,12 +218,7 @@ func TestEventCopiesAndGaps(t *testing.T) {
 func TestCloseWaitsForAcknowledgements(t *testing.T) {
 	s := runServer(t, 0, nil)
 	var got tickLog
-	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
-			got.add(ev.Seq)
-			return nil
-		})
-	})
+	acc := newAcceptor(t, recordTicks(&got))
 	connect(t, s, masterAddr, acc.option())
 	slave := connect(t, s, slaveAddr, lfnats.WithDrainTimeout(10*time.Second))
 	a := dial(t, slave, masterAddr, nil)
@@ -326,12 +321,7 @@ func TestBroadcastsSurviveBrokerRestart(t *testing.T) {
 		got := logs[i]
 		addr := link.Address{Type: messages.Slave, ID: strconv.Itoa(i + 1)}
 		node := connect(t, s1, addr)
-		l := dial(t, node, masterAddr, func(l *link.Link) {
-			link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
-				got.add(ev.Seq)
-				return nil
-			})
-		})
+		l := dial(t, node, masterAddr, recordTicks(got))
 		ping(t, l) // the master now has a link to it: a receiver
 	}
 
@@ -377,12 +367,7 @@ func TestBroadcastsResentToTheReceiverThatLacksThem(t *testing.T) {
 		got := logs[i]
 		addr := link.Address{Type: messages.Slave, ID: strconv.Itoa(i + 1)}
 		nodes[i] = connect(t, s, addr)
-		l := dial(t, nodes[i], masterAddr, func(l *link.Link) {
-			link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
-				got.add(ev.Seq)
-				return nil
-			})
-		})
+		l := dial(t, nodes[i], masterAddr, recordTicks(got))
 		ping(t, l)
 	}
 	const n = 600
@@ -436,12 +421,7 @@ func tickingSlave(t *testing.T, s *server.Server, id int) (*lfnats.Node, *tickLo
 	t.Helper()
 	got := &tickLog{}
 	node := connect(t, s, link.Address{Type: messages.Slave, ID: strconv.Itoa(id)})
-	l := dial(t, node, masterAddr, func(l *link.Link) {
-		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
-			got.add(ev.Seq)
-			return nil
-		})
-	})
+	l := dial(t, node, masterAddr, recordTicks(got))
 	ping(t, l)
 	return node, got
 }
@@ -583,12 +563,7 @@ func TestSilentPeerProbedWithAWindow(t *testing.T) {
 func TestQuietStreamRecoveredWindowByWindow(t *testing.T) {
 	s := runServer(t, 0, nil)
 	var got tickLog
-	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
-			got.add(ev.Seq)
-			return nil
-		})
-	})
+	acc := newAcceptor(t, recordTicks(&got))
 	master := connect(t, s, masterAddr, acc.option())
 	slave := connect(t, s, slaveAddr)
 	l := dial(t, slave, masterAddr, nil)

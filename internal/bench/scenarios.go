@@ -67,13 +67,31 @@ func timeRequests(n, par int, do func(i int) error) (latencies, time.Duration, e
 // baseline and the fabric, so that both see the machine in the same mood.
 const rounds = 5
 
-// echoResponder answers requests on subject with their own payload.
-func echoResponder(nc *natsgo.Conn, subject string) (*natsgo.Subscription, error) {
-	sub, err := nc.Subscribe(subject, func(m *natsgo.Msg) { _ = m.Respond(m.Data) })
+// rawEcho connects a plain responder that answers bench.echo with the
+// request's payload, and a plain requester; request sends body to it.
+// stop closes both.
+func rawEcho(url string, body []byte) (request func(int) error, stop func(), err error) {
+	responder, requester, err := rawPair(url)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return sub, nc.Flush()
+	stop = func() {
+		responder.Close()
+		requester.Close()
+	}
+	if _, err := responder.Subscribe("bench.echo", func(m *natsgo.Msg) { _ = m.Respond(m.Data) }); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	if err := responder.Flush(); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	request = func(int) error {
+		_, err := requester.Request("bench.echo", body, 10*time.Second)
+		return err
+	}
+	return request, stop, nil
 }
 
 func runRequests(ctx context.Context, cfg Config) ([]Result, error) {
@@ -85,21 +103,11 @@ func runRequests(ctx context.Context, cfg Config) ([]Result, error) {
 	data := Data{Data: payload(cfg.PayloadBytes)}
 	body, _ := json.Marshal(data)
 
-	responder, requester, err := rawPair(c.broker.ClientURL())
+	raw, stop, err := rawEcho(c.broker.ClientURL(), body)
 	if err != nil {
 		return nil, err
 	}
-	defer responder.Close()
-	defer requester.Close()
-	sub, err := echoResponder(responder, "bench.echo")
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	raw := func(int) error {
-		_, err := requester.Request("bench.echo", body, 10*time.Second)
-		return err
-	}
+	defer stop()
 	l := c.ctl.Link()
 	viaJSON := func(int) error {
 		_, err := l.RequestJSON(ctx, EchoJSON, body)
@@ -238,21 +246,11 @@ func runForwarded(ctx context.Context, cfg Config) ([]Result, error) {
 	target := c.slaves[0].Instances()[0].ID
 	body, _ := json.Marshal(Target{InstanceID: target, Data: payload(cfg.PayloadBytes)})
 
-	responder, requester, err := rawPair(c.broker.ClientURL())
+	raw, stop, err := rawEcho(c.broker.ClientURL(), body)
 	if err != nil {
 		return nil, err
 	}
-	defer responder.Close()
-	defer requester.Close()
-	sub, err := echoResponder(responder, "bench.echo")
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	raw := func(int) error {
-		_, err := requester.Request("bench.echo", body, 10*time.Second)
-		return err
-	}
+	defer stop()
 	l := c.ctl.Link()
 	fab := func(int) error {
 		_, err := l.RequestJSON(ctx, Forward, body)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -184,7 +185,7 @@ func TestLoadConfigFromProcessEnvironment(t *testing.T) {
 // TestEndpointsRefuseBadConfig: the Start functions validate too, so a
 // configuration built in code is held to the same rules.
 func TestEndpointsRefuseBadConfig(t *testing.T) {
-	ctx := ctxFor(t, waitLong)
+	ctx := conformance.Ctx(t, waitLong)
 	good := testTiming()
 	if _, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "0.0.0.0:0", Permissions: "*=*", Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
 		t.Errorf("StartMaster listening on 0.0.0.0: %v, want ErrConfig", err)

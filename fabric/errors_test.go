@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -95,7 +96,7 @@ func TestPermissionDenied(t *testing.T) {
 			_, err := requestErr(t, c.bob.Link(), messages.ListInstances, messages.Empty{})
 			return err
 		},
-		func() error { return c.bob.Follow(ctxFor(t, waitLong), 11) },
+		func() error { return c.bob.Follow(conformance.Ctx(t, waitLong), 11) },
 		func() error {
 			_, err := requestErr(t, c.bob.Link(), messages.SetPlayerBanned, messages.Ban{Name: "x", Banned: true})
 			return err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -57,31 +58,6 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// ctxFor returns a context that ends after d or with the test.
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// waitFor polls cond every 10ms until it returns nil, and fails the test
-// with cond's last error if that takes longer than timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // startBroker starts an embedded NATS server on a random loopback port for
 // the test.
 func startBroker(t *testing.T) *fabric.Broker {
@@ -108,7 +84,7 @@ func startMaster(t *testing.T, url, permissions string, opts ...fabric.Option) *
 func startMasterTiming(t *testing.T, url, permissions string, timing fabric.TimingConfig, opts ...fabric.Option) *fabric.Master {
 	t.Helper()
 	cfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: permissions, Timing: timing, Log: logConfig()}
-	m, err := fabric.StartMaster(ctxFor(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
+	m, err := fabric.StartMaster(conformance.Ctx(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
 	}
@@ -127,7 +103,7 @@ func slaveConfig(url string, id int64, instances string) fabric.SlaveConfig {
 // startSlave starts a slave with the given instances ("id:name,...").
 func startSlave(t *testing.T, url string, id int64, instances string, opts ...fabric.Option) *fabric.Slave {
 	t.Helper()
-	s, err := fabric.StartSlave(ctxFor(t, waitLong), slaveConfig(url, id, instances), append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
+	s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), slaveConfig(url, id, instances), append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
 	if err != nil {
 		t.Fatalf("StartSlave %d: %v", id, err)
 	}
@@ -146,7 +122,7 @@ func dialControl(t *testing.T, url, user string, opts ...fabric.Option) (*fabric
 	out := &outputLog{}
 	cfg := fabric.ControlConfig{NATS: natsConfig(url), User: user, Timing: testTiming(), Log: logConfig()}
 	opts = append([]fabric.Option{fabric.WithLogger(testLogger()), fabric.WithOutputHandler(out.add)}, opts...)
-	c, err := fabric.DialControl(ctxFor(t, waitLong), cfg, opts...)
+	c, err := fabric.DialControl(conformance.Ctx(t, waitLong), cfg, opts...)
 	if err != nil {
 		t.Fatalf("DialControl %s: %v", user, err)
 	}
@@ -241,7 +217,7 @@ func instanceStatus(t *testing.T, l *link.Link, id int64) (messages.InstanceInfo
 // waitStatus waits until the master lists instance id with status.
 func waitStatus(t *testing.T, l *link.Link, id int64, status string) {
 	t.Helper()
-	waitFor(t, waitLong, fmt.Sprintf("instance %d %s", id, status), func() error {
+	conformance.Eventually(t, waitLong, fmt.Sprintf("instance %d %s", id, status), func() error {
 		i, err := instanceStatus(t, l, id)
 		if err != nil {
 			return err
@@ -257,7 +233,7 @@ func waitStatus(t *testing.T, l *link.Link, id int64, status string) {
 // slaves as connected.
 func waitSlaves(t *testing.T, m *fabric.Master, timeout time.Duration, connected ...int64) {
 	t.Helper()
-	waitFor(t, timeout, fmt.Sprintf("slaves %v connected", connected), func() error {
+	conformance.Eventually(t, timeout, fmt.Sprintf("slaves %v connected", connected), func() error {
 		var got []int64
 		for _, s := range m.Slaves() {
 			if s.Connected {
@@ -487,7 +463,7 @@ func (c *cluster) banBarrier(t *testing.T, p *probes, name string, ids ...int64)
 	t.Helper()
 	request(t, c.alice.Link(), messages.SetPlayerBanned, messages.Ban{Name: name, Banned: true, Reason: "barrier"})
 	for _, id := range ids {
-		waitFor(t, waitLong, "ban "+name+" reaches instance", func() error { return p.has(id, "ban:"+name) })
+		conformance.Eventually(t, waitLong, "ban "+name+" reaches instance", func() error { return p.has(id, "ban:"+name) })
 	}
 }
 

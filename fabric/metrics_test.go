@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -176,7 +177,7 @@ func wantHistogram(t *testing.T, samples []metricSample, name string, l map[stri
 // waitGauge waits until the gauge name at addr has the value want.
 func waitGauge(t *testing.T, addr, name string, want float64) {
 	t.Helper()
-	waitFor(t, waitLong, fmt.Sprintf("%s at %s = %v", name, addr, want), func() error {
+	conformance.Eventually(t, waitLong, fmt.Sprintf("%s at %s = %v", name, addr, want), func() error {
 		got, ok := findMetric(scrapeMetrics(t, addr), name, map[string]string{})
 		if !ok || got != want {
 			return fmt.Errorf("%s = %v (found %v)", name, got, ok)
@@ -193,7 +194,7 @@ func TestMetrics(t *testing.T) {
 	url := b.ClientURL()
 
 	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: "*=*", MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}
-	m, err := fabric.StartMaster(ctxFor(t, waitLong), mcfg, fabric.WithLogger(testLogger()))
+	m, err := fabric.StartMaster(conformance.Ctx(t, waitLong), mcfg, fabric.WithLogger(testLogger()))
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
 	}
@@ -224,7 +225,7 @@ func TestMetrics(t *testing.T) {
 	})
 	scfg := slaveConfig(url, 1, "11:alpha,12:beta")
 	scfg.MetricsAddr = "127.0.0.1:0"
-	s, err := fabric.StartSlave(ctxFor(t, waitLong), scfg, fabric.WithLogger(testLogger()), fabric.WithInstanceFactory(p.factory))
+	s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), scfg, fabric.WithLogger(testLogger()), fabric.WithInstanceFactory(p.factory))
 	if err != nil {
 		t.Fatalf("StartSlave: %v", err)
 	}
@@ -288,7 +289,7 @@ func TestMetrics(t *testing.T) {
 		wantMetric(t, ms, messagesTotal, metricLabels("direction=received", "link=slave-master", "kind=event", "type=instance_started"), 1)
 		wantMetric(t, ms, messagesTotal, metricLabels("direction=received", "link=slave-master", "kind=request", "type=register_slave"), 1)
 		// The slave's heartbeats.
-		waitFor(t, waitLong, "the master counts the slave's pings", func() error {
+		conformance.Eventually(t, waitLong, "the master counts the slave's pings", func() error {
 			ping := metricLabels("direction=received", "link=slave-master", "kind=request", "type=ping")
 			if n, _ := findMetric(scrapeMetrics(t, m.MetricsAddr()), messagesTotal, ping); n < 1 {
 				return fmt.Errorf("%s%v = %v", messagesTotal, ping, n)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -63,7 +64,7 @@ func TestPluginWithoutMasterHandlerRefused(t *testing.T) {
 	p := newStoragePlugin(t)
 	b := startBroker(t)
 	cfg := fabric.MasterConfig{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: testTiming(), Log: logConfig()}
-	m, err := fabric.StartMaster(ctxFor(t, waitLong), cfg, fabric.WithLogger(testLogger()), fabric.WithPlugins(p.plugins...))
+	m, err := fabric.StartMaster(conformance.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger()), fabric.WithPlugins(p.plugins...))
 	if err == nil {
 		ctx, cancel := closeCtx()
 		defer cancel()
@@ -119,13 +120,13 @@ func TestPluginMessagesEndingAtMaster(t *testing.T) {
 	request(t, ctl.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 11})
 	inst := recvLink(t, links)
 
-	ctx := ctxFor(t, waitLong)
+	ctx := conformance.Ctx(t, waitLong)
 	for i := range 5 {
 		if err := link.Emit(ctx, inst, p.contribution, contribution{Tech: "rocketry", Points: i}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, waitLong, "5 contributions at the master", func() error {
+	conformance.Eventually(t, waitLong, "5 contributions at the master", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(got) < 5 {
@@ -158,7 +159,7 @@ func recvLink(t *testing.T, ch <-chan *link.Link) *link.Link {
 	select {
 	case l := <-ch:
 		return l
-	case <-ctxFor(t, waitLong).Done():
+	case <-conformance.Ctx(t, waitLong).Done():
 		t.Fatal("the instance did not start")
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -54,14 +55,14 @@ func TestMasterRestart(t *testing.T) {
 			t.Fatal("a control's link stayed open after the master closed")
 		}
 	}
-	waitFor(t, waitLong, "slaves notice the master left", func() error {
+	conformance.Eventually(t, waitLong, "slaves notice the master left", func() error {
 		if c.slave1.Connected() || c.slave2.Connected() {
 			return errors.New("a slave still says it is connected")
 		}
 		return nil
 	})
 	for _, id := range []int64{11, 21} {
-		waitFor(t, waitLong, "instance hears the master left", func() error { return p.has(id, "conn:close") })
+		conformance.Eventually(t, waitLong, "instance hears the master left", func() error { return p.has(id, "conn:close") })
 	}
 
 	started := time.Now()
@@ -95,7 +96,7 @@ func TestMasterRestart(t *testing.T) {
 		if want := fmt.Sprint("pong from ", id); got != want {
 			t.Errorf("send_command %d = %q, want %q", id, got, want)
 		}
-		waitFor(t, waitLong, "instance hears the master is back", func() error { return p.has(id, "conn:connect") })
+		conformance.Eventually(t, waitLong, "instance hears the master is back", func() error { return p.has(id, "conn:connect") })
 		if got, want := p.of(id, "conn:"), []string{"conn:close", "conn:connect"}; !slices.Equal(got, want) {
 			t.Errorf("instance %d heard %q, want %q", id, got, want)
 		}
@@ -120,7 +121,7 @@ func TestSlaveCloseStopsInstances(t *testing.T) {
 	if err := c.slave1.Close(ctx); err != nil {
 		t.Fatalf("close slave 1: %v", err)
 	}
-	waitFor(t, waitLong, "instance 11's link closes", func() error { return p.has(11, "link closed") })
+	conformance.Eventually(t, waitLong, "instance 11's link closes", func() error { return p.has(11, "link closed") })
 	if got, want := p.of(11, ""), []string{"start", "prepare_master_disconnect", "link closed"}; !slices.Equal(got, want) {
 		t.Errorf("instance 11 received %q, want %q", got, want)
 	}
@@ -284,15 +285,15 @@ func TestSlaveConnectionDrop(t *testing.T) {
 	})
 
 	kick(t, c.broker.Server(), "linkfabric slave/1")
-	waitFor(t, waitLong, "instance hears the drop", func() error { return p.has(11, "conn:drop") })
-	waitFor(t, waitLong, "instance hears the connection resume", func() error {
+	conformance.Eventually(t, waitLong, "instance hears the drop", func() error { return p.has(11, "conn:drop") })
+	conformance.Eventually(t, waitLong, "instance hears the connection resume", func() error {
 		if err := p.has(11, "conn:resume"); err != nil {
 			return p.has(11, "conn:connect") // or the slave registered anew
 		}
 		return nil
 	})
 	waitSlaves(t, c.master, reRegisterBound, 1, 2)
-	waitFor(t, reRegisterBound, "instance 11 reachable", func() error {
+	conformance.Eventually(t, reRegisterBound, "instance 11 reachable", func() error {
 		_, err := requestErr(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 11, Command: "/ping"})
 		return err
 	})

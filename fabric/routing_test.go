@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -59,13 +60,13 @@ func TestClusterView(t *testing.T) {
 func TestForwardToInstance(t *testing.T) {
 	c := newCluster(t, clusterConfig{})
 	ctl := c.alice.Link()
-	if err := c.alice.Follow(ctxFor(t, waitLong), 11, 21); err != nil {
+	if err := c.alice.Follow(conformance.Ctx(t, waitLong), 11, 21); err != nil {
 		t.Fatalf("Follow: %v", err)
 	}
 
 	c.start(t, 11, 21)
-	waitFor(t, waitLong, "start output", func() error { return c.aliceOut.has(11, "instance alpha is ready") })
-	waitFor(t, waitLong, "start output", func() error { return c.aliceOut.has(21, "instance gamma is ready") })
+	conformance.Eventually(t, waitLong, "start output", func() error { return c.aliceOut.has(11, "instance alpha is ready") })
+	conformance.Eventually(t, waitLong, "start output", func() error { return c.aliceOut.has(21, "instance gamma is ready") })
 	if i, err := instanceStatus(t, ctl, 12); err != nil || i.Status != messages.StatusStopped {
 		t.Fatalf("instance 12 = %+v, %v; want it stopped (only 11 and 21 were started)", i, err)
 	}
@@ -95,7 +96,7 @@ func TestForwardToInstance(t *testing.T) {
 
 	request(t, ctl, messages.StopInstance, messages.InstanceRef{InstanceID: 11})
 	waitStatus(t, ctl, 11, messages.StatusStopped)
-	waitFor(t, waitLong, "stop output", func() error { return c.aliceOut.has(11, "stopping instance alpha") })
+	conformance.Eventually(t, waitLong, "stop output", func() error { return c.aliceOut.has(11, "stopping instance alpha") })
 	_, err = requestErr(t, ctl, messages.SendCommand, messages.Command{InstanceID: 11, Command: "/players"})
 	wantCode(t, err, fabric.CodeInstanceNotRunning)
 	_, err = requestErr(t, ctl, messages.StopInstance, messages.InstanceRef{InstanceID: 11})
@@ -134,7 +135,7 @@ func TestAssignInstance(t *testing.T) {
 	}
 
 	request(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: ref.InstanceID, SlaveID: 2})
-	waitFor(t, waitLong, "slave 2 hosts the instance", func() error {
+	conformance.Eventually(t, waitLong, "slave 2 hosts the instance", func() error {
 		if !slices.ContainsFunc(c.slave2.Instances(), func(h messages.HostedInstance) bool { return h.ID == ref.InstanceID }) {
 			return fmt.Errorf("slave 2 hosts %+v", c.slave2.Instances())
 		}
@@ -169,7 +170,7 @@ func TestAssignInstance(t *testing.T) {
 // line if that had been relayed to it.
 func TestOutputReachesFollowersOnly(t *testing.T) {
 	c := newCluster(t, clusterConfig{})
-	ctx := ctxFor(t, waitLong)
+	ctx := conformance.Ctx(t, waitLong)
 	if err := c.alice.Follow(ctx, 11); err != nil {
 		t.Fatal(err)
 	}
@@ -188,9 +189,9 @@ func TestOutputReachesFollowersOnly(t *testing.T) {
 	c.command(t, 21, "/say for bob")
 	c.command(t, 12, "/say for carol")
 	// Once a follower has a line, the master has chosen who gets it.
-	waitFor(t, waitLong, "alice gets 11", func() error { return c.aliceOut.has(11, "[server] for alice") })
-	waitFor(t, waitLong, "bob gets 21", func() error { return c.bobOut.has(21, "[server] for bob") })
-	waitFor(t, waitLong, "carol gets 12", func() error { return carolOut.has(12, "[server] for carol") })
+	conformance.Eventually(t, waitLong, "alice gets 11", func() error { return c.aliceOut.has(11, "[server] for alice") })
+	conformance.Eventually(t, waitLong, "bob gets 21", func() error { return c.bobOut.has(21, "[server] for bob") })
+	conformance.Eventually(t, waitLong, "carol gets 12", func() error { return carolOut.has(12, "[server] for carol") })
 
 	// Now each follows everything, and each instance prints a marker.
 	for _, ctl := range []*fabric.Control{c.alice, c.bob} {
@@ -203,7 +204,7 @@ func TestOutputReachesFollowersOnly(t *testing.T) {
 	}
 	for _, out := range []*outputLog{c.aliceOut, c.bobOut} {
 		for _, id := range []int64{11, 12, 21} {
-			waitFor(t, waitLong, "marker", func() error { return out.has(id, "[server] marker") })
+			conformance.Eventually(t, waitLong, "marker", func() error { return out.has(id, "[server] marker") })
 		}
 	}
 
@@ -268,7 +269,7 @@ func TestPlayerEventReachesMaster(t *testing.T) {
 		{"endpoint": "master", "instance": "11", "type": "join", "player": "erin"},
 		{"endpoint": "master", "instance": "11", "type": "leave", "player": "erin"},
 	}
-	waitFor(t, waitLong, "player events logged by the master", func() error {
+	conformance.Eventually(t, waitLong, "player events logged by the master", func() error {
 		got := logs.find("player event")
 		if len(got) != len(want) {
 			return fmt.Errorf("player events %v, want %v", got, want)
@@ -327,7 +328,7 @@ func TestBanReachesSimulatedInstances(t *testing.T) {
 	c.command(t, 11, "/join mallory")
 	request(t, c.alice.Link(), messages.SetPlayerBanned, messages.Ban{Name: "mallory", Banned: true, Reason: "griefing"})
 	for _, id := range []int64{11, 21} {
-		waitFor(t, waitLong, "ban reaches the instance", func() error {
+		conformance.Eventually(t, waitLong, "ban reaches the instance", func() error {
 			if got := c.command(t, id, "/bans"); got != "banned: mallory" {
 				return fmt.Errorf("/bans = %q", got)
 			}
@@ -367,7 +368,7 @@ func TestPluginBroadcastReachesEveryOtherInstanceOnce(t *testing.T) {
 		c.command(t, from, "/chat "+text)
 		for _, id := range all {
 			if id != from {
-				waitFor(t, waitLong, "chat line reaches instance", func() error { return p.has(id, "chat:"+text) })
+				conformance.Eventually(t, waitLong, "chat line reaches instance", func() error { return p.has(id, "chat:"+text) })
 			}
 		}
 	}

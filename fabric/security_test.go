@@ -25,6 +25,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natsauth"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -149,7 +150,7 @@ func newSecureCluster(t *testing.T, b *secureBroker, permissions string) *secure
 	c := &secureCluster{b: b, probes: newProbes(nil), logs: newLogRecords(), aliceOut: &outputLog{}}
 	log := fabric.WithLogger(slog.New(c.logs))
 	var err error
-	c.master, err = fabric.StartMaster(ctxFor(t, waitLong), fabric.MasterConfig{NATS: b.login("master"), Listen: "127.0.0.1:0",
+	c.master, err = fabric.StartMaster(conformance.Ctx(t, waitLong), fabric.MasterConfig{NATS: b.login("master"), Listen: "127.0.0.1:0",
 		Permissions: permissions, Timing: testTiming(), Log: logConfig()}, log)
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
@@ -162,7 +163,7 @@ func newSecureCluster(t *testing.T, b *secureBroker, permissions string) *secure
 	startSlave := func(id int64, instances string) *fabric.Slave {
 		cfg := slaveConfig("", id, instances)
 		cfg.NATS = b.login(fmt.Sprintf("slave-%d", id))
-		s, err := fabric.StartSlave(ctxFor(t, waitLong), cfg, log, fabric.WithInstanceFactory(c.probes.factory))
+		s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), cfg, log, fabric.WithInstanceFactory(c.probes.factory))
 		if err != nil {
 			t.Fatalf("StartSlave %d: %v", id, err)
 		}
@@ -188,7 +189,7 @@ func newSecureCluster(t *testing.T, b *secureBroker, permissions string) *secure
 func (c *secureCluster) dialControl(t *testing.T, user, natsUser string, opts ...fabric.Option) *fabric.Control {
 	t.Helper()
 	cfg := fabric.ControlConfig{NATS: c.b.login(natsUser), User: user, Timing: testTiming(), Log: logConfig()}
-	ctl, err := fabric.DialControl(ctxFor(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(slog.New(c.logs))}, opts...)...)
+	ctl, err := fabric.DialControl(conformance.Ctx(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(slog.New(c.logs))}, opts...)...)
 	if err != nil {
 		t.Fatalf("DialControl %s: %v", user, err)
 	}
@@ -381,18 +382,18 @@ func TestSecureClusterWorks(t *testing.T) {
 	}
 	request(t, c.alice.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 21})
 	waitStatus(t, c.alice.Link(), 21, messages.StatusRunning)
-	if err := c.alice.Follow(ctxFor(t, reqTimeout), 21); err != nil {
+	if err := c.alice.Follow(conformance.Ctx(t, reqTimeout), 21); err != nil {
 		t.Fatal(err)
 	}
 	if got := request(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 21, Command: "/say hello"}).Output; got != "ok" {
 		t.Errorf("send_command = %q", got)
 	}
-	waitFor(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "hello") })
+	conformance.Eventually(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "hello") })
 	request(t, c.bob.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 11})
 	waitStatus(t, c.bob.Link(), 11, messages.StatusRunning)
 	request(t, c.bob.Link(), messages.SetPlayerBanned, messages.Ban{Name: "griefer", Banned: true, Reason: "x"})
 	for _, id := range []int64{11, 21} {
-		waitFor(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:griefer") })
+		conformance.Eventually(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:griefer") })
 	}
 	c.noViolations(t)
 }
@@ -536,14 +537,14 @@ func TestImpersonationRefused(t *testing.T) {
 	// and replies, a broadcast, commands to both slaves, alice's output.
 	request(t, c.bob.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 21})
 	waitStatus(t, c.bob.Link(), 21, messages.StatusRunning)
-	if err := c.alice.Follow(ctxFor(t, reqTimeout), 21); err != nil {
+	if err := c.alice.Follow(conformance.Ctx(t, reqTimeout), 21); err != nil {
 		t.Fatal(err)
 	}
 	request(t, c.bob.Link(), messages.SendCommand, messages.Command{InstanceID: 21, Command: "/say after"})
-	waitFor(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "after") })
+	conformance.Eventually(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "after") })
 	request(t, c.bob.Link(), messages.SetPlayerBanned, messages.Ban{Name: "barrier", Banned: true, Reason: "x"})
 	for _, id := range []int64{11, 21} {
-		waitFor(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:barrier") })
+		conformance.Eventually(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:barrier") })
 	}
 	slave1.nothingOn(t, slaveSubs...)
 	alice.nothingOn(t, aliceSubs...)
@@ -594,8 +595,8 @@ func TestControlUserFromSubject(t *testing.T) {
 	// refused its subscription to what is addressed to bob, so it does
 	// not start, and says which setting to check.
 	cfg := fabric.ControlConfig{NATS: b.login("control-alice"), User: "bob", Timing: testTiming(), Log: logConfig()}
-	if fake, err := fabric.DialControl(ctxFor(t, waitLong), cfg, fabric.WithLogger(testLogger())); err == nil {
-		_ = fake.Close(ctxFor(t, waitLong))
+	if fake, err := fabric.DialControl(conformance.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger())); err == nil {
+		_ = fake.Close(conformance.Ctx(t, waitLong))
 		t.Fatal("a control claiming to be bob with alice's credentials connected")
 	} else if !strings.Contains(err.Error(), "FABRIC_CONTROL_USER") {
 		t.Errorf("a control claiming to be bob with alice's credentials: %v, want an error naming FABRIC_CONTROL_USER", err)
@@ -634,7 +635,7 @@ func refusedAtStart(t *testing.T, what string, err error, d, within time.Duratio
 func startEndpoint(t *testing.T, kind string, nc fabric.NATSConfig) (time.Duration, error) {
 	t.Helper()
 	begin := time.Now()
-	ctx := ctxFor(t, 2*waitLong)
+	ctx := conformance.Ctx(t, 2*waitLong)
 	stopCtx, cancel := closeCtx()
 	defer cancel()
 	var err error

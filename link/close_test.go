@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 )
 
@@ -21,7 +22,7 @@ func TestClosePendingRequest(t *testing.T) {
 		{name: "responder disconnects", close: func(_, resp *link.Link) error {
 			// slave-instance has no prepare_disconnect: Disconnect waits
 			// for the handler (which waits for the link) until ctx ends.
-			return resp.Disconnect(ctxFor(t, 10*time.Millisecond))
+			return resp.Disconnect(conformance.Ctx(t, 10*time.Millisecond))
 		}},
 	}
 	for _, tc := range tests {
@@ -41,15 +42,15 @@ func TestClosePendingRequest(t *testing.T) {
 
 			done := make(chan error, 1)
 			go func() {
-				_, err := link.Request(ctxFor(t, deadline), toInstance, testEcho, echoReq{})
+				_, err := link.Request(conformance.Ctx(t, deadline), toInstance, testEcho, echoReq{})
 				done <- err
 			}()
-			recv(t, started, 5*time.Second, "the handler to start")
+			conformance.Recv(t, started, 5*time.Second, "the handler to start")
 			equal(t, toInstance.Stats().Pending, 1, "pending requests")
 			began := time.Now()
 			_ = tc.close(toInstance, toSlave)
 
-			err := recv(t, done, 5*time.Second, "the request to end")
+			err := conformance.Recv(t, done, 5*time.Second, "the request to end")
 			if took := time.Since(began); took > 2*time.Second {
 				t.Errorf("request ended %s after the close", took)
 			}
@@ -60,7 +61,7 @@ func TestClosePendingRequest(t *testing.T) {
 			if errors.Is(err, link.ErrTimeout) {
 				t.Errorf("%v matches ErrTimeout", err)
 			}
-			ctxErr := recv(t, handlerEnded, 5*time.Second, "the handler's context to end")
+			ctxErr := conformance.Recv(t, handlerEnded, 5*time.Second, "the handler's context to end")
 			if !errors.Is(ctxErr, context.Canceled) {
 				t.Errorf("handler's context ended with %v, want Canceled", ctxErr)
 			}
@@ -82,8 +83,8 @@ func TestCloseThenSend(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			toInstance, toSlave := echoPair(t, nil, nil)
 			closer := tc.closer(toInstance, toSlave)
-			noErr(t, closer.Close(), "Close")
-			noErr(t, closer.Close(), "second Close")
+			conformance.NoErr(t, closer.Close(), "Close")
+			conformance.NoErr(t, closer.Close(), "second Close")
 			for _, l := range []*link.Link{toInstance, toSlave} {
 				select {
 				case <-l.Done():
@@ -92,7 +93,7 @@ func TestCloseThenSend(t *testing.T) {
 				}
 			}
 
-			ctx := ctxFor(t, 5*time.Second)
+			ctx := conformance.Ctx(t, 5*time.Second)
 			sends := map[string]func() error{
 				"Request": func() error { _, err := link.Request(ctx, toInstance, testEcho, echoReq{}); return err },
 				"RequestJSON": func() error {
@@ -117,7 +118,7 @@ func TestCloseThenSend(t *testing.T) {
 				}
 			}
 			// Disconnect on a closed link returns at once.
-			noErr(t, toInstance.Disconnect(ctxFor(t, 5*time.Second)), "Disconnect after Close")
+			conformance.NoErr(t, toInstance.Disconnect(conformance.Ctx(t, 5*time.Second)), "Disconnect after Close")
 		})
 	}
 }
@@ -125,11 +126,11 @@ func TestCloseThenSend(t *testing.T) {
 // Closing a link that never started still ends it.
 func TestCloseBeforeStart(t *testing.T) {
 	toInstance, _ := newPair(t, slaveAddr, instanceAddr, nil, nil)
-	noErr(t, toInstance.Close(), "Close")
+	conformance.NoErr(t, toInstance.Close(), "Close")
 	if !closed(toInstance.Done()) {
 		t.Fatal("Done() is not closed")
 	}
-	_, err := link.Request(ctxFor(t, time.Second), toInstance, testEcho, echoReq{})
+	_, err := link.Request(conformance.Ctx(t, time.Second), toInstance, testEcho, echoReq{})
 	if !errors.Is(err, link.ErrSessionLost) {
 		t.Fatalf("Request after Close: got %v, want ErrSessionLost", err)
 	}
@@ -139,7 +140,7 @@ func TestCloseBeforeStart(t *testing.T) {
 func TestCloseReportsStatus(t *testing.T) {
 	statuses := make(chan link.Status, 4)
 	toInstance, toSlave := echoPair(t, []link.Option{link.WithStatusHandler(func(s link.Status) { statuses <- s })}, nil)
-	noErr(t, toSlave.Close(), "peer Close")
-	equal(t, recv(t, statuses, 5*time.Second, "a status"), link.StatusClosed, "status")
-	recv(t, toInstance.Done(), 5*time.Second, "the link to be done")
+	conformance.NoErr(t, toSlave.Close(), "peer Close")
+	equal(t, conformance.Recv(t, statuses, 5*time.Second, "a status"), link.StatusClosed, "status")
+	conformance.Recv(t, toInstance.Done(), 5*time.Second, "the link to be done")
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -48,17 +49,17 @@ func TestDisconnectGraceful(t *testing.T) {
 	start(t, toControl, testEcho)
 	start(t, toMaster, testEcho)
 
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := conformance.Ctx(t, 10*time.Second)
 	fromControl := requestAsync(ctx, toMaster, echoReq{N: 1, Text: "from control"})
 	fromMaster := requestAsync(ctx, toControl, echoReq{N: 1, Text: "from master"})
-	recv(t, masterStarted, 5*time.Second, "the master's handler to start")
-	recv(t, controlStarted, 5*time.Second, "the control's handler to start")
+	conformance.Recv(t, masterStarted, 5*time.Second, "the master's handler to start")
+	conformance.Recv(t, controlStarted, 5*time.Second, "the control's handler to start")
 
 	disconnected := make(chan error, 1)
 	go func() { disconnected <- toControl.Disconnect(ctx) }()
 
 	// The control hears prepare_disconnect and stops sending requests.
-	waitFor(t, 5*time.Second, "the control to refuse new requests", func() bool {
+	conformance.WaitFor(t, 5*time.Second, "the control to refuse new requests", func() bool {
 		_, err := link.Request(ctx, toMaster, messages.Ping, messages.Empty{})
 		return errors.Is(err, link.ErrUnavailable)
 	})
@@ -75,11 +76,11 @@ func TestDisconnectGraceful(t *testing.T) {
 	close(masterRelease)
 	close(controlRelease)
 	for name, done := range map[string]<-chan echoResult{"from control": fromControl, "from master": fromMaster} {
-		r := recv(t, done, 5*time.Second, "the request "+name+" to end")
-		noErr(t, r.err, "in-flight request "+name)
+		r := conformance.Recv(t, done, 5*time.Second, "the request "+name+" to end")
+		conformance.NoErr(t, r.err, "in-flight request "+name)
 		equal(t, r.resp.Text, name, "response to the request "+name)
 	}
-	noErr(t, recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
+	conformance.NoErr(t, conformance.Recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
 	if !closed(toMaster.Done()) {
 		t.Error("Disconnect returned before the peer's link was done")
 	}
@@ -111,11 +112,11 @@ func TestDisconnectBoundedByContext(t *testing.T) {
 			start(t, toControl, testEcho)
 			start(t, toMaster, testEcho)
 
-			pending := requestAsync(ctxFor(t, 30*time.Second), tc.stuck(toMaster, toControl), echoReq{N: 1})
-			recv(t, started, 5*time.Second, "the handler to start")
+			pending := requestAsync(conformance.Ctx(t, 30*time.Second), tc.stuck(toMaster, toControl), echoReq{N: 1})
+			conformance.Recv(t, started, 5*time.Second, "the handler to start")
 
 			began := time.Now()
-			err := toControl.Disconnect(ctxFor(t, bound))
+			err := toControl.Disconnect(conformance.Ctx(t, bound))
 			took := time.Since(began)
 			if err == nil {
 				t.Fatal("Disconnect returned no error with a request that never ends")
@@ -129,7 +130,7 @@ func TestDisconnectBoundedByContext(t *testing.T) {
 			if !closed(toControl.Done()) || !closed(toMaster.Done()) {
 				t.Fatal("Disconnect returned with a link still open")
 			}
-			r := recv(t, pending, 5*time.Second, "the stuck request to end")
+			r := conformance.Recv(t, pending, 5*time.Second, "the stuck request to end")
 			wantCode(t, r.err, link.CodeSessionLost)
 		})
 	}
@@ -144,13 +145,13 @@ func TestDisconnectWithoutPrepare(t *testing.T) {
 	start(t, toSlave, testEcho)
 	start(t, toInstance)
 
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := conformance.Ctx(t, 10*time.Second)
 	pending := requestAsync(ctx, toInstance, echoReq{N: 1, Text: "in flight"})
-	recv(t, started, 5*time.Second, "the handler to start")
+	conformance.Recv(t, started, 5*time.Second, "the handler to start")
 	disconnected := make(chan error, 1)
 	go func() { disconnected <- toInstance.Disconnect(ctx) }()
 
-	waitFor(t, 5*time.Second, "the slave's side to refuse new requests", func() bool {
+	conformance.WaitFor(t, 5*time.Second, "the slave's side to refuse new requests", func() bool {
 		_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: 2})
 		return errors.Is(err, link.ErrUnavailable)
 	})
@@ -158,10 +159,10 @@ func TestDisconnectWithoutPrepare(t *testing.T) {
 		t.Fatal("Disconnect returned with a request in flight")
 	}
 	close(release)
-	r := recv(t, pending, 5*time.Second, "the request in flight to end")
-	noErr(t, r.err, "request in flight")
+	r := conformance.Recv(t, pending, 5*time.Second, "the request in flight to end")
+	conformance.NoErr(t, r.err, "request in flight")
 	equal(t, r.resp.Text, "in flight", "response")
-	noErr(t, recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
+	conformance.NoErr(t, conformance.Recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
 	if !closed(toSlave.Done()) {
 		t.Error("the peer's link is not done after Disconnect")
 	}
@@ -170,7 +171,7 @@ func TestDisconnectWithoutPrepare(t *testing.T) {
 // Disconnect of a link never started just closes it.
 func TestDisconnectBeforeStart(t *testing.T) {
 	toMaster, _ := newPair(t, controlAddr, masterAddr, nil, nil)
-	noErr(t, toMaster.Disconnect(ctxFor(t, 5*time.Second)), "Disconnect")
+	conformance.NoErr(t, toMaster.Disconnect(conformance.Ctx(t, 5*time.Second)), "Disconnect")
 	if !closed(toMaster.Done()) {
 		t.Fatal("Done() is not closed")
 	}
@@ -189,18 +190,18 @@ func TestDisconnectWhilePeerDisconnects(t *testing.T) {
 
 	// The control's request is never answered, so the master's Disconnect
 	// waits (for its long ctx) and the control stays in prepare_disconnect.
-	pending := requestAsync(ctxFor(t, 30*time.Second), toMaster, echoReq{N: 1})
-	recv(t, started, 5*time.Second, "the handler to start")
+	pending := requestAsync(conformance.Ctx(t, 30*time.Second), toMaster, echoReq{N: 1})
+	conformance.Recv(t, started, 5*time.Second, "the handler to start")
 	masterDone := make(chan error, 1)
-	go func() { masterDone <- toControl.Disconnect(ctxFor(t, 30*time.Second)) }()
-	waitFor(t, 5*time.Second, "the control to hear prepare_disconnect", func() bool {
-		_, err := link.Request(ctxFor(t, time.Second), toMaster, messages.Ping, messages.Empty{})
+	go func() { masterDone <- toControl.Disconnect(conformance.Ctx(t, 30*time.Second)) }()
+	conformance.WaitFor(t, 5*time.Second, "the control to hear prepare_disconnect", func() bool {
+		_, err := link.Request(conformance.Ctx(t, time.Second), toMaster, messages.Ping, messages.Empty{})
 		return errors.Is(err, link.ErrUnavailable)
 	})
 
 	const bound = 100 * time.Millisecond
 	began := time.Now()
-	err := toMaster.Disconnect(ctxFor(t, bound))
+	err := toMaster.Disconnect(conformance.Ctx(t, bound))
 	took := time.Since(began)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("control's Disconnect: got %v, want an error matching context.DeadlineExceeded", err)
@@ -211,9 +212,9 @@ func TestDisconnectWhilePeerDisconnects(t *testing.T) {
 	if !closed(toMaster.Done()) {
 		t.Error("control's link is not done after Disconnect")
 	}
-	recv(t, toControl.Done(), 5*time.Second, "the master's link to close")
-	recv(t, masterDone, 5*time.Second, "the master's Disconnect to return")
-	wantCode(t, recv(t, pending, 5*time.Second, "the stuck request to end").err, link.CodeSessionLost)
+	conformance.Recv(t, toControl.Done(), 5*time.Second, "the master's link to close")
+	conformance.Recv(t, masterDone, 5*time.Second, "the master's Disconnect to return")
+	wantCode(t, conformance.Recv(t, pending, 5*time.Second, "the stuck request to end").err, link.CodeSessionLost)
 }
 
 // Drain does what Disconnect does before closing, and leaves the link open:
@@ -233,8 +234,8 @@ func TestDrainLeavesTheLinkOpen(t *testing.T) {
 	start(t, toControl, testTick)
 	start(t, toMaster, testTick)
 
-	ctx := ctxFor(t, 10*time.Second)
-	noErr(t, toControl.Drain(ctx), "Drain")
+	ctx := conformance.Ctx(t, 10*time.Second)
+	conformance.NoErr(t, toControl.Drain(ctx), "Drain")
 	if closed(toControl.Done()) || closed(toMaster.Done()) {
 		t.Fatal("Drain closed the link")
 	}
@@ -243,12 +244,12 @@ func TestDrainLeavesTheLinkOpen(t *testing.T) {
 	_, err = link.Request(ctx, toMaster, testEcho, echoReq{N: 2})
 	wantCode(t, err, link.CodeUnavailable)
 
-	noErr(t, link.Emit(ctx, toControl, testTick, tick{Seq: 1}), "event from the drained side")
-	equal(t, recv(t, atControl, 5*time.Second, "the event from the drained side"), 1, "event")
-	noErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "event to the drained side")
-	equal(t, recv(t, atMaster, 5*time.Second, "the event to the drained side"), 2, "event")
+	conformance.NoErr(t, link.Emit(ctx, toControl, testTick, tick{Seq: 1}), "event from the drained side")
+	equal(t, conformance.Recv(t, atControl, 5*time.Second, "the event from the drained side"), 1, "event")
+	conformance.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "event to the drained side")
+	equal(t, conformance.Recv(t, atMaster, 5*time.Second, "the event to the drained side"), 2, "event")
 
-	noErr(t, toControl.Drain(ctx), "a second Drain")
-	noErr(t, toControl.Close(), "Close")
-	recv(t, toMaster.Done(), 5*time.Second, "the peer's link to close")
+	conformance.NoErr(t, toControl.Drain(ctx), "a second Drain")
+	conformance.NoErr(t, toControl.Close(), "Close")
+	conformance.Recv(t, toMaster.Done(), 5*time.Second, "the peer's link to close")
 }

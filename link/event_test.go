@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -65,11 +66,11 @@ func TestEventOrder(t *testing.T) {
 			start(t, toSlave, testTick)
 			start(t, toInstance)
 
-			ctx := ctxFor(t, 10*time.Second)
+			ctx := conformance.Ctx(t, 10*time.Second)
 			for i := range n {
-				noErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
+				conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
 			}
-			waitFor(t, 10*time.Second, "every event to be handled", func() bool { return log.len() == n })
+			conformance.WaitFor(t, 10*time.Second, "every event to be handled", func() bool { return log.len() == n })
 			log.mu.Lock()
 			defer log.mu.Unlock()
 			for i, seq := range log.seqs {
@@ -102,22 +103,22 @@ func TestEventSlowHandlerDoesNotBlockRequests(t *testing.T) {
 	start(t, toSlave, testTick, testEcho)
 	start(t, toInstance, testEcho)
 
-	ctx := ctxFor(t, 10*time.Second)
-	noErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
-	recv(t, started, 5*time.Second, "the slow handler to start")
-	noErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit behind the slow one")
+	ctx := conformance.Ctx(t, 10*time.Second)
+	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
+	conformance.Recv(t, started, 5*time.Second, "the slow handler to start")
+	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit behind the slow one")
 
 	for i := range 10 {
-		resp, err := link.Request(ctxFor(t, 2*time.Second), toInstance, testEcho, echoReq{N: i})
-		noErr(t, err, "slave -> instance request while an event handler is stuck")
+		resp, err := link.Request(conformance.Ctx(t, 2*time.Second), toInstance, testEcho, echoReq{N: i})
+		conformance.NoErr(t, err, "slave -> instance request while an event handler is stuck")
 		equal(t, resp.N, i, "response")
-		resp, err = link.Request(ctxFor(t, 2*time.Second), toSlave, testEcho, echoReq{N: i})
-		noErr(t, err, "instance -> slave request while an event handler is stuck")
+		resp, err = link.Request(conformance.Ctx(t, 2*time.Second), toSlave, testEcho, echoReq{N: i})
+		conformance.NoErr(t, err, "instance -> slave request while an event handler is stuck")
 		equal(t, resp.N, i, "response")
 	}
 	equal(t, log.len(), 0, "events handled while the first is stuck")
 	close(release)
-	waitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
+	conformance.WaitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
 }
 
 // An event handler that fails or panics is counted; the events after it
@@ -137,11 +138,11 @@ func TestEventHandlerFailure(t *testing.T) {
 	start(t, toSlave, testTick)
 	start(t, toInstance)
 
-	ctx := ctxFor(t, 5*time.Second)
+	ctx := conformance.Ctx(t, 5*time.Second)
 	for i := range 4 {
-		noErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
+		conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
 	}
-	waitFor(t, 5*time.Second, "events 0 and 3", func() bool { return log.len() == 2 })
+	conformance.WaitFor(t, 5*time.Second, "events 0 and 3", func() bool { return log.len() == 2 })
 	equal(t, toSlave.Stats().HandlerErrors, 2, "Stats().HandlerErrors")
 	equal(t, toSlave.Stats().Invalid, 0, "Stats().Invalid")
 	_, err := link.Request(ctx, toInstance, messages.SendCommand, messages.Command{InstanceID: 7, Command: "x"})
@@ -153,13 +154,13 @@ func TestEventBeforePeerStarts(t *testing.T) {
 	var log tickLog
 	toInstance, toSlave := newPair(t, slaveAddr, instanceAddr, nil, nil)
 	start(t, toInstance)
-	ctx := ctxFor(t, 5*time.Second)
+	ctx := conformance.Ctx(t, 5*time.Second)
 	for i := range 3 {
-		noErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit before the peer starts")
+		conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit before the peer starts")
 	}
 	link.HandleEvent(toSlave, testTick, log.handle)
 	start(t, toSlave, testTick)
-	waitFor(t, 5*time.Second, "the early events", func() bool { return log.len() == 3 })
+	conformance.WaitFor(t, 5*time.Second, "the early events", func() bool { return log.len() == 3 })
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	if !slices.Equal(log.seqs, []int{0, 1, 2}) {
@@ -184,19 +185,19 @@ func TestEventFullQueueBoundedByContext(t *testing.T) {
 	start(t, toSlave, testTick)
 	start(t, toInstance)
 
-	ctx := ctxFor(t, 10*time.Second)
-	noErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
-	recv(t, started, 5*time.Second, "the slow handler to start")
-	noErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit into the queue's one place")
+	ctx := conformance.Ctx(t, 10*time.Second)
+	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
+	conformance.Recv(t, started, 5*time.Second, "the slow handler to start")
+	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit into the queue's one place")
 
 	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- link.Emit(short, toInstance, testTick, tick{Seq: 2}) }()
-	err := recv(t, done, 5*time.Second, "Emit into a full queue to give up at its deadline")
+	err := conformance.Recv(t, done, 5*time.Second, "Emit into a full queue to give up at its deadline")
 	wantCode(t, err, link.CodeTimeout)
 
 	close(release)
-	waitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
+	conformance.WaitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
 	equal(t, log.len(), 2, "events handled (the timed-out one is not)")
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/connector/virtual"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -148,41 +149,6 @@ func echoPair(t testing.TB, slaveOpts, instanceOpts []link.Option) (toInstance, 
 	return toInstance, toSlave
 }
 
-// ctxFor returns a context that ends after d, cancelled when the test ends.
-func ctxFor(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// waitFor polls cond every millisecond until it holds, and fails the test
-// if it does not within timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
-// recv returns the next value from ch, failing the test after timeout.
-func recv[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(timeout):
-		t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		panic("unreachable")
-	}
-}
-
 // closed reports whether ch is closed (or has a value ready).
 func closed[T any](ch <-chan T) bool {
 	select {
@@ -190,14 +156,6 @@ func closed[T any](ch <-chan T) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// noErr fails the test at once if err is not nil.
-func noErr(t testing.TB, err error, what string) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("%s: unexpected error: %v", what, err)
 	}
 }
 
@@ -267,7 +225,7 @@ func (r *recorder) responses(id uint64) []*link.Message {
 // response waits for the response to request id.
 func (r *recorder) response(t testing.TB, id uint64) *link.Message {
 	t.Helper()
-	waitFor(t, 5*time.Second, fmt.Sprintf("the response to request %d", id), func() bool {
+	conformance.WaitFor(t, 5*time.Second, fmt.Sprintf("the response to request %d", id), func() bool {
 		return len(r.responses(id)) > 0
 	})
 	return r.responses(id)[0]
@@ -286,7 +244,7 @@ func rawPeer(t testing.TB, self, peer link.Address, setup func(l *link.Link) []m
 	}
 	start(t, l, handled...)
 	rec := &recorder{}
-	noErr(t, raw.Start(rec), "start the raw end")
+	conformance.NoErr(t, raw.Start(rec), "start the raw end")
 	t.Cleanup(func() { _ = raw.Close() })
 	return l, raw, rec
 }
@@ -294,5 +252,5 @@ func rawPeer(t testing.TB, self, peer link.Address, setup func(l *link.Link) []m
 // send hands m to the raw end, failing the test on error.
 func send(t testing.TB, raw *virtual.Conn, m *link.Message) {
 	t.Helper()
-	noErr(t, raw.Send(context.Background(), m), "raw send "+m.Type)
+	conformance.NoErr(t, raw.Send(context.Background(), m), "raw send "+m.Type)
 }

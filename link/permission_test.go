@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -122,9 +123,9 @@ func TestPermission(t *testing.T) {
 			start(t, toControl, testGuarded, testEcho)
 			start(t, toMaster)
 
-			err := tc.send(ctxFor(t, 5*time.Second), toMaster)
+			err := tc.send(conformance.Ctx(t, 5*time.Second), toMaster)
 			if tc.code == "" {
-				noErr(t, err, "request")
+				conformance.NoErr(t, err, "request")
 			} else {
 				le := wantCode(t, err, tc.code)
 				if !strings.Contains(le.Message, tc.text) {
@@ -150,6 +151,6 @@ func TestPermissionNoAuthorizer(t *testing.T) {
 	})
 	start(t, toControl, testGuarded)
 	start(t, toMaster)
-	_, err := link.Request(ctxFor(t, 5*time.Second), toMaster, testGuarded, messages.Empty{})
-	noErr(t, err, "test:guarded without an authorizer")
+	_, err := link.Request(conformance.Ctx(t, 5*time.Second), toMaster, testGuarded, messages.Empty{})
+	conformance.NoErr(t, err, "test:guarded without an authorizer")
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -129,7 +130,7 @@ func TestReceiveInvalidEvent(t *testing.T) {
 			// follows is handled, the bad one has been dealt with.
 			seq := 1000 + i
 			send(t, raw, &link.Message{Kind: link.KindEvent, Type: "test:tick", Data: []byte(`{"seq":` + strconv.Itoa(seq) + `,"items":["a"]}`)})
-			equal(t, recv(t, handled, 5*time.Second, "the good event"), seq, "handled event")
+			equal(t, conformance.Recv(t, handled, 5*time.Second, "the good event"), seq, "handled event")
 			if got := l.Stats().Invalid; got != before+1 {
 				t.Errorf("Stats().Invalid = %d, want %d", got, before+1)
 			}
@@ -188,7 +189,7 @@ func TestReceiveLateResponseAfterTimeout(t *testing.T) {
 
 	for attempt := 0; ; attempt++ {
 		received := toSlave.Stats().Received
-		_, err := link.Request(ctxFor(t, 50*time.Millisecond), toInstance, testEcho, echoReq{N: 1})
+		_, err := link.Request(conformance.Ctx(t, 50*time.Millisecond), toInstance, testEcho, echoReq{N: 1})
 		wantCode(t, err, link.CodeTimeout)
 		if toSlave.Stats().Received > received {
 			break // delivered, and will be answered late
@@ -198,9 +199,9 @@ func TestReceiveLateResponseAfterTimeout(t *testing.T) {
 		}
 	}
 	close(release)
-	waitFor(t, 5*time.Second, "the late response to be counted", func() bool { return toInstance.Stats().Late == 1 })
+	conformance.WaitFor(t, 5*time.Second, "the late response to be counted", func() bool { return toInstance.Stats().Late == 1 })
 
-	resp, err := link.Request(ctxFor(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "two"})
-	noErr(t, err, "request after a late response")
+	resp, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "two"})
+	conformance.NoErr(t, err, "request after a late response")
 	equal(t, resp, echoResp{N: 2, Text: "two"}, "response")
 }

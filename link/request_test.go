@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -21,12 +22,12 @@ func TestRequestResponse(t *testing.T) {
 	start(t, toSlave, messages.SendCommand)
 	start(t, toInstance)
 
-	res, err := link.Request(ctxFor(t, 5*time.Second), toInstance, messages.SendCommand, messages.Command{InstanceID: 7, Command: "/players"})
-	noErr(t, err, "send_command")
+	res, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, messages.SendCommand, messages.Command{InstanceID: 7, Command: "/players"})
+	conformance.NoErr(t, err, "send_command")
 	equal(t, res.Output, "instance 7 ran /players", "output")
 
-	data, err := toInstance.RequestJSON(ctxFor(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":8,"command":"/time"}`))
-	noErr(t, err, "send_command as JSON")
+	data, err := toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":8,"command":"/time"}`))
+	conformance.NoErr(t, err, "send_command as JSON")
 	equal(t, string(data), `{"output":"instance 8 ran /time"}`, "JSON response")
 	equal(t, toInstance.Stats().Pending, 0, "pending requests after the responses")
 }
@@ -62,9 +63,9 @@ func TestRequestHandlerError(t *testing.T) {
 			for _, via := range []string{"typed", "JSON"} {
 				var err error
 				if via == "typed" {
-					_, err = link.Request(ctxFor(t, 5*time.Second), toInstance, testEcho, echoReq{})
+					_, err = link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{})
 				} else {
-					_, err = toInstance.RequestJSON(ctxFor(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
+					_, err = toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
 				}
 				le := wantCode(t, err, tc.code)
 				equal(t, le.Message, tc.message, via+" handler: message")
@@ -135,7 +136,7 @@ func TestRequestTimeout(t *testing.T) {
 				}
 				received := toSlave.Stats().Received
 				began := time.Now()
-				_, err := link.Request(ctxFor(t, timeout), toInstance, testEcho, echoReq{N: i})
+				_, err := link.Request(conformance.Ctx(t, timeout), toInstance, testEcho, echoReq{N: i})
 				took := time.Since(began)
 				// The virtual connector delivers as it sends: had the
 				// deadline passed before, the request was never sent.
@@ -156,7 +157,7 @@ func TestRequestTimeout(t *testing.T) {
 					}
 					continue // a slow machine: timed out before sending, as it should
 				}
-				ctxErr := recv(t, ended, 5*time.Second, "the handler's context to end")
+				ctxErr := conformance.Recv(t, ended, 5*time.Second, "the handler's context to end")
 				if !errors.Is(ctxErr, context.DeadlineExceeded) {
 					t.Fatalf("round %d: handler's ctx ended with %v, want DeadlineExceeded", i, ctxErr)
 				}
@@ -188,7 +189,7 @@ func TestRequestDefaultTimeout(t *testing.T) {
 		if took < timeout || took > timeout+2*time.Second {
 			t.Errorf("request ended after %s, want about %s", took, timeout)
 		}
-		d := recv(t, deadlines, time.Second, "the handler's deadline")
+		d := conformance.Recv(t, deadlines, time.Second, "the handler's deadline")
 		if d.IsZero() || d.Sub(began) > timeout+time.Second {
 			t.Errorf("handler's deadline is %s after the request began, want about %s", d.Sub(began), timeout)
 		}
@@ -244,16 +245,16 @@ func TestRequestHandlerPanics(t *testing.T) {
 			start(t, toSlave, testEcho, messages.SendCommand)
 			start(t, toInstance)
 
-			_, err := link.Request(ctxFor(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
+			_, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
 			wantCode(t, err, link.CodeInternal)
 			if !errors.Is(err, link.ErrInternal) {
 				t.Errorf("errors.Is(%v, ErrInternal) is false", err)
 			}
-			_, err = toInstance.RequestJSON(ctxFor(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
+			_, err = toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
 			wantCode(t, err, link.CodeInternal)
 
-			resp, err := link.Request(ctxFor(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "still here"})
-			noErr(t, err, "request after a panic")
+			resp, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "still here"})
+			conformance.NoErr(t, err, "request after a panic")
 			equal(t, resp.Text, "still here", "response after a panic")
 		})
 	}
@@ -288,9 +289,9 @@ func TestRequestInvalidResponse(t *testing.T) {
 
 			var err error
 			if tc.typed {
-				_, err = link.Request(ctxFor(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
+				_, err = link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
 			} else {
-				_, err = toInstance.RequestJSON(ctxFor(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
+				_, err = toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
 			}
 			le := wantCode(t, err, link.CodeInternal)
 			if !strings.Contains(le.Message, "response") {
@@ -325,7 +326,7 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 				done <- result{resp, err}
 			}()
 			var req *link.Message
-			waitFor(t, 5*time.Second, "the request to arrive", func() bool {
+			conformance.WaitFor(t, 5*time.Second, "the request to arrive", func() bool {
 				rec.mu.Lock()
 				defer rec.mu.Unlock()
 				for _, m := range rec.msgs {
@@ -340,7 +341,7 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 				t.Error("the request carries no deadline")
 			}
 			send(t, raw, &link.Message{Kind: link.KindResponse, Type: req.Type, ID: req.ID, Data: []byte(tc.data)})
-			r := recv(t, done, 5*time.Second, "the request to end")
+			r := conformance.Recv(t, done, 5*time.Second, "the request to end")
 			le := wantCode(t, r.err, link.CodeInvalidMessage)
 			if !strings.Contains(le.Message, "test:echo response") {
 				t.Errorf("error %q does not name the message's response", le.Message)
@@ -352,9 +353,9 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 // A link that is not started refuses requests and events at once.
 func TestRequestBeforeStart(t *testing.T) {
 	toInstance, _ := newPair(t, slaveAddr, instanceAddr, nil, nil)
-	_, err := link.Request(ctxFor(t, 5*time.Second), toInstance, testEcho, echoReq{})
+	_, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{})
 	wantCode(t, err, link.CodeUnavailable)
-	err = link.Emit(ctxFor(t, 5*time.Second), toInstance, testTick, tick{})
+	err = link.Emit(conformance.Ctx(t, 5*time.Second), toInstance, testTick, tick{})
 	wantCode(t, err, link.CodeUnavailable)
 }
 

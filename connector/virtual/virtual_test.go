@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/connector/virtual"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -57,35 +58,13 @@ func (r *recorder) ids() []uint64 {
 	return ids
 }
 
-// waitFor polls cond every millisecond until it holds, and fails the test
-// if it does not within timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
-func noErr(t *testing.T, err error, what string) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
 // startedPair returns a pair whose ends deliver to two recorders.
 func startedPair(t *testing.T) (a, b *virtual.Conn, ra, rb *recorder) {
 	t.Helper()
 	a, b = virtual.Pair()
 	ra, rb = &recorder{}, &recorder{}
-	noErr(t, a.Start(ra), "start a")
-	noErr(t, b.Start(rb), "start b")
+	conformance.NoErr(t, a.Start(ra), "start a")
+	conformance.NoErr(t, b.Start(rb), "start b")
 	t.Cleanup(func() { _ = a.Close() })
 	return a, b, ra, rb
 }
@@ -104,10 +83,10 @@ func TestOrder(t *testing.T) {
 	a, b, ra, rb := startedPair(t)
 	ctx := context.Background()
 	for i := range uint64(n) {
-		noErr(t, a.Send(ctx, &link.Message{Kind: link.KindEvent, Type: "e", ID: i}), "send a -> b")
-		noErr(t, b.Send(ctx, &link.Message{Kind: link.KindEvent, Type: "e", ID: i}), "send b -> a")
+		conformance.NoErr(t, a.Send(ctx, &link.Message{Kind: link.KindEvent, Type: "e", ID: i}), "send a -> b")
+		conformance.NoErr(t, b.Send(ctx, &link.Message{Kind: link.KindEvent, Type: "e", ID: i}), "send b -> a")
 	}
-	waitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == n && len(ra.received()) == n })
+	conformance.WaitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == n && len(ra.received()) == n })
 	if got := rb.ids(); !slices.Equal(got, sequence(0, n)) {
 		t.Errorf("a -> b arrived out of order: %v", got[:20])
 	}
@@ -147,18 +126,18 @@ func TestSendCopies(t *testing.T) {
 			t.Cleanup(func() { _ = a.Close() })
 			rb := &recorder{}
 			if tc.startFirst {
-				noErr(t, b.Start(rb), "start b")
+				conformance.NoErr(t, b.Start(rb), "start b")
 			}
 			data := make([]byte, 13, 64) // spare capacity, so an append writes in place
 			copy(data, `{"n":"hello"}`)
 			m := &link.Message{Kind: link.KindResponse, Type: "test:echo", ID: 7, Data: data,
 				Error: &link.Error{Code: "test.code", Message: "as sent"}}
-			noErr(t, a.Send(context.Background(), m), "send")
+			conformance.NoErr(t, a.Send(context.Background(), m), "send")
 			tc.mutate(m)
 			if !tc.startFirst {
-				noErr(t, b.Start(rb), "start b")
+				conformance.NoErr(t, b.Start(rb), "start b")
 			}
-			waitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
+			conformance.WaitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
 			got := rb.received()[0]
 			if got == m {
 				t.Fatal("the receiver got the sender's *Message itself")
@@ -187,8 +166,8 @@ func TestSendCarriesFields(t *testing.T) {
 	if !errors.Is(sent.Error, io.EOF) {
 		t.Fatal("test setup: the sent error does not wrap io.EOF")
 	}
-	noErr(t, a.Send(context.Background(), sent), "send")
-	waitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
+	conformance.NoErr(t, a.Send(context.Background(), sent), "send")
+	conformance.WaitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
 	got := rb.received()[0]
 	if got.Kind != sent.Kind || got.Type != sent.Type || got.ID != sent.ID || !got.Deadline.Equal(deadline) || got.Origin != origin {
 		t.Errorf("received %+v, want %+v", got, sent)
@@ -212,7 +191,7 @@ func TestSendBeforeStart(t *testing.T) {
 	t.Cleanup(func() { _ = a.Close() })
 	ctx := context.Background()
 	for i := range uint64(early) {
-		noErr(t, a.Send(ctx, &link.Message{Kind: link.KindEvent, ID: i}), "send before start")
+		conformance.NoErr(t, a.Send(ctx, &link.Message{Kind: link.KindEvent, ID: i}), "send before start")
 	}
 	sent := make(chan error, 1)
 	go func() {
@@ -225,9 +204,9 @@ func TestSendBeforeStart(t *testing.T) {
 		sent <- nil
 	}()
 	rb := &recorder{}
-	noErr(t, b.Start(rb), "start b")
-	noErr(t, <-sent, "send while the peer starts")
-	waitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == late })
+	conformance.NoErr(t, b.Start(rb), "start b")
+	conformance.NoErr(t, <-sent, "send while the peer starts")
+	conformance.WaitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == late })
 	if got := rb.ids(); !slices.Equal(got, sequence(0, late)) {
 		for i, id := range got {
 			if id != uint64(i) {
@@ -255,10 +234,10 @@ func TestClose(t *testing.T) {
 			if closer == b {
 				other = ra
 			}
-			noErr(t, closer.Close(), "Close")
-			waitFor(t, 5*time.Second, "the peer to hear of the close", func() bool { return len(other.status()) > 0 })
-			noErr(t, a.Close(), "Close again")
-			noErr(t, b.Close(), "Close the other end")
+			conformance.NoErr(t, closer.Close(), "Close")
+			conformance.WaitFor(t, 5*time.Second, "the peer to hear of the close", func() bool { return len(other.status()) > 0 })
+			conformance.NoErr(t, a.Close(), "Close again")
+			conformance.NoErr(t, b.Close(), "Close the other end")
 			if got := other.status(); !slices.Equal(got, []link.Status{link.StatusClosed}) {
 				t.Errorf("peer's receiver got statuses %v, want [closed]", got)
 			}
@@ -279,11 +258,11 @@ func TestClose(t *testing.T) {
 // link would never end.
 func TestCloseBeforePeerStarts(t *testing.T) {
 	a, b := virtual.Pair()
-	noErr(t, a.Start(&recorder{}), "start a")
-	noErr(t, a.Close(), "close a")
+	conformance.NoErr(t, a.Start(&recorder{}), "start a")
+	conformance.NoErr(t, a.Close(), "close a")
 	rb := &recorder{}
-	noErr(t, b.Start(rb), "start b")
-	waitFor(t, 5*time.Second, "b to hear of the close", func() bool { return len(rb.status()) > 0 })
+	conformance.NoErr(t, b.Start(rb), "start b")
+	conformance.WaitFor(t, 5*time.Second, "b to hear of the close", func() bool { return len(rb.status()) > 0 })
 	if got := rb.status(); !slices.Equal(got, []link.Status{link.StatusClosed}) {
 		t.Errorf("b's receiver got statuses %v, want [closed]", got)
 	}
@@ -292,14 +271,14 @@ func TestCloseBeforePeerStarts(t *testing.T) {
 // A link started on an end whose pair already closed ends at once.
 func TestCloseBeforePeerLinkStarts(t *testing.T) {
 	cat, err := messages.NewCatalog()
-	noErr(t, err, "catalog")
+	conformance.NoErr(t, err, "catalog")
 	a, b := virtual.Pair()
-	noErr(t, a.Close(), "close a")
+	conformance.NoErr(t, a.Close(), "close a")
 	l, err := link.New(b, link.Address{Type: messages.Instance, ID: "7"}, link.Address{Type: messages.Slave, ID: "1"}, cat,
 		link.WithLogger(slog.New(slog.DiscardHandler)))
-	noErr(t, err, "new link")
+	conformance.NoErr(t, err, "new link")
 	stubAll(l, cat)
-	noErr(t, l.Start(), "start the link")
+	conformance.NoErr(t, l.Start(), "start the link")
 	select {
 	case <-l.Done():
 	case <-time.After(5 * time.Second):
@@ -329,16 +308,16 @@ func TestLinkPayloadIsCopied(t *testing.T) {
 	}
 	ev := messages.MustEvent[items](messages.Spec{Name: "vtest:items", Links: []string{"slave-instance"}})
 	cat, err := messages.NewCatalog(messages.Plugin{Name: "vtest", Messages: []messages.Message{ev}})
-	noErr(t, err, "catalog")
+	conformance.NoErr(t, err, "catalog")
 
 	slaveAddr := link.Address{Type: messages.Slave, ID: "1"}
 	instanceAddr := link.Address{Type: messages.Instance, ID: "7"}
 	quiet := link.WithLogger(slog.New(slog.DiscardHandler))
 	a, b := virtual.Pair()
 	toInstance, err := link.New(a, slaveAddr, instanceAddr, cat, quiet)
-	noErr(t, err, "new slave link")
+	conformance.NoErr(t, err, "new slave link")
 	toSlave, err := link.New(b, instanceAddr, slaveAddr, cat, quiet)
-	noErr(t, err, "new instance link")
+	conformance.NoErr(t, err, "new instance link")
 	t.Cleanup(func() { _ = toInstance.Close() })
 
 	started, release := make(chan struct{}), make(chan struct{})
@@ -354,12 +333,12 @@ func TestLinkPayloadIsCopied(t *testing.T) {
 	})
 	stubAll(toSlave, cat, ev)
 	stubAll(toInstance, cat)
-	noErr(t, toSlave.Start(), "start the instance's side")
-	noErr(t, toInstance.Start(), "start the slave's side")
+	conformance.NoErr(t, toSlave.Start(), "start the instance's side")
+	conformance.NoErr(t, toInstance.Start(), "start the slave's side")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	noErr(t, link.Emit(ctx, toInstance, ev, items{Items: []string{"gate"}}), "emit the gate")
+	conformance.NoErr(t, link.Emit(ctx, toInstance, ev, items{Items: []string{"gate"}}), "emit the gate")
 	select {
 	case <-started:
 	case <-ctx.Done():
@@ -367,11 +346,11 @@ func TestLinkPayloadIsCopied(t *testing.T) {
 	}
 
 	typed := []string{"a", "b", "c"}
-	noErr(t, link.Emit(ctx, toInstance, ev, items{Items: typed}), "Emit")
+	conformance.NoErr(t, link.Emit(ctx, toInstance, ev, items{Items: typed}), "Emit")
 	typed[0], typed[1] = "X", "Y"
 
 	raw := []byte(`{"items":["d","e"]}`)
-	noErr(t, toInstance.EmitJSON(ctx, ev, raw), "EmitJSON")
+	conformance.NoErr(t, toInstance.EmitJSON(ctx, ev, raw), "EmitJSON")
 	copy(raw, `{"items":["X","Y"]}`)
 
 	close(release)

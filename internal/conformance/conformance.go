@@ -12,6 +12,7 @@ package conformance
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -139,12 +140,39 @@ func EchoHandler(l *link.Link) func(context.Context, EchoRequest) (EchoResponse,
 // if it does not within timeout.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	poll(t, timeout, time.Millisecond, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+}
+
+// Eventually polls cond every 10ms until it returns nil, and fails the
+// test with cond's last error if that takes longer than timeout: for
+// conditions that can say what is still wrong.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	poll(t, timeout, 10*time.Millisecond, what, cond)
+}
+
+var errNotYet = errors.New("not yet")
+
+func poll(t testing.TB, timeout, every time.Duration, what string, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(time.Millisecond)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for !cond() {
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			if err == errNotYet {
+				t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			}
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
 		}
 		<-tick.C
 	}

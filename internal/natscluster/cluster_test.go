@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natscluster"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -46,23 +47,6 @@ func logger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// waitFor polls cond every 20ms until it returns nil, and fails the test
-// with cond's last error if that takes longer than timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 func closeCtx() (context.Context, context.CancelFunc) {
@@ -148,7 +132,7 @@ func TestClusterFailover(t *testing.T) {
 	ctl := control.Link()
 
 	// Where everyone is: the broker's view, by connection name.
-	waitFor(t, waitLong, "endpoints connected to their nodes", func() error {
+	conformance.Eventually(t, waitLong, "endpoints connected to their nodes", func() error {
 		for name, want := range map[string]int{"linkfabric master/0": 1, "linkfabric control/alice": 3} {
 			if got, err := c.NodeOf(name); err != nil || got != want {
 				return fmt.Errorf("%s on node %d (%v), want node %d", name, got, err, want)
@@ -157,7 +141,7 @@ func TestClusterFailover(t *testing.T) {
 		_, err := c.NodeOf("linkfabric slave/1")
 		return err
 	})
-	waitFor(t, waitLong, "slave 1 registered", func() error {
+	conformance.Eventually(t, waitLong, "slave 1 registered", func() error {
 		if !slices.ContainsFunc(master.Slaves(), func(s messages.SlaveInfo) bool { return s.ID == 1 && s.Connected }) {
 			return fmt.Errorf("slaves %+v", master.Slaves())
 		}
@@ -168,7 +152,7 @@ func TestClusterFailover(t *testing.T) {
 	if _, err := call(ctl, messages.StartInstance, messages.InstanceRef{InstanceID: 11}, waitLong); err != nil {
 		t.Fatalf("start_instance 11: %v", err)
 	}
-	waitFor(t, waitLong, "instance 11 running", func() error {
+	conformance.Eventually(t, waitLong, "instance 11 running", func() error {
 		list, err := call(ctl, messages.ListInstances, messages.Empty{}, attempt)
 		if err != nil {
 			return err
@@ -198,7 +182,7 @@ func TestClusterFailover(t *testing.T) {
 	killed := time.Now()
 	c.Kill(victim)
 
-	waitFor(t, failover, "slave 1 on another node", func() error {
+	conformance.Eventually(t, failover, "slave 1 on another node", func() error {
 		n, err := c.NodeOf("linkfabric slave/1")
 		if err != nil {
 			return err
@@ -209,7 +193,7 @@ func TestClusterFailover(t *testing.T) {
 		return nil
 	})
 	// The instance kept its state: the slave process never stopped.
-	waitFor(t, failover, "send_command /players after the kill", func() error {
+	conformance.Eventually(t, failover, "send_command /players after the kill", func() error {
 		res, err := call(ctl, messages.SendCommand, messages.Command{InstanceID: 11, Command: "/players"}, attempt)
 		if err != nil {
 			return err
@@ -219,7 +203,7 @@ func TestClusterFailover(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, failover, "slave 1 connected in the master's view", func() error {
+	conformance.Eventually(t, failover, "slave 1 connected in the master's view", func() error {
 		if !slices.ContainsFunc(master.Slaves(), func(s messages.SlaveInfo) bool { return s.ID == 1 && s.Connected }) {
 			return fmt.Errorf("slaves %+v", master.Slaves())
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natscluster"
 	"github.com/linkfabric/linkfabric/internal/soak"
 	"github.com/linkfabric/linkfabric/link"
@@ -86,7 +87,7 @@ func clusterSoak(t *testing.T, c *natscluster.Cluster, prefix string, tune func(
 		},
 	}
 	s := startSoak(t, cfg)
-	waitFor(t, 10*time.Second, "endpoints on their home nodes", func() error {
+	conformance.Eventually(t, 10*time.Second, "endpoints on their home nodes", func() error {
 		for _, ep := range []link.Address{link.MasterAddress, slaveAddr(1), slaveAddr(2), {Type: messages.Control, ID: soak.ControlUser}} {
 			if n, err := c.NodeOf(connName(ep)); err != nil || n != home(ep) {
 				return fmt.Errorf("%s on node %d (%v), want node %d", ep, n, err, home(ep))
@@ -104,27 +105,10 @@ func slaveAddr(id int64) link.Address {
 // connName is the NATS connection name of an endpoint.
 func connName(ep link.Address) string { return "linkfabric " + ep.String() }
 
-// waitFor polls cond every 50ms until it returns nil, and fails the test
-// with cond's last error if that takes longer than timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // traffic waits until burst more events have arrived, within heal.
 func traffic(t *testing.T, s *soak.Soak, when string) {
 	t.Helper()
-	if err := s.WaitTraffic(ctxFor(t, heal), burst); err != nil {
+	if err := s.WaitTraffic(conformance.Ctx(t, heal), burst); err != nil {
 		t.Fatalf("traffic %s: %v", when, err)
 	}
 }
@@ -133,7 +117,7 @@ func traffic(t *testing.T, s *soak.Soak, when string) {
 func moved(t *testing.T, c *natscluster.Cluster, ep link.Address, from int) int {
 	t.Helper()
 	var to int
-	waitFor(t, heal, ep.String()+" on another node", func() error {
+	conformance.Eventually(t, heal, ep.String()+" on another node", func() error {
 		n, err := c.NodeOf(connName(ep))
 		if err != nil {
 			return err
@@ -185,10 +169,10 @@ func TestFaults(t *testing.T) {
 	t.Run("restart the master", func(t *testing.T) {
 		s := clusterSoak(t, c, "lfsoak.master", nil)
 		traffic(t, s, "before the restart")
-		if err := s.RestartMaster(ctxFor(t, heal)); err != nil {
+		if err := s.RestartMaster(conformance.Ctx(t, heal)); err != nil {
 			t.Fatalf("RestartMaster: %v", err)
 		}
-		if err := s.WaitView(ctxFor(t, heal), nil); err != nil {
+		if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
 			t.Fatal(err)
 		}
 		traffic(t, s, "after the restart")
@@ -199,7 +183,7 @@ func TestFaults(t *testing.T) {
 	t.Run("restart a slave", func(t *testing.T) {
 		s := clusterSoak(t, c, "lfsoak.slave", nil)
 		traffic(t, s, "before the restart")
-		if err := s.RestartSlave(ctxFor(t, heal), 1); err != nil {
+		if err := s.RestartSlave(conformance.Ctx(t, heal), 1); err != nil {
 			t.Fatalf("RestartSlave: %v", err)
 		}
 		traffic(t, s, "after the restart")
@@ -236,7 +220,7 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 			n.PingInterval = time.Minute
 		}
 	})
-	if err := s.WaitView(ctxFor(t, heal), nil); err != nil {
+	if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
 	traffic(t, s, "before the freeze")
@@ -246,7 +230,7 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 	bound := tm.PeerTimeout + 2*tm.HeartbeatInterval + 1500*time.Millisecond
 	c.Freeze(2)
 	frozen := time.Now()
-	waitFor(t, bound+5*time.Second, "the master shows slave 1 disconnected", func() error {
+	conformance.Eventually(t, bound+5*time.Second, "the master shows slave 1 disconnected", func() error {
 		if slices.ContainsFunc(s.Master().Slaves(), func(si messages.SlaveInfo) bool { return si.ID == 1 && si.Connected }) {
 			return errors.New("slave 1 connected")
 		}
@@ -268,7 +252,7 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 
 	c.Thaw(2)
 	c.Wait()
-	if err := s.WaitView(ctxFor(t, heal), nil); err != nil {
+	if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
 	if after := s.MasterLink(1); after != before {
@@ -299,7 +283,7 @@ func TestSessionTimeout(t *testing.T) {
 		},
 		QuiesceTimeout: 5 * time.Second, // what the ended session owed never arrives
 	})
-	if err := s.WaitView(ctxFor(t, heal), nil); err != nil {
+	if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
 	traffic(t, s, "before the freeze")
@@ -341,7 +325,7 @@ func TestSessionTimeout(t *testing.T) {
 	c.Thaw(2)
 	c.Wait()
 	t.Logf("node 2 was frozen for %s", time.Since(frozen).Round(time.Millisecond))
-	waitFor(t, heal, "slave 1 registered again in a new session", func() error {
+	conformance.Eventually(t, heal, "slave 1 registered again in a new session", func() error {
 		if l := s.MasterLink(1); l == nil || l == before {
 			return errors.New("not yet")
 		}
@@ -351,7 +335,7 @@ func TestSessionTimeout(t *testing.T) {
 		return nil
 	})
 	traffic(t, s, "after the thaw")
-	if err := s.Quiesce(ctxFor(t, 30*time.Second)); err != nil {
+	if err := s.Quiesce(conformance.Ctx(t, 30*time.Second)); err != nil {
 		t.Logf("Quiesce: %v (events sent to the ended session are given up)", err)
 	}
 	r := s.Report()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/soak"
 )
 
@@ -21,20 +22,13 @@ func logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // startSoak starts a soak and closes it when the test ends.
 func startSoak(t *testing.T, cfg soak.Config) *soak.Soak {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = logger()
 	}
-	s, err := soak.Start(ctxFor(t, 30*time.Second), cfg)
+	s, err := soak.Start(conformance.Ctx(t, 30*time.Second), cfg)
 	if err != nil {
 		t.Fatalf("soak.Start: %v", err)
 	}
@@ -52,10 +46,10 @@ func startSoak(t *testing.T, cfg soak.Config) *soak.Soak {
 // fails the test unless the report is clean.
 func finish(t *testing.T, s *soak.Soak, viewBound time.Duration) soak.Report {
 	t.Helper()
-	if err := s.Quiesce(ctxFor(t, 30*time.Second)); err != nil {
+	if err := s.Quiesce(conformance.Ctx(t, 30*time.Second)); err != nil {
 		t.Errorf("Quiesce: %v", err)
 	}
-	if err := s.WaitView(ctxFor(t, viewBound), nil); err != nil {
+	if err := s.WaitView(conformance.Ctx(t, viewBound), nil); err != nil {
 		t.Errorf("WaitView: %v", err)
 	}
 	r := s.Report()
@@ -92,22 +86,22 @@ func TestSoakRestarts(t *testing.T) {
 	}
 	t.Cleanup(b.Close)
 	s := startSoak(t, soak.Config{NATS: fabric.NATSConfig{URL: b.ClientURL(), PingInterval: time.Second}})
-	if err := s.WaitTraffic(ctxFor(t, 10*time.Second), 100); err != nil {
+	if err := s.WaitTraffic(conformance.Ctx(t, 10*time.Second), 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RestartMaster(ctxFor(t, 15*time.Second)); err != nil {
+	if err := s.RestartMaster(conformance.Ctx(t, 15*time.Second)); err != nil {
 		t.Fatalf("RestartMaster: %v", err)
 	}
-	if err := s.WaitView(ctxFor(t, 10*time.Second), nil); err != nil {
+	if err := s.WaitView(conformance.Ctx(t, 10*time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WaitTraffic(ctxFor(t, 10*time.Second), 100); err != nil {
+	if err := s.WaitTraffic(conformance.Ctx(t, 10*time.Second), 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RestartSlave(ctxFor(t, 15*time.Second), 1); err != nil {
+	if err := s.RestartSlave(conformance.Ctx(t, 15*time.Second), 1); err != nil {
 		t.Fatalf("RestartSlave: %v", err)
 	}
-	if err := s.WaitTraffic(ctxFor(t, 10*time.Second), 100); err != nil {
+	if err := s.WaitTraffic(conformance.Ctx(t, 10*time.Second), 100); err != nil {
 		t.Fatal(err)
 	}
 	r := finish(t, s, 10*time.Second)

@@ -19,6 +19,9 @@ const (
 	CodeAlreadyConnected link.Code = "already_connected"
 	// CodeNotRegistered: a slave spoke before registering.
 	CodeNotRegistered link.Code = "not_registered"
+	// CodeSlaveShuttingDown: the slave is shutting down and starts
+	// nothing; the request certainly did not run.
+	CodeSlaveShuttingDown link.Code = "slave_shutting_down"
 	// CodeConflict: the request contradicts the cluster's state, such as
 	// assigning an instance that another slave hosts.
 	CodeConflict link.Code = "conflict"

@@ -83,7 +83,12 @@ func startMaster(t *testing.T, url, permissions string, opts ...fabric.Option) *
 // startMasterTiming starts a master with the given timings.
 func startMasterTiming(t *testing.T, url, permissions string, timing fabric.TimingConfig, opts ...fabric.Option) *fabric.Master {
 	t.Helper()
-	cfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: permissions, Timing: timing, Log: logConfig()}
+	return startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: permissions, Timing: timing, Log: logConfig()}, opts...)
+}
+
+// startMasterConfig starts a master configured by cfg.
+func startMasterConfig(t *testing.T, cfg fabric.MasterConfig, opts ...fabric.Option) *fabric.Master {
+	t.Helper()
 	m, err := fabric.StartMaster(conformance.Ctx(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
@@ -265,6 +270,7 @@ type cluster struct {
 type clusterConfig struct {
 	permissions string          // "" means "*=*"
 	fastMaster  bool            // the master has the short peer timeout
+	metrics     bool            // the master serves metrics on a free loopback port
 	opts        []fabric.Option // for every endpoint
 	masterOpts  []fabric.Option // for the master only
 	slaveOpts   []fabric.Option // for the slaves only
@@ -282,7 +288,11 @@ func newCluster(t *testing.T, cc clusterConfig) *cluster {
 	if cc.fastMaster {
 		timing = fastTiming()
 	}
-	c.master = startMasterTiming(t, c.url, cc.permissions, timing, append(slices.Clone(cc.opts), cc.masterOpts...)...)
+	cfg := fabric.MasterConfig{NATS: natsConfig(c.url), Listen: "127.0.0.1:0", Permissions: cc.permissions, Timing: timing, Log: logConfig()}
+	if cc.metrics {
+		cfg.MetricsAddr = "127.0.0.1:0"
+	}
+	c.master = startMasterConfig(t, cfg, append(slices.Clone(cc.opts), cc.masterOpts...)...)
 	slaveOpts := append(slices.Clone(cc.opts), cc.slaveOpts...)
 	c.slave1 = startSlave(t, c.url, 1, "11:alpha,12:beta", slaveOpts...)
 	c.slave2 = startSlave(t, c.url, 2, "21:gamma", slaveOpts...)

@@ -146,36 +146,43 @@ func TestHostileEvents(t *testing.T) {
 // TestSpoofedSlave: without broker authentication a plain client can
 // publish on a slave's subjects, but it is a new session of that slave,
 // which has not registered: what it says does not change the master's
-// view, and it cannot displace the real slave.
+// view (each claim is refused and counted), and it cannot displace the
+// real slave.
 func TestSpoofedSlave(t *testing.T) {
 	logs := newLogRecords()
-	c := newCluster(t, clusterConfig{masterOpts: []fabric.Option{fabric.WithLogger(slog.New(logs))}})
+	c := newCluster(t, clusterConfig{metrics: true, masterOpts: []fabric.Option{fabric.WithLogger(slog.New(logs))}})
 	c.start(t, 11)
 	before := request(t, c.alice.Link(), messages.ListInstances, messages.Empty{}).Instances
 	nc := plainClient(t, c.url)
 
-	for _, tc := range []struct{ name, subject, data string }{
-		{"update_instances with a fake list", "lf.slave.1.master.0.update_instances", `{"instances":[{"instance_id":66,"name":"fake","status":"running"}]}`},
-		{"instance_stopped for a running instance", "lf.slave.1.master.0.instance_stopped", `{"instance_id":11}`},
-		{"instance_started for a stopped one", "lf.slave.1.master.0.instance_started", `{"instance_id":12}`},
+	for _, tc := range []struct{ name, subject, data, claim string }{
+		{"update_instances with a fake list", "lf.slave.1.master.0.update_instances", `{"instances":[{"instance_id":66,"name":"fake","status":"running"}]}`, "hosting"},
+		{"instance_stopped for a running instance", "lf.slave.1.master.0.instance_stopped", `{"instance_id":11}`, "instance"},
+		{"instance_started for a stopped one", "lf.slave.1.master.0.instance_started", `{"instance_id":12}`, "instance"},
+		{"instance_output for an instance", "lf.slave.1.master.0.instance_output", `{"instance_id":11,"time":1,"level":"info","message":"forged"}`, "instance"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			typ := tc.subject[strings.LastIndex(tc.subject, ".")+1:]
-			n := len(failedHandlers(logs, typ))
+			labels := metricLabels("peer=slave", "claim="+tc.claim)
+			n, _ := findMetric(scrapeMetrics(t, c.master.MetricsAddr()), claimsRefused, labels)
 			if err := nc.Publish(tc.subject, []byte(tc.data)); err != nil {
 				t.Fatal(err)
 			}
 			conformance.Eventually(t, waitLong, "the master refuses the spoofed event", func() error {
-				if got := failedHandlers(logs, typ); len(got) == n {
-					return fmt.Errorf("no refusal of %s logged", typ)
+				if got, _ := findMetric(scrapeMetrics(t, c.master.MetricsAddr()), claimsRefused, labels); got != n+1 {
+					return fmt.Errorf("%s = %v, want %v", claimsRefused, got, n+1)
 				}
 				return nil
 			})
-			if got := failedHandlers(logs, typ); !strings.Contains(got[len(got)-1], "not registered") {
-				t.Errorf("refusal %q does not say the sender has not registered", got[len(got)-1])
-			}
 			stillWorks(t, c, before)
 		})
+	}
+	// The first refusal of each claim is logged, saying why.
+	var said []string
+	for _, r := range logs.find("refused a claim") {
+		said = append(said, r["error"])
+	}
+	if len(said) == 0 || !strings.Contains(strings.Join(said, "\n"), "has not registered") {
+		t.Errorf("refusals logged %q, want one saying the sender has not registered", said)
 	}
 
 	t.Run("register_slave for a connected id", func(t *testing.T) {
@@ -230,18 +237,6 @@ func TestUnregisteredSlaveLinkClosed(t *testing.T) {
 		t.Errorf("master knows slaves %+v, want only 1 and 2", got)
 	}
 	stillWorks(t, c, before)
-}
-
-// failedHandlers returns the errors of the master's failed handlers of
-// events of type typ, in order.
-func failedHandlers(logs *logRecords, typ string) []string {
-	var out []string
-	for _, r := range logs.find("event handler failed") {
-		if r["endpoint"] == "master" && r["type"] == typ {
-			out = append(out, r["error"])
-		}
-	}
-	return out
 }
 
 // TestSpoofedMaster: a plain client that speaks as the master to a slave

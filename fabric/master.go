@@ -28,9 +28,11 @@ type Master struct {
 	broker  *Broker // nil when NATS is external
 	node    *lfnats.Node
 	metrics *metrics
+	claims  *claims
 	httpSrv *http.Server // serves metrics; nil when not asked for
 
-	handlers func(*link.Link) // the plugins' (WithHandlers); may be nil
+	handlers  func(*link.Link)  // the plugins' (WithHandlers); may be nil
+	authorize ControlAuthorizer // WithControlAuthorizer's; may be nil
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -115,7 +117,9 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		controls:  map[*link.Link]*controlState{},
 		metrics:   newMetrics(),
 		handlers:  o.handlers,
+		authorize: o.authorize,
 	}
+	m.claims = newClaims(m.log, m.metrics)
 	m.registerGauges()
 	// Refuse now a catalog with messages the master could not handle,
 	// rather than every slave or control that connects.
@@ -318,18 +322,29 @@ func (m *Master) wireSlave(l *link.Link, id int64, c *lfnats.Conn) {
 	link.HandleRequest(l, messages.RegisterSlave, func(ctx context.Context, r messages.SlaveRegistration) (messages.Empty, error) {
 		return messages.Empty{}, m.register(ctx, l, c, id, r)
 	})
+	// What a slave reports is refused (counted, and logged at a bounded
+	// rate by m.claims) unless it registered on this link and speaks of
+	// instances it hosts; a refused event's handler returns nil, since the
+	// link would log every failure.
 	link.HandleEvent(l, messages.UpdateInstances, func(_ context.Context, u messages.InstanceUpdate) error {
-		return m.updateInstances(l, id, u.Instances)
+		m.updateInstances(l, id, u.Instances)
+		return nil
 	})
 	link.HandleEvent(l, messages.InstanceStarted, func(_ context.Context, r messages.InstanceRef) error {
-		return m.setStatus(l, id, r.InstanceID, messages.StatusRunning)
+		m.setStatus(l, id, r.InstanceID, messages.StatusRunning)
+		return nil
 	})
 	link.HandleEvent(l, messages.InstanceStopped, func(_ context.Context, r messages.InstanceRef) error {
-		return m.setStatus(l, id, r.InstanceID, messages.StatusStopped)
+		m.setStatus(l, id, r.InstanceID, messages.StatusStopped)
+		return nil
 	})
-	l.HandleEventJSON(messages.InstanceOutput, m.relayOutput)
+	l.HandleEventJSON(messages.InstanceOutput, func(ctx context.Context, ev *link.Message) error {
+		return m.relayOutput(ctx, l, id, ev)
+	})
 	link.HandleEvent(l, messages.PlayerEvent, func(_ context.Context, p messages.PlayerActivity) error {
-		m.log.Info("player event", "instance", p.InstanceID, "type", p.Type, "player", p.Name)
+		if m.speaksFor(l, id, p.InstanceID) {
+			m.log.Info("player event", "instance", p.InstanceID, "type", p.Type, "player", p.Name)
+		}
 		return nil
 	})
 	m.wire(l)
@@ -401,12 +416,8 @@ func (m *Master) register(ctx context.Context, l *link.Link, c *lfnats.Conn, id 
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, h := range r.Instances {
-		if i := m.instances[h.ID]; i != nil && i.slaveID != 0 && i.slaveID != id {
-			if s := m.slaves[i.slaveID]; s != nil && s.link != nil {
-				return link.Errorf(CodeConflict, "instance %d is hosted by slave %d, which is connected", h.ID, i.slaveID)
-			}
-		}
+	if err := m.claimableLocked(id, r.Instances); err != nil {
+		return m.claims.refuse(l.Peer(), claimHosting, err)
 	}
 	s := m.slaves[id]
 	if s == nil {
@@ -448,37 +459,72 @@ func (m *Master) setInstancesLocked(id int64, hosted []messages.HostedInstance) 
 	}
 }
 
+// claimableLocked reports whether slave id may host every instance of
+// hosted: one the master does not know, or knows as unassigned or as
+// this slave's. An instance assigned to another slave stays that slave's,
+// connected or not, until it is unassigned or deleted: a slave speaks for
+// the instances it hosts, and never takes another's.
+func (m *Master) claimableLocked(id int64, hosted []messages.HostedInstance) *link.Error {
+	for _, h := range hosted {
+		if i := m.instances[h.ID]; i != nil && i.slaveID != 0 && i.slaveID != id {
+			return link.Errorf(CodeConflict, "instance %d (%s) is assigned to slave %d, not to slave %d: remove it from this slave's instances, or delete it on the master first", h.ID, i.name, i.slaveID, id)
+		}
+	}
+	return nil
+}
+
 // registeredLocked reports whether l is the link slave id registered on.
-func (m *Master) registeredLocked(l *link.Link, id int64) error {
+func (m *Master) registeredLocked(l *link.Link, id int64) *link.Error {
 	if s := m.slaves[id]; s == nil || s.link != l {
 		return link.Errorf(CodeNotRegistered, "%s has not registered", l.Peer())
 	}
 	return nil
 }
 
-func (m *Master) updateInstances(l *link.Link, id int64, hosted []messages.HostedInstance) error {
+// speaksForLocked reports whether slave id, on l, may speak for instance
+// instanceID: it registered on l and hosts the instance. A refused claim
+// is counted.
+func (m *Master) speaksForLocked(l *link.Link, id, instanceID int64) bool {
+	if err := m.registeredLocked(l, id); err != nil {
+		m.claims.refuse(l.Peer(), claimInstance, err)
+		return false
+	}
+	if i := m.instances[instanceID]; i == nil || i.slaveID != id {
+		m.claims.refuse(l.Peer(), claimInstance, link.Errorf(link.CodePermissionDenied, "slave %d spoke for instance %d, which it does not host", id, instanceID))
+		return false
+	}
+	return true
+}
+
+// speaksFor is speaksForLocked for callers that do not hold m.mu.
+func (m *Master) speaksFor(l *link.Link, id, instanceID int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.speaksForLocked(l, id, instanceID)
+}
+
+func (m *Master) updateInstances(l *link.Link, id int64, hosted []messages.HostedInstance) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.registeredLocked(l, id); err != nil {
-		return err
+		m.claims.refuse(l.Peer(), claimHosting, err)
+		return
+	}
+	if err := m.claimableLocked(id, hosted); err != nil {
+		m.claims.refuse(l.Peer(), claimHosting, err)
+		return
 	}
 	m.setInstancesLocked(id, hosted)
-	return nil
 }
 
-func (m *Master) setStatus(l *link.Link, slaveID, instanceID int64, status string) error {
+func (m *Master) setStatus(l *link.Link, slaveID, instanceID int64, status string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.registeredLocked(l, slaveID); err != nil {
-		return err
+	if !m.speaksForLocked(l, slaveID, instanceID) {
+		return
 	}
-	i := m.instances[instanceID]
-	if i == nil || i.slaveID != slaveID {
-		return fmt.Errorf("slave %d reported instance %d, which it does not host", slaveID, instanceID)
-	}
-	i.status = status
+	m.instances[instanceID].status = status
 	m.log.Info("instance "+status, "instance", instanceID, "slave", slaveID)
-	return nil
 }
 
 func (m *Master) slaveGone(id int64, l *link.Link) {
@@ -505,11 +551,14 @@ func (m *Master) SlaveLink(id int64) *link.Link {
 
 func (m *Master) acceptControl(c *lfnats.Conn) error {
 	user := c.Peer().ID
-	l, err := m.newLink(c, link.WithAuthorizer(func(_ context.Context, permission string) error {
-		if m.perms.Allows(user, permission) {
-			return nil
+	l, err := m.newLink(c, link.WithAuthorizer(func(ctx context.Context, def *messages.Definition, msg *link.Message) error {
+		if !m.perms.Allows(user, def.Permission()) {
+			return link.Errorf(link.CodePermissionDenied, "user %s does not have permission %s", user, def.Permission())
 		}
-		return link.Errorf(link.CodePermissionDenied, "user %s does not have permission %s", user, permission)
+		if m.authorize != nil {
+			return m.authorize(ctx, user, def, msg)
+		}
+		return nil
 	}))
 	if err != nil {
 		return err
@@ -621,15 +670,36 @@ func (m *Master) route(l *link.Link) {
 		case def.ForwardTo() == messages.Instance:
 			l.HandleEventJSON(def, m.forwardEvent)
 		case def.BroadcastTo() == messages.Instance:
-			peer := l.Peer()
 			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
-				if ev.Origin.IsZero() {
-					ev.Origin = peer
+				if !m.checkOrigin(l, ev) {
+					return nil // refused and counted
 				}
 				return m.broadcast(ctx, ev)
 			})
 		}
 	}
+}
+
+// checkOrigin checks, and completes, the origin of a broadcast that
+// arrived on l: the peer itself, or, from a slave, an instance it hosts
+// (the slave passes on its instances' broadcasts). A control's broadcast
+// starts at the control, whatever it says.
+func (m *Master) checkOrigin(l *link.Link, ev *link.Message) bool {
+	peer := l.Peer()
+	switch {
+	case ev.Origin.IsZero(), ev.Origin == peer:
+		ev.Origin = peer
+		return true
+	case peer.Type == messages.Slave && ev.Origin.Type == messages.Instance:
+		slaveID, err1 := strconv.ParseInt(peer.ID, 10, 64)
+		instanceID, err2 := strconv.ParseInt(ev.Origin.ID, 10, 64)
+		if err1 == nil && err2 == nil && m.speaksFor(l, slaveID, instanceID) {
+			return true
+		}
+		return false
+	}
+	m.claims.refuse(peer, claimOrigin, link.Errorf(link.CodePermissionDenied, "%s sent a broadcast as %s", peer, ev.Origin))
+	return false
 }
 
 // slaveFor finds the link to the slave that hosts an instance, or the
@@ -686,13 +756,18 @@ func (m *Master) broadcast(ctx context.Context, ev *link.Message) error {
 		&link.Message{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
 }
 
-// relayOutput passes an instance's output to the controls following it.
-func (m *Master) relayOutput(ctx context.Context, ev *link.Message) error {
+// relayOutput passes the output of an instance that slave id, on l,
+// hosts to the controls following it.
+func (m *Master) relayOutput(ctx context.Context, l *link.Link, slaveID int64, ev *link.Message) error {
 	id, err := instanceID(ev.Data)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
+	if !m.speaksForLocked(l, slaveID, id) {
+		m.mu.Unlock()
+		return nil
+	}
 	var to []*link.Link
 	for l, st := range m.controls {
 		if st.follow[id] {

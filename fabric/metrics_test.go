@@ -348,3 +348,6 @@ func TestMetrics(t *testing.T) {
 		}
 	})
 }
+
+// claimsRefused counts what peers claimed that is not true of them.
+const claimsRefused = "linkfabric_claims_refused_total"

@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ type options struct {
 	plugins   []messages.Plugin
 	instances InstanceFactory
 	output    func(messages.OutputLine)
+	authorize ControlAuthorizer
 }
 
 func buildOptions(opts []Option) (options, error) {
@@ -87,6 +89,26 @@ func WithInstanceFactory(f InstanceFactory) Option {
 func WithOutputHandler(f func(messages.OutputLine)) Option {
 	return func(o *options) error {
 		o.output = f
+		return nil
+	}
+}
+
+// A ControlAuthorizer decides, on the master, whether control user may
+// have a message handled, once FABRIC_CONTROL_PERMISSIONS has granted the
+// message's permission: like Clusterio's function permissions, it sees
+// the message's definition and the message itself (its type and payload,
+// already checked against the schema), so it can allow a user some
+// instances and not others. The user is the one the broker lets publish on
+// the control's subjects, never a field the control wrote. A nil error
+// allows the message; see link.Authorizer for what a refusal does.
+type ControlAuthorizer func(ctx context.Context, user string, def *messages.Definition, m *link.Message) error
+
+// WithControlAuthorizer adds authorize to the master's permission check of
+// what controls send (see ControlAuthorizer). Other endpoints ignore it.
+// Defaults to none: the permission table alone decides.
+func WithControlAuthorizer(authorize ControlAuthorizer) Option {
+	return func(o *options) error {
+		o.authorize = authorize
 		return nil
 	}
 }

@@ -493,8 +493,10 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 			l.HandleEventJSON(def, s.forwardEvent)
 		case from == messages.Master && def.BroadcastTo() == messages.Instance:
 			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
-				if s.hosts(ev.Origin) {
-					return nil // its own instance's broadcast, back from the master
+				if s.hostsInstance(ev.Origin) {
+					// Its own instance's broadcast, back from the master:
+					// the slave gave it to its other instances already.
+					return nil
 				}
 				return s.broadcast(ctx, ev, link.Address{})
 			})
@@ -509,7 +511,11 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 				return err
 			})
 		case from == messages.Instance && def.ForwardTo() == messages.Master && def.Kind() == messages.KindRequest:
+			peer := l.Peer()
 			l.HandleRequestJSON(def, func(ctx context.Context, req *link.Message) ([]byte, error) {
+				if err := s.speaksFor(peer, req.Data); err != nil {
+					return nil, err
+				}
 				master, err := s.masterLink()
 				if err != nil {
 					return nil, err
@@ -517,16 +523,32 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 				return master.ForwardRequest(ctx, req)
 			})
 		case from == messages.Instance && def.ForwardTo() == messages.Master:
-			l.HandleEventJSON(def, s.toMaster)
+			peer := l.Peer()
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+				if err := s.speaksFor(peer, ev.Data); err != nil {
+					return err
+				}
+				return s.toMaster(ctx, ev)
+			})
 		}
 	}
 }
 
-// hosts reports whether a is one of this slave's instances, or the slave.
-func (s *Slave) hosts(a link.Address) bool {
-	if a == s.self {
-		return true
+// speaksFor checks that what instance inst forwards to the master speaks
+// for inst only: a payload that names an instance_id names inst's.
+func (s *Slave) speaksFor(inst link.Address, data []byte) error {
+	id, err := instanceID(data)
+	if err != nil {
+		return nil // names no instance
 	}
+	if strconv.FormatInt(id, 10) != inst.ID {
+		return link.Errorf(link.CodePermissionDenied, "%s may not speak for instance %d", inst, id)
+	}
+	return nil
+}
+
+// hostsInstance reports whether a is one of this slave's instances.
+func (s *Slave) hostsInstance(a link.Address) bool {
 	if a.Type != messages.Instance {
 		return false
 	}
@@ -614,6 +636,12 @@ func (s *Slave) forwardRequest(ctx context.Context, req *link.Message) ([]byte, 
 		return nil, err
 	}
 	if req.Type == messages.StartInstance.Name() {
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		if closing {
+			return nil, link.Errorf(CodeSlaveShuttingDown, "slave %d is shutting down: instance %d (%s) was not started", s.cfg.ID, h.id, h.name)
+		}
 		if err := s.launch(h); err != nil {
 			return nil, err
 		}

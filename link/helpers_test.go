@@ -53,8 +53,9 @@ var (
 		Permission: "test.guarded",
 	})
 	testTick = messages.MustEvent[tick](messages.Spec{
-		Name:  "test:tick",
-		Links: []string{"slave-instance", "instance-slave", "control-master", "master-control"},
+		Name:       "test:tick",
+		Links:      []string{"slave-instance", "instance-slave", "control-master", "master-control"},
+		Permission: "test.tick",
 	})
 )
 

@@ -83,7 +83,7 @@ type Link struct {
 	idle     chan struct{} // closed when outbound and inbound reach zero
 
 	stats struct {
-		sent, received, invalid, late, handlerErrors atomic.Uint64
+		sent, received, invalid, refused, late, handlerErrors atomic.Uint64
 	}
 }
 
@@ -583,14 +583,8 @@ func (l *Link) dispatch(ctx context.Context, m *Message) (data []byte, err error
 	if err != nil {
 		return nil, err
 	}
-	if perm := def.Permission(); perm != "" && perm != messages.Unrestricted && l.opts.authorize != nil {
-		if err := l.opts.authorize(ctx, perm); err != nil {
-			var e *Error
-			if errors.As(err, &e) {
-				return nil, e
-			}
-			return nil, &Error{Code: CodePermissionDenied, Message: fmt.Sprintf("%s needs permission %s: %v", def.Name(), perm, err), cause: err}
-		}
+	if err := l.authorized(ctx, def, m); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -609,6 +603,24 @@ func (l *Link) dispatch(ctx context.Context, m *Message) (data []byte, err error
 		}
 	}
 	return data, nil
+}
+
+// authorized asks the link's authorizer, if any, whether m, which
+// declares a permission, may be handled.
+func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Message) *Error {
+	perm := def.Permission()
+	if perm == "" || perm == messages.Unrestricted || l.opts.authorize == nil {
+		return nil
+	}
+	err := l.opts.authorize(ctx, def, m)
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodePermissionDenied, Message: fmt.Sprintf("%s needs permission %s: %v", def.Name(), perm, err), cause: err}
 }
 
 // lookup checks that an inbound message is known, of the right kind, valid
@@ -647,9 +659,14 @@ func (l *Link) handleEvents() {
 }
 
 func (l *Link) handleEvent(m *Message) {
-	_, h, err := l.lookup(m, messages.KindEvent)
+	def, h, err := l.lookup(m, messages.KindEvent)
 	if err != nil {
 		l.drop(m, err.Error())
+		return
+	}
+	if err := l.authorized(l.ctx, def, m); err != nil {
+		l.stats.refused.Add(1)
+		l.opts.logger.Debug("refused event", "link", l.String(), "type", m.Type, "error", err.Message)
 		return
 	}
 	defer func() {
@@ -820,6 +837,7 @@ type Stats struct {
 	Sent          uint64 // messages handed to the connector
 	Received      uint64 // messages the connector delivered
 	Invalid       uint64 // received messages refused or dropped as invalid
+	Refused       uint64 // received events the authorizer refused (requests are answered instead)
 	Late          uint64 // responses that arrived after their request ended
 	HandlerErrors uint64 // event handlers that failed or panicked
 	Pending       int    // outbound requests waiting for a response now
@@ -834,6 +852,7 @@ func (l *Link) Stats() Stats {
 		Sent:          l.stats.sent.Load(),
 		Received:      l.stats.received.Load(),
 		Invalid:       l.stats.invalid.Load(),
+		Refused:       l.stats.refused.Load(),
 		Late:          l.stats.late.Load(),
 		HandlerErrors: l.stats.handlerErrors.Load(),
 		Pending:       pending,

@@ -16,7 +16,7 @@ type options struct {
 	observer       Observer
 	logger         *slog.Logger
 	requestTimeout time.Duration
-	authorize      func(ctx context.Context, permission string) error
+	authorize      Authorizer
 	onStatus       func(Status)
 	eventQueue     int
 }
@@ -54,12 +54,24 @@ func WithRequestTimeout(d time.Duration) Option {
 	}
 }
 
-// WithAuthorizer makes the link ask authorize before it runs the handler of
-// any inbound request that declares a permission other than
-// messages.Unrestricted. An error refuses the request: the requester gets it
-// as CodePermissionDenied unless it is an *Error with a code of its own.
-// Without an authorizer every request is allowed. Defaults to none.
-func WithAuthorizer(authorize func(ctx context.Context, permission string) error) Option {
+// An Authorizer decides whether the link's peer may have a message
+// handled. It is asked about every inbound request and event that
+// declares a permission other than messages.Unrestricted (the messages
+// valid on control-master), after the message has been checked against
+// its schema and before its handler runs: def is its definition (whose
+// Permission names what is needed) and m the message as it arrived, so an
+// authorizer can decide on the type, the payload (an instance_id, say)
+// and the permission alike. It must not keep m or change it. A nil error
+// allows the message; anything else refuses it: a request's requester
+// gets the error as CodePermissionDenied unless it is an *Error with a
+// code of its own, and a refused event is dropped and counted (its
+// sender never hears of events' fate).
+type Authorizer func(ctx context.Context, def *messages.Definition, m *Message) error
+
+// WithAuthorizer makes the link ask authorize before it handles any
+// inbound message that declares a permission (see Authorizer). Without an
+// authorizer every message is allowed. Defaults to none.
+func WithAuthorizer(authorize Authorizer) Option {
 	return func(o *options) error {
 		o.authorize = authorize
 		return nil

@@ -3,6 +3,7 @@ package link_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,11 +23,14 @@ type authorizer struct {
 	decide func(permission string) error
 }
 
-func (a *authorizer) authorize(_ context.Context, permission string) error {
+func (a *authorizer) authorize(_ context.Context, def *messages.Definition, m *link.Message) error {
+	if def.Name() != m.Type {
+		return fmt.Errorf("asked about %s with a %s message", def.Name(), m.Type)
+	}
 	a.mu.Lock()
-	a.asked = append(a.asked, permission)
+	a.asked = append(a.asked, def.Permission())
 	a.mu.Unlock()
-	return a.decide(permission)
+	return a.decide(def.Permission())
 }
 
 func (a *authorizer) questions() []string {
@@ -153,4 +157,66 @@ func TestPermissionNoAuthorizer(t *testing.T) {
 	start(t, toMaster)
 	_, err := link.Request(conformance.Ctx(t, 5*time.Second), toMaster, testGuarded, messages.Empty{})
 	conformance.NoErr(t, err, "test:guarded without an authorizer")
+}
+
+// Events from a control carry permissions as requests do: the authorizer
+// is asked, and a refused event never reaches its handler (the sender
+// does not hear of it; the link counts it). An event the authorizer
+// allows is handled, in order with the rest.
+func TestPermissionOnEvents(t *testing.T) {
+	auth := &authorizer{decide: func(string) error { return nil }}
+	var allow atomic.Bool
+	auth.decide = func(string) error {
+		if allow.Load() {
+			return nil
+		}
+		return errors.New("not now")
+	}
+	toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, []link.Option{link.WithAuthorizer(auth.authorize)})
+	got := make(chan int, 8)
+	link.HandleEvent(toControl, testTick, func(_ context.Context, tk tick) error {
+		got <- tk.Seq
+		return nil
+	})
+	start(t, toControl, testTick)
+	start(t, toMaster)
+	ctx := conformance.Ctx(t, 5*time.Second)
+	conformance.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 1}), "emit refused tick")
+	conformance.Eventually(t, 5*time.Second, "the refused event counted", func() error {
+		if n := toControl.Stats().Refused; n != 1 {
+			return fmt.Errorf("Refused = %d", n)
+		}
+		return nil
+	})
+	allow.Store(true)
+	conformance.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "emit allowed tick")
+	if seq := conformance.Recv(t, got, 5*time.Second, "the allowed tick"); seq != 2 {
+		t.Errorf("handled tick %d, want 2 (the refused one must not run)", seq)
+	}
+	if asked := auth.questions(); strings.Join(asked, ",") != "test.tick,test.tick" {
+		t.Errorf("authorizer asked about %q, want test.tick twice", asked)
+	}
+}
+
+// An authorizer sees the payload, so it can allow a request for one
+// instance and refuse it for another.
+func TestPermissionSeesPayload(t *testing.T) {
+	toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, []link.Option{link.WithAuthorizer(
+		func(_ context.Context, def *messages.Definition, m *link.Message) error {
+			if strings.Contains(string(m.Data), `"instance_id":7`) {
+				return link.Errorf(link.CodePermissionDenied, "not instance 7")
+			}
+			return nil
+		})})
+	link.HandleRequest(toControl, messages.SendCommand, func(context.Context, messages.Command) (messages.CommandResult, error) {
+		return messages.CommandResult{Output: "ok"}, nil
+	})
+	start(t, toControl, messages.SendCommand)
+	start(t, toMaster)
+	ctx := conformance.Ctx(t, 5*time.Second)
+	_, err := link.Request(ctx, toMaster, messages.SendCommand, messages.Command{InstanceID: 7, Command: "x"})
+	wantCode(t, err, link.CodePermissionDenied)
+	if r, err := link.Request(ctx, toMaster, messages.SendCommand, messages.Command{InstanceID: 8, Command: "x"}); err != nil || r.Output != "ok" {
+		t.Errorf("instance 8: %+v, %v; want ok", r, err)
+	}
 }

@@ -78,7 +78,7 @@ func TestCatalogAll(t *testing.T) {
 }
 
 func TestCatalogOn(t *testing.T) {
-	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []string{"control-master", "master-slave", "slave-instance"}, BroadcastTo: messages.Instance})
+	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []string{"control-master", "master-slave", "slave-instance"}, BroadcastTo: messages.Instance, Permission: "global_chat.chat"})
 	c := newCatalog(t, messages.Plugin{Name: "global_chat", Messages: []messages.Message{chat}})
 	tests := []struct {
 		name    string

@@ -161,7 +161,7 @@ func TestClusterioMessagesCanBeDefined(t *testing.T) {
 	}{
 		{name: "global_chat:chat", define: event[messages.Empty](),
 			links: []string{"instance-slave", "slave-master", "master-slave", "slave-instance", "control-master"},
-			fwd:   messages.Master, bc: messages.Instance},
+			fwd:   messages.Master, bc: messages.Instance, permission: "global_chat.chat"},
 		{name: "research_sync:contribution", define: event[messages.Empty](),
 			links: []string{"instance-slave", "slave-master"}, fwd: messages.Master},
 		{name: "research_sync:progress", define: event[messages.Empty](),

@@ -34,8 +34,8 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
-// Unrestricted is the permission of a control-master request that every
-// control may send, such as ping. Control-master requests must declare a
+// Unrestricted is the permission of a control-master message that every
+// control may send, such as ping. Control-master messages must declare a
 // permission; this one is declared and always granted.
 const Unrestricted = "unrestricted"
 
@@ -61,9 +61,10 @@ type Spec struct {
 	// "source-target": "control-master" is sent by a control and received
 	// by the master.
 	Links []string
-	// Permission is what a control's user must hold to send the request to
-	// the master. It is required on requests valid on control-master (use
-	// Unrestricted for none) and refused on every other message.
+	// Permission is what a control's user must hold to send the request or
+	// event to the master. It is required on messages valid on
+	// control-master (use Unrestricted for none) and refused on every
+	// other message.
 	Permission string
 	// ForwardTo routes the message one hop further when it arrives at an
 	// endpoint that is not its destination: Instance (by the payload's
@@ -126,9 +127,9 @@ func (d *Definition) Links() []Direction { return slices.Clone(d.links) }
 // ValidOn reports whether the message may be sent in direction dir.
 func (d *Definition) ValidOn(dir Direction) bool { return slices.Contains(d.links, dir) }
 
-// Permission returns the permission a control needs to send this request to
-// the master, Unrestricted, or "" when the message is not a control-master
-// request.
+// Permission returns the permission a control needs to send this message
+// to the master, Unrestricted, or "" when the message is not valid on
+// control-master.
 func (d *Definition) Permission() string { return d.permission }
 
 // ForwardTo returns Instance, Master or 0.
@@ -380,11 +381,11 @@ func define(spec Spec, kind Kind, payloadType, responseType reflect.Type) (*Defi
 	if err := d.checkRouting(); err != nil {
 		return nil, fail("%v", err)
 	}
-	switch needs := kind == KindRequest && d.ValidOn(controlMaster); {
+	switch needs := d.ValidOn(controlMaster); {
 	case needs && spec.Permission == "":
-		return nil, fail("a request valid on control-master must declare a permission (messages.Unrestricted for none)")
+		return nil, fail("%s valid on control-master must declare a permission (messages.Unrestricted for none)", map[Kind]string{KindRequest: "a request", KindEvent: "an event"}[kind])
 	case !needs && spec.Permission != "":
-		return nil, fail("permission %q is only for requests valid on control-master", spec.Permission)
+		return nil, fail("permission %q is only for messages valid on control-master", spec.Permission)
 	case needs && spec.Permission != Unrestricted && !permissionPattern.MatchString(spec.Permission):
 		return nil, fail("permission %q is not dotted snake_case, e.g. core.instance.start", spec.Permission)
 	}

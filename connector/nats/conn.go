@@ -427,6 +427,16 @@ func (c *Conn) isDone() bool {
 	}
 }
 
+// closedBy reports whether a close notice naming dst as this end's session
+// is for this link. A peer names the session it talks to whenever it
+// knows it; only a dialer that has not heard back yet does not, and the
+// link it closes is one this end accepted. A dialed link's session is its
+// own, so a notice that does not name it is for another link of the same
+// addresses (a plain client's, say).
+func (c *Conn) closedBy(dst string) bool {
+	return dst == c.mine || (dst == "" && c.mine == c.n.session)
+}
+
 // peerClosed handles the peer's notice that it closed its side.
 func (c *Conn) peerClosed() {
 	c.mu.Lock()

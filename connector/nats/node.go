@@ -47,7 +47,6 @@ type Node struct {
 	session string
 	opts    options
 
-	subs      []*natsgo.Subscription
 	done      chan struct{}
 	connected chan struct{}   // closed at the first connection
 	noWait    context.Context // already done: Receive must not wait
@@ -229,21 +228,23 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		o.prefix + ".*.*." + token(self) + ".>",
 		o.prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
 	}
-	// Each subscription's messages are routed on its own goroutine, in the
-	// order they arrive: one publisher's messages stay in order.
+	// Both subscriptions feed one channel, which nats.go fills from its
+	// read loop in the order the server wrote the messages, and one
+	// goroutine routes them: what one publisher sends this endpoint, on its
+	// link or to every endpoint of the type, is routed in the order sent.
+	// (Two asynchronous subscriptions would each route on a goroutine of
+	// its own, and a link's event and a broadcast sent after it could
+	// overtake each other.) A full channel drops, as a subscription's
+	// pending limit would; the streams send again what was dropped.
+	inbox := make(chan *natsgo.Msg, o.queue)
 	for _, s := range subjects {
-		r := &router{n: n, known: make(map[string]subject)}
-		sub, err := nc.Subscribe(s, r.route)
-		if err == nil {
-			err = sub.SetPendingLimits(o.queue, 256<<20)
-		}
-		if err != nil {
+		if _, err := nc.ChanSubscribe(s, inbox); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("nats: subscribe %s: %w", s, err)
 		}
-		n.subs = append(n.subs, sub)
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
+	go n.routeAll(inbox)
 	go n.ticker()
 	if nc.IsConnected() {
 		// Make sure the server has the subscriptions before anyone is told
@@ -459,7 +460,22 @@ func (n *Node) parse(msg *natsgo.Msg) (subject, bool) {
 	return sub, true
 }
 
-// router routes the messages of one subscription, on its goroutine. It
+// routeAll routes what the subscriptions receive, in order, until the
+// Node shuts down.
+func (n *Node) routeAll(inbox <-chan *natsgo.Msg) {
+	defer n.wg.Done()
+	r := &router{n: n, known: make(map[string]subject)}
+	for {
+		select {
+		case msg := <-inbox:
+			r.route(msg)
+		case <-n.done:
+			return
+		}
+	}
+}
+
+// router routes the Node's inbound messages, on one goroutine. It
 // remembers the subjects that recur (a link's requests and events), so
 // that each is parsed once rather than with every message.
 type router struct {
@@ -488,13 +504,23 @@ func (r *router) route(msg *natsgo.Msg) {
 
 // dispatch hands a message to what its subject names.
 func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
+	if msg.Reply != "" && sub.kind != subjMessage {
+		// Responses, acknowledgements and close notices take no answer;
+		// a request sent there gets one rather than wait for its timeout.
+		n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "%s takes requests only for message types; tokens that start with _ are the fabric's own", n.self))
+		return
+	}
 	switch sub.kind {
 	case subjReply:
 		n.mu.Lock()
 		c := n.byID[sub.conn]
 		n.mu.Unlock()
-		if c == nil || sub.session != c.mine {
-			n.dropped.Add(1) // a reply to a link that has ended
+		// The reply subject names the requester's connector; only that
+		// link's peer may answer on it. Anyone else (another endpoint
+		// that learned the session and guessed the number) is dropped:
+		// a response from an unexpected session ends a link.
+		if c == nil || sub.session != c.mine || sub.src != c.peer {
+			n.dropped.Add(1) // a reply to a link that has ended, or not from its peer
 			return
 		}
 		c.reply(sub.seq, sub.respSession, msg)
@@ -511,7 +537,7 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 		}
 	case subjClose:
 		c := n.lookup(sub.src, sub.srcSession)
-		if c == nil || (sub.dstSession != "" && sub.dstSession != c.mine) {
+		if c == nil || !c.closedBy(sub.dstSession) {
 			n.dropped.Add(1) // it ends another link, not this one
 			return
 		}
@@ -563,8 +589,13 @@ func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Err
 		}
 		return c, nil
 	}
+	// A dialed link binds to the peer session that names it: its session
+	// is new with each Dial, so only a peer that heard from it knows it.
+	// Anything else addressed to the peer's address (another process of
+	// the same identity, a plain client's traffic relayed to it) is not
+	// its peer speaking.
 	dialed := n.dialed[peer]
-	if dialed != nil && (dst == "" || dst == dialed.mine) && dialed.bindLocked(session) {
+	if dialed != nil && session != "" && dst == dialed.mine && dialed.bindLocked(session) {
 		n.mu.Unlock()
 		return dialed, nil
 	}
@@ -622,7 +653,7 @@ func (n *Node) refuse(msg *natsgo.Msg, e *link.Error) { n.refuseAs(msg, e, n.ses
 func (n *Node) refuseAs(msg *natsgo.Msg, e *link.Error, session string) {
 	n.dropped.Add(1)
 	n.opts.logger.Debug("refused message", "node", n.self.String(), "subject", msg.Subject, "error", e.Error())
-	if msg.Reply == "" || strings.Contains(msg.Subject, "."+tokReply+".") {
+	if msg.Reply == "" {
 		return
 	}
 	// Answer only on a subject the sender owns (see Conn.repliesTo); a

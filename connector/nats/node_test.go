@@ -475,7 +475,7 @@ func TestHostileInput(t *testing.T) {
 // origin, and no Node of another type.
 func TestBroadcast(t *testing.T) {
 	s := runServer(t, 0, nil)
-	master := connect(t, s, masterAddr)
+	master := connect(t, s, masterAddr, newAcceptor(t, nil).option())
 	type delivery struct {
 		at     link.Address
 		data   string
@@ -485,18 +485,17 @@ func TestBroadcast(t *testing.T) {
 	for _, id := range []string{"1", "2", "3"} {
 		self := link.Address{Type: messages.Slave, ID: id}
 		n := connect(t, s, self)
-		dial(t, n, masterAddr, func(l *link.Link) {
+		l := dial(t, n, masterAddr, func(l *link.Link) {
 			l.HandleEventJSON(messages.BanlistUpdate, func(_ context.Context, ev *link.Message) error {
 				got <- delivery{self, string(ev.Data), ev.Origin}
 				return nil
 			})
 		})
-		conformance.NoErr(t, n.NATS().Flush(), "flush the subscriptions")
+		ping(t, l) // linked: the master's answer binds the link to its session
 	}
 	// A control (another type) hears nothing.
 	control := connect(t, s, link.Address{Type: messages.Control, ID: "alice"})
-	dial(t, control, masterAddr, nil)
-	conformance.NoErr(t, control.NATS().Flush(), "flush the subscriptions")
+	ping(t, dial(t, control, masterAddr, nil))
 
 	ctx := conformance.Ctx(t, prompt)
 	all := link.Address{Type: messages.Slave, ID: lfnats.BroadcastID}

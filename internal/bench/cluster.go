@@ -47,12 +47,12 @@ var (
 	})
 	// Tick is counted by the master.
 	Tick = messages.MustEvent[Data](messages.Spec{
-		Name: "bench:tick", Links: []string{"control-master"},
+		Name: "bench:tick", Links: []string{"control-master"}, Permission: "bench.tick",
 		Description: "The master counts it.",
 	})
 	// TickJSON is Tick for senders and handlers that deal in JSON.
 	TickJSON = messages.MustEvent[Data](messages.Spec{
-		Name: "bench:tick_json", Links: []string{"control-master"},
+		Name: "bench:tick_json", Links: []string{"control-master"}, Permission: "bench.tick",
 		Description: "The master counts it, as JSON.",
 	})
 	// Forward is answered by an instance with its payload.
@@ -64,7 +64,7 @@ var (
 	// Announce is broadcast to every instance.
 	Announce = messages.MustEvent[Announcement](messages.Spec{
 		Name: "bench:announce", Links: []string{"control-master", "master-slave", "slave-instance"},
-		BroadcastTo: messages.Instance,
+		BroadcastTo: messages.Instance, Permission: "bench.announce",
 		Description: "Broadcast to every instance.",
 	})
 

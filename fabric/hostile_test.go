@@ -85,6 +85,10 @@ func TestHostileRequests(t *testing.T) {
 		{"source type that is no type", "lf.robot.x.master.0.list_slaves", nil, "{}", "invalid_message", "subject"},
 		{"an instance speaking to the master", "lf.instance.11.master.0.list_slaves", nil, "{}", "not_connected", "slaves and controls only"},
 		{"slave id that is not a number", "lf.slave.abc.master.0.register_slave", nil, `{"slave_id":1,"name":"x","version":"1","instances":[]}`, "invalid_message", "abc"},
+		{"a request to a close notice", "lf.control.x.master.0._close", nil, "{}", "invalid_message", "fabric's own"},
+		{"a request to an acknowledgement", "lf.control.x.master.0._ack.aaaa.bbbb.1", nil, "", "invalid_message", "fabric's own"},
+		{"a request to a reply subject", "lf.control.x.master.0._reply.aaaa.1.1", nil, "{}", "invalid_message", "fabric's own"},
+		{"a token of the fabric's that does not exist", "lf.control.x.master.0._nope", nil, "{}", "invalid_message", "subject"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := natsgo.NewMsg(tc.subject)

@@ -147,11 +147,29 @@ type secureCluster struct {
 
 func newSecureCluster(t *testing.T, b *secureBroker, permissions string) *secureCluster {
 	t.Helper()
+	return newSecureClusterWith(t, b, permissions, secureSetup{})
+}
+
+// secureSetup adds to the usual secure cluster.
+type secureSetup struct {
+	opts      []fabric.Option           // for every endpoint (plugins, say)
+	slaveOpts map[int64][]fabric.Option // for one slave
+	factory   fabric.InstanceFactory    // the slaves' instances; probes if nil
+}
+
+// newSecureClusterWith is newSecureCluster with what setup adds. The
+// master serves metrics on a free loopback port.
+func newSecureClusterWith(t *testing.T, b *secureBroker, permissions string, setup secureSetup) *secureCluster {
+	t.Helper()
 	c := &secureCluster{b: b, probes: newProbes(nil), logs: newLogRecords(), aliceOut: &outputLog{}}
 	log := fabric.WithLogger(slog.New(c.logs))
+	factory := setup.factory
+	if factory == nil {
+		factory = c.probes.factory
+	}
 	var err error
 	c.master, err = fabric.StartMaster(conformance.Ctx(t, waitLong), fabric.MasterConfig{NATS: b.login("master"), Listen: "127.0.0.1:0",
-		Permissions: permissions, Timing: testTiming(), Log: logConfig()}, log)
+		Permissions: permissions, MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}, append(slices.Clone(setup.opts), log)...)
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
 	}
@@ -163,7 +181,8 @@ func newSecureCluster(t *testing.T, b *secureBroker, permissions string) *secure
 	startSlave := func(id int64, instances string) *fabric.Slave {
 		cfg := slaveConfig("", id, instances)
 		cfg.NATS = b.login(fmt.Sprintf("slave-%d", id))
-		s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), cfg, log, fabric.WithInstanceFactory(c.probes.factory))
+		opts := append(slices.Clone(setup.opts), setup.slaveOpts[id]...)
+		s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), cfg, append(opts, log, fabric.WithInstanceFactory(factory))...)
 		if err != nil {
 			t.Fatalf("StartSlave %d: %v", id, err)
 		}
@@ -177,8 +196,8 @@ func newSecureCluster(t *testing.T, b *secureBroker, permissions string) *secure
 	c.slave1 = startSlave(1, "11:alpha,12:beta")
 	c.slave2 = startSlave(2, "21:gamma")
 	waitSlaves(t, c.master, waitLong, 1, 2)
-	c.alice = c.dialControl(t, "alice", "control-alice", fabric.WithOutputHandler(c.aliceOut.add))
-	c.bob = c.dialControl(t, "bob", "control-bob")
+	c.alice = c.dialControl(t, "alice", "control-alice", append(slices.Clone(setup.opts), fabric.WithOutputHandler(c.aliceOut.add))...)
+	c.bob = c.dialControl(t, "bob", "control-bob", setup.opts...)
 	for _, ctl := range []*fabric.Control{c.alice, c.bob} {
 		request(t, ctl.Link(), messages.Ping, messages.Empty{})
 	}

@@ -197,10 +197,30 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 		}
 		session = msg.Header.Get(hdrSession)
 	}
+	c.mu.Lock()
+	pending := c.requests.byWire[wire] != nil
+	c.mu.Unlock()
+	if !pending {
+		// Answered already, given up on, or never asked: whoever sent it,
+		// it changes nothing.
+		c.n.dropped.Add(1)
+		return
+	}
 	c.n.mu.Lock()
 	ok := c.bindLocked(session)
 	c.n.mu.Unlock()
 	if !ok {
+		if c.mine == c.n.session {
+			// A link this end accepted is bound to the peer session that
+			// opened it, and its requests name that session: only it can
+			// answer them. Another session's answer is another process
+			// speaking as the peer, and ends nothing.
+			c.n.dropped.Add(1)
+			return
+		}
+		// The peer answered a request of this dialed link from a new
+		// session: it restarted, and the session the link was bound to
+		// is over.
 		c.peerRestarted()
 		return
 	}
@@ -208,7 +228,7 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 	r := c.requests.done(wire)
 	c.mu.Unlock()
 	if r == nil {
-		return // answered already, or given up on
+		return // answered meanwhile by a copy
 	}
 	m := &link.Message{Kind: link.KindResponse, ID: r.id}
 	if code := msg.Header.Get(hdrError); code != "" {

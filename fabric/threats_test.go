@@ -240,7 +240,7 @@ func TestThreatSlaveSpeaksForOthers(t *testing.T) {
 	var forger latestLink
 	b := startSecureBroker(t, nil)
 	c := newSecureClusterWith(t, b, "*=*", secureSetup{
-		opts: []fabric.Option{fabric.WithPlugins(plugin)},
+		opts:      []fabric.Option{fabric.WithPlugins(plugin)},
 		slaveOpts: map[int64][]fabric.Option{1: {fabric.WithHandlers(forger.keep)}},
 	})
 	c.probes.chat = chat

@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -60,8 +61,9 @@ type Node struct {
 	mu       sync.Mutex
 	closed   bool
 	nextConn uint64
-	byID     map[uint64]*Conn // every open connector, by its number
-	ended    endedSessions    // peer sessions whose links have closed
+	byID     map[uint64]*Conn        // every open connector, by its number
+	ended    endedSessions           // peer sessions whose links have closed
+	epochs   map[link.Address]uint64 // the highest epoch heard from each peer address (WithEpoch)
 
 	bmu    sync.Mutex // guards bcast; never held with mu
 	bcast  map[messages.Endpoint]*broadcastStream
@@ -147,7 +149,7 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 	}
 	n := &Node{
 		self:      self,
-		session:   newSession(),
+		session:   cmp.Or(o.session, newSession()),
 		opts:      o,
 		done:      make(chan struct{}),
 		connected: make(chan struct{}),
@@ -156,6 +158,7 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		bySess:    map[peerKey]*Conn{},
 		dialed:    map[link.Address]*Conn{},
 		bcast:     map[messages.Endpoint]*broadcastStream{},
+		epochs:    map[link.Address]uint64{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefixDot = o.prefix + "."
@@ -504,6 +507,14 @@ func (r *router) route(msg *natsgo.Msg) {
 
 // dispatch hands a message to what its subject names.
 func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
+	if n.opts.gate != nil && !n.opts.gate() {
+		n.dropped.Add(1) // this endpoint may not act now
+		return
+	}
+	if n.opts.epoch != nil && n.fenced(sub, msg) {
+		n.dropped.Add(1)
+		return
+	}
 	if msg.Reply != "" && sub.kind != subjMessage {
 		// Responses, acknowledgements and close notices take no answer;
 		// a request sent there gets one rather than wait for its timeout.
@@ -542,6 +553,8 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 			return
 		}
 		c.peerClosed()
+	case subjHello:
+		// Only news of a session: fenced above.
 	case subjMessage:
 		c, err := n.connFor(sub.src, sub.srcSession, sub.dstSession)
 		switch {
@@ -553,6 +566,53 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 			c.inbound(sub, msg)
 		}
 	}
+}
+
+// fenced reports whether msg comes from a run of its sender that a newer
+// one has replaced (see WithEpoch), and ends the links dialed to a run
+// that this message shows replaced.
+func (n *Node) fenced(sub subject, msg *natsgo.Msg) bool {
+	session := sub.srcSession
+	if sub.kind == subjReply {
+		session = cmp.Or(sub.respSession, msg.Header.Get(hdrSession))
+	}
+	if session == "" {
+		return false
+	}
+	e := n.opts.epoch(sub.src, session)
+	if e == 0 {
+		return false
+	}
+	n.mu.Lock()
+	highest := n.epochs[sub.src]
+	if e < highest {
+		n.mu.Unlock()
+		return true
+	}
+	var replaced *Conn
+	if e > highest {
+		n.epochs[sub.src] = e
+		if c := n.dialed[sub.src]; c != nil {
+			if ps := c.peerSession(); ps != "" && ps != session && n.opts.epoch(sub.src, ps) < e {
+				replaced = c
+			}
+		}
+	}
+	n.mu.Unlock()
+	if replaced != nil {
+		n.opts.logger.Debug("peer replaced by a newer run", "node", n.self.String(), "peer", sub.src.String(), "session", session)
+		replaced.peerRestarted()
+	}
+	return false
+}
+
+// Announce tells every endpoint of type to that this Node's session is
+// now the one of its address: a peer whose link was dialed to an older
+// run of this address (see WithEpoch) ends it at once and dials again,
+// rather than wait for its heartbeat to find out. It sends one message.
+func (n *Node) Announce(ctx context.Context, to messages.Endpoint) error {
+	subject := n.prefixDot + token(n.self) + "." + to.String() + "." + BroadcastID + "." + tokHello + "." + n.session
+	return n.publishParts(ctx, subject, "", nil, nil, "announce")
 }
 
 // lookup finds the connector of a peer session, or nil.
@@ -688,6 +748,9 @@ func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error 
 func (n *Node) publishParts(ctx context.Context, subject, reply string, hdr natsgo.Header, data []byte, what string) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if n.opts.gate != nil && !n.opts.gate() {
+		return link.Errorf(link.CodeUnavailable, "%s: %s may not send now", what, n.self)
 	}
 	select {
 	case <-n.connected:

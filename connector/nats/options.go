@@ -7,6 +7,8 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/linkfabric/linkfabric/link"
 )
 
 // Option configures a Node.
@@ -25,6 +27,9 @@ type options struct {
 	drainTimeout    time.Duration
 	connectWait     time.Duration
 	name            string
+	session         string
+	epoch           EpochFunc
+	gate            func() bool
 }
 
 func defaultOptions() options {
@@ -161,6 +166,55 @@ func WithMaxUnacked(n int) Option {
 			return errors.New("nats: at least one event must be allowed unacknowledged")
 		}
 		o.maxUnacked = n
+		return nil
+	}
+}
+
+// WithSession sets the Node's session: that of the links it accepts, which
+// its peers see in everything it sends them. It must be 1 to 32 letters
+// and digits, and new for each run of the endpoint (a peer tells a
+// restarted endpoint from the one before by it); see WithEpoch for a
+// session that says which run is newer. Defaults to 16 random hex digits.
+func WithSession(session string) Option {
+	return func(o *options) error {
+		if !validSession(session) {
+			return errors.New("nats: a session is 1 to 32 letters and digits")
+		}
+		o.session = session
+		return nil
+	}
+}
+
+// An EpochFunc reads the epoch of a session of peer: a number that grows
+// with each new run of an endpoint that must be unique (a master elected
+// for a new term, say), or 0 for a session that says none.
+type EpochFunc func(peer link.Address, session string) uint64
+
+// WithEpoch makes the Node fence its peers' runs by epoch (see
+// EpochFunc): once it has heard from a session of a peer address with
+// epoch e, it drops whatever a session of that address with a lower epoch
+// sends (a paused process that woke up after it was replaced, say), and
+// ends a link it dialed to that address whose peer session has a lower
+// epoch, failing its pending requests with link.ErrSessionLost so that its
+// endpoint dials again. Sessions of epoch 0 are not fenced. Defaults to
+// none.
+func WithEpoch(f EpochFunc) Option {
+	return func(o *options) error {
+		o.epoch = f
+		return nil
+	}
+}
+
+// WithGate makes the Node ask open before it handles anything it receives
+// and before it sends anything: while open reports false, what arrives is
+// dropped (and counted) and what is sent fails with link.ErrUnavailable.
+// An endpoint that may act only while it holds a lease (a master) closes
+// the gate the moment the lease may have lapsed, before it knows who took
+// over. open is called on every message, so it must be cheap and must not
+// block. Defaults to always open.
+func WithGate(open func() bool) Option {
+	return func(o *options) error {
+		o.gate = open
 		return nil
 	}
 }

@@ -36,6 +36,9 @@ import (
 //	        the same, of the receiver's broadcast stream
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._close[.<srcSession>[.<dstSession>]]
 //	        the sender closed its side
+//	<prefix>.<srcType>.<srcID>.<dstType>._all._hello.<srcSession>
+//	        the sender's session is now the one of its address (see
+//	        Node.Announce)
 //
 // <type> is the message type name ("start_instance", "global_chat:chat").
 // The sessions say which run of each endpoint is speaking and to which run
@@ -61,6 +64,7 @@ const (
 	tokAck    = "_ack"
 	tokAckAll = "_ackall"
 	tokGap    = "gap"
+	tokHello  = "_hello"
 	noSession = "-" // in place of a session not yet known
 )
 
@@ -71,6 +75,7 @@ const (
 	subjReply
 	subjClose
 	subjAck
+	subjHello
 )
 
 // subject is a parsed fabric subject.
@@ -159,6 +164,11 @@ func parseSubject(prefixDot, s string) (subject, error) {
 		if err := sub.sessions(toks[5:n]); err != nil {
 			return sub, err
 		}
+	case tokHello:
+		if sub.dst.ID != BroadcastID || n != 6 || !validSession(toks[5]) {
+			return sub, errSubject
+		}
+		sub.kind, sub.srcSession = subjHello, toks[5]
 	case tokAck, tokAckAll:
 		if sub.dst.ID == BroadcastID || (n != 8 && n != 9) || !validSession(toks[5]) || !validSession(toks[6]) {
 			return sub, errSubject

@@ -1,0 +1,145 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// termOf reads the epoch of the test's master sessions, "e<n>x<anything>".
+func termOf(peer link.Address, session string) uint64 {
+	rest, ok := strings.CutPrefix(session, "e")
+	if !ok || peer != masterAddr {
+		return 0
+	}
+	n, _, _ := strings.Cut(rest, "x")
+	e, _ := strconv.ParseUint(n, 10, 64)
+	return e
+}
+
+// A session set with WithSession is the one peers see; a session that is
+// not 1 to 32 letters and digits is refused.
+func TestWithSession(t *testing.T) {
+	s := runServer(t, 0, nil)
+	master := connect(t, s, masterAddr, lfnats.WithSession("e1xabc"), newAcceptor(t, nil).option())
+	if master.Session() != "e1xabc" {
+		t.Errorf("Session() = %q, want e1xabc", master.Session())
+	}
+	slave := connect(t, s, slaveAddr)
+	l := dial(t, slave, masterAddr, nil)
+	ping(t, l)
+	for _, bad := range []string{"", "has-dash", strings.Repeat("a", 33), "dot.ted"} {
+		if n, err := lfnats.Connect(conformance.Ctx(t, prompt), masterAddr, lfnats.WithURLs(s.ClientURL()), lfnats.WithSession(bad)); err == nil {
+			_ = n.Close()
+			t.Errorf("WithSession(%q) accepted", bad)
+		}
+	}
+}
+
+// While the gate is closed the Node handles nothing it receives (a request
+// to it times out at the requester, its handler never runs) and sends
+// nothing (unavailable); once open, both work again.
+func TestGate(t *testing.T) {
+	s := runServer(t, 0, nil)
+	var open atomic.Bool
+	var handled atomic.Int64
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+			handled.Add(1)
+			return conformance.EchoResponse{N: r.N}, nil
+		})
+	})
+	master := connect(t, s, masterAddr, acc.option(), lfnats.WithGate(open.Load))
+	slave := connect(t, s, slaveAddr)
+	l := dial(t, slave, masterAddr, nil)
+
+	ctx := conformance.Ctx(t, prompt/4)
+	if _, err := link.Request(ctx, l, conformance.Echo, conformance.EchoRequest{N: 1}); !errors.Is(err, link.ErrTimeout) {
+		t.Errorf("request to a gated master: %v, want a timeout", err)
+	}
+	if handled.Load() != 0 || master.Dropped() == 0 {
+		t.Errorf("gated master handled %d requests and dropped %d messages; want 0 handled, some dropped", handled.Load(), master.Dropped())
+	}
+	if err := master.Announce(conformance.Ctx(t, prompt), messages.Slave); !errors.Is(err, link.ErrUnavailable) {
+		t.Errorf("a gated master's send: %v, want unavailable", err)
+	}
+	open.Store(true)
+	if r, err := link.Request(conformance.Ctx(t, prompt), l, conformance.Echo, conformance.EchoRequest{N: 2}); err != nil || r.N != 2 {
+		t.Errorf("request once the gate opened: %+v, %v", r, err)
+	}
+}
+
+// With WithEpoch, a slave's link dialed to a master of epoch 1 ends as
+// soon as a master of epoch 2 announces itself, failing what was pending
+// with session_lost; the slave then dials the new master, and whatever
+// the old master sends afterwards (it woke up from a pause, say) is
+// dropped: it can neither answer nor end the new link.
+func TestEpochFencing(t *testing.T) {
+	s := runServer(t, 0, nil)
+	block := make(chan struct{})
+	oldAcc := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, conformance.Echo, func(ctx context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+			if r.N == 99 {
+				<-block // held until the test lets go: the old master "paused"
+			}
+			return conformance.EchoResponse{N: r.N}, nil
+		})
+	})
+	connect(t, s, masterAddr, lfnats.WithSession("e1xold"), oldAcc.option())
+	slave := connect(t, s, slaveAddr, lfnats.WithEpoch(termOf))
+	first := dial(t, slave, masterAddr, nil)
+	ping(t, first)
+	oldLink := oldAcc.next(t)
+
+	pending := make(chan error, 1)
+	go func() {
+		_, err := link.Request(conformance.Ctx(t, prompt), first, conformance.Echo, conformance.EchoRequest{N: 99})
+		pending <- err
+	}()
+	conformance.Eventually(t, prompt, "the request reaches the old master", func() error {
+		if oldLink.Stats().Received < 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+
+	// The new master takes over: it stops nothing of the old one's, and
+	// announces itself.
+	newAcc := newAcceptor(t, nil)
+	fresh := connect(t, s, masterAddr, lfnats.WithSession("e2xnew"), newAcc.option())
+	conformance.NoErr(t, fresh.Announce(conformance.Ctx(t, prompt), messages.Slave), "announce")
+	if err := conformance.Recv(t, pending, prompt, "the pending request to end"); !errors.Is(err, link.ErrSessionLost) {
+		t.Errorf("request pending at the replaced master: %v, want session_lost", err)
+	}
+	conformance.Recv(t, first.Done(), prompt, "the link to the replaced master to close")
+
+	second := dial(t, slave, masterAddr, nil)
+	ping(t, second) // both masters hear it; only the newer one's answer counts
+	if second.Peer() != masterAddr {
+		t.Fatal("second link to someone else")
+	}
+	// The old master wakes up and answers what it held; its answer and
+	// anything else it sends are dropped, and the new link lives on.
+	before := slave.Dropped()
+	close(block)
+	for range 5 {
+		ping(t, second)
+	}
+	select {
+	case <-second.Done():
+		t.Fatal("the old master ended the link to the new one")
+	default:
+	}
+	if slave.Dropped() == before {
+		t.Log("the old master's late messages had nowhere to go (its link was gone)")
+	}
+	newAcc.next(t) // the new master accepted the slave's second link
+}

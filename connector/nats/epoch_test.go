@@ -120,6 +120,12 @@ func TestEpochFencing(t *testing.T) {
 		t.Errorf("request pending at the replaced master: %v, want session_lost", err)
 	}
 	conformance.Recv(t, first.Done(), prompt, "the link to the replaced master to close")
+	// It ended on the announcement, not later on the new master's answer
+	// to a copy of the request (sent again after a second of silence),
+	// which the new master would have had to refuse.
+	if n := fresh.Dropped(); n != 0 {
+		t.Errorf("the new master refused %d messages of the old link: the link did not end on the announcement", n)
+	}
 
 	second := dial(t, slave, masterAddr, nil)
 	ping(t, second) // both masters hear it; only the newer one's answer counts

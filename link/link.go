@@ -592,6 +592,10 @@ func (l *Link) dispatch(ctx context.Context, m *Message) (data []byte, err error
 			return nil, &Error{Code: CodePermissionDenied, Message: fmt.Sprintf("%s needs permission %s: %v", def.Name(), perm, err), cause: err}
 		}
 	}
+	if o, ok := l.opts.observer.(HandlerObserver); ok {
+		start := time.Now()
+		defer func() { o.HandlerEnded(KindRequest, def.Name(), err, time.Since(start)) }()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			l.opts.logger.Error("request handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
@@ -647,18 +651,23 @@ func (l *Link) handleEvents() {
 }
 
 func (l *Link) handleEvent(m *Message) {
-	_, h, err := l.lookup(m, messages.KindEvent)
+	def, h, err := l.lookup(m, messages.KindEvent)
 	if err != nil {
 		l.drop(m, err.Error())
 		return
+	}
+	if o, ok := l.opts.observer.(HandlerObserver); ok {
+		start := time.Now()
+		defer func() { o.HandlerEnded(KindEvent, def.Name(), err, time.Since(start)) }()
 	}
 	defer func() {
 		if p := recover(); p != nil {
 			l.stats.handlerErrors.Add(1)
 			l.opts.logger.Error("event handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
+			err = Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
 		}
 	}()
-	if err := h.event(l.ctx, m); err != nil {
+	if err = h.event(l.ctx, m); err != nil {
 		l.stats.handlerErrors.Add(1)
 		l.opts.logger.Warn("event handler failed", "link", l.String(), "type", m.Type, "error", err)
 	}

@@ -18,7 +18,8 @@ const benchLong = `Measure what the fabric costs on top of NATS. Each scenario r
 raw nats.go (or a direct Go call) on the same payloads, then through the
 fabric with validation on, in one process against an embedded NATS server
 on loopback. It prints each figure, the baseline, their ratio and the
-target. A full run takes a minute or two; --quick a few seconds.
+target. docs/benchmarks.md says how long a run takes, and what the
+figures mean.
 Benchmarks report; they do not fail on a slow machine.
 `
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -155,7 +156,23 @@ func call[Req, Resp any](ctx context.Context, r *ctlRun, m *messages.Request[Req
 		return zero, err
 	}
 	defer r.close()
-	return link.Request(ctx, r.ctl.Link(), m, req)
+	resp, err := link.Request(ctx, r.ctl.Link(), m, req)
+	return resp, r.noMaster(err)
+}
+
+// noMaster says in the operator's terms that nothing listens for the
+// master: the transport's text names subjects. Other errors pass as they
+// are.
+func (r *ctlRun) noMaster(err error) error {
+	var le *link.Error
+	if !errors.As(err, &le) || le.Code != link.CodeNotConnected {
+		return err
+	}
+	url := r.cfg.NATS.URL
+	if url == "" {
+		url = "nats://127.0.0.1:4222"
+	}
+	return link.Errorf(link.CodeNotConnected, "no master answers on the NATS servers at %s (subject prefix %s): is fabric master running there?", url, r.cfg.NATS.Prefix)
 }
 
 // id parses a positional argument as a positive id.
@@ -199,7 +216,7 @@ func (r *ctlRun) ping(ctx context.Context, _ []string) error {
 	defer r.close()
 	start := time.Now()
 	if _, err := link.Request(ctx, r.ctl.Link(), messages.Ping, messages.Empty{}); err != nil {
-		return err
+		return r.noMaster(err)
 	}
 	rtt := time.Since(start)
 	if r.json {
@@ -331,7 +348,7 @@ func (r *ctlRun) instanceOutput(ctx context.Context, args []string) error {
 	}
 	defer r.close()
 	if err := r.ctl.Follow(ctx, ids...); err != nil {
-		return err
+		return r.noMaster(err)
 	}
 	// Said on stderr, so that stdout holds the output lines alone.
 	fmt.Fprintf(r.a.stderr, "following the output of instance %s (Ctrl-C to stop)\n", strings.Join(args, ", "))

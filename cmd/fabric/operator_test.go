@@ -485,3 +485,49 @@ func TestBadStartupSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestNoMaster: NATS answers but no master listens (here: one of another
+// subject prefix); ctl says so in the operator's terms.
+func TestNoMaster(t *testing.T) {
+	t.Parallel()
+	master := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0", "FABRIC_SUBJECT_PREFIX=other"}, fastTimings...), "master")
+	url := master.waitStdout(t, regexp.MustCompile(`(?m)^master running; NATS at (nats://127\.0\.0\.1:\d+)$`))[1]
+	c := newCtl(url)
+	want := "error: no master answers on the NATS servers at " + url + " (subject prefix lf): is fabric master running there? (not_connected)\n"
+	for _, args := range [][]string{{"status"}, {"ping"}, {"instance", "output", "101"}} {
+		if r := c.fails(t, "not_connected", args...); r.stderr != want {
+			t.Errorf("ctl %s: stderr %q, want %q", strings.Join(args, " "), r.stderr, want)
+		}
+	}
+	if code := master.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("the master exited with status %d: %s", code, master)
+	}
+}
+
+// TestSlaveStopsAfterMasterKilled: a slave whose master was killed, with
+// the NATS server it embedded, still stops with exit status 0: the master
+// that cannot say goodbye is logged, not the slave's failure.
+func TestSlaveStopsAfterMasterKilled(t *testing.T) {
+	t.Parallel()
+	master := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0"}, fastTimings...), "master")
+	url := master.waitStdout(t, regexp.MustCompile(`(?m)^master running; NATS at (nats://127\.0\.0\.1:\d+)$`))[1]
+	c := newCtl(url)
+	slave := start(t, append(slices.Clone(c.env), "FABRIC_SLAVE_ID=5"), "slave")
+	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 5 running`))
+	conformance.Eventually(t, waitLong, "slave 5 connected", func() error {
+		if got := c.slaves(t); len(got) != 1 || !got[0].Connected {
+			return fmt.Errorf("slaves %+v", got)
+		}
+		return nil
+	})
+	if err := master.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	master.wait(t, waitLong)
+	if code := slave.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("the slave exited with status %d after SIGTERM, want 0: %s", code, slave)
+	}
+	if !strings.Contains(slave.stderr.String(), `msg="stopped without the master's word"`) {
+		t.Errorf("the slave does not log what it could not do: %s", slave)
+	}
+}

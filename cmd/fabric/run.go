@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/link"
 )
 
 // shutdownTimeout bounds a graceful shutdown after Ctrl-C or SIGTERM.
@@ -115,10 +116,28 @@ func (a *app) shutdown(log *slog.Logger, slaves []*fabric.Slave, m *fabric.Maste
 	defer cancel()
 	var errs []error
 	for _, s := range slaves {
-		errs = append(errs, s.Close(ctx))
+		errs = append(errs, peersFailed(log, s.Close(ctx)))
 	}
 	errs = append(errs, m.Close(ctx))
 	return errors.Join(errs...)
+}
+
+// peersFailed logs, rather than returns, what a slave's Close reports of
+// its peers: a master that did not answer the goodbye (killed, or gone with
+// its broker), a link already lost. A peer that died is not the stopping
+// process's failure, and a routine stop must not look failed to systemd.
+// Any other error is returned.
+func peersFailed(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, peer := range []error{link.ErrTimeout, link.ErrSessionLost, link.ErrNotConnected, link.ErrUnavailable, context.DeadlineExceeded} {
+		if errors.Is(err, peer) {
+			log.Warn("stopped without the master's word", "error", err)
+			return nil
+		}
+	}
+	return err
 }
 
 const masterLong = `Run the master. With FABRIC_NATS_URL empty it embeds a NATS server on
@@ -191,5 +210,5 @@ func (a *app) slave(ctx context.Context) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	return s.Close(sctx)
+	return peersFailed(log, s.Close(sctx))
 }

@@ -760,9 +760,22 @@ func TestSlaveOutlivesMaster(t *testing.T) {
 		}
 		return nil
 	})
+	readyz := strings.TrimSuffix(metrics, "/metrics") + "/readyz"
+	if code, body := get(t, readyz); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("the slave's /readyz while registered: %d %q", code, body)
+	}
+	if _, body := get(t, metrics); !strings.Contains(body, "\nlinkfabric_instances 0\n") || strings.Contains(body, "linkfabric_cluster_instances") {
+		t.Errorf("the slave's metrics do not name its own instances apart from the cluster's:\n%s", body)
+	}
 	if code := master.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("the master exited with status %d after SIGTERM, want 0: %s", code, master)
 	}
+	conformance.Eventually(t, waitLong, "the slave's /readyz says it is not ready", func() error {
+		if code, body := get(t, readyz); code != http.StatusServiceUnavailable || body != "not ready: not registered with the master\n" {
+			return fmt.Errorf("/readyz: %d %q", code, body)
+		}
+		return nil
+	})
 	// The slave's second register_slave waits for an answer for
 	// FABRIC_PEER_TIMEOUT (30s); the stop must not wait for it.
 	conformance.Eventually(t, waitLong, "the slave registers again", func() error {

@@ -5,6 +5,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -424,6 +425,16 @@ func TestHealthAndBoundedNames(t *testing.T) {
 		}
 	}
 	_, metrics := get(t, base+"/metrics")
+	// What the master knows of the whole cluster has names of its own; a
+	// slave's linkfabric_instances are its own.
+	for _, want := range []string{"\nlinkfabric_cluster_instances 0\n", "\nlinkfabric_cluster_instances_running 0\n", "\nlinkfabric_slaves_connected 0\n"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("the master's metrics lack %q", want)
+		}
+	}
+	if strings.Contains(metrics, "\nlinkfabric_instances ") {
+		t.Errorf("the master reports linkfabric_instances, a slave's name")
+	}
 	var unknown, madeUp int
 	for _, line := range strings.Split(metrics, "\n") {
 		if strings.HasPrefix(line, "linkfabric_") && strings.Contains(line, `type="unknown"`) {
@@ -529,5 +540,36 @@ func TestSlaveStopsAfterMasterKilled(t *testing.T) {
 	}
 	if !strings.Contains(slave.stderr.String(), `msg="stopped without the master's word"`) {
 		t.Errorf("the slave does not log what it could not do: %s", slave)
+	}
+}
+
+// TestJSONLogs: with FABRIC_LOG_FORMAT=json every line on stderr is a JSON
+// object whose keys are single words, as log pipelines expect.
+func TestJSONLogs(t *testing.T) {
+	t.Parallel()
+	dev := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0", "FABRIC_LOG_FORMAT=json"}, fastTimings...), "dev")
+	url := dev.waitStdout(t, regexp.MustCompile(`(?m)^  NATS: +(nats://127\.0\.0\.1:\d+) \(embedded\)$`))[1]
+	c := newCtl(url)
+	c.ok(t, "instance", "start", "101")
+	c.ok(t, "instance", "command", "101", "/join", "alice")
+	c.fails(t, "instance_not_found", "instance", "start", "999")
+	if code := dev.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("fabric dev exited with status %d: %s", code, dev)
+	}
+	lines := strings.Split(strings.TrimSuffix(dev.stderr.String(), "\n"), "\n")
+	if len(lines) < 5 {
+		t.Fatalf("only %d log lines: %s", len(lines), dev)
+	}
+	for _, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("log line is not JSON: %v: %q", err, line)
+			continue
+		}
+		for k := range rec {
+			if strings.ContainsAny(k, " \t") {
+				t.Errorf("log key %q has a space: %s", k, line)
+			}
+		}
 	}
 }

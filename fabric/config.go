@@ -123,7 +123,7 @@ type ControlConfig struct {
 // form of os.Environ; nil means the process environment) and validates it.
 func LoadMasterConfig(environ []string) (MasterConfig, error) {
 	var c MasterConfig
-	err := load(&c, environ, func() error { return c.Validate() })
+	err := load(&c, environ, func() error { return errors.Join(c.Validate(), c.NATS.validateVariables()) })
 	return c, err
 }
 
@@ -131,7 +131,7 @@ func LoadMasterConfig(environ []string) (MasterConfig, error) {
 // process environment) and validates it.
 func LoadSlaveConfig(environ []string) (SlaveConfig, error) {
 	var c SlaveConfig
-	err := load(&c, environ, func() error { return c.Validate() })
+	err := load(&c, environ, func() error { return errors.Join(c.Validate(), c.NATS.validateVariables()) })
 	return c, err
 }
 
@@ -139,7 +139,7 @@ func LoadSlaveConfig(environ []string) (SlaveConfig, error) {
 // means the process environment) and validates it.
 func LoadControlConfig(environ []string) (ControlConfig, error) {
 	var c ControlConfig
-	err := load(&c, environ, func() error { return c.Validate() })
+	err := load(&c, environ, func() error { return errors.Join(c.Validate(), c.NATS.validateVariables()) })
 	return c, err
 }
 
@@ -210,7 +210,7 @@ func (c NATSConfig) validate() []error {
 		}
 	}
 	if c.Prefix == "" || strings.ContainsAny(c.Prefix, " \t*>") || strings.HasPrefix(c.Prefix, ".") || strings.HasSuffix(c.Prefix, ".") {
-		errs = append(errs, fmt.Errorf("FABRIC_SUBJECT_PREFIX=%q: want subject tokens such as lf or acme.lf, without spaces or wildcards", c.Prefix))
+		errs = append(errs, fmt.Errorf("FABRIC_SUBJECT_PREFIX=%q: want a subject token such as lf, without spaces or wildcards", c.Prefix))
 	}
 	if (c.User == "") != (c.Password == "") {
 		errs = append(errs, errors.New("FABRIC_NATS_USER and FABRIC_NATS_PASSWORD: set both or neither"))
@@ -238,10 +238,27 @@ func (c NATSConfig) validate() []error {
 			errs = append(errs, fmt.Errorf("%s=%q: want a readable file: %v", name, path, err))
 		}
 	}
-	if c.PingInterval <= 0 {
-		errs = append(errs, fmt.Errorf("FABRIC_NATS_PING_INTERVAL=%s: want a positive duration such as 5s", c.PingInterval))
+	if c.PingInterval < MinPingInterval {
+		errs = append(errs, fmt.Errorf("FABRIC_NATS_PING_INTERVAL=%s: want at least %s, such as 5s: shorter, a busy machine misses pings and drops healthy connections", c.PingInterval, MinPingInterval))
 	}
 	return errs
+}
+
+// MinPingInterval is the shortest FABRIC_NATS_PING_INTERVAL: two missed
+// pings drop a connection, and a loaded machine can be late by a few
+// hundred milliseconds without being dead.
+const MinPingInterval = 500 * time.Millisecond
+
+// validateVariables checks what the environment variables promise beyond
+// what Validate checks of a configuration built in code: the subject
+// prefix is one token, as README says, so that subjects keep one shape
+// and the names of the users and permissions that fabric nats-config
+// prints stay simple. Programs may still give several tokens (acme.lf).
+func (c NATSConfig) validateVariables() error {
+	if strings.Contains(c.Prefix, ".") {
+		return fmt.Errorf("FABRIC_SUBJECT_PREFIX=%q: want one subject token such as lf or acme_lf, without dots", c.Prefix)
+	}
+	return nil
 }
 
 func (c TimingConfig) validate() []error {

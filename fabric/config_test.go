@@ -3,6 +3,7 @@ package fabric_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +53,9 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"NATS URL with a foreign scheme", loadSlave, "FABRIC_NATS_URL=http://127.0.0.1:4222", "FABRIC_NATS_URL", "nats://"},
 		{"one bad URL in a list", loadSlave, "FABRIC_NATS_URL=nats://127.0.0.1:4222,nope", "FABRIC_NATS_URL", "nats://"},
 		{"subject prefix with a wildcard", loadControl, "FABRIC_SUBJECT_PREFIX=lf.*", "FABRIC_SUBJECT_PREFIX", "without spaces or wildcards"},
-		{"ping interval", loadSlave, "FABRIC_NATS_PING_INTERVAL=0s", "FABRIC_NATS_PING_INTERVAL", "positive duration"},
+		{"subject prefix of two tokens", loadMaster, "FABRIC_SUBJECT_PREFIX=acme.lf", "FABRIC_SUBJECT_PREFIX", "one subject token"},
+		{"zero ping interval", loadSlave, "FABRIC_NATS_PING_INTERVAL=0s", "FABRIC_NATS_PING_INTERVAL", "at least 500ms"},
+		{"ping interval under the minimum", loadControl, "FABRIC_NATS_PING_INTERVAL=400ms", "FABRIC_NATS_PING_INTERVAL", "at least 500ms"},
 		{"missing credentials file", loadSlave, "FABRIC_NATS_CREDS_FILE=/nonexistent/lf.creds", "FABRIC_NATS_CREDS_FILE", "readable file"},
 		{"instances not id:name", loadSlave, "FABRIC_SLAVE_INSTANCES=x:y", "FABRIC_SLAVE_INSTANCES", "id:name"},
 		{"instance without a name", loadSlave, "FABRIC_SLAVE_INSTANCES=11:", "FABRIC_SLAVE_INSTANCES", "id:name"},
@@ -118,11 +121,11 @@ func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 	if m.Timing.RequestTimeout != 90*time.Second || m.Log.Format != "json" {
 		t.Errorf("master config %+v", m)
 	}
-	s, err := fabric.LoadSlaveConfig([]string{"FABRIC_SLAVE_ID=42", "FABRIC_SLAVE_NAME=north", "FABRIC_SLAVE_INSTANCES=101:alpha, 102:beta", "FABRIC_SUBJECT_PREFIX=acme.lf"})
+	s, err := fabric.LoadSlaveConfig([]string{"FABRIC_SLAVE_ID=42", "FABRIC_SLAVE_NAME=north", "FABRIC_SLAVE_INSTANCES=101:alpha, 102:beta", "FABRIC_SUBJECT_PREFIX=acme_lf", "FABRIC_NATS_PING_INTERVAL=500ms"})
 	if err != nil {
 		t.Fatalf("LoadSlaveConfig: %v", err)
 	}
-	if s.ID != 42 || s.SlaveName() != "north" || s.NATS.Prefix != "acme.lf" {
+	if s.ID != 42 || s.SlaveName() != "north" || s.NATS.Prefix != "acme_lf" || s.NATS.PingInterval != fabric.MinPingInterval {
 		t.Errorf("slave config %+v", s)
 	}
 	got, err := fabric.ParseInstances(s.Instances)
@@ -289,5 +292,64 @@ func TestNilOptionsRefused(t *testing.T) {
 	}
 	if _, err := fabric.DialControl(ctx, fabric.ControlConfig{NATS: natsConfig(b.ClientURL()), User: "alice", Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(nil)); err == nil {
 		t.Error("DialControl with a nil logger: no error")
+	}
+}
+
+// TestMasterRefusesUnknownPermissions: a permission that no message of
+// the master's catalog needs (a typo, a plugin the master lacks) stops
+// the master at start, naming it; a plugin's own permission is known.
+func TestMasterRefusesUnknownPermissions(t *testing.T) {
+	ctx := conformance.Ctx(t, waitLong)
+	for _, perms := range []string{"alice=core.instanse.start", "bob=core.slave.list,storage:*", "*=nosuch.*"} {
+		_, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", Permissions: perms, Timing: testTiming(), Log: logConfig()})
+		if !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "FABRIC_CONTROL_PERMISSIONS") {
+			t.Errorf("permissions %q: %v, want ErrConfig naming FABRIC_CONTROL_PERMISSIONS", perms, err)
+		}
+	}
+	p, err := fabric.ParsePermissions("alice=core.instance.*,storage.save;bob=*;*=core.slave.list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plugin := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "storage:save", Links: []string{"control-master"}, Permission: "storage.save"})
+	catalog, err := messages.NewCatalog(messages.Plugin{Name: "storage", Messages: []messages.Message{plugin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unknown := p.Unknown(catalog); len(unknown) != 0 {
+		t.Errorf("Unknown with the plugin = %q, want none", unknown)
+	}
+	core, _ := messages.NewCatalog()
+	if unknown := p.Unknown(core); len(unknown) != 1 || unknown[0] != "storage.save" {
+		t.Errorf("Unknown without the plugin = %q, want [storage.save]", unknown)
+	}
+}
+
+// TestMasterTakenPort: an embedded NATS port or a metrics port that
+// another process holds fails at once, as a configuration error that says
+// so.
+func TestMasterTakenPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	taken := ln.Addr().String()
+	ctx := conformance.Ctx(t, waitLong)
+	b := startBroker(t)
+	for _, cfg := range []fabric.MasterConfig{
+		{NATS: natsConfig(""), Listen: taken, Permissions: "*=*", Timing: testTiming(), Log: logConfig()},
+		{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0", MetricsAddr: taken, Permissions: "*=*", Timing: testTiming(), Log: logConfig()},
+	} {
+		start := time.Now()
+		m, err := fabric.StartMaster(ctx, cfg, fabric.WithLogger(testLogger()))
+		if err == nil {
+			cctx, cancel := closeCtx()
+			_ = m.Close(cctx)
+			cancel()
+		}
+		if !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "address already in use") {
+			t.Errorf("listen %q, metrics %q: %v, want ErrConfig saying address already in use", cfg.Listen, cfg.MetricsAddr, err)
+		}
+		t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 	}
 }

@@ -92,7 +92,7 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 		return nil, err
 	}
 	// The master closes the link of a control it has not heard from for
-	// the peer timeout (a killed process); a live control, idle or not,
+	// the session timeout (a killed process); a live control, idle or not,
 	// proves itself with heartbeats.
 	c.wg.Add(1)
 	go c.heartbeat()
@@ -104,7 +104,8 @@ func (c *Control) Link() *link.Link { return c.l }
 
 // Follow asks the master to relay the output of the given instances (none
 // to stop), which arrives at the WithOutputHandler function. Each call
-// replaces the set the control follows.
+// replaces the set the control follows; an id that names no instance
+// fails it with instance_not_found, and the set stays as it was.
 func (c *Control) Follow(ctx context.Context, instanceIDs ...int64) error {
 	_, err := link.Request(ctx, c.l, messages.SetInstanceOutputSubscriptions, messages.OutputSubscriptions{InstanceIDs: instanceIDs})
 	return err

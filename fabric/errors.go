@@ -9,8 +9,13 @@ const (
 	CodeInstanceNotFound link.Code = "instance_not_found"
 	// CodeInstanceNotAssigned: the instance exists but no slave hosts it.
 	CodeInstanceNotAssigned link.Code = "instance_not_assigned"
+	// CodeSlaveNotFound: no slave has the id the request names; the
+	// master knows every slave that has registered since it started.
+	CodeSlaveNotFound link.Code = "slave_not_found"
 	// CodeSlaveNotConnected: the slave that hosts the instance, or that
-	// the request names, is not connected.
+	// the request names, is not connected: the master has not heard from
+	// it for the peer timeout, or nothing listens for it any more (a
+	// killed process). The request did not reach the slave.
 	CodeSlaveNotConnected link.Code = "slave_not_connected"
 	// CodeInstanceNotRunning: the instance is hosted but not running.
 	CodeInstanceNotRunning link.Code = "instance_not_running"

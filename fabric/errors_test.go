@@ -65,6 +65,10 @@ func TestForwardErrors(t *testing.T) {
 		})
 	}
 
+	// An instance cannot be given to a slave that is gone.
+	_, err := requestErr(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: orphan.InstanceID, SlaveID: 2})
+	wantCode(t, err, fabric.CodeSlaveNotConnected)
+
 	// The instance that runs is unaffected.
 	if got := c.command(t, 11, "/players"); got != "no players online" {
 		t.Errorf("instance 11 /players = %q", got)

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
@@ -34,8 +36,9 @@ type Master struct {
 	handlers  func(*link.Link)  // the plugins' (WithHandlers); may be nil
 	authorize ControlAuthorizer // WithControlAuthorizer's; may be nil
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	started time.Time
+	stop    chan struct{}
+	wg      sync.WaitGroup
 
 	mu        sync.Mutex
 	closing   bool
@@ -106,21 +109,27 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		return nil, err
 	}
 	perms, _ := ParsePermissions(cfg.Permissions)
+	if unknown := perms.Unknown(catalog); len(unknown) > 0 {
+		return nil, fmt.Errorf("%w: FABRIC_CONTROL_PERMISSIONS=%q: %s grants nothing: no message needs such a permission (fabric messages lists them)",
+			ErrConfig, cfg.Permissions, strings.Join(unknown, ", "))
+	}
 	m := &Master{
 		cfg:       cfg,
-		log:       o.logger.With("endpoint", "master"),
+		log:       limitLogs(o.logger).With("endpoint", "master"),
 		catalog:   catalog,
 		perms:     perms,
 		stop:      make(chan struct{}),
 		slaves:    map[int64]*slaveState{},
 		instances: map[int64]*instanceState{},
 		controls:  map[*link.Link]*controlState{},
-		metrics:   newMetrics(),
+		metrics:   newMetrics(catalog),
 		handlers:  o.handlers,
 		authorize: o.authorize,
+		started:   time.Now(),
 	}
 	m.claims = newClaims(m.log, m.metrics)
 	m.registerGauges()
+	m.metrics.ready = m.ready
 	// Refuse now a catalog with messages the master could not handle,
 	// rather than every slave or control that connects.
 	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Slave, ID: "1"}, func(l *link.Link) { m.wireSlave(l, 1, nil) }); err != nil {
@@ -134,6 +143,9 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	url := cfg.NATS.URL
 	if url == "" {
 		if m.broker, err = StartBroker(cfg.Listen); err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("%w: FABRIC_NATS_LISTEN=%q: address already in use: another process listens there; pick a free port (0 for any), or set FABRIC_NATS_URL to use a NATS server that runs already", ErrConfig, cfg.Listen)
+			}
 			return nil, err
 		}
 		url = m.broker.ClientURL()
@@ -200,10 +212,10 @@ func (m *Master) registerGauges() {
 		defer m.mu.Unlock()
 		return float64(len(m.controls))
 	})
-	m.metrics.gauge("linkfabric_instances", "Instances the master knows.", func() float64 {
+	m.metrics.gauge("linkfabric_cluster_instances", "Instances the master knows, on every slave or none.", func() float64 {
 		return float64(len(m.Instances()))
 	})
-	m.metrics.gauge("linkfabric_instances_running", "Instances running on connected slaves.", func() float64 {
+	m.metrics.gauge("linkfabric_cluster_instances_running", "Instances running on connected slaves, as the master knows.", func() float64 {
 		n := 0
 		for _, i := range m.Instances() {
 			if i.Status == messages.StatusRunning {
@@ -212,6 +224,20 @@ func (m *Master) registerGauges() {
 		}
 		return float64(n)
 	})
+}
+
+// ready says why the master cannot serve (nil: it can), for /readyz.
+func (m *Master) ready() error {
+	m.mu.Lock()
+	closing := m.closing
+	m.mu.Unlock()
+	switch {
+	case closing:
+		return errors.New("the master is shutting down")
+	case m.node == nil || !m.node.NATS().IsConnected():
+		return errors.New("not connected to NATS")
+	}
+	return nil
 }
 
 // NATSURL returns the URL of the NATS server the master uses: the embedded
@@ -242,6 +268,43 @@ func (m *Master) Slaves() []messages.SlaveInfo {
 	}
 	slices.SortFunc(out, func(a, b messages.SlaveInfo) int { return cmpInt(a.ID, b.ID) })
 	return out
+}
+
+// Status returns the master's whole view: itself, every slave with its
+// version and when the master last heard from it (sorted by id), and every
+// instance (as Instances).
+func (m *Master) Status() messages.ClusterStatus {
+	now := time.Now()
+	st := messages.ClusterStatus{
+		Master: messages.MasterStatus{Version: Version, Commit: Commit(), Started: m.started.UnixMilli(), UptimeMS: now.Sub(m.started).Milliseconds()},
+	}
+	if st.Master.Commit == "unknown" {
+		st.Master.Commit = ""
+	}
+	infos := m.Slaves()
+	m.mu.Lock()
+	for _, info := range infos {
+		s := m.slaves[info.ID]
+		seen := s.lastSeen()
+		st.Slaves = append(st.Slaves, messages.SlaveStatus{SlaveInfo: info, Version: s.version, LastSeen: seen.UnixMilli(), SilentMS: max(0, now.Sub(seen).Milliseconds())})
+	}
+	m.mu.Unlock()
+	st.Instances = m.Instances()
+	return st
+}
+
+// lastSeen is when the master last heard from the slave, as far as its
+// peer watch knows: it looks once a tick of watchPeers, and a link that
+// closed was heard from last when it closed.
+func (s *slaveState) lastSeen() time.Time {
+	seen := s.since
+	if s.watch.at.After(seen) {
+		seen = s.watch.at
+	}
+	if s.link == nil && s.lostAt.After(seen) {
+		seen = s.lostAt
+	}
+	return seen
 }
 
 // Instances returns the master's view of the instances, sorted by id.
@@ -588,11 +651,22 @@ func (m *Master) wireControl(l *link.Link, st *controlState) {
 	link.HandleRequest(l, messages.ListInstances, func(context.Context, messages.Empty) (messages.InstanceList, error) {
 		return messages.InstanceList{Instances: m.Instances()}, nil
 	})
+	link.HandleRequest(l, messages.GetClusterStatus, func(context.Context, messages.Empty) (messages.ClusterStatus, error) {
+		return m.Status(), nil
+	})
 	link.HandleRequest(l, messages.CreateInstance, m.createInstance)
 	link.HandleRequest(l, messages.AssignInstanceCommand, m.assignInstance)
 	link.HandleRequest(l, messages.SetInstanceOutputSubscriptions, func(_ context.Context, r messages.OutputSubscriptions) (messages.Empty, error) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		// An id that names no instance is a mistake the operator should
+		// hear of, rather than follow in silence for ever; the set the
+		// control followed before stays as it was.
+		for _, id := range r.InstanceIDs {
+			if m.instances[id] == nil {
+				return messages.Empty{}, link.Errorf(CodeInstanceNotFound, "instance %d does not exist", id)
+			}
+		}
 		clear(st.follow)
 		for _, id := range r.InstanceIDs {
 			st.follow[id] = true
@@ -632,6 +706,8 @@ func (m *Master) assignInstance(ctx context.Context, a messages.Assignment) (mes
 	switch {
 	case i == nil:
 		err = link.Errorf(CodeInstanceNotFound, "instance %d does not exist", a.InstanceID)
+	case s == nil:
+		err = link.Errorf(CodeSlaveNotFound, "slave %d does not exist: no slave with that id has registered with the master", a.SlaveID)
 	case i.slaveID == a.SlaveID:
 	case i.slaveID != 0:
 		err = link.Errorf(CodeConflict, "instance %d is assigned to slave %d already", a.InstanceID, i.slaveID)
@@ -645,6 +721,10 @@ func (m *Master) assignInstance(ctx context.Context, a messages.Assignment) (mes
 		return messages.Empty{}, err
 	}
 	if _, err := link.Request(ctx, sl, messages.AssignInstance, messages.HostedInstance{ID: a.InstanceID, Name: name}); err != nil {
+		if errors.Is(err, link.ErrNotConnected) {
+			m.log.Debug("assign_instance not passed to the slave", "slave", a.SlaveID, "error", err)
+			return messages.Empty{}, link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
+		}
 		return messages.Empty{}, err
 	}
 	m.mu.Lock()
@@ -716,9 +796,33 @@ func (m *Master) slaveFor(instanceID int64) (*link.Link, error) {
 	}
 	s := m.slaves[i.slaveID]
 	if !s.connected() {
-		return nil, link.Errorf(CodeSlaveNotConnected, "slave %d, which hosts instance %d (%s), is not connected", i.slaveID, instanceID, i.name)
+		return nil, hostNotConnected(i)
 	}
 	return s.link, nil
+}
+
+// hostNotConnected says that the slave hosting i is not connected.
+func hostNotConnected(i *instanceState) error {
+	return link.Errorf(CodeSlaveNotConnected, "slave %d, which hosts instance %d (%s), is not connected", i.slaveID, i.id, i.name)
+}
+
+// hostUnreachable turns the error of a message the master could not pass
+// to the slave hosting an instance, because nothing listens for that slave
+// any more (a killed process whose session has not yet expired), into
+// slave_not_connected: the message certainly did not reach the slave. The
+// transport's text, which names subjects, goes to the debug log only. Any
+// other error is returned as it is.
+func (m *Master) hostUnreachable(err error, instanceID int64) error {
+	if !errors.Is(err, link.ErrNotConnected) {
+		return err
+	}
+	m.log.Debug("message for an instance not passed to its slave", "instance", instanceID, "error", err)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i := m.instances[instanceID]; i != nil && i.slaveID != 0 {
+		return hostNotConnected(i)
+	}
+	return link.Errorf(CodeSlaveNotConnected, "the slave that hosts instance %d is not connected", instanceID)
 }
 
 func (m *Master) forwardRequest(ctx context.Context, req *link.Message) ([]byte, error) {
@@ -730,7 +834,11 @@ func (m *Master) forwardRequest(ctx context.Context, req *link.Message) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	return sl.ForwardRequest(ctx, req)
+	data, err := sl.ForwardRequest(ctx, req)
+	if err != nil {
+		return nil, m.hostUnreachable(err, id)
+	}
+	return data, nil
 }
 
 func (m *Master) forwardEvent(ctx context.Context, ev *link.Message) error {
@@ -742,7 +850,10 @@ func (m *Master) forwardEvent(ctx context.Context, ev *link.Message) error {
 	if err != nil {
 		return err
 	}
-	return sl.ForwardEvent(ctx, ev)
+	if err := sl.ForwardEvent(ctx, ev); err != nil {
+		return m.hostUnreachable(err, id)
+	}
+	return nil
 }
 
 // broadcast sends an event to every slave with one NATS message; each
@@ -837,7 +948,10 @@ func (m *Master) watchPeers() {
 
 // Close shuts the master down gracefully: each slave and control is told
 // (prepare_disconnect) and its in-flight requests end, within ctx; then
-// the NATS connection drains and the embedded server, if any, stops.
+// the NATS connection drains and the embedded server, if any, stops. It
+// returns an error only for what the master itself failed to release (its
+// NATS connection, its metrics server); peers that did not answer in time
+// are logged.
 func (m *Master) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closing {
@@ -862,24 +976,31 @@ func (m *Master) Close(ctx context.Context) error {
 	// instances send for the next master once told (prepare_disconnect):
 	// what a slave forwarded before then is still broadcast to every
 	// slave, and acknowledged by each, before their links close.
+	//
+	// A peer that cannot take part (a killed slave, a follower gone
+	// without a word) is no failure of the master's: what it could not
+	// flush is logged, and the master stops cleanly all the same.
 	var wg sync.WaitGroup
-	errs := make([]error, len(links))
-	for i, l := range links {
+	for _, l := range links {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = l.Drain(ctx)
+			if err := l.Drain(ctx); err != nil {
+				m.log.Warn("a peer did not finish in time", "peer", l.Peer().String(), "error", err)
+			}
 		}()
 	}
 	wg.Wait()
-	errs = append(errs, m.node.FlushBroadcasts(ctx))
-	for _, l := range links {
-		errs = append(errs, l.Close())
+	if err := m.node.FlushBroadcasts(ctx); err != nil {
+		m.log.Warn("broadcasts not acknowledged by every slave before the stop", "error", err)
 	}
-	errs = append(errs, m.node.Close(), stopServing(ctx, m.httpSrv))
+	for _, l := range links {
+		_ = l.Close()
+	}
+	err := errors.Join(m.node.Close(), stopServing(ctx, m.httpSrv))
 	if m.broker != nil {
 		m.broker.Close()
 	}
 	m.log.Info("master stopped")
-	return errors.Join(errs...)
+	return err
 }

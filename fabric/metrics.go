@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,16 +19,38 @@ import (
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-// metrics are an endpoint's Prometheus metrics. It is the link.Observer of
-// every link the endpoint makes.
+// unknownType is the type label of every message whose type is not in the
+// catalog: names a peer makes up never become series of their own.
+const unknownType = "unknown"
+
+// maxCodes bounds the distinct error codes each endpoint labels series
+// with; codes past it share the label "other". Codes come from peers (a
+// forwarded request fails with the code its handler chose), so a peer must
+// not be able to add series without end.
+const maxCodes = 64
+
+// metrics are an endpoint's Prometheus metrics. It is the
+// link.HandlerObserver of every link the endpoint makes. The same name
+// means the same on the master and on a slave; what only one of them
+// knows has a name of its own.
 type metrics struct {
 	reg      *prometheus.Registry
+	catalog  *messages.Catalog
 	messages *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	handled  *prometheus.HistogramVec
+	failed   *prometheus.CounterVec
 
 	// Label lookups hash every label; the hot path looks counters up here.
 	counters sync.Map // counterKey -> prometheus.Counter
+
+	mu    sync.Mutex
+	codes map[string]bool // the error codes labels have used
+
+	// ready, if set, says why the endpoint is not ready to serve (nil: it
+	// is), for /readyz.
+	ready func() error
 }
 
 type counterKey struct {
@@ -37,12 +60,14 @@ type counterKey struct {
 	sent bool
 }
 
-func newMetrics() *metrics {
+func newMetrics(catalog *messages.Catalog) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg:     prometheus.NewRegistry(),
+		catalog: catalog,
+		codes:   map[string]bool{},
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkfabric_messages_total",
-			Help: "Messages sent and received, by direction, link, kind and message type.",
+			Help: "Messages sent and received, by direction, link, kind and message type (unknown for a type not in the catalog).",
 		}, []string{"direction", "link", "kind", "type"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkfabric_request_errors_total",
@@ -53,21 +78,57 @@ func newMetrics() *metrics {
 			Help:    "How long requests this endpoint sent took to end, by message type.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs to 26s
 		}, []string{"type"}),
+		handled: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "linkfabric_handler_duration_seconds",
+			Help:    "How long this endpoint's handlers of received requests and events ran, by kind and message type.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"kind", "type"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkfabric_handler_errors_total",
+			Help: "Handlers of received requests and events that returned an error, by kind, message type and error code.",
+		}, []string{"kind", "type", "code"}),
 	}
-	m.reg.MustRegister(m.messages, m.errors, m.latency,
+	m.reg.MustRegister(m.messages, m.errors, m.latency, m.handled, m.failed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+// typeLabel is t if the catalog has it, else unknownType.
+func (m *metrics) typeLabel(t string) string {
+	if _, ok := m.catalog.Lookup(t); ok {
+		return t
+	}
+	return unknownType
+}
+
+// codeLabel is the code of err, bounded by maxCodes.
+func (m *metrics) codeLabel(err error) string {
+	code := "canceled"
+	var le *link.Error
+	if errors.As(err, &le) {
+		code = string(le.Code)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.codes[code] {
+		if len(m.codes) >= maxCodes {
+			return "other"
+		}
+		m.codes[code] = true
+	}
+	return code
+}
+
 func (m *metrics) count(dir messages.Direction, msg *link.Message, sent bool) {
-	k := counterKey{dir: dir, kind: msg.Kind, typ: msg.Type, sent: sent}
+	typ := m.typeLabel(msg.Type)
+	k := counterKey{dir: dir, kind: msg.Kind, typ: typ, sent: sent}
 	c, ok := m.counters.Load(k)
 	if !ok {
 		direction := "received"
 		if sent {
 			direction = "sent"
 		}
-		c, _ = m.counters.LoadOrStore(k, m.messages.WithLabelValues(direction, dir.String(), msg.Kind.String(), msg.Type))
+		c, _ = m.counters.LoadOrStore(k, m.messages.WithLabelValues(direction, dir.String(), msg.Kind.String(), typ))
 	}
 	c.(prometheus.Counter).Inc()
 }
@@ -80,14 +141,19 @@ func (m *metrics) Received(dir messages.Direction, msg *link.Message) { m.count(
 
 // RequestEnded implements link.Observer.
 func (m *metrics) RequestEnded(msgType string, err error, took time.Duration) {
-	m.latency.WithLabelValues(msgType).Observe(took.Seconds())
+	typ := m.typeLabel(msgType)
+	m.latency.WithLabelValues(typ).Observe(took.Seconds())
 	if err != nil {
-		code := "canceled"
-		var le *link.Error
-		if errors.As(err, &le) {
-			code = string(le.Code)
-		}
-		m.errors.WithLabelValues(msgType, code).Inc()
+		m.errors.WithLabelValues(typ, m.codeLabel(err)).Inc()
+	}
+}
+
+// HandlerEnded implements link.HandlerObserver.
+func (m *metrics) HandlerEnded(kind link.Kind, msgType string, err error, took time.Duration) {
+	typ := m.typeLabel(msgType)
+	m.handled.WithLabelValues(kind.String(), typ).Observe(took.Seconds())
+	if err != nil {
+		m.failed.WithLabelValues(kind.String(), typ, m.codeLabel(err)).Inc()
 	}
 }
 
@@ -96,15 +162,35 @@ func (m *metrics) gauge(name, help string, f func() float64) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
-// serve serves the metrics on addr at /metrics until Shutdown. The
-// server's Addr is the address it listens on.
+// serve serves, on addr until Shutdown, the metrics at /metrics, /healthz
+// (200 while the process serves at all) and /readyz (200 while m.ready
+// finds nothing wrong, else 503 and why). The server's Addr is the address
+// it listens on. A taken address is a configuration error.
 func (m *metrics) serve(addr string, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: FABRIC_METRICS_ADDR=%q: address already in use: another process listens there; pick a free port", ErrConfig, addr)
+		}
 		return nil, fmt.Errorf("fabric: metrics on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if m.ready != nil {
+			if err := m.ready(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintln(w, "not ready:", err)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	srv := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

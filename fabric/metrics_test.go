@@ -276,6 +276,8 @@ func TestMetrics(t *testing.T) {
 	const messagesTotal = "linkfabric_messages_total"
 	const errorsTotal = "linkfabric_request_errors_total"
 	const duration = "linkfabric_request_duration_seconds"
+	const handled = "linkfabric_handler_duration_seconds"
+	const handlerErrors = "linkfabric_handler_errors_total"
 
 	t.Run("master", func(t *testing.T) {
 		ms := scrapeMetrics(t, m.MetricsAddr())
@@ -308,8 +310,18 @@ func TestMetrics(t *testing.T) {
 		wantMetric(t, ms, "linkfabric_requests_pending", nil, 0)
 		wantMetric(t, ms, "linkfabric_slaves_connected", nil, 1)
 		wantMetric(t, ms, "linkfabric_controls_connected", nil, 1)
-		wantMetric(t, ms, "linkfabric_instances", nil, 2)
-		wantMetric(t, ms, "linkfabric_instances_running", nil, 1)
+		wantMetric(t, ms, "linkfabric_cluster_instances", nil, 2)
+		wantMetric(t, ms, "linkfabric_cluster_instances_running", nil, 1)
+		// What only a slave knows is not reported under the same name.
+		wantNoMetric(t, ms, "linkfabric_instances", nil)
+
+		// The receiving side: the master's handlers of the five
+		// send_command (it forwards them), and the errors they returned,
+		// its own included.
+		wantHistogram(t, ms, handled, metricLabels("kind=request", "type=send_command"), 5)
+		wantMetric(t, ms, handlerErrors, metricLabels("kind=request", "type=send_command", "code=instance_not_found"), 1)
+		wantMetric(t, ms, handlerErrors, metricLabels("kind=request", "type=send_command", "code=probe_failed"), 1)
+		wantHistogram(t, ms, handled, metricLabels("kind=event", "type=instance_started"), 1)
 		wantMetricAtLeast(t, ms, "go_goroutines", nil, 1)
 	})
 
@@ -328,6 +340,10 @@ func TestMetrics(t *testing.T) {
 
 		wantHistogram(t, ss, duration, metricLabels("type=send_command"), 3)
 		wantHistogram(t, ss, duration, metricLabels("type=register_slave"), 1)
+
+		wantHistogram(t, ss, handled, metricLabels("kind=request", "type=send_command"), 4)
+		wantMetric(t, ss, handlerErrors, metricLabels("kind=request", "type=send_command", "code=instance_not_running"), 1)
+		wantMetric(t, ss, handlerErrors, metricLabels("kind=request", "type=send_command", "code=probe_failed"), 1)
 
 		wantMetric(t, ss, "linkfabric_master_connected", nil, 1)
 		wantMetric(t, ss, "linkfabric_instances", nil, 2)

@@ -67,6 +67,32 @@ func (p Permissions) Allows(user, permission string) bool {
 	return false
 }
 
+// Unknown returns the granted permissions that grant nothing in catalog,
+// in the order they were given: a name no message needs, or a prefix
+// ending in ".*" that no permission starts with. "*" is always known.
+func (p Permissions) Unknown(catalog *messages.Catalog) []string {
+	var have []string
+	for _, d := range catalog.All() {
+		if perm := d.Permission(); perm != "" && perm != messages.Unrestricted {
+			have = append(have, perm)
+		}
+	}
+	var out []string
+	for _, grants := range p.grants {
+		for _, g := range grants {
+			prefix, wild := strings.CutSuffix(g, "*")
+			known := g == "*" || slices.ContainsFunc(have, func(perm string) bool {
+				return perm == g || wild && strings.HasPrefix(perm, prefix)
+			})
+			if !known && !slices.Contains(out, g) {
+				out = append(out, g)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // ParseInstances parses "id:name,id:name", the instances a slave hosts from
 // the start.
 func ParseInstances(s string) ([]messages.HostedInstance, error) {

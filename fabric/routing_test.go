@@ -157,7 +157,9 @@ func TestAssignInstance(t *testing.T) {
 	wantCode(t, err, fabric.CodeInstanceNotFound)
 	other := request(t, ctl, messages.CreateInstance, messages.NewInstance{Name: "epsilon"})
 	_, err = requestErr(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: other.InstanceID, SlaveID: 9})
-	wantCode(t, err, fabric.CodeSlaveNotConnected)
+	if le := wantCode(t, err, fabric.CodeSlaveNotFound); !strings.Contains(le.Message, "slave 9") {
+		t.Errorf("message %q does not name slave 9", le.Message)
+	}
 }
 
 // TestOutputReachesFollowersOnly: instance_output goes to the controls

@@ -106,10 +106,16 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		handlers:  o.handlers,
 		stop:      make(chan struct{}),
 		instances: map[int64]*hosted{},
-		metrics:   newMetrics(),
+		metrics:   newMetrics(catalog),
 	}
-	s.log = o.logger.With("endpoint", s.self.String())
+	s.log = limitLogs(o.logger).With("endpoint", s.self.String())
 	s.registerGauges()
+	s.metrics.ready = func() error {
+		if !s.Connected() {
+			return errors.New("not registered with the master")
+		}
+		return nil
+	}
 	if err := checkWiring(catalog, s.self, link.MasterAddress, s.wireMaster); err != nil {
 		return nil, err
 	}
@@ -297,7 +303,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	s.master, s.masterConn, s.lastConn, s.outbox, s.leaving = l, c, nil, nil, false
 	s.masterHeard = time.Now()
 	s.mu.Unlock()
-	s.log.Info("registered with the master", "instances", len(reg.Instances), "events passed on", len(held))
+	s.log.Info("registered with the master", "instances", len(reg.Instances), "events_passed_on", len(held))
 	s.tellInstances("connect")
 	return l, nil
 }

@@ -586,6 +586,10 @@ func (l *Link) dispatch(ctx context.Context, m *Message) (data []byte, err error
 	if err := l.authorized(ctx, def, m); err != nil {
 		return nil, err
 	}
+	if o, ok := l.opts.observer.(HandlerObserver); ok {
+		start := time.Now()
+		defer func() { o.HandlerEnded(KindRequest, def.Name(), err, time.Since(start)) }()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			l.opts.logger.Error("request handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
@@ -669,13 +673,18 @@ func (l *Link) handleEvent(m *Message) {
 		l.opts.logger.Debug("refused event", "link", l.String(), "type", m.Type, "error", err.Message)
 		return
 	}
+	if o, ok := l.opts.observer.(HandlerObserver); ok {
+		start := time.Now()
+		defer func() { o.HandlerEnded(KindEvent, def.Name(), err, time.Since(start)) }()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			l.stats.handlerErrors.Add(1)
 			l.opts.logger.Error("event handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
+			err = Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
 		}
 	}()
-	if err := h.event(l.ctx, m); err != nil {
+	if err = h.event(l.ctx, m); err != nil {
 		l.stats.handlerErrors.Add(1)
 		l.opts.logger.Warn("event handler failed", "link", l.String(), "type", m.Type, "error", err)
 	}

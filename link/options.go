@@ -102,6 +102,20 @@ type Observer interface {
 	RequestEnded(msgType string, err error, took time.Duration)
 }
 
+// HandlerObserver is an Observer that is also told how each handler this
+// side ran for a received request or event ended, for the receiving
+// side's latency and errors. A link calls it if its Observer implements
+// it, from the goroutine that ran the handler.
+type HandlerObserver interface {
+	Observer
+	// HandlerEnded is called when the handler of a received message of
+	// type msgType (only types in the catalog) has returned: err is what it
+	// returned (nil for success), took how long it ran. Messages refused
+	// before a handler runs (invalid, no handler, no permission) are not
+	// reported.
+	HandlerEnded(kind Kind, msgType string, err error, took time.Duration)
+}
+
 // WithObserver reports the link's traffic to o. Defaults to none.
 func WithObserver(o Observer) Option {
 	return func(opts *options) error {

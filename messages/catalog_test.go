@@ -12,7 +12,7 @@ import (
 // coreMessages lists every core message the package exports.
 var coreMessages = []messages.Message{
 	messages.Ping, messages.PrepareDisconnect, messages.PrepareMasterDisconnect, messages.MasterConnectionEvent,
-	messages.RegisterSlave, messages.UpdateInstances, messages.ListSlaves, messages.ListInstances,
+	messages.RegisterSlave, messages.UpdateInstances, messages.ListSlaves, messages.ListInstances, messages.GetClusterStatus,
 	messages.CreateInstance, messages.AssignInstanceCommand, messages.AssignInstance,
 	messages.StartInstance, messages.StopInstance, messages.SendCommand,
 	messages.InstanceStarted, messages.InstanceStopped, messages.InstanceOutput,

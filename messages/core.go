@@ -70,6 +70,17 @@ var (
 		Links:       []string{"control-master"},
 		Permission:  "core.instance.list",
 	})
+	// GetClusterStatus returns the master's whole view in one answer: the
+	// master itself, every slave with its version and when the master last
+	// heard from it, and every instance. It is a message of its own, not
+	// fields added to list_slaves, because a response with properties its
+	// schema does not list is refused: older controls would fail.
+	GetClusterStatus = MustRequest[Empty, ClusterStatus](Spec{
+		Name:        "get_cluster_status",
+		Description: "Describe the master, every slave (version, connected, last heard from) and every instance.",
+		Links:       []string{"control-master"},
+		Permission:  "core.cluster.status",
+	})
 	// CreateInstance creates an instance on the master, not yet assigned to
 	// a slave.
 	CreateInstance = MustRequest[NewInstance, InstanceRef](Spec{
@@ -181,7 +192,7 @@ var (
 
 var coreMessages = []Message{
 	Ping, PrepareDisconnect, PrepareMasterDisconnect, MasterConnectionEvent,
-	RegisterSlave, UpdateInstances, ListSlaves, ListInstances,
+	RegisterSlave, UpdateInstances, ListSlaves, ListInstances, GetClusterStatus,
 	CreateInstance, AssignInstanceCommand, AssignInstance,
 	StartInstance, StopInstance, SendCommand,
 	InstanceStarted, InstanceStopped, InstanceOutput, SetInstanceOutputSubscriptions, PlayerEvent,
@@ -237,6 +248,38 @@ type SlaveInfo struct {
 // SlaveList is the response of list_slaves.
 type SlaveList struct {
 	Slaves []SlaveInfo `json:"slaves"`
+}
+
+// ClusterStatus is the response of get_cluster_status.
+type ClusterStatus struct {
+	Master    MasterStatus   `json:"master"`
+	Slaves    []SlaveStatus  `json:"slaves"`
+	Instances []InstanceInfo `json:"instances"`
+}
+
+// MasterStatus describes the master that answers get_cluster_status.
+type MasterStatus struct {
+	// Version is the master's fabric version; Commit, if known, the
+	// source revision it was built from.
+	Version string `json:"version" schema:"maxLength=64"`
+	Commit  string `json:"commit,omitempty" schema:"maxLength=64"`
+	// Started is when the master started, in milliseconds since the Unix
+	// epoch; UptimeMS how long ago that was, by the master's clock.
+	Started  int64 `json:"started" schema:"minimum=0"`
+	UptimeMS int64 `json:"uptime_ms" schema:"minimum=0"`
+}
+
+// SlaveStatus is one slave in get_cluster_status: what list_slaves says,
+// and more.
+type SlaveStatus struct {
+	SlaveInfo
+	// Version is what the slave reported when it registered.
+	Version string `json:"version" schema:"maxLength=64"`
+	// LastSeen is when the master last heard from the slave, in
+	// milliseconds since the Unix epoch; SilentMS how long ago that was,
+	// by the master's clock, so that a control need not trust its own.
+	LastSeen int64 `json:"last_seen" schema:"minimum=0"`
+	SilentMS int64 `json:"silent_ms" schema:"minimum=0"`
 }
 
 // InstanceInfo is one instance in the master's view.

@@ -9,49 +9,63 @@ import (
 	"runtime/pprof"
 	"strconv"
 
+	"github.com/spf13/cobra"
+
 	"github.com/linkfabric/linkfabric/internal/bench"
 )
 
-const benchUsage = `Usage: fabric bench [--quick] [--json] [--slaves N] [--instances N] [--only TEXT]
-
-Measure what the fabric costs on top of NATS. Each scenario runs first as
+const benchLong = `Measure what the fabric costs on top of NATS. Each scenario runs first as
 raw nats.go (or a direct Go call) on the same payloads, then through the
 fabric with validation on, in one process against an embedded NATS server
 on loopback. It prints each figure, the baseline, their ratio and the
-target. A full run takes a minute or two; --quick a few seconds.
+target. docs/benchmarks.md says how long a run takes, and what the
+figures mean.
 Benchmarks report; they do not fail on a slow machine.
 `
 
-func (a *app) bench(ctx context.Context, args []string) error {
-	fs := a.flags("bench", benchUsage)
-	quick := fs.Bool("quick", false, "a short run, for CI and a first look")
-	asJSON := fs.Bool("json", false, "print JSON results")
-	slaves := fs.Int("slaves", 0, "slaves in the broadcast scenario (default 100, quick 10)")
-	instances := fs.Int("instances", 0, "instances per slave in the broadcast scenario (default 10)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
-	only := fs.String("only", "", "run only the scenarios whose name contains this text")
-	if err := parse(fs, args); err != nil {
-		return err
+// benchFlags are fabric bench's flags.
+type benchFlags struct {
+	quick, json       bool
+	slaves, instances int
+	cpuProfile, only  string
+}
+
+func (a *app) benchCommand() *cobra.Command {
+	var f benchFlags
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the fabric against raw NATS",
+		Long:  benchLong,
+		Args:  argsBetween(0, 0, ""),
+		RunE:  a.do(func(cmd *cobra.Command, _ []string) error { return a.bench(cmd.Context(), f) }),
 	}
-	if fs.NArg() > 0 {
-		return usagef("bench takes no arguments")
-	}
+	fs := cmd.Flags()
+	fs.BoolVar(&f.quick, "quick", false, "a short run, for CI and a first look")
+	fs.BoolVar(&f.json, "json", false, "print JSON results")
+	fs.IntVar(&f.slaves, "slaves", 0, "slaves in the broadcast scenario (default 100, quick 10)")
+	fs.IntVar(&f.instances, "instances", 0, "instances per slave in the broadcast scenario (default 10)")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&f.only, "only", "", "run only the scenarios whose name contains this text")
+	return cmd
+}
+
+func (a *app) bench(ctx context.Context, f benchFlags) error {
 	cfg := bench.Defaults()
-	if *quick {
+	if f.quick {
 		cfg = bench.Quick()
 	}
-	if *slaves < 0 || *instances < 0 {
+	if f.slaves < 0 || f.instances < 0 {
 		return usagef("bench: --slaves and --instances must be positive")
 	}
-	if *slaves > 0 {
-		cfg.Slaves = *slaves
+	if f.slaves > 0 {
+		cfg.Slaves = f.slaves
 	}
-	cfg.Only = *only
-	if *instances > 0 {
-		cfg.Instances = *instances
+	cfg.Only = f.only
+	if f.instances > 0 {
+		cfg.Instances = f.instances
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	if f.cpuProfile != "" {
+		f, err := os.Create(f.cpuProfile)
 		if err != nil {
 			return err
 		}
@@ -63,7 +77,7 @@ func (a *app) bench(ctx context.Context, args []string) error {
 	}
 	progress := func(s string) { fmt.Fprintf(a.stderr, "bench: %s\n", s) }
 	results, err := bench.Run(ctx, cfg, progress)
-	if *asJSON {
+	if f.json {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
 		if jerr := enc.Encode(map[string]any{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -14,124 +13,118 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-const ctlUsage = `Usage: fabric ctl [--json] <command> [arguments]
+const ctlLong = `Control a running cluster: ask the master, which passes on to slaves and
+instances what is theirs.
 
-Control a running cluster, as user FABRIC_CONTROL_USER (default admin), via
-the NATS servers in FABRIC_NATS_URL (default nats://127.0.0.1:4222).
+Which cluster, and as whom: each setting comes from, strongest first,
+flag > environment > selected context > default. That is: the flags
+--server and --context, the environment (FABRIC_NATS_URL,
+FABRIC_CONTROL_USER, FABRIC_NATS_* credentials, FABRIC_CONTEXT), the
+selected context (fabric context), and the defaults
+(nats://127.0.0.1:4222, user admin).
 
-Commands:
-  ping                         ask the master to answer
-  slave list                   list the slaves
-  instance list                list the instances
-  instance create NAME         create an instance, not yet assigned
-  instance assign ID SLAVE     assign an instance to a slave
-  instance start ID            start an instance
-  instance stop ID             stop an instance
-  instance command ID TEXT...  run a command on an instance, print its answer
-  instance output ID...        follow instances' output until Ctrl-C
-  player ban NAME [--reason R] ban a player on every instance (a broadcast)
-  player unban NAME            lift a ban on every instance
+Flags may come anywhere, except in instance command, where everything after
+the instance id is the command.
 
 Exit status: 0 on success, 1 when a request fails (its message and code go
-to stderr), 2 on bad usage or configuration.
-`
+to stderr, or with --json to stdout as {"error":{"code":...,"message":...}}),
+2 on bad usage or configuration.`
 
-// ctlCommand is one leaf of the ctl command tree.
-type ctlCommand struct {
-	path  string // "instance start"
-	args  string // usage of the positional arguments
-	about string
-	min   int // positional arguments
-	max   int // -1: any number more
-	run   func(ctx context.Context, c *ctlRun) error
-}
-
-// ctlRun is one invocation: the parsed arguments, the connection, the output.
+// ctlRun is one invocation of a ctl command: its flags, its
+// configuration, its connection.
 type ctlRun struct {
-	a      *app
-	args   []string
-	json   bool
-	reason string
-	ctl    *fabric.Control
-	cfg    fabric.ControlConfig
+	a       *app
+	json    bool
+	server  string
+	context string
+	cfg     fabric.ControlConfig
+	ctl     *fabric.Control
 }
 
-var ctlCommands = []*ctlCommand{
-	{path: "ping", about: "Ask the master to answer and print the round trip.", run: ctlPing},
-	{path: "slave list", about: "List the slaves the master knows.", run: ctlSlaveList},
-	{path: "instance list", about: "List the instances the master knows.", run: ctlInstanceList},
-	{path: "instance create", args: "NAME", min: 1, max: 1, about: "Create an instance on the master, not yet assigned to a slave.", run: ctlInstanceCreate},
-	{path: "instance assign", args: "ID SLAVE", min: 2, max: 2, about: "Assign an instance to a slave.", run: ctlInstanceAssign},
-	{path: "instance start", args: "ID", min: 1, max: 1, about: "Start an instance.", run: ctlInstanceStart},
-	{path: "instance stop", args: "ID", min: 1, max: 1, about: "Stop an instance.", run: ctlInstanceStop},
-	{path: "instance command", args: "ID TEXT...", min: 2, max: -1, about: "Run a command on an instance and print what it answered.", run: ctlInstanceCommand},
-	{path: "instance output", args: "ID...", min: 1, max: -1, about: "Follow the output of instances until Ctrl-C.", run: ctlInstanceOutput},
-	{path: "player ban", args: "NAME [--reason TEXT]", min: 1, max: 1, about: "Ban a player on every instance of the cluster.", run: ctlPlayerBan},
-	{path: "player unban", args: "NAME", min: 1, max: 1, about: "Lift a player's ban on every instance.", run: ctlPlayerUnban},
-}
-
-func (a *app) ctl(ctx context.Context, args []string) error {
+func (a *app) ctlCommand() *cobra.Command {
 	r := &ctlRun{a: a}
-	fs := a.flags("ctl", ctlUsage)
-	fs.BoolVar(&r.json, "json", false, "print JSON instead of tables")
-	// Only flags before the command are ctl's; the command parses the rest.
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usagef("ctl: %v (see fabric ctl --help)", err)
+	cmd := group(&cobra.Command{
+		Use:   "ctl",
+		Short: "Control a running cluster: status, slaves, instances, players",
+		Long:  ctlLong,
+	})
+	pf := cmd.PersistentFlags()
+	pf.BoolVar(&r.json, "json", false, "print JSON instead of text, failures too")
+	pf.StringVarP(&r.server, "server", "s", "", "NATS servers, comma-separated (stronger than FABRIC_NATS_URL and the context)")
+	pf.StringVar(&r.context, "context", "", "use this context rather than the selected one (fabric context ls)")
+
+	slave := group(&cobra.Command{Use: "slave", Short: "The slaves: list"})
+	slave.AddCommand(r.leaf("list", "List the slaves the master knows", argsBetween(0, 0, ""), r.slaveList))
+
+	instance := group(&cobra.Command{Use: "instance", Short: "The instances: list, create, assign, start, stop, command, output"})
+	command := r.leaf("command ID TEXT...", "Run a command on an instance and print what it answered", argsBetween(2, -1, "ID TEXT..."), r.instanceCommand)
+	command.Long = "Run a command on an instance and print what it answered. Everything after\nthe instance id is the command, flags included: fabric ctl instance command\n101 /say --help sends \"/say --help\". Flags of ctl go before the id."
+	command.Flags().SetInterspersed(false)
+	instance.AddCommand(
+		r.leaf("list", "List the instances the master knows", argsBetween(0, 0, ""), r.instanceList),
+		r.leaf("create NAME", "Create an instance on the master, not yet assigned to a slave", argsBetween(1, 1, "NAME"), r.instanceCreate),
+		r.leaf("assign ID SLAVE", "Assign an instance to a slave", argsBetween(2, 2, "ID SLAVE"), r.instanceAssign),
+		r.leaf("start ID", "Start an instance", argsBetween(1, 1, "ID"), r.instanceStart),
+		r.leaf("stop ID", "Stop an instance", argsBetween(1, 1, "ID"), r.instanceStop),
+		command,
+		r.leaf("output ID...", "Follow the output of instances until Ctrl-C", argsBetween(1, -1, "ID..."), r.instanceOutput),
+	)
+
+	var reason string
+	player := group(&cobra.Command{Use: "player", Short: "Players: ban, unban"})
+	ban := r.leaf("ban NAME", "Ban a player on every instance of the cluster (a broadcast)", argsBetween(1, 1, "NAME"), func(ctx context.Context, args []string) error {
+		return r.playerBan(ctx, args, reason)
+	})
+	ban.Flags().StringVar(&reason, "reason", "", "why the player is banned")
+	player.AddCommand(ban,
+		r.leaf("unban NAME", "Lift a player's ban on every instance", argsBetween(1, 1, "NAME"), r.playerUnban))
+
+	cmd.AddCommand(
+		r.leaf("ping", "Ask the master to answer and print the round trip", argsBetween(0, 0, ""), r.ping),
+		r.leaf("status", "One screen on the cluster: master, slaves, instances, what is wrong", argsBetween(0, 0, ""), r.status),
+		slave, instance, player,
+	)
+	return cmd
+}
+
+// leaf makes a ctl command that loads the control's configuration, then
+// runs run.
+func (r *ctlRun) leaf(use, short string, args cobra.PositionalArgs, run func(ctx context.Context, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args,
+		RunE: r.a.do(func(cmd *cobra.Command, args []string) error {
+			if err := r.configure(); err != nil {
+				return err
+			}
+			return run(cmd.Context(), args)
+		}),
 	}
-	words := fs.Args()
-	if len(words) == 0 {
-		return usagef("ctl: a command is required (see fabric ctl --help)")
-	}
-	cmd, rest := findCtlCommand(words)
-	if cmd == nil {
-		return usagef("ctl: unknown command %q (see fabric ctl --help)", strings.Join(words, " "))
-	}
-	usage := fmt.Sprintf("Usage: fabric ctl %s %s\n\n%s\n", cmd.path, cmd.args, cmd.about)
-	cfs := a.flags("ctl "+cmd.path, usage)
-	cfs.BoolVar(&r.json, "json", r.json, "print JSON instead of tables")
-	if cmd.path == "player ban" {
-		cfs.StringVar(&r.reason, "reason", "", "why the player is banned")
-	}
-	if err := parse(cfs, rest); err != nil {
-		return err
-	}
-	r.args = cfs.Args()
-	if len(r.args) < cmd.min || (cmd.max >= 0 && len(r.args) > cmd.max) {
-		if cmd.args == "" {
-			return usagef("ctl %s takes no arguments", cmd.path)
-		}
-		return usagef("ctl %s: want arguments %s (see fabric ctl %s --help)", cmd.path, cmd.args, cmd.path)
-	}
-	cfg, err := fabric.LoadControlConfig(a.environ)
+}
+
+// configure loads the control's configuration, by the precedence rule.
+func (r *ctlRun) configure() error {
+	environ, _, err := r.a.controlEnviron(r.context, r.server)
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(a.environ, func(kv string) bool { return strings.HasPrefix(kv, "FABRIC_LOG_LEVEL=") }) {
-		cfg.Log.Level = "error" // a command-line tool says nothing unless something is wrong: its errors go to stderr anyway
+	cfg, err := fabric.LoadControlConfig(environ)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, "FABRIC_LOG_LEVEL=") }) {
+		cfg.Log.Level = "error" // a command-line tool says nothing unless something is wrong: its errors are reported anyway
 	}
 	r.cfg = cfg
-	return cmd.run(ctx, r)
-}
-
-// findCtlCommand finds the longest command path that words start with.
-func findCtlCommand(words []string) (*ctlCommand, []string) {
-	for n := min(2, len(words)); n > 0; n-- {
-		path := strings.Join(words[:n], " ")
-		for _, c := range ctlCommands {
-			if c.path == path {
-				return c, words[n:]
-			}
-		}
-	}
-	return nil, nil
+	return nil
 }
 
 // dial connects to the master; output, if set, takes relayed output.
@@ -163,20 +156,37 @@ func call[Req, Resp any](ctx context.Context, r *ctlRun, m *messages.Request[Req
 		return zero, err
 	}
 	defer r.close()
-	return link.Request(ctx, r.ctl.Link(), m, req)
+	resp, err := link.Request(ctx, r.ctl.Link(), m, req)
+	return resp, r.noMaster(err)
 }
 
-func (r *ctlRun) id(i int, what string) (int64, error) {
-	id, err := strconv.ParseInt(r.args[i], 10, 64)
-	if err != nil || id < 1 {
-		return 0, usagef("%s %q is not a positive integer", what, r.args[i])
+// noMaster says in the operator's terms that nothing listens for the
+// master: the transport's text names subjects. Other errors pass as they
+// are.
+func (r *ctlRun) noMaster(err error) error {
+	var le *link.Error
+	if !errors.As(err, &le) || le.Code != link.CodeNotConnected {
+		return err
 	}
-	return id, nil
+	url := r.cfg.NATS.URL
+	if url == "" {
+		url = "nats://127.0.0.1:4222"
+	}
+	return link.Errorf(link.CodeNotConnected, "no master answers on the NATS servers at %s (subject prefix %s): is fabric master running there?", url, r.cfg.NATS.Prefix)
+}
+
+// id parses a positional argument as a positive id.
+func id(arg, what string) (int64, error) {
+	n, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil || n < 1 {
+		return 0, usagef("%s %q is not a positive integer", what, arg)
+	}
+	return n, nil
 }
 
 // printJSON writes v as indented JSON.
-func (r *ctlRun) printJSON(v any) error {
-	enc := json.NewEncoder(r.a.stdout)
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
@@ -184,7 +194,7 @@ func (r *ctlRun) printJSON(v any) error {
 // done prints a one-line result, or {} for --json.
 func (r *ctlRun) done(format string, args ...any) error {
 	if r.json {
-		return r.printJSON(struct{}{})
+		return printJSON(r.a.stdout, struct{}{})
 	}
 	_, err := fmt.Fprintf(r.a.stdout, format+"\n", args...)
 	return err
@@ -199,29 +209,29 @@ func table(w io.Writer, header string, rows [][]string) error {
 	return tw.Flush()
 }
 
-func ctlPing(ctx context.Context, r *ctlRun) error {
+func (r *ctlRun) ping(ctx context.Context, _ []string) error {
 	if err := r.dial(ctx, nil); err != nil {
 		return err
 	}
 	defer r.close()
 	start := time.Now()
 	if _, err := link.Request(ctx, r.ctl.Link(), messages.Ping, messages.Empty{}); err != nil {
-		return err
+		return r.noMaster(err)
 	}
 	rtt := time.Since(start)
 	if r.json {
-		return r.printJSON(map[string]float64{"rtt_ms": float64(rtt.Microseconds()) / 1000})
+		return printJSON(r.a.stdout, map[string]float64{"rtt_ms": float64(rtt.Microseconds()) / 1000})
 	}
 	return r.done("pong from the master in %s", rtt.Round(10*time.Microsecond))
 }
 
-func ctlSlaveList(ctx context.Context, r *ctlRun) error {
+func (r *ctlRun) slaveList(ctx context.Context, _ []string) error {
 	res, err := call(ctx, r, messages.ListSlaves, messages.Empty{})
 	if err != nil {
 		return err
 	}
 	if r.json {
-		return r.printJSON(res)
+		return printJSON(r.a.stdout, res)
 	}
 	var rows [][]string
 	for _, s := range res.Slaves {
@@ -230,13 +240,13 @@ func ctlSlaveList(ctx context.Context, r *ctlRun) error {
 	return table(r.a.stdout, "ID\tNAME\tCONNECTED\tINSTANCES", rows)
 }
 
-func ctlInstanceList(ctx context.Context, r *ctlRun) error {
+func (r *ctlRun) instanceList(ctx context.Context, _ []string) error {
 	res, err := call(ctx, r, messages.ListInstances, messages.Empty{})
 	if err != nil {
 		return err
 	}
 	if r.json {
-		return r.printJSON(res)
+		return printJSON(r.a.stdout, res)
 	}
 	var rows [][]string
 	for _, i := range res.Instances {
@@ -249,78 +259,78 @@ func ctlInstanceList(ctx context.Context, r *ctlRun) error {
 	return table(r.a.stdout, "ID\tNAME\tSLAVE\tSTATUS", rows)
 }
 
-func ctlInstanceCreate(ctx context.Context, r *ctlRun) error {
-	res, err := call(ctx, r, messages.CreateInstance, messages.NewInstance{Name: r.args[0]})
+func (r *ctlRun) instanceCreate(ctx context.Context, args []string) error {
+	res, err := call(ctx, r, messages.CreateInstance, messages.NewInstance{Name: args[0]})
 	if err != nil {
 		return err
 	}
 	if r.json {
-		return r.printJSON(res)
+		return printJSON(r.a.stdout, res)
 	}
-	return r.done("created instance %d (%s)", res.InstanceID, r.args[0])
+	return r.done("created instance %d (%s)", res.InstanceID, args[0])
 }
 
-func ctlInstanceAssign(ctx context.Context, r *ctlRun) error {
-	id, err := r.id(0, "instance id")
+func (r *ctlRun) instanceAssign(ctx context.Context, args []string) error {
+	instance, err := id(args[0], "instance id")
 	if err != nil {
 		return err
 	}
-	slave, err := r.id(1, "slave id")
+	slave, err := id(args[1], "slave id")
 	if err != nil {
 		return err
 	}
-	if _, err := call(ctx, r, messages.AssignInstanceCommand, messages.Assignment{InstanceID: id, SlaveID: slave}); err != nil {
+	if _, err := call(ctx, r, messages.AssignInstanceCommand, messages.Assignment{InstanceID: instance, SlaveID: slave}); err != nil {
 		return err
 	}
-	return r.done("assigned instance %d to slave %d", id, slave)
+	return r.done("assigned instance %d to slave %d", instance, slave)
 }
 
-func ctlInstanceStart(ctx context.Context, r *ctlRun) error {
-	id, err := r.id(0, "instance id")
+func (r *ctlRun) instanceStart(ctx context.Context, args []string) error {
+	instance, err := id(args[0], "instance id")
 	if err != nil {
 		return err
 	}
-	if _, err := call(ctx, r, messages.StartInstance, messages.InstanceRef{InstanceID: id}); err != nil {
+	if _, err := call(ctx, r, messages.StartInstance, messages.InstanceRef{InstanceID: instance}); err != nil {
 		return err
 	}
-	return r.done("started instance %d", id)
+	return r.done("started instance %d", instance)
 }
 
-func ctlInstanceStop(ctx context.Context, r *ctlRun) error {
-	id, err := r.id(0, "instance id")
+func (r *ctlRun) instanceStop(ctx context.Context, args []string) error {
+	instance, err := id(args[0], "instance id")
 	if err != nil {
 		return err
 	}
-	if _, err := call(ctx, r, messages.StopInstance, messages.InstanceRef{InstanceID: id}); err != nil {
+	if _, err := call(ctx, r, messages.StopInstance, messages.InstanceRef{InstanceID: instance}); err != nil {
 		return err
 	}
-	return r.done("stopped instance %d", id)
+	return r.done("stopped instance %d", instance)
 }
 
-func ctlInstanceCommand(ctx context.Context, r *ctlRun) error {
-	id, err := r.id(0, "instance id")
+func (r *ctlRun) instanceCommand(ctx context.Context, args []string) error {
+	instance, err := id(args[0], "instance id")
 	if err != nil {
 		return err
 	}
-	res, err := call(ctx, r, messages.SendCommand, messages.Command{InstanceID: id, Command: strings.Join(r.args[1:], " ")})
+	res, err := call(ctx, r, messages.SendCommand, messages.Command{InstanceID: instance, Command: strings.Join(args[1:], " ")})
 	if err != nil {
 		return err
 	}
 	if r.json {
-		return r.printJSON(res)
+		return printJSON(r.a.stdout, res)
 	}
 	_, err = fmt.Fprintln(r.a.stdout, res.Output)
 	return err
 }
 
-func ctlInstanceOutput(ctx context.Context, r *ctlRun) error {
+func (r *ctlRun) instanceOutput(ctx context.Context, args []string) error {
 	var ids []int64
-	for i := range r.args {
-		id, err := r.id(i, "instance id")
+	for _, arg := range args {
+		n, err := id(arg, "instance id")
 		if err != nil {
 			return err
 		}
-		ids = append(ids, id)
+		ids = append(ids, n)
 	}
 	var mu sync.Mutex // lines arrive from the link's goroutine
 	print := func(l messages.OutputLine) {
@@ -338,8 +348,10 @@ func ctlInstanceOutput(ctx context.Context, r *ctlRun) error {
 	}
 	defer r.close()
 	if err := r.ctl.Follow(ctx, ids...); err != nil {
-		return err
+		return r.noMaster(err)
 	}
+	// Said on stderr, so that stdout holds the output lines alone.
+	fmt.Fprintf(r.a.stderr, "following the output of instance %s (Ctrl-C to stop)\n", strings.Join(args, ", "))
 	select {
 	case <-ctx.Done(): // Ctrl-C: a normal end
 		return nil
@@ -348,16 +360,16 @@ func ctlInstanceOutput(ctx context.Context, r *ctlRun) error {
 	}
 }
 
-func ctlPlayerBan(ctx context.Context, r *ctlRun) error {
-	if _, err := call(ctx, r, messages.SetPlayerBanned, messages.Ban{Name: r.args[0], Banned: true, Reason: r.reason}); err != nil {
+func (r *ctlRun) playerBan(ctx context.Context, args []string, reason string) error {
+	if _, err := call(ctx, r, messages.SetPlayerBanned, messages.Ban{Name: args[0], Banned: true, Reason: reason}); err != nil {
 		return err
 	}
-	return r.done("banned %s on every instance", r.args[0])
+	return r.done("banned %s on every instance", args[0])
 }
 
-func ctlPlayerUnban(ctx context.Context, r *ctlRun) error {
-	if _, err := call(ctx, r, messages.SetPlayerBanned, messages.Ban{Name: r.args[0], Banned: false}); err != nil {
+func (r *ctlRun) playerUnban(ctx context.Context, args []string) error {
+	if _, err := call(ctx, r, messages.SetPlayerBanned, messages.Ban{Name: args[0], Banned: false}); err != nil {
 		return err
 	}
-	return r.done("unbanned %s on every instance", r.args[0])
+	return r.done("unbanned %s on every instance", args[0])
 }

@@ -3,7 +3,8 @@
 //	fabric dev                  a whole cluster in one process, on an embedded NATS server
 //	fabric master               the master (embedded NATS unless FABRIC_NATS_URL is set)
 //	fabric slave                a slave and its instances
-//	fabric ctl COMMAND          the control client: list, start, stop, command, follow output
+//	fabric ctl COMMAND          the control client: status, list, start, stop, command, follow output
+//	fabric context COMMAND      named clusters for fabric ctl
 //	fabric messages             the message catalog
 //	fabric soak                 check a NATS deployment: numbered traffic, counted
 //	fabric version              the version
@@ -13,13 +14,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/link"
@@ -39,10 +43,14 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-// app holds what commands share: where they write, and the environment.
+// app holds what commands share: where they write, the environment, and
+// what the run has come to.
 type app struct {
 	stdout, stderr io.Writer
 	environ        []string
+	// ran is set once a command's own code runs: an error before that is
+	// the command line's (cobra's parsing), so a usage error.
+	ran bool
 }
 
 func main() {
@@ -52,158 +60,176 @@ func main() {
 	os.Exit(a.run(ctx, os.Args[1:]))
 }
 
-const mainUsage = `fabric runs a Linkfabric cluster and talks to it.
+const rootLong = `fabric runs a Linkfabric cluster and talks to it.
 
-Usage:
-  fabric <command> [arguments]
+Endpoints (dev, master, slave, soak) are configured by FABRIC_* environment
+variables (see README.md). fabric ctl takes each setting from, strongest
+first: flag > environment > selected context > default. That is: its flags
+(--server, --context), the environment (FABRIC_*), the context that
+fabric context select chose, and the defaults (nats://127.0.0.1:4222, user
+admin).
 
-Commands:
-  dev        run a whole cluster in one process: embedded NATS, a master,
-             two slaves with two simulated instances each
-  master     run the master
-  slave      run a slave
-  ctl        control a running cluster (fabric ctl --help)
-  messages   list the message catalog
-  nats-config
-             print nats-server users and permissions, one per endpoint
-  bench      measure the fabric against raw NATS
-  soak       run numbered traffic through a NATS deployment for a while
-             and count what was lost, duplicated or reordered
-  version    print the version
-
-Every command takes --help. Endpoints are configured by FABRIC_* environment
-variables (see README.md).
-`
+Exit status: 0 on success, 1 when a request fails or the cluster cannot be
+reached, 2 on bad usage or configuration.`
 
 // run runs the command line args and returns the exit status.
 func (a *app) run(ctx context.Context, args []string) int {
-	if len(args) == 0 {
-		fmt.Fprint(a.stderr, mainUsage)
-		return exitUsage
-	}
-	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "-h", "--help", "help":
-		fmt.Fprint(a.stdout, mainUsage)
-		return exitOK
-	case "dev":
-		err = a.dev(ctx, rest)
-	case "master":
-		err = a.master(ctx, rest)
-	case "slave":
-		err = a.slave(ctx, rest)
-	case "ctl":
-		err = a.ctl(ctx, rest)
-	case "messages":
-		err = a.messages(rest)
-	case "nats-config":
-		err = a.natsConfig(rest)
-	case "bench":
-		err = a.bench(ctx, rest)
-	case "soak":
-		err = a.soak(ctx, rest)
-	case "version":
-		err = a.version(rest)
-	default:
-		fmt.Fprintf(a.stderr, "fabric: unknown command %q\n\n%s", cmd, mainUsage)
-		return exitUsage
-	}
-	return a.exit(err)
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	return a.exit(cmd, err)
 }
 
-// exit reports err on stderr and picks the exit status for it.
-func (a *app) exit(err error) int {
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "fabric",
+		Short:         "Run a Linkfabric cluster and talk to it",
+		Long:          rootLong,
+		Version:       fabric.Version + " (commit " + fabric.Commit() + ")",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q (see fabric --help)", args[0])
+			}
+			cmd.SetOut(a.stderr)
+			_ = cmd.Usage()
+			return usagef("a command is required")
+		},
+	}
+	root.SetVersionTemplate("fabric {{.Version}}\n")
+	root.SetFlagErrorFunc(flagError)
+	root.AddCommand(
+		a.devCommand(), a.masterCommand(), a.slaveCommand(),
+		a.ctlCommand(), a.contextCommand(),
+		a.messagesCommand(), a.natsConfigCommand(), a.benchCommand(), a.soakCommand(),
+		a.versionCommand(),
+	)
+	// cobra's own: fabric completion bash|zsh|fish|powershell. Made now,
+	// rather than when it runs, so that a shell it lacks is a usage error.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			group(c)
+		}
+	}
+	return root
+}
+
+// flagError makes a bad flag a usage error that points at the help.
+func flagError(cmd *cobra.Command, err error) error {
+	return usagef("%s: %v (see %s --help)", strings.TrimPrefix(cmd.CommandPath(), "fabric "), err, cmd.CommandPath())
+}
+
+// do wraps a command's code: from there on, an error is the command's, not
+// the command line's.
+func (a *app) do(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.ran = true
+		return f(cmd, args)
+	}
+}
+
+// group makes cmd a command that only holds others: run alone, or with
+// words that name none of them, it is a usage error.
+func group(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		path := strings.TrimPrefix(cmd.CommandPath(), "fabric ")
+		if len(args) == 0 {
+			return usagef("%s: a command is required (see %s --help)", path, cmd.CommandPath())
+		}
+		msg := fmt.Sprintf("%s: unknown command %q (see %s --help)", path, args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return usageError{msg}
+	}
+	return cmd
+}
+
+// argsBetween accepts min to max positional arguments (max < 0: any
+// number), described by what for the error.
+func argsBetween(min, max int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) >= min && (max < 0 || len(args) <= max) {
+			return nil
+		}
+		path := strings.TrimPrefix(cmd.CommandPath(), "fabric ")
+		if what == "" {
+			return usagef("%s takes no arguments", path)
+		}
+		return usagef("%s: want arguments %s (see %s --help)", path, what, cmd.CommandPath())
+	}
+}
+
+// errorJSON is what a command run with --json prints when it fails.
+type errorJSON struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// exit reports err and picks the exit status for it: on stderr, or as
+// JSON on stdout if the command was asked for --json.
+func (a *app) exit(cmd *cobra.Command, err error) int {
+	if err == nil {
+		return exitOK
+	}
 	var ue usageError
 	var le *link.Error
+	status, code, msg := exitFailed, "error", err.Error()
 	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(a.stderr, "fabric: %s\n", ue.msg)
-		return exitUsage
+		status, code, msg = exitUsage, "usage", ue.msg
+	case !a.ran:
+		status, code = exitUsage, "usage"
 	case errors.Is(err, fabric.ErrConfig):
-		fmt.Fprintln(a.stderr, err)
-		return exitUsage
+		status, code = exitUsage, "config"
 	case errors.As(err, &le):
+		code, msg = string(le.Code), le.Message
+	}
+	if cmd != nil && wantsJSON(cmd) {
+		var out errorJSON
+		out.Error.Code, out.Error.Message = code, msg
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+		return status
+	}
+	switch {
+	case code == "usage":
+		fmt.Fprintf(a.stderr, "fabric: %s\n", msg)
+	case code == "config":
+		fmt.Fprintln(a.stderr, msg)
+	case le != nil:
 		fmt.Fprintf(a.stderr, "error: %s (%s)\n", le.Message, le.Code)
-		return exitFailed
+	default:
+		fmt.Fprintf(a.stderr, "error: %v\n", err)
 	}
-	fmt.Fprintf(a.stderr, "error: %v\n", err)
-	return exitFailed
+	return status
 }
 
-// flags returns a FlagSet that prints usage to the app's stdout on --help
-// and reports its errors as usage errors.
-func (a *app) flags(name, usage string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprint(a.stdout, usage)
-		if hasFlags(fs) {
-			fmt.Fprintln(a.stdout, "\nFlags:")
-			fs.SetOutput(a.stdout)
-			fs.PrintDefaults()
-			fs.SetOutput(io.Discard)
-		}
-	}
-	return fs
+// wantsJSON reports whether cmd has a --json flag that is on.
+func wantsJSON(cmd *cobra.Command) bool {
+	f := cmd.Flags().Lookup("json")
+	return f != nil && f.Value.String() == "true"
 }
 
-func hasFlags(fs *flag.FlagSet) bool {
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	return n > 0
-}
-
-// parse parses args, turning bad flags into usage errors. Flags may come
-// before, between or after the positional arguments, which fs.Args() then
-// returns in order; "--" ends the flags.
-func parse(fs *flag.FlagSet, args []string) error {
-	var positional []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return flag.ErrHelp // the FlagSet has printed the usage
-			}
-			return usagef("%s: %v (see fabric %s --help)", fs.Name(), err, fs.Name())
-		}
-		rest := fs.Args()
-		if len(rest) == 0 || (len(args) > len(rest) && args[len(args)-len(rest)-1] == "--") {
-			positional = append(positional, rest...)
-			break
-		}
-		positional = append(positional, rest[0])
-		args = rest[1:]
+func (a *app) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and the commit it was built from",
+		Long:  "Print the version and the commit it was built from (unknown under go run). fabric --version says the same.",
+		Args:  argsBetween(0, 0, ""),
+		RunE: a.do(func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(a.stdout, "fabric %s\n", cmd.Root().Version)
+			return err
+		}),
 	}
-	// Leave the positional arguments where fs.Args() finds them.
-	return fs.Parse(append([]string{"--"}, positional...))
-}
-
-// parseFlags is fs.Parse, except that the usage is printed for --help
-// only: the flag package also calls fs.Usage on every bad flag, which
-// would put the usage on stdout; a bad flag is reported on stderr instead,
-// in one line, by whoever gets the error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	usage := fs.Usage
-	fs.Usage = func() {}
-	err := fs.Parse(args)
-	fs.Usage = usage
-	if errors.Is(err, flag.ErrHelp) {
-		usage()
-	}
-	return err
-}
-
-func (a *app) version(args []string) error {
-	fs := a.flags("version", "Usage: fabric version\n\nPrint the version.\n")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("version takes no arguments")
-	}
-	fmt.Fprintf(a.stdout, "fabric %s\n", fabric.Version)
-	return nil
 }

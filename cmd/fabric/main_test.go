@@ -31,6 +31,10 @@ import (
 // fabricBin is the fabric binary that TestMain builds.
 var fabricBin string
 
+// configHome is the XDG_CONFIG_HOME of the commands the tests run, unless
+// a test gives its own: empty, so that no context is selected.
+var configHome string
+
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
 }
@@ -43,7 +47,12 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	fabricBin = filepath.Join(dir, "fabric")
-	out, err := exec.Command("go", "build", "-o", fabricBin, ".").CombinedOutput()
+	// No context of the user's may reach the tests: fabric ctl reads them
+	// from the configuration directory.
+	configHome = filepath.Join(dir, "config")
+	// -buildvcs=auto: stamped with the commit in a git checkout, as a
+	// user's build is, whatever GOFLAGS says.
+	out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", fabricBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		return 1
@@ -70,11 +79,11 @@ const (
 )
 
 // environ returns the test process's environment without any FABRIC_*
-// variable, plus env.
+// variable, with XDG_CONFIG_HOME set to configHome, plus env.
 func environ(env ...string) []string {
-	var out []string
+	out := []string{"XDG_CONFIG_HOME=" + configHome}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FABRIC_") {
+		if !strings.HasPrefix(kv, "FABRIC_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
 			out = append(out, kv)
 		}
 	}
@@ -442,8 +451,8 @@ func startDev(t *testing.T) (*proc, string) {
 	dev := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0"}, fastTimings...), "dev")
 	dev.waitStdout(t, regexp.MustCompile(`(?m)^Press Ctrl-C to stop\.$`))
 	url := dev.waitStdout(t, regexp.MustCompile(`(?m)^  NATS: +(nats://127\.0\.0\.1:\d+) \(embedded\)$`))[1]
-	if !strings.Contains(dev.stdout.String(), "  FABRIC_NATS_URL="+url+" go run ./cmd/fabric ctl instance list\n") {
-		t.Errorf("the banner does not show how to reach a dev cluster on a random port:\n%s", dev.stdout.String())
+	if !strings.Contains(dev.stdout.String(), "  "+fabricBin+" ctl -s "+url+" status\n") {
+		t.Errorf("the banner does not show how to reach a dev cluster on a random port with this binary:\n%s", dev.stdout.String())
 	}
 	return dev, url
 }
@@ -751,9 +760,22 @@ func TestSlaveOutlivesMaster(t *testing.T) {
 		}
 		return nil
 	})
+	readyz := strings.TrimSuffix(metrics, "/metrics") + "/readyz"
+	if code, body := get(t, readyz); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("the slave's /readyz while registered: %d %q", code, body)
+	}
+	if _, body := get(t, metrics); !strings.Contains(body, "\nlinkfabric_instances 0\n") || strings.Contains(body, "linkfabric_cluster_instances") {
+		t.Errorf("the slave's metrics do not name its own instances apart from the cluster's:\n%s", body)
+	}
 	if code := master.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("the master exited with status %d after SIGTERM, want 0: %s", code, master)
 	}
+	conformance.Eventually(t, waitLong, "the slave's /readyz says it is not ready", func() error {
+		if code, body := get(t, readyz); code != http.StatusServiceUnavailable || body != "not ready: not registered with the master\n" {
+			return fmt.Errorf("/readyz: %d %q", code, body)
+		}
+		return nil
+	})
 	// The slave's second register_slave waits for an answer for
 	// FABRIC_PEER_TIMEOUT (30s); the stop must not wait for it.
 	conformance.Eventually(t, waitLong, "the slave registers again", func() error {
@@ -821,16 +843,19 @@ func TestBadUsage(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"no command", nil, []string{"Usage:\n  fabric <command>"}},
-		{"unknown command", []string{"launch"}, []string{`fabric: unknown command "launch"`, "Commands:"}},
+		{"no command", nil, []string{"Usage:\n  fabric [flags]\n  fabric [command]", "fabric: a command is required\n"}},
+		{"unknown command", []string{"launch"}, []string{`fabric: unknown command "launch" (see fabric --help)`}},
 		{"unknown ctl command", []string{"ctl", "reboot"}, []string{`fabric: ctl: unknown command "reboot" (see fabric ctl --help)`}},
-		{"unknown ctl subcommand", []string{"ctl", "instance", "frobnicate", "101"}, []string{`unknown command "instance frobnicate 101"`}},
+		{"misspelt ctl command", []string{"ctl", "statsu"}, []string{`fabric: ctl: unknown command "statsu" (see fabric ctl --help); did you mean status?`}},
+		{"ctl alone", []string{"ctl"}, []string{"fabric: ctl: a command is required (see fabric ctl --help)"}},
+		{"unknown ctl subcommand", []string{"ctl", "instance", "frobnicate", "101"}, []string{`fabric: ctl instance: unknown command "frobnicate" (see fabric ctl instance --help)`}},
 		{"missing argument", []string{"ctl", "instance", "start"}, []string{"fabric: ctl instance start: want arguments ID (see fabric ctl instance start --help)"}},
 		{"missing arguments", []string{"ctl", "instance", "assign", "101"}, []string{"ctl instance assign: want arguments ID SLAVE"}},
 		{"missing command text", []string{"ctl", "instance", "command", "101"}, []string{"ctl instance command: want arguments ID TEXT..."}},
 		{"nothing to follow", []string{"ctl", "instance", "output"}, []string{"ctl instance output: want arguments ID..."}},
 		{"extra argument", []string{"ctl", "instance", "start", "101", "102"}, []string{"ctl instance start: want arguments ID"}},
 		{"argument to ping", []string{"ctl", "ping", "now"}, []string{"fabric: ctl ping takes no arguments\n"}},
+		{"argument to status", []string{"ctl", "status", "now"}, []string{"fabric: ctl status takes no arguments\n"}},
 		{"argument to slave list", []string{"ctl", "slave", "list", "all"}, []string{"fabric: ctl slave list takes no arguments\n"}},
 		{"argument to dev", []string{"dev", "now"}, []string{"fabric: dev takes no arguments"}},
 		{"argument to master", []string{"master", "now"}, []string{"fabric: master takes no arguments"}},
@@ -841,12 +866,14 @@ func TestBadUsage(t *testing.T) {
 		{"zero instance id", []string{"ctl", "instance", "command", "0", "/players"}, []string{`instance id "0" is not a positive integer`}},
 		{"non-numeric slave id", []string{"ctl", "instance", "assign", "101", "one"}, []string{`slave id "one" is not a positive integer`}},
 		{"non-numeric id to follow", []string{"ctl", "instance", "output", "101", "x"}, []string{`instance id "x" is not a positive integer`}},
-		{"unknown ctl flag", []string{"ctl", "--yaml", "ping"}, []string{"fabric: ctl: flag provided but not defined: -yaml (see fabric ctl --help)"}},
-		{"unknown command flag", []string{"ctl", "instance", "start", "101", "--force"}, []string{"fabric: ctl instance start: flag provided but not defined: -force (see fabric ctl instance start --help)"}},
-		{"reason without ban", []string{"ctl", "player", "unban", "alice", "--reason", "x"}, []string{"flag provided but not defined: -reason"}},
-		{"reason without value", []string{"ctl", "player", "ban", "alice", "--reason"}, []string{"flag needs an argument: -reason"}},
-		{"unknown messages flag", []string{"messages", "--yaml"}, []string{"fabric: messages: flag provided but not defined: -yaml (see fabric messages --help)"}},
-		{"unknown dev flag", []string{"dev", "--port", "4222"}, []string{"fabric: dev: flag provided but not defined: -port"}},
+		{"unknown ctl flag", []string{"ctl", "--yaml", "ping"}, []string{"fabric: ctl: unknown flag: --yaml (see fabric ctl --help)"}},
+		{"unknown command flag", []string{"ctl", "instance", "start", "101", "--force"}, []string{"fabric: ctl instance start: unknown flag: --force (see fabric ctl instance start --help)"}},
+		{"reason without ban", []string{"ctl", "player", "unban", "alice", "--reason", "x"}, []string{"unknown flag: --reason"}},
+		{"reason without value", []string{"ctl", "player", "ban", "alice", "--reason"}, []string{"flag needs an argument: --reason"}},
+		{"server without value", []string{"ctl", "ping", "-s"}, []string{"flag needs an argument: 's' in -s"}},
+		{"completion for no shell", []string{"completion", "tcsh"}, []string{`fabric: completion: unknown command "tcsh"`}},
+		{"unknown messages flag", []string{"messages", "--yaml"}, []string{"fabric: messages: unknown flag: --yaml (see fabric messages --help)"}},
+		{"unknown dev flag", []string{"dev", "--port", "4222"}, []string{"fabric: dev: unknown flag: --port"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -909,18 +936,23 @@ func TestHelp(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"--help"}, []string{"Usage:\n  fabric <command> [arguments]", "  ctl ", "  dev "}},
-		{[]string{"help"}, []string{"Usage:\n  fabric <command> [arguments]"}},
-		{[]string{"-h"}, []string{"Usage:\n  fabric <command> [arguments]"}},
-		{[]string{"dev", "--help"}, []string{"Usage: fabric dev\n"}},
-		{[]string{"master", "--help"}, []string{"Usage: fabric master\n"}},
-		{[]string{"slave", "-h"}, []string{"Usage: fabric slave\n"}},
-		{[]string{"ctl", "--help"}, []string{"Usage: fabric ctl [--json] <command> [arguments]", "instance command ID TEXT...", "Exit status:", "-json"}},
-		{[]string{"ctl", "instance", "command", "--help"}, []string{"Usage: fabric ctl instance command ID TEXT...\n"}},
-		{[]string{"ctl", "instance", "start", "101", "--help"}, []string{"Usage: fabric ctl instance start ID\n"}},
-		{[]string{"ctl", "player", "ban", "--help"}, []string{"Usage: fabric ctl player ban NAME [--reason TEXT]", "-reason string"}},
-		{[]string{"messages", "--help"}, []string{"Usage: fabric messages [--json]", "-json"}},
-		{[]string{"version", "--help"}, []string{"Usage: fabric version\n"}},
+		{[]string{"--help"}, []string{"Usage:\n  fabric [flags]\n  fabric [command]", "  ctl ", "  dev ", "  context ", "  completion ", "flag > environment", "-v, --version"}},
+		{[]string{"help"}, []string{"Usage:\n  fabric [flags]"}},
+		{[]string{"-h"}, []string{"Usage:\n  fabric [flags]"}},
+		{[]string{"dev", "--help"}, []string{"Usage:\n  fabric dev [flags]\n"}},
+		{[]string{"master", "--help"}, []string{"Usage:\n  fabric master [flags]\n"}},
+		{[]string{"slave", "-h"}, []string{"Usage:\n  fabric slave [flags]\n"}},
+		{[]string{"ctl", "--help"}, []string{"Usage:\n  fabric ctl [flags]\n  fabric ctl [command]", "  status ", "  instance ", "Exit status:", "--json", "-s, --server string", "--context string", "strongest first"}},
+		{[]string{"help", "ctl"}, []string{"Usage:\n  fabric ctl [flags]\n  fabric ctl [command]", "  status "}},
+		{[]string{"help", "ctl", "instance", "command"}, []string{"Usage:\n  fabric ctl instance command ID TEXT... [flags]"}},
+		{[]string{"ctl", "instance", "--help"}, []string{"Usage:\n  fabric ctl instance [flags]\n  fabric ctl instance [command]", "  command ", "  output "}},
+		{[]string{"ctl", "instance", "command", "--help"}, []string{"Usage:\n  fabric ctl instance command ID TEXT... [flags]\n", "Everything after\nthe instance id is the command"}},
+		{[]string{"ctl", "instance", "start", "101", "--help"}, []string{"Usage:\n  fabric ctl instance start ID [flags]\n"}},
+		{[]string{"ctl", "--json", "instance", "start", "--help"}, []string{"Usage:\n  fabric ctl instance start ID [flags]\n"}},
+		{[]string{"ctl", "player", "ban", "--help"}, []string{"Usage:\n  fabric ctl player ban NAME [flags]", "--reason string"}},
+		{[]string{"context", "--help"}, []string{"  add ", "  ls ", "  select ", "  rm ", "  show ", "strongest first"}},
+		{[]string{"messages", "--help"}, []string{"Usage:\n  fabric messages [flags]", "--json"}},
+		{[]string{"version", "--help"}, []string{"Usage:\n  fabric version [flags]\n"}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Parallel()
@@ -935,11 +967,29 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// TestVersion: fabric version, --version and -v name the version and the
+// commit the binary was built from, as the Go toolchain stamped it (in a
+// git checkout), or "unknown" where it stamped none (go run).
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	if out := ok(t, nil, "version"); !regexp.MustCompile(`^fabric \d+\.\d+\.\d+\S*\n$`).MatchString(out) {
-		t.Errorf("version: %q", out)
+	out, err := exec.Command("go", "version", "-m", fabricBin).Output()
+	if err != nil {
+		t.Fatalf("go version -m: %v", err)
 	}
+	commit := "unknown"
+	if m := regexp.MustCompile(`(?m)^\s*build\s+vcs\.revision=([0-9a-f]+)$`).FindStringSubmatch(string(out)); m != nil {
+		commit = m[1]
+		if strings.Contains(string(out), "vcs.modified=true") {
+			commit += "+modified"
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
+		got := ok(t, nil, args...)
+		if !regexp.MustCompile(`^fabric \d+\.\d+\.\d+\S* \(commit ` + regexp.QuoteMeta(commit) + `\)\n$`).MatchString(got) {
+			t.Errorf("fabric %s: %q, want the version and commit %s", args[0], got, commit)
+		}
+	}
+	t.Logf("commit %s", commit)
 }
 
 // TestMessages lists the catalog as a table and as JSON, and checks that

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-const messagesUsage = `Usage: fabric messages [--json]
-
-List the message catalog: every message's name, kind, links, forwarding
+const messagesLong = `List the message catalog: every message's name, kind, links, forwarding
 and permission. With --json, each message's payload JSON Schemas too.
 `
 
@@ -26,15 +26,20 @@ type catalogEntry struct {
 	ResponseSchema json.RawMessage `json:"response_schema,omitempty"`
 }
 
-func (a *app) messages(args []string) error {
-	fs := a.flags("messages", messagesUsage)
-	asJSON := fs.Bool("json", false, "print JSON, with the payload schemas")
-	if err := parse(fs, args); err != nil {
-		return err
+func (a *app) messagesCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "messages",
+		Short: "List the message catalog",
+		Long:  messagesLong,
+		Args:  argsBetween(0, 0, ""),
+		RunE:  a.do(func(*cobra.Command, []string) error { return a.messages(asJSON) }),
 	}
-	if fs.NArg() > 0 {
-		return usagef("messages takes no arguments")
-	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON, with the payload schemas")
+	return cmd
+}
+
+func (a *app) messages(asJSON bool) error {
 	catalog, err := messages.NewCatalog()
 	if err != nil {
 		return err
@@ -56,7 +61,7 @@ func (a *app) messages(args []string) error {
 		}
 		entries = append(entries, e)
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(entries)

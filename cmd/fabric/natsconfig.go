@@ -4,14 +4,13 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/linkfabric/linkfabric/internal/natsauth"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-const natsConfigUsage = `Usage: fabric nats-config [--slaves IDS] [--controls USERS] [--prefix P]
-                          [--env-prefix V | --nkeys DIR]
-
-Print the authorization block of a nats-server configuration that gives the
+const natsConfigLong = `Print the authorization block of a nats-server configuration that gives the
 master, each slave and each control its own NATS user, allowed to publish and
 subscribe only the subjects of its own links: a slave cannot speak as the
 master or as another slave, nor read anyone else's traffic or replies; a
@@ -33,25 +32,33 @@ Examples:
   fabric nats-config --slaves 1,2 --controls ops --nkeys /etc/linkfabric/nkeys
 `
 
-func (a *app) natsConfig(args []string) error {
-	fs := a.flags("nats-config", natsConfigUsage)
-	slaves := fs.String("slaves", "", "slave ids, comma-separated, with ranges: 1,2,5-8")
-	controls := fs.String("controls", "", "control user names (FABRIC_CONTROL_USER), comma-separated: alice,bob")
-	prefix := fs.String("prefix", envOr(a.environ, "FABRIC_SUBJECT_PREFIX", "lf"), "the subject prefix (FABRIC_SUBJECT_PREFIX)")
-	envPrefix := fs.String("env-prefix", natsauth.DefaultEnvPrefix, "what the names of the password variables start with")
-	nkeyDir := fs.String("nkeys", "", "log in with nkeys whose seeds are in (or are generated into) this directory")
-	if err := parse(fs, args); err != nil {
-		return err
+func (a *app) natsConfigCommand() *cobra.Command {
+	var slaves, controls, prefix, envPrefix, nkeyDir string
+	cmd := &cobra.Command{
+		Use:   "nats-config",
+		Short: "Print nats-server users and permissions, one per endpoint",
+		Long:  natsConfigLong,
+		Args:  argsBetween(0, 0, ""),
+		RunE: a.do(func(*cobra.Command, []string) error {
+			return a.natsConfig(slaves, controls, prefix, envPrefix, nkeyDir)
+		}),
 	}
-	if fs.NArg() > 0 {
-		return usagef("nats-config takes no arguments (see fabric nats-config --help)")
-	}
-	o := natsauth.Options{Prefix: *prefix, EnvPrefix: *envPrefix, NKeyDir: *nkeyDir}
+	fs := cmd.Flags()
+	fs.StringVar(&slaves, "slaves", "", "slave ids, comma-separated, with ranges: 1,2,5-8")
+	fs.StringVar(&controls, "controls", "", "control user names (FABRIC_CONTROL_USER), comma-separated: alice,bob")
+	fs.StringVar(&prefix, "prefix", envOr(a.environ, "FABRIC_SUBJECT_PREFIX", "lf"), "the subject prefix (FABRIC_SUBJECT_PREFIX)")
+	fs.StringVar(&envPrefix, "env-prefix", natsauth.DefaultEnvPrefix, "what the names of the password variables start with")
+	fs.StringVar(&nkeyDir, "nkeys", "", "log in with nkeys whose seeds are in (or are generated into) this directory")
+	return cmd
+}
+
+func (a *app) natsConfig(slaves, controls, prefix, envPrefix, nkeyDir string) error {
+	o := natsauth.Options{Prefix: prefix, EnvPrefix: envPrefix, NKeyDir: nkeyDir}
 	var err error
-	if o.Slaves, err = natsauth.ParseSlaves(*slaves); err != nil {
+	if o.Slaves, err = natsauth.ParseSlaves(slaves); err != nil {
 		return usagef("nats-config: --slaves: %v", err)
 	}
-	if o.Controls, err = natsauth.ParseControls(*controls); err != nil {
+	if o.Controls, err = natsauth.ParseControls(controls); err != nil {
 		return usagef("nats-config: --controls: %v", err)
 	}
 	if o.Catalog, err = messages.NewCatalog(); err != nil {

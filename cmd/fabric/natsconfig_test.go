@@ -92,7 +92,7 @@ func TestNATSConfigNKeys(t *testing.T) {
 func TestNATSConfigUsage(t *testing.T) {
 	t.Parallel()
 	help := ok(t, nil, "nats-config", "--help")
-	for _, w := range []string{"Usage: fabric nats-config", "-slaves", "-controls", "-prefix", "-nkeys", "LF_PASS_"} {
+	for _, w := range []string{"Usage:\n  fabric nats-config [flags]", "--slaves", "--controls", "--prefix", "--nkeys", "LF_PASS_"} {
 		if !strings.Contains(help, w) {
 			t.Errorf("help does not say %q:\n%s", w, help)
 		}
@@ -111,7 +111,7 @@ func TestNATSConfigUsage(t *testing.T) {
 		{"bad control", []string{"--controls", "a.b"}, `fabric: nats-config: --controls: "a.b"`},
 		{"bad prefix", []string{"--prefix", "lf.>"}, `subject prefix "lf.>"`},
 		{"bad variable prefix", []string{"--env-prefix", "A-B"}, `variable prefix "A-B"`},
-		{"unknown flag", []string{"--users", "x"}, "fabric: nats-config: flag provided but not defined: -users (see fabric nats-config --help)"},
+		{"unknown flag", []string{"--users", "x"}, "fabric: nats-config: unknown flag: --users (see fabric nats-config --help)"},
 		{"argument", []string{"alice"}, "fabric: nats-config takes no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

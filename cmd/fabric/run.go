@@ -5,19 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/linkfabric/linkfabric/fabric"
+	"github.com/linkfabric/linkfabric/link"
 )
 
 // shutdownTimeout bounds a graceful shutdown after Ctrl-C or SIGTERM.
 const shutdownTimeout = 10 * time.Second
 
-const devUsage = `Usage: fabric dev
-
-Run a whole cluster in one process: an embedded NATS server, a master, and
+const devLong = `Run a whole cluster in one process: an embedded NATS server, a master, and
 two slaves with two simulated instances each. It prints the NATS URL and
 commands to try from another terminal, and runs until Ctrl-C or SIGTERM,
 then shuts down gracefully.
@@ -26,14 +29,17 @@ Configured like the master (FABRIC_NATS_LISTEN, FABRIC_LOG_LEVEL, ...);
 FABRIC_NATS_URL is ignored: dev always embeds its NATS server.
 `
 
-func (a *app) dev(ctx context.Context, args []string) error {
-	fs := a.flags("dev", devUsage)
-	if err := parse(fs, args); err != nil {
-		return err
+func (a *app) devCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "dev",
+		Short: "Run a whole cluster in one process: embedded NATS, a master, two slaves",
+		Long:  devLong,
+		Args:  argsBetween(0, 0, ""),
+		RunE:  a.do(func(cmd *cobra.Command, _ []string) error { return a.dev(cmd.Context()) }),
 	}
-	if fs.NArg() > 0 {
-		return usagef("dev takes no arguments")
-	}
+}
+
+func (a *app) dev(ctx context.Context) error {
 	cfg, err := fabric.LoadMasterConfig(a.environ)
 	if err != nil {
 		return err
@@ -57,9 +63,9 @@ func (a *app) dev(ctx context.Context, args []string) error {
 		slaves = append(slaves, s)
 	}
 
-	env := ""
+	ctl := a.ctlInvocation()
 	if url != "nats://127.0.0.1:4222" {
-		env = "FABRIC_NATS_URL=" + url + " "
+		ctl += " -s " + url
 	}
 	fmt.Fprintf(a.stdout, `Linkfabric dev cluster running.
 
@@ -69,14 +75,38 @@ func (a *app) dev(ctx context.Context, args []string) error {
 
 Try, from another terminal:
 
-  %sgo run ./cmd/fabric ctl instance list
-  %sgo run ./cmd/fabric ctl instance start 101
-  %sgo run ./cmd/fabric ctl instance command 101 /join alice
+  %s status
+  %s instance start 101
+  %s instance command 101 /join alice
 
 Press Ctrl-C to stop.
-`, url, env, env, env)
+`, url, ctl, ctl, ctl)
 	<-ctx.Done()
 	return a.shutdown(log, slaves, m)
+}
+
+// ctlInvocation is how to run fabric ctl from wherever this process was
+// started: go run ./cmd/fabric from the repository's root under go run
+// (whose binary is gone when it ends), else this binary's path.
+func (a *app) ctlInvocation() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "fabric ctl"
+	}
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		if _, err := os.Stat(filepath.Join("cmd", "fabric", "main.go")); err == nil {
+			return "go run ./cmd/fabric ctl"
+		}
+	}
+	return shellQuote(exe) + " ctl"
+}
+
+// shellQuote quotes s for a POSIX shell if it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:=@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // shutdown stops slaves, then the master, gracefully.
@@ -86,28 +116,47 @@ func (a *app) shutdown(log *slog.Logger, slaves []*fabric.Slave, m *fabric.Maste
 	defer cancel()
 	var errs []error
 	for _, s := range slaves {
-		errs = append(errs, s.Close(ctx))
+		errs = append(errs, peersFailed(log, s.Close(ctx)))
 	}
 	errs = append(errs, m.Close(ctx))
 	return errors.Join(errs...)
 }
 
-const masterUsage = `Usage: fabric master
+// peersFailed logs, rather than returns, what a slave's Close reports of
+// its peers: a master that did not answer the goodbye (killed, or gone with
+// its broker), a link already lost. A peer that died is not the stopping
+// process's failure, and a routine stop must not look failed to systemd.
+// Any other error is returned.
+func peersFailed(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, peer := range []error{link.ErrTimeout, link.ErrSessionLost, link.ErrNotConnected, link.ErrUnavailable, context.DeadlineExceeded} {
+		if errors.Is(err, peer) {
+			log.Warn("stopped without the master's word", "error", err)
+			return nil
+		}
+	}
+	return err
+}
 
-Run the master. With FABRIC_NATS_URL empty it embeds a NATS server on
+const masterLong = `Run the master. With FABRIC_NATS_URL empty it embeds a NATS server on
 FABRIC_NATS_LISTEN (loopback only); otherwise it connects to those servers.
 It runs until Ctrl-C or SIGTERM, then tells every slave and control and
 shuts down gracefully. See README.md for every FABRIC_* variable.
 `
 
-func (a *app) master(ctx context.Context, args []string) error {
-	fs := a.flags("master", masterUsage)
-	if err := parse(fs, args); err != nil {
-		return err
+func (a *app) masterCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "master",
+		Short: "Run the master",
+		Long:  masterLong,
+		Args:  argsBetween(0, 0, ""),
+		RunE:  a.do(func(cmd *cobra.Command, _ []string) error { return a.master(cmd.Context()) }),
 	}
-	if fs.NArg() > 0 {
-		return usagef("master takes no arguments")
-	}
+}
+
+func (a *app) master(ctx context.Context) error {
 	cfg, err := fabric.LoadMasterConfig(a.environ)
 	if err != nil {
 		return err
@@ -122,22 +171,23 @@ func (a *app) master(ctx context.Context, args []string) error {
 	return a.shutdown(log, nil, m)
 }
 
-const slaveUsage = `Usage: fabric slave
-
-Run a slave: it registers with the master as FABRIC_SLAVE_ID, hosts the
+const slaveLong = `Run a slave: it registers with the master as FABRIC_SLAVE_ID, hosts the
 simulated instances listed in FABRIC_SLAVE_INSTANCES ("id:name,id:name")
 and any the master assigns to it, and runs until Ctrl-C or SIGTERM.
 See README.md for every FABRIC_* variable.
 `
 
-func (a *app) slave(ctx context.Context, args []string) error {
-	fs := a.flags("slave", slaveUsage)
-	if err := parse(fs, args); err != nil {
-		return err
+func (a *app) slaveCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "slave",
+		Short: "Run a slave and its instances",
+		Long:  slaveLong,
+		Args:  argsBetween(0, 0, ""),
+		RunE:  a.do(func(cmd *cobra.Command, _ []string) error { return a.slave(cmd.Context()) }),
 	}
-	if fs.NArg() > 0 {
-		return usagef("slave takes no arguments")
-	}
+}
+
+func (a *app) slave(ctx context.Context) error {
 	cfg, err := fabric.LoadSlaveConfig(a.environ)
 	if err != nil {
 		return err
@@ -160,5 +210,5 @@ func (a *app) slave(ctx context.Context, args []string) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	return s.Close(sctx)
+	return peersFailed(log, s.Close(sctx))
 }

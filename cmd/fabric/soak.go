@@ -8,13 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/internal/soak"
 )
 
-const soakUsage = `Usage: fabric soak [--duration 30s] [--slaves N] [--instances N] [--json] [...]
-
-Check that a NATS deployment carries the fabric without loss. The soak runs,
+const soakLong = `Check that a NATS deployment carries the fabric without loss. The soak runs,
 in this process, a master, slaves with instances, and a control of its own,
 on the NATS servers in FABRIC_NATS_URL (with the credentials and TLS
 settings of the usual FABRIC_NATS_* variables), under its own subject
@@ -43,36 +43,51 @@ ended once, no handler ran twice and the view is right; 1 otherwise; 2 on
 bad usage or configuration.
 `
 
-func (a *app) soak(ctx context.Context, args []string) error {
-	fs := a.flags("soak", soakUsage)
-	duration := fs.Duration("duration", 30*time.Second, "how long the traffic runs")
-	slaves := fs.Int("slaves", 2, "slaves (ids 1 to N)")
-	instances := fs.Int("instances", 2, "instances per slave (1 to 99)")
-	upRate := fs.Float64("up-rate", 20, "soak:up events per second from each instance to the master (0: none)")
-	downRate := fs.Float64("down-rate", 20, "soak:down events per second from the master to each slave (0: none)")
-	allRate := fs.Float64("all-rate", 10, "soak:all broadcasts per second from the first instance of each slave to every other instance (0: none)")
-	askRate := fs.Float64("ask-rate", 10, "soak:ask requests per second from the control to the instances (0: none)")
-	askConcurrency := fs.Int("ask-concurrency", 4, "soak:ask requests in flight at most")
-	tellRate := fs.Float64("tell-rate", 2, "soak:tell requests per second from each instance to the master (0: none)")
-	prefix := fs.String("prefix", soak.DefaultPrefix, "subject prefix of the soak's endpoints")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
+// soakFlags are fabric soak's flags.
+type soakFlags struct {
+	duration                                     time.Duration
+	slaves, instances, askConcurrency            int
+	upRate, downRate, allRate, askRate, tellRate float64
+	prefix                                       string
+	json                                         bool
+}
+
+func (a *app) soakCommand() *cobra.Command {
+	var f soakFlags
+	cmd := &cobra.Command{
+		Use:   "soak",
+		Short: "Run numbered traffic through a NATS deployment and count what was lost, duplicated or reordered",
+		Long:  soakLong,
+		Args:  argsBetween(0, 0, ""),
+		RunE:  a.do(func(cmd *cobra.Command, _ []string) error { return a.soak(cmd.Context(), f) }),
 	}
-	if fs.NArg() > 0 {
-		return usagef("soak takes no arguments")
-	}
+	fs := cmd.Flags()
+	fs.DurationVar(&f.duration, "duration", 30*time.Second, "how long the traffic runs")
+	fs.IntVar(&f.slaves, "slaves", 2, "slaves (ids 1 to N)")
+	fs.IntVar(&f.instances, "instances", 2, "instances per slave (1 to 99)")
+	fs.Float64Var(&f.upRate, "up-rate", 20, "soak:up events per second from each instance to the master (0: none)")
+	fs.Float64Var(&f.downRate, "down-rate", 20, "soak:down events per second from the master to each slave (0: none)")
+	fs.Float64Var(&f.allRate, "all-rate", 10, "soak:all broadcasts per second from the first instance of each slave to every other instance (0: none)")
+	fs.Float64Var(&f.askRate, "ask-rate", 10, "soak:ask requests per second from the control to the instances (0: none)")
+	fs.IntVar(&f.askConcurrency, "ask-concurrency", 4, "soak:ask requests in flight at most")
+	fs.Float64Var(&f.tellRate, "tell-rate", 2, "soak:tell requests per second from each instance to the master (0: none)")
+	fs.StringVar(&f.prefix, "prefix", soak.DefaultPrefix, "subject prefix of the soak's endpoints (one token)")
+	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func (a *app) soak(ctx context.Context, f soakFlags) error {
 	switch {
-	case *duration <= 0:
+	case f.duration <= 0:
 		return usagef("soak: --duration must be positive")
-	case *slaves < 1 || *slaves > 1000:
+	case f.slaves < 1 || f.slaves > 1000:
 		return usagef("soak: --slaves must be 1 to 1000")
-	case *instances < 1 || *instances > 99:
+	case f.instances < 1 || f.instances > 99:
 		return usagef("soak: --instances must be 1 to 99")
-	case *askConcurrency < 1:
+	case f.askConcurrency < 1:
 		return usagef("soak: --ask-concurrency must be at least 1")
 	}
-	for name, r := range map[string]float64{"up-rate": *upRate, "down-rate": *downRate, "all-rate": *allRate, "ask-rate": *askRate, "tell-rate": *tellRate} {
+	for name, r := range map[string]float64{"up-rate": f.upRate, "down-rate": f.downRate, "all-rate": f.allRate, "ask-rate": f.askRate, "tell-rate": f.tellRate} {
 		if r < 0 || r > 1000 {
 			return usagef("soak: --%s must be 0 to 1000", name)
 		}
@@ -84,7 +99,10 @@ func (a *app) soak(ctx context.Context, args []string) error {
 	if !slices.ContainsFunc(a.environ, func(kv string) bool { return strings.HasPrefix(kv, "FABRIC_LOG_LEVEL=") }) {
 		cfg.Log.Level = "error" // the report says what happened; the endpoints' warnings would drown it
 	}
-	cfg.NATS.Prefix = *prefix
+	if strings.Contains(f.prefix, ".") {
+		return usagef("soak: --prefix %q: want one subject token, such as lfsoak", f.prefix)
+	}
+	cfg.NATS.Prefix = f.prefix
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w (--prefix)", err)
 	}
@@ -108,17 +126,17 @@ func (a *app) soak(ctx context.Context, args []string) error {
 	sc := soak.Config{
 		NATS:           cfg.NATS,
 		Timing:         cfg.Timing,
-		Slaves:         *slaves,
-		Instances:      *instances,
-		UpRate:         rate(*upRate),
-		DownRate:       rate(*downRate),
-		AllRate:        rate(*allRate),
-		AskRate:        rate(*askRate),
-		AskConcurrency: *askConcurrency,
-		TellRate:       rate(*tellRate),
+		Slaves:         f.slaves,
+		Instances:      f.instances,
+		UpRate:         rate(f.upRate),
+		DownRate:       rate(f.downRate),
+		AllRate:        rate(f.allRate),
+		AskRate:        rate(f.askRate),
+		AskConcurrency: f.askConcurrency,
+		TellRate:       rate(f.tellRate),
 		Logger:         log,
 	}
-	fmt.Fprintf(a.stderr, "soak: %d slaves with %d instances each on %s, prefix %s\n", *slaves, *instances, where, *prefix)
+	fmt.Fprintf(a.stderr, "soak: %d slaves with %d instances each on %s, prefix %s\n", f.slaves, f.instances, where, f.prefix)
 	startCtx, cancel := context.WithTimeout(ctx, cfg.Timing.RequestTimeout+cfg.Timing.PeerTimeout+10*time.Second)
 	s, err := soak.Start(startCtx, sc)
 	cancel()
@@ -132,11 +150,11 @@ func (a *app) soak(ctx context.Context, args []string) error {
 			log.Warn("soak: shutdown", "error", err)
 		}
 	}()
-	fmt.Fprintf(a.stderr, "soak: traffic for %s (Ctrl-C ends it early)\n", *duration)
+	fmt.Fprintf(a.stderr, "soak: traffic for %s (Ctrl-C ends it early)\n", f.duration)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(a.stderr, "soak: interrupted; stopping the traffic")
-	case <-time.After(*duration):
+	case <-time.After(f.duration):
 	}
 
 	// The traffic stops; what is in flight has its bound, and so has the
@@ -150,7 +168,7 @@ func (a *app) soak(ctx context.Context, args []string) error {
 	_ = s.WaitView(viewCtx, nil)
 	cancel()
 	r := s.Report()
-	if *asJSON {
+	if f.json {
 		err = r.WriteJSON(a.stdout)
 	} else {
 		err = r.WriteText(a.stdout)

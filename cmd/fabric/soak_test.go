@@ -99,12 +99,13 @@ func TestSoakBadUsage(t *testing.T) {
 		{[]string{"soak", "--instances", "100"}, "--instances must be 1 to 99"},
 		{[]string{"soak", "--up-rate", "-1"}, "--up-rate must be 0 to 1000"},
 		{[]string{"soak", "--prefix", "a b"}, "FABRIC_SUBJECT_PREFIX"},
+		{[]string{"soak", "--prefix", "lf.soak"}, "--prefix \"lf.soak\": want one subject token"},
 		{[]string{"soak", "now"}, "soak takes no arguments"},
 	} {
 		failsWith(t, nil, 2, []string{tc.want}, tc.args...)
 	}
 	out := ok(t, []string{"FABRIC_NATS_URL=nats://127.0.0.1:1"}, "soak", "--help")
-	if !strings.Contains(out, "Usage: fabric soak") || !strings.Contains(out, "-duration") {
+	if !strings.Contains(out, "Usage:\n  fabric soak [flags]") || !strings.Contains(out, "--duration") {
 		t.Errorf("soak --help:\n%s", out)
 	}
 }

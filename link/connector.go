@@ -53,6 +53,11 @@ type Message struct {
 	// Reply is the connector's own return address for a request, copied
 	// by the link into the response. Links do not interpret it.
 	Reply string
+	// Local marks a response the connector made itself, such as the
+	// failure of a request it could not deliver: nothing came from the
+	// peer, so the link does not count it as received (Stats.Received
+	// is a sign of the peer's life).
+	Local bool
 }
 
 // Connector carries one link's messages to its peer. A link owns its

@@ -457,6 +457,8 @@ func (n *Node) route(msg *natsgo.Msg) {
 func (n *Node) parse(msg *natsgo.Msg) (subject, bool) {
 	sub, err := parseSubject(n.prefixDot, msg.Subject)
 	if err != nil || sub.src == n.self || (sub.dst != n.self && sub.dst != (link.Address{Type: n.self.Type, ID: BroadcastID})) {
+		// The sender chose the subject: quoting it back tells a client
+		// author what was wrong, and tells no one else anything.
 		n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "subject %q is not a fabric subject addressed to %s", msg.Subject, n.self))
 		return sub, false
 	}

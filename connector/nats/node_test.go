@@ -53,6 +53,11 @@ func TestNoResponders(t *testing.T) {
 			if p := a.Stats().Pending; p != 0 {
 				t.Errorf("%d requests still pending", p)
 			}
+			// The failure is the connector's, not a message from the
+			// peer: it must not count as a sign of the peer's life.
+			if r := a.Stats().Received; r != 0 {
+				t.Errorf("the link counts %d messages received, but nothing came from the peer", r)
+			}
 		})
 	}
 }

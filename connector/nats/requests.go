@@ -183,7 +183,7 @@ func (c *Conn) fail(wire uint64, err error) {
 	if !errors.As(err, &le) {
 		le = link.Errorf(link.CodeUnavailable, "%v", err)
 	}
-	c.enqueue(&link.Message{Kind: link.KindResponse, ID: r.id, Error: le})
+	c.enqueue(&link.Message{Kind: link.KindResponse, ID: r.id, Error: le, Local: true})
 }
 
 // reply takes the response to request wire from the responder's session
@@ -264,7 +264,8 @@ func (c *Conn) noResponders(wire uint64) {
 		return
 	}
 	c.mu.Unlock()
-	c.fail(wire, link.Errorf(link.CodeNotConnected, "%s is not connected: nothing subscribes to %s", c.peer, r.subject))
+	c.n.opts.logger.Debug("no responders", "node", c.n.self.String(), "subject", r.subject)
+	c.fail(wire, link.Errorf(link.CodeNotConnected, "%s is not connected: nothing receives its messages", c.peer))
 }
 
 // take records a request of a fabric requester before it is handled, and

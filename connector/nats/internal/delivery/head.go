@@ -38,14 +38,14 @@ type Head struct {
 }
 
 // Fence is one entry of a broadcast's fence: the receiver's key (its
-// session) and the last link event sent to it before the broadcast.
+// endpoint id) and the last link event sent to it before the broadcast.
 type Fence struct {
 	Key string
 	Seq uint64
 }
 
 const (
-	maxKey    = 32          // a key is 1 to 32 letters and digits, as a session is
+	maxKey    = 64          // a key is an endpoint id
 	maxOrigin = 16 + 1 + 64 // an endpoint type, '/', an id
 )
 
@@ -197,15 +197,15 @@ func (h *Head) parseFence(v []byte) bool {
 	return len(h.Fence) > 0 || h.More
 }
 
-// ValidKey reports whether k may name a receiver in a fence: 1 to 32
-// letters and digits, as a session token is.
+// ValidKey reports whether k may name a receiver in a fence: an
+// endpoint id, 1 to 64 letters, digits, '-' or '_'.
 func ValidKey(k string) bool {
 	if len(k) == 0 || len(k) > maxKey {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
 			return false
 		}
 	}

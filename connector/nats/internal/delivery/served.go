@@ -5,10 +5,16 @@ import "time"
 // Served is a responder's memory of the requests it has taken from its
 // peer's requesters, so that a copy of a request never runs its handler
 // again: a copy of one being handled is ignored, a copy of one answered
-// is answered again with the response kept. It forgets a request once
-// the requester says it has the response (its low mark has passed it),
-// and, for a requester that went quiet, ServedOverdue after the
-// request's deadline.
+// is answered again with the response kept.
+//
+// It forgets a request once the requester says it has the response (its
+// low mark has passed it). A requester that went quiet never says so:
+// ServedOverdue after a request's deadline the response is dropped, and
+// only the request's id is kept, so that a copy that comes later still
+// (held up on a frozen broker node, say) is ignored rather than run
+// again. Ids, and each requester's low mark, go when the link does (the
+// caller drops the Served with it): the memory follows the requests in
+// flight, not the request rate.
 //
 // Served is not safe for concurrent use.
 type Served[R any] struct {
@@ -33,7 +39,8 @@ type takenFrom[R any] struct {
 type taken[R any] struct {
 	resp     R
 	answered bool
-	deadline time.Time // forgotten after this, if the requester never says
+	expired  bool      // its response was dropped: a copy is ignored
+	deadline time.Time // the response is dropped after this, if the requester never says
 }
 
 // Verdict is what to do with a request Take was given.
@@ -44,7 +51,7 @@ const (
 	// Answered with the response.
 	Handle Verdict = iota + 1
 	// Ignore: a copy of a request whose handler is running, or whose
-	// response the requester has.
+	// response the requester has or no longer waits for.
 	Ignore
 	// Answer: a copy of a request answered before; send the response
 	// Take returned again.
@@ -77,14 +84,12 @@ func (s *Served[R]) Take(from Requester, id, low uint64, deadline time.Time) (Ve
 		return Ignore, zero
 	}
 	k := t.byID[id]
-	if k == nil {
-		// Kept a little past the deadline: the requester stops sending
-		// copies then, but one may still be on its way.
+	switch {
+	case k == nil:
 		t.byID[id] = &taken[R]{deadline: deadline.Add(ServedOverdue)}
 		t.order.push(id)
 		return Handle, zero
-	}
-	if k.answered {
+	case k.answered && !k.expired:
 		return Answer, k.resp
 	}
 	return Ignore, zero
@@ -93,36 +98,39 @@ func (s *Served[R]) Take(from Requester, id, low uint64, deadline time.Time) (Ve
 // Answered keeps the response to request id of from, for its copies.
 func (s *Served[R]) Answered(from Requester, id uint64, resp R) {
 	if t := s.from[from]; t != nil {
-		if k := t.byID[id]; k != nil {
+		if k := t.byID[id]; k != nil && !k.expired {
 			k.resp, k.answered = resp, true
 		}
 	}
 }
 
-// Sweep forgets, at most once per ServedSweep, the requests past their
-// deadline and ServedOverdue. The caller calls it on its tick.
+// Sweep drops, at most once per ServedSweep, the responses of requests
+// past their deadline and ServedOverdue. The caller calls it on its tick.
 func (s *Served[R]) Sweep(now time.Time) {
 	if now.Sub(s.lastSweep) < ServedSweep {
 		return
 	}
 	s.lastSweep = now
-	for key, t := range s.from {
-		for id, k := range t.byID {
-			if now.After(k.deadline) {
-				delete(t.byID, id)
+	var zero R
+	for _, t := range s.from {
+		for _, k := range t.byID {
+			if !k.expired && now.After(k.deadline) {
+				k.resp, k.expired = zero, true
 			}
-		}
-		if len(t.byID) == 0 {
-			delete(s.from, key)
 		}
 	}
 }
 
-// Len returns how many requests are remembered.
-func (s *Served[R]) Len() int {
-	n := 0
+// Len returns how many requests are remembered, and how many of them
+// keep a response.
+func (s *Served[R]) Len() (requests, responses int) {
 	for _, t := range s.from {
-		n += len(t.byID)
+		requests += len(t.byID)
+		for _, k := range t.byID {
+			if k.answered && !k.expired {
+				responses++
+			}
+		}
 	}
-	return n
+	return requests, responses
 }

@@ -1,11 +1,10 @@
 package delivery_test
 
 import (
-	"container/heap"
 	"errors"
 	"flag"
 	"fmt"
-	"math/rand"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -40,13 +39,15 @@ const (
 	simRegisterRetry  = 100 * time.Millisecond
 	simTrafficEnd     = 3 * time.Second
 	simFaultEnd       = 3500 * time.Millisecond
-	simMaxEnd         = 60 * time.Second
+	simMaxEnd         = simFaultEnd + 30*time.Second // time enough to settle after the faults
 )
 
 func TestSimulation(t *testing.T) {
 	if *seedFlag >= 0 {
 		s := newSim(*seedFlag)
-		s.trace = func(format string, args ...any) { t.Logf("%8.3fs "+format, append([]any{s.elapsed().Seconds()}, args...)...) }
+		s.trace = func(format string, args ...any) {
+			t.Logf("%8.3fs "+format, append([]any{s.elapsed().Seconds()}, args...)...)
+		}
 		s.run()
 		t.Logf("seed %d: %s", *seedFlag, s.summary())
 		for _, v := range s.violations {
@@ -148,7 +149,7 @@ func (t *simTotals) add(s *sim) {
 }
 
 func (t simTotals) String() string {
-	return fmt.Sprintf("%d events and %d broadcasts sent, %d delivered (%d again to a restarted receiver whose acknowledgement was lost, %d given up with an ended session), %d requests; %d slave restarts (%d crashes), %d master restarts, %d session expiries, %d disconnects, %d adoptions; %s simulated",
+	return fmt.Sprintf("%d events and %d broadcasts sent, %d delivered (%d again to a receiver's next session, its acknowledgement lost, %d given up with an ended session), %d requests; %d slave restarts (%d crashes), %d master restarts, %d session expiries, %d disconnects, %d adoptions; %s simulated",
 		t.events, t.broadcasts, t.delivered, t.dupsAllowed, t.givenUp, t.requests, t.restarts, t.crashes, t.masterRestarts, t.expiries, t.disconnects, t.adopted, t.simulated.Round(time.Second))
 }
 
@@ -164,8 +165,9 @@ type sim struct {
 	trace func(format string, args ...any)
 
 	// The network's faults, drawn per schedule.
-	drop, dup, stall float64
-	latency, jitter  time.Duration
+	drop, dup, stall, reorder float64
+	latency, jitter           time.Duration
+	path                      map[[2]*proc]time.Time // when the last message on each path arrives
 
 	master     *proc // the current master process
 	slots      []*slot
@@ -173,14 +175,16 @@ type sim struct {
 	nextPlink  uint64
 	linkFirst  bool // -sim.close=link
 	quietSince time.Time
+	planned    int  // tasks other than ticks to come
+	quiet      bool // it settled
 
 	msgs       []*sentMsg
 	reqs       []*sentReq
-	stamp      map[string]int // per logical sender
+	stamp      map[string]int      // per logical sender
 	masterFrom map[string]*sentMsg // the last message the master delivered, per sender
 	violations []string
 	stats      struct {
-		events, broadcasts, delivered, dupsAllowed, givenUp                        int
+		events, broadcasts, delivered, dupsAllowed, givenUp                      int
 		restarts, crashes, masterRestarts, expiries, disconnects, adopted, stale int
 	}
 }
@@ -236,10 +240,12 @@ type plink struct {
 	acked     uint64
 	backed    uint64
 	lastHeard time.Time
+	opened    time.Time
 	state     linkState
 	expired   bool
 	lostAt    time.Time
 	adopted   bool
+	last      []delivery.Ack // the receiver's last acknowledgements, once it stopped
 }
 
 type response struct {
@@ -250,15 +256,50 @@ type response struct {
 // sentMsg is an event or broadcast the application sent.
 type sentMsg struct {
 	id        int
+	at        time.Time
 	bcast     bool
 	from      string // the logical sender: "master" or a slot
 	to        string // the slot of a link event
 	stamp     int
 	proc      *proc
-	owed      []string // a broadcast's receivers when sent
-	delivered map[string][]*proc
-	ackedBy   map[*proc]bool
-	givenUp   map[string]bool
+	owed      []string   // a broadcast's receivers when sent
+	delivered []received // the links it came on, with their slots
+	ackedBy   []*plink   // the receiving links the sender has the acknowledgement of
+	givenUp   []string   // the slots it was given up for
+}
+
+// received is a message delivered on link l, of slot.
+type received struct {
+	slot string
+	l    *plink
+}
+
+// deliveredTo returns the links m was delivered on to slot, in order.
+func (m *sentMsg) deliveredTo(slot string) []*plink {
+	var out []*plink
+	for _, d := range m.delivered {
+		if d.slot == slot {
+			out = append(out, d.l)
+		}
+	}
+	return out
+}
+
+func (m *sentMsg) reached(slot string) bool {
+	for _, d := range m.delivered {
+		if d.slot == slot {
+			return true
+		}
+	}
+	return false
+}
+
+// giveUp records that m is given up for slot, if it has not reached it.
+func (m *sentMsg) giveUp(s *sim, slot string) {
+	if !m.reached(slot) && !contains(m.givenUp, slot) {
+		m.givenUp = append(m.givenUp, slot)
+		s.stats.givenUp++
+	}
 }
 
 type sentReq struct {
@@ -272,30 +313,68 @@ type sentReq struct {
 
 // --- tasks ---
 
+// task is what happens at a time: a message arrives, a process ticks,
+// or do.
 type task struct {
-	at    time.Time
-	order uint64
-	do    func()
+	at     time.Duration // since the start
+	order  uint64
+	arrive *packet
+	tick   *proc
+	do     func()
 }
 
-type taskHeap []*task
+// taskHeap orders tasks by time, then by when they were planned.
+type taskHeap []task
 
-func (h taskHeap) Len() int { return len(h) }
-func (h taskHeap) Less(i, j int) bool {
-	return h[i].at.Before(h[j].at) || h[i].at.Equal(h[j].at) && h[i].order < h[j].order
+func (h taskHeap) less(i, j int) bool {
+	return h[i].at < h[j].at || h[i].at == h[j].at && h[i].order < h[j].order
 }
-func (h taskHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *taskHeap) Push(x any)   { *h = append(*h, x.(*task)) }
-func (h *taskHeap) Pop() any {
+
+func (h *taskHeap) push(t task) {
+	*h = append(*h, t)
+	for i := len(*h) - 1; i > 0; {
+		up := (i - 1) / 2
+		if !h.less(i, up) {
+			break
+		}
+		(*h)[i], (*h)[up] = (*h)[up], (*h)[i]
+		i = up
+	}
+}
+
+func (h *taskHeap) pop() task {
 	old := *h
-	t := old[len(old)-1]
-	*h = old[:len(old)-1]
+	t := old[0]
+	n := len(old) - 1
+	old[0] = old[n]
+	old[n] = task{}
+	*h = old[:n]
+	for i := 0; ; {
+		l, r, min := 2*i+1, 2*i+2, i
+		if l < n && h.less(l, min) {
+			min = l
+		}
+		if r < n && h.less(r, min) {
+			min = r
+		}
+		if min == i {
+			break
+		}
+		(*h)[i], (*h)[min] = (*h)[min], (*h)[i]
+		i = min
+	}
 	return t
 }
 
-func (s *sim) at(at time.Time, do func()) {
+func (s *sim) at(at time.Time, do func()) { s.push(task{at: at.Sub(s.start), do: do}) }
+
+func (s *sim) push(t task) {
+	if t.tick == nil {
+		s.planned++
+	}
 	s.order++
-	heap.Push(&s.tasks, &task{at: at, order: s.order, do: do})
+	t.order = s.order
+	s.tasks.push(t)
 }
 
 func (s *sim) after(d time.Duration, do func()) { s.at(s.now.Add(d), do) }
@@ -317,7 +396,7 @@ func (s *sim) violate(format string, args ...any) {
 }
 
 func (s *sim) dur(lo, hi time.Duration) time.Duration {
-	return lo + time.Duration(s.rng.Int63n(int64(hi-lo)+1))
+	return lo + time.Duration(s.rng.Int64N(int64(hi-lo)+1))
 }
 
 func (s *sim) newKey() string {
@@ -328,18 +407,20 @@ func (s *sim) newKey() string {
 // --- the schedule ---
 
 func newSim(seed int64) *sim {
-	rng := rand.New(rand.NewSource(seed))
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := &sim{seed: seed, rng: rng, start: start, now: start, stamp: map[string]int{}, masterFrom: map[string]*sentMsg{}, linkFirst: *closeOrder == "link"}
-	pick := func(xs ...float64) float64 { return xs[rng.Intn(len(xs))] }
+	pick := func(xs ...float64) float64 { return xs[rng.IntN(len(xs))] }
 	s.drop = pick(0, 0, 0.01, 0.05, 0.15, 0.3)
 	s.dup = pick(0, 0, 0.01, 0.05)
 	s.stall = pick(0, 0, 0.002, 0.01)
+	s.reorder = pick(0, 0, 0.01, 0.1)
+	s.path = map[[2]*proc]time.Time{}
 	s.latency = s.dur(200*time.Microsecond, 3*time.Millisecond)
-	s.jitter = []time.Duration{0, time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}[rng.Intn(4)]
+	s.jitter = []time.Duration{0, time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}[rng.IntN(4)]
 
 	s.master = s.newMaster()
-	for i := range 1 + rng.Intn(3) {
+	for i := range 1 + rng.IntN(3) {
 		sl := &slot{name: fmt.Sprintf("slave%d", i+1), lastFrom: map[string]*sentMsg{}}
 		s.slots = append(s.slots, sl)
 		s.newSlave(sl, 0)
@@ -357,65 +438,74 @@ func (s *sim) plan() {
 		}
 	}
 	for _, sl := range s.slots {
-		traffic(20+rng.Intn(100), func() { s.masterEvent(sl) })
-		traffic(10+rng.Intn(60), func() { s.slaveEvent(sl) })
-		traffic(rng.Intn(15), func() { s.request(s.master, sl) })
-		traffic(rng.Intn(15), func() { s.request(sl.proc, sl) })
+		traffic(10+rng.IntN(60), func() { s.masterEvent(sl) })
+		traffic(5+rng.IntN(40), func() { s.slaveEvent(sl) })
+		traffic(rng.IntN(10), func() { s.request(s.master, sl) })
+		traffic(rng.IntN(10), func() { s.request(sl.proc, sl) })
 	}
-	traffic(5+rng.Intn(50), func() { s.broadcast() })
+	traffic(5+rng.IntN(30), func() { s.broadcast() })
 
 	fault := func(n int, do func()) {
 		for range n {
 			s.at(s.start.Add(s.dur(100*time.Millisecond, simFaultEnd)), do)
 		}
 	}
-	fault(rng.Intn(3), func() { // a process cut off from the broker, for a while or past the session
+	fault(rng.IntN(3), func() { // a process cut off from the broker, for a while or past the session
 		procs := []*proc{s.master}
 		for _, sl := range s.slots {
 			procs = append(procs, sl.proc)
 		}
-		p := procs[rng.Intn(len(procs))]
+		p := procs[rng.IntN(len(procs))]
 		d := s.dur(50*time.Millisecond, 1500*time.Millisecond)
-		if rng.Intn(4) == 0 {
+		if rng.IntN(4) == 0 {
 			d = s.dur(simSessionTimeout+500*time.Millisecond, 2*simSessionTimeout)
 		}
 		s.disconnect(p, d)
 	})
-	fault(rng.Intn(3), func() { s.restartSlave(s.slots[rng.Intn(len(s.slots))], rng.Intn(3) == 0) })
-	if rng.Intn(6) == 0 {
-		fault(1, func() { s.restartMaster(rng.Intn(2) == 0) })
+	fault(rng.IntN(3), func() { s.restartSlave(s.slots[rng.IntN(len(s.slots))], rng.IntN(3) == 0) })
+	if rng.IntN(6) == 0 {
+		fault(1, func() { s.restartMaster(rng.IntN(2) == 0) })
 	}
-	s.at(s.start.Add(simFaultEnd+time.Second), s.watchQuiet)
 }
 
 func (s *sim) run() {
-	for s.tasks.Len() > 0 {
-		t := heap.Pop(&s.tasks).(*task)
-		if t.at.Sub(s.start) > simMaxEnd {
+	for len(s.tasks) > 0 {
+		t := s.tasks.pop()
+		if t.at > simMaxEnd {
 			break
 		}
-		s.now = t.at
-		t.do()
-		if s.done() {
-			break
+		s.now = s.start.Add(t.at)
+		switch {
+		case t.arrive != nil:
+			s.planned--
+			s.arrive(t.arrive)
+		case t.tick != nil:
+			s.tick(t.tick)
+			if s.settled() {
+				s.quiet = true
+				s.check()
+				return
+			}
+		default:
+			s.planned--
+			t.do()
 		}
 	}
 	s.check()
 }
 
-// watchQuiet ends the schedule once nothing has been pending for a
-// while after the faults.
-func (s *sim) watchQuiet() {
-	if s.busy() {
+// settled reports whether the faults are over, nothing is on its way or
+// planned, nothing is pending, and it has stayed so for a tick: from
+// then on nothing happens but ticks.
+func (s *sim) settled() bool {
+	if s.now.Sub(s.start) < simFaultEnd || s.planned > 0 || s.busy() {
 		s.quietSince = time.Time{}
-	} else if s.quietSince.IsZero() {
+		return false
+	}
+	if s.quietSince.IsZero() {
 		s.quietSince = s.now
 	}
-	s.after(250*time.Millisecond, s.watchQuiet)
-}
-
-func (s *sim) done() bool {
-	return !s.quietSince.IsZero() && s.now.Sub(s.quietSince) >= time.Second
+	return s.now.Sub(s.quietSince) > delivery.TickEvery
 }
 
 // busy reports whether anything is unacknowledged, unanswered, or a slave
@@ -449,16 +539,24 @@ func (s *sim) procs() []*proc {
 }
 
 func (s *sim) summary() string {
-	return fmt.Sprintf("drop %.2f dup %.2f stall %.3f latency %s jitter %s, %d slaves; %d events, %d broadcasts, %d requests; %d restarts, %d master restarts, %d expiries, %d disconnects; ended at %s",
-		s.drop, s.dup, s.stall, s.latency, s.jitter, len(s.slots), s.stats.events, s.stats.broadcasts, len(s.reqs),
+	return fmt.Sprintf("drop %.2f dup %.2f stall %.3f reorder %.2f latency %s jitter %s, %d slaves; %d events, %d broadcasts, %d requests; %d restarts, %d master restarts, %d expiries, %d disconnects; ended at %s",
+		s.drop, s.dup, s.stall, s.reorder, s.latency, s.jitter, len(s.slots), s.stats.events, s.stats.broadcasts, len(s.reqs),
 		s.stats.restarts, s.stats.masterRestarts, s.stats.expiries, s.stats.disconnects, s.elapsed())
 }
 
 // --- processes ---
 
+// id is the process's endpoint id, as fences name it.
+func (p *proc) id() string {
+	if p.slot == nil {
+		return "0"
+	}
+	return p.slot.name
+}
+
 func (s *sim) newProc(name string, sl *slot) *proc {
 	p := &proc{s: s, name: name, slot: sl, alive: true, connected: true, sender: delivery.NewSender[int](1000), bids: map[uint64]int{}}
-	s.after(s.dur(0, delivery.TickEvery), func() { s.tick(p) })
+	s.push(task{at: s.elapsed() + s.dur(0, delivery.TickEvery), tick: p})
 	return p
 }
 
@@ -478,8 +576,8 @@ func (s *sim) newSlave(sl *slot, n int) {
 
 func (s *sim) newPlink(owner *proc, key string) *plink {
 	s.nextPlink++
-	return &plink{id: s.nextPlink, owner: owner, key: key, in: delivery.NewReceiver[int](key), reqs: delivery.NewRequests[int](0),
-		served: delivery.NewServed[response](), ids: map[uint64]int{}, lastHeard: s.now}
+	return &plink{id: s.nextPlink, owner: owner, key: key, in: delivery.NewReceiver[int](owner.id()), reqs: delivery.NewRequests[int](0),
+		served: delivery.NewServed[response](), ids: map[uint64]int{}, lastHeard: s.now, opened: s.now}
 }
 
 // tick is a process's ticker.
@@ -487,7 +585,7 @@ func (s *sim) tick(p *proc) {
 	if !p.alive {
 		return
 	}
-	defer s.after(delivery.TickEvery, func() { s.tick(p) })
+	defer s.push(task{at: s.elapsed() + delivery.TickEvery, tick: p})
 	s.publish(p, p.sender.Tick(s.now))
 	for _, l := range p.links {
 		if l.state != open {
@@ -563,22 +661,41 @@ func (s *sim) send(pk *packet) {
 	if !from.alive || !from.connected {
 		return
 	}
+	var to *proc
+	if pk.to != nil {
+		to = pk.to.owner
+	}
+	// The faults end at simFaultEnd: from then on, everything must
+	// settle.
+	faulty := s.now.Sub(s.start) < simFaultEnd
 	copies := 1
-	if s.rng.Float64() < s.dup {
+	if faulty && s.rng.Float64() < s.dup {
 		copies = 2
 	}
 	for range copies {
-		if s.rng.Float64() < s.drop {
+		if faulty && s.rng.Float64() < s.drop {
 			continue
 		}
-		d := s.latency
+		at := s.now.Add(s.latency)
 		if s.jitter > 0 {
-			d += time.Duration(s.rng.Int63n(int64(s.jitter)))
+			at = at.Add(time.Duration(s.rng.Int64N(int64(s.jitter))))
 		}
-		if s.rng.Float64() < s.stall {
-			d += s.dur(300*time.Millisecond, 3*time.Second)
+		switch {
+		case faulty && s.rng.Float64() < s.stall:
+			// Held up on a frozen node: it comes much later, after what
+			// was sent after it.
+			at = at.Add(s.dur(300*time.Millisecond, 3*time.Second))
+		case faulty && s.rng.Float64() < s.reorder:
+			// Another route (a failover): it may pass what went before.
+		default:
+			// NATS keeps one publisher's order to one subscriber.
+			path := [2]*proc{from, to}
+			if last := s.path[path]; at.Before(last) {
+				at = last
+			}
+			s.path[path] = at
 		}
-		s.after(d, func() { s.arrive(pk) })
+		s.push(task{at: at.Sub(s.start), arrive: pk})
 	}
 }
 
@@ -661,12 +778,16 @@ func (s *sim) receive(l *plink, pk *packet) {
 	p := l.owner
 	switch pk.kind {
 	case pEvent:
+		if pk.head.All || pk.head.After != 0 {
+			s.tracef("%s: event %+v", p.name, pk.head)
+		}
 		evs, acks := l.in.Event(pk.head, pk.ev, s.now)
 		s.deliver(l, evs)
 		for _, a := range acks {
 			s.sendAck(l, a)
 		}
 	case pBroadcast:
+		s.tracef("%s: broadcast %+v", p.name, pk.head)
 		evs, acks := l.in.Broadcast(pk.head, pk.ev, s.now)
 		s.deliver(l, evs)
 		for _, a := range acks {
@@ -675,6 +796,9 @@ func (s *sim) receive(l *plink, pk *packet) {
 	case pAck:
 		if pk.ack.All {
 			s.publish(p, p.sender.AckedAll(l.out, pk.ack.UpTo, pk.ack.Gap, s.now))
+			if s.trace != nil {
+				s.tracef("%s acknowledges broadcasts %+v: %s", l.peer.name, pk.ack, delivery.SenderState(p.sender))
+			}
 			s.markAcked(l, l.out.BroadcastsAckedUpTo(), true)
 		} else {
 			s.publish(p, p.sender.Acked(l.out, pk.ack.UpTo, pk.ack.Gap, s.now))
@@ -710,6 +834,9 @@ func (s *sim) publish(p *proc, pubs []delivery.Publish[int]) {
 			continue
 		}
 		l := s.linkOf(p, pb.Link)
+		if s.trace != nil {
+			s.tracef("%s publishes %+v on %s", p.name, pb.Head, l.key)
+		}
 		if !pb.Head.All {
 			l.ids[pb.Head.Seq] = pb.Event
 		}
@@ -729,6 +856,9 @@ func (s *sim) linkOf(p *proc, out *delivery.OutLink[int]) *plink {
 }
 
 func (s *sim) sendAck(l *plink, a delivery.Ack) {
+	if s.trace != nil {
+		s.tracef("%s acknowledges %+v", l.owner.name, a)
+	}
 	if l.twin != nil {
 		s.send(&packet{kind: pAck, from: l, to: l.twin, ack: a})
 	}
@@ -740,7 +870,7 @@ func (s *sim) markAcked(l *plink, upTo uint64, all bool) {
 	if all {
 		for seq := l.backed + 1; seq <= upTo; seq++ {
 			if id, ok := l.owner.bids[seq]; ok {
-				s.msgs[id].ackedBy[l.peer] = true
+				s.msgs[id].ackedBy = append(s.msgs[id].ackedBy, l.twin)
 			}
 		}
 		l.backed = max(l.backed, upTo)
@@ -748,7 +878,7 @@ func (s *sim) markAcked(l *plink, upTo uint64, all bool) {
 	}
 	for seq := l.acked + 1; seq <= upTo; seq++ {
 		if id, ok := l.ids[seq]; ok {
-			s.msgs[id].ackedBy[l.peer] = true
+			s.msgs[id].ackedBy = append(s.msgs[id].ackedBy, l.twin)
 		}
 	}
 	l.acked = max(l.acked, upTo)
@@ -762,8 +892,7 @@ func (s *sim) newMsg(from *proc, to string, bcast bool) *sentMsg {
 		logical = from.slot.name
 	}
 	s.stamp[logical]++
-	m := &sentMsg{id: len(s.msgs), bcast: bcast, from: logical, to: to, stamp: s.stamp[logical], proc: from,
-		delivered: map[string][]*proc{}, ackedBy: map[*proc]bool{}, givenUp: map[string]bool{}}
+	m := &sentMsg{id: len(s.msgs), at: s.now, bcast: bcast, from: logical, to: to, stamp: s.stamp[logical], proc: from}
 	s.msgs = append(s.msgs, m)
 	return m
 }
@@ -816,6 +945,20 @@ func (s *sim) broadcast() {
 	s.publish(p, pubs)
 }
 
+// masterSide returns the other end of a link l (the master's end of a
+// slave's), or nil.
+func (s *sim) masterSide(l *plink) *plink {
+	if l.twin != nil {
+		return l.twin
+	}
+	for _, ml := range l.peer.links {
+		if ml.twin == l {
+			return ml
+		}
+	}
+	return nil
+}
+
 // receiversOf returns the slots the master's broadcasts are owed to now:
 // those with a link the master has taken (open, or parked for the next
 // process to adopt).
@@ -846,25 +989,35 @@ func (s *sim) deliver(l *plink, ids []int) {
 		if !m.bcast && m.to != recv {
 			s.violate("%s got event %d meant for %s", p.name, id, m.to)
 		}
-		if m.bcast && !contains(m.owed, recv) {
-			s.violate("%s got broadcast %d, sent before it linked", p.name, id)
+		unowed := m.bcast && !contains(m.owed, recv)
+		if unowed {
+			if ml := s.masterSide(l); ml == nil || m.at.Before(ml.opened) {
+				s.violate("%s got broadcast %d, sent before it linked", p.name, id)
+			}
+			// Else the master had ended the session (it expired there
+			// first): what it broadcast after is not owed, nor ordered.
 		}
-		prev := m.delivered[recv]
-		m.delivered[recv] = append(prev, p)
+		prev := m.deliveredTo(recv)
+		m.delivered = append(m.delivered, received{recv, l})
 		if len(prev) > 0 {
 			first := prev[0]
 			switch {
-			case contains(prev, p):
-				s.violate("%s got %d twice", p.name, id)
-			case m.ackedBy[first]:
-				s.violate("%s got %d, which %s had handled and acknowledged", p.name, id, first.name)
+			case contains(prev, l):
+				s.violate("%s got %d twice in session %s", p.name, id, l.key)
+			case contains(m.ackedBy, first):
+				s.violate("%s got %d, which %s had handled in session %s and acknowledged", p.name, id, first.owner.name, first.key)
 			default:
 				s.stats.dupsAllowed++
-				s.tracef("%s got %d again: %s had it, and its acknowledgement was lost", p.name, id, first.name)
+				s.tracef("%s got %d again: %s had it in session %s, and its acknowledgement was lost", p.name, id, first.owner.name, first.key)
 			}
 			continue
 		}
 		s.tracef("%s delivers %d (stamp %d from %s)", p.name, id, m.stamp, m.from)
+		if pe := s.masterSide(l); unowed || pe != nil && pe.state == closed && !pe.adopted {
+			// Late mail of a session its sender has given up (it expired
+			// there first): outside the promise, and not in its order.
+			continue
+		}
 		slotLast := s.lastOf(recv)
 		if last := slotLast[m.from]; last != nil && m.stamp <= last.stamp {
 			s.violate("%s delivered %s %d (stamp %d from %s) after %s %d (stamp %d): out of order", p.name, m.kind(), id, m.stamp, m.from, last.kind(), last.id, last.stamp)
@@ -986,7 +1139,7 @@ func (s *sim) register(p *proc) {
 	}
 	l := s.newPlink(p, s.newKey())
 	l.peer = m
-	l.out = p.sender.Open("master", m.key, s.now)
+	l.out = p.sender.Open("master", m.id())
 	p.links = append(p.links, l)
 	p.registering = l
 	s.tracef("%s registers with %s, session %s", p.name, m.name, l.key)
@@ -1008,10 +1161,10 @@ func (s *sim) register(p *proc) {
 
 // sendTo sends pk to process m, which has no link for it yet.
 func (s *sim) sendTo(from *plink, m *proc, pk *packet) {
-	if !from.owner.alive || !from.owner.connected || s.rng.Float64() < s.drop {
+	if !from.owner.alive || !from.owner.connected || s.now.Sub(s.start) < simFaultEnd && s.rng.Float64() < s.drop {
 		return
 	}
-	s.after(s.latency+time.Duration(s.rng.Int63n(int64(s.jitter)+1)), func() {
+	s.after(s.latency+time.Duration(s.rng.Int64N(int64(s.jitter)+1)), func() {
 		if m.alive && m.connected {
 			s.receiveRegister(m, pk)
 		}
@@ -1024,6 +1177,9 @@ func (s *sim) sendTo(from *plink, m *proc, pk *packet) {
 func (s *sim) receiveRegister(m *proc, pk *packet) {
 	sp := pk.from
 	sl := sp.owner.slot
+	if m.stopping {
+		return // a master that is closing takes no new link
+	}
 	for _, l := range m.links {
 		if l.twin == sp {
 			s.send(&packet{kind: pRegistered, from: l, to: sp})
@@ -1038,7 +1194,7 @@ func (s *sim) receiveRegister(m *proc, pk *packet) {
 		if sl.pending == sp {
 			sl.pending = nil
 		}
-		if !m.alive || !sp.owner.alive || sp.owner.registering != sp {
+		if !m.alive || m.stopping || !sp.owner.alive || sp.owner.registering != sp {
 			return
 		}
 		for _, l := range m.links {
@@ -1069,7 +1225,7 @@ func (s *sim) receiveRegister(m *proc, pk *packet) {
 		}
 		l := s.newPlink(m, sp.key)
 		l.peer, l.twin = sp.owner, sp
-		l.out = m.sender.Open("slave", sp.key, s.now)
+		l.out = m.sender.Open("slave", sp.owner.id())
 		m.links = append(m.links, l)
 		if old != nil && old.state == parked && s.now.Sub(old.lostAt) <= simSessionTimeout {
 			s.adopt(m, l, old)
@@ -1104,9 +1260,26 @@ func (s *sim) adopt(p *proc, l, old *plink) {
 	s.stats.adopted++
 	old.adopted = true
 	s.tracef("%s: adopts %d events of %s into %s", p.name, old.out.Unacked(), old.key, l.key)
-	s.publish(p, p.sender.Adopt(l.out, old.out, s.now))
+	pubs, _, err := p.sender.Adopt(l.out, old.out, s.now)
+	if err != nil {
+		s.violate("%s: adopt: %v", p.name, err)
+	}
+	s.publish(p, pubs)
 	old.state = closed
-	old.in.Stop()
+	s.lastWord(old, old.in.Stop())
+}
+
+// lastWord publishes the last acknowledgements of a link that ended
+// here, and keeps them to publish again when the connection comes back
+// (it may have ended while cut off): so that the peer does not hand what
+// this end had to its next session.
+func (s *sim) lastWord(l *plink, acks []delivery.Ack) {
+	if len(acks) > 0 {
+		l.last = append([]delivery.Ack(nil), acks...)
+	}
+	for _, a := range l.last {
+		s.sendAck(l, a)
+	}
 }
 
 // park ends a link whose peer closed it or went away: requests fail, the
@@ -1119,7 +1292,7 @@ func (s *sim) park(l *plink) {
 	p := l.owner
 	l.state, l.lostAt = parked, s.now
 	p.sender.Park(l.out)
-	l.in.Stop()
+	s.lastWord(l, l.in.Stop())
 	for _, e := range l.reqs.Close() {
 		s.ended(e.Req, e.Err)
 	}
@@ -1150,19 +1323,18 @@ func (s *sim) giveUp(l *plink) {
 	if l.adopted {
 		return
 	}
-	for seq := l.acked + 1; seq < l.acked+1+uint64(l.out.Unacked()); seq++ {
-		if id, ok := l.ids[seq]; ok && s.msgs[id].delivered[s.msgs[id].to] == nil {
-			s.msgs[id].givenUp[s.msgs[id].to] = true
-			s.stats.givenUp++
+	from := l.out.AckedUpTo() + 1
+	for seq := from; seq < from+uint64(l.out.Unacked()); seq++ {
+		if id, ok := l.ids[seq]; ok {
+			s.msgs[id].giveUp(s, s.msgs[id].to)
 		}
 	}
 	if l.owner.slot == nil && l.peer != nil && l.peer.slot != nil {
 		// The master's link to a slave: the broadcasts it was owed.
 		name := l.peer.slot.name
 		for _, m := range s.msgs {
-			if m.bcast && m.proc == l.owner && contains(m.owed, name) && m.delivered[name] == nil && !m.givenUp[name] {
-				m.givenUp[name] = true
-				s.stats.givenUp++
+			if m.bcast && m.proc == l.owner && contains(m.owed, name) {
+				m.giveUp(s, name)
 			}
 		}
 	}
@@ -1191,6 +1363,11 @@ func (s *sim) disconnect(p *proc, d time.Duration) {
 		}
 		p.connected = true
 		s.tracef("%s reconnected", p.name)
+		for _, l := range p.links {
+			if l.state != open {
+				s.lastWord(l, nil)
+			}
+		}
 		s.publish(p, p.sender.Resumed(s.now))
 		for _, l := range p.links {
 			if l.state == open {
@@ -1298,10 +1475,7 @@ func (s *sim) die(p *proc) {
 		for _, m := range s.msgs {
 			if m.bcast && m.proc == p {
 				for _, name := range m.owed {
-					if m.delivered[name] == nil && !m.givenUp[name] {
-						m.givenUp[name] = true
-						s.stats.givenUp++
-					}
+					m.giveUp(s, name)
 				}
 			}
 		}
@@ -1340,19 +1514,19 @@ func (s *sim) restartMaster(crash bool) {
 // were delivered), and every request ended exactly once, its handler run
 // at most once.
 func (s *sim) check() {
-	if !s.done() {
+	if !s.quiet {
 		s.violate("not settled by %s: %s", simMaxEnd, s.pending())
 	}
 	for _, m := range s.msgs {
 		if m.bcast {
 			for _, name := range m.owed {
-				if m.delivered[name] == nil && !m.givenUp[name] {
+				if !m.reached(name) && !contains(m.givenUp, name) {
 					s.violate("broadcast %d (stamp %d) never reached %s", m.id, m.stamp, name)
 				}
 			}
 			continue
 		}
-		if m.delivered[m.to] == nil && !m.givenUp[m.to] {
+		if !m.reached(m.to) && !contains(m.givenUp, m.to) {
 			s.violate("event %d (stamp %d) from %s never reached %s", m.id, m.stamp, m.proc.name, m.to)
 		}
 	}

@@ -76,10 +76,13 @@ func TestOrderHolds(t *testing.T) {
 	if len(evs) != 0 || !slices.Contains(acks, delivery.Ack{UpTo: 2, Gap: true, All: true}) {
 		t.Fatalf("link event 2, after broadcast 3: delivered %v, acknowledged %+v; want held, and broadcast 3 asked for", evs, acks)
 	}
-	if got := r.Tick(at(100)); !slices.Contains(got, delivery.Ack{UpTo: 2, Gap: true, All: true}) {
-		t.Errorf("the tick acknowledged %+v; want broadcast 3 asked for again while link event 2 waits", got)
+	if got := r.Tick(at(100)); slices.Contains(got, delivery.Ack{UpTo: 2, Gap: true, All: true}) {
+		t.Errorf("the tick acknowledged %+v; asked for broadcast 3 again within ResendFirst", got)
 	}
-	evs, _ = r.Broadcast(delivery.Head{Seq: 3, Floor: 1}, 300, at(101))
+	if got := r.Tick(at(530)); !slices.Contains(got, delivery.Ack{UpTo: 2, Gap: true, All: true}) {
+		t.Errorf("the tick acknowledged %+v; want broadcast 3 asked for again, ResendFirst on, while link event 2 waits", got)
+	}
+	evs, _ = r.Broadcast(delivery.Head{Seq: 3, Floor: 1}, 300, at(531))
 	if !reflect.DeepEqual(evs, []int{300, 2}) {
 		t.Errorf("broadcast 3 delivered %v, want 3 then link event 2", evs)
 	}

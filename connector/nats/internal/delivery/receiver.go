@@ -12,7 +12,7 @@ import "time"
 // and of the broadcast subscription) and hands the deliveries to the
 // link in the order returned, before its next call.
 type Receiver[E any] struct {
-	key      string // this end's key, as the peer's fences name it
+	key      string // this end's endpoint id, as the peer's fences name it
 	link     inStream[E]
 	all      inStream[E]
 	anchored bool // it knows where the broadcast stream starts for it
@@ -51,8 +51,8 @@ type waiting[E any] struct {
 	dep uint64
 }
 
-// NewReceiver returns the Receiver of a link whose own key (its session,
-// as the peer's fences name it) is key.
+// NewReceiver returns the Receiver of a link whose own endpoint id (as
+// the peer's fences name it) is key.
 func NewReceiver[E any](key string) *Receiver[E] {
 	return &Receiver[E]{key: key}
 }
@@ -236,8 +236,9 @@ func (r *Receiver[E]) stream(all bool) *inStream[E] {
 }
 
 // Tick returns the acknowledgements due (of what was delivered since the
-// last), and asks again for what a held event waits for. The caller calls
-// it every TickEvery.
+// last), reports a gap the rate held back, and asks again, every
+// ResendFirst, for what a held event waits for. The caller calls it every
+// TickEvery.
 func (r *Receiver[E]) Tick(now time.Time) []Ack {
 	r.reset()
 	if r.stopped {
@@ -248,8 +249,10 @@ func (r *Receiver[E]) Tick(now time.Time) []Ack {
 		if in := r.stream(all); in.ahead != 0 && in.ahead >= in.next+uint64(in.held.len()) {
 			r.gap(in, all, now, 0)
 		}
-		if r.stream(all).held.len() > 0 {
-			r.gap(r.stream(!all), !all, now, 0)
+		if other := r.stream(!all); r.stream(all).held.len() > 0 && now.Sub(other.lastGap) >= ResendFirst {
+			// Still waiting: ask again, now and then (each ask may bring
+			// everything unacknowledged again).
+			r.gap(other, !all, now, 0)
 		}
 	}
 	return r.acks

@@ -10,7 +10,8 @@ import (
 // subject; the table sends it again until its response comes (after
 // RequestRTO of silence, doubling; at once when the connection comes
 // back; with backoff while nothing subscribes to its subject), and ends
-// it exactly once: with its response (Answered), or with an error.
+// it exactly once: with its response, or failed by the caller (End), or
+// with an error.
 //
 // Requests is not safe for concurrent use.
 type Requests[R any] struct {
@@ -46,8 +47,7 @@ type Ask[R any] struct {
 }
 
 // Ended is a request that ended without its response: Err is
-// ErrTimeout, ErrNoResponders, ErrSessionLost, or what the caller passed
-// to Fail.
+// ErrTimeout, ErrNoResponders or ErrSessionLost.
 type Ended[R any] struct {
 	Wire uint64
 	Req  R
@@ -119,10 +119,11 @@ func (t *Requests[R]) done(wire uint64) (*request[R], bool) {
 	return r, true
 }
 
-// Answered ends request wire with its response: it returns the request,
-// and false if it had ended already (a copy of the response, or one
-// that came too late).
-func (t *Requests[R]) Answered(wire uint64) (R, bool) {
+// End ends request wire: its response came, or the caller fails it
+// (a publish the broker refused for good). It returns the request, and
+// false if it had ended already (a copy of the response, or one that
+// came too late).
+func (t *Requests[R]) End(wire uint64) (R, bool) {
 	r, ok := t.done(wire)
 	if !ok {
 		var zero R
@@ -130,10 +131,6 @@ func (t *Requests[R]) Answered(wire uint64) (R, bool) {
 	}
 	return r.req, true
 }
-
-// Fail ends request wire with err (a publish the broker refused for
-// good, say): it returns the request, and false if it had ended already.
-func (t *Requests[R]) Fail(wire uint64) (R, bool) { return t.Answered(wire) }
 
 // NoResponders takes NATS's word that nothing subscribed to request
 // wire's subject when it was sent: the request certainly did not run.

@@ -39,7 +39,7 @@ func TestRequestsRetransmitUntilTheDeadline(t *testing.T) {
 	if len(ended) != 1 || !errors.Is(ended[0].Err, delivery.ErrTimeout) || ended[0].Wire != 10050 || ended[0].Req != "q" {
 		t.Errorf("ended as %+v, want once, with ErrTimeout, at the first tick past the deadline", ended)
 	}
-	if _, ok := tab.Answered(1); ok {
+	if _, ok := tab.End(1); ok {
 		t.Error("a response after the request ended was taken")
 	}
 	if _, err := tab.Send("late", t0, t0); !errors.Is(err, delivery.ErrTimeout) {
@@ -52,10 +52,10 @@ func TestRequestsRetransmitUntilTheDeadline(t *testing.T) {
 func TestRequestsEndOnce(t *testing.T) {
 	tab := delivery.NewRequests[string](0)
 	tab.Send("q", at(5000), t0)
-	if req, ok := tab.Answered(1); !ok || req != "q" {
-		t.Fatalf("Answered = %q, %v", req, ok)
+	if req, ok := tab.End(1); !ok || req != "q" {
+		t.Fatalf("End = %q, %v", req, ok)
 	}
-	if _, ok := tab.Answered(1); ok {
+	if _, ok := tab.End(1); ok {
 		t.Error("a copy of the response ended the request again")
 	}
 	if asks, ended := tab.Tick(at(6000)); len(asks)+len(ended) != 0 {
@@ -120,7 +120,7 @@ func TestRequestsLowMark(t *testing.T) {
 		answer uint64
 		low    uint64
 	}{{1, 2}, {3, 2}, {2, 4}} {
-		tab.Answered(step.answer)
+		tab.End(step.answer)
 		if tab.Low() != step.low {
 			t.Errorf("after %d answered, the low mark is %d, want %d", step.answer, tab.Low(), step.low)
 		}
@@ -137,7 +137,7 @@ func TestRequestsResumeAndClose(t *testing.T) {
 	tab := delivery.NewRequests[int](0)
 	tab.Send(1, at(5000), t0)
 	tab.Send(2, at(5000), t0)
-	tab.Answered(1)
+	tab.End(1)
 	if asks := tab.Resumed(at(100)); len(asks) != 1 || asks[0].Wire != 2 || asks[0].Low != 2 {
 		t.Errorf("Resumed = %+v, want request 2 again, low 2", asks)
 	}

@@ -100,7 +100,7 @@ func NewSender[E any](maxUnacked int) *Sender[E] {
 }
 
 // Open starts the stream of a new link to a peer of type typ whose
-// endpoint id is key (as fences name it). The link receives typ's
+// endpoint id is key (as fences name it; not empty). The link receives typ's
 // broadcasts from now on: it is owed the next one and those after. A
 // link that replaces another to the same peer (its next session) takes
 // the place of that one in fences: the caller Adopts or Closes the old
@@ -278,7 +278,7 @@ func (s *Sender[E]) Adopt(l, old *OutLink[E], now time.Time) ([]Publish[E], int,
 		return nil, 0, ErrClosed
 	}
 	if old.closed || old == l || old.typ != l.typ {
-		return nil, 0, nil
+		return nil, 0, nil // nothing to hand over
 	}
 	givenUp := s.adoptReceiver(l, old)
 	fresh := l.next == 1
@@ -430,7 +430,7 @@ func (s *Sender[E]) Broadcast(typ string, ev E, now time.Time) ([]Publish[E], er
 	}
 	bs.next++
 	bs.pending.push(k)
-	s.publishBroadcast(bs, seq, s.receivers(bs), true)
+	s.publishBroadcast(bs, seq, s.receivers(bs))
 	bs.trim()
 	return s.out, nil
 }
@@ -448,7 +448,7 @@ func (s *Sender[E]) Broadcasts() int {
 // publishBroadcast publishes broadcast seq to every endpoint of the
 // type, and to each of to that lacks it and cannot take the published
 // copy, on its link.
-func (s *Sender[E]) publishBroadcast(bs *broadcast[E], seq uint64, to []*OutLink[E], published bool) {
+func (s *Sender[E]) publishBroadcast(bs *broadcast[E], seq uint64, to []*OutLink[E]) {
 	k := bs.pending.ptr(int(seq - bs.floor()))
 	h := Head{Seq: seq, Floor: bs.floor()}
 	var listed []*OutLink[E]
@@ -463,14 +463,12 @@ func (s *Sender[E]) publishBroadcast(bs *broadcast[E], seq uint64, to []*OutLink
 		h.Fence = append(h.Fence, Fence{Key: f.l.key, Seq: f.seq})
 		listed = append(listed, f.l)
 	}
-	if published {
-		s.out = append(s.out, Publish[E]{Type: bs.typ, Head: h, Event: k.ev})
-	}
+	s.out = append(s.out, Publish[E]{Type: bs.typ, Head: h, Event: k.ev})
 	for _, l := range to {
 		if !l.owes(seq) {
 			continue
 		}
-		if published && l.anchored && (!h.More || slices.Contains(listed, l)) {
+		if l.anchored && (!h.More || slices.Contains(listed, l)) {
 			continue // it takes the published copy
 		}
 		s.copyTo(bs, l, seq)
@@ -531,7 +529,7 @@ func (s *Sender[E]) resendBroadcasts(bs *broadcast[E], lacking []*OutLink[E], no
 		}
 		start := max(from+1, bs.floor())
 		for seq := start; seq < bs.end(start, probe); seq++ {
-			s.publishBroadcast(bs, seq, lacking, true)
+			s.publishBroadcast(bs, seq, lacking)
 		}
 		return
 	}

@@ -22,14 +22,19 @@ import (
 // may restart, driving the state machines over a simulated broker that
 // drops, duplicates, reorders, delays and stalls messages, and cuts
 // processes off; with simulated time, seeded, so that every schedule
-// replays exactly. After each schedule it checks the promises of
-// docs/reliability.md (see check).
+// replays exactly. It checks the promises of docs/reliability.md as
+// messages are delivered and once everything has settled (see deliver,
+// ended and check).
+//
+//	go test ./connector/nats/internal/delivery -run TestSimulation                      # 10,000 schedules
+//	go test ./connector/nats/internal/delivery -run TestSimulation -schedules=200000    # a soak
+//	go test ./connector/nats/internal/delivery -run TestSimulation -v -seed=N           # one, with a trace
 
 var (
 	seedFlag      = flag.Int64("seed", -1, "TestSimulation: replay this one schedule, with a trace")
 	schedulesFlag = flag.Int("schedules", 0, "TestSimulation: how many schedules to run (default 10000, or $DELIVERY_SIM_SCHEDULES)")
 	kindsFlag     = flag.Bool("sim.kinds", false, "TestSimulation: log how many schedules broke each kind of promise")
-	closeOrder    = flag.String("sim.close", "stream", `TestSimulation: how a closing process stops: "stream" (the receiver stops before the link), or "link" (the link stops taking events first, as connector/nats did)`)
+	closeOrder    = flag.String("sim.close", "stream", `TestSimulation: how a closing process stops: "stream" (the receiver stops before the link), or "link" (the link stops taking events first, as connector/nats does)`)
 )
 
 const (
@@ -111,7 +116,7 @@ func TestSimulation(t *testing.T) {
 		}
 	}
 	for seed, vs := range firstErr {
-		t.Errorf("seed %d: %d violations, the first: %s\n\treplay: go test -run TestSimulation -seed=%d ./connector/nats/internal/delivery", seed, len(vs), vs[0], seed)
+		t.Errorf("seed %d: %d violations, the first: %s\n\treplay: go test ./connector/nats/internal/delivery -run TestSimulation -v -seed=%d", seed, len(vs), vs[0], seed)
 	}
 	if len(failed) > 0 {
 		t.Errorf("%d of %d schedules broke a promise", len(failed), n)
@@ -156,7 +161,6 @@ func (t simTotals) String() string {
 // --- the world ---
 
 type sim struct {
-	seed  int64
 	rng   *rand.Rand
 	start time.Time
 	now   time.Time
@@ -184,8 +188,8 @@ type sim struct {
 	masterFrom map[string]*sentMsg // the last message the master delivered, per sender
 	violations []string
 	stats      struct {
-		events, broadcasts, delivered, dupsAllowed, givenUp                      int
-		restarts, crashes, masterRestarts, expiries, disconnects, adopted, stale int
+		events, broadcasts, delivered, dupsAllowed, givenUp               int
+		restarts, crashes, masterRestarts, expiries, disconnects, adopted int
 	}
 }
 
@@ -231,7 +235,7 @@ type plink struct {
 	owner     *proc
 	peer      *proc
 	twin      *plink
-	key       string // the owner's key for the link (a receiver's, in fences)
+	key       string // the owner's session for the link
 	out       *delivery.OutLink[int]
 	in        *delivery.Receiver[int]
 	reqs      *delivery.Requests[int]
@@ -242,15 +246,14 @@ type plink struct {
 	lastHeard time.Time
 	opened    time.Time
 	state     linkState
-	expired   bool
 	lostAt    time.Time
 	adopted   bool
 	last      []delivery.Ack // the receiver's last acknowledgements, once it stopped
 }
 
+// response is a handler's response: the request it answers.
 type response struct {
-	req int // the request it answers
-	run int // which run of the handler made it
+	req int
 }
 
 // sentMsg is an event or broadcast the application sent.
@@ -302,13 +305,12 @@ func (m *sentMsg) giveUp(s *sim, slot string) {
 	}
 }
 
+// sentReq is a request the application sent.
 type sentReq struct {
 	id       int
-	from     *plink
 	deadline time.Time
-	ends     int
-	err      error
-	runs     int
+	ends     int // how many times the table ended it
+	runs     int // how many times its handler ran
 }
 
 // --- tasks ---
@@ -381,6 +383,8 @@ func (s *sim) after(d time.Duration, do func()) { s.at(s.now.Add(d), do) }
 
 func (s *sim) elapsed() time.Duration { return s.now.Sub(s.start) }
 
+// tracef traces, when replaying one schedule. The hot paths test s.trace
+// first: the arguments cost even when no one traces.
 func (s *sim) tracef(format string, args ...any) {
 	if s.trace != nil {
 		s.trace(format, args...)
@@ -409,7 +413,7 @@ func (s *sim) newKey() string {
 func newSim(seed int64) *sim {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s := &sim{seed: seed, rng: rng, start: start, now: start, stamp: map[string]int{}, masterFrom: map[string]*sentMsg{}, linkFirst: *closeOrder == "link"}
+	s := &sim{rng: rng, start: start, now: start, stamp: map[string]int{}, masterFrom: map[string]*sentMsg{}, linkFirst: *closeOrder == "link"}
 	pick := func(xs ...float64) float64 { return xs[rng.IntN(len(xs))] }
 	s.drop = pick(0, 0, 0.01, 0.05, 0.15, 0.3)
 	s.dup = pick(0, 0, 0.01, 0.05)
@@ -724,7 +728,6 @@ func (s *sim) arrive(pk *packet) {
 		if !p.alive && p.slot == nil && s.master.alive && s.master.connected && pk.from.owner.alive {
 			// The master is unique: another session can only be its own
 			// earlier run, and it says so.
-			s.stats.stale++
 			s.after(s.latency, func() { s.arrive(&packet{kind: pStale, to: pk.from}) })
 		}
 		return
@@ -779,7 +782,9 @@ func (s *sim) receive(l *plink, pk *packet) {
 	switch pk.kind {
 	case pEvent:
 		if pk.head.All || pk.head.After != 0 {
-			s.tracef("%s: event %+v", p.name, pk.head)
+			if s.trace != nil {
+				s.tracef("%s: event %+v", p.name, pk.head)
+			}
 		}
 		evs, acks := l.in.Event(pk.head, pk.ev, s.now)
 		s.deliver(l, evs)
@@ -787,7 +792,9 @@ func (s *sim) receive(l *plink, pk *packet) {
 			s.sendAck(l, a)
 		}
 	case pBroadcast:
-		s.tracef("%s: broadcast %+v", p.name, pk.head)
+		if s.trace != nil {
+			s.tracef("%s: broadcast %+v", p.name, pk.head)
+		}
 		evs, acks := l.in.Broadcast(pk.head, pk.ev, s.now)
 		s.deliver(l, evs)
 		for _, a := range acks {
@@ -807,7 +814,7 @@ func (s *sim) receive(l *plink, pk *packet) {
 	case pRequest:
 		s.serve(l, pk)
 	case pResponse:
-		if id, ok := l.reqs.Answered(pk.wire); ok {
+		if id, ok := l.reqs.End(pk.wire); ok {
 			if pk.resp.req != id {
 				s.violate("request %d was answered with the response to %d", id, pk.resp.req)
 			}
@@ -923,7 +930,9 @@ func (s *sim) sendEvent(p *proc, l *plink, to string) {
 	}
 	m := s.newMsg(p, to, false)
 	s.stats.events++
-	s.tracef("%s sends event %d (stamp %d) to %s", p.name, m.id, m.stamp, to)
+	if s.trace != nil {
+		s.tracef("%s sends event %d (stamp %d) to %s", p.name, m.id, m.stamp, to)
+	}
 	s.publish(p, pubs)
 }
 
@@ -941,7 +950,9 @@ func (s *sim) broadcast() {
 	m.owed = s.receiversOf(p)
 	p.bids[pubs[0].Head.Seq] = id
 	s.stats.broadcasts++
-	s.tracef("%s broadcasts %d (stamp %d, seq %d) owed by %v", p.name, id, m.stamp, pubs[0].Head.Seq, m.owed)
+	if s.trace != nil {
+		s.tracef("%s broadcasts %d (stamp %d, seq %d) owed by %v", p.name, id, m.stamp, pubs[0].Head.Seq, m.owed)
+	}
 	s.publish(p, pubs)
 }
 
@@ -1012,7 +1023,9 @@ func (s *sim) deliver(l *plink, ids []int) {
 			}
 			continue
 		}
-		s.tracef("%s delivers %d (stamp %d from %s)", p.name, id, m.stamp, m.from)
+		if s.trace != nil {
+			s.tracef("%s delivers %d (stamp %d from %s)", p.name, id, m.stamp, m.from)
+		}
 		if pe := s.masterSide(l); unowed || pe != nil && pe.state == closed && !pe.adopted {
 			// Late mail of a session its sender has given up (it expired
 			// there first): outside the promise, and not in its order.
@@ -1075,8 +1088,10 @@ func (s *sim) request(from *proc, sl *slot) {
 	if err != nil {
 		return
 	}
-	s.reqs = append(s.reqs, &sentReq{id: id, from: l, deadline: deadline})
-	s.tracef("%s asks %d (wire %d)", from.name, id, a.Wire)
+	s.reqs = append(s.reqs, &sentReq{id: id, deadline: deadline})
+	if s.trace != nil {
+		s.tracef("%s asks %d (wire %d)", from.name, id, a.Wire)
+	}
 	s.sendAsk(l, a)
 }
 
@@ -1101,7 +1116,7 @@ func (s *sim) serve(l *plink, pk *packet) {
 		if r.runs > 1 {
 			s.violate("the handler of request %d ran %d times", r.id, r.runs)
 		}
-		resp := response{req: r.id, run: r.runs}
+		resp := response{req: r.id}
 		s.after(s.dur(0, 1500*time.Millisecond), func() {
 			if !l.owner.alive || l.state == closed {
 				return
@@ -1115,7 +1130,6 @@ func (s *sim) serve(l *plink, pk *packet) {
 func (s *sim) ended(id int, err error) {
 	r := s.reqs[id]
 	r.ends++
-	r.err = err
 	if r.ends > 1 {
 		s.violate("request %d ended %d times (last with %v)", id, r.ends, err)
 	}
@@ -1344,7 +1358,6 @@ func (s *sim) giveUp(l *plink) {
 func (s *sim) expire(l *plink) {
 	s.stats.expiries++
 	s.tracef("%s: session %s with %s expired", l.owner.name, l.key, l.peer.name)
-	l.expired = true
 	s.close(l)
 }
 

@@ -194,8 +194,9 @@
 //     past the deadline. TestServed, TestServedAfterTheDeadline,
 //     TestRequestsLowMark.
 //   - Bounded memory: the sender's by maxUnacked per stream
-//     (TestSenderBackPressure), the receiver's by MaxHeld, the
-//     responder's by the requests in flight.
+//     (TestSenderBackPressure), the receiver's by MaxHeld
+//     (TestOrderHoldsAtMostMaxHeld), the responder's by the requests in
+//     flight (TestServedAfterTheDeadline).
 //
 // # What the caller does
 //

@@ -228,3 +228,26 @@ func TestOrderEveryArrival(t *testing.T) {
 	}
 	t.Logf("%d schedules", runs)
 }
+
+// A receiver holds at most MaxHeld events of a stream while the first
+// waits; what comes beyond is dropped unacknowledged, and asked for again
+// as soon as the held ones are delivered.
+func TestOrderHoldsAtMostMaxHeld(t *testing.T) {
+	r := delivery.NewReceiver[int]("1")
+	r.Event(delivery.Head{Seq: 1, Floor: 1, All: true}, 0, t0) // its start: broadcast 1
+	for seq := uint64(1); seq <= delivery.MaxHeld+5; seq++ {
+		if evs, _ := r.Event(delivery.Head{Seq: seq, Floor: 1, After: 2}, int(seq), t0); len(evs) != 0 {
+			t.Fatalf("link event %d, after broadcast 2, delivered %v before it", seq, evs)
+		}
+	}
+	evs, acks := r.Broadcast(delivery.Head{Seq: 2, Floor: 1}, -2, at(1))
+	if len(evs) != delivery.MaxHeld+1 || evs[0] != -2 || evs[len(evs)-1] != delivery.MaxHeld {
+		t.Fatalf("broadcast 2 released %d events (%v...), want it and the %d held", len(evs), evs[:min(3, len(evs))], delivery.MaxHeld)
+	}
+	if !slices.Contains(acks, delivery.Ack{UpTo: delivery.MaxHeld, Gap: true}) {
+		t.Errorf("acknowledged %+v; want the events dropped while the stream was full asked for again", acks)
+	}
+	if evs, _ := r.Event(delivery.Head{Seq: delivery.MaxHeld + 1, Floor: 1, After: 2}, 0, at(2)); len(evs) != 1 {
+		t.Errorf("the first event dropped, sent again, delivered %v", evs)
+	}
+}

@@ -131,7 +131,18 @@ func (l *Link) receiveRequest(ctx context.Context, m *Message) error {
 		l.serve(ctx, m)
 		return nil
 	}
-	nested := false
+	if l.workers < l.opts.maxHandlers {
+		l.startWorkerLocked(m, ctx)
+		l.mu.Unlock()
+		return nil
+	}
+	// Every place is taken. A request sent from inside one of this link's
+	// request handlers must not wait for a place (in the queue or for
+	// room in it): the handler holding it may be the one waiting for its
+	// response. It goes past the limit instead.
+	l.mu.Unlock()
+	nested := nestedIn(ctx, l, false)
+	l.mu.Lock()
 	for {
 		switch {
 		case l.state == stateClosed:
@@ -139,8 +150,7 @@ func (l *Link) receiveRequest(ctx context.Context, m *Message) error {
 			l.mu.Unlock()
 			return nil
 		case l.workers < l.opts.maxHandlers || nested:
-			l.workers++
-			l.goLocked(func() { l.work(delivery{m, ctx}) })
+			l.startWorkerLocked(m, ctx)
 			l.mu.Unlock()
 			return nil
 		case l.waiting.len() < l.opts.maxHandlers:
@@ -148,16 +158,17 @@ func (l *Link) receiveRequest(ctx context.Context, m *Message) error {
 			l.mu.Unlock()
 			return nil
 		}
-		if err := l.waitRoom(ctx, func() bool {
-			// Sent from inside one of this link's request handlers, which
-			// may hold a place this request would wait for: it goes past
-			// the limit instead.
-			nested = nestedIn(ctx, l, false)
-			return nested
-		}); err != nil {
+		if err := l.waitRoom(ctx); err != nil {
 			return err
 		}
 	}
+}
+
+// startWorkerLocked serves m on a new goroutine of the link's, which then
+// serves the requests waiting. l.mu must be held.
+func (l *Link) startWorkerLocked(m *Message, from context.Context) {
+	l.workers++
+	l.goLocked(func() { l.work(delivery{m, from}) })
 }
 
 // work serves d, then the requests that wait, until there are none (or
@@ -193,7 +204,7 @@ func (l *Link) receiveEvent(ctx context.Context, m *Message) error {
 		return nil
 	}
 	l.inbound++
-	nested := false
+	nested, traced := false, false
 	for {
 		switch {
 		case l.state == stateClosed:
@@ -227,13 +238,17 @@ func (l *Link) receiveEvent(ctx context.Context, m *Message) error {
 			l.mu.Unlock()
 			return nil
 		}
-		if err := l.waitRoom(ctx, func() bool {
-			// Sent from inside this link's running event handler: waiting
-			// for room would wait for itself. The queue goes over its
-			// bound by what that handler's sends bring back.
+		if !traced {
+			// Sent from inside this link's running event handler, waiting
+			// for room would wait for itself: the queue goes over its
+			// bound instead, by what that handler's sends bring back.
+			traced = true
+			l.mu.Unlock()
 			nested = nestedIn(ctx, l, true)
-			return nested
-		}); err != nil {
+			l.mu.Lock()
+			continue
+		}
+		if err := l.waitRoom(ctx); err != nil {
 			return err
 		}
 	}
@@ -262,20 +277,14 @@ func (l *Link) drainEvents() {
 // waitRoom waits, for a message counted in but not taken, until the
 // queue it waits for may have room. It is called and returns with l.mu
 // held, unless it fails: then the message is counted out, l.mu is
-// released, and the error is Receive's (nil when the link closed). It
-// returns at once, with l.mu held, if skip reports that the message must
-// not wait; skip runs without l.mu. A ctx that has ended already means
-// the caller cannot wait: it fails at once.
-func (l *Link) waitRoom(ctx context.Context, skip func() bool) error {
+// released, and the error is Receive's (nil when the link closed). A ctx
+// that has ended already means the caller cannot wait: it fails at once.
+func (l *Link) waitRoom(ctx context.Context) error {
 	if l.room == nil {
 		l.room = make(chan struct{})
 	}
 	room := l.room
 	l.mu.Unlock()
-	if skip() {
-		l.mu.Lock()
-		return nil
-	}
 	err := ctx.Err()
 	if err == nil {
 		select {

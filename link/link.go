@@ -47,26 +47,27 @@ type handler struct {
 type HandlerOption func(*handler)
 
 // NonBlocking declares that the handler returns promptly without waiting:
-// it sends no request (Request, RequestJSON, ForwardRequest), and waits
-// neither on ctx.Done nor on anything another message must release (a
-// channel, a lock held across such a wait, I/O). The link then runs it on
-// the goroutine that delivers the message, with no hand-off: the sender's
-// own over connector/virtual (so that a request is answered before Send
-// returns), the Node's routing goroutine over connector/nats (so that
-// nothing else reaches the Node's links meanwhile). The link's authorizer,
-// for a request with a permission, runs there too.
+// it sends no request (Request, RequestJSON, ForwardRequest), does not
+// close the link, and waits neither on ctx.Done nor on anything another
+// message must release (a channel, a lock held across such a wait, I/O).
+// The link then runs it on the goroutine that delivers the message, with
+// no hand-off and no goroutine: the sender's own over connector/virtual
+// (so that a request is answered before Send returns), the Node's routing
+// goroutine over connector/nats (so that nothing else reaches the Node's
+// links meanwhile). For a request with a permission, the link's authorizer
+// runs there too.
 //
-// It may emit events (Emit, EmitJSON, ForwardEvent), with its own ctx or
-// one derived from it: an emit waits only when the peer is far behind (its
-// event queue full; over NATS, every acknowledgement the connector allows
-// outstanding), and then holds up the deliverer. Events to a handler that
-// is running further up the same call chain, which waiting would wait for,
-// are queued beyond WithEventQueue instead: the link knows them by the ctx
-// they are sent with.
+// It may emit events (Emit, EmitJSON, ForwardEvent), with its ctx or one
+// derived from it. An emit waits only while the peer is far behind (its
+// event queue full; over NATS, all the unacknowledged events the connector
+// allows outstanding), holding up the deliverer meanwhile. Events that
+// reach, in the same process, a link whose event handler is running
+// further up the same chain of calls are queued beyond WithEventQueue
+// instead of waiting for it.
 //
 // An event handler declared NonBlocking still runs one at a time with the
-// link's other events, in order: when an event is running or waiting, it
-// is queued behind them and handled on a goroutine of the link's.
+// link's other events, in order: when an event is running or waiting, its
+// event is queued behind them and handled on a goroutine of the link's.
 func NonBlocking() HandlerOption { return func(h *handler) { h.nonBlocking = true } }
 
 type state uint8

@@ -2,7 +2,6 @@ package fabric
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -215,15 +214,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// instanceID reads the instance_id of a payload forwarded to an instance.
-func instanceID(data []byte) (int64, error) {
-	var p struct {
-		InstanceID *int64 `json:"instance_id"`
-	}
-	if err := json.Unmarshal(data, &p); err != nil || p.InstanceID == nil {
-		return 0, link.Errorf(link.CodeInvalidMessage, "payload has no integer instance_id")
-	}
-	return *p.InstanceID, nil
 }

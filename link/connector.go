@@ -87,9 +87,18 @@ type Connector interface {
 // concurrent use; messages delivered one after another from one goroutine
 // are taken in that order.
 type Receiver interface {
-	// Receive takes one inbound message. It returns at once, except for an
-	// event while the link's event queue is full: then it waits for room,
-	// until ctx ends, and returns ctx's error if the event was not taken.
+	// Receive takes one inbound message. A message whose handler is
+	// declared NonBlocking may be handled, and a request answered, on the
+	// calling goroutine before Receive returns; otherwise Receive hands the
+	// message on and returns. It waits only when the link cannot take the
+	// message yet (an event while the link's event queue is full; a
+	// request while WithMaxHandlers handlers run and as many requests wait):
+	// then until ctx ends, and it returns ctx's error if the message was
+	// not taken. A ctx that has ended already means the caller must not
+	// wait: Receive returns its error at once instead, and the connector
+	// delivers the message again later, in order. The link traces messages
+	// sent from inside its handlers by ctx (see NonBlocking): a connector
+	// that delivers on the sender's goroutine passes the sender's ctx.
 	Receive(ctx context.Context, m *Message) error
 	// Status reports a change of the connection beneath the link.
 	Status(s Status, err error)

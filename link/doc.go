@@ -21,6 +21,34 @@
 //   - Setup: every message that can arrive on the link must have a handler
 //     when Start is called, or Start fails naming each one.
 //
+// How handlers run:
+//
+//   - A handler declared NonBlocking (a HandlerOption) runs on the goroutine
+//     that delivers the message, with no hand-off: over connector/virtual
+//     that is the sender's, so a request is answered before the sender's
+//     Send returns. It must not wait for anything (see NonBlocking).
+//   - Other request handlers run on goroutines of the link's, at most
+//     WithMaxHandlers at once (256 by default); requests beyond wait in
+//     arrival order, up to as many again, and beyond that the connector
+//     waits to deliver them, which slows the sender.
+//   - Events of one link are handled one at a time, in arrival order: on
+//     the delivering goroutine when the handler is NonBlocking and no
+//     event is running or waiting, otherwise on a goroutine of the link's
+//     that drains the queue (WithEventQueue bounds it).
+//   - A request handler's ctx has the requester's deadline, ends with it,
+//     with the link, or when the handler returns, and costs no timer
+//     unless the handler calls Done; ctx.Err reports DeadlineExceeded once
+//     the deadline has passed all the same. An event handler's ctx ends
+//     with the link.
+//   - Every goroutine the link starts is counted (Stats.Goroutines) and
+//     ends when its work does; CloseWait closes the link and waits for the
+//     handlers still running.
+//   - A message sent from inside a handler with its ctx, which reaches a
+//     handler of this link again in the same process (over virtual pairs),
+//     never waits for the handler it comes from: it goes over the bounds if
+//     need be, so that a handler that sends on its own link cannot wait
+//     for itself.
+//
 // The smallest use, a slave asking an instance to run a command:
 //
 //	a, b := virtual.Pair()

@@ -27,9 +27,11 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// This handler never waits, so it may run on the goroutine that
+	// delivers the request: here the slave's own, inside its Request.
 	link.HandleRequest(toSlave, messages.SendCommand, func(_ context.Context, c messages.Command) (messages.CommandResult, error) {
 		return messages.CommandResult{Output: fmt.Sprintf("instance %d ran %s: 2 players online", c.InstanceID, c.Command)}, nil
-	})
+	}, link.NonBlocking())
 	ok := func(context.Context, messages.InstanceRef) (messages.Empty, error) { return messages.Empty{}, nil }
 	link.HandleRequest(toSlave, messages.StartInstance, ok)
 	link.HandleRequest(toSlave, messages.StopInstance, ok)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -20,13 +19,18 @@ var ErrSetup = errors.New("link: bad setup")
 
 // RequestHandler answers a request. It receives the request as it arrived,
 // already checked against the message's schema, and returns the response
-// payload. It runs in its own goroutine; ctx ends at the request's deadline
-// or when the link closes.
+// payload. It runs on a goroutine of the link's (at most WithMaxHandlers at
+// once), or, declared NonBlocking, on the goroutine that delivered the
+// request. ctx ends at the request's deadline, when the link closes, or
+// when the handler returns; it carries none of the requester's values. It
+// costs no timer unless the handler calls ctx.Done; ctx.Err reports
+// context.DeadlineExceeded once the deadline has passed either way.
 type RequestHandler func(ctx context.Context, req *Message) ([]byte, error)
 
 // EventHandler handles an event, already checked against the message's
 // schema. Events of one link are handled one at a time, in the order they
 // arrived. An error is logged and counted; the sender does not hear of it.
+// ctx ends when the link closes.
 type EventHandler func(ctx context.Context, ev *Message) error
 
 type handler struct {
@@ -34,9 +38,37 @@ type handler struct {
 	event   EventHandler
 	// checked: the handler's responses are already validated (typed
 	// handlers encode through the schema).
-	checked bool
-	builtin bool
+	checked     bool
+	builtin     bool
+	nonBlocking bool
 }
+
+// HandlerOption qualifies a handler as it is attached.
+type HandlerOption func(*handler)
+
+// NonBlocking declares that the handler returns promptly without waiting:
+// it sends no request (Request, RequestJSON, ForwardRequest), does not
+// close the link, and waits neither on ctx.Done nor on anything another
+// message must release (a channel, a lock held across such a wait, I/O).
+// The link then runs it on the goroutine that delivers the message, with
+// no hand-off and no goroutine: the sender's own over connector/virtual
+// (so that a request is answered before Send returns), the Node's routing
+// goroutine over connector/nats (so that nothing else reaches the Node's
+// links meanwhile). For a request with a permission, the link's authorizer
+// runs there too.
+//
+// It may emit events (Emit, EmitJSON, ForwardEvent), with its ctx or one
+// derived from it. An emit waits only while the peer is far behind (its
+// event queue full; over NATS, all the unacknowledged events the connector
+// allows outstanding), holding up the deliverer meanwhile. Events that
+// reach, in the same process, a link whose event handler is running
+// further up the same chain of calls are queued beyond WithEventQueue
+// instead of waiting for it.
+//
+// An event handler declared NonBlocking still runs one at a time with the
+// link's other events, in order: when an event is running or waiting, its
+// event is queued behind them and handled on a goroutine of the link's.
+func NonBlocking() HandlerOption { return func(h *handler) { h.nonBlocking = true } }
 
 type state uint8
 
@@ -47,7 +79,9 @@ const (
 	stateClosed
 )
 
-// call is one outbound request waiting for its response.
+// call is one outbound request waiting for its response. Calls are
+// reused: a response is sent on done only with l.mu held and the call in
+// l.pending, so none reaches a call once it has left l.pending.
 type call struct {
 	typ  string        // the request's message type
 	done chan *Message // receives exactly one response
@@ -69,18 +103,28 @@ type Link struct {
 	handlers  map[string]*handler
 	setupErrs []error
 
-	ctx    context.Context // ends when the link closes; parent of handler contexts
-	cancel context.CancelFunc
-	events chan *Message
-	done   chan struct{}
+	ctx       context.Context // ends when the link closes; parent of handler contexts
+	cancel    context.CancelFunc
+	hasEvents bool // some event can arrive on the link
+	done      chan struct{}
 
-	mu       sync.Mutex
-	state    state
-	nextID   uint64
-	pending  map[uint64]*call
-	outbound int           // requests sent and not yet ended
-	inbound  int           // requests and events received and not yet handled
-	idle     chan struct{} // closed when outbound and inbound reach zero
+	calls sync.Pool // of *call
+
+	mu         sync.Mutex
+	state      state
+	nextID     uint64
+	pending    map[uint64]*call
+	outbound   int           // requests sent and not yet ended
+	inbound    int           // requests and events received and not yet handled
+	goroutines int           // goroutines the link started that have not ended
+	idle       chan struct{} // closed when outbound, inbound or goroutines reach zero
+
+	// Inbound requests and events on their way to handlers (dispatch.go).
+	workers   int            // request handlers running on the link's goroutines
+	waiting   fifo[delivery] // requests waiting for one of them
+	eventBusy bool           // an event is being handled, or a goroutine is on its way to the queue
+	events    fifo[*Message] // events waiting for the one being handled
+	room      chan struct{}  // closed when waiting or events may have room
 
 	stats struct {
 		sent, received, invalid, refused, late, handlerErrors atomic.Uint64
@@ -145,7 +189,7 @@ func (l *Link) Done() <-chan struct{} { return l.done }
 // kind must answer. An application handler attached later replaces them.
 func (l *Link) attachBuiltins() {
 	if messages.Ping.ValidOn(l.in) {
-		l.handlers[messages.Ping.Name()] = &handler{builtin: true, request: func(context.Context, *Message) ([]byte, error) {
+		l.handlers[messages.Ping.Name()] = &handler{builtin: true, nonBlocking: true, request: func(context.Context, *Message) ([]byte, error) {
 			return []byte("{}"), nil
 		}}
 	}
@@ -157,17 +201,20 @@ func (l *Link) attachBuiltins() {
 // HandleRequestJSON attaches h to answer requests of type m on this link.
 // Mistakes (m not in the catalog, not a request, not valid towards this
 // side, already handled) are reported by Start. Call it before Start.
-func (l *Link) HandleRequestJSON(m messages.Message, h RequestHandler) {
-	l.attach(m, messages.KindRequest, &handler{request: h})
+func (l *Link) HandleRequestJSON(m messages.Message, h RequestHandler, opts ...HandlerOption) {
+	l.attach(m, messages.KindRequest, &handler{request: h}, opts)
 }
 
 // HandleEventJSON attaches h to handle events of type m on this link.
 // Mistakes are reported by Start. Call it before Start.
-func (l *Link) HandleEventJSON(m messages.Message, h EventHandler) {
-	l.attach(m, messages.KindEvent, &handler{event: h})
+func (l *Link) HandleEventJSON(m messages.Message, h EventHandler, opts ...HandlerOption) {
+	l.attach(m, messages.KindEvent, &handler{event: h}, opts)
 }
 
-func (l *Link) attach(m messages.Message, kind messages.Kind, h *handler) {
+func (l *Link) attach(m messages.Message, kind messages.Kind, h *handler, opts []HandlerOption) {
+	for _, opt := range opts {
+		opt(h)
+	}
 	def := m.Def()
 	if l.state != stateNew {
 		panic(fmt.Sprintf("link %s: handler for %s attached after Start", l, def.Name()))
@@ -216,10 +263,7 @@ func (l *Link) Start() error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	if hasEvents {
-		l.events = make(chan *Message, l.opts.eventQueue)
-		go l.handleEvents()
-	}
+	l.hasEvents = hasEvents
 	l.mu.Lock()
 	l.state = stateOpen
 	l.mu.Unlock()
@@ -249,8 +293,11 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 
 // ForwardRequest sends a request that arrived on another link on to this
 // link's peer, keeping its type and payload, and returns the response. The
-// payload was validated on arrival and is not checked again; ctx should be
-// the handler's, so the original deadline carries over.
+// payload was validated on arrival and is not checked again; the response
+// is checked as it arrives here. ctx should be the handler's (or derived
+// from it), so that the original deadline carries over, and so that the
+// handler returning this response as it is, unmodified, to a request of
+// the same type does not check it a second time on the way back.
 func (l *Link) ForwardRequest(ctx context.Context, req *Message) ([]byte, error) {
 	def, ok := l.catalog.Lookup(req.Type)
 	if !ok {
@@ -259,7 +306,13 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Message) ([]byte, error)
 	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
 		return nil, err
 	}
-	return l.request(ctx, def, req.Data, false)
+	data, err := l.request(ctx, def, req.Data, false)
+	if err == nil {
+		if hc, ok := ctx.Value(chainKey{}).(*requestCtx); ok {
+			hc.markChecked(def, data)
+		}
+	}
+	return data, err
 }
 
 // EmitJSON sends an event of type m with a JSON payload, checked against
@@ -348,12 +401,16 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
 	}
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, l.opts.requestTimeout)
-		defer cancel()
+		tc := &timeoutCtx{lazyDeadline{parent: ctx, deadline: time.Now().Add(l.opts.requestTimeout)}}
+		defer tc.finish()
+		ctx = tc
 	}
 	deadline, _ := ctx.Deadline()
-	c := &call{typ: def.Name(), done: make(chan *Message, 1)}
+	c, _ := l.calls.Get().(*call)
+	if c == nil {
+		c = &call{done: make(chan *Message, 1)}
+	}
+	c.typ = def.Name()
 
 	l.mu.Lock()
 	switch {
@@ -372,7 +429,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	l.pending[id] = c
 	l.outbound++
 	l.mu.Unlock()
-	defer l.endCall(id)
+	defer l.endCall(id, c)
 
 	start := time.Now()
 	m := &Message{Kind: KindRequest, Type: def.Name(), ID: id, Data: payload, Deadline: deadline}
@@ -380,30 +437,47 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		return nil, sendError(def.Name(), err)
 	}
 	l.sent(m)
+	var resp *Message
 	select {
-	case resp := <-c.done:
-		if resp.Error != nil {
-			return nil, resp.Error
-		}
-		if err := def.ValidateResponse(resp.Data); err != nil {
-			return nil, invalid(err)
-		}
-		return resp.Data, nil
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, &Error{Code: CodeTimeout, cause: context.DeadlineExceeded,
-				Message: fmt.Sprintf("%s: no response from %s within %s", def.Name(), l.peer, time.Since(start).Round(time.Millisecond))}
-		}
-		return nil, fmt.Errorf("link: %s: %w", def.Name(), ctx.Err())
+	case resp = <-c.done: // answered during Send: a NonBlocking handler over a virtual pair
+	default:
 	}
+	if resp == nil {
+		select {
+		case resp = <-c.done:
+		case <-ctx.Done():
+			return nil, l.ended(ctx, def, start)
+		}
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	if err := def.ValidateResponse(resp.Data); err != nil {
+		return nil, invalid(err)
+	}
+	return resp.Data, nil
 }
 
-func (l *Link) endCall(id uint64) {
+// ended explains a request whose ctx ended before its response came.
+func (l *Link) ended(ctx context.Context, def *messages.Definition, start time.Time) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &Error{Code: CodeTimeout, cause: context.DeadlineExceeded,
+			Message: fmt.Sprintf("%s: no response from %s within %s", def.Name(), l.peer, time.Since(start).Round(time.Millisecond))}
+	}
+	return fmt.Errorf("link: %s: %w", def.Name(), ctx.Err())
+}
+
+func (l *Link) endCall(id uint64, c *call) {
 	l.mu.Lock()
 	delete(l.pending, id)
 	l.outbound--
 	l.checkIdle()
 	l.mu.Unlock()
+	select {
+	case <-c.done: // a response that came too late
+	default:
+	}
+	l.calls.Put(c)
 }
 
 // sendError explains a connector's refusal in the link's terms.
@@ -442,251 +516,13 @@ func (r receiver) Status(s Status, err error) {
 	}
 }
 
-func (l *Link) receive(ctx context.Context, m *Message) error {
-	l.stats.received.Add(1)
-	var c *call
-	if m.Kind == KindResponse {
-		l.mu.Lock()
-		c = l.pending[m.ID]
-		l.mu.Unlock()
-		if c != nil && m.Type == "" {
-			m.Type = c.typ // a connector need not carry it back
-		}
-	}
-	if l.opts.observer != nil {
-		l.opts.observer.Received(l.in, m)
-	}
-	switch m.Kind {
-	case KindResponse:
-		if c == nil {
-			l.stats.late.Add(1)
-			l.opts.logger.Debug("response to no pending request", "link", l.String(), "type", m.Type, "id", m.ID)
-			return nil
-		}
-		select {
-		case c.done <- m:
-		default: // a second response to one request: keep the first
-			l.stats.invalid.Add(1)
-		}
-	case KindRequest:
-		if !l.begin() {
-			return nil
-		}
-		go l.serve(m)
-	case KindEvent:
-		if l.events == nil {
-			l.drop(m, "no event is valid on "+l.in.String())
-			return nil
-		}
-		if !l.begin() {
-			return nil
-		}
-		select {
-		case l.events <- m:
-			return nil
-		default:
-		}
-		if err := ctx.Err(); err != nil { // the caller cannot wait
-			l.end()
-			return err
-		}
-		select {
-		case l.events <- m:
-		case <-l.done:
-			l.end()
-		case <-ctx.Done():
-			l.end()
-			return ctx.Err()
-		}
-	default:
-		l.drop(m, fmt.Sprintf("unknown message kind %d", m.Kind))
-	}
-	return nil
-}
-
-// begin counts an inbound message in, unless the link has closed.
-func (l *Link) begin() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.state == stateClosed {
-		return false
-	}
-	l.inbound++
-	return true
-}
-
-func (l *Link) end() {
-	l.mu.Lock()
-	l.inbound--
-	l.checkIdle()
-	l.mu.Unlock()
-}
-
-// checkIdle wakes the waiters of wait when either count reaches zero
+// checkIdle wakes the waiters of wait when any count reaches zero
 // (waitOutbound needs only outbound; each waiter checks its own condition
 // again). l.mu must be held.
 func (l *Link) checkIdle() {
-	if l.idle != nil && (l.outbound == 0 || l.inbound == 0) {
+	if l.idle != nil && (l.outbound == 0 || l.inbound == 0 || l.goroutines == 0) {
 		close(l.idle)
 		l.idle = nil
-	}
-}
-
-func (l *Link) drop(m *Message, reason string) {
-	l.stats.invalid.Add(1)
-	l.opts.logger.Warn("dropped invalid message", "link", l.String(), "kind", m.Kind.String(), "type", m.Type, "reason", reason)
-}
-
-// serve runs a request's handler and sends the response.
-func (l *Link) serve(m *Message) {
-	defer l.end()
-	deadline := m.Deadline
-	if deadline.IsZero() {
-		deadline = time.Now().Add(l.opts.requestTimeout)
-	}
-	ctx, cancel := context.WithDeadline(l.ctx, deadline)
-	data, err := l.dispatch(ctx, m)
-	cancel()
-
-	resp := &Message{Kind: KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply}
-	if err != nil {
-		resp.Error = asError(err)
-		if resp.Error.Code == CodeInvalidMessage {
-			l.stats.invalid.Add(1)
-			l.opts.logger.Warn("refused invalid request", "link", l.String(), "type", m.Type, "error", resp.Error.Message)
-		}
-	} else {
-		resp.Data = data
-	}
-	// The response goes out even if the requester's deadline has passed:
-	// it is cheap, and a requester with a longer clock may still want it.
-	// Sending a response does not wait on the peer, so the link's own
-	// context bounds it.
-	if err := l.conn.Send(l.ctx, resp); err != nil {
-		if resp.Error == nil && errors.Is(err, ErrTooLarge) {
-			// Tell the requester why instead of letting it time out.
-			resp.Data, resp.Error = nil, Errorf(CodeTooLarge, "%s: response too large: %v", m.Type, err)
-			err = l.conn.Send(l.ctx, resp)
-		}
-		if err != nil {
-			l.opts.logger.Warn("could not send response", "link", l.String(), "type", m.Type, "error", err)
-			return
-		}
-	}
-	l.sent(resp)
-}
-
-// dispatch checks an inbound request and runs its handler. A panicking
-// handler yields CodeInternal; the process goes on.
-func (l *Link) dispatch(ctx context.Context, m *Message) (data []byte, err error) {
-	def, h, err := l.lookup(m, messages.KindRequest)
-	if err != nil {
-		return nil, err
-	}
-	if err := l.authorized(ctx, def, m); err != nil {
-		return nil, err
-	}
-	if o, ok := l.opts.observer.(HandlerObserver); ok {
-		start := time.Now()
-		defer func() { o.HandlerEnded(KindRequest, def.Name(), err, time.Since(start)) }()
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			l.opts.logger.Error("request handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
-			data, err = nil, Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
-		}
-	}()
-	data, err = h.request(ctx, m)
-	if err != nil {
-		return nil, err
-	}
-	if !h.checked {
-		if verr := def.ValidateResponse(data); verr != nil {
-			l.opts.logger.Error("handler returned an invalid response", "link", l.String(), "type", m.Type, "error", verr)
-			return nil, &Error{Code: CodeInternal, Message: verr.Error(), cause: verr}
-		}
-	}
-	return data, nil
-}
-
-// authorized asks the link's authorizer, if any, whether m, which
-// declares a permission, may be handled.
-func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Message) *Error {
-	perm := def.Permission()
-	if perm == "" || perm == messages.Unrestricted || l.opts.authorize == nil {
-		return nil
-	}
-	err := l.opts.authorize(ctx, def, m)
-	if err == nil {
-		return nil
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return &Error{Code: CodePermissionDenied, Message: fmt.Sprintf("%s needs permission %s: %v", def.Name(), perm, err), cause: err}
-}
-
-// lookup checks that an inbound message is known, of the right kind, valid
-// on this link towards this side, and matches its schema.
-func (l *Link) lookup(m *Message, kind messages.Kind) (*messages.Definition, *handler, error) {
-	def, ok := l.catalog.Lookup(m.Type)
-	switch {
-	case !ok:
-		return nil, nil, Errorf(CodeInvalidMessage, "unknown message type %q", m.Type)
-	case def.Kind() != kind:
-		return nil, nil, Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
-	case !def.ValidOn(l.in):
-		return nil, nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
-	}
-	if err := def.ValidatePayload(m.Data); err != nil {
-		return nil, nil, invalid(err)
-	}
-	h := l.handlers[def.Name()]
-	if h == nil {
-		return nil, nil, Errorf(CodeNoHandler, "%s has no handler on %s", def.Name(), l.in)
-	}
-	return def, h, nil
-}
-
-// handleEvents runs event handlers one at a time, in arrival order.
-func (l *Link) handleEvents() {
-	for {
-		select {
-		case m := <-l.events:
-			l.handleEvent(m)
-			l.end()
-		case <-l.done:
-			return
-		}
-	}
-}
-
-func (l *Link) handleEvent(m *Message) {
-	def, h, err := l.lookup(m, messages.KindEvent)
-	if err != nil {
-		l.drop(m, err.Error())
-		return
-	}
-	if err := l.authorized(l.ctx, def, m); err != nil {
-		l.stats.refused.Add(1)
-		l.opts.logger.Debug("refused event", "link", l.String(), "type", m.Type, "error", err.Message)
-		return
-	}
-	if o, ok := l.opts.observer.(HandlerObserver); ok {
-		start := time.Now()
-		defer func() { o.HandlerEnded(KindEvent, def.Name(), err, time.Since(start)) }()
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			l.stats.handlerErrors.Add(1)
-			l.opts.logger.Error("event handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
-			err = Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
-		}
-	}()
-	if err = h.event(l.ctx, m); err != nil {
-		l.stats.handlerErrors.Add(1)
-		l.opts.logger.Warn("event handler failed", "link", l.String(), "type", m.Type, "error", err)
 	}
 }
 
@@ -777,15 +613,21 @@ func (l *Link) drain(ctx context.Context) error {
 
 // waitOutbound waits until no outbound request is in flight.
 func (l *Link) waitOutbound(ctx context.Context) error {
-	return l.wait(ctx, func() bool { return l.outbound == 0 })
+	return l.wait(ctx, true, func() bool { return l.outbound == 0 })
 }
 
 // waitIdle waits until nothing is in flight either way.
 func (l *Link) waitIdle(ctx context.Context) error {
-	return l.wait(ctx, func() bool { return l.outbound == 0 && l.inbound == 0 })
+	return l.wait(ctx, true, func() bool { return l.outbound == 0 && l.inbound == 0 })
 }
 
-func (l *Link) wait(ctx context.Context, done func() bool) error {
+// wait waits until done, which is called with l.mu held, reports true, or
+// ctx ends, or, with untilClosed, the link closes.
+func (l *Link) wait(ctx context.Context, untilClosed bool, done func() bool) error {
+	closed := l.done
+	if !untilClosed {
+		closed = nil
+	}
 	for {
 		l.mu.Lock()
 		if done() {
@@ -796,24 +638,42 @@ func (l *Link) wait(ctx context.Context, done func() bool) error {
 			l.idle = make(chan struct{})
 		}
 		idle := l.idle
-		out, in := l.outbound, l.inbound
+		out, in, running := l.outbound, l.inbound, l.goroutines
 		l.mu.Unlock()
 		select {
 		case <-idle:
-		case <-l.done:
+		case <-closed:
 			return nil
 		case <-ctx.Done():
+			if !untilClosed {
+				return fmt.Errorf("%d messages received still being handled, %d of the link's goroutines running: %w", in, running, ctx.Err())
+			}
 			return fmt.Errorf("%d requests sent and %d messages received still in flight: %w", out, in, ctx.Err())
 		}
 	}
 }
 
 // Close closes the link at once. Pending requests fail with ErrSessionLost,
-// running handlers see their context end, and the peer's link closes too.
-// Close is idempotent.
+// running handlers see their context end, requests and events still
+// waiting for a handler are dropped, and the peer's link closes too. It
+// does not wait for running handlers (CloseWait does). Close is idempotent.
 func (l *Link) Close() error {
 	l.closeWith(Errorf(CodeSessionLost, "link %s closed", l))
 	return l.conn.Close()
+}
+
+// CloseWait closes the link as Close does, then waits until every handler
+// of the link has returned and every goroutine the link started has ended,
+// or until ctx ends: then it returns ctx's error, saying how many are still
+// running. Handlers see their context end when the link closes; CloseWait
+// waits for those that take their time to notice. Called from one of the
+// link's own handlers, it waits for that handler too, so until ctx ends.
+func (l *Link) CloseWait(ctx context.Context) error {
+	err := l.Close()
+	if werr := l.wait(ctx, false, func() bool { return l.inbound == 0 && l.goroutines == 0 }); werr != nil {
+		return errors.Join(err, fmt.Errorf("link %s: close: %w", l, werr))
+	}
+	return err
 }
 
 func (l *Link) closeWith(reason *Error) {
@@ -823,8 +683,17 @@ func (l *Link) closeWith(reason *Error) {
 		return
 	}
 	l.state = stateClosed
-	pending := l.pending
-	l.pending = map[uint64]*call{}
+	for _, c := range l.pending {
+		select {
+		case c.done <- &Message{Kind: KindResponse, Error: reason}:
+		default:
+		}
+	}
+	clear(l.pending)
+	// Nothing waiting for a handler will be handled: its response could
+	// not be sent.
+	l.inbound -= l.waiting.drop() + l.events.drop()
+	l.roomLocked()
 	if l.idle != nil {
 		close(l.idle)
 		l.idle = nil
@@ -833,12 +702,6 @@ func (l *Link) closeWith(reason *Error) {
 
 	close(l.done)
 	l.cancel()
-	for _, c := range pending {
-		select {
-		case c.done <- &Message{Kind: KindResponse, Error: reason}:
-		default:
-		}
-	}
 }
 
 // Stats counts what a link has done since it was created.
@@ -850,14 +713,18 @@ type Stats struct {
 	Late          uint64 // responses that arrived after their request ended
 	HandlerErrors uint64 // event handlers that failed or panicked
 	Pending       int    // outbound requests waiting for a response now
+	Handling      int    // inbound requests and events being handled or waiting for a handler now
+	Goroutines    int    // goroutines the link started that are running now (CloseWait waits for them)
 }
 
 // Stats returns the link's counters. It is safe to call at any time.
 func (l *Link) Stats() Stats {
 	l.mu.Lock()
-	pending := len(l.pending)
+	pending, handling, goroutines := len(l.pending), l.inbound, l.goroutines
 	l.mu.Unlock()
 	return Stats{
+		Handling:      handling,
+		Goroutines:    goroutines,
 		Sent:          l.stats.sent.Load(),
 		Received:      l.stats.received.Load(),
 		Invalid:       l.stats.invalid.Load(),

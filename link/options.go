@@ -19,6 +19,7 @@ type options struct {
 	authorize      Authorizer
 	onStatus       func(Status)
 	eventQueue     int
+	maxHandlers    int
 }
 
 func defaultOptions() options {
@@ -26,6 +27,7 @@ func defaultOptions() options {
 		logger:         slog.Default(),
 		requestTimeout: 30 * time.Second,
 		eventQueue:     256,
+		maxHandlers:    256,
 	}
 }
 
@@ -126,13 +128,33 @@ func WithObserver(o Observer) Option {
 
 // WithEventQueue sets how many received events may wait for their handler.
 // When the queue is full the connector waits, which slows the sender
-// rather than dropping events. Defaults to 256.
+// rather than dropping events (see NonBlocking for the one exception).
+// Defaults to 256.
 func WithEventQueue(n int) Option {
 	return func(o *options) error {
 		if n < 1 {
 			return errors.New("link: event queue must hold at least one event")
 		}
 		o.eventQueue = n
+		return nil
+	}
+}
+
+// WithMaxHandlers bounds the request handlers of the link that run at once
+// to n, each on a goroutine of the link's. A request that arrives while n
+// run waits for one of them to end, in arrival order, with up to n others;
+// beyond that, the connector waits to deliver it, which slows the sender
+// (Receiver.Receive). Handlers declared NonBlocking run on the delivering
+// goroutine and do not count. A request sent from inside one of the link's
+// own handlers (known by the ctx it was sent with) is let past the bound,
+// since the places it would wait for may be held by the handlers waiting
+// for it. Defaults to 256.
+func WithMaxHandlers(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return errors.New("link: at least one request handler must be allowed to run")
+		}
+		o.maxHandlers = n
 		return nil
 	}
 }

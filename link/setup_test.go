@@ -242,6 +242,7 @@ func TestSetupNew(t *testing.T) {
 		{name: "no catalog", conn: a, self: slaveAddr, peer: instanceAddr},
 		{name: "zero request timeout", conn: a, self: slaveAddr, peer: instanceAddr, catalog: testCat, opts: []link.Option{link.WithRequestTimeout(0)}},
 		{name: "empty event queue", conn: a, self: slaveAddr, peer: instanceAddr, catalog: testCat, opts: []link.Option{link.WithEventQueue(0)}},
+		{name: "no request handlers", conn: a, self: slaveAddr, peer: instanceAddr, catalog: testCat, opts: []link.Option{link.WithMaxHandlers(0)}},
 		{name: "nil logger", conn: a, self: slaveAddr, peer: instanceAddr, catalog: testCat, opts: []link.Option{link.WithLogger(nil)}},
 	}
 	for _, tc := range tests {

@@ -45,9 +45,10 @@ func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error
 
 // HandleRequest attaches h to answer requests of type m on l. h gets the
 // decoded request; its response is checked against the schema before it is
-// sent (an invalid one reaches the requester as CodeInternal). Call it
-// before Start; mistakes are reported by Start.
-func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h func(ctx context.Context, req Req) (Resp, error)) {
+// sent (an invalid one reaches the requester as CodeInternal). h runs as a
+// RequestHandler does (see NonBlocking for opts). Call it before Start;
+// mistakes are reported by Start.
+func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h func(ctx context.Context, req Req) (Resp, error), opts ...HandlerOption) {
 	l.attach(m, messages.KindRequest, &handler{checked: true, request: func(ctx context.Context, msg *Message) ([]byte, error) {
 		var req Req
 		if err := messages.Unmarshal(m, "request", msg.Data, &req); err != nil {
@@ -62,17 +63,18 @@ func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h fun
 			return nil, &Error{Code: CodeInternal, Message: err.Error(), cause: err}
 		}
 		return data, nil
-	}})
+	}}, opts)
 }
 
-// HandleEvent attaches h to handle events of type m on l, decoded. Call it
-// before Start; mistakes are reported by Start.
-func HandleEvent[T any](l *Link, m *messages.Event[T], h func(ctx context.Context, ev T) error) {
+// HandleEvent attaches h to handle events of type m on l, decoded, as an
+// EventHandler is (see NonBlocking for opts). Call it before Start;
+// mistakes are reported by Start.
+func HandleEvent[T any](l *Link, m *messages.Event[T], h func(ctx context.Context, ev T) error, opts ...HandlerOption) {
 	l.attach(m, messages.KindEvent, &handler{event: func(ctx context.Context, msg *Message) error {
 		var ev T
 		if err := messages.Unmarshal(m, "event", msg.Data, &ev); err != nil {
 			return err
 		}
 		return h(ctx, ev)
-	}})
+	}}, opts)
 }

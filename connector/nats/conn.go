@@ -149,8 +149,8 @@ func (c *Conn) Start(r link.Receiver) error {
 }
 
 func (c *Conn) deliver(r link.Receiver) {
-	// Waiting for room in the link's event queue holds up only this peer,
-	// and ends when the connector closes.
+	// Waiting for the link to take a message holds up only this peer, and
+	// ends when the connector closes.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -194,8 +194,9 @@ func (c *Conn) enqueue(m *link.Message) bool {
 	r := c.receiver
 	c.mu.Unlock()
 	if err := r.Receive(c.n.noWait, m); err != nil {
-		// The link's event queue is full: m and what follows wait for the
-		// connector's own goroutine.
+		// The link cannot take m yet (its event queue is full, or as many
+		// requests wait as it runs handlers): m and what follows wait for
+		// the connector's own goroutine.
 		c.queue.handOver(m)
 	}
 	return true

@@ -8,7 +8,7 @@ import (
 
 // queue holds the messages waiting for one link, in order. While nothing
 // waits, a message goes to the link directly, on the goroutine that routed
-// it; once one has had to wait (the link's event queue was full), the
+// it; once one has had to wait (the link could not take it), the
 // following ones wait behind it until the connector's own goroutine has
 // delivered them all. The queue never blocks the sender, holds at most
 // limit messages, and allocates only while there is a backlog.

@@ -3,6 +3,12 @@
 // connector: messages arrive in the order they were sent, the receiver gets
 // its own copy of every payload, and closing either end closes the other.
 //
+// It has no goroutines and no channels of its own: Send calls the peer's
+// link on the sender's goroutine, with the sender's context. The link
+// decides there whether the handler runs at once (a NonBlocking handler,
+// whose response is then back before Send returns) or is handed to the
+// link's own goroutines, and it keeps the order and the bounds.
+//
 //	a, b := virtual.Pair()
 //	slaveSide, _ := link.New(a, slaveAddr, instanceAddr, catalog)
 //	instanceSide, _ := link.New(b, instanceAddr, slaveAddr, catalog)
@@ -12,6 +18,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/linkfabric/linkfabric/link"
 )
@@ -21,6 +28,10 @@ type Conn struct {
 	peer *Conn
 	// closed is shared by both ends: the pair closes as one.
 	closed *closeState
+
+	// live is the receiver once this end has started and delivered its
+	// backlog: Send reads it without a lock.
+	live atomic.Pointer[link.Receiver]
 
 	mu       sync.Mutex
 	receiver link.Receiver
@@ -55,6 +66,7 @@ func (c *Conn) Start(r link.Receiver) error {
 		c.backlog = nil
 		if len(backlog) == 0 {
 			c.started = true
+			c.live.Store(&r)
 			// A pair closed before this end started: Close told no one.
 			tell := c.isClosed() && !c.told
 			c.told = c.told || tell
@@ -71,10 +83,12 @@ func (c *Conn) Start(r link.Receiver) error {
 	}
 }
 
-// Send delivers a copy of m to the peer's link. Delivery happens on the
-// calling goroutine, so messages sent one after another arrive in that
-// order; it waits only while the peer's event queue is full, until ctx
-// ends. After either end has closed, Send fails with link.ErrSessionLost.
+// Send delivers a copy of m to the peer's link, on the calling goroutine
+// and with ctx, so messages sent one after another arrive in that order.
+// It returns once the peer's link has taken the message, which may include
+// handling it (link.NonBlocking); it waits only while the peer's link
+// cannot take it (link.Receiver), until ctx ends. After either end has
+// closed, Send fails with link.ErrSessionLost.
 func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -91,6 +105,9 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		cp.Error = &link.Error{Code: m.Error.Code, Message: m.Error.Message}
 	}
 	p := c.peer
+	if r := p.live.Load(); r != nil {
+		return (*r).Receive(ctx, &cp)
+	}
 	p.mu.Lock()
 	if !p.started {
 		p.backlog = append(p.backlog, &cp)

@@ -35,6 +35,7 @@ func Run(t *testing.T, newPair NewPair) {
 		{"Close", testClose},
 		{"Disconnect", testDisconnect},
 		{"ConcurrentRequests", testConcurrentRequests},
+		{"NonBlockingHandlers", testNonBlockingHandlers},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newPair, Catalog()) })
@@ -463,6 +464,82 @@ func testConcurrentRequests(t *testing.T, newPair NewPair, cat *messages.Catalog
 	for _, l := range []*link.Link{a, b} {
 		if p := l.Stats().Pending; p != 0 {
 			t.Errorf("%s: %d requests still pending", l.Self(), p)
+		}
+	}
+}
+
+// Handlers declared NonBlocking, which run on the goroutine that delivers
+// their message, answer requests and take events as the others do: every
+// response to its own request, every event once and in order, both ways
+// at once.
+func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+	const goroutines, each, events = 8, 25, 300
+	var mu sync.Mutex
+	got := map[link.Address][]int{}
+	attach := setup(cat, func(l *link.Link) {
+		self := l.Self()
+		link.HandleRequest(l, Echo, EchoHandler(l), link.NonBlocking())
+		link.HandleEvent(l, Tick, func(_ context.Context, ev TickEvent) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got[self] = append(got[self], ev.Seq)
+			return nil
+		}, link.NonBlocking())
+	})
+	a, b := newPair(t, cat, attach, attach)
+	ctx := Ctx(t, 60*time.Second)
+	errc := make(chan error, goroutines+2)
+	for g := range goroutines {
+		from, to := a, b
+		if g%2 == 1 {
+			from, to = b, a
+		}
+		go func() {
+			for i := range each {
+				req := EchoRequest{N: g*each + i, Text: strconv.Itoa(i)}
+				resp, err := link.Request(ctx, from, Echo, req)
+				if err == nil && resp != (EchoResponse{N: req.N, Text: req.Text, From: to.Self().String()}) {
+					err = fmt.Errorf("got %+v for %+v", resp, req)
+				}
+				if err != nil {
+					errc <- fmt.Errorf("goroutine %d request %d: %w", g, i, err)
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for _, from := range []*link.Link{a, b} {
+		go func() {
+			for i := range events {
+				if err := link.Emit(ctx, from, Tick, TickEvent{Seq: i}); err != nil {
+					errc <- fmt.Errorf("%s: emit %d: %w", from.Self(), i, err)
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range goroutines + 2 {
+		if err := Recv(t, errc, 60*time.Second, "the senders"); err != nil {
+			t.Error(err)
+		}
+	}
+	count := func(at link.Address) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got[at])
+	}
+	WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return count(AddrA) >= events && count(AddrB) >= events })
+	want := make([]int, events)
+	for i := range want {
+		want[i] = i
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, at := range []link.Address{AddrA, AddrB} {
+		if !slices.Equal(got[at], want) {
+			t.Errorf("events at %s: %d, out of order or repeated; first difference at %d", at, len(got[at]), firstDiff(got[at], want))
 		}
 	}
 }

@@ -1,0 +1,4 @@
+package fabric
+
+// InstanceID exposes instanceID to the tests of package fabric_test.
+var InstanceID = instanceID

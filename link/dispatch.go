@@ -1,0 +1,496 @@
+package link
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// How inbound messages reach their handlers.
+//
+// A handler declared NonBlocking runs on the goroutine that delivers the
+// message (the sender's own over connector/virtual, the routing goroutine
+// over connector/nats): no hand-off, no goroutine. Other request handlers
+// run on goroutines of the link's, at most opts.maxHandlers at once, each
+// taking the next waiting request before it ends. Events are handled one
+// at a time in arrival order: the event turn is taken by the delivering
+// goroutine for a NonBlocking handler when no event is running or waiting,
+// and otherwise by a goroutine of the link's that drains the queue.
+//
+// Every goroutine the link starts is counted (l.goroutines) until it ends,
+// and every message from arrival until handled (l.inbound), so that
+// CloseWait can wait for both.
+
+// fifo is a queue, in order. It allocates only while it holds something.
+type fifo[T any] struct {
+	items []T
+	head  int
+}
+
+func (q *fifo[T]) len() int { return len(q.items) - q.head }
+
+func (q *fifo[T]) push(v T) { q.items = append(q.items, v) }
+
+func (q *fifo[T]) pop() (T, bool) {
+	var zero T
+	if q.head == len(q.items) {
+		return zero, false
+	}
+	v := q.items[q.head]
+	q.items[q.head] = zero
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+		if cap(q.items) > 1024 {
+			q.items = nil // give a large backlog's memory back
+		}
+	}
+	return v, true
+}
+
+// drop empties the queue and returns how many it held.
+func (q *fifo[T]) drop() int {
+	n := q.len()
+	q.items, q.head = nil, 0
+	return n
+}
+
+// delivery is a request waiting for a handler, with the context it was
+// delivered with: its requester waits for the handler, wherever it runs.
+type delivery struct {
+	m    *Message
+	from context.Context
+}
+
+// receive takes one message from the connector.
+func (l *Link) receive(ctx context.Context, m *Message) error {
+	if !m.Local {
+		l.stats.received.Add(1)
+	}
+	if m.Kind == KindResponse {
+		l.receiveResponse(m)
+		return nil
+	}
+	if l.opts.observer != nil {
+		l.opts.observer.Received(l.in, m)
+	}
+	switch m.Kind {
+	case KindRequest:
+		return l.receiveRequest(ctx, m)
+	case KindEvent:
+		return l.receiveEvent(ctx, m)
+	}
+	l.drop(m, fmt.Sprintf("unknown message kind %d", m.Kind))
+	return nil
+}
+
+// receiveResponse hands a response to the request waiting for it.
+func (l *Link) receiveResponse(m *Message) {
+	l.mu.Lock()
+	c := l.pending[m.ID]
+	if c != nil {
+		if m.Type == "" {
+			m.Type = c.typ // a connector need not carry it back
+		}
+		select {
+		case c.done <- m:
+		default: // a second response to one request: keep the first
+			l.stats.invalid.Add(1)
+		}
+	}
+	l.mu.Unlock()
+	if l.opts.observer != nil && !m.Local {
+		l.opts.observer.Received(l.in, m)
+	}
+	if c == nil {
+		l.stats.late.Add(1)
+		l.opts.logger.Debug("response to no pending request", "link", l.String(), "type", m.Type, "id", m.ID)
+	}
+}
+
+// inline reports whether a message of type typ is handled on the
+// delivering goroutine: its handler is NonBlocking, or it has none (it is
+// refused or dropped at once).
+func (l *Link) inline(typ string) bool {
+	h := l.handlers[typ]
+	return h == nil || h.nonBlocking
+}
+
+func (l *Link) receiveRequest(ctx context.Context, m *Message) error {
+	inline := l.inline(m.Type)
+	l.mu.Lock()
+	if l.state == stateClosed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.inbound++
+	if inline {
+		l.mu.Unlock()
+		l.serve(ctx, m)
+		return nil
+	}
+	if l.workers < l.opts.maxHandlers {
+		l.startWorkerLocked(m, ctx)
+		l.mu.Unlock()
+		return nil
+	}
+	// Every place is taken. A request sent from inside one of this link's
+	// request handlers must not wait for a place (in the queue or for
+	// room in it): the handler holding it may be the one waiting for its
+	// response. It goes past the limit instead.
+	l.mu.Unlock()
+	nested := nestedIn(ctx, l, false)
+	l.mu.Lock()
+	for {
+		switch {
+		case l.state == stateClosed:
+			l.endLocked()
+			l.mu.Unlock()
+			return nil
+		case l.workers < l.opts.maxHandlers || nested:
+			l.startWorkerLocked(m, ctx)
+			l.mu.Unlock()
+			return nil
+		case l.waiting.len() < l.opts.maxHandlers:
+			l.waiting.push(delivery{m, ctx})
+			l.mu.Unlock()
+			return nil
+		}
+		if err := l.waitRoom(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// startWorkerLocked serves m on a new goroutine of the link's, which then
+// serves the requests waiting. l.mu must be held.
+func (l *Link) startWorkerLocked(m *Message, from context.Context) {
+	l.workers++
+	l.goLocked(func() { l.work(delivery{m, from}) })
+}
+
+// work serves d, then the requests that wait, until there are none (or
+// more handlers run than the limit: a handler's own request was let past
+// it).
+func (l *Link) work(d delivery) {
+	for {
+		l.serve(d.from, d.m)
+		l.mu.Lock()
+		var ok bool
+		if l.workers <= l.opts.maxHandlers {
+			d, ok = l.waiting.pop()
+		}
+		l.roomLocked()
+		if !ok {
+			l.workers--
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+	}
+}
+
+func (l *Link) receiveEvent(ctx context.Context, m *Message) error {
+	if !l.hasEvents {
+		l.drop(m, "no event is valid on "+l.in.String())
+		return nil
+	}
+	inline := l.inline(m.Type)
+	l.mu.Lock()
+	if l.state == stateClosed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.inbound++
+	nested, traced := false, false
+	for {
+		switch {
+		case l.state == stateClosed:
+			l.endLocked()
+			l.mu.Unlock()
+			return nil
+		case !l.eventBusy && inline:
+			l.eventBusy = true
+			l.mu.Unlock()
+			l.handleEvent(&eventCtx{l: l, from: ctx}, m)
+			l.mu.Lock()
+			l.endLocked()
+			if l.events.len() > 0 {
+				// What arrived meanwhile goes to a goroutine of the
+				// link's: the sender has waited for its own event only.
+				l.goLocked(l.drainEvents)
+			} else {
+				l.eventBusy = false
+				l.roomLocked()
+			}
+			l.mu.Unlock()
+			return nil
+		case !l.eventBusy:
+			l.eventBusy = true
+			l.events.push(m)
+			l.goLocked(l.drainEvents)
+			l.mu.Unlock()
+			return nil
+		case l.events.len() < l.opts.eventQueue || nested:
+			l.events.push(m)
+			l.mu.Unlock()
+			return nil
+		}
+		if !traced {
+			// Sent from inside this link's running event handler, waiting
+			// for room would wait for itself: the queue goes over its
+			// bound instead, by what that handler's sends bring back.
+			traced = true
+			l.mu.Unlock()
+			nested = nestedIn(ctx, l, true)
+			l.mu.Lock()
+			continue
+		}
+		if err := l.waitRoom(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// drainEvents handles the queued events in order, on a goroutine of the
+// link's, and gives up the event turn when there are none.
+func (l *Link) drainEvents() {
+	ctx := &eventCtx{l: l}
+	l.mu.Lock()
+	for {
+		m, ok := l.events.pop()
+		l.roomLocked()
+		if !ok {
+			l.eventBusy = false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		l.handleEvent(ctx, m)
+		l.mu.Lock()
+		l.endLocked()
+	}
+}
+
+// waitRoom waits, for a message counted in but not taken, until the
+// queue it waits for may have room. It is called and returns with l.mu
+// held, unless it fails: then the message is counted out, l.mu is
+// released, and the error is Receive's (nil when the link closed). A ctx
+// that has ended already means the caller cannot wait: it fails at once.
+func (l *Link) waitRoom(ctx context.Context) error {
+	if l.room == nil {
+		l.room = make(chan struct{})
+	}
+	room := l.room
+	l.mu.Unlock()
+	err := ctx.Err()
+	if err == nil {
+		select {
+		case <-room:
+			l.mu.Lock()
+			return nil
+		case <-l.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	l.end()
+	return err
+}
+
+// roomLocked wakes those waiting for room in a queue. l.mu must be held.
+func (l *Link) roomLocked() {
+	if l.room != nil {
+		close(l.room)
+		l.room = nil
+	}
+}
+
+// goLocked runs f on a goroutine of the link's, counted until f returns
+// (as nats-server's startGoRoutine does), so that CloseWait can wait for
+// it. l.mu must be held.
+func (l *Link) goLocked(f func()) {
+	l.goroutines++
+	go func() {
+		defer func() {
+			l.mu.Lock()
+			l.goroutines--
+			l.checkIdle()
+			l.mu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// end counts a received message out: handled, or never to be.
+func (l *Link) end() {
+	l.mu.Lock()
+	l.endLocked()
+	l.mu.Unlock()
+}
+
+// endLocked is end with l.mu held.
+func (l *Link) endLocked() {
+	l.inbound--
+	l.checkIdle()
+}
+
+func (l *Link) drop(m *Message, reason string) {
+	l.stats.invalid.Add(1)
+	l.opts.logger.Warn("dropped invalid message", "link", l.String(), "kind", m.Kind.String(), "type", m.Type, "reason", reason)
+}
+
+// serve runs a request's handler and sends the response. from is the
+// context the request was delivered with.
+func (l *Link) serve(from context.Context, m *Message) {
+	defer l.end()
+	deadline := m.Deadline
+	if deadline.IsZero() {
+		deadline = time.Now().Add(l.opts.requestTimeout)
+	}
+	// One allocation for the handler's context and the response.
+	sv := &struct {
+		ctx  requestCtx
+		resp Message
+	}{
+		ctx:  requestCtx{lazyDeadline: lazyDeadline{parent: l.ctx, deadline: deadline}, l: l, from: from},
+		resp: Message{Kind: KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
+	}
+	ctx, resp := &sv.ctx, &sv.resp
+	data, err := l.dispatch(ctx, m)
+	ctx.finish()
+
+	if err != nil {
+		resp.Error = asError(err)
+		if resp.Error.Code == CodeInvalidMessage {
+			l.stats.invalid.Add(1)
+			l.opts.logger.Warn("refused invalid request", "link", l.String(), "type", m.Type, "error", resp.Error.Message)
+		}
+	} else {
+		resp.Data = data
+	}
+	// The response goes out even if the requester's deadline has passed:
+	// it is cheap, and a requester with a longer clock may still want it.
+	// Sending a response does not wait on the peer, so the link's own
+	// context bounds it.
+	if err := l.conn.Send(l.ctx, resp); err != nil {
+		if resp.Error == nil && errors.Is(err, ErrTooLarge) {
+			// Tell the requester why instead of letting it time out.
+			resp.Data, resp.Error = nil, Errorf(CodeTooLarge, "%s: response too large: %v", m.Type, err)
+			err = l.conn.Send(l.ctx, resp)
+		}
+		if err != nil {
+			l.opts.logger.Warn("could not send response", "link", l.String(), "type", m.Type, "error", err)
+			return
+		}
+	}
+	l.sent(resp)
+}
+
+// dispatch checks an inbound request and runs its handler. A panicking
+// handler yields CodeInternal; the process goes on.
+func (l *Link) dispatch(ctx *requestCtx, m *Message) (data []byte, err error) {
+	def, h, err := l.lookup(m, messages.KindRequest)
+	if err != nil {
+		return nil, err
+	}
+	ctx.def = def
+	if err := l.authorized(ctx, def, m); err != nil {
+		return nil, err
+	}
+	if o, ok := l.opts.observer.(HandlerObserver); ok {
+		start := time.Now()
+		defer func() { o.HandlerEnded(KindRequest, def.Name(), err, time.Since(start)) }()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			l.opts.logger.Error("request handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
+			data, err = nil, Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
+		}
+	}()
+	data, err = h.request(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	// A typed handler's response was checked as it was encoded, and a
+	// forwarded one where it arrived.
+	if !h.checked && !ctx.wasChecked(data) {
+		if verr := def.ValidateResponse(data); verr != nil {
+			l.opts.logger.Error("handler returned an invalid response", "link", l.String(), "type", m.Type, "error", verr)
+			return nil, &Error{Code: CodeInternal, Message: verr.Error(), cause: verr}
+		}
+	}
+	return data, nil
+}
+
+// authorized asks the link's authorizer, if any, whether m, which
+// declares a permission, may be handled.
+func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Message) *Error {
+	perm := def.Permission()
+	if perm == "" || perm == messages.Unrestricted || l.opts.authorize == nil {
+		return nil
+	}
+	err := l.opts.authorize(ctx, def, m)
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodePermissionDenied, Message: fmt.Sprintf("%s needs permission %s: %v", def.Name(), perm, err), cause: err}
+}
+
+// lookup checks that an inbound message is known, of the right kind, valid
+// on this link towards this side, and matches its schema.
+func (l *Link) lookup(m *Message, kind messages.Kind) (*messages.Definition, *handler, error) {
+	def, ok := l.catalog.Lookup(m.Type)
+	switch {
+	case !ok:
+		return nil, nil, Errorf(CodeInvalidMessage, "unknown message type %q", m.Type)
+	case def.Kind() != kind:
+		return nil, nil, Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
+	case !def.ValidOn(l.in):
+		return nil, nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
+	}
+	if err := def.ValidatePayload(m.Data); err != nil {
+		return nil, nil, invalid(err)
+	}
+	h := l.handlers[def.Name()]
+	if h == nil {
+		return nil, nil, Errorf(CodeNoHandler, "%s has no handler on %s", def.Name(), l.in)
+	}
+	return def, h, nil
+}
+
+func (l *Link) handleEvent(ctx *eventCtx, m *Message) {
+	def, h, err := l.lookup(m, messages.KindEvent)
+	if err != nil {
+		l.drop(m, err.Error())
+		return
+	}
+	if err := l.authorized(ctx, def, m); err != nil {
+		l.stats.refused.Add(1)
+		l.opts.logger.Debug("refused event", "link", l.String(), "type", m.Type, "error", err.Message)
+		return
+	}
+	if o, ok := l.opts.observer.(HandlerObserver); ok {
+		start := time.Now()
+		defer func() { o.HandlerEnded(KindEvent, def.Name(), err, time.Since(start)) }()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			l.stats.handlerErrors.Add(1)
+			l.opts.logger.Error("event handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
+			err = Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
+		}
+	}()
+	if err = h.event(ctx, m); err != nil {
+		l.stats.handlerErrors.Add(1)
+		l.opts.logger.Warn("event handler failed", "link", l.String(), "type", m.Type, "error", err)
+	}
+}

@@ -443,7 +443,9 @@ func (r receiver) Status(s Status, err error) {
 }
 
 func (l *Link) receive(ctx context.Context, m *Message) error {
-	l.stats.received.Add(1)
+	if !m.Local { // a response the connector made itself came from no one
+		l.stats.received.Add(1)
+	}
 	var c *call
 	if m.Kind == KindResponse {
 		l.mu.Lock()

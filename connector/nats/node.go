@@ -181,7 +181,7 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		natsgo.DrainTimeout(o.drainTimeout),
 		// Replies to our own requests come back on our own subjects; nats.go
 		// inboxes, if ever used, stay inside what we may subscribe to.
-		natsgo.CustomInboxPrefix(o.prefix+"._inbox."+token(self)),
+		natsgo.CustomInboxPrefix(InboxPrefix(o.prefix, self)),
 		natsgo.ConnectHandler(func(*natsgo.Conn) {
 			connectedOnce.Do(func() { close(connected) })
 			o.logger.Info("connected to NATS", "node", self.String())
@@ -227,10 +227,7 @@ func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, err
 		nc.Close()
 		return nil, err
 	}
-	subjects := []string{
-		o.prefix + ".*.*." + token(self) + ".>",
-		o.prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
-	}
+	subjects := Subscriptions(o.prefix, self)
 	// Both subscriptions feed one channel, which nats.go fills from its
 	// read loop in the order the server wrote the messages, and one
 	// goroutine routes them: what one publisher sends this endpoint, on its

@@ -401,3 +401,32 @@ func ackSubject(prefix string, src, dst link.Address, srcSession, dstSession str
 func closeSubject(prefix string, src, dst link.Address, srcSession, dstSession string) string {
 	return withSessions(prefix+"."+token(src)+"."+token(dst)+"."+tokClose, srcSession, dstSession)
 }
+
+// Subscriptions returns the subjects a Node of self subscribes to:
+// everything addressed to it, from any sender, and the broadcasts to its
+// type. A broker that lets self's user subscribe to these and to its inbox
+// (InboxPrefix) lets it receive all it must, and nothing of anyone else's.
+func Subscriptions(prefix string, self link.Address) []string {
+	return []string{
+		prefix + ".*.*." + token(self) + ".>",
+		prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
+	}
+}
+
+// PeerSubjects returns the pattern of every subject self publishes on its
+// links to the endpoints of type peer with id peerID ("*" for any): its
+// requests, events and broadcasts (the id "_all" matches "*"), the
+// responses it sends on the reply subjects its peers chose (inside its own
+// space), its acknowledgements and its close notices.
+func PeerSubjects(prefix string, self link.Address, peer messages.Endpoint, peerID string) string {
+	return prefix + "." + token(self) + "." + peer.String() + "." + peerID + ".>"
+}
+
+// InboxPrefix returns the prefix of the nats.go inboxes of the endpoint
+// self (nats.CustomInboxPrefix): <prefix>._inbox.<type>.<id>. A Node uses
+// it; a plain NATS client acting as an endpoint must use it too (the nats
+// CLI's --inbox-prefix), where a broker lets no one subscribe to the
+// default _INBOX.>.
+func InboxPrefix(prefix string, self link.Address) string {
+	return prefix + "._inbox." + token(self)
+}

@@ -151,7 +151,10 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		url = m.broker.ClientURL()
 		m.log.Info("embedded NATS server started", "url", url)
 	}
-	m.node, err = connect(ctx, link.MasterAddress, cfg.NATS, url, m.log, lfnats.WithAccept(m.accept))
+	// The master is the one process of its address: what is sent to an
+	// earlier session of it is answered session_lost.
+	m.node, err = connect(ctx, link.MasterAddress, cfg.NATS, url, m.log, lfnats.WithAccept(m.accept), lfnats.WithAnswerStale(),
+		lfnats.WithSessionTimeout(cfg.Timing.SessionTimeout))
 	if err != nil {
 		if m.broker != nil {
 			m.broker.Close()
@@ -491,10 +494,15 @@ func (m *Master) register(ctx context.Context, l *link.Link, c *lfnats.Conn, id 
 	if oldConn != nil && s.link == old {
 		prev, lostAt = oldConn, time.Now() // the session it replaces ends now
 	}
-	if prev != nil && c != nil && prev != c && time.Since(lostAt) <= m.cfg.Timing.SessionTimeout {
-		// Under the lock, before the link is the slave's: nothing is sent
-		// on it before what the previous session owed.
-		if err := c.Adopt(ctx, prev); err != nil {
+	if prev == c || time.Since(lostAt) > m.cfg.Timing.SessionTimeout {
+		prev = nil // nothing to take over: what the previous session owed is given up
+	}
+	if c != nil && s.link != l {
+		// Under the lock, before the link is the slave's, and before
+		// anything is sent on it (broadcasts included: the session
+		// receives them from now on): what the previous session never
+		// acknowledged comes first.
+		if err := c.Adopt(prev); err != nil {
 			m.log.Warn("events for the slave's previous session not passed on", "slave", id, "error", err)
 		}
 	}

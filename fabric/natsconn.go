@@ -2,6 +2,7 @@ package fabric
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -47,6 +48,25 @@ func connect(ctx context.Context, self link.Address, c NATSConfig, url string, l
 		lfnats.WithPrefix(c.Prefix),
 		lfnats.WithLogger(log),
 		lfnats.WithNATSOptions(natsOpts...),
+		lfnats.WithHint(hint),
 	}, extra...)
 	return lfnats.Connect(ctx, self, opts...)
+}
+
+// hint names the settings behind a mistake the connector reports at
+// start-up.
+func hint(kind error) string {
+	switch {
+	case errors.Is(kind, lfnats.ErrCredentials):
+		return "FABRIC_NATS_USER and FABRIC_NATS_PASSWORD, FABRIC_NATS_TOKEN, FABRIC_NATS_NKEY_SEED_FILE or FABRIC_NATS_CREDS_FILE"
+	case errors.Is(kind, lfnats.ErrNotAllowed):
+		return "do FABRIC_SLAVE_ID or FABRIC_CONTROL_USER match the credentials?"
+	case errors.Is(kind, lfnats.ErrTLSUntrusted):
+		return "FABRIC_NATS_TLS_CA_FILE must name the CA that signs it"
+	case errors.Is(kind, lfnats.ErrTLSMismatch):
+		return "FABRIC_NATS_TLS_*, tls:// URLs"
+	case errors.Is(kind, lfnats.ErrTLSRefused):
+		return "check the client certificate (FABRIC_NATS_TLS_CERT_FILE, FABRIC_NATS_TLS_KEY_FILE) and the CA (FABRIC_NATS_TLS_CA_FILE)"
+	}
+	return ""
 }

@@ -129,7 +129,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
-	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log); err != nil {
+	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, lfnats.WithSessionTimeout(cfg.Timing.SessionTimeout)); err != nil {
 		return nil, err
 	}
 	l, err := s.connectMaster(ctx)
@@ -290,10 +290,12 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	// waited for this one; the instances' events wait behind the lock.
 	s.mu.Lock()
 	held := s.outbox
-	if old := s.lastConn; old != nil && time.Since(s.lastHeard) <= s.cfg.Timing.SessionTimeout {
-		if err := c.Adopt(ctx, old); err != nil {
-			s.log.Warn("events of the previous session not passed on", "error", err)
-		}
+	old := s.lastConn
+	if time.Since(s.lastHeard) > s.cfg.Timing.SessionTimeout {
+		old = nil // the session is over: what it owed the master is given up
+	}
+	if err := c.Adopt(old); err != nil {
+		s.log.Warn("events of the previous session not passed on", "error", err)
 	}
 	for _, ev := range held {
 		if err := l.ForwardEvent(ctx, ev); err != nil {

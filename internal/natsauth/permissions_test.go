@@ -2,6 +2,7 @@ package natsauth_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -237,8 +238,8 @@ func TestPermissionsLetNodesWork(t *testing.T) {
 	if n, err := connect(carol, control); err == nil {
 		_ = n.Close()
 		t.Fatal("control carol with bob's credentials connected")
-	} else if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-		t.Errorf("control carol with bob's credentials: %v, want a permissions violation", err)
+	} else if !errors.Is(err, lfnats.ErrNotAllowed) || !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+		t.Errorf("control carol with bob's credentials: %v, want lfnats.ErrNotAllowed, a permissions violation", err)
 	}
 
 	// Speaking as the master with the slave's credentials is refused.

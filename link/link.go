@@ -317,13 +317,20 @@ func (l *Link) sent(m *Message) {
 // checkOutbound refuses, before anything is sent, a message that the peer
 // would refuse.
 func (l *Link) checkOutbound(def *messages.Definition, kind messages.Kind) error {
-	switch {
-	case !l.catalog.Contains(def):
+	if !l.catalog.Contains(def) {
 		return Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", def.Name(), l)
+	}
+	return checkKind(def, kind, l.out)
+}
+
+// checkKind refuses a message of def that is not of kind or not valid on
+// out, the way it would travel.
+func checkKind(def *messages.Definition, kind messages.Kind, out messages.Direction) error {
+	switch {
 	case def.Kind() != kind:
 		return Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
-	case !def.ValidOn(l.out):
-		return Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.out)
+	case !def.ValidOn(out):
+		return Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), out)
 	}
 	return nil
 }

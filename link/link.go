@@ -739,10 +739,26 @@ func (l *Link) Disconnect(ctx context.Context) error {
 	}
 	l.state = stateClosing
 	l.mu.Unlock()
-	if err := errors.Join(l.drain(ctx), l.Close()); err != nil {
+	if err := errors.Join(l.drain(ctx), l.stop(ctx), l.Close()); err != nil {
 		return fmt.Errorf("link %s: disconnect: %w", l, err)
 	}
 	return nil
+}
+
+// stop ends the connector's delivery, if it can (Stopper), and waits, as
+// long as ctx allows, for the handlers of what it delivered to finish:
+// what arrives between the drain and the close is neither dropped by the
+// link nor told to the peer as arrived. (Close alone drops what waits for
+// a handler.)
+func (l *Link) stop(ctx context.Context) error {
+	s, ok := l.conn.(Stopper)
+	if !ok {
+		return nil
+	}
+	if err := s.Stop(ctx); err != nil {
+		return err
+	}
+	return l.wait(ctx, func() bool { return l.inbound == 0 })
 }
 
 // Drain does what Disconnect does before it closes, and leaves the link
@@ -821,8 +837,12 @@ func (l *Link) wait(ctx context.Context, done func() bool) error {
 // running handlers see their context end, and the peer's link closes too.
 // Close is idempotent.
 func (l *Link) Close() error {
+	// The connector first: it stops delivering before the link stops
+	// taking messages, so that it tells the peer of nothing the link
+	// never took (connector/nats acknowledges events as it delivers them).
+	err := l.conn.Close()
 	l.closeWith(Errorf(CodeSessionLost, "link %s closed", l))
-	return l.conn.Close()
+	return err
 }
 
 func (l *Link) closeWith(reason *Error) {

@@ -28,7 +28,7 @@ type Master struct {
 	perms   Permissions
 	broker  *Broker // nil when NATS is external
 	node    transport
-	fan     broadcaster        // node's broadcasts, FlushBroadcasts
+	fan     broadcaster       // node's broadcasts, FlushBroadcasts
 	bcast   *link.Broadcaster // to every slave, checked against the catalog
 	metrics *metrics
 	claims  *claims
@@ -54,7 +54,7 @@ type slaveState struct {
 	version string
 	link    *link.Link // nil while it has no session
 	conn    session    // link's connector
-	lost    bool         // silent for the peer timeout; its session lives on
+	lost    bool       // silent for the peer timeout; its session lives on
 	since   time.Time
 	watch   liveness
 	// While the slave has no session, the connector of the one that

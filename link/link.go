@@ -718,8 +718,10 @@ func (l *Link) prepareDisconnect(ctx context.Context, _ *Message) ([]byte, error
 // tells the peer (prepare_disconnect, where the link has it) so that the
 // peer stops sending requests too, waits until the requests and events in
 // flight both ways have ended and the connector has the peer's word for
-// everything sent (Connector.Flush), then closes. ctx bounds the wait; when it
-// ends first the link closes anyway and the error says so.
+// everything sent (Connector.Flush), stops the connector if it can
+// (Stopper) and lets the handlers of what it delivered finish, then
+// closes. ctx bounds the wait; when it ends first the link closes anyway
+// and the error says so.
 func (l *Link) Disconnect(ctx context.Context) error {
 	l.mu.Lock()
 	if l.state != stateOpen {
@@ -834,8 +836,8 @@ func (l *Link) wait(ctx context.Context, done func() bool) error {
 }
 
 // Close closes the link at once. Pending requests fail with ErrSessionLost,
-// running handlers see their context end, and the peer's link closes too.
-// Close is idempotent.
+// running handlers see their context end, what waits for a handler is
+// dropped, and the peer's link closes too. Close is idempotent.
 func (l *Link) Close() error {
 	// The connector first: it stops delivering before the link stops
 	// taking messages, so that it tells the peer of nothing the link

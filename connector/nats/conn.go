@@ -593,8 +593,10 @@ func (c *Conn) Close() error {
 	}
 	c.stopReceiving()
 	close(c.done)
-	c.n.forget(c)
+	// The stream first: the peer's last acknowledgements, which may come
+	// after the close, still find it.
 	c.n.endStream(c)
+	c.n.forget(c)
 	if notify {
 		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession), nil)
 	}

@@ -163,6 +163,7 @@ func (n *Node) endStream(c *Conn) {
 		return
 	}
 	c.ended = true
+	n.wakeLocked() // a flush no longer waits for it
 	if n.opts.sessionTimeout <= 0 {
 		n.giveUpLocked(c)
 		return
@@ -186,6 +187,7 @@ func (n *Node) giveUpLocked(c *Conn) {
 // forgetStreamLocked forgets c's stream, closed or adopted. n.st.mu must be
 // held.
 func (n *Node) forgetStreamLocked(c *Conn) {
+	n.wakeLocked()
 	delete(n.st.owner, c.out)
 	for k, o := range n.st.endedBy {
 		if o == c {
@@ -408,14 +410,20 @@ func (n *Node) acked(c *Conn, upTo uint64, gap, all bool) {
 		pubs = n.st.sender.Acked(c.out, upTo, gap, now)
 	}
 	_ = n.publishLocked(pubs)
+	n.wakeLocked()
+}
+
+// wakeLocked wakes those who wait for what the streams keep to change: an
+// acknowledgement, a stream that ends. n.st.mu must be held.
+func (n *Node) wakeLocked() {
 	if n.st.progress != nil {
 		close(n.st.progress)
 		n.st.progress = nil
 	}
 }
 
-// waitLocked returns a channel closed by the next acknowledgement.
-// n.st.mu must be held.
+// waitLocked returns a channel closed by the next acknowledgement, or the
+// next stream to end. n.st.mu must be held.
 func (n *Node) waitLocked() <-chan struct{} {
 	if n.st.progress == nil {
 		n.st.progress = make(chan struct{})

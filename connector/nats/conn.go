@@ -33,6 +33,11 @@ const maxBudget = 24 * time.Hour
 
 var errPeerRestarted = errors.New("the peer restarted")
 
+var (
+	_ link.Connector = (*Conn)(nil)
+	_ link.Stopper   = (*Conn)(nil)
+)
+
 // Conn is the connector of one link over NATS: to one peer, and once the
 // peer has spoken, to one session of that peer. It implements
 // link.Connector and link.Stopper.

@@ -161,9 +161,11 @@ func WithQueues(node, perPeer int) Option {
 	}
 }
 
-// WithMaxUnacked sets how many events a connector keeps for want of its
-// peer's acknowledgement. Past that, sending an event waits (until its
-// context ends) for acknowledgements to make room. Defaults to 65536.
+// WithMaxUnacked sets how many events each link keeps for want of its
+// peer's acknowledgement, and how many broadcasts each endpoint type's
+// stream keeps for want of every receiver's. Past that, sending an event
+// waits (until its context ends) for acknowledgements to make room, and a
+// broadcast fails with link.ErrUnavailable. Defaults to 65536.
 func WithMaxUnacked(n int) Option {
 	return func(o *options) error {
 		if n < 1 {

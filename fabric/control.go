@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -22,7 +21,7 @@ import (
 type Control struct {
 	cfg  ControlConfig
 	log  *slog.Logger
-	node *lfnats.Node
+	node transport
 	l    *link.Link
 
 	stop     chan struct{}
@@ -53,10 +52,12 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	}
 	// A control is a tool someone waits on: if NATS cannot be reached in
 	// a few seconds, say so, rather than queue requests for later.
-	if c.node, err = connect(ctx, self, cfg.NATS, url, c.log, lfnats.WithConnectWait(3*time.Second)); err != nil {
+	node, err := connect(ctx, self, cfg.NATS, url, c.log, role{connectWait: 3 * time.Second})
+	if err != nil {
 		return nil, err
 	}
-	if !c.node.NATS().IsConnected() {
+	c.node = node
+	if !c.node.Connected() {
 		why := c.node.ConnectError()
 		_ = c.node.Close()
 		return nil, link.Errorf(link.CodeNotConnected, "cannot reach NATS at %s: %v", url, why)

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -28,7 +27,9 @@ type Master struct {
 	catalog *messages.Catalog
 	perms   Permissions
 	broker  *Broker // nil when NATS is external
-	node    *lfnats.Node
+	node    transport
+	fan     broadcaster       // node's broadcasts, FlushBroadcasts
+	bcast   *link.Broadcaster // to every slave, checked against the catalog
 	metrics *metrics
 	claims  *claims
 	httpSrv *http.Server // serves metrics; nil when not asked for
@@ -51,15 +52,15 @@ type slaveState struct {
 	id      int64
 	name    string
 	version string
-	link    *link.Link   // nil while it has no session
-	conn    *lfnats.Conn // link's connector
-	lost    bool         // silent for the peer timeout; its session lives on
+	link    *link.Link // nil while it has no session
+	conn    session    // link's connector
+	lost    bool       // silent for the peer timeout; its session lives on
 	since   time.Time
 	watch   liveness
 	// While the slave has no session, the connector of the one that
 	// ended: the slave's next session, if it registers within the session
 	// timeout, takes over the events it never acknowledged.
-	lastConn *lfnats.Conn
+	lastConn session
 	lostAt   time.Time
 }
 
@@ -151,8 +152,16 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		url = m.broker.ClientURL()
 		m.log.Info("embedded NATS server started", "url", url)
 	}
-	m.node, err = connect(ctx, link.MasterAddress, cfg.NATS, url, m.log, lfnats.WithAccept(m.accept))
+	node, err := connect(ctx, link.MasterAddress, cfg.NATS, url, m.log, role{accept: m.accept, unique: true, sessionTimeout: cfg.Timing.SessionTimeout})
 	if err != nil {
+		if m.broker != nil {
+			m.broker.Close()
+		}
+		return nil, err
+	}
+	m.node, m.fan = node, node
+	if m.bcast, err = link.NewBroadcaster(node, link.MasterAddress, messages.Slave, catalog); err != nil {
+		_ = m.node.Close()
 		if m.broker != nil {
 			m.broker.Close()
 		}
@@ -234,7 +243,7 @@ func (m *Master) ready() error {
 	switch {
 	case closing:
 		return errors.New("the master is shutting down")
-	case m.node == nil || !m.node.NATS().IsConnected():
+	case m.node == nil || !m.node.Connected():
 		return errors.New("not connected to NATS")
 	}
 	return nil
@@ -246,7 +255,7 @@ func (m *Master) NATSURL() string {
 	if m.broker != nil {
 		return m.broker.ClientURL()
 	}
-	return m.node.NATS().ConnectedUrlRedacted()
+	return m.node.URL()
 }
 
 // Catalog returns the master's message catalog.
@@ -337,7 +346,7 @@ func cmpInt(a, b int64) int {
 }
 
 // accept makes the link for a slave or a control that spoke first.
-func (m *Master) accept(c *lfnats.Conn) error {
+func (m *Master) accept(c session) error {
 	m.mu.Lock()
 	closing := m.closing
 	m.mu.Unlock()
@@ -353,12 +362,12 @@ func (m *Master) accept(c *lfnats.Conn) error {
 	return link.Errorf(link.CodeNotConnected, "the master takes links from slaves and controls only, not %s", c.Peer())
 }
 
-func (m *Master) newLink(c *lfnats.Conn, opts ...link.Option) (*link.Link, error) {
+func (m *Master) newLink(c session, opts ...link.Option) (*link.Link, error) {
 	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics)}, opts...)
 	return link.New(c, link.MasterAddress, c.Peer(), m.catalog, opts...)
 }
 
-func (m *Master) acceptSlave(c *lfnats.Conn) error {
+func (m *Master) acceptSlave(c session) error {
 	id, err := strconv.ParseInt(c.Peer().ID, 10, 64)
 	if err != nil || id < 1 {
 		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers, not %q", c.Peer().ID)
@@ -381,7 +390,7 @@ func (m *Master) acceptSlave(c *lfnats.Conn) error {
 
 // wireSlave attaches the master's handlers to its link to slave id, which
 // c carries.
-func (m *Master) wireSlave(l *link.Link, id int64, c *lfnats.Conn) {
+func (m *Master) wireSlave(l *link.Link, id int64, c session) {
 	link.HandleRequest(l, messages.RegisterSlave, func(ctx context.Context, r messages.SlaveRegistration) (messages.Empty, error) {
 		return messages.Empty{}, m.register(ctx, l, c, id, r)
 	})
@@ -454,13 +463,13 @@ func (m *Master) watchRegistration(id int64, l *link.Link) {
 // within the session timeout: what was sent to the process that went
 // away reaches the one that came back, as a slave does for a restarted
 // master.
-func (m *Master) register(ctx context.Context, l *link.Link, c *lfnats.Conn, id int64, r messages.SlaveRegistration) error {
+func (m *Master) register(ctx context.Context, l *link.Link, c session, id int64, r messages.SlaveRegistration) error {
 	if r.ID != id {
 		return link.Errorf(link.CodeInvalidMessage, "slave_id %d does not match the sender %s", r.ID, l.Peer())
 	}
 	m.mu.Lock()
 	var old *link.Link
-	var oldConn *lfnats.Conn
+	var oldConn session
 	if s := m.slaves[id]; s != nil && s.link != nil && s.link != l {
 		old, oldConn = s.link, s.conn
 	}
@@ -491,10 +500,15 @@ func (m *Master) register(ctx context.Context, l *link.Link, c *lfnats.Conn, id 
 	if oldConn != nil && s.link == old {
 		prev, lostAt = oldConn, time.Now() // the session it replaces ends now
 	}
-	if prev != nil && c != nil && prev != c && time.Since(lostAt) <= m.cfg.Timing.SessionTimeout {
-		// Under the lock, before the link is the slave's: nothing is sent
-		// on it before what the previous session owed.
-		if err := c.Adopt(ctx, prev); err != nil {
+	if prev == c || time.Since(lostAt) > m.cfg.Timing.SessionTimeout {
+		prev = nil // nothing to take over: what the previous session owed is given up
+	}
+	if c != nil && s.link != l {
+		// Under the lock, before the link is the slave's, and before
+		// anything is sent on it (broadcasts included: the session
+		// receives them from now on): what the previous session never
+		// acknowledged comes first.
+		if err := c.Adopt(prev); err != nil {
 			m.log.Warn("events for the slave's previous session not passed on", "slave", id, "error", err)
 		}
 	}
@@ -612,7 +626,7 @@ func (m *Master) SlaveLink(id int64) *link.Link {
 	return nil
 }
 
-func (m *Master) acceptControl(c *lfnats.Conn) error {
+func (m *Master) acceptControl(c session) error {
 	user := c.Peer().ID
 	l, err := m.newLink(c, link.WithAuthorizer(func(ctx context.Context, def *messages.Definition, msg *link.Message) error {
 		if !m.perms.Allows(user, def.Permission()) {
@@ -856,15 +870,11 @@ func (m *Master) forwardEvent(ctx context.Context, ev *link.Message) error {
 	return nil
 }
 
-// broadcast sends an event to every slave with one NATS message; each
-// passes it on to its instances, except the one it came from.
+// broadcast sends an event to every slave with one NATS message, checked
+// against the catalog as any message the master sends; each slave passes
+// it on to its instances, except the one it came from.
 func (m *Master) broadcast(ctx context.Context, ev *link.Message) error {
-	def, ok := m.catalog.Lookup(ev.Type)
-	if !ok || !def.ValidOn(messages.Direction{Source: messages.Master, Target: messages.Slave}) {
-		return link.Errorf(link.CodeInvalidMessage, "%s cannot be broadcast to slaves", ev.Type)
-	}
-	return m.node.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-		&link.Message{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	return m.bcast.ForwardEvent(ctx, ev)
 }
 
 // relayOutput passes the output of an instance that slave id, on l,
@@ -991,7 +1001,7 @@ func (m *Master) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	if err := m.node.FlushBroadcasts(ctx); err != nil {
+	if err := m.fan.FlushBroadcasts(ctx); err != nil {
 		m.log.Warn("broadcasts not acknowledged by every slave before the stop", "error", err)
 	}
 	for _, l := range links {

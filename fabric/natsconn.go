@@ -2,51 +2,189 @@ package fabric
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
 )
 
+// What the fabric needs of the transport that carries its links, as small
+// interfaces: no fabric type holds the connector's own. connector/nats
+// provides them, through the adapters below.
+
+// transport is an endpoint's presence on the broker.
+type transport interface {
+	// Dial returns a new connector for a link to peer; see lfnats.Node.Dial.
+	Dial(peer link.Address) (session, error)
+	// Connected reports whether the broker is reachable now.
+	Connected() bool
+	// URL returns the URL of the broker it is connected to, redacted.
+	URL() string
+	// ConnectError says why the last attempt to reach the broker failed.
+	ConnectError() error
+	// Close lets what is in flight finish, within the drain timeout, and
+	// closes every link; see lfnats.Node.Close.
+	Close() error
+}
+
+// broadcaster is a transport that sends to every endpoint of a type, and
+// keeps each broadcast until every receiver has it.
+type broadcaster interface {
+	link.Fanout
+	// FlushBroadcasts waits, until ctx ends, until every receiver still
+	// linked has every broadcast.
+	FlushBroadcasts(ctx context.Context) error
+}
+
+// session is one link's connector, to one session of its peer.
+type session interface {
+	link.Connector
+	// Peer returns the address of the endpoint at the other end.
+	Peer() link.Address
+	// Adopt takes this session for the peer's, in place of old, an
+	// earlier session of the same peer that has ended, or of none (nil):
+	// what old's peer never acknowledged comes first on this one, and
+	// from now on it receives broadcasts. Call it before anything is sent
+	// on the session; see lfnats.Conn.Adopt.
+	Adopt(old session) error
+}
+
+// role is what the connector is told of an endpoint's place in the
+// cluster.
+type role struct {
+	// accept takes the links peers open (the master's); nil: none.
+	accept func(session) error
+	// unique: no other live process holds the endpoint's address (the
+	// master), so a message to an earlier session of it is answered
+	// session_lost.
+	unique bool
+	// sessionTimeout: how long what a peer's ended session never
+	// acknowledged waits for its next session; 0 for an endpoint that
+	// never takes a session over (a control).
+	sessionTimeout time.Duration
+	// connectWait bounds the wait for the first connection; 0: the
+	// connector's default.
+	connectWait time.Duration
+}
+
 // connect connects an endpoint to NATS as configured.
-func connect(ctx context.Context, self link.Address, c NATSConfig, url string, log *slog.Logger, extra ...lfnats.Option) (*lfnats.Node, error) {
-	natsOpts := []natsgo.Option{
-		natsgo.PingInterval(c.PingInterval),
-		natsgo.MaxPingsOutstanding(2),
-	}
-	switch {
-	case c.User != "":
-		natsOpts = append(natsOpts, natsgo.UserInfo(c.User, c.Password))
-	case c.Token != "":
-		natsOpts = append(natsOpts, natsgo.Token(c.Token))
-	case c.NKeySeedFile != "":
-		opt, err := natsgo.NkeyOptionFromSeed(c.NKeySeedFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: FABRIC_NATS_NKEY_SEED_FILE=%q: %v", ErrConfig, c.NKeySeedFile, err)
-		}
-		natsOpts = append(natsOpts, opt)
-	case c.CredsFile != "":
-		natsOpts = append(natsOpts, natsgo.UserCredentials(c.CredsFile))
-	}
-	if c.TLSCAFile != "" {
-		natsOpts = append(natsOpts, natsgo.RootCAs(c.TLSCAFile))
-	}
-	if c.TLSCertFile != "" {
-		natsOpts = append(natsOpts, natsgo.ClientCert(c.TLSCertFile, c.TLSKeyFile))
+func connect(ctx context.Context, self link.Address, c NATSConfig, url string, log *slog.Logger, r role) (*natsTransport, error) {
+	natsOpts, err := natsOptions(c)
+	if err != nil {
+		return nil, err
 	}
 	var urls []string
 	for _, u := range strings.Split(url, ",") {
 		urls = append(urls, strings.TrimSpace(u))
 	}
-	opts := append([]lfnats.Option{
+	opts := []lfnats.Option{
 		lfnats.WithURLs(urls...),
 		lfnats.WithPrefix(c.Prefix),
 		lfnats.WithLogger(log),
 		lfnats.WithNATSOptions(natsOpts...),
-	}, extra...)
-	return lfnats.Connect(ctx, self, opts...)
+		lfnats.WithHint(hint),
+		lfnats.WithSessionTimeout(r.sessionTimeout),
+	}
+	if r.accept != nil {
+		opts = append(opts, lfnats.WithAccept(func(c *lfnats.Conn) error { return r.accept(natsSession{c}) }))
+	}
+	if r.unique {
+		opts = append(opts, lfnats.WithAnswerStale())
+	}
+	if r.connectWait > 0 {
+		opts = append(opts, lfnats.WithConnectWait(r.connectWait))
+	}
+	n, err := lfnats.Connect(ctx, self, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &natsTransport{n}, nil
+}
+
+// natsOptions are the nats.go options of c: credentials, TLS, pings.
+func natsOptions(c NATSConfig) ([]natsgo.Option, error) {
+	opts := []natsgo.Option{
+		natsgo.PingInterval(c.PingInterval),
+		natsgo.MaxPingsOutstanding(2),
+	}
+	switch {
+	case c.User != "":
+		opts = append(opts, natsgo.UserInfo(c.User, c.Password))
+	case c.Token != "":
+		opts = append(opts, natsgo.Token(c.Token))
+	case c.NKeySeedFile != "":
+		opt, err := natsgo.NkeyOptionFromSeed(c.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: FABRIC_NATS_NKEY_SEED_FILE=%q: %v", ErrConfig, c.NKeySeedFile, err)
+		}
+		opts = append(opts, opt)
+	case c.CredsFile != "":
+		opts = append(opts, natsgo.UserCredentials(c.CredsFile))
+	}
+	if c.TLSCAFile != "" {
+		opts = append(opts, natsgo.RootCAs(c.TLSCAFile))
+	}
+	if c.TLSCertFile != "" {
+		opts = append(opts, natsgo.ClientCert(c.TLSCertFile, c.TLSKeyFile))
+	}
+	return opts, nil
+}
+
+// hint names the settings behind a mistake the connector reports at
+// start-up.
+func hint(kind error) string {
+	switch {
+	case errors.Is(kind, lfnats.ErrCredentials):
+		return "FABRIC_NATS_USER and FABRIC_NATS_PASSWORD, FABRIC_NATS_TOKEN, FABRIC_NATS_NKEY_SEED_FILE or FABRIC_NATS_CREDS_FILE"
+	case errors.Is(kind, lfnats.ErrNotAllowed):
+		return "do FABRIC_SLAVE_ID or FABRIC_CONTROL_USER match the credentials?"
+	case errors.Is(kind, lfnats.ErrTLSUntrusted):
+		return "FABRIC_NATS_TLS_CA_FILE must name the CA that signs it"
+	case errors.Is(kind, lfnats.ErrTLSMismatch):
+		return "FABRIC_NATS_TLS_*, tls:// URLs"
+	case errors.Is(kind, lfnats.ErrTLSRefused):
+		return "check the client certificate (FABRIC_NATS_TLS_CERT_FILE, FABRIC_NATS_TLS_KEY_FILE) and the CA (FABRIC_NATS_TLS_CA_FILE)"
+	}
+	return ""
+}
+
+// natsTransport is a transport and a broadcaster over connector/nats.
+type natsTransport struct{ n *lfnats.Node }
+
+func (t *natsTransport) Dial(peer link.Address) (session, error) {
+	c, err := t.n.Dial(peer)
+	if err != nil {
+		return nil, err
+	}
+	return natsSession{c}, nil
+}
+
+func (t *natsTransport) Connected() bool     { return t.n.NATS().IsConnected() }
+func (t *natsTransport) URL() string         { return t.n.NATS().ConnectedUrlRedacted() }
+func (t *natsTransport) ConnectError() error { return t.n.ConnectError() }
+func (t *natsTransport) Close() error        { return t.n.Close() }
+
+func (t *natsTransport) Broadcast(ctx context.Context, to messages.Endpoint, m *link.Message) error {
+	return t.n.Broadcast(ctx, link.Address{Type: to, ID: lfnats.BroadcastID}, m)
+}
+
+func (t *natsTransport) FlushBroadcasts(ctx context.Context) error { return t.n.FlushBroadcasts(ctx) }
+
+// natsSession is a session over connector/nats. It is a link.Stopper (a
+// graceful Disconnect loses nothing the peer was told arrived).
+type natsSession struct{ *lfnats.Conn }
+
+func (s natsSession) Adopt(old session) error {
+	var prev *lfnats.Conn
+	if o, ok := old.(natsSession); ok {
+		prev = o.Conn
+	}
+	return s.Conn.Adopt(prev)
 }

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/connector/virtual"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -32,7 +31,7 @@ type Slave struct {
 	catalog  *messages.Catalog
 	factory  InstanceFactory
 	handlers func(*link.Link) // the plugins' (WithHandlers); may be nil
-	node     *lfnats.Node
+	node     transport
 	metrics  *metrics
 	httpSrv  *http.Server // serves metrics; nil when not asked for
 
@@ -41,8 +40,8 @@ type Slave struct {
 
 	mu         sync.Mutex
 	closing    bool
-	master     *link.Link   // nil while not registered
-	masterConn *lfnats.Conn // master's connector
+	master     *link.Link // nil while not registered
+	masterConn session    // master's connector
 	// The master is shutting down (it sent prepare_disconnect): what the
 	// instances send it waits in outbox for its next session, rather than
 	// arrive while it closes its links.
@@ -53,7 +52,7 @@ type Slave struct {
 	// (events it never had acknowledged), for the next session, for up to
 	// the session timeout.
 	outbox       []*link.Message
-	lastConn     *lfnats.Conn
+	lastConn     session
 	masterLostAt time.Time
 	// When the master last answered on the current session (masterHeard)
 	// and on the one that ended (lastHeard): a heartbeat, the
@@ -129,7 +128,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
-	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log); err != nil {
+	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout}); err != nil {
 		return nil, err
 	}
 	l, err := s.connectMaster(ctx)
@@ -290,10 +289,12 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	// waited for this one; the instances' events wait behind the lock.
 	s.mu.Lock()
 	held := s.outbox
-	if old := s.lastConn; old != nil && time.Since(s.lastHeard) <= s.cfg.Timing.SessionTimeout {
-		if err := c.Adopt(ctx, old); err != nil {
-			s.log.Warn("events of the previous session not passed on", "error", err)
-		}
+	old := s.lastConn
+	if time.Since(s.lastHeard) > s.cfg.Timing.SessionTimeout {
+		old = nil // the session is over: what it owed the master is given up
+	}
+	if err := c.Adopt(old); err != nil {
+		s.log.Warn("events of the previous session not passed on", "error", err)
 	}
 	for _, ev := range held {
 		if err := l.ForwardEvent(ctx, ev); err != nil {

@@ -83,6 +83,20 @@ type Connector interface {
 	Close() error
 }
 
+// Stopper is a Connector that can stop delivering before it closes. A
+// graceful Disconnect stops it once the link has drained, lets the link's
+// handlers finish what it delivered, and only then closes: a connector
+// that tells its peer what arrived (connector/nats acknowledges events)
+// has then told it exactly what the link took, and the link has run all
+// of that.
+type Stopper interface {
+	// Stop ends delivery: when it returns, the connector has handed the
+	// link everything it took from the peer, and delivers nothing more but
+	// the responses to the link's own requests. It waits at most until ctx
+	// ends. Send still works.
+	Stop(ctx context.Context) error
+}
+
 // Receiver takes what a connector delivers. Its methods are safe for
 // concurrent use; messages delivered one after another from one goroutine
 // are taken in that order.

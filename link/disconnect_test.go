@@ -3,9 +3,12 @@ package link_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/connector/virtual"
 	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -252,4 +255,84 @@ func TestDrainLeavesTheLinkOpen(t *testing.T) {
 	conformance.NoErr(t, toControl.Drain(ctx), "a second Drain")
 	conformance.NoErr(t, toControl.Close(), "Close")
 	conformance.Recv(t, toMaster.Done(), 5*time.Second, "the peer's link to close")
+}
+
+// stopper is a virtual end that is a link.Stopper: its Stop delivers
+// burst to the link first, as events that arrived just before the stop,
+// and from then on delivers nothing.
+type stopper struct {
+	*virtual.Conn
+	r       link.Receiver
+	burst   []*link.Message
+	stopped chan struct{}
+	open    chan bool // whether the link still took the burst when Stop ran
+}
+
+func (s *stopper) Start(r link.Receiver) error {
+	s.r = r
+	return s.Conn.Start(r)
+}
+
+func (s *stopper) Stop(ctx context.Context) error {
+	taken := true
+	for _, m := range s.burst {
+		taken = taken && s.r.Receive(ctx, m) == nil
+	}
+	s.open <- taken
+	close(s.stopped)
+	return nil
+}
+
+// A graceful Disconnect stops a connector that can stop (link.Stopper)
+// once the link has drained and before the link stops taking events, and
+// returns only when the handlers of everything it delivered have run: a
+// connector that acknowledged those events (connector/nats) loses none.
+func TestDisconnectRunsWhatTheConnectorDelivered(t *testing.T) {
+	a, b := virtual.Pair()
+	const n = 20
+	s := &stopper{Conn: a, stopped: make(chan struct{}), open: make(chan bool, 1)}
+	for i := range n {
+		s.burst = append(s.burst, &link.Message{Kind: link.KindEvent, Type: testTick.Name(), Data: []byte(fmt.Sprintf(`{"seq":%d,"items":[]}`, i))})
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var got []int
+	toMaster := newLink(t, s, controlAddr, masterAddr, link.WithEventQueue(1))
+	link.HandleEvent(toMaster, testTick, func(_ context.Context, ev tick) error {
+		if ev.Seq == n-1 {
+			<-release // the last is still running when Stop returns
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, ev.Seq)
+		return nil
+	})
+	start(t, toMaster, testTick)
+	start(t, newLink(t, b, masterAddr, controlAddr))
+
+	disconnected := make(chan error, 1)
+	go func() { disconnected <- toMaster.Disconnect(conformance.Ctx(t, 10*time.Second)) }()
+	conformance.Recv(t, s.stopped, 5*time.Second, "the connector to be stopped")
+	if !<-s.open {
+		t.Fatal("the link no longer took events when the connector stopped")
+	}
+	select {
+	case err := <-disconnected:
+		t.Fatalf("Disconnect returned (%v) while a handler of what the connector delivered was running", err)
+	case <-toMaster.Done():
+		t.Fatal("the link closed while a handler of what the connector delivered was running")
+	default:
+	}
+	close(release)
+	conformance.NoErr(t, conformance.Recv(t, disconnected, 5*time.Second, "Disconnect"), "Disconnect")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n {
+		t.Fatalf("the handler ran for %d of the %d events delivered before the stop: %v", len(got), n, got)
+	}
+	for i, seq := range got {
+		if seq != i {
+			t.Fatalf("handled %v: out of order", got)
+		}
+	}
 }

@@ -370,13 +370,20 @@ func (l *Link) sent(m *Message) {
 // checkOutbound refuses, before anything is sent, a message that the peer
 // would refuse.
 func (l *Link) checkOutbound(def *messages.Definition, kind messages.Kind) error {
-	switch {
-	case !l.catalog.Contains(def):
+	if !l.catalog.Contains(def) {
 		return Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", def.Name(), l)
+	}
+	return checkKind(def, kind, l.out)
+}
+
+// checkKind refuses a message of def that is not of kind or not valid on
+// out, the way it would travel.
+func checkKind(def *messages.Definition, kind messages.Kind, out messages.Direction) error {
+	switch {
 	case def.Kind() != kind:
 		return Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
-	case !def.ValidOn(l.out):
-		return Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.out)
+	case !def.ValidOn(out):
+		return Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), out)
 	}
 	return nil
 }
@@ -545,8 +552,10 @@ func (l *Link) prepareDisconnect(ctx context.Context, _ *Message) ([]byte, error
 // tells the peer (prepare_disconnect, where the link has it) so that the
 // peer stops sending requests too, waits until the requests and events in
 // flight both ways have ended and the connector has the peer's word for
-// everything sent (Connector.Flush), then closes. ctx bounds the wait; when it
-// ends first the link closes anyway and the error says so.
+// everything sent (Connector.Flush), stops the connector if it can
+// (Stopper) and lets the handlers of what it delivered finish, then
+// closes. ctx bounds the wait; when it ends first the link closes anyway
+// and the error says so.
 func (l *Link) Disconnect(ctx context.Context) error {
 	l.mu.Lock()
 	if l.state != stateOpen {
@@ -566,10 +575,26 @@ func (l *Link) Disconnect(ctx context.Context) error {
 	}
 	l.state = stateClosing
 	l.mu.Unlock()
-	if err := errors.Join(l.drain(ctx), l.Close()); err != nil {
+	if err := errors.Join(l.drain(ctx), l.stop(ctx), l.Close()); err != nil {
 		return fmt.Errorf("link %s: disconnect: %w", l, err)
 	}
 	return nil
+}
+
+// stop ends the connector's delivery, if it can (Stopper), and waits, as
+// long as ctx allows, for the handlers of what it delivered to finish:
+// what arrives between the drain and the close is neither dropped by the
+// link nor told to the peer as arrived. (Close alone drops what waits for
+// a handler.)
+func (l *Link) stop(ctx context.Context) error {
+	s, ok := l.conn.(Stopper)
+	if !ok {
+		return nil
+	}
+	if err := s.Stop(ctx); err != nil {
+		return err
+	}
+	return l.wait(ctx, true, func() bool { return l.inbound == 0 })
 }
 
 // Drain does what Disconnect does before it closes, and leaves the link
@@ -658,8 +683,12 @@ func (l *Link) wait(ctx context.Context, untilClosed bool, done func() bool) err
 // waiting for a handler are dropped, and the peer's link closes too. It
 // does not wait for running handlers (CloseWait does). Close is idempotent.
 func (l *Link) Close() error {
+	// The connector first: it stops delivering before the link stops
+	// taking messages, so that it tells the peer of nothing the link
+	// never took (connector/nats acknowledges events as it delivers them).
+	err := l.conn.Close()
 	l.closeWith(Errorf(CodeSessionLost, "link %s closed", l))
-	return l.conn.Close()
+	return err
 }
 
 // CloseWait closes the link as Close does, then waits until every handler

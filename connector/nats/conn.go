@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/link"
 )
 
@@ -26,11 +28,19 @@ const (
 	hdrStatus  = "Status"     // set by the server: 503 means no responders
 )
 
+// maxBudget bounds the time a requester may say it waits.
+const maxBudget = 24 * time.Hour
+
 var errPeerRestarted = errors.New("the peer restarted")
+
+var (
+	_ link.Connector = (*Conn)(nil)
+	_ link.Stopper   = (*Conn)(nil)
+)
 
 // Conn is the connector of one link over NATS: to one peer, and once the
 // peer has spoken, to one session of that peer. It implements
-// link.Connector.
+// link.Connector and link.Stopper.
 type Conn struct {
 	n    *Node
 	id   uint64
@@ -46,25 +56,30 @@ type Conn struct {
 	// to: the fabric's, and its nats.go inbox.
 	replyPrefix, inboxPrefix string
 
-	mu        sync.Mutex
-	session   string // the peer's session
-	bound     bool
-	receiver  link.Receiver
-	started   bool
-	closed    bool
-	peerGone  bool // the peer closed or restarted: no close notice to send
-	requests  outRequests
-	served    map[requesterKey]*takenFrom // requests taken from the peer, until the requester has the response
-	lastSweep time.Time                   // when served was last swept
+	mu       sync.Mutex // held after the Node's mu and its streams' mu, never before
+	session  string     // the peer's session
+	bound    bool
+	receiver link.Receiver
+	started  bool
+	stopped  bool // Stop: nothing more is delivered to the link
+	closed   bool
+	peerGone bool // the peer closed or restarted: no close notice to send
+	reqs     *delivery.Requests[outRequest]
+	served   *delivery.Served[*natsgo.Msg] // requests taken from the peer, until the requester has the response
+	retry    *time.Timer                   // the table's next no-responders retry
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
 	inflight map[string]int
 
-	outMu sync.Mutex // guards out; never held with mu
-	out   outEvents
-	inMu  sync.Mutex // guards in and inAll
-	in    inEvents   // the peer's stream to us
-	inAll inEvents   // the peer's broadcast stream
+	inMu sync.Mutex                        // guards in, and is held while what it delivers is handed on
+	in   *delivery.Receiver[*link.Message] // the peer's streams to this end; nil for a plain client
+
+	// Guarded by the Node's streams' mu (streams.go).
+	out         *delivery.OutLink[outEvent] // this end's stream to the peer; nil until opened
+	ended       bool                        // the link closed; out is parked, or given up
+	endedAt     time.Time
+	subjects    map[string]string // the subjects of events to the peer, by type
+	subjectsFor string            // the peer session they name
 }
 
 func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) *Conn {
@@ -76,13 +91,17 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		bound:    bound,
 		queue:    newQueue(n.opts.peerQueue),
 		done:     make(chan struct{}),
-		requests: outRequests{byWire: map[uint64]*outRequest{}},
-		served:   map[requesterKey]*takenFrom{},
+		reqs:     delivery.NewRequests[outRequest](n.opts.noRespondersWindow()),
+		served:   delivery.NewServed[*natsgo.Msg](),
 		inflight: map[string]int{},
-		out:      outEvents{next: 1, rto: resendFirst, maxPending: n.opts.maxUnacked},
 
 		replyPrefix: n.prefixDot + token(n.self) + "." + token(peer) + "." + tokReply + ".",
 		inboxPrefix: n.prefixDot + "_inbox." + token(peer) + ".",
+	}
+	if !bound || session != "" {
+		// A fabric peer: numbered streams both ways. (A plain NATS client
+		// has no session, and gets what NATS delivers.)
+		c.in = delivery.NewReceiver[*link.Message](n.self.ID)
 	}
 	return c
 }
@@ -117,6 +136,16 @@ func (c *Conn) peerSession() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.session
+}
+
+// isDone reports whether Close has closed c.done.
+func (c *Conn) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // bindLocked binds a dialed connector to the peer session that answered.
@@ -175,7 +204,8 @@ func (c *Conn) deliver(r link.Receiver) {
 
 // enqueue hands a converted message to the link without ever blocking the
 // routing goroutine: one slow link must not hold up the others. While no
-// message waits for the link, it is delivered here and now.
+// message waits for the link, it is delivered here and now. It reports
+// false if the link's queue is full and m was dropped.
 func (c *Conn) enqueue(m *link.Message) bool {
 	direct, ok := c.queue.offer(m)
 	if !ok {
@@ -202,92 +232,145 @@ func (c *Conn) enqueue(m *link.Message) bool {
 	return true
 }
 
-// inbound converts a request or event from the peer.
+// inbound takes a request or an event from the peer.
 func (c *Conn) inbound(sub subject, msg *natsgo.Msg) {
-	m := &link.Message{Type: sub.msgType, Data: msg.Data}
 	if msg.Reply != "" {
-		if sub.dst.ID == BroadcastID {
-			c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "requests cannot be broadcast"), c.mine)
-			return
-		}
-		if !c.repliesTo(msg.Reply) {
-			// Answering would make this endpoint publish, with its own
-			// rights, on a subject the requester chose: refuse to be used.
-			c.n.dropped.Add(1)
-			c.n.opts.logger.Warn("request with a reply subject that is not the requester's; dropped", "node", c.n.self.String(), "peer", c.peer.String(), "reply", msg.Reply)
-			return
-		}
-		m.Kind, m.Reply = link.KindRequest, msg.Reply
-		if v := msg.Header.Get(hdrID); v != "" {
-			id, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not an unsigned integer", hdrID, v), c.mine)
-				return
-			}
-			m.ID = id
-		}
-		if r, err := parseSubject(c.n.prefixDot, msg.Reply); err == nil && r.kind == subjReply && r.budget > 0 {
-			if r.budget > uint64(24*time.Hour/time.Millisecond) {
-				c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget), c.mine)
-				return
-			}
-			m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
-			if !c.take(requestFrom{key: requesterKey{r.session, r.conn}, id: r.seq, low: r.low, deadline: m.Deadline}) {
-				return // a copy of a request already taken
-			}
-		} else if v := msg.Header.Get(hdrTimeout); v != "" {
-			ms, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
-				c.n.refuseAs(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not a number of milliseconds between 1 and 86400000", hdrTimeout, v), c.mine)
-				return
-			}
-			m.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
-		}
-	} else {
-		m.Kind = link.KindEvent
-		if sub.stream {
-			h, payload, err := parseEventHead(msg.Data)
-			if err != nil {
-				c.n.dropped.Add(1)
-				c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", m.Type, "error", err)
-				return
-			}
-			m.Data, m.Origin = payload, h.origin
-			c.inboundEvent(m, h.seq, h.floor, h.all || sub.dst.ID == BroadcastID)
-			return
-		}
-		if v := msg.Header.Get(hdrOrigin); v != "" {
-			origin, err := link.ParseAddress(v)
-			if err != nil {
-				c.n.dropped.Add(1)
-				return
-			}
-			m.Origin = origin
-		}
+		c.inboundRequest(sub, msg)
+		return
 	}
-	if m.Kind == link.KindRequest {
-		if !c.n.startRequest() {
-			c.n.refuseAs(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self), c.mine)
-			return
-		}
-		if !c.countIn(m.Reply) {
-			c.n.endRequest()
-			c.n.refuseAs(msg, link.Errorf(link.CodeSessionLost, "%s has closed its link to %s", c.n.self, c.peer), c.mine)
-			return
-		}
+	if sub.stream {
+		c.inboundNumbered(sub, msg)
+		return
 	}
-	if !c.enqueue(m) && m.Kind == link.KindRequest {
+	c.inboundPlain(sub, msg)
+}
+
+// inboundRequest takes a request: from a fabric peer, with its budget and
+// its requester's low mark in the reply subject; from a plain client, with
+// the Lf-Id and Lf-Timeout it may send.
+func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
+	if sub.dst.ID == BroadcastID {
+		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "requests cannot be broadcast"))
+		return
+	}
+	if !c.repliesTo(msg.Reply) {
+		// Answering would make this endpoint publish, with its own
+		// rights, on a subject the requester chose: refuse to be used.
+		c.n.dropped.Add(1)
+		c.n.opts.logger.Warn("request with a reply subject that is not the requester's; dropped", "node", c.n.self.String(), "peer", c.peer.String(), "reply", msg.Reply)
+		return
+	}
+	m := &link.Message{Kind: link.KindRequest, Type: sub.msgType, Data: msg.Data, Reply: msg.Reply}
+	if v := msg.Header.Get(hdrID); v != "" {
+		id, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not an unsigned integer", hdrID, v))
+			return
+		}
+		m.ID = id
+	}
+	if r, err := parseSubject(c.n.prefixDot, msg.Reply); err == nil && r.kind == subjReply && r.budget > 0 {
+		if !c.takeRequest(m, msg, r) {
+			return
+		}
+	} else if v := msg.Header.Get(hdrTimeout); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms <= 0 || ms > maxBudget.Milliseconds() {
+			c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "header %s: %q is not a number of milliseconds between 1 and %d", hdrTimeout, v, maxBudget.Milliseconds()))
+			return
+		}
+		m.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+	}
+	c.deliverRequest(m, msg)
+}
+
+// takeRequest sets the deadline of a fabric requester's request from the
+// budget of its reply subject r, and records it (delivery.Served). It
+// reports false for a request not to be handled: refused, or a copy of one
+// taken before.
+func (c *Conn) takeRequest(m *link.Message, msg *natsgo.Msg, r subject) bool {
+	if r.budget > uint64(maxBudget.Milliseconds()) {
+		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget))
+		return false
+	}
+	m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
+	return c.take(requestFrom{from: delivery.Requester{Session: r.session, Conn: r.conn}, id: r.seq, low: r.low, deadline: m.Deadline})
+}
+
+// deliverRequest hands a request to the link, counted in flight until it
+// is answered, so that the Node's Close can let it finish.
+func (c *Conn) deliverRequest(m *link.Message, msg *natsgo.Msg) {
+	if !c.n.startRequest() {
+		c.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
+		return
+	}
+	if !c.countIn(m.Reply) {
+		c.n.endRequest()
+		c.refuse(msg, link.Errorf(link.CodeSessionLost, "%s has closed its link to %s", c.n.self, c.peer))
+		return
+	}
+	if !c.enqueue(m) {
 		c.countOut(m.Reply)
-		c.n.refuseAs(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer), c.mine)
+		c.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is overloaded: its link to %s has too many messages waiting", c.n.self, c.peer))
 	}
 }
 
+// inboundNumbered takes an event of one of the peer's numbered streams:
+// its head says where it stands (delivery.Head), and the Receiver decides
+// what is delivered.
+func (c *Conn) inboundNumbered(sub subject, msg *natsgo.Msg) {
+	h, payload, err := delivery.ParseHead(msg.Data)
+	var origin link.Address
+	if err == nil && h.Origin != "" {
+		if origin, err = link.ParseAddress(h.Origin); err == nil && origin.String() != h.Origin {
+			err = fmt.Errorf("origin %q is not written as the fabric writes it", h.Origin)
+		}
+	}
+	if err == nil && c.in == nil {
+		err = errors.New("numbered events from a peer without a session")
+	}
+	if err != nil {
+		c.n.dropped.Add(1)
+		c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", sub.msgType, "error", err)
+		return
+	}
+	c.receive(h, &link.Message{Kind: link.KindEvent, Type: sub.msgType, Data: payload, Origin: origin}, sub.dst.ID == BroadcastID)
+}
+
+// inboundPlain takes a plain client's event: no numbers, its origin in a
+// header. It gets what NATS delivers.
+func (c *Conn) inboundPlain(sub subject, msg *natsgo.Msg) {
+	m := &link.Message{Kind: link.KindEvent, Type: sub.msgType, Data: msg.Data}
+	if v := msg.Header.Get(hdrOrigin); v != "" {
+		origin, err := link.ParseAddress(v)
+		if err != nil {
+			c.n.dropped.Add(1)
+			return
+		}
+		m.Origin = origin
+	}
+	if c.isStopped() {
+		c.n.dropped.Add(1)
+		return
+	}
+	c.enqueue(m)
+}
+
+// refuse answers a request as this link's end.
+func (c *Conn) refuse(msg *natsgo.Msg, e *link.Error) { c.n.refuseAs(msg, e, c.mine) }
+
+func (c *Conn) isStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped || c.closed
+}
+
 // countIn records a request the Node has counted in flight, unless the
-// connector has closed.
+// connector has stopped delivering.
 func (c *Conn) countIn(reply string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.stopped {
 		return false
 	}
 	c.inflight[reply]++
@@ -329,7 +412,7 @@ func (c *Conn) fabricReply(reply string) bool {
 
 // Send publishes m: a request on the peer's subject with a reply subject of
 // ours, a response on the reply subject its request named, an event on the
-// peer's subject.
+// peer's subject (numbered, to a fabric peer).
 func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	if m.Kind == link.KindResponse {
 		defer c.countOut(m.Reply) // answered, or never to be: no longer in flight
@@ -340,53 +423,58 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 		return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
 	}
 	peerSession := c.session
-	plain := c.bound && c.session == "" // a plain NATS client: no sessions, no stream
 	c.mu.Unlock()
-
-	switch {
-	case m.Kind == link.KindEvent && !plain:
-		return c.sendEvent(ctx, m, peerSession)
-	case m.Kind == link.KindRequest:
-		return c.sendRequest(ctx, m, peerSession)
-	}
-	n := c.n
-	msg := &natsgo.Msg{Data: m.Data}
-	keep := false // the response, for copies of its request
 	switch m.Kind {
-	case link.KindResponse:
-		if m.Reply == "" {
-			return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
-		}
-		// The requester chose the subject. A fabric requester's has room
-		// for the responder's session; others are told in a header.
-		msg.Subject = m.Reply
-		keep = strings.HasPrefix(m.Reply, c.replyPrefix)
-		if c.fabricReply(m.Reply) {
-			msg.Subject = responseSubject(m.Reply, c.mine)
-		} else {
-			msg.Header = c.sessionHeader
-		}
-		if m.ID != 0 || m.Error != nil {
-			msg.Header = natsgo.Header{hdrSession: {c.mine}}
-		}
-		if m.ID != 0 { // a plain client's own correlation id
-			msg.Header[hdrID] = []string{strconv.FormatUint(m.ID, 10)}
-		}
-		if m.Error != nil {
-			msg.Header[hdrError] = []string{string(m.Error.Code)}
-			msg.Data = []byte(m.Error.Message)
-		}
 	case link.KindEvent:
-		// A plain client cannot acknowledge: it gets what NATS delivers.
-		msg.Subject = messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", "")
-		if !m.Origin.IsZero() {
-			msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
+		if c.in == nil { // a plain NATS client cannot acknowledge: it gets what NATS delivers
+			return c.sendPlainEvent(ctx, m)
 		}
-	default:
-		return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)
+		return c.sendEvent(ctx, m)
+	case link.KindRequest:
+		return c.sendRequest(ctx, m, peerSession)
+	case link.KindResponse:
+		return c.sendResponse(ctx, m)
 	}
-	if keep {
+	return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)
+}
+
+// sendResponse publishes a response on the reply subject the requester
+// chose: a fabric requester's has room for the responder's session; others
+// are told it in a header. A fabric requester's request is remembered
+// with its response, for its copies.
+func (c *Conn) sendResponse(ctx context.Context, m *link.Message) error {
+	if m.Reply == "" {
+		return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
+	}
+	msg := &natsgo.Msg{Subject: m.Reply, Data: m.Data}
+	if c.fabricReply(m.Reply) {
+		msg.Subject = responseSubject(m.Reply, c.mine)
+	} else {
+		msg.Header = c.sessionHeader
+	}
+	if m.ID != 0 || m.Error != nil {
+		msg.Header = natsgo.Header{hdrSession: {c.mine}}
+	}
+	if m.ID != 0 { // a plain client's own correlation id
+		msg.Header[hdrID] = []string{strconv.FormatUint(m.ID, 10)}
+	}
+	if m.Error != nil {
+		msg.Header[hdrError] = []string{string(m.Error.Code)}
+		msg.Data = []byte(m.Error.Message)
+	}
+	if strings.HasPrefix(m.Reply, c.replyPrefix) {
 		c.answered(m.Reply, msg)
+	}
+	return c.n.publish(ctx, msg, m.Type)
+}
+
+// sendPlainEvent publishes an event to a plain NATS client: no numbers, its
+// origin in a header.
+func (c *Conn) sendPlainEvent(ctx context.Context, m *link.Message) error {
+	n := c.n
+	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", ""), Data: m.Data}
+	if !m.Origin.IsZero() {
+		msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
 	}
 	return n.publish(ctx, msg, m.Type)
 }
@@ -403,30 +491,32 @@ func (c *Conn) status(s link.Status, err error) {
 		c.peerGone = true
 	}
 	c.mu.Unlock()
+	if s == link.StatusClosed {
+		// Before the link stops taking events: its last acknowledgement
+		// covers exactly what it took.
+		c.stopReceiving()
+	}
 	if r != nil {
 		r.Status(s, err)
 	}
 	switch s {
 	case link.StatusResumed:
-		c.resendAll() // what the peer or the broker missed meanwhile
+		c.resendRequests(time.Now()) // what the peer or the broker missed meanwhile
 	case link.StatusClosed:
 		_ = c.Close()
 	}
 }
 
+// tick does what is due: acknowledgements, requests to send again,
+// requests taken to forget.
+func (c *Conn) tick(now time.Time) {
+	c.tickReceiver(now)
+	c.tickRequests(now)
+}
+
 // closeNotice, queued like a message, stands for the peer's notice that it
 // closed its side: the link hears of it after what the peer sent before.
 var closeNotice = &link.Message{}
-
-// isDone reports whether Close has closed c.done.
-func (c *Conn) isDone() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
 
 // closedBy reports whether a close notice naming dst as this end's session
 // is for this link. A peer names the session it talks to whenever it
@@ -453,8 +543,35 @@ func (c *Conn) peerClosed() {
 // peerRestarted ends the link to a peer that came back with a new session.
 func (c *Conn) peerRestarted() { c.status(link.StatusClosed, errPeerRestarted) }
 
+// Stop ends delivery, for a graceful close (link.Stopper): the Receiver
+// stops, its last acknowledgement, of what it delivered, goes to the peer,
+// and Stop waits, until ctx ends, for the link to have taken everything
+// delivered. From then on the link gets only the responses to its own
+// requests; requests are refused, and events are left to the peer to pass
+// on to the link's successor. The link may still send.
+func (c *Conn) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
+	c.stopReceiving()
+	drained := c.queue.drained()
+	if drained == nil {
+		return nil
+	}
+	select {
+	case <-drained:
+		return nil
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("nats: %d messages from %s not yet taken by the link: %w", c.queue.len(), c.peer, ctx.Err())
+	}
+}
+
 // Close stops delivery, forgets the connector and tells the peer, whose
-// link closes too. It is idempotent.
+// link closes too. What the peer has not acknowledged is kept for its next
+// session for the session timeout (WithSessionTimeout). Close is
+// idempotent.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -464,7 +581,10 @@ func (c *Conn) Close() error {
 	c.closed = true
 	notify := !c.peerGone
 	peerSession := c.session
-	c.requests.byWire = nil
+	c.reqs.Close() // the link fails its pending requests itself
+	if c.retry != nil {
+		c.retry.Stop()
+	}
 	// Requests from the peer still waiting for the link, or for their
 	// handlers, will never be answered from here: the Node's Close need
 	// not wait for them.
@@ -477,13 +597,13 @@ func (c *Conn) Close() error {
 	for range unanswered {
 		c.n.endRequest()
 	}
+	c.stopReceiving()
 	close(c.done)
+	// The stream first: the peer's last acknowledgements, which may come
+	// after the close, still find it.
+	c.n.endStream(c)
 	c.n.forget(c)
-	c.n.forgetReceiver(c)
 	if notify {
-		// Acknowledge what arrived first, so that the peer does not send
-		// it again to whoever takes this session over.
-		c.flushAck()
 		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession), nil)
 	}
 	return nil

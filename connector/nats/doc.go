@@ -5,7 +5,7 @@
 // everything addressed to the endpoint and hands each message to the
 // connector (Conn) of the link to its sender. The subject names both ends,
 // sender first, so that a broker can enforce who may publish and who may
-// subscribe:
+// subscribe (Subscriptions, PeerSubjects, InboxPrefix):
 //
 //	lf.control.alice.master.0.list_slaves.<session>.<master's session>
 //	        control alice asks the master
@@ -23,23 +23,29 @@
 // fabric with the nats CLI.
 //
 // Nothing is lost across broker faults between fabric peers: events and
-// broadcasts are numbered, acknowledged and sent again (stream.go,
-// broadcast.go), requests are sent again and answered once (requests.go);
+// broadcasts are numbered, acknowledged, sent again and delivered in
+// order, requests are sent again and answered once, by the state machines
+// of internal/delivery (its package doc is the protocol's reference); this
+// package holds the subjects, the NATS calls and the glue to them.
 // docs/reliability.md says what is promised.
 //
 // Sessions: every end of a link has a random session id, named in every
-// message: the links a Node accepts share the Node's, new in each process;
-// each link it dials has its own, new with each Dial. A link is bound to
-// one session of its peer; a message from another session of that address
-// goes to another link (through the accept function) or is dropped, so two
-// processes claiming one address are told apart, and so are a link dialed
-// again and the late messages of the one before. A peer that answers one
-// of our requests from a new session is a new end: the old link's session
-// is over and its pending requests fail with link.ErrSessionLost. Once a
-// link has closed, the Node refuses its peer session's late messages as it
-// does those addressed to an ended session of its own: the master answers
-// them with session_lost; other endpoints stay silent, since the session
-// may be another live process's.
+// message: the links a Node accepts share the Node's, new in each process
+// (or WithSession's); each link it dials has its own, new with each Dial. A
+// link is bound to one session of its peer; a message from another
+// session of that address goes to another link (through the accept
+// function) or is dropped, so two processes claiming one address are told
+// apart, and so are a link dialed again and the late messages of the one
+// before. A peer that answers one of our requests from a new session is a
+// new end: the old link's session is over and its pending requests fail
+// with link.ErrSessionLost. Once a link has closed, the Node refuses its
+// peer session's late messages as it does those addressed to an ended
+// session of its own: silently, or, for an endpoint no other live process
+// may speak as, with session_lost (WithAnswerStale).
+//
+// A peer's next session may take over what its ended one was never
+// acknowledged (WithSessionTimeout, Conn.Adopt): the endpoint says which
+// link replaces which, when it takes the new one for the peer's.
 //
 // Reconnection is nats.go's, configured to retry for ever with jittered
 // backoff and to buffer what is published while disconnected; the Node

@@ -63,10 +63,15 @@ func port(t testing.TB, s *server.Server) int {
 	return a.Port
 }
 
-// connect starts a Node for self on s, closed when the test ends.
+// connect starts a Node for self on s, closed when the test ends. The
+// tests' master, like the fabric's, is the one process of its address: it
+// answers what is sent to an ended session of it (WithAnswerStale).
 func connect(t testing.TB, s *server.Server, self link.Address, opts ...lfnats.Option) *lfnats.Node {
 	t.Helper()
 	opts = append([]lfnats.Option{lfnats.WithURLs(s.ClientURL()), lfnats.WithLogger(quiet)}, opts...)
+	if self == masterAddr {
+		opts = append([]lfnats.Option{lfnats.WithAnswerStale()}, opts...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n, err := lfnats.Connect(ctx, self, opts...)

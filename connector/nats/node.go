@@ -3,13 +3,8 @@ package nats
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,15 +12,15 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
 // AcceptFunc is called, on the goroutine that routes inbound messages,
-// with a new connector for
-// a peer that sent a message before any link to it existed. It should start
-// a link on c (link.New, handlers, Start) and return nil, or return an
-// error to refuse the peer.
+// with a new connector for a peer that sent a message before any link to
+// it existed. It should start a link on c (link.New, handlers, Start) and
+// return nil, or return an error to refuse the peer.
 type AcceptFunc func(c *Conn) error
 
 // ErrClosed is returned by a Node that has been closed.
@@ -33,7 +28,7 @@ var ErrClosed = errors.New("nats: node closed")
 
 // Node is one endpoint's presence on NATS: its connection, the one
 // subscription that receives everything addressed to it, and the
-// connectors of its links, one per peer.
+// connectors of its links, one per peer session.
 //
 // Every link end has a session: a random id sent with every message. The
 // links a Node accepts share the Node's, new every time a process starts;
@@ -51,24 +46,21 @@ type Node struct {
 	done      chan struct{}
 	connected chan struct{}   // closed at the first connection
 	noWait    context.Context // already done: Receive must not wait
-	ctx       context.Context // ends when the Node shuts down
-	cancel    context.CancelFunc
 
 	prefixDot string // the subject prefix and its dot
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards what follows; held before a Conn's mu, never with st.mu
 	closed   bool
 	nextConn uint64
 	byID     map[uint64]*Conn        // every open connector, by its number
+	bySess   map[peerKey]*Conn       // connectors bound to a peer session
+	dialed   map[link.Address]*Conn  // the connector Dial made for each peer
 	ended    endedSessions           // peer sessions whose links have closed
 	epochs   map[link.Address]uint64 // the highest epoch heard from each peer address (WithEpoch)
 
-	bmu    sync.Mutex // guards bcast; never held with mu
-	bcast  map[messages.Endpoint]*broadcastStream
-	bySess map[peerKey]*Conn      // connectors bound to a peer session
-	dialed map[link.Address]*Conn // the connector Dial made for each peer
+	st streams // the outbound streams (streams.go)
 
 	starting   atomic.Bool           // Connect has not returned yet
 	dropped    atomic.Uint64         // inbound messages dropped: malformed, full queues, refused
@@ -80,6 +72,11 @@ type Node struct {
 	closing  bool
 	inflight int
 	idle     chan struct{} // closed when inflight reaches zero while closing
+}
+
+type peerKey struct {
+	addr    link.Address
+	session string
 }
 
 // startRequest counts a received request in, unless the Node is closing.
@@ -128,220 +125,6 @@ func (n *Node) finishRequests(d time.Duration) error {
 	}
 }
 
-type peerKey struct {
-	addr    link.Address
-	session string
-}
-
-// Connect connects self to NATS and subscribes to everything addressed to
-// it. It waits (see WithConnectWait) for the first connection; a refused
-// credential is an error, an unreachable server is not: the Node keeps
-// trying in the background, for ever, and buffers what is sent meanwhile.
-func Connect(ctx context.Context, self link.Address, opts ...Option) (*Node, error) {
-	if err := self.Validate(); err != nil {
-		return nil, err
-	}
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
-	}
-	n := &Node{
-		self:      self,
-		session:   cmp.Or(o.session, newSession()),
-		opts:      o,
-		done:      make(chan struct{}),
-		connected: make(chan struct{}),
-		noWait:    doneContext(),
-		byID:      map[uint64]*Conn{},
-		bySess:    map[peerKey]*Conn{},
-		dialed:    map[link.Address]*Conn{},
-		bcast:     map[messages.Endpoint]*broadcastStream{},
-		epochs:    map[link.Address]uint64{},
-	}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.prefixDot = o.prefix + "."
-	name := o.name
-	if name == "" {
-		name = "linkfabric " + self.String()
-	}
-	connected := n.connected
-	refused := make(chan error, 1) // why the server will never take us, while starting
-	n.starting.Store(true)
-	defer n.starting.Store(false)
-	var connectedOnce sync.Once
-	closed := make(chan struct{})
-	natsOpts := append(append([]natsgo.Option{}, o.natsOpts...),
-		natsgo.Name(name),
-		natsgo.MaxReconnects(-1),
-		natsgo.ReconnectWait(250*time.Millisecond),
-		natsgo.ReconnectJitter(250*time.Millisecond, time.Second),
-		natsgo.RetryOnFailedConnect(true),
-		natsgo.DrainTimeout(o.drainTimeout),
-		// Replies to our own requests come back on our own subjects; nats.go
-		// inboxes, if ever used, stay inside what we may subscribe to.
-		natsgo.CustomInboxPrefix(o.prefix+"._inbox."+token(self)),
-		natsgo.ConnectHandler(func(*natsgo.Conn) {
-			connectedOnce.Do(func() { close(connected) })
-			o.logger.Info("connected to NATS", "node", self.String())
-		}),
-		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
-			connectedOnce.Do(func() { close(connected) })
-			o.logger.Info("reconnected to NATS", "node", self.String(), "server", nc.ConnectedUrlRedacted())
-			n.status(link.StatusResumed, nil)
-		}),
-		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
-			if n.isClosed() {
-				return
-			}
-			o.logger.Warn("disconnected from NATS", "node", self.String(), "error", err)
-			n.status(link.StatusDropped, err)
-		}),
-		natsgo.ClosedHandler(func(nc *natsgo.Conn) {
-			close(closed)
-			n.status(link.StatusClosed, nc.LastError())
-		}),
-		natsgo.ReconnectErrHandler(func(_ *natsgo.Conn, err error) {
-			if err == nil {
-				return
-			}
-			n.connectErr.Store(&err)
-			if fatal := startError(err); fatal != nil && n.starting.Load() {
-				select {
-				case refused <- fatal:
-				default:
-				}
-			}
-		}),
-		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
-			o.logger.Warn("NATS error", "node", self.String(), "error", err)
-		}),
-	)
-	nc, err := natsgo.Connect(strings.Join(o.urls, ","), natsOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("nats: connect %s: %w", self, err)
-	}
-	n.nc = nc
-	if err := authError(nc.LastError()); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	subjects := []string{
-		o.prefix + ".*.*." + token(self) + ".>",
-		o.prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
-	}
-	// Both subscriptions feed one channel, which nats.go fills from its
-	// read loop in the order the server wrote the messages, and one
-	// goroutine routes them: what one publisher sends this endpoint, on its
-	// link or to every endpoint of the type, is routed in the order sent.
-	// (Two asynchronous subscriptions would each route on a goroutine of
-	// its own, and a link's event and a broadcast sent after it could
-	// overtake each other.) A full channel drops, as a subscription's
-	// pending limit would; the streams send again what was dropped.
-	inbox := make(chan *natsgo.Msg, o.queue)
-	for _, s := range subjects {
-		if _, err := nc.ChanSubscribe(s, inbox); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("nats: subscribe %s: %w", s, err)
-		}
-	}
-	n.wg.Add(2)
-	go n.routeAll(inbox)
-	go n.ticker()
-	if nc.IsConnected() {
-		// Make sure the server has the subscriptions before anyone is told
-		// this endpoint is up, and has not refused them.
-		_ = nc.FlushTimeout(o.connectWait)
-		if err := nc.LastError(); errors.Is(err, natsgo.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
-			n.shutdown()
-			return nil, fmt.Errorf("nats: %s: the server does not let these credentials receive what is addressed to %s (do FABRIC_SLAVE_ID or FABRIC_CONTROL_USER match the credentials?): %w", self, self, err)
-		}
-	}
-
-	wait := time.NewTimer(o.connectWait)
-	defer wait.Stop()
-	select {
-	case <-connected:
-	case <-closed:
-		err := nc.LastError()
-		n.shutdown()
-		return nil, fmt.Errorf("nats: connect %s: %w", self, cmpErr(authError(err), err))
-	case err := <-refused:
-		n.shutdown()
-		return nil, fmt.Errorf("nats: connect %s: %w", self, err)
-	case <-ctx.Done():
-		n.shutdown()
-		return nil, fmt.Errorf("nats: connect %s: %w", self, ctx.Err())
-	case <-wait.C:
-		if err := authError(nc.LastError()); err != nil {
-			n.shutdown()
-			return nil, err
-		}
-		o.logger.Warn("NATS not reachable yet; retrying in the background", "node", self.String(), "servers", strings.Join(o.urls, ","), "error", n.ConnectError())
-	}
-	return n, nil
-}
-
-// authError returns a clear error if err is the broker refusing our
-// credentials, and nil otherwise.
-func authError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, natsgo.ErrAuthorization) || errors.Is(err, natsgo.ErrAuthExpired) ||
-		errors.Is(err, natsgo.ErrAuthRevoked) || errors.Is(err, natsgo.ErrAccountAuthExpired) ||
-		strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
-		return fmt.Errorf("nats: the server refused the credentials: %w", err)
-	}
-	return nil
-}
-
-// startError returns a clear error if err is the server refusing this
-// endpoint for good (its credentials or its certificate), which retrying
-// will not mend, and nil otherwise.
-func startError(err error) error {
-	if e := authError(err); e != nil {
-		return e
-	}
-	var verify *tls.CertificateVerificationError
-	var unknown x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var op *net.OpError
-	switch {
-	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
-		return fmt.Errorf("TLS: the server's certificate is not trusted (FABRIC_NATS_TLS_CA_FILE must name the CA that signs it): %w", err)
-	case errors.Is(err, natsgo.ErrSecureConnRequired), errors.Is(err, natsgo.ErrSecureConnWanted):
-		return fmt.Errorf("TLS: the server and this endpoint disagree on TLS (FABRIC_NATS_TLS_*, tls:// URLs): %w", err)
-	case errors.Is(err, natsgo.ErrTLS), errors.As(err, &op) && op.Op == "remote error":
-		return fmt.Errorf("TLS: the server refused the connection: check the client certificate (FABRIC_NATS_TLS_CERT_FILE, FABRIC_NATS_TLS_KEY_FILE) and the CA (FABRIC_NATS_TLS_CA_FILE): %w", err)
-	}
-	return nil
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	if b != nil {
-		return b
-	}
-	return ErrClosed
-}
-
-func doneContext() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}
-
-func newSession() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 func (n *Node) isClosed() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -385,8 +168,8 @@ func (n *Node) Dial(peer link.Address) (*Conn, error) {
 		return nil, err
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed {
+		n.mu.Unlock()
 		return nil, ErrClosed
 	}
 	c := n.newConnLocked(peer, "", false)
@@ -395,6 +178,8 @@ func (n *Node) Dial(peer link.Address) (*Conn, error) {
 		delete(n.bySess, peerKey{peer, old.peerSession()})
 	}
 	n.dialed[peer] = c
+	n.mu.Unlock()
+	n.openStream(c)
 	return c, nil
 }
 
@@ -425,30 +210,29 @@ func (n *Node) forget(c *Conn) {
 	if n.dialed[c.peer] == c {
 		delete(n.dialed, c.peer)
 	}
-	if c.bound && k.session != "" {
+	if c.isBound() && k.session != "" {
 		n.ended.add(k)
 	}
 }
 
+// conns returns the open connectors.
+func (n *Node) conns() []*Conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*Conn, 0, len(n.byID))
+	for _, c := range n.byID {
+		out = append(out, c)
+	}
+	return out
+}
+
 // status passes a connection change to every connector.
 func (n *Node) status(s link.Status, err error) {
-	n.mu.Lock()
-	conns := make([]*Conn, 0, len(n.byID))
-	for _, c := range n.byID {
-		conns = append(conns, c)
-	}
-	n.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range n.conns() {
 		c.status(s, err)
 	}
 	if s == link.StatusResumed {
-		n.tickBroadcasts(time.Now(), true) // what the receivers missed meanwhile
-	}
-}
-
-func (n *Node) route(msg *natsgo.Msg) {
-	if sub, ok := n.parse(msg); ok {
-		n.dispatch(sub, msg)
+		n.resumeStreams(time.Now()) // what the peers or the broker missed meanwhile
 	}
 }
 
@@ -509,7 +293,7 @@ func (r *router) route(msg *natsgo.Msg) {
 
 // dispatch hands a message to what its subject names.
 func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
-	if n.opts.gate != nil && !n.opts.gate() {
+	if !n.gateOpen() {
 		n.dropped.Add(1) // this endpoint may not act now
 		return
 	}
@@ -539,15 +323,14 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 		c.reply(sub.seq, sub.respSession, msg)
 	case subjAck:
 		c := n.lookup(sub.src, sub.srcSession)
+		if c == nil {
+			c = n.endedStream(peerKey{sub.src, sub.srcSession}) // the peer's last word may come after the close
+		}
 		if c == nil || sub.dstSession != c.mine {
 			n.dropped.Add(1) // for a link that has ended
 			return
 		}
-		if sub.all {
-			n.broadcastAcked(c, sub.ackSeq, sub.gap)
-		} else {
-			c.acked(sub.ackSeq, sub.gap)
-		}
+		n.acked(c, sub.ackSeq, sub.gap, sub.all)
 	case subjClose:
 		c := n.lookup(sub.src, sub.srcSession)
 		if c == nil || !c.closedBy(sub.dstSession) {
@@ -682,6 +465,7 @@ func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Err
 	}
 	c := n.newConnLocked(peer, session, true)
 	n.mu.Unlock()
+	n.openStream(c)
 	if err := accept(c); err != nil {
 		_ = c.Close()
 		var le *link.Error
@@ -693,16 +477,13 @@ func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Err
 	return c, nil
 }
 
-// stale handles a message addressed to another session of this endpoint's
-// address. The master is unique in a cluster: another session can only be
-// its own earlier incarnation, so it answers session_lost and its peers
-// learn at once that it restarted. Any other endpoint stays silent, since
-// the session may belong to another live process using the same address
-// (an operator's mistake, or a restarted process's predecessor not yet
-// gone), and an answer would end that process's link.
+// stale handles a message addressed to an ended session of this
+// endpoint's address, or sent by a peer session whose link has ended:
+// answered with session_lost if the Node is told to (WithAnswerStale),
+// dropped otherwise.
 func (n *Node) stale(msg *natsgo.Msg) {
-	if n.self.Type == messages.Master {
-		n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s restarted: the session this message was sent to has ended", n.self))
+	if n.opts.answerStale {
+		n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s restarted or ended the link: the session this message was sent to has ended", n.self))
 		return
 	}
 	n.dropped.Add(1)
@@ -715,19 +496,7 @@ func (n *Node) refuse(msg *natsgo.Msg, e *link.Error) { n.refuseAs(msg, e, n.ses
 func (n *Node) refuseAs(msg *natsgo.Msg, e *link.Error, session string) {
 	n.dropped.Add(1)
 	n.opts.logger.Debug("refused message", "node", n.self.String(), "subject", msg.Subject, "error", e.Error())
-	if msg.Reply == "" {
-		return
-	}
-	// Answer only on a subject the sender owns (see Conn.repliesTo); a
-	// sender the subject does not name gets an answer only on a plain
-	// inbox.
-	owner := ""
-	if sub, err := parseSubject(n.prefixDot, msg.Subject); err == nil {
-		owner = token(sub.src)
-	}
-	if !strings.HasPrefix(msg.Reply, "_INBOX.") && (owner == "" ||
-		(!strings.HasPrefix(msg.Reply, n.prefixDot+token(n.self)+"."+owner+"."+tokReply+".") &&
-			!strings.HasPrefix(msg.Reply, n.prefixDot+"_inbox."+owner+"."))) {
+	if msg.Reply == "" || !n.mayAnswer(msg) {
 		return
 	}
 	resp := natsgo.NewMsg(msg.Reply)
@@ -740,18 +509,38 @@ func (n *Node) refuseAs(msg *natsgo.Msg, e *link.Error, session string) {
 	_ = n.nc.PublishMsg(resp)
 }
 
+// mayAnswer reports whether msg's reply subject is one its sender owns
+// (see Conn.repliesTo): a sender the subject does not name gets an answer
+// only on a plain inbox.
+func (n *Node) mayAnswer(msg *natsgo.Msg) bool {
+	if strings.HasPrefix(msg.Reply, "_INBOX.") {
+		return true
+	}
+	sub, err := parseSubject(n.prefixDot, msg.Subject)
+	if err != nil {
+		return false
+	}
+	owner := token(sub.src)
+	return strings.HasPrefix(msg.Reply, n.prefixDot+token(n.self)+"."+owner+"."+tokReply+".") ||
+		strings.HasPrefix(msg.Reply, n.prefixDot+"_inbox."+owner+".")
+}
+
+// gateOpen reports whether the Node may act now (see WithGate).
+func (n *Node) gateOpen() bool { return n.opts.gate == nil || n.opts.gate() }
+
 // publish sends msg, refusing what the broker would refuse.
 func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error {
 	return n.publishParts(ctx, msg.Subject, msg.Reply, msg.Header, msg.Data, what)
 }
 
 // publishParts is publish for a message not yet made into a natsgo.Msg:
-// without headers, none is made.
+// without headers, none is made. It waits, as long as ctx allows, for the
+// Node's first connection.
 func (n *Node) publishParts(ctx context.Context, subject, reply string, hdr natsgo.Header, data []byte, what string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if n.opts.gate != nil && !n.opts.gate() {
+	if !n.gateOpen() {
 		return link.Errorf(link.CodeUnavailable, "%s: %s may not send now", what, n.self)
 	}
 	select {
@@ -777,44 +566,51 @@ func (n *Node) publishParts(ctx context.Context, subject, reply string, hdr nats
 	default:
 		err = n.nc.PublishMsg(&natsgo.Msg{Subject: subject, Reply: reply, Header: hdr, Data: data})
 	}
-	if err != nil {
-		switch {
-		case errors.Is(err, natsgo.ErrMaxPayload):
-			// nats.go checks before sending; say by how much.
-			size := len(data)
-			if hdr != nil {
-				size = (&natsgo.Msg{Header: hdr, Data: data}).Size()
-			}
-			return link.Errorf(link.CodeTooLarge, "%s: %d bytes with headers is more than the broker's max_payload of %d", what, size, n.nc.MaxPayload())
-		case errors.Is(err, natsgo.ErrConnectionClosed):
-			return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)
-		case errors.Is(err, natsgo.ErrReconnectBufExceeded):
-			return link.Errorf(link.CodeNotConnected, "%s: NATS is unreachable and the reconnect buffer is full", what)
+	return n.publishError(err, what, data, hdr)
+}
+
+// publishError explains a failed publish in the link's terms.
+func (n *Node) publishError(err error, what string, data []byte, hdr natsgo.Header) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, natsgo.ErrMaxPayload):
+		// nats.go checks before sending; say by how much.
+		size := len(data)
+		if hdr != nil {
+			size = (&natsgo.Msg{Header: hdr, Data: data}).Size()
 		}
-		return link.Errorf(link.CodeUnavailable, "%s: %v", what, err)
+		return link.Errorf(link.CodeTooLarge, "%s: %d bytes with headers is more than the broker's max_payload of %d", what, size, n.nc.MaxPayload())
+	case errors.Is(err, natsgo.ErrConnectionClosed):
+		return link.Errorf(link.CodeSessionLost, "%s: NATS connection closed", what)
+	case errors.Is(err, natsgo.ErrReconnectBufExceeded):
+		return link.Errorf(link.CodeNotConnected, "%s: NATS is unreachable and the reconnect buffer is full", what)
 	}
-	return nil
+	return link.Errorf(link.CodeUnavailable, "%s: %v", what, err)
+}
+
+// transient reports whether a publish failed only for want of a
+// connection, so that sending the message again later may succeed.
+func transient(err error) bool {
+	var le *link.Error
+	return errors.As(err, &le) && (le.Code == link.CodeUnavailable || le.Code == link.CodeNotConnected)
 }
 
 // Close shuts the Node down gracefully, within the drain timeout: it
 // refuses new requests (CodeUnavailable), lets the requests it has received
-// be answered, closes every connector (their peers' links are told), then
-// drains the connection, flushing what was sent. It returns when the
-// connection has closed. Close is idempotent.
+// be answered and its peers acknowledge what it sent, closes every
+// connector (their peers' links are told), then drains the connection,
+// flushing what was sent. It returns when the connection has closed. Close
+// is idempotent.
 func (n *Node) Close() error {
 	drainErr := errors.Join(n.finishRequests(n.opts.drainTimeout), n.finishEvents(n.opts.drainTimeout))
-	n.mu.Lock()
-	conns := make([]*Conn, 0, len(n.byID))
-	for _, c := range n.byID {
-		conns = append(conns, c)
-	}
-	n.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range n.conns() {
 		_ = c.Close()
 	}
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
+	n.giveUpEnded() // no later session of a peer can take over from a Node that is gone
 
 	var err error
 	closed := make(chan struct{})
@@ -840,76 +636,52 @@ func (n *Node) shutdown() {
 		n.mu.Lock()
 		n.closed = true
 		n.mu.Unlock()
-		n.cancel()
 		n.nc.Close()
 		close(n.done)
 	})
 	n.wg.Wait()
 }
 
-// ticker does, every tick, what each connector has due: acknowledgements,
-// events and requests to send again.
+// ticker does, every tick, what the streams and each connector have due:
+// acknowledgements, events and requests to send again, ended links to
+// give up.
 func (n *Node) ticker() {
 	defer n.wg.Done()
-	t := time.NewTicker(tickEvery)
+	t := time.NewTicker(delivery.TickEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.done:
 			return
 		case now := <-t.C:
+			n.tickStreams(now)
 			for _, c := range n.conns() {
 				c.tick(now)
 			}
-			n.tickBroadcasts(now, false)
 		}
 	}
-}
-
-// conns returns the open connectors.
-func (n *Node) conns() []*Conn {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]*Conn, 0, len(n.byID))
-	for _, c := range n.byID {
-		out = append(out, c)
-	}
-	return out
 }
 
 // finishEvents acknowledges what has arrived, then waits, at most d, for
 // the peers to acknowledge what this Node sent.
 func (n *Node) finishEvents(d time.Duration) error {
-	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	now := time.Now()
 	for _, c := range n.conns() {
-		c.flushAck()
+		c.tickReceiver(now)
 	}
-	t := time.NewTicker(tickEvery)
-	defer t.Stop()
-	for {
-		left := n.broadcastsUnacked()
-		for _, c := range n.conns() {
-			left += c.unacked()
-		}
-		if left == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nats: %s: %d events still unacknowledged after %s", n.self, left, d)
-		}
-		select {
-		case <-t.C:
-		case <-n.done:
-			return nil
-		}
+	if err := n.flush(ctx, func() int { return n.unackedEvents() + n.broadcastsLacked() }); err != nil {
+		return fmt.Errorf("nats: %s: events still unacknowledged after %s: %w", n.self, d, err)
 	}
+	return nil
 }
 
 // endedSessions remembers the peer sessions whose links have closed, the
 // latest maxEnded of them, so that their late messages are refused.
 type endedSessions struct {
 	set   map[peerKey]struct{}
-	order ring[peerKey]
+	order []peerKey
 }
 
 const maxEnded = 4096
@@ -921,12 +693,12 @@ func (e *endedSessions) add(k peerKey) {
 	if _, ok := e.set[k]; ok {
 		return
 	}
-	if e.order.len() >= maxEnded {
-		delete(e.set, e.order.at(0))
-		e.order.drop(1)
+	if len(e.order) >= maxEnded {
+		delete(e.set, e.order[0])
+		e.order = e.order[1:]
 	}
 	e.set[k] = struct{}{}
-	e.order.push(k)
+	e.order = append(e.order, k)
 }
 
 func (e *endedSessions) has(k peerKey) bool {

@@ -504,6 +504,15 @@ func TestBroadcast(t *testing.T) {
 
 	ctx := conformance.Ctx(t, prompt)
 	all := link.Address{Type: messages.Slave, ID: lfnats.BroadcastID}
+	// A slave learns where the broadcast stream starts for it from a copy
+	// sent to it alone, on its link, until it has acknowledged one
+	// (internal/delivery): once every slave has, a broadcast takes one
+	// publish.
+	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Message{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"nobody","banned":false}`)}), "the first broadcast")
+	for range 3 {
+		conformance.Recv(t, got, prompt, "the first broadcast at every slave")
+	}
+	conformance.WaitFor(t, prompt, "every slave to acknowledge the first broadcast", func() bool { return master.BroadcastsUnacked() == 0 })
 	data := `{"name":"griefer","banned":true}`
 	before := master.NATS().Stats().OutMsgs
 	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Message{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(data), Origin: masterAddr}), "broadcast")

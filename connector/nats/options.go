@@ -8,6 +8,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/link"
 )
 
@@ -30,6 +31,9 @@ type options struct {
 	session         string
 	epoch           EpochFunc
 	gate            func() bool
+	answerStale     bool
+	sessionTimeout  time.Duration
+	hint            func(error) string
 }
 
 func defaultOptions() options {
@@ -39,8 +43,8 @@ func defaultOptions() options {
 		logger:          slog.Default(),
 		queue:           65536,
 		peerQueue:       65536,
-		maxUnacked:      65536,
-		noRespondersFor: time.Second,
+		maxUnacked:      delivery.DefaultMaxUnacked,
+		noRespondersFor: delivery.DefaultNoRespondersFor,
 		drainTimeout:    5 * time.Second,
 		connectWait:     5 * time.Second,
 	}
@@ -157,9 +161,11 @@ func WithQueues(node, perPeer int) Option {
 	}
 }
 
-// WithMaxUnacked sets how many events a connector keeps for want of its
-// peer's acknowledgement. Past that, sending an event waits (until its
-// context ends) for acknowledgements to make room. Defaults to 65536.
+// WithMaxUnacked sets how many events each link keeps for want of its
+// peer's acknowledgement, and how many broadcasts each endpoint type's
+// stream keeps for want of every receiver's. Past that, sending an event
+// waits (until its context ends) for acknowledgements to make room, and a
+// broadcast fails with link.ErrUnavailable. Defaults to 65536.
 func WithMaxUnacked(n int) Option {
 	return func(o *options) error {
 		if n < 1 {
@@ -224,6 +230,51 @@ func WithGate(open func() bool) Option {
 func WithName(name string) Option {
 	return func(o *options) error {
 		o.name = name
+		return nil
+	}
+}
+
+// WithAnswerStale makes the Node answer a request addressed to an ended
+// session of its own address, or sent by a peer session whose link has
+// ended, with link.ErrSessionLost, so that the requester learns at once
+// that this end restarted or let the link go. Only an endpoint whose
+// address no other live process holds should (a cluster's one master):
+// elsewhere the session may be another live process's that uses the same
+// address (an operator's mistake, or a restarted process's predecessor not
+// yet gone), and the answer would end that process's link. Defaults to
+// silence: such messages are dropped and counted.
+func WithAnswerStale() Option {
+	return func(o *options) error {
+		o.answerStale = true
+		return nil
+	}
+}
+
+// WithSessionTimeout sets how long what a link's peer never acknowledged
+// outlives the link, once it has closed (either end closed it, or the
+// peer went away), for the peer's next session to take over (Conn.Adopt):
+// its unacknowledged events, and the broadcasts it is owed, which are kept
+// for it meanwhile and sent to no one on its behalf. Past that they are
+// given up. Defaults to 0: given up when the link closes.
+func WithSessionTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return errors.New("nats: negative session timeout")
+		}
+		o.sessionTimeout = d
+		return nil
+	}
+}
+
+// WithHint sets where Connect finds advice for the errors it returns for a
+// mistake of the endpoint's configuration: hint is given one of
+// ErrCredentials, ErrNotAllowed, ErrTLSUntrusted, ErrTLSMismatch and
+// ErrTLSRefused, and returns what the user can change (the names of the
+// settings, say), or "" for nothing; the error then carries the advice in
+// parentheses. Defaults to none.
+func WithHint(hint func(error) string) Option {
+	return func(o *options) error {
+		o.hint = hint
 		return nil
 	}
 }

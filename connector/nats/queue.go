@@ -19,6 +19,7 @@ type queue struct {
 	limit    int
 	draining bool          // a backlog is being delivered: newcomers wait behind it
 	ready    chan struct{} // signalled when a backlog begins
+	idle     chan struct{} // closed when a backlog is over; nil while no one waits for it
 }
 
 // newQueue returns a queue that holds messages until its consumer starts.
@@ -60,12 +61,17 @@ func (q *queue) pushLocked(m *link.Message) bool {
 }
 
 // pop takes the oldest message. When there is none, the backlog is over:
-// newcomers go directly to the link again.
+// the consumer has handed the last one on, and newcomers go directly to
+// the link again.
 func (q *queue) pop() (*link.Message, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.head == len(q.items) {
 		q.draining = false
+		if q.idle != nil {
+			close(q.idle)
+			q.idle = nil
+		}
 		return nil, false
 	}
 	m := q.items[q.head]
@@ -82,4 +88,32 @@ func (q *queue) pop() (*link.Message, bool) {
 		q.head = 0
 	}
 	return m, true
+}
+
+// room reports whether k more messages could be taken now.
+func (q *queue) room(k int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return !q.draining || len(q.items)-q.head+k <= q.limit
+}
+
+// len returns how many messages wait.
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) - q.head
+}
+
+// drained returns a channel closed once no backlog is left: the consumer
+// has handed every message on. It returns nil if none is left now.
+func (q *queue) drained() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.draining && q.head == len(q.items) {
+		return nil
+	}
+	if q.idle == nil {
+		q.idle = make(chan struct{})
+	}
+	return q.idle
 }

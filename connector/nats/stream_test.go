@@ -581,3 +581,84 @@ func TestQuietStreamRecoveredWindowByWindow(t *testing.T) {
 	conformance.WaitFor(t, 30*time.Second, "every event", func() bool { return len(got.snapshot()) >= n })
 	exactlyOnceInOrder(t, got.snapshot(), n)
 }
+
+// When a peer's process dies and the next one links within the session
+// timeout (WithSessionTimeout), the link of the next session, taken for
+// the peer's with Adopt, gets what the ended one never acknowledged, once
+// and first, in order, then what is sent on it: events, and broadcasts.
+// Until Adopt it is not sent broadcasts of its own, which would tell it
+// its stream starts after those the ended session lacked.
+func TestAdoptTakesOverWhatTheEndedSessionLacked(t *testing.T) {
+	s := runServer(t, 0, nil)
+	type accepted struct {
+		c *lfnats.Conn
+		l *link.Link
+	}
+	acc := make(chan accepted, 4)
+	master := connect(t, s, masterAddr, lfnats.WithSessionTimeout(time.Minute), lfnats.WithAccept(func(c *lfnats.Conn) error {
+		l, err := newStartedLink(c, masterAddr, c.Peer(), nil)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		acc <- accepted{c, l}
+		return nil
+	}))
+	ctx := conformance.Ctx(t, time.Minute)
+	emit := func(l *link.Link, from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			conformance.NoErr(t, link.Emit(ctx, l, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+		}
+	}
+	const broadcasts = 1000 // the numbers of the broadcasts, apart from the events'
+	broadcast := func(i int) {
+		t.Helper()
+		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: broadcasts + i})
+		conformance.NoErr(t, err, "encode")
+		conformance.NoErr(t, master.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+			&link.Message{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+	}
+	var first, second tickLog
+	old := connect(t, s, slaveAddr)
+	ping(t, dial(t, old, masterAddr, recordTicks(&first)))
+	was := conformance.Recv(t, acc, prompt, "the first session to be accepted")
+	emit(was.l, 0, 100)
+	conformance.NoErr(t, was.c.Flush(ctx), "the first hundred acknowledged")
+	// The first process dies without a word: what the master sends it now
+	// goes nowhere, and stays unacknowledged.
+	old.NATS().Close()
+	emit(was.l, 100, 200)
+	broadcast(0)
+
+	renewed := connect(t, s, slaveAddr)
+	ping(t, dial(t, renewed, masterAddr, recordTicks(&second)))
+	now := conformance.Recv(t, acc, prompt, "the second session to be accepted")
+	broadcast(1) // the slave has two sessions: owed by the first only
+	// The master takes the new session for the slave's, as the fabric's
+	// does when the slave registers again: the first ends, and the new
+	// one takes it over before anything is sent on it.
+	conformance.NoErr(t, was.l.Close(), "end the first session")
+	conformance.NoErr(t, now.c.Adopt(was.c), "take the first session over")
+	emit(now.l, 200, 300)
+	broadcast(2)
+	split := func(got []int) (events, bcasts []int) {
+		for _, v := range got {
+			if v >= broadcasts {
+				bcasts = append(bcasts, v-broadcasts)
+			} else {
+				events = append(events, v)
+			}
+		}
+		return events, bcasts
+	}
+	conformance.WaitFor(t, 30*time.Second, "every event and broadcast at one process or the other", func() bool {
+		return len(first.snapshot())+len(second.snapshot()) >= 303
+	})
+	if got := first.snapshot(); len(got) != 100 {
+		t.Errorf("the first process got %d events, want the 100 acknowledged before it died", len(got))
+	}
+	events, bcasts := split(append(first.snapshot(), second.snapshot()...))
+	exactlyOnceInOrder(t, events, 300)
+	exactlyOnceInOrder(t, bcasts, 3)
+}

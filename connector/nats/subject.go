@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"bytes"
 	"errors"
 	"math"
 	"strconv"
@@ -20,11 +19,11 @@ import (
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>.<type>.<srcSession>.<dstSession|->
 //	        an event in the sender's numbered stream to the receiver (or,
 //	        sent again to this receiver alone, of its broadcast stream);
-//	        its payload starts with a line "[*]<seq> <floor>[ <origin>]"
+//	        its payload starts with a line (a delivery.Head)
 //	<prefix>.<srcType>.<srcID>.<dstType>._all.<type>[.<srcSession>]
 //	        an event for every endpoint of dstType; with the sender's
 //	        session, numbered in its broadcast stream, and its payload
-//	        starts with a line "<seq> <floor>[ <origin>]"
+//	        starts with a line (a delivery.Head)
 //	<prefix>.<srcType>.<srcID>.<dstType>.<dstID>._reply.<session>.<conn>.<id>[.<budget>[.<low>[.<srcSession>]]]
 //	        a response, on the reply subject the requester chose; a fabric
 //	        requester's always has a budget and a low mark, and the
@@ -47,10 +46,10 @@ import (
 // name the requesting run, connector and request, <budget> is how many
 // milliseconds the requester waits, and <low> is the connector's oldest
 // request still waiting: it has the responses of all before it (see
-// requests.go).
-// Carrying these in the subject rather than in headers spares every
+// internal/delivery, which is the reference for the numbers and what they
+// mean). Carrying these in the subject rather than in headers spares every
 // receiver the work of parsing headers. What changes with every message
-// (an event's numbers, see stream.go) goes in the payload instead: the
+// (an event's numbers) goes in the payload instead: the
 // broker caches where each subject goes, and a subject used once would
 // miss that cache every time. Tokens that start with '_' are the
 // connector's own; ids and message names cannot start with one.
@@ -101,106 +100,152 @@ var errSubject = errors.New("not a fabric subject")
 // parseSubject parses a subject of the scheme above, after "<prefix>.". It
 // never panics, and accepts nothing it could not have produced.
 func parseSubject(prefixDot, s string) (subject, error) {
+	toks, n, ok := splitSubject(prefixDot, s)
+	if !ok {
+		return subject{}, errSubject
+	}
 	var sub subject
+	var err error
+	if sub.src, err = parseAddress(toks[0], toks[1], false); err != nil {
+		return subject{}, err
+	}
+	if sub.dst, err = parseAddress(toks[2], toks[3], true); err != nil {
+		return subject{}, err
+	}
+	rest := toks[5:n]
+	switch toks[4] {
+	case tokReply:
+		err = sub.parseReply(rest)
+	case tokClose:
+		err = sub.parseClose(rest)
+	case tokHello:
+		err = sub.parseHello(rest)
+	case tokAck, tokAckAll:
+		err = sub.parseAck(toks[4] == tokAckAll, rest)
+	default:
+		err = sub.parseMessage(toks[4], rest)
+	}
+	if err != nil {
+		return subject{}, err
+	}
+	return sub, nil
+}
+
+// maxTokens is the most tokens a subject has after the prefix: a response
+// to a fabric requester.
+const maxTokens = 11
+
+// splitSubject cuts s, after prefixDot, into its tokens: at least five
+// (two addresses and what is sent), at most maxTokens.
+func splitSubject(prefixDot, s string) (toks [maxTokens]string, n int, ok bool) {
 	rest, ok := strings.CutPrefix(s, prefixDot)
 	if !ok {
-		return sub, errSubject
+		return toks, 0, false
 	}
-	var toks [11]string
-	n := 0
 	for n < len(toks) {
 		tok, more, found := strings.Cut(rest, ".")
 		toks[n] = tok
 		n++
 		if !found {
-			rest = ""
-			break
+			return toks, n, n >= 5
 		}
 		rest = more
 	}
-	if rest != "" || n < 5 {
-		return sub, errSubject
+	return toks, n, false // more tokens than any subject has
+}
+
+// parseReply takes what follows _reply: <session>.<conn>.<id>[.<budget>[.<low>[.<srcSession>]]].
+func (sub *subject) parseReply(toks []string) error {
+	if len(toks) < 3 || sub.dst.ID == BroadcastID || !validSession(toks[0]) {
+		return errSubject
 	}
+	sub.kind, sub.session = subjReply, toks[0]
 	var err error
-	if sub.src, err = parseAddress(toks[0], toks[1], false); err != nil {
-		return sub, err
+	if sub.conn, err = parseNumber(toks[1]); err != nil {
+		return err
 	}
-	if sub.dst, err = parseAddress(toks[2], toks[3], true); err != nil {
-		return sub, err
+	if sub.seq, err = parseNumber(toks[2]); err != nil {
+		return err
 	}
-	switch toks[4] {
-	case tokReply:
-		if n < 8 || sub.dst.ID == BroadcastID || !validSession(toks[5]) {
-			return sub, errSubject
+	if len(toks) > 3 {
+		if sub.budget, err = parseNumber(toks[3]); err != nil || sub.budget == 0 {
+			return errSubject
 		}
-		sub.kind, sub.session = subjReply, toks[5]
-		if sub.conn, err = parseNumber(toks[6]); err != nil {
-			return sub, err
-		}
-		if sub.seq, err = parseNumber(toks[7]); err != nil {
-			return sub, err
-		}
-		if n >= 9 {
-			if sub.budget, err = parseNumber(toks[8]); err != nil || sub.budget == 0 {
-				return sub, errSubject
-			}
-		}
-		if n >= 10 {
-			if sub.low, err = parseNumber(toks[9]); err != nil || sub.low == 0 || sub.low > sub.seq {
-				return sub, errSubject
-			}
-		}
-		if n == 11 {
-			if !validSession(toks[10]) {
-				return sub, errSubject
-			}
-			sub.respSession = toks[10]
-		}
-	case tokClose:
-		if sub.dst.ID == BroadcastID {
-			return sub, errSubject
-		}
-		sub.kind = subjClose
-		if err := sub.sessions(toks[5:n]); err != nil {
-			return sub, err
-		}
-	case tokHello:
-		if sub.dst.ID != BroadcastID || n != 6 || !validSession(toks[5]) {
-			return sub, errSubject
-		}
-		sub.kind, sub.srcSession = subjHello, toks[5]
-	case tokAck, tokAckAll:
-		if sub.dst.ID == BroadcastID || (n != 8 && n != 9) || !validSession(toks[5]) || !validSession(toks[6]) {
-			return sub, errSubject
-		}
-		sub.kind, sub.srcSession, sub.dstSession, sub.all = subjAck, toks[5], toks[6], toks[4] == tokAckAll
-		if sub.ackSeq, err = parseNumber(toks[7]); err != nil {
-			return sub, err
-		}
-		if n == 9 {
-			if toks[8] != tokGap {
-				return sub, errSubject
-			}
-			sub.gap = true
-		}
-	default:
-		if toks[4] == "" || toks[4][0] == '_' {
-			return sub, errSubject
-		}
-		sub.kind, sub.msgType = subjMessage, toks[4]
-		if n == 7 && toks[6] == noSession && validSession(toks[5]) && sub.dst.ID != BroadcastID {
-			sub.srcSession, sub.stream = toks[5], true
-			break
-		}
-		if err := sub.sessions(toks[5:n]); err != nil {
-			return sub, err
-		}
-		if sub.dst.ID == BroadcastID && sub.dstSession != "" {
-			return sub, errSubject // a broadcast goes to every session
-		}
-		sub.stream = sub.dstSession != "" || (sub.dst.ID == BroadcastID && sub.srcSession != "")
 	}
-	return sub, nil
+	if len(toks) > 4 {
+		if sub.low, err = parseNumber(toks[4]); err != nil || sub.low == 0 || sub.low > sub.seq {
+			return errSubject
+		}
+	}
+	if len(toks) > 5 {
+		if !validSession(toks[5]) {
+			return errSubject
+		}
+		sub.respSession = toks[5]
+	}
+	return nil
+}
+
+// parseClose takes what follows _close: [<srcSession>[.<dstSession>]].
+func (sub *subject) parseClose(toks []string) error {
+	if sub.dst.ID == BroadcastID {
+		return errSubject
+	}
+	sub.kind = subjClose
+	return sub.sessions(toks)
+}
+
+// parseHello takes what follows _hello: <srcSession>, to every endpoint of
+// a type.
+func (sub *subject) parseHello(toks []string) error {
+	if sub.dst.ID != BroadcastID || len(toks) != 1 || !validSession(toks[0]) {
+		return errSubject
+	}
+	sub.kind, sub.srcSession = subjHello, toks[0]
+	return nil
+}
+
+// parseAck takes what follows _ack or (all) _ackall:
+// <srcSession>.<dstSession>.<seq>[.gap].
+func (sub *subject) parseAck(all bool, toks []string) error {
+	if sub.dst.ID == BroadcastID || (len(toks) != 3 && len(toks) != 4) || !validSession(toks[0]) || !validSession(toks[1]) {
+		return errSubject
+	}
+	sub.kind, sub.srcSession, sub.dstSession, sub.all = subjAck, toks[0], toks[1], all
+	var err error
+	if sub.ackSeq, err = parseNumber(toks[2]); err != nil {
+		return err
+	}
+	if len(toks) == 4 {
+		if toks[3] != tokGap {
+			return errSubject
+		}
+		sub.gap = true
+	}
+	return nil
+}
+
+// parseMessage takes a message type and the session tokens after it:
+// a request or an event, numbered or not.
+func (sub *subject) parseMessage(msgType string, toks []string) error {
+	if msgType == "" || msgType[0] == '_' {
+		return errSubject
+	}
+	sub.kind, sub.msgType = subjMessage, msgType
+	if len(toks) == 2 && toks[1] == noSession && validSession(toks[0]) && sub.dst.ID != BroadcastID {
+		// A numbered event to a receiver whose session the sender does
+		// not know yet.
+		sub.srcSession, sub.stream = toks[0], true
+		return nil
+	}
+	if err := sub.sessions(toks); err != nil {
+		return err
+	}
+	if sub.dst.ID == BroadcastID && sub.dstSession != "" {
+		return errSubject // a broadcast goes to every session
+	}
+	sub.stream = sub.dstSession != "" || (sub.dst.ID == BroadcastID && sub.srcSession != "")
+	return nil
 }
 
 // sessions takes the optional trailing session tokens.
@@ -241,7 +286,7 @@ func validSession(s string) bool {
 
 // parseNumber parses a number as replySubject writes it: decimal, with no
 // sign and no leading zeros.
-func parseNumber[T string | []byte](tok T) (uint64, error) {
+func parseNumber(tok string) (uint64, error) {
 	if len(tok) == 0 || len(tok) > 20 || (tok[0] == '0' && len(tok) > 1) {
 		return 0, errSubject
 	}
@@ -312,71 +357,6 @@ func eventSubject(prefix string, src, dst link.Address, msgType, srcSession, dst
 	return prefix + "." + token(src) + "." + token(dst) + "." + msgType + "." + srcSession + "." + dstSession
 }
 
-// eventHead is the line that starts a numbered event's payload.
-type eventHead struct {
-	seq    uint64       // its number in its stream
-	floor  uint64       // the oldest event its sender still holds
-	origin link.Address // where it started, if it was forwarded
-	all    bool         // of its sender's broadcast stream, sent on the link ("*")
-}
-
-// appendEventHead appends h's line: "[*]<seq> <floor>[ <origin>]".
-func appendEventHead(b []byte, h eventHead) []byte {
-	if h.all {
-		b = append(b, '*')
-	}
-	b = strconv.AppendUint(b, h.seq, 10)
-	b = append(b, ' ')
-	b = strconv.AppendUint(b, h.floor, 10)
-	if !h.origin.IsZero() {
-		b = append(b, ' ')
-		b = append(b, h.origin.String()...)
-	}
-	return append(b, '\n')
-}
-
-// maxEventHead bounds the line appendEventHead writes: the mark, two
-// numbers, an endpoint type and an id, their separators and the newline.
-const maxEventHead = 1 + 20 + 1 + 20 + 1 + 16 + 1 + 64 + 1
-
-// parseEventHead splits a numbered event's payload into its head and the
-// message's own payload. It never panics, and accepts nothing
-// appendEventHead could not have written.
-func parseEventHead(data []byte) (h eventHead, payload []byte, err error) {
-	end := -1
-	for i := 0; i < len(data) && i < maxEventHead; i++ {
-		if data[i] == '\n' {
-			end = i
-			break
-		}
-	}
-	if end < 0 {
-		return h, nil, errEventHead
-	}
-	line := data[:end]
-	if len(line) > 0 && line[0] == '*' {
-		h.all, line = true, line[1:]
-	}
-	seqTok, rest, _ := bytes.Cut(line, space)
-	floorTok, originTok, hasOrigin := bytes.Cut(rest, space)
-	if h.seq, err = parseNumber(seqTok); err != nil || h.seq == 0 {
-		return eventHead{}, nil, errEventHead
-	}
-	if h.floor, err = parseNumber(floorTok); err != nil || h.floor == 0 || h.floor > h.seq {
-		return eventHead{}, nil, errEventHead
-	}
-	if hasOrigin {
-		if h.origin, err = link.ParseAddress(string(originTok)); err != nil || h.origin.String() != string(originTok) {
-			return eventHead{}, nil, errEventHead
-		}
-	}
-	return h, data[end+1:], nil
-}
-
-var errEventHead = errors.New(`a numbered event's payload must start with a line "[*]<seq> <floor>[ <origin>]"`)
-
-var space = []byte{' '}
-
 // responseSubject is the subject of a response to a fabric requester: its
 // reply subject, with the responder's session added so that the requester
 // need not parse a header for it.
@@ -400,4 +380,33 @@ func ackSubject(prefix string, src, dst link.Address, srcSession, dstSession str
 
 func closeSubject(prefix string, src, dst link.Address, srcSession, dstSession string) string {
 	return withSessions(prefix+"."+token(src)+"."+token(dst)+"."+tokClose, srcSession, dstSession)
+}
+
+// Subscriptions returns the subjects a Node of self subscribes to:
+// everything addressed to it, from any sender, and the broadcasts to its
+// type. A broker that lets self's user subscribe to these and to its inbox
+// (InboxPrefix) lets it receive all it must, and nothing of anyone else's.
+func Subscriptions(prefix string, self link.Address) []string {
+	return []string{
+		prefix + ".*.*." + token(self) + ".>",
+		prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
+	}
+}
+
+// PeerSubjects returns the pattern of every subject self publishes on its
+// links to the endpoints of type peer with id peerID ("*" for any): its
+// requests, events and broadcasts (the id "_all" matches "*"), the
+// responses it sends on the reply subjects its peers chose (inside its own
+// space), its acknowledgements and its close notices.
+func PeerSubjects(prefix string, self link.Address, peer messages.Endpoint, peerID string) string {
+	return prefix + "." + token(self) + "." + peer.String() + "." + peerID + ".>"
+}
+
+// InboxPrefix returns the prefix of the nats.go inboxes of the endpoint
+// self (nats.CustomInboxPrefix): <prefix>._inbox.<type>.<id>. A Node uses
+// it; a plain NATS client acting as an endpoint must use it too (the nats
+// CLI's --inbox-prefix), where a broker lets no one subscribe to the
+// default _INBOX.>.
+func InboxPrefix(prefix string, self link.Address) string {
+	return prefix + "._inbox." + token(self)
 }

@@ -1,7 +1,7 @@
 // Package natsauth writes the nats-server authorization block that gives
 // each endpoint of a Linkfabric cluster its own NATS user, allowed to
 // publish and subscribe only the subjects of its own links
-// (lfnats.Permissions). fabric nats-config prints it; the tests load the
+// (Permissions). fabric nats-config prints it; the tests load the
 // very same text into a real nats-server.
 package natsauth
 
@@ -152,7 +152,7 @@ func Identities(o Options) ([]Identity, error) {
 			}
 			id.NKey = pub
 		}
-		id.Publish, id.Subscribe = lfnats.Permissions(o.Catalog, o.Prefix, a)
+		id.Publish, id.Subscribe = Permissions(o.Catalog, o.Prefix, a)
 		out = append(out, id)
 	}
 	return out, nil

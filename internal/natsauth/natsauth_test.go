@@ -13,7 +13,6 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"golang.org/x/crypto/bcrypt"
 
-	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/internal/natsauth"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -59,7 +58,7 @@ func run(t *testing.T, opts *server.Options) *server.Server {
 
 // TestGenerate: the text loads in nats-server, with the passwords from its
 // environment, one user per endpoint, and exactly the permissions of
-// lfnats.Permissions.
+// Permissions.
 func TestGenerate(t *testing.T) {
 	o := natsauth.Options{Catalog: catalog(t), Prefix: "lf", Slaves: []int64{1, 2, 3}, Controls: []string{"alice", "ops-team"}}
 	text, ids, err := natsauth.Generate(o)
@@ -96,7 +95,7 @@ func TestGenerate(t *testing.T) {
 	}
 	for i, u := range opts.Users {
 		id := ids[i]
-		pub, sub := lfnats.Permissions(o.Catalog, o.Prefix, id.Address)
+		pub, sub := natsauth.Permissions(o.Catalog, o.Prefix, id.Address)
 		if u.Username != id.User || u.Password != "pw"+strings.ToLower(id.PasswordVar) {
 			t.Errorf("user %d: %q with password %q", i, u.Username, u.Password)
 		}

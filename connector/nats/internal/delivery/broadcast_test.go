@@ -311,3 +311,44 @@ func TestBroadcastFenceOverflow(t *testing.T) {
 		t.Errorf("its own copy delivered %v, want 2", evs)
 	}
 }
+
+// A receiver acknowledges the first broadcast it delivers at once, not on
+// its tick: until the sender hears, it sends the receiver every broadcast
+// on its link too. After, a broadcast is one published message, which the
+// receiver acknowledges on its tick.
+func TestBroadcastFirstAcknowledgedAtOnce(t *testing.T) {
+	s := delivery.NewSender[int](0)
+	l := s.Open("slave", "1")
+	r := delivery.NewReceiver[int]("1")
+	ps, err := s.Broadcast("slave", 1, at(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	var acks []delivery.Ack
+	for _, p := range slices.Clone(ps) {
+		if p.Link == nil {
+			continue // not for it yet: it does not know where its stream starts
+		}
+		evs, a := r.Event(p.Head, p.Event, at(1))
+		got, acks = append(got, evs...), append(acks, a...)
+	}
+	if !slices.Equal(got, []int{1}) || len(acks) != 1 || acks[0] != (delivery.Ack{UpTo: 1, All: true}) {
+		t.Fatalf("the first broadcast: delivered %v, acknowledged %+v; want [1], at once", got, acks)
+	}
+	s.AckedAll(l, acks[0].UpTo, acks[0].Gap, at(2))
+	ps, err = s.Broadcast("slave", 2, at(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 1 || ps[0].Link != nil {
+		t.Fatalf("the second broadcast goes out as %v, want one published copy", to(ps))
+	}
+	evs, a := r.Broadcast(ps[0].Head, ps[0].Event, at(4))
+	if !slices.Equal(evs, []int{2}) || len(a) != 0 {
+		t.Fatalf("the second broadcast: delivered %v, acknowledged %+v; want [2], acknowledged on the tick", evs, a)
+	}
+	if a := r.Tick(at(50)); len(a) != 1 || a[0] != (delivery.Ack{UpTo: 2, All: true}) {
+		t.Errorf("the tick acknowledges %+v, want up to 2", a)
+	}
+}

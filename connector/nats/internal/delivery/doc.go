@@ -69,7 +69,8 @@
 //     sender, on its link: from the floor of the first broadcast sent to
 //     it alone ('*'). Until then it ignores published copies, and the
 //     sender sends it each broadcast on its link; once it has
-//     acknowledged one, published copies serve it. So a receiver that
+//     acknowledged one (it acknowledges the first at once), published
+//     copies serve it. So a receiver that
 //     links late gets exactly what it is owed: never a broadcast from
 //     before it linked, even one the others' lag keeps.
 //   - What a receiver lacks (it reports a gap, or it has not

@@ -120,7 +120,10 @@ func TestOrderEveryArrival(t *testing.T) {
 		}
 		for _, p := range slices.Clone(ps) {
 			if p.Link != nil {
-				rs[p.Link.Key()].Event(p.Head, p.Event, t0)
+				_, acks := rs[p.Link.Key()].Event(p.Head, p.Event, t0)
+				for _, a := range slices.Clone(acks) { // the first broadcast is acknowledged at once
+					s.AckedAll(p.Link, a.UpTo, a.Gap, t0)
+				}
 			}
 		}
 		for i, l := range ls {

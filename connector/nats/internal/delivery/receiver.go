@@ -16,6 +16,7 @@ type Receiver[E any] struct {
 	link     inStream[E]
 	all      inStream[E]
 	anchored bool // it knows where the broadcast stream starts for it
+	told     bool // it has acknowledged a broadcast: the sender knows it knows
 	stopped  bool
 
 	out  []E
@@ -177,7 +178,10 @@ func (r *Receiver[E]) deliver(in *inStream[E], all bool, ev E) {
 	in.next++
 	in.ackDue = true
 	r.out = append(r.out, ev)
-	if seq-in.ackedSent >= AckEvery {
+	// The first broadcast is acknowledged at once: until it hears, the
+	// sender sends every broadcast to this receiver on its link too.
+	if seq-in.ackedSent >= AckEvery || (all && !r.told) {
+		r.told = r.told || all
 		in.ackedSent, in.ackDue = seq, false
 		r.acks = append(r.acks, Ack{UpTo: seq, All: all})
 	}

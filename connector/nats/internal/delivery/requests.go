@@ -67,6 +67,12 @@ func NewRequests[R any](noRespondersFor time.Duration) *Requests[R] {
 // Low returns the oldest wire id still waiting, or the next to be given.
 func (t *Requests[R]) Low() uint64 { return t.low }
 
+// Waiting reports whether request wire waits for its response.
+func (t *Requests[R]) Waiting(wire uint64) bool {
+	_, ok := t.byWire[wire]
+	return ok
+}
+
 // Len returns how many requests wait.
 func (t *Requests[R]) Len() int { return len(t.byWire) }
 

@@ -1,12 +1,13 @@
-package nats
+package natsauth
 
 import (
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
 // What a broker should let each endpoint do. Every subject names its
-// sender first and its receiver second (see subject.go), so one allow-list
+// sender first and its receiver second (connector/nats), so one allow-list
 // per identity is enough for the broker to enforce who speaks as whom and
 // who reads what:
 //
@@ -19,19 +20,16 @@ import (
 //	            subscribe <p>.*.*.control.U.>, <p>.*.*.control._all.>, <p>._inbox.control.U.>
 //	instance    nothing: instances never touch the broker
 //
-// Publishing covers the endpoint's requests and events, its broadcasts
-// (the id "_all" matches "*"), the responses it sends on the reply
-// subjects its peers chose (<p>.<responder>.<requester>._reply...,
-// inside the responder's own space) and its close notices. The master may
-// also answer a plain NATS client that acts as a slave or a control on
-// that identity's inbox (<p>._inbox.<type>.<id>..., the prefix each
-// identity's nats.go uses): no one needs allow_responses.
-//
-// Subscribing covers exactly what a Node subscribes to: everything
-// addressed to the endpoint, from any sender (the publish lists make sure
-// only its peers can send there), broadcasts to its type, and its own
+// Publishing covers the endpoint's requests and events, its broadcasts,
+// the responses it sends on the reply subjects its peers chose and its
+// close notices (lfnats.PeerSubjects). The master may also answer a plain
+// NATS client that acts as a slave or a control on that identity's inbox
+// (lfnats.InboxPrefix): no one needs allow_responses. Subscribing covers
+// exactly what a Node subscribes to (lfnats.Subscriptions) and its own
 // inbox. No identity may subscribe to _INBOX.> or to another identity's
-// subjects, so no one reads another's traffic or replies.
+// subjects, so no one reads another's traffic or replies. Which types talk
+// to which is the catalog's to say, and is what this file adds to the
+// connector's subject scheme.
 
 // Permissions returns the subjects that the NATS user of the endpoint self
 // may publish and subscribe to, in a cluster whose subjects start with
@@ -47,24 +45,20 @@ func Permissions(catalog *messages.Catalog, prefix string, self link.Address) (p
 	if !self.Type.Valid() || self.Type == messages.Instance {
 		return nil, nil
 	}
-	me := token(self)
-	for _, peer := range Peers(catalog, self.Type) {
+	peers := Peers(catalog, self.Type)
+	for _, peer := range peers {
 		id := "*"
 		if peer == messages.Master {
 			id = link.MasterAddress.ID
 		}
-		publish = append(publish, prefix+"."+me+"."+peer.String()+"."+id+".>")
+		publish = append(publish, lfnats.PeerSubjects(prefix, self, peer, id))
 	}
-	for _, peer := range Peers(catalog, self.Type) {
+	for _, peer := range peers {
 		if peer != messages.Master && sendsRequests(catalog, peer, self.Type) {
-			publish = append(publish, InboxPrefix(prefix, link.Address{Type: peer, ID: "*"})+".>")
+			publish = append(publish, lfnats.InboxPrefix(prefix, link.Address{Type: peer, ID: "*"})+".>")
 		}
 	}
-	subscribe = []string{
-		prefix + ".*.*." + me + ".>",
-		prefix + ".*.*." + self.Type.String() + "." + BroadcastID + ".>",
-		InboxPrefix(prefix, self) + ".>",
-	}
+	subscribe = append(lfnats.Subscriptions(prefix, self), lfnats.InboxPrefix(prefix, self)+".>")
 	return publish, subscribe
 }
 
@@ -99,13 +93,4 @@ func sendsRequests(catalog *messages.Catalog, from, to messages.Endpoint) bool {
 		}
 	}
 	return false
-}
-
-// InboxPrefix returns the prefix of the nats.go inboxes of the endpoint
-// self (nats.CustomInboxPrefix): <prefix>._inbox.<type>.<id>. A Node uses
-// it; a plain NATS client acting as an endpoint must use it too (the nats
-// CLI's --inbox-prefix), since a broker configured by Permissions lets no
-// one subscribe to the default _INBOX.>.
-func InboxPrefix(prefix string, self link.Address) string {
-	return prefix + "._inbox." + token(self)
 }

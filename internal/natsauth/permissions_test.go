@@ -1,7 +1,8 @@
-package nats_test
+package natsauth_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -14,15 +15,13 @@ import (
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/natsauth"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
 func TestPermissions(t *testing.T) {
-	core, err := messages.NewCatalog()
-	if err != nil {
-		t.Fatal(err)
-	}
+	core := catalog(t)
 	// A plugin that opens a link the core catalog does not have: slaves
 	// tell controls something directly.
 	notice := messages.MustEvent[messages.Empty](messages.Spec{Name: "notices:notice", Links: []string{"slave-control"}})
@@ -33,13 +32,12 @@ func TestPermissions(t *testing.T) {
 	slave7 := link.Address{Type: messages.Slave, ID: "7"}
 	alice := link.Address{Type: messages.Control, ID: "alice"}
 	tests := []struct {
-		name          string
-		catalog       *messages.Catalog
-		prefix        string
-		self          link.Address
-		pub, sub      []string
-		wantNilLists  bool
-		wantPeerTypes []messages.Endpoint
+		name         string
+		catalog      *messages.Catalog
+		prefix       string
+		self         link.Address
+		pub, sub     []string
+		wantNilLists bool
 	}{
 		{
 			name: "master", catalog: core, prefix: "lf", self: link.MasterAddress,
@@ -89,7 +87,7 @@ func TestPermissions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pub, sub := lfnats.Permissions(tc.catalog, tc.prefix, tc.self)
+			pub, sub := natsauth.Permissions(tc.catalog, tc.prefix, tc.self)
 			if tc.wantNilLists {
 				if pub != nil || sub != nil {
 					t.Fatalf("Permissions = %q, %q; want nothing", pub, sub)
@@ -107,17 +105,14 @@ func TestPermissions(t *testing.T) {
 }
 
 func TestPeers(t *testing.T) {
-	core, err := messages.NewCatalog()
-	if err != nil {
-		t.Fatal(err)
-	}
+	core := catalog(t)
 	for self, want := range map[messages.Endpoint][]messages.Endpoint{
 		messages.Master:   {messages.Slave, messages.Control},
 		messages.Slave:    {messages.Master},
 		messages.Control:  {messages.Master},
 		messages.Instance: nil,
 	} {
-		if got := lfnats.Peers(core, self); !slices.Equal(got, want) {
+		if got := natsauth.Peers(core, self); !slices.Equal(got, want) {
 			t.Errorf("Peers(%s) = %v, want %v", self, got, want)
 		}
 	}
@@ -163,41 +158,74 @@ func (w *warnings) violations() []string {
 // master is refused.
 func TestPermissionsLetNodesWork(t *testing.T) {
 	cat := conformance.Catalog()
-	control := link.Address{Type: messages.Control, ID: "bob"}
-	addrs := []link.Address{masterAddr, slaveAddr, control}
-	s := runServer(t, 0, func(o *server.Options) {
-		for _, a := range addrs {
-			pub, sub := lfnats.Permissions(cat, "lf", a)
-			o.Users = append(o.Users, &server.User{Username: a.String(), Password: "pw-" + a.ID, Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: pub},
-				Subscribe: &server.SubjectPermission{Allow: sub},
-			}})
-		}
-	})
-	logs := &warnings{}
-	login := func(a link.Address) lfnats.Option {
-		return lfnats.WithNATSOptions(natsgo.UserInfo(a.String(), "pw-"+a.ID))
+	master, slave, control := link.MasterAddress, link.Address{Type: messages.Slave, ID: "3"}, link.Address{Type: messages.Control, ID: "bob"}
+	opts := &server.Options{}
+	for _, a := range []link.Address{master, slave, control} {
+		pub, sub := natsauth.Permissions(cat, "lf", a)
+		opts.Users = append(opts.Users, &server.User{Username: a.String(), Password: "pw-" + a.ID, Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: pub},
+			Subscribe: &server.SubjectPermission{Allow: sub},
+		}})
 	}
-	acc := newAcceptor(t, echo)
-	master := connect(t, s, masterAddr, acc.option(), login(masterAddr), lfnats.WithLogger(slog.New(logs)))
-	slave := connect(t, s, slaveAddr, login(slaveAddr), lfnats.WithLogger(slog.New(logs)))
-	ctl := connect(t, s, control, login(control), lfnats.WithLogger(slog.New(logs)))
-
-	toMaster := dial(t, slave, masterAddr, echo)
-	ping(t, toMaster)
-	toSlave := acc.next(t)
-	ping(t, toSlave) // the master's request, the slave's response
-	ctlToMaster := dial(t, ctl, masterAddr, nil)
-	ping(t, ctlToMaster)
-	acc.next(t)
-
-	for _, n := range []*lfnats.Node{master, slave, ctl} {
-		if got, want := n.NATS().Opts.InboxPrefix, lfnats.InboxPrefix("lf", n.Self()); got != want {
-			t.Errorf("%s: nats.go inbox prefix %q, want %q", n.Self(), got, want)
+	s := run(t, opts)
+	logs := &warnings{}
+	connect := func(self link.Address, login link.Address, extra ...lfnats.Option) (*lfnats.Node, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return lfnats.Connect(ctx, self, append([]lfnats.Option{lfnats.WithURLs(s.ClientURL()), lfnats.WithLogger(slog.New(logs)),
+			lfnats.WithNATSOptions(natsgo.UserInfo(login.String(), "pw-"+login.ID))}, extra...)...)
+	}
+	accepted := make(chan *link.Link, 4)
+	start := func(c link.Connector, self, peer link.Address) *link.Link {
+		l, err := link.New(c, self, peer, cat, link.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := n.NATS().Flush(); err != nil {
-			t.Fatalf("flush %s: %v", n.Self(), err)
+		if conformance.Echo.ValidOn(messages.Direction{Source: peer.Type, Target: self.Type}) {
+			link.HandleRequest(l, conformance.Echo, conformance.EchoHandler(l))
 		}
+		conformance.Stub(l, cat)
+		if err := l.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l
+	}
+	nodes := map[link.Address]*lfnats.Node{}
+	for _, a := range []link.Address{master, slave, control} {
+		var extra []lfnats.Option
+		if a == master {
+			extra = append(extra, lfnats.WithAccept(func(c *lfnats.Conn) error {
+				accepted <- start(c, master, c.Peer())
+				return nil
+			}))
+		}
+		n, err := connect(a, a, extra...)
+		if err != nil {
+			t.Fatalf("connect %s: %v", a, err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		conformance.NoErr(t, n.NATS().Flush(), "flush")
+		nodes[a] = n
+	}
+	ping := func(l *link.Link) {
+		t.Helper()
+		if _, err := link.Request(conformance.Ctx(t, 10*time.Second), l, messages.Ping, messages.Empty{}); err != nil {
+			t.Fatalf("ping from %s to %s: %v", l.Self(), l.Peer(), err)
+		}
+	}
+	for _, a := range []link.Address{slave, control} {
+		c, err := nodes[a].Dial(master)
+		conformance.NoErr(t, err, "dial")
+		ping(start(c, a, master))
+		toPeer := conformance.Recv(t, accepted, 10*time.Second, "a link to be accepted")
+		ping(toPeer) // the master's request, the peer's response
+	}
+	for a, n := range nodes {
+		if got, want := n.NATS().Opts.InboxPrefix, lfnats.InboxPrefix("lf", a); got != want {
+			t.Errorf("%s: nats.go inbox prefix %q, want %q", a, got, want)
+		}
+		conformance.NoErr(t, n.NATS().Flush(), "flush")
 	}
 	if v := logs.violations(); len(v) > 0 {
 		t.Fatalf("permissions violations with the permissions of Permissions: %q", v)
@@ -207,24 +235,22 @@ func TestPermissionsLetNodesWork(t *testing.T) {
 	// control's name with bob's credentials is refused its subscription
 	// to what is addressed to carol, and Connect says so.
 	carol := link.Address{Type: messages.Control, ID: "carol"}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if n, err := lfnats.Connect(ctx, carol, lfnats.WithURLs(s.ClientURL()), lfnats.WithLogger(quiet), login(control)); err == nil {
+	if n, err := connect(carol, control); err == nil {
 		_ = n.Close()
 		t.Fatal("control carol with bob's credentials connected")
-	} else if !strings.Contains(err.Error(), "FABRIC_CONTROL_USER") || !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-		t.Errorf("control carol with bob's credentials: %v, want a permissions violation naming FABRIC_CONTROL_USER", err)
+	} else if !errors.Is(err, lfnats.ErrNotAllowed) || !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+		t.Errorf("control carol with bob's credentials: %v, want lfnats.ErrNotAllowed, a permissions violation", err)
 	}
 
 	// Speaking as the master with the slave's credentials is refused.
 	violation := make(chan error, 4)
-	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(slaveAddr.String(), "pw-"+slaveAddr.ID),
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(slave.String(), "pw-"+slave.ID),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { violation <- err }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	if err := nc.Publish("lf.master.0.slave."+slaveAddr.ID+".ping", []byte("{}")); err != nil {
+	if err := nc.Publish("lf.master.0.slave."+slave.ID+".ping", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -819,12 +819,7 @@ func sentRegistrations(url string) (float64, error) {
 // TestCtlNoBroker runs ctl against a NATS URL where nothing listens.
 func TestCtlNoBroker(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "nats://" + ln.Addr().String()
-	ln.Close()
+	url := deadURL(t)
 	env := []string{"FABRIC_NATS_URL=" + url, "FABRIC_REQUEST_TIMEOUT=1s", "FABRIC_HEARTBEAT_INTERVAL=250ms", "FABRIC_PEER_TIMEOUT=1s"}
 	r := failsWith(t, env, 1, []string{"error: "}, "ctl", "ping")
 	// ctl waits 5s for NATS, then for its request (FABRIC_REQUEST_TIMEOUT).
@@ -1138,4 +1133,26 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("no scenario %q", s)
 		}
 	}
+}
+
+// deadURL returns the URL of a loopback port that is held until the test
+// ends but speaks no NATS: freeing a port instead would let a parallel
+// test's broker take it.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return "nats://" + ln.Addr().String()
 }

@@ -286,13 +286,8 @@ func TestKilledPeers(t *testing.T) {
 func TestContexts(t *testing.T) {
 	t.Parallel()
 	_, url := startDev(t)
-	// Nothing listens at dead.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "nats://" + ln.Addr().String()
-	ln.Close()
+	// No NATS answers at dead.
+	dead := deadURL(t)
 	home := t.TempDir()
 	env := []string{"XDG_CONFIG_HOME=" + home, "FABRIC_REQUEST_TIMEOUT=2s"}
 	withEnv := func(more ...string) []string { return append(slices.Clone(env), more...) }

@@ -479,7 +479,7 @@ func (c *Conn) Close() error {
 	close(c.done)
 	c.n.forget(c)
 	c.n.forgetReceiver(c)
-	if notify {
+	if notify && !c.n.gated() {
 		// Acknowledge what arrived first, so that the peer does not send
 		// it again to whoever takes this session over.
 		c.flushAck()

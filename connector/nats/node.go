@@ -507,7 +507,7 @@ func (r *router) route(msg *natsgo.Msg) {
 
 // dispatch hands a message to what its subject names.
 func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
-	if n.opts.gate != nil && !n.opts.gate() {
+	if n.gated() {
 		n.dropped.Add(1) // this endpoint may not act now
 		return
 	}
@@ -735,8 +735,15 @@ func (n *Node) refuseAs(msg *natsgo.Msg, e *link.Error, session string) {
 	}
 	resp.Header.Set(hdrError, string(e.Code))
 	resp.Data = []byte(e.Message)
+	if n.gated() {
+		return
+	}
 	_ = n.nc.PublishMsg(resp)
 }
+
+// gated reports whether the gate (WithGate) is closed: nothing may be
+// sent, not even the connector's own acknowledgements and notices.
+func (n *Node) gated() bool { return n.opts.gate != nil && !n.opts.gate() }
 
 // publish sends msg, refusing what the broker would refuse.
 func (n *Node) publish(ctx context.Context, msg *natsgo.Msg, what string) error {
@@ -749,7 +756,7 @@ func (n *Node) publishParts(ctx context.Context, subject, reply string, hdr nats
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if n.opts.gate != nil && !n.opts.gate() {
+	if n.gated() {
 		return link.Errorf(link.CodeUnavailable, "%s: %s may not send now", what, n.self)
 	}
 	select {

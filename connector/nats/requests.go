@@ -302,7 +302,7 @@ func (c *Conn) take(rf requestFrom) bool {
 	}
 	resp := s.resp
 	c.mu.Unlock()
-	if resp != nil {
+	if resp != nil && !c.n.gated() {
 		_ = c.n.nc.PublishMsg(resp)
 	}
 	return false

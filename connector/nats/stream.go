@@ -247,8 +247,8 @@ func (c *Conn) inboundEvent(m *link.Message, seq, floor uint64, all bool) {
 // stream to us, or, with all, of its broadcast stream.
 func (c *Conn) sendAck(upTo uint64, gap, all bool) {
 	peerSession := c.peerSession()
-	if peerSession == "" {
-		return // a plain client has no stream
+	if peerSession == "" || c.n.gated() {
+		return // a plain client has no stream; a gated Node says nothing
 	}
 	_ = c.n.nc.Publish(ackSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession, upTo, gap, all), nil)
 }

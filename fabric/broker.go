@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -12,15 +13,20 @@ import (
 
 // Broker is a NATS server embedded in the process, listening on loopback
 // only: what the master runs when no NATS URL is configured, and what tests
-// run on a random port.
+// run on a random port. It runs JetStream, where the master keeps its
+// state.
 type Broker struct {
-	s *server.Server
+	s       *server.Server
+	tempDir string // removed by Close; "" when the data directory is the caller's
 }
 
 // StartBroker starts an embedded NATS server on listen, a loopback
-// host:port (port 0 picks a free one), and waits until it accepts clients.
-// It does not block after that; call Close to stop it.
-func StartBroker(listen string) (*Broker, error) {
+// host:port (port 0 picks a free one), with JetStream storing its files in
+// dataDir ("" for a new temporary directory that Close removes, so that
+// nothing survives the broker), and waits until it accepts clients. It does
+// not block after that; call Close to stop it. Only one broker may use a
+// data directory at a time.
+func StartBroker(listen, dataDir string) (*Broker, error) {
 	if err := checkLoopback(listen); err != nil {
 		return nil, fmt.Errorf("fabric: embedded NATS on %q: %w", listen, err)
 	}
@@ -28,24 +34,60 @@ func StartBroker(listen string) (*Broker, error) {
 	port, _ := strconv.Atoi(portText)
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if err := portFree(listen); err != nil {
+		// Checked before the server starts: it opens its JetStream store
+		// before it listens, and must not touch the files of a broker that
+		// is already running there.
+		return nil, err
+	}
+	b := &Broker{}
+	if dataDir == "" {
+		dir, err := os.MkdirTemp("", "linkfabric-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("fabric: embedded NATS: data directory: %w", err)
+		}
+		dataDir, b.tempDir = dir, dir
+	} else if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: FABRIC_DATA_DIR=%q: want a directory the master may write: %v", ErrConfig, dataDir, err)
 	}
 	opts := &server.Options{
-		Host:   host,
-		Port:   port,
-		NoSigs: true, // the embedding program owns its signals
-		NoLog:  true,
+		Host:      host,
+		Port:      port,
+		NoSigs:    true, // the embedding program owns its signals
+		NoLog:     true,
+		JetStream: true,
+		StoreDir:  dataDir,
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		b.removeTemp()
 		return nil, fmt.Errorf("fabric: embedded NATS: %w", err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
 		s.WaitForShutdown()
+		b.removeTemp()
 		return nil, errors.New("fabric: embedded NATS did not start within 10s (is the port in use?)")
 	}
-	return &Broker{s: s}, nil
+	if !s.JetStreamEnabled() {
+		s.Shutdown()
+		s.WaitForShutdown()
+		b.removeTemp()
+		return nil, fmt.Errorf("%w: FABRIC_DATA_DIR=%q: the embedded NATS server could not start JetStream there (is the directory writable, and not used by another master?)", ErrConfig, dataDir)
+	}
+	b.s = s
+	return b, nil
+}
+
+// portFree reports, as an error that says what to do, whether something
+// already listens on addr.
+func portFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("fabric: embedded NATS: %s is in use: if another master runs there, set FABRIC_NATS_URL=nats://%s to run this one as its standby (or FABRIC_NATS_LISTEN to run a cluster of its own): %w", addr, addr, err)
+	}
+	return l.Close()
 }
 
 // ClientURL returns the URL clients connect to, e.g. nats://127.0.0.1:4222.
@@ -54,8 +96,16 @@ func (b *Broker) ClientURL() string { return b.s.ClientURL() }
 // Server returns the embedded server, for inspection.
 func (b *Broker) Server() *server.Server { return b.s }
 
-// Close shuts the server down and waits until it has. It is idempotent.
+// Close shuts the server down and waits until it has, then removes its
+// data directory if it was a temporary one. It is idempotent.
 func (b *Broker) Close() {
 	b.s.Shutdown()
 	b.s.WaitForShutdown()
+	b.removeTemp()
+}
+
+func (b *Broker) removeTemp() {
+	if b.tempDir != "" {
+		_ = os.RemoveAll(b.tempDir)
+	}
 }

@@ -25,4 +25,8 @@ const (
 	// CodeConflict: the request contradicts the cluster's state, such as
 	// assigning an instance that another slave hosts.
 	CodeConflict link.Code = "conflict"
+	// CodeMasterStarting: the master has just become active and has not
+	// heard from every slave it knows yet; the request certainly did not
+	// run. It waits (a bounded time) before it says so.
+	CodeMasterStarting link.Code = "master_starting"
 )

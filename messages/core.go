@@ -45,9 +45,13 @@ var (
 	// RegisterSlave introduces a slave to the master with the instances it
 	// hosts. A slave whose id is already connected from elsewhere is
 	// refused.
-	RegisterSlave = MustRequest[SlaveRegistration, Empty](Spec{
+	//
+	// The master answers with the ban list, which the slave keeps and
+	// gives to every instance it starts: bans reach a slave however long
+	// it was away.
+	RegisterSlave = MustRequest[SlaveRegistration, SlaveWelcome](Spec{
 		Name:        "register_slave",
-		Description: "Introduce a slave and the instances it hosts to the master.",
+		Description: "Introduce a slave and the instances it hosts to the master; the master answers with the ban list.",
 		Links:       []string{"slave-master"},
 	})
 	// UpdateInstances reports the instances a slave hosts and their status.
@@ -84,6 +88,23 @@ var (
 		Description: "Ask the master to assign an instance to a slave.",
 		Links:       []string{"control-master"},
 		Permission:  "core.instance.assign",
+	})
+	// DeleteInstance deletes an instance for good: the master asks the
+	// slave that hosts it (which stops it if it runs, and forgets it),
+	// then forgets it. Its id is never given out again.
+	DeleteInstance = MustRequest[InstanceRef, Empty](Spec{
+		Name:        "delete_instance",
+		Description: "Delete an instance: its slave stops it if it runs and forgets it, then the master forgets it.",
+		Links:       []string{"control-master", "master-slave"},
+		Permission:  "core.instance.delete",
+	})
+	// GetMasterStatus says which master is active, in which term, and
+	// which stand by.
+	GetMasterStatus = MustRequest[Empty, MasterStatus](Spec{
+		Name:        "get_master_status",
+		Description: "Say which master process is active, in which term, and which stand by.",
+		Links:       []string{"control-master"},
+		Permission:  "core.master.status",
 	})
 	// AssignInstance tells a slave to host an instance from now on.
 	AssignInstance = MustRequest[HostedInstance, Empty](Spec{
@@ -170,6 +191,13 @@ var (
 		Links:       []string{"control-master"},
 		Permission:  "core.user.set_banned",
 	})
+	// ListBannedPlayers lists the players banned on every instance.
+	ListBannedPlayers = MustRequest[Empty, BanList](Spec{
+		Name:        "list_banned_players",
+		Description: "List the players banned on every instance.",
+		Links:       []string{"control-master"},
+		Permission:  "core.user.list_banned",
+	})
 	// BanlistUpdate carries a ban to every instance.
 	BanlistUpdate = MustEvent[Ban](Spec{
 		Name:        "banlist_update",
@@ -182,10 +210,10 @@ var (
 var coreMessages = []Message{
 	Ping, PrepareDisconnect, PrepareMasterDisconnect, MasterConnectionEvent,
 	RegisterSlave, UpdateInstances, ListSlaves, ListInstances,
-	CreateInstance, AssignInstanceCommand, AssignInstance,
+	CreateInstance, AssignInstanceCommand, AssignInstance, DeleteInstance, GetMasterStatus,
 	StartInstance, StopInstance, SendCommand,
 	InstanceStarted, InstanceStopped, InstanceOutput, SetInstanceOutputSubscriptions, PlayerEvent,
-	SetPlayerBanned, BanlistUpdate,
+	SetPlayerBanned, ListBannedPlayers, BanlistUpdate,
 }
 
 // ConnectionEvent is the payload of master_connection_event.
@@ -218,6 +246,14 @@ type SlaveRegistration struct {
 	Name      string           `json:"name" schema:"minLength=1,maxLength=128"`
 	Version   string           `json:"version" schema:"maxLength=64"`
 	Instances []HostedInstance `json:"instances" schema:"maxItems=10000"`
+}
+
+// SlaveWelcome is the response of register_slave.
+type SlaveWelcome struct {
+	// Bans is every ban in force: the slave gives them to each instance
+	// it starts, and to its running instances what changed since it last
+	// heard.
+	Bans []Ban `json:"bans" schema:"maxItems=1000000"`
 }
 
 // InstanceUpdate is the payload of update_instances: the full list of the
@@ -290,6 +326,42 @@ type OutputLine struct {
 // OutputSubscriptions is the payload of set_instance_output_subscriptions.
 type OutputSubscriptions struct {
 	InstanceIDs []int64 `json:"instance_ids" schema:"maxItems=10000"`
+	// Since, if given for an instance, asks the master to relay first the
+	// lines of that instance it still holds (a bounded number) whose time
+	// is at or after Time: what a control that followed it before missed
+	// while it moved to this master.
+	Since []OutputCursor `json:"since,omitempty" schema:"maxItems=10000"`
+}
+
+// OutputCursor is where a control's view of an instance's output ends.
+type OutputCursor struct {
+	InstanceID int64 `json:"instance_id" schema:"minimum=1"`
+	Time       int64 `json:"time"` // Unix milliseconds
+}
+
+// MasterInfo is one master process.
+type MasterInfo struct {
+	ID    string `json:"id"`   // unique per process
+	Name  string `json:"name"` // host and pid, for people
+	Since int64  `json:"since"`
+	// Term is the active master's term: it grows with every master that
+	// becomes active.
+	Term uint64 `json:"term,omitempty"`
+}
+
+// MasterStatus is the response of get_master_status.
+type MasterStatus struct {
+	Active   MasterInfo   `json:"active"`
+	Standbys []MasterInfo `json:"standbys"`
+	// Starting is true while the active master waits for the slaves it
+	// knows to register (bounded): until then it waits before answering
+	// what depends on them.
+	Starting bool `json:"starting"`
+}
+
+// BanList is the response of list_banned_players.
+type BanList struct {
+	Bans []Ban `json:"bans"`
 }
 
 // PlayerActivity is the payload of player_event.

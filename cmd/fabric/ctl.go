@@ -26,16 +26,19 @@ the NATS servers in FABRIC_NATS_URL (default nats://127.0.0.1:4222).
 
 Commands:
   ping                         ask the master to answer
+  status                       which master is active, and which stand by
   slave list                   list the slaves
   instance list                list the instances
   instance create NAME         create an instance, not yet assigned
   instance assign ID SLAVE     assign an instance to a slave
+  instance delete ID           delete an instance (its slave stops it first)
   instance start ID            start an instance
   instance stop ID             stop an instance
   instance command ID TEXT...  run a command on an instance, print its answer
   instance output ID...        follow instances' output until Ctrl-C
   player ban NAME [--reason R] ban a player on every instance (a broadcast)
   player unban NAME            lift a ban on every instance
+  player bans                  list the bans
 
 Exit status: 0 on success, 1 when a request fails (its message and code go
 to stderr), 2 on bad usage or configuration.
@@ -63,16 +66,19 @@ type ctlRun struct {
 
 var ctlCommands = []*ctlCommand{
 	{path: "ping", about: "Ask the master to answer and print the round trip.", run: ctlPing},
+	{path: "status", about: "Say which master process is active, in which term, and which stand by.", run: ctlStatus},
 	{path: "slave list", about: "List the slaves the master knows.", run: ctlSlaveList},
 	{path: "instance list", about: "List the instances the master knows.", run: ctlInstanceList},
 	{path: "instance create", args: "NAME", min: 1, max: 1, about: "Create an instance on the master, not yet assigned to a slave.", run: ctlInstanceCreate},
 	{path: "instance assign", args: "ID SLAVE", min: 2, max: 2, about: "Assign an instance to a slave.", run: ctlInstanceAssign},
+	{path: "instance delete", args: "ID", min: 1, max: 1, about: "Delete an instance for good: the slave that hosts it stops it if it runs and forgets it, then the master does. Its id is never given out again. An instance whose slave is not connected is not deleted; one listed in a slave's FABRIC_SLAVE_INSTANCES comes back when that slave starts again.", run: ctlInstanceDelete},
 	{path: "instance start", args: "ID", min: 1, max: 1, about: "Start an instance.", run: ctlInstanceStart},
 	{path: "instance stop", args: "ID", min: 1, max: 1, about: "Stop an instance.", run: ctlInstanceStop},
 	{path: "instance command", args: "ID TEXT...", min: 2, max: -1, about: "Run a command on an instance and print what it answered.", run: ctlInstanceCommand},
 	{path: "instance output", args: "ID...", min: 1, max: -1, about: "Follow the output of instances until Ctrl-C.", run: ctlInstanceOutput},
 	{path: "player ban", args: "NAME [--reason TEXT]", min: 1, max: 1, about: "Ban a player on every instance of the cluster.", run: ctlPlayerBan},
 	{path: "player unban", args: "NAME", min: 1, max: 1, about: "Lift a player's ban on every instance.", run: ctlPlayerUnban},
+	{path: "player bans", about: "List the players banned on every instance.", run: ctlPlayerBans},
 }
 
 func (a *app) ctl(ctx context.Context, args []string) error {
@@ -215,6 +221,25 @@ func ctlPing(ctx context.Context, r *ctlRun) error {
 	return r.done("pong from the master in %s", rtt.Round(10*time.Microsecond))
 }
 
+func ctlStatus(ctx context.Context, r *ctlRun) error {
+	res, err := call(ctx, r, messages.GetMasterStatus, messages.Empty{})
+	if err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(res)
+	}
+	state := "active"
+	if res.Starting {
+		state = "active, waiting for its slaves"
+	}
+	rows := [][]string{{"master", res.Active.ID, res.Active.Name, state, strconv.FormatUint(res.Active.Term, 10), time.UnixMilli(res.Active.Since).Format(time.DateTime)}}
+	for _, s := range res.Standbys {
+		rows = append(rows, []string{"master", s.ID, s.Name, "standby", "-", time.UnixMilli(s.Since).Format(time.DateTime)})
+	}
+	return table(r.a.stdout, "ROLE\tID\tNAME\tSTATE\tTERM\tSINCE", rows)
+}
+
 func ctlSlaveList(ctx context.Context, r *ctlRun) error {
 	res, err := call(ctx, r, messages.ListSlaves, messages.Empty{})
 	if err != nil {
@@ -273,6 +298,17 @@ func ctlInstanceAssign(ctx context.Context, r *ctlRun) error {
 		return err
 	}
 	return r.done("assigned instance %d to slave %d", id, slave)
+}
+
+func ctlInstanceDelete(ctx context.Context, r *ctlRun) error {
+	id, err := r.id(0, "instance id")
+	if err != nil {
+		return err
+	}
+	if _, err := call(ctx, r, messages.DeleteInstance, messages.InstanceRef{InstanceID: id}); err != nil {
+		return err
+	}
+	return r.done("deleted instance %d", id)
 }
 
 func ctlInstanceStart(ctx context.Context, r *ctlRun) error {
@@ -340,12 +376,10 @@ func ctlInstanceOutput(ctx context.Context, r *ctlRun) error {
 	if err := r.ctl.Follow(ctx, ids...); err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done(): // Ctrl-C: a normal end
-		return nil
-	case <-r.ctl.Done():
-		return link.Errorf(link.CodeSessionLost, "the master closed the connection")
-	}
+	// The control follows on across master restarts and failovers, and
+	// is given the lines it missed meanwhile.
+	<-ctx.Done() // Ctrl-C: a normal end
+	return nil
 }
 
 func ctlPlayerBan(ctx context.Context, r *ctlRun) error {
@@ -353,6 +387,21 @@ func ctlPlayerBan(ctx context.Context, r *ctlRun) error {
 		return err
 	}
 	return r.done("banned %s on every instance", r.args[0])
+}
+
+func ctlPlayerBans(ctx context.Context, r *ctlRun) error {
+	res, err := call(ctx, r, messages.ListBannedPlayers, messages.Empty{})
+	if err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(res)
+	}
+	var rows [][]string
+	for _, b := range res.Bans {
+		rows = append(rows, []string{b.Name, b.Reason})
+	}
+	return table(r.a.stdout, "PLAYER\tREASON", rows)
 }
 
 func ctlPlayerUnban(ctx context.Context, r *ctlRun) error {

@@ -91,7 +91,7 @@ func (a *app) soak(ctx context.Context, args []string) error {
 	log := cfg.Log.NewLogger()
 	where := cfg.NATS.URL
 	if where == "" {
-		b, err := fabric.StartBroker("127.0.0.1:0")
+		b, err := fabric.StartBroker("127.0.0.1:0", "")
 		if err != nil {
 			return err
 		}
@@ -108,6 +108,8 @@ func (a *app) soak(ctx context.Context, args []string) error {
 	sc := soak.Config{
 		NATS:           cfg.NATS,
 		Timing:         cfg.Timing,
+		KVReplicas:     cfg.KVReplicas,
+		Lease:          cfg.Lease,
 		Slaves:         *slaves,
 		Instances:      *instances,
 		UpRate:         rate(*upRate),

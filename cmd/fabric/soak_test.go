@@ -117,7 +117,7 @@ func TestSoakClusterNodeRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, fabricBin, "soak", "--duration", "6s", "--json")
-	cmd.Env = environ("FABRIC_NATS_URL="+c.URLList(), "FABRIC_NATS_PING_INTERVAL=500ms",
+	cmd.Env = environ("FABRIC_NATS_URL="+c.URLList(), "FABRIC_NATS_PING_INTERVAL=500ms", "FABRIC_KV_REPLICAS=3",
 		"FABRIC_HEARTBEAT_INTERVAL=100ms", "FABRIC_PEER_TIMEOUT=1s", "FABRIC_REQUEST_TIMEOUT=5s")
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/internal/natsauth"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -97,6 +98,9 @@ func TestGenerate(t *testing.T) {
 	for i, u := range opts.Users {
 		id := ids[i]
 		pub, sub := lfnats.Permissions(o.Catalog, o.Prefix, id.Address)
+		if id.Address == link.MasterAddress {
+			pub = append(pub, fabric.JetStreamPermissions(o.Prefix)...)
+		}
 		if u.Username != id.User || u.Password != "pw"+strings.ToLower(id.PasswordVar) {
 			t.Errorf("user %d: %q with password %q", i, u.Username, u.Password)
 		}

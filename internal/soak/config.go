@@ -31,6 +31,13 @@ type Config struct {
 	NATSFor func(endpoint link.Address, cfg fabric.NATSConfig) fabric.NATSConfig
 	// Timing is every endpoint's. Defaults to FastTiming().
 	Timing fabric.TimingConfig
+	// KVReplicas is how many copies of the master's state the NATS servers
+	// keep (fabric.MasterConfig.KVReplicas): 3 on a three-node cluster, so
+	// that the master survives the loss of a node. Defaults to 1.
+	KVReplicas int
+	// Lease is the masters' lease (fabric.MasterConfig.Lease). Defaults
+	// to fabric.DefaultLease.
+	Lease time.Duration
 	// Slaves is how many slaves run, with ids 1 to Slaves. Defaults to 2.
 	Slaves int
 	// Instances is how many instances each slave hosts, 1 to 99; slave N's

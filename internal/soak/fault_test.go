@@ -76,8 +76,9 @@ func home(ep link.Address) int {
 func clusterSoak(t *testing.T, c *natscluster.Cluster, prefix string, tune func(ep link.Address, n *fabric.NATSConfig)) *soak.Soak {
 	t.Helper()
 	cfg := soak.Config{
-		NATS:   fabric.NATSConfig{URL: c.URL(1), Prefix: prefix, PingInterval: pingInterval},
-		Timing: timing(),
+		NATS:       fabric.NATSConfig{URL: c.URL(1), Prefix: prefix, PingInterval: pingInterval},
+		Timing:     timing(),
+		KVReplicas: 3, // the master's state survives the loss of a node
 		NATSFor: func(ep link.Address, n fabric.NATSConfig) fabric.NATSConfig {
 			n.URL = c.URL(home(ep))
 			if tune != nil {
@@ -272,8 +273,9 @@ func TestSessionTimeout(t *testing.T) {
 	tm.SessionTimeout = 2 * time.Second
 	tm.RequestTimeout = 10 * time.Second // longer than the session: it is the session that ends the request
 	s := startSoak(t, soak.Config{
-		NATS:   fabric.NATSConfig{URL: c.URL(1), Prefix: "lfsoak.session", PingInterval: pingInterval},
-		Timing: tm,
+		NATS:       fabric.NATSConfig{URL: c.URL(1), Prefix: "lfsoak.session", PingInterval: pingInterval},
+		Timing:     tm,
+		KVReplicas: 3,
 		NATSFor: func(ep link.Address, n fabric.NATSConfig) fabric.NATSConfig {
 			n.URL = c.URL(home(ep))
 			if ep == slaveAddr(1) {
@@ -285,6 +287,14 @@ func TestSessionTimeout(t *testing.T) {
 	})
 	if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
+	}
+	// The master's buckets are led from the other nodes: the test is about
+	// slave 1's session, not about the master's JetStream electing a new
+	// leader (which takes seconds, longer than this session timeout).
+	for _, b := range []string{fabric.StateBucket("lfsoak.session"), fabric.LeaseBucket("lfsoak.session")} {
+		if err := c.MoveStreamLeader("KV_"+b, 2); err != nil {
+			t.Fatal(err)
+		}
 	}
 	traffic(t, s, "before the freeze")
 	before := s.MasterLink(1)

@@ -157,6 +157,8 @@ func (s *Soak) masterConfig() fabric.MasterConfig {
 	return fabric.MasterConfig{
 		NATS:        s.cfg.natsFor(link.MasterAddress),
 		Listen:      "127.0.0.1:0",
+		KVReplicas:  s.cfg.KVReplicas,
+		Lease:       s.cfg.Lease,
 		Permissions: "*=*",
 		Timing:      s.cfg.Timing,
 		Log:         fabric.LogConfig{Level: "info", Format: "text"},

@@ -330,8 +330,12 @@ peers() {
 # js_current N: node N's JetStream runs and is current with the cluster's
 # meta leader (the master's buckets can be created and written).
 js_current() {
-	http_get "$(http_port "$1")" '/healthz?js-server-only=true' | grep -q '"status": *"ok"' &&
-		http_get "$(http_port "$1")" /jsz | grep -q '"leader": *"[^"]'
+	local health jsz
+	# Read whole, then match: grep -q would stop reading early, and the
+	# writer's SIGPIPE fail the pipeline (pipefail).
+	health=$(http_get "$(http_port "$1")" '/healthz?js-server-only=true') || return 1
+	jsz=$(http_get "$(http_port "$1")" /jsz) || return 1
+	[[ $health =~ \"status\":\ *\"ok\" && $jsz =~ \"leader\":\ *\"[^\"] ]]
 }
 
 # healthy: returns 1 (and says why in WHY) unless every node that runs and

@@ -983,6 +983,10 @@ func (m *activeMaster) route(l *link.Link) {
 				if !m.checkOrigin(l, ev) {
 					return nil // refused and counted
 				}
+				// A new term broadcasts once the slaves it knows have
+				// registered (or the window is over): a slave that comes
+				// back after its peers is owed what they sent meanwhile.
+				_ = m.awaitReady(ctx)
 				return m.broadcast(ctx, ev)
 			})
 		}

@@ -233,9 +233,9 @@ func ctlStatus(ctx context.Context, r *ctlRun) error {
 	if res.Starting {
 		state = "active, waiting for its slaves"
 	}
-	rows := [][]string{{"master", res.Active.ID, res.Active.Name, state, strconv.FormatUint(res.Active.Term, 10), time.UnixMilli(res.Active.Since).Format(time.DateTime)}}
+	rows := [][]string{{"master", res.Active.ID, res.Active.Name, state, strconv.FormatUint(res.Active.Term, 10), time.UnixMilli(res.Active.Since).Format("2006-01-02T15:04:05")}}
 	for _, s := range res.Standbys {
-		rows = append(rows, []string{"master", s.ID, s.Name, "standby", "-", time.UnixMilli(s.Since).Format(time.DateTime)})
+		rows = append(rows, []string{"master", s.ID, s.Name, "standby", "-", time.UnixMilli(s.Since).Format("2006-01-02T15:04:05")})
 	}
 	return table(r.a.stdout, "ROLE\tID\tNAME\tSTATE\tTERM\tSINCE", rows)
 }

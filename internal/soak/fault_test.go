@@ -376,10 +376,11 @@ func TestSessionTimeout(t *testing.T) {
 }
 
 // ofSlaveOne tells whether a link is slave 1's or one of its instances'
-// (101 and 102), broadcasts to and from them included.
+// (101 and 102), broadcasts to and from them and their output included.
 func ofSlaveOne(l string) bool {
 	switch {
-	case l == "master -> slave 1", l == "instance 101 -> master", l == "instance 102 -> master":
+	case l == "master -> slave 1", l == "instance 101 -> master", l == "instance 102 -> master",
+		l == "instance 101 output -> control", l == "instance 102 output -> control":
 		return true
 	case strings.Contains(l, " => "):
 		var from, to int

@@ -288,3 +288,24 @@ func (fr FailoverReport) WriteJSON(w io.Writer) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(fr)
 }
+
+// TimeFault makes a fault with fault (which returns once it is made, and
+// healed if it heals itself, such as a graceful restart of the master) and
+// returns how soon after it began a control's requests succeeded again for
+// good: the first success after the last failure, watched until a lease
+// after fault returned.
+func (s *Soak) TimeFault(ctx context.Context, fault func(context.Context) error) (time.Duration, error) {
+	p := s.startProbe(time.Now())
+	err := fault(ctx)
+	if err == nil {
+		err = p.answered(ctx)
+	}
+	if err == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.settleWatch()):
+		}
+		err = p.answered(ctx)
+	}
+	return p.end(), err
+}

@@ -115,14 +115,18 @@ func (w *liveness) quietFor(l *link.Link, now time.Time) time.Duration {
 	return now.Sub(w.at)
 }
 
-// outputKept is how many lines of each instance's output the master keeps
-// to replay to a control that moves to it.
-const outputKept = 1000
+// How much of each instance's output the master keeps, to replay to a
+// control that moves to it: the latest lines, at most this many, and at
+// most this many bytes of them.
+const (
+	outputKept      = 1000
+	outputKeptBytes = 1 << 20
+)
 
 // outputBuffer is an instance's latest output lines, oldest first.
 type outputBuffer struct {
 	lines []bufferedLine
-	first int // lines is a ring once full: the oldest is at first
+	bytes int
 }
 
 type bufferedLine struct {
@@ -131,19 +135,28 @@ type bufferedLine struct {
 }
 
 func (b *outputBuffer) add(l bufferedLine) {
-	if len(b.lines) < outputKept {
-		b.lines = append(b.lines, l)
-		return
+	b.lines = append(b.lines, l)
+	b.bytes += len(l.msg.Data)
+	drop := 0
+	for len(b.lines)-drop > outputKept || (b.bytes > outputKeptBytes && drop < len(b.lines)-1) {
+		b.bytes -= len(b.lines[drop].msg.Data)
+		drop++
 	}
-	b.lines[b.first] = l
-	b.first = (b.first + 1) % len(b.lines)
+	if drop > 0 {
+		// Copied down now and then, rather than on every line.
+		if drop >= len(b.lines)/2 || cap(b.lines) > 2*outputKept {
+			b.lines = append([]bufferedLine(nil), b.lines[drop:]...)
+		} else {
+			b.lines = b.lines[drop:]
+		}
+	}
 }
 
 // since returns the lines whose time is at or after t, oldest first.
 func (b *outputBuffer) since(t int64) []*link.Message {
 	var out []*link.Message
-	for i := range b.lines {
-		if l := b.lines[(b.first+i)%len(b.lines)]; l.time >= t {
+	for _, l := range b.lines {
+		if l.time >= t {
 			out = append(out, l.msg)
 		}
 	}

@@ -579,9 +579,11 @@ func (p *Master) Close(ctx context.Context) error {
 	}
 	close(p.stop)
 	<-p.done
-	if m != nil {
-		p.setCurrent(nil)
+	if late := p.current(); late != nil && late != m {
+		// A term that began while the master was closing.
+		errs = append(errs, late.shutdown(ctx))
 	}
+	p.setCurrent(nil)
 	p.retired.Wait()
 	if err := p.lease.release(ctx); err != nil {
 		p.log.Warn("could not give the lease up; a standby takes over when it expires", "error", err)

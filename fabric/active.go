@@ -1150,13 +1150,32 @@ func (m *activeMaster) relayOutput(ctx context.Context, l *link.Link, slaveID in
 // and controls ping at every heartbeat, so a live one never is.
 func (m *activeMaster) watchPeers() {
 	defer m.wg.Done()
-	t := time.NewTicker(min(m.cfg.Timing.HeartbeatInterval, m.cfg.Timing.PeerTimeout/4))
+	every := min(m.cfg.Timing.HeartbeatInterval, m.cfg.Timing.PeerTimeout/4)
+	t := time.NewTicker(every)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-m.stop:
 			return
 		case now := <-t.C:
+			// Silence while this master could not hear (its gate closed:
+			// what arrived was dropped), or while it did not run (paused,
+			// starved: the tick is long overdue), says nothing of its
+			// peers: they are given their timeouts afresh.
+			overdue := now.Sub(last) > every+m.cfg.Timing.PeerTimeout/4
+			last = now
+			if overdue || !m.gate() {
+				m.mu.Lock()
+				for _, s := range m.slaves {
+					s.watch = liveness{}
+				}
+				for _, st := range m.controls {
+					st.watch = liveness{}
+				}
+				m.mu.Unlock()
+				continue
+			}
 			var dead []*link.Link
 			m.mu.Lock()
 			for _, s := range m.slaves {

@@ -135,11 +135,27 @@ func (p *masterProcess) waitLog(t *testing.T, timeout time.Duration, parts ...st
 	})
 }
 
+// signal sends sig to the process; for SIGSTOP, it returns once the
+// process has stopped, as /proc tells, so that nothing the test sends
+// afterwards is handled before the pause.
 func (p *masterProcess) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v: %v", sig, err)
 	}
+	if sig != syscall.SIGSTOP {
+		return
+	}
+	conformance.Eventually(t, waitLong, "the master process stopped", func() error {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			return nil // no /proc: the signal is on its way
+		}
+		if _, after, _ := strings.Cut(string(stat), ") "); !strings.HasPrefix(after, "T") {
+			return errors.New("still running")
+		}
+		return nil
+	})
 }
 
 // termOf reads the term in a master session, "m<term>x<random>".

@@ -115,6 +115,12 @@ func banKey(name string) string {
 	return prefixBan + base64.RawURLEncoding.EncodeToString([]byte(name))
 }
 
+// writePatience bounds a write to the state bucket, its attempts
+// included: longer than a JetStream leader election on a cluster (4 to 9
+// s in nats-server), so that a write made while a node that led the
+// bucket fails is stored once another leads it, rather than left unknown.
+const writePatience = 15 * time.Second
+
 // store is the state bucket, as one master process uses it. Its methods
 // are safe for concurrent use; writes are serialized.
 type store struct {
@@ -122,7 +128,7 @@ type store struct {
 	kv      jetstream.KeyValue
 	stream  string // the bucket's stream
 	subject string // "$KV.<bucket>."
-	timeout time.Duration
+	timeout time.Duration // bounds each attempt
 
 	mu   sync.Mutex
 	term uint64 // the term this master holds; 0 when none
@@ -201,7 +207,7 @@ func (s *store) claim(ctx context.Context, holder string) (snapshot, error) {
 			return snapshot{}, fmt.Errorf("fabric: read the term: %w", err)
 		}
 		next := termRecord{V: stateVersion, Term: prev.Term + 1, Holder: holder, At: time.Now().UTC()}
-		seq, err := s.publish(ctx, keyTerm, next, info.State.LastSeq, false)
+		seq, err := s.publish(ctx, keyTerm, next, info.State.LastSeq, false, randomHex(12))
 		if errors.Is(err, errFenced) {
 			continue // the previous master wrote meanwhile: read again
 		}
@@ -319,26 +325,58 @@ func (s *store) del(ctx context.Context, term uint64, key string) error {
 func (s *store) write(ctx context.Context, term uint64, key string, v any, del bool) error {
 	// The caller's deadline does not cut a write short: a write given up
 	// while in flight would leave the master not knowing its state.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writePatience)
 	defer cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.term != term || s.term == 0 {
 		return errFenced
 	}
-	seq, err := s.publish(ctx, key, v, s.last, del)
-	if err != nil {
-		// Fenced or unknown, this term is over for the store.
-		s.term, s.last = 0, 0
-		return err
+	// Each attempt carries the write's id and expects the same last
+	// sequence: at most one of them is stored, and if one that went
+	// unanswered was, the message after last is it.
+	id := randomHex(12)
+	unanswered := false
+	for {
+		actx, acancel := context.WithTimeout(ctx, s.timeout)
+		seq, err := s.publish(actx, key, v, s.last, del, id)
+		acancel()
+		switch {
+		case err == nil:
+			s.last = seq
+			return nil
+		case errors.Is(err, errFenced) && unanswered && s.stored(ctx, s.last+1, id):
+			s.last++
+			return nil
+		case errors.Is(err, errFenced):
+			s.term, s.last = 0, 0 // this term is over for the store
+			return err
+		}
+		unanswered = true
+		select {
+		case <-ctx.Done():
+			// Unknown: this term is over for the store.
+			s.term, s.last = 0, 0
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	s.last = seq
-	return nil
+}
+
+// stored reports whether the message at seq is the write with id.
+func (s *store) stored(ctx context.Context, seq uint64, id string) bool {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return false
+	}
+	m, err := st.GetMsg(ctx, seq)
+	return err == nil && m.Header.Get(jetstream.MsgIDHeader) == id
 }
 
 // publish writes key (a value, or a delete marker) if the stream's last
-// sequence is last, and returns the write's sequence.
-func (s *store) publish(ctx context.Context, key string, v any, last uint64, del bool) (uint64, error) {
+// sequence is last, and returns the write's sequence. id identifies the
+// write across attempts.
+func (s *store) publish(ctx context.Context, key string, v any, last uint64, del bool, id string) (uint64, error) {
 	msg := &natsgo.Msg{Subject: s.subject + key, Header: natsgo.Header{}}
 	if del {
 		msg.Header.Set("KV-Operation", "DEL")
@@ -349,7 +387,7 @@ func (s *store) publish(ctx context.Context, key string, v any, last uint64, del
 		}
 		msg.Data = data
 	}
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last))
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last), jetstream.WithMsgID(id))
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:

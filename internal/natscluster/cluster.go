@@ -446,15 +446,28 @@ func (c *Cluster) StreamLeader(stream string) (int, error) {
 // bound. Tests that freeze a node use it to keep the streams they do not
 // mean to disturb led elsewhere.
 func (c *Cluster) MoveStreamLeader(stream string, off int) error {
+	return c.moveLeader(stream, func(leader int) bool { return leader != off })
+}
+
+// LeadStream makes node on lead JetStream stream, by asking its leader to
+// step down until that node is elected, within a bound. Tests that break
+// a node use it to break the leader of a stream too.
+func (c *Cluster) LeadStream(stream string, on int) error {
+	return c.moveLeader(stream, func(leader int) bool { return leader == on })
+}
+
+func (c *Cluster) moveLeader(stream string, ok func(leader int) bool) error {
 	nc, err := natsgo.Connect(strings.Join(c.URLs(), ","), natsgo.Timeout(2*time.Second))
 	if err != nil {
 		return fmt.Errorf("natscluster: connect: %w", err)
 	}
 	defer nc.Close()
 	deadline := time.Now().Add(opTimeout)
+	leader := 0
 	for time.Now().Before(deadline) {
-		leader, err := c.StreamLeader(stream)
-		if err == nil && leader != off {
+		var err error
+		leader, err = c.StreamLeader(stream)
+		if err == nil && ok(leader) {
 			return nil
 		}
 		if err == nil {
@@ -462,5 +475,5 @@ func (c *Cluster) MoveStreamLeader(stream string, off int) error {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return fmt.Errorf("natscluster: stream %s is still led by node %d", stream, off)
+	return fmt.Errorf("natscluster: stream %s is still led by node %d", stream, leader)
 }

@@ -126,8 +126,8 @@ const writePatience = 15 * time.Second
 type store struct {
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
-	stream  string // the bucket's stream
-	subject string // "$KV.<bucket>."
+	stream  string        // the bucket's stream
+	subject string        // "$KV.<bucket>."
 	timeout time.Duration // bounds each attempt
 
 	mu   sync.Mutex

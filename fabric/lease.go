@@ -83,7 +83,7 @@ func openLease(ctx context.Context, js jetstream.JetStream, prefix string, repli
 	if err != nil {
 		return nil, err
 	}
-	self.V = stateVersion
+	self.V, self.Since = stateVersion, time.Now().UTC()
 	return &lease{kv: kv, ttl: ttl, timeout: ttl / 4, origin: time.Now(), self: self}, nil
 }
 
@@ -117,16 +117,19 @@ func (l *lease) acquire(ctx context.Context) (bool, error) {
 	defer cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.self.Since, l.self.Term = time.Now().UTC(), 0
+	// Active since now, if it wins.
+	rec := l.self
+	rec.Since, rec.Term = time.Now().UTC(), 0
+	data, _ := json.Marshal(rec)
 	sent := time.Now()
-	rev, err := l.kv.Create(ctx, keyActive, l.encodeLocked())
+	rev, err := l.kv.Create(ctx, keyActive, data)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("fabric: take the lease: %w", err)
 	}
-	l.rev = rev
+	l.self, l.rev = rec, rev
 	l.extend(sent)
 	return true, nil
 }
@@ -183,12 +186,21 @@ func (l *lease) release(ctx context.Context) error {
 	return l.kv.Delete(ctx, keyActive, jetstream.LastRevision(rev))
 }
 
-// drop forgets the lease without a word to the server (it expires there).
+// drop forgets the lease without a word to the server (it expires
+// there): this master stands by from now on.
 func (l *lease) drop() {
 	l.until.Store(0)
 	l.mu.Lock()
 	l.rev = 0
+	l.self.Since, l.self.Term = time.Now().UTC(), 0
 	l.mu.Unlock()
+}
+
+// me returns this master's entry, as it is written to the bucket.
+func (l *lease) me() memberRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.self
 }
 
 // standBy writes, or renews, this master's presence as a standby.

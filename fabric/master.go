@@ -539,7 +539,7 @@ func (p *Master) registerGauges() {
 // status answers get_master_status.
 func (p *Master) status(ctx context.Context, m *activeMaster) (messages.MasterStatus, error) {
 	st := messages.MasterStatus{Standbys: []messages.MasterInfo{}}
-	self := p.self
+	self := p.lease.me()
 	self.Term = m.term
 	st.Active = self.info()
 	select {

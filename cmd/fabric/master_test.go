@@ -66,6 +66,11 @@ func TestTwoMasters(t *testing.T) {
 		if len(rows.rows) != 2 || rows.rows[0][3] != "active" || rows.rows[1][3] != "standby" || rows.rows[0][4] != "1" {
 			return fmt.Errorf("status %v", rows.rows)
 		}
+		for _, r := range rows.rows {
+			if since, err := time.ParseInLocation("2006-01-02T15:04:05", r[5], time.Local); err != nil || time.Since(since) > time.Hour {
+				return fmt.Errorf("status %v: SINCE %q is not a moment ago", rows.rows, r[5])
+			}
+		}
 		return nil
 	})
 	c.ok(t, "instance", "create", "psi")

@@ -7,8 +7,9 @@
 #
 #   start [DIR]          build nats-server if needed, start the three nodes
 #                        with their files in DIR, wait until every node
-#                        accepts clients and routes to the other two, and
-#                        print FABRIC_NATS_URL=... (the three client URLs)
+#                        accepts clients, routes to the other two and has
+#                        JetStream ready, and print FABRIC_NATS_URL=...
+#                        (the three client URLs)
 #   stop [DIR]           stop the nodes: SIGTERM, then SIGKILL if one is
 #                        still running after LF_CLUSTER_STOP_TIMEOUT
 #   status [DIR]         one line per node and the FABRIC_NATS_URL line;
@@ -25,7 +26,8 @@
 #
 # DIR defaults to $LF_CLUSTER_DIR, or .cluster in the repository (ignored
 # by git). It holds conf/ (the configs the nodes run), node1..node3/ (each
-# node's pid file and logs) and cluster.env (the ports, for later commands).
+# node's pid file, logs and JetStream store) and cluster.env (the ports,
+# for later commands).
 #
 # Environment. start reads the ports, files and binary, and later commands
 # use what it recorded; the timeouts apply to every command. Variables that
@@ -325,6 +327,17 @@ peers() {
 	printf '%s\n' "$json" | { grep -o '"remote_name": *"[^"]*"' || true; } | sort -u | wc -l | tr -d ' '
 }
 
+# js_current N: node N's JetStream runs and is current with the cluster's
+# meta leader (the master's buckets can be created and written).
+js_current() {
+	local health jsz
+	# Read whole, then match: grep -q would stop reading early, and the
+	# writer's SIGPIPE fail the pipeline (pipefail).
+	health=$(http_get "$(http_port "$1")" '/healthz?js-server-only=true') || return 1
+	jsz=$(http_get "$(http_port "$1")" /jsz) || return 1
+	[[ $health =~ \"status\":\ *\"ok\" && $jsz =~ \"leader\":\ *\"[^\"] ]]
+}
+
 # healthy: returns 1 (and says why in WHY) unless every node that runs and
 # is not frozen accepts clients and routes to all the other such nodes, and
 # to no others. A node in MUST_RUN that does not run sets FAILED.
@@ -354,6 +367,10 @@ healthy() {
 		got=$(peers "$n")
 		if [[ $got != "$want" ]]; then
 			problem="node$n routes to $got of $want other nodes"
+			break
+		fi
+		if ! js_current "$n"; then
+			problem="node$n's JetStream has no meta leader yet"
 			break
 		fi
 	done

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -12,9 +13,11 @@ import (
 
 // Broker is a NATS server embedded in the process, listening on loopback
 // only: what the master runs when no NATS URL is configured, and what tests
-// run on a random port.
+// run on a random port. It runs JetStream, where the master keeps its
+// state.
 type Broker struct {
-	s *server.Server
+	s       *server.Server
+	tempDir string // removed by Close; "" when the data directory is the caller's
 }
 
 // brokerStartTimeout bounds how long StartBroker waits for the server to
@@ -22,10 +25,13 @@ type Broker struct {
 const brokerStartTimeout = 10 * time.Second
 
 // StartBroker starts an embedded NATS server on listen, a loopback
-// host:port (port 0 picks a free one), and waits until it accepts clients.
-// It does not block after that; call Close to stop it. An address that is
-// taken fails at once, with an error that matches syscall.EADDRINUSE.
-func StartBroker(listen string) (*Broker, error) {
+// host:port (port 0 picks a free one), with JetStream storing its files in
+// dataDir ("" for a new temporary directory that Close removes, so that
+// nothing survives the broker), and waits until it accepts clients. It does
+// not block after that; call Close to stop it. Only one broker may use a
+// data directory at a time. An address that is taken fails at once, with
+// an error that matches syscall.EADDRINUSE.
+func StartBroker(listen, dataDir string) (*Broker, error) {
 	if err := checkLoopback(listen); err != nil {
 		return nil, fmt.Errorf("fabric: embedded NATS on %q: %w", listen, err)
 	}
@@ -33,23 +39,33 @@ func StartBroker(listen string) (*Broker, error) {
 	port, _ := strconv.Atoi(portText)
 	if port == 0 {
 		port = server.RANDOM_PORT
-	} else {
-		// Try the address first, for an error that says what is wrong:
-		// the server only logs why it could not listen.
-		ln, err := net.Listen("tcp", listen)
+	} else if err := portFree(listen); err != nil {
+		// Checked before the server starts: it opens its JetStream store
+		// before it listens, and must not touch the files of a broker that
+		// is already running there.
+		return nil, err
+	}
+	b := &Broker{}
+	if dataDir == "" {
+		dir, err := os.MkdirTemp("", "linkfabric-nats-")
 		if err != nil {
-			return nil, fmt.Errorf("fabric: embedded NATS on %s: %w", listen, err)
+			return nil, fmt.Errorf("fabric: embedded NATS: data directory: %w", err)
 		}
-		ln.Close()
+		dataDir, b.tempDir = dir, dir
+	} else if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: FABRIC_DATA_DIR=%q: want a directory the master may write: %v", ErrConfig, dataDir, err)
 	}
 	opts := &server.Options{
-		Host:   host,
-		Port:   port,
-		NoSigs: true, // the embedding program owns its signals
-		NoLog:  true,
+		Host:      host,
+		Port:      port,
+		NoSigs:    true, // the embedding program owns its signals
+		NoLog:     true,
+		JetStream: true,
+		StoreDir:  dataDir,
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		b.removeTemp()
 		return nil, fmt.Errorf("fabric: embedded NATS: %w", err)
 	}
 	// The server reports a failure to listen (someone took the port since
@@ -64,16 +80,35 @@ func StartBroker(listen string) (*Broker, error) {
 		case why := <-fatal:
 			s.Shutdown()
 			s.WaitForShutdown()
+			b.removeTemp()
 			return nil, fmt.Errorf("fabric: embedded NATS on %s: %s", listen, why)
 		default:
 		}
 		if time.Now().After(deadline) {
 			s.Shutdown()
 			s.WaitForShutdown()
+			b.removeTemp()
 			return nil, errors.New("fabric: embedded NATS did not accept clients within " + brokerStartTimeout.String())
 		}
 	}
-	return &Broker{s: s}, nil
+	if !s.JetStreamEnabled() {
+		s.Shutdown()
+		s.WaitForShutdown()
+		b.removeTemp()
+		return nil, fmt.Errorf("%w: FABRIC_DATA_DIR=%q: the embedded NATS server could not start JetStream there (is the directory writable, and not used by another master?)", ErrConfig, dataDir)
+	}
+	b.s = s
+	return b, nil
+}
+
+// portFree reports whether something already listens on addr, as an
+// error that matches syscall.EADDRINUSE if so.
+func portFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("fabric: embedded NATS on %s: %w", addr, err)
+	}
+	return l.Close()
 }
 
 // fatalLogger is a nats-server logger that passes on the first fatal
@@ -98,8 +133,16 @@ func (b *Broker) ClientURL() string { return b.s.ClientURL() }
 // Server returns the embedded server, for inspection.
 func (b *Broker) Server() *server.Server { return b.s }
 
-// Close shuts the server down and waits until it has. It is idempotent.
+// Close shuts the server down and waits until it has, then removes its
+// data directory if it was a temporary one. It is idempotent.
 func (b *Broker) Close() {
 	b.s.Shutdown()
 	b.s.WaitForShutdown()
+	b.removeTemp()
+}
+
+func (b *Broker) removeTemp() {
+	if b.tempDir != "" {
+		_ = os.RemoveAll(b.tempDir)
+	}
 }

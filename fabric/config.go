@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -88,8 +89,58 @@ type MasterConfig struct {
 	// MetricsAddr, if set, is the host:port where Prometheus metrics are
 	// served on /metrics.
 	MetricsAddr string `env:"FABRIC_METRICS_ADDR"`
-	Timing      TimingConfig
-	Log         LogConfig
+	// DataDir is where the embedded NATS server (NATS.URL empty) keeps
+	// JetStream's files, and with them the master's state. Empty: a
+	// temporary directory that does not outlive the master;
+	// LoadMasterConfig puts DefaultDataDir there when the variable is
+	// not set.
+	DataDir string `env:"FABRIC_DATA_DIR"`
+	// KVReplicas is how many servers of a NATS cluster keep a copy of the
+	// master's state (the replicas of its JetStream buckets): 1 to 5, and
+	// 1 with the embedded server. 0 means 1.
+	KVReplicas int `env:"FABRIC_KV_REPLICAS" envDefault:"1"`
+	// Lease is how long the active master's lease lasts without being
+	// renewed: a standby takes over at most this long after the active
+	// master stopped renewing it (it crashed, hung, or lost NATS). Every
+	// master of a cluster must have the same. 0 means DefaultLease.
+	Lease  time.Duration `env:"FABRIC_MASTER_LEASE" envDefault:"2s"`
+	Timing TimingConfig
+	Log    LogConfig
+}
+
+// DefaultLease is the master's lease unless FABRIC_MASTER_LEASE says
+// otherwise: short enough that a standby takes over within a few seconds
+// of the active master's crash, long enough that a renewal (a JetStream
+// write, a round trip to the cluster) fits in it four times over.
+const DefaultLease = 2 * time.Second
+
+// lease returns the configured lease, or DefaultLease.
+func (c MasterConfig) lease() time.Duration {
+	if c.Lease == 0 {
+		return DefaultLease
+	}
+	return c.Lease
+}
+
+// replicas returns the configured replicas, or 1.
+func (c MasterConfig) replicas() int { return max(c.KVReplicas, 1) }
+
+// DefaultDataDir returns the data directory of `fabric master` unless
+// FABRIC_DATA_DIR says otherwise, for environ (in the form of os.Environ;
+// nil means the process environment): linkfabric in the user's state
+// directory, $XDG_STATE_HOME or $HOME/.local/state.
+func DefaultDataDir(environ []string) string {
+	if environ == nil {
+		environ = os.Environ()
+	}
+	vars := env.ToMap(environ)
+	if d := vars["XDG_STATE_HOME"]; filepath.IsAbs(d) {
+		return filepath.Join(d, "linkfabric")
+	}
+	if home := vars["HOME"]; filepath.IsAbs(home) {
+		return filepath.Join(home, ".local", "state", "linkfabric")
+	}
+	return filepath.Join(os.TempDir(), "linkfabric-"+strconv.Itoa(os.Getuid()))
 }
 
 // SlaveConfig configures a slave.
@@ -121,9 +172,24 @@ type ControlConfig struct {
 
 // LoadMasterConfig reads the master's configuration from environ (in the
 // form of os.Environ; nil means the process environment) and validates it.
+//
+// FABRIC_DATA_DIR defaults to DefaultDataDir(environ), and FABRIC_MASTER_LEASE
+// and FABRIC_KV_REPLICAS, unlike the fields they fill, may not be 0.
 func LoadMasterConfig(environ []string) (MasterConfig, error) {
 	var c MasterConfig
-	err := load(&c, environ, func() error { return errors.Join(c.Validate(), c.NATS.validateVariables()) })
+	err := load(&c, environ, func() error {
+		var errs []error
+		if c.Lease == 0 {
+			errs = append(errs, errors.New("FABRIC_MASTER_LEASE=0s: want a duration of at least 100ms such as 2s"))
+		}
+		if c.KVReplicas == 0 {
+			errs = append(errs, errors.New("FABRIC_KV_REPLICAS=0: want 1 to 5"))
+		}
+		return errors.Join(append(errs, c.Validate(), c.NATS.validateVariables())...)
+	})
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir(environ)
+	}
 	return c, err
 }
 
@@ -157,6 +223,15 @@ func (c MasterConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_PERMISSIONS=%q: %v", c.Permissions, err))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
+	switch {
+	case c.KVReplicas < 0 || c.KVReplicas > 5:
+		errs = append(errs, fmt.Errorf("FABRIC_KV_REPLICAS=%d: want 1 to 5", c.KVReplicas))
+	case c.KVReplicas > 1 && c.NATS.URL == "":
+		errs = append(errs, fmt.Errorf("FABRIC_KV_REPLICAS=%d: the embedded NATS server keeps one copy; more need a NATS cluster (FABRIC_NATS_URL)", c.KVReplicas))
+	}
+	if c.Lease < 0 || (c.Lease > 0 && c.Lease < 100*time.Millisecond) || c.Lease > time.Hour {
+		errs = append(errs, fmt.Errorf("FABRIC_MASTER_LEASE=%s: want a duration from 100ms to 1h, such as 2s", c.Lease))
+	}
 	return joinConfig(errs)
 }
 

@@ -64,6 +64,12 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"permission that is no permission", loadMaster, "FABRIC_CONTROL_PERMISSIONS=alice=Core.Start", "FABRIC_CONTROL_PERMISSIONS", "prefix ending in .*"},
 		{"control user with a space", loadControl, "FABRIC_CONTROL_USER=bad user", "FABRIC_CONTROL_USER", "letters, digits"},
 		{"control user that is a subject wildcard", loadControl, "FABRIC_CONTROL_USER=*", "FABRIC_CONTROL_USER", "letters, digits"},
+		{"zero lease", loadMaster, "FABRIC_MASTER_LEASE=0s", "FABRIC_MASTER_LEASE", "at least 100ms"},
+		{"lease too short", loadMaster, "FABRIC_MASTER_LEASE=10ms", "FABRIC_MASTER_LEASE", "from 100ms to 1h"},
+		{"lease not a duration", loadMaster, "FABRIC_MASTER_LEASE=soon", "FABRIC_MASTER_LEASE", "duration"},
+		{"zero replicas", loadMaster, "FABRIC_KV_REPLICAS=0", "FABRIC_KV_REPLICAS", "1 to 5"},
+		{"too many replicas", loadMaster, "FABRIC_KV_REPLICAS=7", "FABRIC_KV_REPLICAS", "1 to 5"},
+		{"replicas on the embedded server", loadMaster, "FABRIC_KV_REPLICAS=3", "FABRIC_KV_REPLICAS", "NATS cluster"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.load([]string{tc.env})
@@ -142,12 +148,17 @@ func TestConfigDefaults(t *testing.T) {
 	timing := fabric.TimingConfig{RequestTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, PeerTimeout: 10 * time.Second, SessionTimeout: time.Minute}
 	log := fabric.LogConfig{Level: "info", Format: "text"}
 
-	m, err := fabric.LoadMasterConfig([]string{})
+	m, err := fabric.LoadMasterConfig([]string{"HOME=/home/ann"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (fabric.MasterConfig{NATS: nats, Listen: "127.0.0.1:4222", Permissions: "*=*", Timing: timing, Log: log}); m != want {
+	if want := (fabric.MasterConfig{NATS: nats, Listen: "127.0.0.1:4222", Permissions: "*=*", Timing: timing, Log: log,
+		DataDir: "/home/ann/.local/state/linkfabric", KVReplicas: 1, Lease: 2 * time.Second}); m != want {
 		t.Errorf("master defaults %+v, want %+v", m, want)
+	}
+	m, err = fabric.LoadMasterConfig([]string{"HOME=/home/ann", "XDG_STATE_HOME=/var/state"})
+	if err != nil || m.DataDir != "/var/state/linkfabric" {
+		t.Errorf("with XDG_STATE_HOME, FABRIC_DATA_DIR defaults to %q (%v), want /var/state/linkfabric", m.DataDir, err)
 	}
 	s, err := fabric.LoadSlaveConfig([]string{})
 	if err != nil {
@@ -263,7 +274,7 @@ func TestParsePermissionsRejects(t *testing.T) {
 // loopback only, and says so.
 func TestStartBrokerRefusesNonLoopback(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.7:0", "example.com:0", "127.0.0.1", "127.0.0.1:99999"} {
-		b, err := fabric.StartBroker(addr)
+		b, err := fabric.StartBroker(addr, "")
 		if err == nil {
 			b.Close()
 			t.Errorf("StartBroker(%q) started a broker", addr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,20 +19,76 @@ import (
 //	ctl, err := fabric.DialControl(ctx, cfg)
 //	defer ctl.Close(ctx)
 //	slaves, err := link.Request(ctx, ctl.Link(), messages.ListSlaves, messages.Empty{})
+//
+// A control stays with the cluster's active master until Close: when its
+// link to the master ends (the master restarted, another took over, or it
+// was silent for the session timeout), the requests pending on it end with
+// session_lost and the control dials the master again at once; what it
+// follows it follows on the new link too, and the master relays first the
+// lines it missed meanwhile (the master keeps the latest of each
+// instance's, and the slaves keep what they send while there is no
+// master).
 type Control struct {
-	cfg  ControlConfig
-	log  *slog.Logger
-	node transport
-	l    *link.Link
+	cfg      ControlConfig
+	log      *slog.Logger
+	self     link.Address
+	catalog  *messages.Catalog
+	node     transport
+	output   func(messages.OutputLine)
+	handlers func(*link.Link)
 
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+
+	mu        sync.Mutex
+	l         *link.Link
+	following []int64 // nil: not following
+	followAt  int64   // when Follow was called, Unix milliseconds
+	seen      map[int64]*recentLines
+	// Until dedupeUntil, lines the control has seen already (relayed by
+	// the previous master and again by the next) are dropped.
+	dedupeUntil time.Time
 }
+
+// recentLines is what a control has seen of one instance's output lately.
+type recentLines struct {
+	last int64 // the time of the latest line, Unix milliseconds
+	keys []lineKey
+	set  map[lineKey]int
+}
+
+type lineKey struct {
+	time    int64
+	level   string
+	message string
+}
+
+// recentKept is how many lines of each instance a control remembers to
+// tell the ones a new master relays again.
+const recentKept = 256
+
+func (r *recentLines) add(k lineKey) {
+	r.last = max(r.last, k.time)
+	r.keys = append(r.keys, k)
+	r.set[k]++
+	if len(r.keys) > recentKept {
+		old := r.keys[0]
+		r.keys = r.keys[1:]
+		if r.set[old]--; r.set[old] <= 0 {
+			delete(r.set, old)
+		}
+	}
+}
+
+// dedupeWindow is how long after moving to another master a control drops
+// output lines it has seen already.
+const dedupeWindow = 30 * time.Second
 
 // DialControl connects a control to the master. It does not wait for the
 // master to answer; the first request does. Until Close, the control pings
-// the master every heartbeat interval, so that the master keeps it.
+// the master every heartbeat interval, so that the master keeps it, and
+// dials it again whenever its link ends.
 func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Control, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -45,14 +102,18 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 		return nil, err
 	}
 	self := link.Address{Type: messages.Control, ID: cfg.User}
-	c := &Control{cfg: cfg, log: o.logger.With("endpoint", self.String()), stop: make(chan struct{})}
+	c := &Control{
+		cfg: cfg, log: o.logger.With("endpoint", self.String()), self: self, catalog: catalog,
+		output: o.output, handlers: o.handlers, stop: make(chan struct{}), seen: map[int64]*recentLines{},
+	}
 	url := cfg.NATS.URL
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
 	// A control is a tool someone waits on: if NATS cannot be reached in
-	// a few seconds, say so, rather than queue requests for later.
-	node, err := connect(ctx, self, cfg.NATS, url, c.log, role{connectWait: 3 * time.Second})
+	// a few seconds, say so, rather than queue requests for later. A
+	// master of an older term than one heard from is ignored (see Master).
+	node, err := connect(ctx, self, cfg.NATS, url, c.log, role{connectWait: 3 * time.Second, epoch: masterTerm})
 	if err != nil {
 		return nil, err
 	}
@@ -62,33 +123,7 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 		_ = c.node.Close()
 		return nil, link.Errorf(link.CodeNotConnected, "cannot reach NATS at %s: %v", url, why)
 	}
-	conn, err := c.node.Dial(link.MasterAddress)
-	if err != nil {
-		_ = c.node.Close()
-		return nil, err
-	}
-	if c.l, err = link.New(conn, self, link.MasterAddress, catalog,
-		link.WithLogger(c.log), link.WithRequestTimeout(cfg.Timing.RequestTimeout)); err != nil {
-		_ = c.node.Close()
-		return nil, err
-	}
-	output := o.output
-	link.HandleEvent(c.l, messages.InstanceOutput, func(_ context.Context, line messages.OutputLine) error {
-		if output != nil {
-			output(line)
-		}
-		return nil
-	})
-	if o.handlers != nil {
-		o.handlers(c.l)
-	}
-	// Plugin events for controls that no one here handles are let go.
-	for _, def := range catalog.On(messages.Direction{Source: messages.Master, Target: messages.Control}) {
-		if !c.l.Handles(def) && def.Kind() == messages.KindEvent {
-			c.l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
-		}
-	}
-	if err := c.l.Start(); err != nil {
+	if c.l, err = c.dial(); err != nil {
 		_ = c.node.Close()
 		return nil, err
 	}
@@ -96,26 +131,228 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	// the session timeout (a killed process); a live control, idle or not,
 	// proves itself with heartbeats.
 	c.wg.Add(1)
-	go c.heartbeat()
+	go c.keep()
 	return c, nil
 }
 
-// Link returns the control's link to the master, for link.Request.
-func (c *Control) Link() *link.Link { return c.l }
+// dial makes and starts a new link to the master.
+func (c *Control) dial() (*link.Link, error) {
+	conn, err := c.node.Dial(link.MasterAddress)
+	if err != nil {
+		return nil, err
+	}
+	l, err := link.New(conn, c.self, link.MasterAddress, c.catalog,
+		link.WithLogger(c.log), link.WithRequestTimeout(c.cfg.Timing.RequestTimeout))
+	if err != nil {
+		return nil, err
+	}
+	link.HandleEvent(l, messages.InstanceOutput, func(_ context.Context, line messages.OutputLine) error {
+		c.received(line)
+		return nil
+	})
+	if c.handlers != nil {
+		c.handlers(l)
+	}
+	// Plugin events for controls that no one here handles are let go.
+	for _, def := range c.catalog.On(messages.Direction{Source: messages.Master, Target: messages.Control}) {
+		if !l.Handles(def) && def.Kind() == messages.KindEvent {
+			l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
+		}
+	}
+	if err := l.Start(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// received passes a relayed output line on, unless it is one the control
+// has seen already from the master before.
+func (c *Control) received(line messages.OutputLine) {
+	k := lineKey{time: line.Time, level: line.Level, message: line.Message}
+	c.mu.Lock()
+	r := c.seen[line.InstanceID]
+	if r == nil {
+		r = &recentLines{set: map[lineKey]int{}}
+		c.seen[line.InstanceID] = r
+	}
+	if time.Now().Before(c.dedupeUntil) && r.set[k] > 0 {
+		c.mu.Unlock()
+		return
+	}
+	r.add(k)
+	c.mu.Unlock()
+	if c.output != nil {
+		c.output(line)
+	}
+}
+
+// Link returns the control's current link to the master, for
+// link.Request. After the link ends, the control dials again, and Link
+// returns the new one.
+func (c *Control) Link() *link.Link {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.l
+}
 
 // Follow asks the master to relay the output of the given instances (none
 // to stop), which arrives at the WithOutputHandler function. Each call
 // replaces the set the control follows; an id that names no instance
-// fails it with instance_not_found, and the set stays as it was.
+// fails it with instance_not_found, and the set stays as it was. The
+// control follows them on every link it dials afterwards, until the next
+// call.
 func (c *Control) Follow(ctx context.Context, instanceIDs ...int64) error {
-	_, err := link.Request(ctx, c.l, messages.SetInstanceOutputSubscriptions, messages.OutputSubscriptions{InstanceIDs: instanceIDs})
+	c.mu.Lock()
+	prev, prevAt := c.following, c.followAt
+	c.following, c.followAt = slices.Clone(instanceIDs), time.Now().UnixMilli()
+	if c.following == nil {
+		c.following = []int64{}
+	}
+	l := c.l
+	c.mu.Unlock()
+	_, err := link.Request(ctx, l, messages.SetInstanceOutputSubscriptions, messages.OutputSubscriptions{InstanceIDs: instanceIDs})
+	if err != nil {
+		c.mu.Lock()
+		if c.l == l {
+			c.following, c.followAt = prev, prevAt
+		}
+		c.mu.Unlock()
+	}
 	return err
 }
 
-// heartbeat pings the master every heartbeat interval until the control
-// closes, so that the master keeps the link of a control that is idle.
-func (c *Control) heartbeat() {
+// refollow asks the master of l for what the control follows, and for the
+// lines of it the control has not seen, until it answers or l ends.
+func (c *Control) refollow(l *link.Link) {
 	defer c.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		c.mu.Lock()
+		ids, at := c.following, c.followAt
+		req := messages.OutputSubscriptions{InstanceIDs: ids}
+		for _, id := range ids {
+			since := at
+			if r := c.seen[id]; r != nil && r.last > 0 {
+				since = r.last
+			}
+			req.Since = append(req.Since, messages.OutputCursor{InstanceID: id, Time: since})
+		}
+		c.dedupeUntil = time.Now().Add(dedupeWindow)
+		c.mu.Unlock()
+		if ids == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.RequestTimeout)
+		_, err := link.Request(ctx, l, messages.SetInstanceOutputSubscriptions, req)
+		cancel()
+		if err == nil {
+			c.log.Info("following output again, on the master's new link", "instances", ids)
+			return
+		}
+		if errors.Is(err, &link.Error{Code: CodeInstanceNotFound}) && c.forgetDeleted(l, ids) {
+			// The master refuses ids that name no instance: one followed
+			// was deleted meanwhile. Follow the others.
+			continue
+		}
+		c.log.Debug("could not follow output on the new link yet", "error", err)
+		select {
+		case <-c.stop:
+			return
+		case <-l.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, c.cfg.Timing.HeartbeatInterval)
+	}
+}
+
+// forgetDeleted drops from what the control follows, if that is still
+// ids, the instances the master of l does not know, and reports whether
+// it dropped any.
+func (c *Control) forgetDeleted(l *link.Link, ids []int64) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.RequestTimeout)
+	list, err := link.Request(ctx, l, messages.ListInstances, messages.Empty{})
+	cancel()
+	if err != nil {
+		return false // asked again on the next try
+	}
+	known := map[int64]bool{}
+	for _, i := range list.Instances {
+		known[i.ID] = true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !slices.Equal(c.following, ids) {
+		return true // Follow was called meanwhile: try what it set
+	}
+	var gone []int64
+	c.following = slices.DeleteFunc(slices.Clone(ids), func(id int64) bool {
+		if !known[id] {
+			gone = append(gone, id)
+		}
+		return !known[id]
+	})
+	if len(gone) > 0 {
+		c.log.Warn("no longer following instances that were deleted", "instances", gone)
+	}
+	return len(gone) > 0
+}
+
+// keep watches the current link with heartbeats and dials the master
+// again when the link ends, until Close.
+func (c *Control) keep() {
+	defer c.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		l := c.Link()
+		began := time.Now()
+		c.heartbeat(l)
+		select {
+		case <-c.stop:
+			return
+		default:
+		}
+		if time.Since(began) > c.cfg.Timing.HeartbeatInterval {
+			backoff = 100 * time.Millisecond
+		}
+		next, err := c.dial()
+		for err != nil {
+			c.log.Warn("could not dial the master again", "error", err)
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, c.cfg.Timing.HeartbeatInterval)
+			next, err = c.dial()
+		}
+		c.mu.Lock()
+		c.l = next
+		following := c.following != nil
+		c.mu.Unlock()
+		c.log.Info("link to the master ended; dialed it again")
+		if following {
+			c.wg.Add(1)
+			go c.refollow(next)
+		}
+		// A link that ends at once, again and again, is not dialed in a
+		// busy loop.
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, c.cfg.Timing.HeartbeatInterval)
+	}
+}
+
+// heartbeat pings the master on l every heartbeat interval until l ends
+// or the control closes, so that the master keeps the link of a control
+// that is idle. A master silent for the session timeout has ended the
+// session for all the control can tell: the link is closed, and what is
+// pending on it fails with session_lost. Within that time, requests wait
+// for a master that is slow, or paused, to answer.
+func (c *Control) heartbeat(l *link.Link) {
 	t := time.NewTicker(c.cfg.Timing.HeartbeatInterval)
 	defer t.Stop()
 	lastOK := time.Now()
@@ -123,35 +360,37 @@ func (c *Control) heartbeat() {
 		select {
 		case <-c.stop:
 			return
-		case <-c.l.Done():
+		case <-l.Done():
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.HeartbeatInterval)
-			_, err := link.Request(ctx, c.l, messages.Ping, messages.Empty{})
+			_, err := link.Request(ctx, l, messages.Ping, messages.Empty{})
 			cancel()
 			if err == nil {
 				lastOK = time.Now()
 				continue
 			}
-			c.log.Warn("master did not answer a heartbeat", "error", err)
-			if time.Since(lastOK) > c.cfg.Timing.PeerTimeout {
-				c.log.Warn("master lost: no answer to heartbeats", "timeout", c.cfg.Timing.PeerTimeout)
-				_ = c.l.Close()
+			c.log.Debug("master did not answer a heartbeat", "error", err)
+			if time.Since(lastOK) > c.cfg.Timing.SessionTimeout {
+				c.log.Warn("master session over: no answer to heartbeats", "timeout", c.cfg.Timing.SessionTimeout)
+				_ = l.Close()
 				return
 			}
 		}
 	}
 }
 
-// Done is closed when the link to the master has closed: the master closed
-// it, or has not answered heartbeats for the peer timeout.
-func (c *Control) Done() <-chan struct{} { return c.l.Done() }
+// Done is closed when the control has been closed.
+func (c *Control) Done() <-chan struct{} { return c.stop }
 
 // Close disconnects gracefully (in-flight requests end, within ctx) and
-// closes the NATS connection.
+// closes the NATS connection. The control dials no more.
 func (c *Control) Close(ctx context.Context) error {
 	c.stopOnce.Do(func() { close(c.stop) })
-	err := c.l.Disconnect(ctx)
+	err := c.Link().Disconnect(ctx)
 	c.wg.Wait()
+	if errors.Is(err, link.ErrSessionLost) {
+		err = nil // the link had ended already
+	}
 	return errors.Join(err, c.node.Close())
 }

@@ -10,7 +10,8 @@ const (
 	// CodeInstanceNotAssigned: the instance exists but no slave hosts it.
 	CodeInstanceNotAssigned link.Code = "instance_not_assigned"
 	// CodeSlaveNotFound: no slave has the id the request names; the
-	// master knows every slave that has registered since it started.
+	// master knows every slave that has ever registered with it (its
+	// state keeps them).
 	CodeSlaveNotFound link.Code = "slave_not_found"
 	// CodeSlaveNotConnected: the slave that hosts the instance, or that
 	// the request names, is not connected: the master has not heard from
@@ -30,4 +31,8 @@ const (
 	// CodeConflict: the request contradicts the cluster's state, such as
 	// assigning an instance that another slave hosts.
 	CodeConflict link.Code = "conflict"
+	// CodeMasterStarting: the master has just become active and has not
+	// heard from every slave it knows yet; the request certainly did not
+	// run. It waits (a bounded time) before it says so.
+	CodeMasterStarting link.Code = "master_starting"
 )

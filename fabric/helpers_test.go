@@ -62,7 +62,7 @@ func testLogger() *slog.Logger {
 // the test.
 func startBroker(t *testing.T) *fabric.Broker {
 	t.Helper()
-	b, err := fabric.StartBroker("127.0.0.1:0")
+	b, err := fabric.StartBroker("127.0.0.1:0", "")
 	if err != nil {
 		t.Fatalf("StartBroker: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -29,6 +30,11 @@ type transport interface {
 	URL() string
 	// ConnectError says why the last attempt to reach the broker failed.
 	ConnectError() error
+	// Announce tells every endpoint of type to that this endpoint's
+	// session is now the one of its address, so that a peer linked to an
+	// earlier run of it (an older term of the master) dials again at
+	// once; see lfnats.Node.Announce.
+	Announce(ctx context.Context, to messages.Endpoint) error
 	// Close lets what is in flight finish, within the drain timeout, and
 	// closes every link; see lfnats.Node.Close.
 	Close() error
@@ -72,6 +78,18 @@ type role struct {
 	// connectWait bounds the wait for the first connection; 0: the
 	// connector's default.
 	connectWait time.Duration
+	// session is the endpoint's session on the fabric ("": a random
+	// one): the master's says its term (see masterTerm).
+	session string
+	// epoch, if set, reads the epoch of a peer's session: a peer session
+	// of an older epoch than one heard from is ignored, and a link to it
+	// ends (slaves and controls fence masters of older terms).
+	epoch func(peer link.Address, session string) uint64
+	// gate, if set, is asked before anything is handled or sent: while it
+	// reports false the endpoint neither hears nor says anything, the
+	// connector's own acknowledgements and notices included (a master
+	// whose lease may have lapsed). It must be cheap and must not block.
+	gate func() bool
 }
 
 // connect connects an endpoint to NATS as configured.
@@ -80,12 +98,8 @@ func connect(ctx context.Context, self link.Address, c NATSConfig, url string, l
 	if err != nil {
 		return nil, err
 	}
-	var urls []string
-	for _, u := range strings.Split(url, ",") {
-		urls = append(urls, strings.TrimSpace(u))
-	}
 	opts := []lfnats.Option{
-		lfnats.WithURLs(urls...),
+		lfnats.WithURLs(splitURLs(url)...),
 		lfnats.WithPrefix(c.Prefix),
 		lfnats.WithLogger(log),
 		lfnats.WithNATSOptions(natsOpts...),
@@ -101,11 +115,29 @@ func connect(ctx context.Context, self link.Address, c NATSConfig, url string, l
 	if r.connectWait > 0 {
 		opts = append(opts, lfnats.WithConnectWait(r.connectWait))
 	}
+	if r.session != "" {
+		opts = append(opts, lfnats.WithSession(r.session))
+	}
+	if r.epoch != nil {
+		opts = append(opts, lfnats.WithEpoch(r.epoch))
+	}
+	if r.gate != nil {
+		opts = append(opts, lfnats.WithGate(r.gate))
+	}
 	n, err := lfnats.Connect(ctx, self, opts...)
 	if err != nil {
 		return nil, err
 	}
 	return &natsTransport{n}, nil
+}
+
+// splitURLs splits a comma-separated list of NATS URLs.
+func splitURLs(url string) []string {
+	var urls []string
+	for _, u := range strings.Split(url, ",") {
+		urls = append(urls, strings.TrimSpace(u))
+	}
+	return urls
 }
 
 // natsOptions are the nats.go options of c: credentials, TLS, pings.
@@ -171,6 +203,10 @@ func (t *natsTransport) URL() string         { return t.n.NATS().ConnectedUrlRed
 func (t *natsTransport) ConnectError() error { return t.n.ConnectError() }
 func (t *natsTransport) Close() error        { return t.n.Close() }
 
+func (t *natsTransport) Announce(ctx context.Context, to messages.Endpoint) error {
+	return t.n.Announce(ctx, to)
+}
+
 func (t *natsTransport) Broadcast(ctx context.Context, to messages.Endpoint, m *link.Message) error {
 	return t.n.Broadcast(ctx, link.Address{Type: to, ID: lfnats.BroadcastID}, m)
 }
@@ -187,4 +223,70 @@ func (s natsSession) Adopt(old session) error {
 		prev = o.Conn
 	}
 	return s.Conn.Adopt(prev)
+}
+
+// connectJetStream makes the master's connection for JetStream (its state
+// and its lease): the master's credentials, and its inbox prefix, since
+// JetStream answers on the requester's inbox. It waits for the first
+// connection as long as ctx allows, and reconnects for ever afterwards.
+func connectJetStream(ctx context.Context, c NATSConfig, url string, log *slog.Logger) (*natsgo.Conn, error) {
+	opts, err := natsOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	connected := make(chan struct{})
+	refused := make(chan error, 1)
+	var once sync.Once
+	opts = append(opts,
+		natsgo.Name("linkfabric master/0 state"),
+		natsgo.CustomInboxPrefix(lfnats.InboxPrefix(c.Prefix, link.MasterAddress)),
+		natsgo.MaxReconnects(-1),
+		natsgo.ReconnectWait(250*time.Millisecond),
+		natsgo.ReconnectJitter(250*time.Millisecond, time.Second),
+		natsgo.RetryOnFailedConnect(true),
+		natsgo.ConnectHandler(func(*natsgo.Conn) { once.Do(func() { close(connected) }) }),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if err != nil {
+				log.Warn("state connection to NATS lost", "error", err)
+			}
+		}),
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			log.Info("state connection to NATS back", "server", nc.ConnectedUrlRedacted())
+		}),
+		natsgo.ReconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if isAuthError(err) {
+				select {
+				case refused <- err:
+				default:
+				}
+			}
+		}),
+	)
+	nc, err := natsgo.Connect(strings.Join(splitURLs(url), ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("fabric: connect to NATS: %w", err)
+	}
+	if nc.IsConnected() {
+		return nc, nil
+	}
+	select {
+	case <-connected:
+		return nc, nil
+	case err = <-refused:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+	}
+	if err == nil {
+		err = nc.LastError()
+	}
+	nc.Close()
+	if isAuthError(err) {
+		return nil, fmt.Errorf("%w (%s): %w", lfnats.ErrCredentials, hint(lfnats.ErrCredentials), err)
+	}
+	return nil, fmt.Errorf("fabric: NATS at %s is not reachable: %v", url, err)
+}
+
+// isAuthError reports whether err is the server refusing the credentials.
+func isAuthError(err error) bool {
+	return err != nil && (errors.Is(err, natsgo.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation"))
 }

@@ -43,17 +43,20 @@ func TestMasterRestart(t *testing.T) {
 
 	ctx, cancel := closeCtx()
 	defer cancel()
+	aliceOld, bobOld := c.alice.Link(), c.bob.Link()
 	if err := c.master.Close(ctx); err != nil {
 		t.Errorf("master Close: %v", err)
 	}
 	// alice and bob have spoken to the old master: their sessions end with
-	// it (a control does not reconnect; a new one reaches the new master).
-	for _, ctl := range []*fabric.Control{c.alice, c.bob} {
-		select {
-		case <-ctl.Done():
-		case <-time.After(waitLong):
-			t.Fatal("a control's link stayed open after the master closed")
-		}
+	// it, and each dials the master again on its own.
+	for ctl, old := range map[*fabric.Control]*link.Link{c.alice: aliceOld, c.bob: bobOld} {
+		conformance.Recv(t, old.Done(), waitLong, "a control's link to the closed master to end")
+		conformance.Eventually(t, waitLong, "the control dials the master again", func() error {
+			if ctl.Link() == old {
+				return errors.New("still the old link")
+			}
+			return nil
+		})
 	}
 	conformance.Eventually(t, waitLong, "slaves notice the master left", func() error {
 		if c.slave1.Connected() || c.slave2.Connected() {
@@ -101,9 +104,13 @@ func TestMasterRestart(t *testing.T) {
 			t.Errorf("instance %d heard %q, want %q", id, got, want)
 		}
 	}
-	// The old control's session is over for good.
-	if _, err := requestErr(t, c.alice.Link(), messages.ListSlaves, messages.Empty{}); !errors.Is(err, link.ErrSessionLost) {
+	// The old link's session is over for good; the control's new link
+	// reaches the new master.
+	if _, err := requestErr(t, aliceOld, messages.ListSlaves, messages.Empty{}); !errors.Is(err, link.ErrSessionLost) {
 		t.Errorf("request on the old master's control link: %v, want ErrSessionLost", err)
+	}
+	if got := request(t, c.alice.Link(), messages.ListSlaves, messages.Empty{}).Slaves; !slices.Equal(got, wantSlaves) {
+		t.Errorf("list_slaves on alice's new link = %+v, want %+v", got, wantSlaves)
 	}
 }
 

@@ -2,12 +2,14 @@ package fabric
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +64,9 @@ type Slave struct {
 	// count: an event may have been sent long before it arrives.
 	masterHeard time.Time
 	lastHeard   time.Time
+	// The bans in force, as the master last said (its welcome, and the
+	// bans it broadcast since): given to every instance the slave starts.
+	bans map[string]messages.Ban
 }
 
 // maxOutbox bounds the events kept for a master that is away.
@@ -106,6 +111,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		stop:      make(chan struct{}),
 		instances: map[int64]*hosted{},
 		metrics:   newMetrics(catalog),
+		bans:      map[string]messages.Ban{},
 	}
 	s.log = limitLogs(o.logger).With("endpoint", s.self.String())
 	s.registerGauges()
@@ -128,7 +134,9 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
-	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout}); err != nil {
+	// A master of an older term than one heard from is ignored (see
+	// Master): its links end, and the slave registers with the newer.
+	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout, epoch: masterTerm}); err != nil {
 		return nil, err
 	}
 	l, err := s.connectMaster(ctx)
@@ -281,7 +289,8 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	s.mu.Lock()
 	reg := messages.SlaveRegistration{ID: s.cfg.ID, Name: s.cfg.SlaveName(), Version: Version, Instances: s.hostedLocked()}
 	s.mu.Unlock()
-	if _, err := link.Request(ctx, l, messages.RegisterSlave, reg); err != nil {
+	welcome, err := link.Request(ctx, l, messages.RegisterSlave, reg)
+	if err != nil {
 		_ = l.Close()
 		return nil, err
 	}
@@ -304,9 +313,73 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	s.master, s.masterConn, s.lastConn, s.outbox, s.leaving = l, c, nil, nil, false
 	s.masterHeard = time.Now()
 	s.mu.Unlock()
-	s.log.Info("registered with the master", "instances", len(reg.Instances), "events_passed_on", len(held))
+	s.log.Info("registered with the master", "instances", len(reg.Instances), "events_passed_on", len(held), "bans", len(welcome.Bans))
 	s.tellInstances("connect")
+	s.setBans(ctx, welcome.Bans)
 	return l, nil
+}
+
+// setBans makes bans the bans in force, and tells the running instances
+// what changed: bans given while the slave was away, or lifted.
+func (s *Slave) setBans(ctx context.Context, bans []messages.Ban) {
+	next := make(map[string]messages.Ban, len(bans))
+	for _, b := range bans {
+		next[b.Name] = b
+	}
+	s.mu.Lock()
+	var changed []messages.Ban
+	for name, b := range next {
+		if s.bans[name] != b {
+			changed = append(changed, b)
+		}
+	}
+	for name := range s.bans {
+		if _, ok := next[name]; !ok {
+			changed = append(changed, messages.Ban{Name: name, Banned: false})
+		}
+	}
+	s.bans = next
+	s.mu.Unlock()
+	if len(changed) == 0 {
+		return
+	}
+	slices.SortFunc(changed, func(a, b messages.Ban) int { return strings.Compare(a.Name, b.Name) })
+	for _, l := range s.running() {
+		s.giveBans(ctx, l, changed)
+	}
+}
+
+// noteBan records a ban the master broadcast.
+func (s *Slave) noteBan(b messages.Ban) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b.Banned {
+		s.bans[b.Name] = b
+	} else {
+		delete(s.bans, b.Name)
+	}
+}
+
+// giveBans tells the instance of link to about bans, in order.
+func (s *Slave) giveBans(ctx context.Context, to *link.Link, bans []messages.Ban) {
+	for _, b := range bans {
+		if err := link.Emit(ctx, to, messages.BanlistUpdate, b); err != nil {
+			s.log.Warn("could not give an instance a ban", "instance", to.Peer().String(), "player", b.Name, "error", err)
+			return
+		}
+	}
+}
+
+// banList returns the bans in force, sorted by player.
+func (s *Slave) banList() []messages.Ban {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]messages.Ban, 0, len(s.bans))
+	for _, b := range s.bans {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b messages.Ban) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // serve pings the master every heartbeat until the link ends. A master
@@ -484,6 +557,35 @@ func (s *Slave) assign(ctx context.Context, h messages.HostedInstance) (messages
 	return messages.Empty{}, nil
 }
 
+// deleteInstance stops an instance if it runs, and forgets it: the master
+// is deleting it. An instance listed in FABRIC_SLAVE_INSTANCES comes back
+// when the slave's process starts again.
+func (s *Slave) deleteInstance(ctx context.Context, r messages.InstanceRef) (messages.Empty, error) {
+	s.mu.Lock()
+	h := s.instances[r.InstanceID]
+	var to *link.Link
+	if h != nil {
+		to = h.toInstance
+	}
+	s.mu.Unlock()
+	if h == nil {
+		return messages.Empty{}, link.Errorf(CodeInstanceNotFound, "slave %d does not host instance %d", s.cfg.ID, r.InstanceID)
+	}
+	if to != nil {
+		if _, err := link.Request(ctx, to, messages.StopInstance, r); err != nil && !errors.Is(err, &link.Error{Code: CodeInstanceNotRunning}) {
+			return messages.Empty{}, fmt.Errorf("instance %d (%s) did not stop, and was not deleted: %w", h.id, h.name, err)
+		}
+		s.retire(ctx, h, to)
+	}
+	s.mu.Lock()
+	if s.instances[r.InstanceID] == h {
+		delete(s.instances, r.InstanceID)
+	}
+	s.mu.Unlock()
+	s.log.Info("instance deleted", "instance", h.id, "name", h.name)
+	return messages.Empty{}, nil
+}
+
 // route attaches the fabric's routing to every message arriving from the
 // master (from == Master) or from an instance (from == Instance) that has
 // no handler of its own.
@@ -499,7 +601,14 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 		case from == messages.Master && def.ForwardTo() == messages.Instance:
 			l.HandleEventJSON(def, s.forwardEvent)
 		case from == messages.Master && def.BroadcastTo() == messages.Instance:
+			isBan := def == messages.BanlistUpdate.Def()
 			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+				if isBan {
+					var b messages.Ban
+					if err := json.Unmarshal(ev.Data, &b); err == nil {
+						s.noteBan(b)
+					}
+				}
 				if s.hostsInstance(ev.Origin) {
 					// Its own instance's broadcast, back from the master:
 					// the slave gave it to its other instances already.
@@ -649,8 +758,13 @@ func (s *Slave) forwardRequest(ctx context.Context, req *link.Message) ([]byte, 
 		if closing {
 			return nil, link.Errorf(CodeSlaveShuttingDown, "slave %d is shutting down: instance %d (%s) was not started", s.cfg.ID, h.id, h.name)
 		}
-		if err := s.launch(h); err != nil {
+		launched, err := s.launch(h)
+		if err != nil {
 			return nil, err
+		}
+		if launched != nil {
+			// The bans in force, before the instance starts.
+			s.giveBans(ctx, launched, s.banList())
 		}
 	}
 	s.mu.Lock()
@@ -684,18 +798,19 @@ func (s *Slave) forwardEvent(ctx context.Context, ev *link.Message) error {
 }
 
 // launch makes a stopped instance and joins it to the slave with a virtual
-// link. It does nothing if the instance is running.
-func (s *Slave) launch(h *hosted) error {
+// link, and returns the slave's side of it. It does nothing, and returns
+// nil, if the instance is running.
+func (s *Slave) launch(h *hosted) (*link.Link, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if h.toInstance != nil {
-		return nil
+		return nil, nil
 	}
 	addr := link.Address{Type: messages.Instance, ID: strconv.FormatInt(h.id, 10)}
 	a, b := virtual.Pair()
 	inst, err := link.New(b, addr, s.self, s.catalog, link.WithLogger(s.log.With("instance", h.id)), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.factory(h.id, h.name).Attach(inst)
 	if !inst.Handles(messages.PrepareMasterDisconnect) {
@@ -707,25 +822,26 @@ func (s *Slave) launch(h *hosted) error {
 		link.HandleEvent(inst, messages.MasterConnectionEvent, func(context.Context, messages.ConnectionEvent) error { return nil })
 	}
 	if err := inst.Start(); err != nil {
-		return fmt.Errorf("instance %d (%s): %w", h.id, h.name, err)
+		return nil, fmt.Errorf("instance %d (%s): %w", h.id, h.name, err)
 	}
 	to, err := link.New(a, s.self, addr, s.catalog, link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout), link.WithObserver(s.metrics))
 	if err != nil {
 		_ = inst.Close()
-		return err
+		return nil, err
 	}
 	s.wireInstance(to, h.id)
 	if err := to.Start(); err != nil {
 		_ = inst.Close()
-		return err
+		return nil, err
 	}
 	h.toInstance, h.instance = to, inst
-	return nil
+	return to, nil
 }
 
 // wireMaster attaches the slave's handlers to its link to the master.
 func (s *Slave) wireMaster(l *link.Link) {
 	link.HandleRequest(l, messages.AssignInstance, s.assign)
+	link.HandleRequest(l, messages.DeleteInstance, s.deleteInstance)
 	if s.handlers != nil {
 		s.handlers(l)
 	}

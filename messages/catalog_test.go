@@ -14,6 +14,7 @@ var coreMessages = []messages.Message{
 	messages.Ping, messages.PrepareDisconnect, messages.PrepareMasterDisconnect, messages.MasterConnectionEvent,
 	messages.RegisterSlave, messages.UpdateInstances, messages.ListSlaves, messages.ListInstances, messages.GetClusterStatus,
 	messages.CreateInstance, messages.AssignInstanceCommand, messages.AssignInstance,
+	messages.DeleteInstance, messages.ListBannedPlayers,
 	messages.StartInstance, messages.StopInstance, messages.SendCommand,
 	messages.InstanceStarted, messages.InstanceStopped, messages.InstanceOutput,
 	messages.SetInstanceOutputSubscriptions, messages.PlayerEvent,

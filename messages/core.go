@@ -45,9 +45,13 @@ var (
 	// RegisterSlave introduces a slave to the master with the instances it
 	// hosts. A slave whose id is already connected from elsewhere is
 	// refused.
-	RegisterSlave = MustRequest[SlaveRegistration, Empty](Spec{
+	//
+	// The master answers with the ban list, which the slave keeps and
+	// gives to every instance it starts: bans reach a slave however long
+	// it was away.
+	RegisterSlave = MustRequest[SlaveRegistration, SlaveWelcome](Spec{
 		Name:        "register_slave",
-		Description: "Introduce a slave and the instances it hosts to the master.",
+		Description: "Introduce a slave and the instances it hosts to the master; the master answers with the ban list.",
 		Links:       []string{"slave-master"},
 	})
 	// UpdateInstances reports the instances a slave hosts and their status.
@@ -71,13 +75,15 @@ var (
 		Permission:  "core.instance.list",
 	})
 	// GetClusterStatus returns the master's whole view in one answer: the
-	// master itself, every slave with its version and when the master last
-	// heard from it, and every instance. It is a message of its own, not
-	// fields added to list_slaves, because a response with properties its
-	// schema does not list is refused: older controls would fail.
+	// active master itself (its term, whether it still waits for its
+	// slaves), the masters that stand by, every slave with its version and
+	// when the master last heard from it, and every instance. It is a
+	// message of its own, not fields added to list_slaves, because a
+	// response with properties its schema does not list is refused: older
+	// controls would fail.
 	GetClusterStatus = MustRequest[Empty, ClusterStatus](Spec{
 		Name:        "get_cluster_status",
-		Description: "Describe the master, every slave (version, connected, last heard from) and every instance.",
+		Description: "Describe the active master (term, starting), the masters that stand by, every slave (version, connected, last heard from) and every instance.",
 		Links:       []string{"control-master"},
 		Permission:  "core.cluster.status",
 	})
@@ -95,6 +101,15 @@ var (
 		Description: "Ask the master to assign an instance to a slave.",
 		Links:       []string{"control-master"},
 		Permission:  "core.instance.assign",
+	})
+	// DeleteInstance deletes an instance for good: the master asks the
+	// slave that hosts it (which stops it if it runs, and forgets it),
+	// then forgets it. Its id is never given out again.
+	DeleteInstance = MustRequest[InstanceRef, Empty](Spec{
+		Name:        "delete_instance",
+		Description: "Delete an instance: its slave stops it if it runs and forgets it, then the master forgets it.",
+		Links:       []string{"control-master", "master-slave"},
+		Permission:  "core.instance.delete",
 	})
 	// AssignInstance tells a slave to host an instance from now on.
 	AssignInstance = MustRequest[HostedInstance, Empty](Spec{
@@ -181,6 +196,13 @@ var (
 		Links:       []string{"control-master"},
 		Permission:  "core.user.set_banned",
 	})
+	// ListBannedPlayers lists the players banned on every instance.
+	ListBannedPlayers = MustRequest[Empty, BanList](Spec{
+		Name:        "list_banned_players",
+		Description: "List the players banned on every instance.",
+		Links:       []string{"control-master"},
+		Permission:  "core.user.list_banned",
+	})
 	// BanlistUpdate carries a ban to every instance.
 	BanlistUpdate = MustEvent[Ban](Spec{
 		Name:        "banlist_update",
@@ -193,10 +215,10 @@ var (
 var coreMessages = []Message{
 	Ping, PrepareDisconnect, PrepareMasterDisconnect, MasterConnectionEvent,
 	RegisterSlave, UpdateInstances, ListSlaves, ListInstances, GetClusterStatus,
-	CreateInstance, AssignInstanceCommand, AssignInstance,
+	CreateInstance, AssignInstanceCommand, AssignInstance, DeleteInstance,
 	StartInstance, StopInstance, SendCommand,
 	InstanceStarted, InstanceStopped, InstanceOutput, SetInstanceOutputSubscriptions, PlayerEvent,
-	SetPlayerBanned, BanlistUpdate,
+	SetPlayerBanned, ListBannedPlayers, BanlistUpdate,
 }
 
 // ConnectionEvent is the payload of master_connection_event.
@@ -231,6 +253,14 @@ type SlaveRegistration struct {
 	Instances []HostedInstance `json:"instances" schema:"maxItems=10000"`
 }
 
+// SlaveWelcome is the response of register_slave.
+type SlaveWelcome struct {
+	// Bans is every ban in force: the slave gives them to each instance
+	// it starts, and to its running instances what changed since it last
+	// heard.
+	Bans []Ban `json:"bans" schema:"maxItems=1000000"`
+}
+
 // InstanceUpdate is the payload of update_instances: the full list of the
 // sending slave's instances.
 type InstanceUpdate struct {
@@ -252,21 +282,47 @@ type SlaveList struct {
 
 // ClusterStatus is the response of get_cluster_status.
 type ClusterStatus struct {
-	Master    MasterStatus   `json:"master"`
-	Slaves    []SlaveStatus  `json:"slaves"`
-	Instances []InstanceInfo `json:"instances"`
+	Master MasterStatus `json:"master"`
+	// Standbys are the other master processes, ready to take over when
+	// the active one stops or fails, longest standing by first.
+	Standbys []MasterInfo `json:"standbys" schema:"maxItems=100"`
+	// StandbysUnknown, if set, says why the master could not tell which
+	// masters stand by (it reads them from JetStream); Standbys is then
+	// empty. The rest of the answer holds all the same.
+	StandbysUnknown string         `json:"standbys_unknown,omitempty" schema:"maxLength=1024"`
+	Slaves          []SlaveStatus  `json:"slaves"`
+	Instances       []InstanceInfo `json:"instances"`
 }
 
-// MasterStatus describes the master that answers get_cluster_status.
+// MasterInfo is one master process.
+type MasterInfo struct {
+	ID   string `json:"id" schema:"maxLength=64"`    // unique per process
+	Name string `json:"name" schema:"maxLength=256"` // host and pid, for people
+	// Version is the process's fabric version ("" if it does not say).
+	Version string `json:"version,omitempty" schema:"maxLength=64"`
+	// Since is when it became active, or began to stand by, in
+	// milliseconds since the Unix epoch.
+	Since int64 `json:"since" schema:"minimum=0"`
+	// Term is the active master's term: it grows with every master that
+	// becomes active. 0 for a standby.
+	Term uint64 `json:"term,omitempty"`
+}
+
+// MasterStatus describes the active master, which answers
+// get_cluster_status.
 type MasterStatus struct {
-	// Version is the master's fabric version; Commit, if known, the
-	// source revision it was built from.
-	Version string `json:"version" schema:"maxLength=64"`
-	Commit  string `json:"commit,omitempty" schema:"maxLength=64"`
-	// Started is when the master started, in milliseconds since the Unix
-	// epoch; UptimeMS how long ago that was, by the master's clock.
+	MasterInfo
+	// Commit, if known, is the source revision the master was built from.
+	Commit string `json:"commit,omitempty" schema:"maxLength=64"`
+	// Started is when the master's process started, in milliseconds since
+	// the Unix epoch; UptimeMS how long ago that was, by the master's
+	// clock.
 	Started  int64 `json:"started" schema:"minimum=0"`
 	UptimeMS int64 `json:"uptime_ms" schema:"minimum=0"`
+	// Starting is true while the master, newly active, waits for the
+	// slaves it knows to register (bounded): until then it waits before
+	// answering what depends on them.
+	Starting bool `json:"starting"`
 }
 
 // SlaveStatus is one slave in get_cluster_status: what list_slaves says,
@@ -333,6 +389,22 @@ type OutputLine struct {
 // OutputSubscriptions is the payload of set_instance_output_subscriptions.
 type OutputSubscriptions struct {
 	InstanceIDs []int64 `json:"instance_ids" schema:"maxItems=10000"`
+	// Since, if given for an instance, asks the master to relay first the
+	// lines of that instance it still holds (a bounded number) whose time
+	// is at or after Time: what a control that followed it before missed
+	// while it moved to this master.
+	Since []OutputCursor `json:"since,omitempty" schema:"maxItems=10000"`
+}
+
+// OutputCursor is where a control's view of an instance's output ends.
+type OutputCursor struct {
+	InstanceID int64 `json:"instance_id" schema:"minimum=1"`
+	Time       int64 `json:"time"` // Unix milliseconds
+}
+
+// BanList is the response of list_banned_players.
+type BanList struct {
+	Bans []Ban `json:"bans"`
 }
 
 // PlayerActivity is the payload of player_event.

@@ -63,32 +63,38 @@ func (a *app) ctlCommand() *cobra.Command {
 	slave := group(&cobra.Command{Use: "slave", Short: "The slaves: list"})
 	slave.AddCommand(r.leaf("list", "List the slaves the master knows", argsBetween(0, 0, ""), r.slaveList))
 
-	instance := group(&cobra.Command{Use: "instance", Short: "The instances: list, create, assign, start, stop, command, output"})
+	instance := group(&cobra.Command{Use: "instance", Short: "The instances: list, create, assign, delete, start, stop, command, output"})
 	command := r.leaf("command ID TEXT...", "Run a command on an instance and print what it answered", argsBetween(2, -1, "ID TEXT..."), r.instanceCommand)
 	command.Long = "Run a command on an instance and print what it answered. Everything after\nthe instance id is the command, flags included: fabric ctl instance command\n101 /say --help sends \"/say --help\". Flags of ctl go before the id."
 	command.Flags().SetInterspersed(false)
+	deleteCmd := r.leaf("delete ID", "Delete an instance for good (its slave stops it first)", argsBetween(1, 1, "ID"), r.instanceDelete)
+	deleteCmd.Long = "Delete an instance for good: the slave that hosts it stops it if it runs and\nforgets it, then the master does. Its id is never given out again. An\ninstance whose slave is not connected is not deleted; one listed in a\nslave's FABRIC_SLAVE_INSTANCES comes back when that slave starts again."
+	output := r.leaf("output ID...", "Follow the output of instances until Ctrl-C", argsBetween(1, -1, "ID..."), r.instanceOutput)
+	output.Long = "Follow the output of instances until Ctrl-C. It follows on across a master's\nrestart or a failover to a standby, and is given the lines it missed\nmeanwhile (as many as the master keeps)."
 	instance.AddCommand(
 		r.leaf("list", "List the instances the master knows", argsBetween(0, 0, ""), r.instanceList),
 		r.leaf("create NAME", "Create an instance on the master, not yet assigned to a slave", argsBetween(1, 1, "NAME"), r.instanceCreate),
 		r.leaf("assign ID SLAVE", "Assign an instance to a slave", argsBetween(2, 2, "ID SLAVE"), r.instanceAssign),
+		deleteCmd,
 		r.leaf("start ID", "Start an instance", argsBetween(1, 1, "ID"), r.instanceStart),
 		r.leaf("stop ID", "Stop an instance", argsBetween(1, 1, "ID"), r.instanceStop),
 		command,
-		r.leaf("output ID...", "Follow the output of instances until Ctrl-C", argsBetween(1, -1, "ID..."), r.instanceOutput),
+		output,
 	)
 
 	var reason string
-	player := group(&cobra.Command{Use: "player", Short: "Players: ban, unban"})
+	player := group(&cobra.Command{Use: "player", Short: "Players: ban, unban, bans"})
 	ban := r.leaf("ban NAME", "Ban a player on every instance of the cluster (a broadcast)", argsBetween(1, 1, "NAME"), func(ctx context.Context, args []string) error {
 		return r.playerBan(ctx, args, reason)
 	})
 	ban.Flags().StringVar(&reason, "reason", "", "why the player is banned")
 	player.AddCommand(ban,
-		r.leaf("unban NAME", "Lift a player's ban on every instance", argsBetween(1, 1, "NAME"), r.playerUnban))
+		r.leaf("unban NAME", "Lift a player's ban on every instance", argsBetween(1, 1, "NAME"), r.playerUnban),
+		r.leaf("bans", "List the players banned on every instance", argsBetween(0, 0, ""), r.playerBans))
 
 	cmd.AddCommand(
 		r.leaf("ping", "Ask the master to answer and print the round trip", argsBetween(0, 0, ""), r.ping),
-		r.leaf("status", "One screen on the cluster: master, slaves, instances, what is wrong", argsBetween(0, 0, ""), r.status),
+		r.leaf("status", "One screen on the cluster: masters, slaves, instances, what is wrong", argsBetween(0, 0, ""), r.status),
 		slave, instance, player,
 	)
 	return cmd
@@ -285,6 +291,17 @@ func (r *ctlRun) instanceAssign(ctx context.Context, args []string) error {
 	return r.done("assigned instance %d to slave %d", instance, slave)
 }
 
+func (r *ctlRun) instanceDelete(ctx context.Context, args []string) error {
+	instance, err := id(args[0], "instance id")
+	if err != nil {
+		return err
+	}
+	if _, err := call(ctx, r, messages.DeleteInstance, messages.InstanceRef{InstanceID: instance}); err != nil {
+		return err
+	}
+	return r.done("deleted instance %d", instance)
+}
+
 func (r *ctlRun) instanceStart(ctx context.Context, args []string) error {
 	instance, err := id(args[0], "instance id")
 	if err != nil {
@@ -352,12 +369,10 @@ func (r *ctlRun) instanceOutput(ctx context.Context, args []string) error {
 	}
 	// Said on stderr, so that stdout holds the output lines alone.
 	fmt.Fprintf(r.a.stderr, "following the output of instance %s (Ctrl-C to stop)\n", strings.Join(args, ", "))
-	select {
-	case <-ctx.Done(): // Ctrl-C: a normal end
-		return nil
-	case <-r.ctl.Done():
-		return link.Errorf(link.CodeSessionLost, "the master closed the connection")
-	}
+	// The control follows on across master restarts and failovers, and
+	// is given the lines it missed meanwhile.
+	<-ctx.Done() // Ctrl-C: a normal end
+	return nil
 }
 
 func (r *ctlRun) playerBan(ctx context.Context, args []string, reason string) error {
@@ -365,6 +380,25 @@ func (r *ctlRun) playerBan(ctx context.Context, args []string, reason string) er
 		return err
 	}
 	return r.done("banned %s on every instance", args[0])
+}
+
+func (r *ctlRun) playerBans(ctx context.Context, _ []string) error {
+	res, err := call(ctx, r, messages.ListBannedPlayers, messages.Empty{})
+	if err != nil {
+		return err
+	}
+	if r.json {
+		return printJSON(r.a.stdout, res)
+	}
+	var rows [][]string
+	for _, b := range res.Bans {
+		reason := b.Reason
+		if reason == "" {
+			reason = "-"
+		}
+		rows = append(rows, []string{b.Name, reason})
+	}
+	return table(r.a.stdout, "PLAYER\tREASON", rows)
 }
 
 func (r *ctlRun) playerUnban(ctx context.Context, args []string) error {

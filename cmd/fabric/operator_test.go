@@ -62,11 +62,22 @@ func noInternals(t *testing.T, text string) {
 // statusJSON is what ctl status --json prints.
 type statusJSON struct {
 	Master struct {
+		ID       string `json:"id"`
+		Name     string `json:"name"`
+		Since    int64  `json:"since"`
+		Term     uint64 `json:"term"`
+		Starting bool   `json:"starting"`
 		Version  string `json:"version"`
 		Commit   string `json:"commit"`
 		Started  int64  `json:"started"`
 		UptimeMS int64  `json:"uptime_ms"`
 	} `json:"master"`
+	Standbys []struct {
+		ID      string `json:"id"`
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		Since   int64  `json:"since"`
+	} `json:"standbys"`
 	Slaves []struct {
 		ID        int64  `json:"slave_id"`
 		Name      string `json:"name"`
@@ -109,8 +120,8 @@ func TestOperator(t *testing.T) {
 	t.Run("status", func(t *testing.T) {
 		out := c.ok(t, "status")
 		for _, re := range []string{
-			`(?m)^master     \d+\.\d+\.\d+\S*(, commit [0-9a-f]+\S*)?, up \S+$`,
-			`(?m)^standby    none \(standby masters are not supported yet\)$`,
+			`(?m)^master     \d+\.\d+\.\d+\S*(, commit [0-9a-f]+\S*)?, up \S+, active in term 1$`,
+			`(?m)^standbys   none$`,
 			`(?m)^slaves     2 of 2 connected$`,
 			`(?m)^instances  4: 4 stopped$`,
 			`(?m)^problems: none$`,
@@ -119,7 +130,18 @@ func TestOperator(t *testing.T) {
 				t.Errorf("status does not match %s:\n%s", re, out)
 			}
 		}
-		i := strings.Index(out, "ID  ")
+		i := strings.Index(out, "MASTER  ")
+		if i < 0 {
+			t.Fatalf("status shows no table of masters:\n%s", out)
+		}
+		masters := parseTable(t, strings.SplitN(out[i:], "\n\n", 2)[0]+"\n")
+		if want := []string{"MASTER", "NAME", "VERSION", "STATE", "TERM", "SINCE"}; !slices.Equal(masters.header, want) {
+			t.Errorf("masters header %q, want %q", masters.header, want)
+		}
+		if len(masters.rows) != 1 || masters.rows[0][3] != "active" || masters.rows[0][4] != "1" {
+			t.Errorf("masters %q, want the one active master in term 1", masters.rows)
+		}
+		i = strings.Index(out, "ID  ")
 		if i < 0 {
 			t.Fatalf("status shows no table of slaves:\n%s", out)
 		}
@@ -135,7 +157,8 @@ func TestOperator(t *testing.T) {
 
 		var st statusJSON
 		decode(t, c.ok(t, "status", "--json"), &st)
-		if st.Master.Version == "" || st.Master.Started <= 0 || len(st.Slaves) != 2 || len(st.Instances) != 4 || len(st.Problems) != 0 {
+		if st.Master.Version == "" || st.Master.Started <= 0 || st.Master.Term != 1 || st.Master.ID == "" || st.Master.Starting ||
+			len(st.Standbys) != 0 || len(st.Slaves) != 2 || len(st.Instances) != 4 || len(st.Problems) != 0 {
 			t.Errorf("status --json: %+v", st)
 		}
 		for _, s := range st.Slaves {
@@ -226,7 +249,7 @@ func TestOperator(t *testing.T) {
 func TestKilledPeers(t *testing.T) {
 	t.Parallel()
 	master := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0"}, fastTimings...), "master")
-	url := master.waitStdout(t, regexp.MustCompile(`(?m)^master running; NATS at (nats://127\.0\.0\.1:\d+)$`))[1]
+	url := master.waitStdout(t, masterRunning)[1]
 	c := newCtl(url)
 	slave := start(t, append(slices.Clone(c.env), "FABRIC_SLAVE_ID=7", "FABRIC_SLAVE_INSTANCES=701:north,702:south"), "slave")
 	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 7 running`))
@@ -395,7 +418,7 @@ func get(t *testing.T, url string) (int, string) {
 func TestHealthAndBoundedNames(t *testing.T) {
 	t.Parallel()
 	master := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0", "FABRIC_METRICS_ADDR=127.0.0.1:0"}, fastTimings...), "master")
-	url := master.waitStdout(t, regexp.MustCompile(`(?m)^master running; NATS at (nats://127\.0\.0\.1:\d+)$`))[1]
+	url := master.waitStdout(t, masterRunning)[1]
 	base := strings.TrimSuffix(master.waitStderrMatch(t, regexp.MustCompile(`msg="serving metrics" .*url=(http://127\.0\.0\.1:\d+)/metrics`))[1], "/")
 	if code, body := get(t, base+"/healthz"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
@@ -497,7 +520,7 @@ func TestBadStartupSettings(t *testing.T) {
 func TestNoMaster(t *testing.T) {
 	t.Parallel()
 	master := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0", "FABRIC_SUBJECT_PREFIX=other"}, fastTimings...), "master")
-	url := master.waitStdout(t, regexp.MustCompile(`(?m)^master running; NATS at (nats://127\.0\.0\.1:\d+)$`))[1]
+	url := master.waitStdout(t, masterRunning)[1]
 	c := newCtl(url)
 	want := "error: no master answers on the NATS servers at " + url + " (subject prefix lf): is fabric master running there? (not_connected)\n"
 	for _, args := range [][]string{{"status"}, {"ping"}, {"instance", "output", "101"}} {
@@ -516,7 +539,7 @@ func TestNoMaster(t *testing.T) {
 func TestSlaveStopsAfterMasterKilled(t *testing.T) {
 	t.Parallel()
 	master := start(t, append([]string{"FABRIC_NATS_LISTEN=127.0.0.1:0"}, fastTimings...), "master")
-	url := master.waitStdout(t, regexp.MustCompile(`(?m)^master running; NATS at (nats://127\.0\.0\.1:\d+)$`))[1]
+	url := master.waitStdout(t, masterRunning)[1]
 	c := newCtl(url)
 	slave := start(t, append(slices.Clone(c.env), "FABRIC_SLAVE_ID=5"), "slave")
 	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 5 running`))

@@ -26,7 +26,9 @@ commands to try from another terminal, and runs until Ctrl-C or SIGTERM,
 then shuts down gracefully.
 
 Configured like the master (FABRIC_NATS_LISTEN, FABRIC_LOG_LEVEL, ...);
-FABRIC_NATS_URL is ignored: dev always embeds its NATS server.
+FABRIC_NATS_URL is ignored: dev always embeds its NATS server. Its state
+(instances, bans) is kept in a new temporary directory and is gone when it
+stops, unless FABRIC_DATA_DIR names a directory to keep it in.
 `
 
 func (a *app) devCommand() *cobra.Command {
@@ -45,6 +47,9 @@ func (a *app) dev(ctx context.Context) error {
 		return err
 	}
 	cfg.NATS.URL = ""
+	if !hasEnv(a.environ, "FABRIC_DATA_DIR") {
+		cfg.DataDir = "" // a temporary directory: a dev cluster starts afresh
+	}
 	log := cfg.Log.NewLogger()
 	m, err := fabric.StartMaster(ctx, cfg, fabric.WithLogger(log))
 	if err != nil {
@@ -109,6 +114,16 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// hasEnv reports whether environ sets name.
+func hasEnv(environ []string, name string) bool {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
 // shutdown stops slaves, then the master, gracefully.
 func (a *app) shutdown(log *slog.Logger, slaves []*fabric.Slave, m *fabric.Master) error {
 	log.Info("shutting down")
@@ -140,16 +155,22 @@ func peersFailed(log *slog.Logger, err error) error {
 	return err
 }
 
-const masterLong = `Run the master. With FABRIC_NATS_URL empty it embeds a NATS server on
-FABRIC_NATS_LISTEN (loopback only); otherwise it connects to those servers.
-It runs until Ctrl-C or SIGTERM, then tells every slave and control and
-shuts down gracefully. See README.md for every FABRIC_* variable.
+const masterLong = `Run a master. With FABRIC_NATS_URL empty it embeds a NATS server on
+FABRIC_NATS_LISTEN (loopback only), keeping the master's state in
+FABRIC_DATA_DIR; otherwise it connects to those servers, which must run
+JetStream, and keeps its state there.
+
+One master of a cluster (the same servers and FABRIC_SUBJECT_PREFIX) is
+active; any other stands by, says so, and takes over within
+FABRIC_MASTER_LEASE of the active one stopping or failing. It runs until
+Ctrl-C or SIGTERM, then tells every slave and control, hands the lease
+over, and shuts down gracefully. See README.md for every FABRIC_* variable.
 `
 
 func (a *app) masterCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "master",
-		Short: "Run the master",
+		Short: "Run a master: the active one, or a standby",
 		Long:  masterLong,
 		Args:  argsBetween(0, 0, ""),
 		RunE:  a.do(func(cmd *cobra.Command, _ []string) error { return a.master(cmd.Context()) }),
@@ -166,7 +187,11 @@ func (a *app) master(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "master running; NATS at %s\n", m.NATSURL())
+	if m.Active() {
+		fmt.Fprintf(a.stdout, "master running, active (term %d); NATS at %s\n", m.Term(), m.NATSURL())
+	} else {
+		fmt.Fprintf(a.stdout, "master running, standing by: another master is active; NATS at %s\n", m.NATSURL())
+	}
 	<-ctx.Done()
 	return a.shutdown(log, nil, m)
 }

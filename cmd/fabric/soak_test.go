@@ -48,9 +48,10 @@ func checkSoak(t *testing.T, out string) {
 		t.Errorf("the soak found problems: %q\n%s", r.Problems, out)
 	}
 	// 2 slaves of 2 instances: 4 instance -> master, 2 master -> slave,
-	// and the broadcasts of instances 101 and 201 to the 3 others each.
-	if len(r.Links) != 12 || len(r.Requests) != 2 {
-		t.Errorf("%d links and %d request types, want 12 and 2:\n%s", len(r.Links), len(r.Requests), out)
+	// the broadcasts of instances 101 and 201 to the 3 others each, and
+	// the output of the 4 instances to the control.
+	if len(r.Links) != 16 || len(r.Requests) != 2 {
+		t.Errorf("%d links and %d request types, want 16 and 2:\n%s", len(r.Links), len(r.Requests), out)
 	}
 	for _, l := range r.Links {
 		if l.Sent == 0 || l.Received != l.Sent || l.Missing != 0 {
@@ -88,6 +89,39 @@ func TestSoak(t *testing.T) {
 	}
 }
 
+// TestSoakFailover runs `fabric soak --failover` briefly on its embedded
+// server: two master processes of its own, a SIGKILL of the active one
+// and a pause of the next; nothing lost, no acknowledged change lost, no
+// message from an ended term, exit status 0.
+func TestSoakFailover(t *testing.T) {
+	t.Parallel()
+	r := run(t, nil, "soak", "--failover", "--duration", "9s", "--fault-every", "3s", "--json")
+	if r.code != 0 {
+		t.Fatalf("fabric soak --failover: %s", r)
+	}
+	var fr struct {
+		OK     bool `json:"ok"`
+		Faults []struct {
+			Fault      string `json:"fault"`
+			TermBefore uint64 `json:"term_before"`
+			TermAfter  uint64 `json:"term_after"`
+		} `json:"faults"`
+		State struct {
+			Acknowledged int `json:"acknowledged"`
+		} `json:"state"`
+		LateMessages int `json:"late_messages"`
+	}
+	if err := jsonDecodeLoose(r.stdout, &fr); err != nil {
+		t.Fatalf("decode the report: %v\n%s", err, r.stdout)
+	}
+	if !fr.OK || len(fr.Faults) == 0 || fr.State.Acknowledged == 0 || fr.LateMessages != 0 {
+		t.Errorf("fabric soak --failover: %+v\n%s", fr, r)
+	}
+	if len(fr.Faults) > 0 && (fr.Faults[0].Fault != "SIGKILL the active master" || fr.Faults[0].TermAfter <= fr.Faults[0].TermBefore) {
+		t.Errorf("the first fault %+v: want a SIGKILL and a new term", fr.Faults[0])
+	}
+}
+
 // TestSoakBadUsage: bad flags exit 2 before anything runs.
 func TestSoakBadUsage(t *testing.T) {
 	t.Parallel()
@@ -101,6 +135,7 @@ func TestSoakBadUsage(t *testing.T) {
 		{[]string{"soak", "--prefix", "a b"}, "FABRIC_SUBJECT_PREFIX"},
 		{[]string{"soak", "--prefix", "lf.soak"}, "--prefix \"lf.soak\": want one subject token"},
 		{[]string{"soak", "now"}, "soak takes no arguments"},
+		{[]string{"soak", "--failover", "--masters", "1"}, "--masters must be 2 to 9"},
 	} {
 		failsWith(t, nil, 2, []string{tc.want}, tc.args...)
 	}
@@ -118,7 +153,7 @@ func TestSoakClusterNodeRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, fabricBin, "soak", "--duration", "6s", "--json")
-	cmd.Env = environ("FABRIC_NATS_URL="+c.URLList(), "FABRIC_NATS_PING_INTERVAL=500ms",
+	cmd.Env = environ("FABRIC_NATS_URL="+c.URLList(), "FABRIC_NATS_PING_INTERVAL=500ms", "FABRIC_KV_REPLICAS=3",
 		"FABRIC_HEARTBEAT_INTERVAL=100ms", "FABRIC_PEER_TIMEOUT=1s", "FABRIC_REQUEST_TIMEOUT=5s")
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout

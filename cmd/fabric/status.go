@@ -38,9 +38,19 @@ func (r *ctlRun) status(ctx context.Context, _ []string) error {
 	if m.Commit != "" {
 		master += ", commit " + short(m.Commit)
 	}
-	fmt.Fprintf(w, "master     %s, up %s\n", master, ago(time.Duration(m.UptimeMS)*time.Millisecond))
-	// A standby master is another issue's; its line is kept here.
-	fmt.Fprintf(w, "standby    none (standby masters are not supported yet)\n")
+	state := fmt.Sprintf("active in term %d", m.Term)
+	if m.Starting {
+		state += ", waiting for its slaves"
+	}
+	fmt.Fprintf(w, "master     %s, up %s, %s\n", master, ago(time.Duration(m.UptimeMS)*time.Millisecond), state)
+	standbys := "none"
+	switch n := len(st.Standbys); {
+	case st.StandbysUnknown != "":
+		standbys = "unknown: " + st.StandbysUnknown
+	case n > 0:
+		standbys = fmt.Sprintf("%d ready to take over", n)
+	}
+	fmt.Fprintf(w, "standbys   %s\n", standbys)
 	connected := 0
 	for _, s := range st.Slaves {
 		if s.Connected {
@@ -49,15 +59,23 @@ func (r *ctlRun) status(ctx context.Context, _ []string) error {
 	}
 	fmt.Fprintf(w, "slaves     %d of %d connected\n", connected, len(st.Slaves))
 	fmt.Fprintf(w, "instances  %s\n", instanceCounts(st.Instances))
+	fmt.Fprintln(w)
+	rows := [][]string{masterRow(m.MasterInfo, "active")}
+	for _, s := range st.Standbys {
+		rows = append(rows, masterRow(s, "standby"))
+	}
+	if err := table(w, "MASTER\tNAME\tVERSION\tSTATE\tTERM\tSINCE", rows); err != nil {
+		return err
+	}
 	if len(st.Slaves) > 0 {
 		fmt.Fprintln(w)
-		var rows [][]string
+		rows = nil
 		for _, s := range st.Slaves {
 			version := s.Version
 			if version == "" {
 				version = "-"
 			}
-			rows = append(rows, []string{strconv.FormatInt(s.ID, 10), s.Name, version, strconv.FormatBool(s.Connected), seen(s.SilentMS), strconv.Itoa(s.Instances)})
+			rows = append(rows, []string{strconv.FormatInt(s.ID, 10), s.Name, version, strconv.FormatBool(s.Connected), seen(s), strconv.Itoa(s.Instances)})
 		}
 		if err := table(w, "ID\tNAME\tVERSION\tCONNECTED\tLAST SEEN\tINSTANCES", rows); err != nil {
 			return err
@@ -76,15 +94,21 @@ func (r *ctlRun) status(ctx context.Context, _ []string) error {
 }
 
 // clusterProblems lists what an operator should look at: slaves that are
-// not connected (and the instances whose state is unknown for it), and
-// instances no slave hosts.
+// not connected (and the instances whose state is unknown for it),
+// instances no slave hosts, and standbys the master could not see.
 func clusterProblems(st messages.ClusterStatus) []string {
 	problems := []string{}
+	if st.StandbysUnknown != "" {
+		problems = append(problems, "the master could not tell which masters stand by: "+st.StandbysUnknown)
+	}
 	for _, s := range st.Slaves {
 		if s.Connected {
 			continue
 		}
-		p := fmt.Sprintf("slave %d (%s) is not connected; last seen %s", s.ID, s.Name, seen(s.SilentMS))
+		p := fmt.Sprintf("slave %d (%s) is not connected; last seen %s", s.ID, s.Name, seen(s))
+		if s.LastSeen == 0 {
+			p = fmt.Sprintf("slave %d (%s) has not registered since this master became active", s.ID, s.Name)
+		}
 		var unknown []string
 		for _, i := range st.Instances {
 			if i.SlaveID == s.ID {
@@ -147,13 +171,29 @@ func list(items []string) string {
 	return strings.Join(items, ", ")
 }
 
-// seen says how long ago the master last heard from a slave.
-func seen(silentMS int64) string {
-	d := time.Duration(silentMS) * time.Millisecond
+// seen says how long ago the master last heard from a slave: "-" for one
+// that has not registered since this master became active.
+func seen(s messages.SlaveStatus) string {
+	if s.LastSeen == 0 {
+		return "-"
+	}
+	d := time.Duration(s.SilentMS) * time.Millisecond
 	if d < time.Second {
 		return "just now"
 	}
 	return ago(d) + " ago"
+}
+
+// masterRow is a master process's row in the table of masters.
+func masterRow(m messages.MasterInfo, state string) []string {
+	version, term := m.Version, "-"
+	if version == "" {
+		version = "-"
+	}
+	if m.Term != 0 {
+		term = strconv.FormatUint(m.Term, 10)
+	}
+	return []string{m.ID, m.Name, version, state, term, time.UnixMilli(m.Since).Format("2006-01-02T15:04:05")}
 }
 
 // ago rounds a duration for people: to the second under an hour, to the

@@ -603,7 +603,7 @@ func (c *Conn) Close() error {
 	// after the close, still find it.
 	c.n.endStream(c)
 	c.n.forget(c)
-	if notify {
+	if notify && c.n.gateOpen() {
 		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession), nil)
 	}
 	return nil

@@ -77,6 +77,78 @@ func TestGate(t *testing.T) {
 	}
 }
 
+// While the gate is closed the Node sends nothing at all, not even what
+// the connector says on its own: the response of a request its handler
+// took before the gate closed, the acknowledgement of events, the close
+// notice when its link ends. (A paused master that woke up after its term
+// had ended acknowledged events its successor was owed.)
+func TestGateSilencesEverything(t *testing.T) {
+	s := runServer(t, 0, nil)
+	var open atomic.Bool
+	open.Store(true)
+	taken, release := make(chan struct{}, 1), make(chan struct{})
+	acc := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, conformance.Hold, func(context.Context, messages.Empty) (messages.Empty, error) {
+			taken <- struct{}{}
+			<-release
+			return messages.Empty{}, nil
+		})
+	})
+	master := connect(t, s, masterAddr, acc.option(), lfnats.WithGate(open.Load))
+	slave := connect(t, s, slaveAddr)
+	l := dial(t, slave, masterAddr, nil)
+	ping(t, l)
+	accepted := acc.next(t)
+	held := make(chan error, 1)
+	go func() {
+		_, err := link.Request(conformance.Ctx(t, prompt/4), l, conformance.Hold, messages.Empty{})
+		held <- err
+	}()
+	conformance.Recv(t, taken, prompt, "the master to take the request")
+
+	open.Store(false)
+	// What the master published before the gate closed reaches the server
+	// before the wiretap listens.
+	if err := master.NATS().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tap := plainClient(t, s)
+	heard, err := tap.SubscribeSync("lf.master.0.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tap.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := range 5 {
+		if err := link.Emit(conformance.Ctx(t, prompt), l, conformance.Tick, conformance.TickEvent{Seq: i}); err != nil {
+			t.Fatalf("emit: %v", err)
+		}
+	}
+	if err := slave.NATS().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(release) // the handler answers
+	if err := accepted.CloseWait(conformance.Ctx(t, prompt)); err != nil {
+		t.Errorf("close the master's link: %v", err)
+	}
+	// Whatever the master published is at the server, and then at the tap.
+	if err := master.NATS().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tap.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := heard.Pending(); n != 0 {
+		m, _ := heard.NextMsg(0)
+		t.Errorf("a gated master published %d messages, the first on %q", n, m.Subject)
+	}
+	if err := <-held; !errors.Is(err, link.ErrTimeout) {
+		t.Errorf("the request the gated master held: %v, want a timeout", err)
+	}
+}
+
 // With WithEpoch, a slave's link dialed to a master of epoch 1 ends as
 // soon as a master of epoch 2 announces itself, failing what was pending
 // with session_lost; the slave then dials the new master, and whatever

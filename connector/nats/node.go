@@ -506,6 +506,9 @@ func (n *Node) refuseAs(msg *natsgo.Msg, e *link.Error, session string) {
 	}
 	resp.Header.Set(hdrError, string(e.Code))
 	resp.Data = []byte(e.Message)
+	if !n.gateOpen() {
+		return // a gated Node says nothing, not even a refusal
+	}
 	_ = n.nc.PublishMsg(resp)
 }
 
@@ -525,7 +528,9 @@ func (n *Node) mayAnswer(msg *natsgo.Msg) bool {
 		strings.HasPrefix(msg.Reply, n.prefixDot+"_inbox."+owner+".")
 }
 
-// gateOpen reports whether the Node may act now (see WithGate).
+// gateOpen reports whether the Node may act now (see WithGate): while it
+// is closed nothing is sent, not even the connector's own acknowledgements,
+// close notices, refusals or responses sent again.
 func (n *Node) gateOpen() bool { return n.opts.gate == nil || n.opts.gate() }
 
 // publish sends msg, refusing what the broker would refuse.

@@ -213,7 +213,9 @@ func WithEpoch(f EpochFunc) Option {
 
 // WithGate makes the Node ask open before it handles anything it receives
 // and before it sends anything: while open reports false, what arrives is
-// dropped (and counted) and what is sent fails with link.ErrUnavailable.
+// dropped (and counted), what is sent fails with link.ErrUnavailable, and
+// the Node's own messages (acknowledgements, close notices, refusals,
+// responses sent again) are not sent.
 // An endpoint that may act only while it holds a lease (a master) closes
 // the gate the moment the lease may have lapsed, before it knows who took
 // over. open is called on every message, so it must be cheap and must not

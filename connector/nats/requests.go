@@ -226,7 +226,7 @@ func (c *Conn) take(rf requestFrom) bool {
 	c.mu.Lock()
 	verdict, resp := c.served.Take(rf.from, rf.id, rf.low, rf.deadline)
 	c.mu.Unlock()
-	if verdict == delivery.Answer {
+	if verdict == delivery.Answer && c.n.gateOpen() {
 		_ = c.n.nc.PublishMsg(resp)
 	}
 	return verdict == delivery.Handle

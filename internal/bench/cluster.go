@@ -169,7 +169,7 @@ func startCluster(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int) (*cluster, error) {
 	c := &cluster{}
 	var err error
-	if c.broker, err = fabric.StartBroker("127.0.0.1:0"); err != nil {
+	if c.broker, err = fabric.StartBroker("127.0.0.1:0", ""); err != nil {
 		return nil, err
 	}
 	url := c.broker.ClientURL()

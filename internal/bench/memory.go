@@ -46,7 +46,7 @@ func runMemory(ctx context.Context, cfg Config) ([]Result, error) {
 // the heap grows. One plain NATS connection speaks for every slave, so
 // that what grows is the master's.
 func masterHeapPerSlave(ctx context.Context, cfg Config) (float64, float64, error) {
-	broker, err := fabric.StartBroker("127.0.0.1:0")
+	broker, err := fabric.StartBroker("127.0.0.1:0", "")
 	if err != nil {
 		return 0, 0, err
 	}

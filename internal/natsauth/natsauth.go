@@ -1,7 +1,8 @@
 // Package natsauth writes the nats-server authorization block that gives
 // each endpoint of a Linkfabric cluster its own NATS user, allowed to
 // publish and subscribe only the subjects of its own links
-// (Permissions). fabric nats-config prints it; the tests load the
+// (Permissions), and the master what its JetStream buckets need
+// (fabric.JetStreamPermissions). fabric nats-config prints it; the tests load the
 // very same text into a real nats-server.
 package natsauth
 
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -153,6 +155,10 @@ func Identities(o Options) ([]Identity, error) {
 			id.NKey = pub
 		}
 		id.Publish, id.Subscribe = Permissions(o.Catalog, o.Prefix, a)
+		if a.Type == messages.Master {
+			// The master keeps its state, and its lease, in JetStream.
+			id.Publish = append(id.Publish, fabric.JetStreamPermissions(o.Prefix)...)
+		}
 		out = append(out, id)
 	}
 	return out, nil
@@ -253,6 +259,9 @@ func Write(w io.Writer, o Options, ids []Identity) error {
 	p("# (nats --inbox-prefix %s).", lfnats.InboxPrefix(o.Prefix, link.Address{Type: messages.Control, ID: "<user>"}))
 	p("# No user has allow_responses: every response goes to a subject that the")
 	p("# responder may publish anyway, and no one may read the default _INBOX.>.")
+	p("# The master also may use JetStream on its two key-value buckets, %s and", fabric.StateBucket(o.Prefix))
+	p("# %s, where it keeps its state and its lease: the server must run", fabric.LeaseBucket(o.Prefix))
+	p("# JetStream, and every master of the cluster logs in as user master.")
 	p("authorization {")
 	p("  users = [")
 	for i, id := range ids {
@@ -302,7 +311,8 @@ func describe(a link.Address) string {
 }
 
 // quote writes s as a configuration string. Every string written here is
-// made of letters, digits and "._-*>", which need no escaping.
+// made of letters, digits and "._-*>$", which need no escaping in quotes
+// (a $ there is not a variable).
 func quote(s string) string { return `"` + s + `"` }
 
 func list(subjects []string) string {

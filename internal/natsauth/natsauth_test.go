@@ -13,6 +13,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/internal/natsauth"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -96,6 +97,9 @@ func TestGenerate(t *testing.T) {
 	for i, u := range opts.Users {
 		id := ids[i]
 		pub, sub := natsauth.Permissions(o.Catalog, o.Prefix, id.Address)
+		if id.Address == link.MasterAddress {
+			pub = append(pub, fabric.JetStreamPermissions(o.Prefix)...)
+		}
 		if u.Username != id.User || u.Password != "pw"+strings.ToLower(id.PasswordVar) {
 			t.Errorf("user %d: %q with password %q", i, u.Username, u.Password)
 		}

@@ -42,6 +42,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	natsgo "github.com/nats-io/nats.go"
 )
 
 // Nodes is the number of nodes in a cluster.
@@ -402,4 +404,76 @@ func baseEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// StreamLeader returns the node that leads JetStream stream (such as
+// KV_lf_master, the master's state bucket), from the first node that
+// answers its monitoring endpoint.
+func (c *Cluster) StreamLeader(stream string) (int, error) {
+	var jz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name    string `json:"name"`
+				Cluster struct {
+					Leader string `json:"leader"`
+				} `json:"cluster"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	var errs []error
+	for i := 1; i <= Nodes; i++ {
+		if err := c.monitor(i, "/jsz?streams=true", &jz); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, a := range jz.Accounts {
+			for _, s := range a.Streams {
+				if s.Name == stream && s.Cluster.Leader != "" {
+					n, err := strconv.Atoi(strings.TrimPrefix(s.Cluster.Leader, "node"))
+					if err != nil {
+						return 0, fmt.Errorf("natscluster: stream %s led by %q", stream, s.Cluster.Leader)
+					}
+					return n, nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("natscluster: no node knows the leader of stream %s: %w", stream, errors.Join(errs...))
+}
+
+// MoveStreamLeader makes a node other than off lead JetStream stream, by
+// asking its leader to step down until another is elected, within a
+// bound. Tests that freeze a node use it to keep the streams they do not
+// mean to disturb led elsewhere.
+func (c *Cluster) MoveStreamLeader(stream string, off int) error {
+	return c.moveLeader(stream, func(leader int) bool { return leader != off })
+}
+
+// LeadStream makes node on lead JetStream stream, by asking its leader to
+// step down until that node is elected, within a bound. Tests that break
+// a node use it to break the leader of a stream too.
+func (c *Cluster) LeadStream(stream string, on int) error {
+	return c.moveLeader(stream, func(leader int) bool { return leader == on })
+}
+
+func (c *Cluster) moveLeader(stream string, ok func(leader int) bool) error {
+	nc, err := natsgo.Connect(strings.Join(c.URLs(), ","), natsgo.Timeout(2*time.Second))
+	if err != nil {
+		return fmt.Errorf("natscluster: connect: %w", err)
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(opTimeout)
+	leader := 0
+	for time.Now().Before(deadline) {
+		var err error
+		leader, err = c.StreamLeader(stream)
+		if err == nil && ok(leader) {
+			return nil
+		}
+		if err == nil {
+			_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 2*time.Second)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("natscluster: stream %s is still led by node %d", stream, leader)
 }

@@ -87,7 +87,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("URLList(2, 1, 3) = %q", got)
 	}
 
-	masterCfg, err := fabric.LoadMasterConfig(environ("FABRIC_NATS_URL=" + c.URL(1)))
+	masterCfg, err := fabric.LoadMasterConfig(environ("FABRIC_NATS_URL="+c.URL(1), "FABRIC_KV_REPLICAS=3"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
@@ -31,6 +33,13 @@ type Config struct {
 	NATSFor func(endpoint link.Address, cfg fabric.NATSConfig) fabric.NATSConfig
 	// Timing is every endpoint's. Defaults to FastTiming().
 	Timing fabric.TimingConfig
+	// KVReplicas is how many copies of the master's state the NATS servers
+	// keep (fabric.MasterConfig.KVReplicas): 3 on a three-node cluster, so
+	// that the master survives the loss of a node. Defaults to 1.
+	KVReplicas int
+	// Lease is the masters' lease (fabric.MasterConfig.Lease). Defaults
+	// to fabric.DefaultLease.
+	Lease time.Duration
 	// Slaves is how many slaves run, with ids 1 to Slaves. Defaults to 2.
 	Slaves int
 	// Instances is how many instances each slave hosts, 1 to 99; slave N's
@@ -54,6 +63,25 @@ type Config struct {
 	// TellRate is how many soak:tell requests each instance sends the
 	// master per second, one at a time. Defaults to 2; negative sends none.
 	TellRate float64
+	// OutRate is how many lines of output each instance prints per
+	// second; the control follows every instance, through the master.
+	// Defaults to 10; negative prints none.
+	OutRate float64
+	// StateRate is how many changes of the master's state the control
+	// makes per second: it creates an instance, then bans a player, in
+	// turn, and remembers what the master acknowledged (CheckState).
+	// Defaults to none (0), or to 2 with Masters.
+	StateRate float64
+	// Masters, if not 0, is how many master processes the soak runs,
+	// with MasterCommand, instead of one master in this process: one is
+	// active, the others stand by (see KillMaster, PauseMaster). The
+	// master-side traffic (soak:up, soak:down, soak:tell) is then off, as
+	// what it counts happens in the masters' processes.
+	Masters int
+	// MasterCommand returns the command that runs one master process of
+	// the soak (ServeMaster), given the FABRIC_* environment it must run
+	// with (to add to its own). Required with Masters.
+	MasterCommand func(env []string) *exec.Cmd
 	// QuiesceTimeout bounds how long Quiesce waits for what is in flight.
 	// Defaults to the request timeout plus 10s.
 	QuiesceTimeout time.Duration
@@ -112,6 +140,17 @@ func (c Config) withDefaults() (Config, error) {
 	if c.TellRate == 0 {
 		c.TellRate = 2
 	}
+	if c.OutRate == 0 {
+		c.OutRate = 10
+	}
+	if c.Masters > 0 {
+		// What the master handles is counted in this process; with masters
+		// of their own processes, only what passes through them is.
+		c.UpRate, c.DownRate, c.TellRate = -1, -1, -1
+		if c.StateRate == 0 {
+			c.StateRate = 2
+		}
+	}
 	if c.QuiesceTimeout == 0 {
 		c.QuiesceTimeout = c.Timing.RequestTimeout + 10*time.Second
 	}
@@ -127,8 +166,16 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("soak: ask concurrency %d: want at least 1", c.AskConcurrency)
 	case c.QuiesceTimeout < 0:
 		return c, fmt.Errorf("soak: negative quiesce timeout %s", c.QuiesceTimeout)
+	case c.Masters < 0 || c.Masters > 9:
+		return c, fmt.Errorf("soak: %d masters: want 0 (one in this process) to 9", c.Masters)
+	case c.Masters > 0 && c.MasterCommand == nil:
+		return c, errors.New("soak: masters of their own processes need a MasterCommand")
+	case c.Masters > 0 && strings.Contains(c.natsFor(link.MasterAddress).Prefix, "."):
+		// The master processes read it from FABRIC_SUBJECT_PREFIX, which
+		// is one token.
+		return c, fmt.Errorf("soak: prefix %q: masters of their own processes need a prefix of one token, without dots", c.natsFor(link.MasterAddress).Prefix)
 	}
-	for name, r := range map[string]float64{"up": c.UpRate, "down": c.DownRate, "all": c.AllRate, "ask": c.AskRate, "tell": c.TellRate} {
+	for name, r := range map[string]float64{"up": c.UpRate, "down": c.DownRate, "all": c.AllRate, "ask": c.AskRate, "tell": c.TellRate, "out": c.OutRate, "state": c.StateRate} {
 		if r > 1000 {
 			return c, fmt.Errorf("soak: %s rate %g per second: want at most 1000", name, r)
 		}

@@ -93,6 +93,7 @@ func (in *instance) startTraffic() {
 		in.loop(s.cfg.AllRate, in.all)
 	}
 	in.loop(s.cfg.TellRate, in.tell)
+	in.loop(s.cfg.OutRate, in.out)
 }
 
 // loop calls send at rate per second, with the numbers 1, 2, ... and a
@@ -154,6 +155,22 @@ func (in *instance) all(ctx context.Context, seq int64) {
 	s.mu.Unlock()
 	err := link.Emit(ctx, in.l, AllEvent, All{InstanceID: in.id, Inc: in.inc, Epoch: epoch, Seq: seq})
 	s.t.cast(castKey{sender: in.id, inc: in.inc, epoch: epoch}, seq, err)
+}
+
+// out prints line seq of this incarnation's output, which the master
+// relays to the control.
+func (in *instance) out(ctx context.Context, seq int64) {
+	err := link.Emit(ctx, in.l, messages.InstanceOutput, messages.OutputLine{
+		InstanceID: in.id, Time: time.Now().UnixMilli(), Level: "info", Message: fmt.Sprintf("%s%d %d", outPrefix, in.inc, seq)})
+	in.s.t.sent(outputStream(in.id, in.inc), seq, err)
+}
+
+// outPrefix starts every line a soak instance prints.
+const outPrefix = "soak-out "
+
+// outputStream names instance id's output, as the control follows it.
+func outputStream(id, inc int64) streamKey {
+	return streamKey{link: fmt.Sprintf("instance %d output -> control", id), inc: inc}
 }
 
 // tell sends one soak:tell and waits for its answer.

@@ -25,9 +25,10 @@ type Soak struct {
 	t       *tracker
 	nextID  atomic.Int64 // request ids, unique in the soak
 	closed  chan struct{}
-	keeper  sync.WaitGroup // the control keeper
 	traffic sync.WaitGroup // traffic loops and the requests they started
 	begun   time.Time
+	tap     *wiretap // with Masters: what the masters publish
+	state   stateLog
 
 	mu         sync.Mutex
 	stopped    chan struct{} // closed when traffic stops for good
@@ -40,6 +41,7 @@ type Soak struct {
 	slaves     map[int64]*fabric.Slave
 	instInc    map[int64]int64
 	control    *fabric.Control
+	procs      []*masterProc // with Masters: by index, nil once gone
 }
 
 // Start starts a soak: the master, the slaves and their instances, and the
@@ -64,7 +66,11 @@ func Start(ctx context.Context, cfg Config) (*Soak, error) {
 		_ = s.Close(cctx)
 		return nil, err
 	}
-	if err := s.startMaster(ctx); err != nil {
+	if cfg.Masters > 0 {
+		if err := s.startMasterProcs(ctx); err != nil {
+			return fail(err)
+		}
+	} else if err := s.startMaster(ctx); err != nil {
 		return fail(err)
 	}
 	for _, id := range s.SlaveIDs() {
@@ -79,10 +85,15 @@ func Start(ctx context.Context, cfg Config) (*Soak, error) {
 	s.mu.Lock()
 	s.control = ctl
 	s.mu.Unlock()
-	s.keeper.Add(1)
-	go s.keepControl()
 	if err := s.WaitView(ctx, func(v ViewReport) bool { return v.SlavesConnected == v.Slaves }); err != nil {
 		return fail(err)
+	}
+	if every(cfg.OutRate) > 0 {
+		if err := s.retry(ctx, "follow the instances' output", func(rctx context.Context) error {
+			return ctl.Follow(rctx, s.allInstances()...)
+		}); err != nil {
+			return fail(err)
+		}
 	}
 	for _, id := range s.SlaveIDs() {
 		if err := s.startInstances(ctx, id); err != nil {
@@ -94,7 +105,37 @@ func Start(ctx context.Context, cfg Config) (*Soak, error) {
 		s.traffic.Add(1)
 		go s.ask()
 	}
+	if every(cfg.StateRate) > 0 {
+		s.traffic.Add(1)
+		go s.changeState()
+	}
 	return s, nil
+}
+
+// retry calls f with a request timeout until it succeeds or ctx ends.
+func (s *Soak) retry(ctx context.Context, what string, f func(context.Context) error) error {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timing.RequestTimeout)
+		err := f(rctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("soak: %s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// output counts a line of output the control was relayed.
+func (s *Soak) output(line messages.OutputLine) {
+	var inc, seq int64
+	if _, err := fmt.Sscanf(strings.TrimPrefix(line.Message, outPrefix), "%d %d", &inc, &seq); err != nil || !strings.HasPrefix(line.Message, outPrefix) {
+		return
+	}
+	s.t.received(outputStream(line.InstanceID, inc), seq)
 }
 
 // SlaveIDs returns the ids of the soak's slaves: 1 to Config.Slaves.
@@ -157,6 +198,8 @@ func (s *Soak) masterConfig() fabric.MasterConfig {
 	return fabric.MasterConfig{
 		NATS:        s.cfg.natsFor(link.MasterAddress),
 		Listen:      "127.0.0.1:0",
+		KVReplicas:  s.cfg.KVReplicas,
+		Lease:       s.cfg.Lease,
 		Permissions: "*=*",
 		Timing:      s.cfg.Timing,
 		Log:         fabric.LogConfig{Level: "info", Format: "text"},
@@ -358,63 +401,19 @@ func (s *Soak) dialControl(ctx context.Context) (*fabric.Control, error) {
 		Timing: s.cfg.Timing,
 		Log:    fabric.LogConfig{Level: "info", Format: "text"},
 	}
-	ctl, err := fabric.DialControl(ctx, cfg, fabric.WithLogger(s.cfg.Logger.With("soak", "control")), fabric.WithPlugins(Plugin))
+	ctl, err := fabric.DialControl(ctx, cfg, fabric.WithLogger(s.cfg.Logger.With("soak", "control")), fabric.WithPlugins(Plugin), fabric.WithOutputHandler(s.output))
 	if err != nil {
 		return nil, fmt.Errorf("soak: dial the control: %w", err)
 	}
 	return ctl, nil
 }
 
-// currentControl returns the control if its link is open, or nil.
+// currentControl returns the control, or nil before it is dialed. It
+// dials the master again by itself whenever its link ends.
 func (s *Soak) currentControl() *fabric.Control {
 	s.mu.Lock()
-	ctl := s.control
-	s.mu.Unlock()
-	if ctl == nil {
-		return nil
-	}
-	select {
-	case <-ctl.Done():
-		return nil
-	default:
-		return ctl
-	}
-}
-
-// keepControl dials the control again whenever its link ends: the master
-// restarted, or the control lost it for the peer timeout.
-func (s *Soak) keepControl() {
-	defer s.keeper.Done()
-	for {
-		s.mu.Lock()
-		ctl := s.control
-		s.mu.Unlock()
-		select {
-		case <-s.closed:
-			return
-		case <-ctl.Done():
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
-		_ = ctl.Close(ctx)
-		cancel()
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
-			next, err := s.dialControl(ctx)
-			cancel()
-			if err == nil {
-				s.mu.Lock()
-				s.control = next
-				s.mu.Unlock()
-				break
-			}
-			s.cfg.Logger.Warn("soak: dial the control again", "error", err)
-			select {
-			case <-s.closed:
-				return
-			case <-time.After(backoff):
-			}
-		}
-	}
+	defer s.mu.Unlock()
+	return s.control
 }
 
 // ask sends soak:ask to the instances in turn, at AskRate, at most
@@ -523,13 +522,12 @@ func (s *Soak) Quiesce(ctx context.Context) error {
 // View checks the master's view of the cluster against what the soak
 // runs.
 func (s *Soak) View() ViewReport {
-	m := s.Master()
 	v := ViewReport{Slaves: s.cfg.Slaves, Instances: s.cfg.Slaves * s.cfg.Instances}
-	if m == nil {
-		v.Problems = []string{"no master"}
+	slaves, instances, err := s.masterView()
+	if err != nil {
+		v.Problems = []string{err.Error()}
 		return v
 	}
-	slaves := m.Slaves()
 	for _, id := range s.SlaveIDs() {
 		i := slices.IndexFunc(slaves, func(si messages.SlaveInfo) bool { return si.ID == id })
 		switch {
@@ -544,7 +542,6 @@ func (s *Soak) View() ViewReport {
 			}
 		}
 	}
-	instances := m.Instances()
 	for _, sid := range s.SlaveIDs() {
 		for _, id := range s.InstanceIDs(sid) {
 			i := slices.IndexFunc(instances, func(ii messages.InstanceInfo) bool { return ii.ID == id })
@@ -562,6 +559,33 @@ func (s *Soak) View() ViewReport {
 	}
 	v.OK = len(v.Problems) == 0
 	return v
+}
+
+// masterView returns the master's view of the slaves and instances: the
+// master's own, in this process, or what the control is told.
+func (s *Soak) masterView() ([]messages.SlaveInfo, []messages.InstanceInfo, error) {
+	if s.cfg.Masters == 0 {
+		m := s.Master()
+		if m == nil {
+			return nil, nil, errors.New("no master")
+		}
+		return m.Slaves(), m.Instances(), nil
+	}
+	ctl := s.currentControl()
+	if ctl == nil {
+		return nil, nil, errors.New("no control")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timing.RequestTimeout)
+	defer cancel()
+	sl, err := link.Request(ctx, ctl.Link(), messages.ListSlaves, messages.Empty{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list_slaves: %w", err)
+	}
+	il, err := link.Request(ctx, ctl.Link(), messages.ListInstances, messages.Empty{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list_instances: %w", err)
+	}
+	return sl.Slaves, il.Instances, nil
 }
 
 // WaitView waits until the master's view satisfies ok (nil: until it is
@@ -621,7 +645,6 @@ func (s *Soak) Close(ctx context.Context) error {
 	s.closing = true
 	s.mu.Unlock()
 	close(s.closed)
-	s.keeper.Wait()
 	var errs []error
 	s.mu.Lock()
 	ctl, m := s.control, s.master
@@ -641,6 +664,7 @@ func (s *Soak) Close(ctx context.Context) error {
 	if m != nil {
 		errs = append(errs, m.Close(ctx))
 	}
+	errs = append(errs, s.stopMasterProcs(ctx))
 	drained := make(chan struct{})
 	go func() {
 		s.traffic.Wait()

@@ -80,7 +80,7 @@ func finish(t *testing.T, s *soak.Soak, viewBound time.Duration) soak.Report {
 // On one NATS server, a soak with a master restart and a slave restart in
 // it loses nothing, duplicates nothing, and ends every request once.
 func TestSoakRestarts(t *testing.T) {
-	b, err := fabric.StartBroker("127.0.0.1:0")
+	b, err := fabric.StartBroker("127.0.0.1:0", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -568,3 +568,26 @@ func TestFollowerCarriesOverMasterRestart(t *testing.T) {
 		t.Errorf("alice followed %q, want %q", got, want)
 	}
 }
+
+// A control follows on with the next master what it followed, except an
+// instance deleted meanwhile: the master refuses to follow what does not
+// exist, and the control drops it rather than ask for ever, and follows
+// the rest.
+func TestFollowerForgetsDeletedInstance(t *testing.T) {
+	c := newCluster(t, clusterConfig{})
+	c.start(t, 11)
+	if err := c.alice.Follow(conformance.Ctx(t, waitLong), 11, 21); err != nil {
+		t.Fatal(err)
+	}
+	request(t, c.bob.Link(), messages.DeleteInstance, messages.InstanceRef{InstanceID: 21})
+
+	closeMaster(t, c.master)
+	m2 := startMaster(t, c.url, "*=*")
+	waitSlaves(t, m2, reRegisterBound, 1, 2)
+	conformance.Eventually(t, waitLong, "alice follows instance 11 on the new master", func() error {
+		if _, err := requestErr(t, c.bob.Link(), messages.SendCommand, messages.Command{InstanceID: 11, Command: "/say after"}); err != nil {
+			return err
+		}
+		return c.aliceOut.has(11, "[server] after")
+	})
+}

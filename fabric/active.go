@@ -37,6 +37,11 @@ type activeMaster struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 
+	// wired is closed once node, fan and bcast are set (or the term
+	// failed to start, and bcast stays nil): the Node may offer links
+	// before connect returns them.
+	wired chan struct{}
+
 	lost     chan struct{} // closed when the term must end at once
 	lostOnce sync.Once
 	lostWhy  error
@@ -172,6 +177,7 @@ func newActiveMaster(p *Master, snap snapshot) *activeMaster {
 		stop:      make(chan struct{}),
 		lost:      make(chan struct{}),
 		ready:     make(chan struct{}),
+		wired:     make(chan struct{}),
 		slaves:    map[int64]*slaveState{},
 		instances: map[int64]*instanceState{},
 		controls:  map[*link.Link]*controlState{},
@@ -424,6 +430,10 @@ func cmpInt(a, b int64) int {
 
 // accept makes the link for a slave or a control that spoke first.
 func (m *activeMaster) accept(c session) error {
+	<-m.wired
+	if m.bcast == nil {
+		return link.Errorf(link.CodeUnavailable, "the master's term did not start")
+	}
 	m.mu.Lock()
 	closing := m.closing
 	m.mu.Unlock()

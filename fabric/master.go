@@ -316,7 +316,9 @@ func (p *Master) activate(ctx context.Context) error {
 		return err
 	}
 	m.node, m.fan = node, node
-	if m.bcast, err = link.NewBroadcaster(node, link.MasterAddress, messages.Slave, p.catalog); err != nil {
+	m.bcast, err = link.NewBroadcaster(node, link.MasterAddress, messages.Slave, p.catalog)
+	close(m.wired)
+	if err != nil {
 		_ = node.Close()
 		return err
 	}

@@ -52,7 +52,7 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	}
 	// A control is a tool someone waits on: if NATS cannot be reached in
 	// a few seconds, say so, rather than queue requests for later.
-	node, err := connect(ctx, self, cfg.NATS, url, c.log, role{connectWait: 3 * time.Second})
+	node, err := connect(ctx, self, cfg.NATS, url, c.log, role{connectWait: 3 * time.Second, local: o.broker})
 	if err != nil {
 		return nil, err
 	}

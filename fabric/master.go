@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -152,7 +153,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		url = m.broker.ClientURL()
 		m.log.Info("embedded NATS server started", "url", url)
 	}
-	node, err := connect(ctx, link.MasterAddress, cfg.NATS, url, m.log, role{accept: m.accept, unique: true, sessionTimeout: cfg.Timing.SessionTimeout})
+	node, err := connect(ctx, link.MasterAddress, cfg.NATS, url, m.log, role{accept: m.accept, unique: true, sessionTimeout: cfg.Timing.SessionTimeout, local: cmp.Or(m.broker, o.broker)})
 	if err != nil {
 		if m.broker != nil {
 			m.broker.Close()
@@ -1014,3 +1015,8 @@ func (m *Master) Close(ctx context.Context) error {
 	m.log.Info("master stopped")
 	return err
 }
+
+// Broker returns the NATS server the master embeds, or nil when it uses
+// an external one. Endpoints started in the same process can reach it
+// in-process (WithLocalBroker).
+func (m *Master) Broker() *Broker { return m.broker }

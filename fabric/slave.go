@@ -128,7 +128,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
-	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout}); err != nil {
+	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout, local: o.broker}); err != nil {
 		return nil, err
 	}
 	l, err := s.connectMaster(ctx)

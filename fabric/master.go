@@ -399,18 +399,22 @@ func (m *Master) wireSlave(l *link.Link, id int64, c session) {
 	// rate by m.claims) unless it registered on this link and speaks of
 	// instances it hosts; a refused event's handler returns nil, since the
 	// link would log every failure.
+	//
+	// The handlers marked nb only take m.mu, which no one holds across a
+	// wait, and send nothing: they run where the message is delivered.
+	nb := link.NonBlocking()
 	link.HandleEvent(l, messages.UpdateInstances, func(_ context.Context, u messages.InstanceUpdate) error {
 		m.updateInstances(l, id, u.Instances)
 		return nil
-	})
+	}, nb)
 	link.HandleEvent(l, messages.InstanceStarted, func(_ context.Context, r messages.InstanceRef) error {
 		m.setStatus(l, id, r.InstanceID, messages.StatusRunning)
 		return nil
-	})
+	}, nb)
 	link.HandleEvent(l, messages.InstanceStopped, func(_ context.Context, r messages.InstanceRef) error {
 		m.setStatus(l, id, r.InstanceID, messages.StatusStopped)
 		return nil
-	})
+	}, nb)
 	l.HandleEventJSON(messages.InstanceOutput, func(ctx context.Context, ev *link.Message) error {
 		return m.relayOutput(ctx, l, id, ev)
 	})
@@ -419,7 +423,7 @@ func (m *Master) wireSlave(l *link.Link, id int64, c session) {
 			m.log.Info("player event", "instance", p.InstanceID, "type", p.Type, "player", p.Name)
 		}
 		return nil
-	})
+	}, nb)
 	m.wire(l)
 }
 
@@ -660,16 +664,21 @@ func (m *Master) acceptControl(c session) error {
 
 // wireControl attaches the master's handlers to its link to a control.
 func (m *Master) wireControl(l *link.Link, st *controlState) {
+	// The handlers marked nb only take m.mu, which no one holds across a
+	// wait, and send nothing: they run where the request is delivered.
+	// Those that send (assign_instance_command, set_player_banned) wait
+	// for what the Node's routing goroutine delivers, so they must not.
+	nb := link.NonBlocking()
 	link.HandleRequest(l, messages.ListSlaves, func(context.Context, messages.Empty) (messages.SlaveList, error) {
 		return messages.SlaveList{Slaves: m.Slaves()}, nil
-	})
+	}, nb)
 	link.HandleRequest(l, messages.ListInstances, func(context.Context, messages.Empty) (messages.InstanceList, error) {
 		return messages.InstanceList{Instances: m.Instances()}, nil
-	})
+	}, nb)
 	link.HandleRequest(l, messages.GetClusterStatus, func(context.Context, messages.Empty) (messages.ClusterStatus, error) {
 		return m.Status(), nil
-	})
-	link.HandleRequest(l, messages.CreateInstance, m.createInstance)
+	}, nb)
+	link.HandleRequest(l, messages.CreateInstance, m.createInstance, nb)
 	link.HandleRequest(l, messages.AssignInstanceCommand, m.assignInstance)
 	link.HandleRequest(l, messages.SetInstanceOutputSubscriptions, func(_ context.Context, r messages.OutputSubscriptions) (messages.Empty, error) {
 		m.mu.Lock()
@@ -687,7 +696,7 @@ func (m *Master) wireControl(l *link.Link, st *controlState) {
 			st.follow[id] = true
 		}
 		return messages.Empty{}, nil
-	})
+	}, nb)
 	link.HandleRequest(l, messages.SetPlayerBanned, func(ctx context.Context, b messages.Ban) (messages.Empty, error) {
 		data, err := messages.BanlistUpdate.Encode(b)
 		if err != nil {

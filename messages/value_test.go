@@ -98,3 +98,31 @@ func FuzzPayloadValueOK(f *testing.F) {
 		valueAgrees(t, messages.InstanceOutput.Definition, messages.OutputLine{InstanceID: id, Time: id, Level: kind, Message: text}, ok(kind, text))
 	})
 }
+
+// BenchmarkPayloadValueOK: checking a typed event as a Go value, against
+// checking its JSON form (the value is boxed once, as a link does).
+func BenchmarkPayloadValueOK(b *testing.B) {
+	line := messages.OutputLine{InstanceID: 101, Time: 1795822972042, Level: "info", Message: "a line of output from the game server"}
+	def := messages.InstanceOutput.Definition
+	b.Run("value", func(b *testing.B) {
+		v := any(line)
+		b.ReportAllocs()
+		for b.Loop() {
+			if !def.PayloadValueOK(v) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		data, err := def.MarshalPayload(line)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := def.ValidatePayload(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -412,12 +412,12 @@ func (l *Link) dispatch(ctx *requestCtx, m *Message) (data []byte, value any, er
 			data, value, err = nil, nil, Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
 		}
 	}()
-	if h.typed != nil {
-		return h.typed(ctx, m, l.values)
-	}
 	data, err = h.request(ctx, m)
 	if err != nil {
 		return nil, nil, err
+	}
+	if ctx.value != nil {
+		return nil, ctx.value, nil // a typed handler's, checked
 	}
 	// A typed handler's response was checked as it was encoded, and a
 	// forwarded one where it arrived.

@@ -36,12 +36,10 @@ type EventHandler func(ctx context.Context, ev *Message) error
 type handler struct {
 	request RequestHandler
 	event   EventHandler
-	// typed is a typed request handler's, in place of request: it returns
-	// its response as JSON, or as a Go value when values is true (the
-	// link's connector carries them) and the value can travel so.
-	typed func(ctx context.Context, req *Message, values bool) ([]byte, any, error)
-	// values: the handler takes Message.Value (typed handlers); others
-	// get Data.
+	// values: the handler takes Message.Value (typed handlers; a typed
+	// request handler may answer with a Go value, see requestCtx.value);
+	// others get Data. (No field more: the master holds a handler per
+	// message for every slave.)
 	values bool
 	// checked: the handler's responses are already validated (typed
 	// handlers encode through the schema).

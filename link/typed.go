@@ -61,25 +61,29 @@ func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error
 // RequestHandler does (see NonBlocking for opts). Call it before Start;
 // mistakes are reported by Start.
 func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h func(ctx context.Context, req Req) (Resp, error), opts ...HandlerOption) {
-	l.attach(m, messages.KindRequest, &handler{checked: true, values: true, typed: func(ctx context.Context, msg *Message, values bool) ([]byte, any, error) {
+	l.attach(m, messages.KindRequest, &handler{checked: true, values: true, request: func(ctx context.Context, msg *Message) ([]byte, error) {
 		req, ok := msg.Value.(Req)
 		if !ok {
 			if err := messages.Unmarshal(m, "request", msg.Data, &req); err != nil {
-				return nil, nil, invalid(err)
+				return nil, invalid(err)
 			}
 		}
 		resp, err := h(ctx, req)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		if v := any(resp); values && m.ResponseValueOK(v) {
-			return nil, v, nil
+		// The link calls its handlers with a *requestCtx.
+		if rc, ok := ctx.(*requestCtx); ok && rc.l.values {
+			if v := any(resp); m.ResponseValueOK(v) {
+				rc.value = v
+				return nil, nil
+			}
 		}
 		data, err := m.EncodeResponse(resp)
 		if err != nil {
-			return nil, nil, &Error{Code: CodeInternal, Message: err.Error(), cause: err}
+			return nil, &Error{Code: CodeInternal, Message: err.Error(), cause: err}
 		}
-		return data, nil, nil
+		return data, nil
 	}}, opts)
 }
 

@@ -490,14 +490,20 @@ func (m *activeMaster) wireSlave(l *link.Link, id int64, c session) {
 		m.updateInstances(ctx, l, id, u.Instances)
 		return nil
 	})
+	// The handlers marked nb only take m.mu, which no one holds across a
+	// wait, and send and store nothing: they run where the message is
+	// delivered, without a hand-off. The others wait (for the state
+	// bucket, the starting window, or a peer's answer that the Node's
+	// routing goroutine must deliver), so they must not.
+	nb := link.NonBlocking()
 	link.HandleEvent(l, messages.InstanceStarted, func(_ context.Context, r messages.InstanceRef) error {
 		m.setStatus(l, id, r.InstanceID, messages.StatusRunning)
 		return nil
-	})
+	}, nb)
 	link.HandleEvent(l, messages.InstanceStopped, func(_ context.Context, r messages.InstanceRef) error {
 		m.setStatus(l, id, r.InstanceID, messages.StatusStopped)
 		return nil
-	})
+	}, nb)
 	l.HandleEventJSON(messages.InstanceOutput, func(ctx context.Context, ev *link.Message) error {
 		return m.relayOutput(ctx, l, id, ev)
 	})
@@ -506,7 +512,7 @@ func (m *activeMaster) wireSlave(l *link.Link, id int64, c session) {
 			m.log.Info("player event", "instance", p.InstanceID, "type", p.Type, "player", p.Name)
 		}
 		return nil
-	})
+	}, nb)
 	m.wire(l)
 }
 
@@ -844,7 +850,7 @@ func (m *activeMaster) wireControl(l *link.Link, st *controlState) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return messages.BanList{Bans: m.banListLocked()}, nil
-	})
+	}, link.NonBlocking()) // only m.mu: no hand-off
 	link.HandleRequest(l, messages.SetPlayerBanned, func(ctx context.Context, b messages.Ban) (messages.Empty, error) {
 		return messages.Empty{}, m.setBanned(ctx, l, st, b)
 	})

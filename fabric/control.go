@@ -113,7 +113,7 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	// A control is a tool someone waits on: if NATS cannot be reached in
 	// a few seconds, say so, rather than queue requests for later. A
 	// master of an older term than one heard from is ignored (see Master).
-	node, err := connect(ctx, self, cfg.NATS, url, c.log, role{connectWait: 3 * time.Second, epoch: masterTerm})
+	node, err := connect(ctx, self, cfg.NATS, url, c.log, role{connectWait: 3 * time.Second, epoch: masterTerm, local: o.broker})
 	if err != nil {
 		return nil, err
 	}

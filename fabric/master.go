@@ -43,6 +43,7 @@ type Master struct {
 	catalog   *messages.Catalog
 	perms     Permissions
 	broker    *Broker      // nil when NATS is external
+	local     *Broker      // reached in-process: the embedded broker, or WithLocalBroker's
 	url       string       // the NATS servers
 	nc        *natsgo.Conn // JetStream: the state and the lease
 	store     *store
@@ -119,6 +120,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	}); err != nil {
 		return nil, err
 	}
+	p.local = o.broker
 	fail := func(err error) (*Master, error) {
 		if p.nc != nil {
 			p.nc.Close()
@@ -137,6 +139,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 			}
 			return nil, err
 		}
+		p.local = p.broker
 		p.url = p.broker.ClientURL()
 		p.log.Info("embedded NATS server started", "url", p.url, "data", cfg.DataDir)
 	}
@@ -310,7 +313,7 @@ func (p *Master) activate(ctx context.Context) error {
 	session := "m" + strconv.FormatUint(snap.term, 10) + "x" + randomHex(4)
 	node, err := connect(ctx, link.MasterAddress, p.cfg.NATS, p.url, m.log, role{
 		accept: m.accept, unique: true, sessionTimeout: p.cfg.Timing.SessionTimeout,
-		session: session, gate: m.gate,
+		session: session, gate: m.gate, local: p.local,
 	})
 	if err != nil {
 		return err
@@ -693,3 +696,8 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Broker returns the NATS server the master embeds, or nil when it uses
+// an external one. Endpoints started in the same process can reach it
+// in-process (WithLocalBroker).
+func (p *Master) Broker() *Broker { return p.broker }

@@ -90,6 +90,10 @@ type role struct {
 	// connector's own acknowledgements and notices included (a master
 	// whose lease may have lapsed). It must be cheap and must not block.
 	gate func() bool
+	// local, if not nil, is a broker running in this process: when the
+	// endpoint connects to its URL, it connects in-process (see
+	// WithLocalBroker).
+	local *Broker
 }
 
 // connect connects an endpoint to NATS as configured.
@@ -97,6 +101,12 @@ func connect(ctx context.Context, self link.Address, c NATSConfig, url string, l
 	natsOpts, err := natsOptions(c)
 	if err != nil {
 		return nil, err
+	}
+	if r.local != nil && url == r.local.ClientURL() {
+		// Through a pipe into the server, not through the kernel's
+		// loopback: what the endpoint sends and receives costs no system
+		// call. The server still listens on loopback for other processes.
+		natsOpts = append(natsOpts, natsgo.InProcessServer(r.local.s))
 	}
 	opts := []lfnats.Option{
 		lfnats.WithURLs(splitURLs(url)...),

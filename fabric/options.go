@@ -22,6 +22,7 @@ type options struct {
 	instances InstanceFactory
 	output    func(messages.OutputLine)
 	authorize ControlAuthorizer
+	broker    *Broker
 }
 
 func buildOptions(opts []Option) (options, error) {
@@ -89,6 +90,23 @@ func WithInstanceFactory(f InstanceFactory) Option {
 func WithOutputHandler(f func(messages.OutputLine)) Option {
 	return func(o *options) error {
 		o.output = f
+		return nil
+	}
+}
+
+// WithLocalBroker tells an endpoint that b, an embedded broker, runs in
+// its process: when the endpoint's NATS URL is b's (Broker.ClientURL), it
+// connects to b in-process, through a pipe rather than loopback TCP, which
+// costs no system call per message. b must outlive the endpoint: an
+// in-process connection cannot reconnect to another server. A master that
+// embeds its own broker connects to it in-process without this option.
+// Defaults to none: every endpoint connects over TCP.
+func WithLocalBroker(b *Broker) Option {
+	return func(o *options) error {
+		if b == nil {
+			return errors.New("fabric: nil broker")
+		}
+		o.broker = b
 		return nil
 	}
 }

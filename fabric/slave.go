@@ -136,7 +136,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	}
 	// A master of an older term than one heard from is ignored (see
 	// Master): its links end, and the slave registers with the newer.
-	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout, epoch: masterTerm}); err != nil {
+	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout, epoch: masterTerm, local: o.broker}); err != nil {
 		return nil, err
 	}
 	l, err := s.connectMaster(ctx)

@@ -40,8 +40,18 @@ type Message struct {
 	// chooses it; the responding link echoes it.
 	ID uint64
 	// Data is the JSON payload: the request, the response or the event.
-	// A failed response has none.
+	// A failed response has none, and neither has one whose payload is
+	// in Value.
 	Data []byte
+	// Value, when not nil, is the payload as a Go value of the type the
+	// message was defined with, in place of Data: what link.Request,
+	// link.Emit and typed handlers send over a connector that carries
+	// values (ValueCarrier) when the value can travel so (see
+	// messages.Definition.PayloadValueOK). It is checked against the
+	// schema on send and on receipt as Data is. Handlers attached with
+	// HandleRequestJSON and HandleEventJSON, and authorizers, always get
+	// Data; observers see the message as it travels.
+	Value any
 	// Error is set on a failed response.
 	Error *Error
 	// Deadline is when the requester stops waiting (requests only). A
@@ -58,6 +68,16 @@ type Message struct {
 	// peer, so the link does not count it as received (Stats.Received
 	// is a sign of the peer's life).
 	Local bool
+}
+
+// ValueCarrier is a Connector that can carry Message.Value to its peer's
+// link in the same process as it is, sharing it: connector/virtual. A
+// link sends such a connector the Go values of typed messages whose type
+// shares no memory, with no JSON.
+type ValueCarrier interface {
+	Connector
+	// CarriesValues reports whether Send carries Message.Value.
+	CarriesValues() bool
 }
 
 // Connector carries one link's messages to its peer. A link owns its

@@ -361,7 +361,7 @@ func (l *Link) serve(from context.Context, m *Message) {
 		resp: Message{Kind: KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
 	}
 	ctx, resp := &sv.ctx, &sv.resp
-	data, err := l.dispatch(ctx, m)
+	data, value, err := l.dispatch(ctx, m)
 	ctx.finish()
 
 	if err != nil {
@@ -371,7 +371,7 @@ func (l *Link) serve(from context.Context, m *Message) {
 			l.opts.logger.Warn("refused invalid request", "link", l.String(), "type", m.Type, "error", resp.Error.Message)
 		}
 	} else {
-		resp.Data = data
+		resp.Data, resp.Value = data, value
 	}
 	// The response goes out even if the requester's deadline has passed:
 	// it is cheap, and a requester with a longer clock may still want it.
@@ -380,7 +380,7 @@ func (l *Link) serve(from context.Context, m *Message) {
 	if err := l.conn.Send(l.ctx, resp); err != nil {
 		if resp.Error == nil && errors.Is(err, ErrTooLarge) {
 			// Tell the requester why instead of letting it time out.
-			resp.Data, resp.Error = nil, Errorf(CodeTooLarge, "%s: response too large: %v", m.Type, err)
+			resp.Data, resp.Value, resp.Error = nil, nil, Errorf(CodeTooLarge, "%s: response too large: %v", m.Type, err)
 			err = l.conn.Send(l.ctx, resp)
 		}
 		if err != nil {
@@ -393,14 +393,14 @@ func (l *Link) serve(from context.Context, m *Message) {
 
 // dispatch checks an inbound request and runs its handler. A panicking
 // handler yields CodeInternal; the process goes on.
-func (l *Link) dispatch(ctx *requestCtx, m *Message) (data []byte, err error) {
+func (l *Link) dispatch(ctx *requestCtx, m *Message) (data []byte, value any, err error) {
 	def, h, err := l.lookup(m, messages.KindRequest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ctx.def = def
 	if err := l.authorized(ctx, def, m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if o, ok := l.opts.observer.(HandlerObserver); ok {
 		start := time.Now()
@@ -409,22 +409,25 @@ func (l *Link) dispatch(ctx *requestCtx, m *Message) (data []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			l.opts.logger.Error("request handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
-			data, err = nil, Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
+			data, value, err = nil, nil, Errorf(CodeInternal, "%s: handler failed unexpectedly", def.Name())
 		}
 	}()
 	data, err = h.request(ctx, m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if ctx.value != nil {
+		return nil, ctx.value, nil // a typed handler's, checked
 	}
 	// A typed handler's response was checked as it was encoded, and a
 	// forwarded one where it arrived.
 	if !h.checked && !ctx.wasChecked(data) {
 		if verr := def.ValidateResponse(data); verr != nil {
 			l.opts.logger.Error("handler returned an invalid response", "link", l.String(), "type", m.Type, "error", verr)
-			return nil, &Error{Code: CodeInternal, Message: verr.Error(), cause: verr}
+			return nil, nil, &Error{Code: CodeInternal, Message: verr.Error(), cause: verr}
 		}
 	}
-	return data, nil
+	return data, nil, nil
 }
 
 // authorized asks the link's authorizer, if any, whether m, which
@@ -457,10 +460,27 @@ func (l *Link) lookup(m *Message, kind messages.Kind) (*messages.Definition, *ha
 	case !def.ValidOn(l.in):
 		return nil, nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
 	}
-	if err := def.ValidatePayload(m.Data); err != nil {
+	h := l.handlers[def.Name()]
+	if m.Value != nil {
+		// The peer's link checked the value; this one checks it again,
+		// as it would the JSON. Whoever does not take values, or could
+		// read the payload before the handler (an authorizer), gets it
+		// as JSON.
+		switch {
+		case !def.PayloadValueOK(m.Value):
+		case h == nil || !h.values:
+		case l.opts.authorize != nil && def.Permission() != "" && def.Permission() != messages.Unrestricted:
+		default:
+			return def, h, nil
+		}
+		data, err := def.MarshalPayload(m.Value)
+		if err != nil {
+			return nil, nil, invalid(err)
+		}
+		m.Data, m.Value = data, nil
+	} else if err := def.ValidatePayload(m.Data); err != nil {
 		return nil, nil, invalid(err)
 	}
-	h := l.handlers[def.Name()]
 	if h == nil {
 		return nil, nil, Errorf(CodeNoHandler, "%s has no handler on %s", def.Name(), l.in)
 	}

@@ -237,7 +237,22 @@ func (r *recorder) response(t testing.TB, id uint64) *link.Message {
 // setup attaches the test's handlers and returns the messages it handled.
 func rawPeer(t testing.TB, self, peer link.Address, setup func(l *link.Link) []messages.Message, opts ...link.Option) (*link.Link, *virtual.Conn, *recorder) {
 	t.Helper()
-	raw, conn := virtual.Pair()
+	return rawPeerOn(t, true, self, peer, setup, opts...)
+}
+
+// jsonOnly is a connector that carries JSON only, as one across processes
+// does: the link sends it no Message.Value.
+type jsonOnly struct{ link.Connector }
+
+// rawPeerOn is rawPeer; with json, the link's connector carries no
+// values (what the raw end sees is what a network connector would carry).
+func rawPeerOn(t testing.TB, json bool, self, peer link.Address, setup func(l *link.Link) []messages.Message, opts ...link.Option) (*link.Link, *virtual.Conn, *recorder) {
+	t.Helper()
+	raw, vconn := virtual.Pair()
+	var conn link.Connector = vconn
+	if json {
+		conn = jsonOnly{vconn}
+	}
 	l := newLink(t, conn, self, peer, opts...)
 	var handled []messages.Message
 	if setup != nil {

@@ -36,6 +36,11 @@ type EventHandler func(ctx context.Context, ev *Message) error
 type handler struct {
 	request RequestHandler
 	event   EventHandler
+	// values: the handler takes Message.Value (typed handlers; a typed
+	// request handler may answer with a Go value, see requestCtx.value);
+	// others get Data. (No field more: the master holds a handler per
+	// message for every slave.)
+	values bool
 	// checked: the handler's responses are already validated (typed
 	// handlers encode through the schema).
 	checked     bool
@@ -105,6 +110,7 @@ type Link struct {
 
 	ctx       context.Context // ends when the link closes; parent of handler contexts
 	cancel    context.CancelFunc
+	values    bool // conn carries Message.Value (ValueCarrier)
 	hasEvents bool // some event can arrive on the link
 	done      chan struct{}
 
@@ -167,6 +173,9 @@ func New(conn Connector, self, peer Address, catalog *messages.Catalog, opts ...
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		pending:  map[uint64]*call{},
+	}
+	if vc, ok := conn.(ValueCarrier); ok {
+		l.values = vc.CarriesValues()
 	}
 	l.attachBuiltins()
 	return l, nil
@@ -288,7 +297,7 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 	if err := def.ValidatePayload(payload); err != nil {
 		return nil, invalid(err)
 	}
-	return l.request(ctx, def, payload, false)
+	return l.requestData(ctx, def, payload, false)
 }
 
 // ForwardRequest sends a request that arrived on another link on to this
@@ -306,7 +315,7 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Message) ([]byte, error)
 	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
 		return nil, err
 	}
-	data, err := l.request(ctx, def, req.Data, false)
+	data, err := l.requestData(ctx, def, req.Data, false)
 	if err == nil {
 		if hc, ok := ctx.Value(chainKey{}).(*requestCtx); ok {
 			hc.markChecked(def, data)
@@ -400,9 +409,22 @@ func invalid(err error) *Error {
 	return &Error{Code: CodeInvalidMessage, Message: err.Error(), cause: err}
 }
 
-// request sends a checked request and waits for its end. internal requests
+// requestData is request with a JSON payload, for a JSON response.
+func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, internal bool) ([]byte, error) {
+	data, value, err := l.request(ctx, def, payload, nil, internal)
+	if err == nil && value != nil {
+		if data, err = def.MarshalResponse(value); err != nil {
+			return nil, invalid(err)
+		}
+	}
+	return data, err
+}
+
+// request sends a checked request, its payload as JSON or, when value is
+// not nil, as that Go value, and waits for its end. The response is JSON,
+// or a Go value that has passed its check. internal requests
 // (prepare_disconnect) are allowed while the link is closing.
-func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, internal bool) (data []byte, err error) {
+func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, value any, internal bool) (data []byte, respValue any, err error) {
 	if o := l.opts.observer; o != nil {
 		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
@@ -423,13 +445,13 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	switch {
 	case l.state == stateNew:
 		l.mu.Unlock()
-		return nil, Errorf(CodeUnavailable, "link %s is not started", l)
+		return nil, nil, Errorf(CodeUnavailable, "link %s is not started", l)
 	case l.state == stateClosed:
 		l.mu.Unlock()
-		return nil, Errorf(CodeSessionLost, "%s: link %s is closed", def.Name(), l)
+		return nil, nil, Errorf(CodeSessionLost, "%s: link %s is closed", def.Name(), l)
 	case l.state == stateClosing && !internal:
 		l.mu.Unlock()
-		return nil, Errorf(CodeUnavailable, "%s: link %s is disconnecting", def.Name(), l)
+		return nil, nil, Errorf(CodeUnavailable, "%s: link %s is disconnecting", def.Name(), l)
 	}
 	l.nextID++
 	id := l.nextID
@@ -439,9 +461,9 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	defer l.endCall(id, c)
 
 	start := time.Now()
-	m := &Message{Kind: KindRequest, Type: def.Name(), ID: id, Data: payload, Deadline: deadline}
+	m := &Message{Kind: KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
 	if err := l.conn.Send(ctx, m); err != nil {
-		return nil, sendError(def.Name(), err)
+		return nil, nil, sendError(def.Name(), err)
 	}
 	l.sent(m)
 	var resp *Message
@@ -453,16 +475,27 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		select {
 		case resp = <-c.done:
 		case <-ctx.Done():
-			return nil, l.ended(ctx, def, start)
+			return nil, nil, l.ended(ctx, def, start)
 		}
 	}
 	if resp.Error != nil {
-		return nil, resp.Error
+		return nil, nil, resp.Error
+	}
+	if resp.Value != nil {
+		if def.ResponseValueOK(resp.Value) {
+			return nil, resp.Value, nil
+		}
+		// Not one the check can pass: as JSON, whose check says why.
+		data, err := def.MarshalResponse(resp.Value)
+		if err != nil {
+			return nil, nil, invalid(err)
+		}
+		return data, nil, nil
 	}
 	if err := def.ValidateResponse(resp.Data); err != nil {
-		return nil, invalid(err)
+		return nil, nil, invalid(err)
 	}
-	return resp.Data, nil
+	return resp.Data, nil, nil
 }
 
 // ended explains a request whose ctx ended before its response came.
@@ -623,7 +656,7 @@ func (l *Link) Drain(ctx context.Context) error {
 func (l *Link) drain(ctx context.Context) error {
 	var errs []error
 	if messages.PrepareDisconnect.ValidOn(l.out) {
-		if _, err := l.request(ctx, messages.PrepareDisconnect.Definition, []byte("{}"), true); err != nil {
+		if _, err := l.requestData(ctx, messages.PrepareDisconnect.Definition, []byte("{}"), true); err != nil {
 			errs = append(errs, fmt.Errorf("prepare_disconnect: %w", err))
 		}
 	}

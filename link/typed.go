@@ -17,13 +17,22 @@ func Request[Req, Resp any](ctx context.Context, l *Link, m *messages.Request[Re
 	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
 		return resp, err
 	}
-	payload, err := m.EncodeRequest(req)
-	if err != nil {
-		return resp, invalid(err)
+	var payload []byte
+	var value any
+	if v := any(req); l.values && def.PayloadValueOK(v) {
+		value = v // checked: it travels as it is
+	} else {
+		var err error
+		if payload, err = m.EncodeRequest(req); err != nil {
+			return resp, invalid(err)
+		}
 	}
-	data, err := l.request(ctx, def, payload, false)
+	data, respValue, err := l.request(ctx, def, payload, value, false)
 	if err != nil {
 		return resp, err
+	}
+	if r, ok := respValue.(Resp); ok {
+		return r, nil
 	}
 	if err := messages.Unmarshal(m, "response", data, &resp); err != nil {
 		return resp, invalid(err)
@@ -35,6 +44,9 @@ func Request[Req, Resp any](ctx context.Context, l *Link, m *messages.Request[Re
 func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error {
 	if err := l.checkOutbound(m.Definition, messages.KindEvent); err != nil {
 		return err
+	}
+	if v := any(ev); l.values && m.PayloadValueOK(v) {
+		return l.emit(ctx, &Message{Kind: KindEvent, Type: m.Name(), Value: v})
 	}
 	payload, err := m.Encode(ev)
 	if err != nil {
@@ -49,14 +61,23 @@ func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error
 // RequestHandler does (see NonBlocking for opts). Call it before Start;
 // mistakes are reported by Start.
 func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h func(ctx context.Context, req Req) (Resp, error), opts ...HandlerOption) {
-	l.attach(m, messages.KindRequest, &handler{checked: true, request: func(ctx context.Context, msg *Message) ([]byte, error) {
-		var req Req
-		if err := messages.Unmarshal(m, "request", msg.Data, &req); err != nil {
-			return nil, invalid(err)
+	l.attach(m, messages.KindRequest, &handler{checked: true, values: true, request: func(ctx context.Context, msg *Message) ([]byte, error) {
+		req, ok := msg.Value.(Req)
+		if !ok {
+			if err := messages.Unmarshal(m, "request", msg.Data, &req); err != nil {
+				return nil, invalid(err)
+			}
 		}
 		resp, err := h(ctx, req)
 		if err != nil {
 			return nil, err
+		}
+		// The link calls its handlers with a *requestCtx.
+		if rc, ok := ctx.(*requestCtx); ok && rc.l.values {
+			if v := any(resp); m.ResponseValueOK(v) {
+				rc.value = v
+				return nil, nil
+			}
 		}
 		data, err := m.EncodeResponse(resp)
 		if err != nil {
@@ -70,10 +91,12 @@ func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h fun
 // EventHandler is (see NonBlocking for opts). Call it before Start;
 // mistakes are reported by Start.
 func HandleEvent[T any](l *Link, m *messages.Event[T], h func(ctx context.Context, ev T) error, opts ...HandlerOption) {
-	l.attach(m, messages.KindEvent, &handler{event: func(ctx context.Context, msg *Message) error {
-		var ev T
-		if err := messages.Unmarshal(m, "event", msg.Data, &ev); err != nil {
-			return err
+	l.attach(m, messages.KindEvent, &handler{values: true, event: func(ctx context.Context, msg *Message) error {
+		ev, ok := msg.Value.(T)
+		if !ok {
+			if err := messages.Unmarshal(m, "event", msg.Data, &ev); err != nil {
+				return err
+			}
 		}
 		return h(ctx, ev)
 	}}, opts)

@@ -98,6 +98,12 @@ type Definition struct {
 	broadcastTo Endpoint
 	payload     *Schema
 	response    *Schema // requests only
+
+	// The Go types the message was defined with (nil for a Definition
+	// made otherwise), and their checks as values (value.go); nil: they
+	// travel as JSON.
+	payloadType, responseType   reflect.Type
+	payloadValue, responseValue *valueCheck
 }
 
 // Def returns d itself, so that *Definition is a Message.
@@ -399,6 +405,7 @@ func define(spec Spec, kind Kind, payloadType, responseType reflect.Type) (*Defi
 			return nil, fail("response schema: %v", err)
 		}
 	}
+	d.compileValues(payloadType, responseType)
 	return d, nil
 }
 

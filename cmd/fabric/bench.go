@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,6 +28,7 @@ Benchmarks report; they do not fail on a slow machine.
 // benchFlags are fabric bench's flags.
 type benchFlags struct {
 	quick, json       bool
+	serveRaw          bool
 	slaves, instances int
 	cpuProfile, only  string
 }
@@ -46,10 +49,16 @@ func (a *app) benchCommand() *cobra.Command {
 	fs.IntVar(&f.instances, "instances", 0, "instances per slave in the broadcast scenario (default 10)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.StringVar(&f.only, "only", "", "run only the scenarios whose name contains this text")
+	// The raw child process of the two-process scenario.
+	fs.BoolVar(&f.serveRaw, "serve-raw", false, "serve raw NATS requests, as the two-process scenario's baseline")
+	_ = fs.MarkHidden("serve-raw")
 	return cmd
 }
 
 func (a *app) bench(ctx context.Context, f benchFlags) error {
+	if f.serveRaw {
+		return bench.ServeRaw(ctx, os.Stdin, a.stdout)
+	}
 	cfg := bench.Defaults()
 	if f.quick {
 		cfg = bench.Quick()
@@ -61,6 +70,7 @@ func (a *app) bench(ctx context.Context, f benchFlags) error {
 		cfg.Slaves = f.slaves
 	}
 	cfg.Only = f.only
+	cfg.Child = a.benchChild
 	if f.instances > 0 {
 		cfg.Instances = f.instances
 	}
@@ -124,4 +134,32 @@ func num(f float64) string {
 		return strconv.FormatFloat(f, 'f', 0, 64)
 	}
 	return strconv.FormatFloat(f, 'g', 3, 64)
+}
+
+// benchChild makes the command of a child process of the two-process
+// scenario: this program, as a master with an embedded NATS server on a
+// free loopback port, or as the raw baseline's responder. Neither sees the
+// FABRIC_* settings of this process.
+func (a *app) benchChild(ctx context.Context, kind bench.ChildKind) *exec.Cmd {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	var env []string
+	for _, kv := range a.environ {
+		if !strings.HasPrefix(kv, "FABRIC_") {
+			env = append(env, kv)
+		}
+	}
+	var cmd *exec.Cmd
+	switch kind {
+	case bench.ChildMaster:
+		cmd = exec.CommandContext(ctx, exe, "master")
+		env = append(env, "FABRIC_NATS_LISTEN=127.0.0.1:0", "FABRIC_LOG_LEVEL=error", "FABRIC_CONTROL_PERMISSIONS=*=*")
+	default:
+		cmd = exec.CommandContext(ctx, exe, "bench", "--serve-raw")
+	}
+	cmd.Env = env
+	dieWithParent(cmd)
+	return cmd
 }

@@ -60,7 +60,8 @@ func (a *app) dev(ctx context.Context) error {
 	for i, instances := range []string{"101:alpha,102:beta", "201:gamma,202:delta"} {
 		sc := fabric.SlaveConfig{NATS: cfg.NATS, ID: int64(i + 1), Instances: instances, Timing: cfg.Timing, Log: cfg.Log}
 		sc.NATS.URL = url
-		s, err := fabric.StartSlave(ctx, sc, fabric.WithLogger(log))
+		// In the broker's process: in-process connections, no loopback TCP.
+		s, err := fabric.StartSlave(ctx, sc, fabric.WithLogger(log), fabric.WithLocalBroker(m.Broker()))
 		if err != nil {
 			a.shutdown(log, slaves, m)
 			return err

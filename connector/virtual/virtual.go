@@ -119,6 +119,10 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	return r.Receive(ctx, &cp)
 }
 
+// CarriesValues reports true: a Message.Value reaches the peer's link as
+// it is (link.ValueCarrier). Links send only values that share no memory.
+func (c *Conn) CarriesValues() bool { return true }
+
 // Flush returns at once: Send has delivered by the time it returns.
 func (c *Conn) Flush(context.Context) error { return nil }
 

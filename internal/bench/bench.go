@@ -32,6 +32,9 @@ type Config struct {
 	PayloadBytes     int    // the size of the string every payload carries
 	Only             string // if set, run only the scenarios whose name contains it
 	Log              *slog.Logger
+	// Child starts the child processes of the two-process scenario,
+	// which is left out when it is nil.
+	Child Child
 }
 
 // Defaults is the full run: a minute or two on a 2-core machine.
@@ -81,6 +84,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) ([]Result, erro
 		{"request/reply, control -> master", runRequests},
 		{"events, control -> master", runEvents},
 		{"forwarded request, control -> master -> slave -> instance", runForwarded},
+		{"two processes: control -> master, request/reply", runTwoProcesses},
 		{"broadcast to every instance", runBroadcast},
 		{"virtual link", runVirtual},
 		{"memory", runMemory},

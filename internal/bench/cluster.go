@@ -71,7 +71,8 @@ var (
 	plugin = messages.Plugin{Name: "bench", Messages: []messages.Message{Echo, EchoJSON, Tick, TickJSON, Forward, Announce}}
 )
 
-// cluster is a master, slaves and a control on an embedded broker.
+// cluster is a master, slaves and a control on an embedded broker, all in
+// the broker's process and connected to it in-process, as fabric dev's are.
 type cluster struct {
 	broker *fabric.Broker
 	master *fabric.Master
@@ -177,19 +178,22 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 		if l.Peer().Type != messages.Control {
 			return
 		}
-		link.HandleRequest(l, Echo, func(_ context.Context, d Data) (Data, error) { return d, nil })
-		l.HandleRequestJSON(EchoJSON, func(_ context.Context, m *link.Message) ([]byte, error) { return m.Data, nil })
+		// They return at once, as a raw subscriber's callback does: run
+		// them where the message is delivered.
+		nb := link.NonBlocking()
+		link.HandleRequest(l, Echo, func(_ context.Context, d Data) (Data, error) { return d, nil }, nb)
+		l.HandleRequestJSON(EchoJSON, func(_ context.Context, m *link.Message) ([]byte, error) { return m.Data, nil }, nb)
 		link.HandleEvent(l, Tick, func(context.Context, Data) error {
 			c.ticks.add()
 			return nil
-		})
+		}, nb)
 		l.HandleEventJSON(TickJSON, func(context.Context, *link.Message) error {
 			c.ticks.add()
 			return nil
-		})
+		}, nb)
 	})
 	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: timing(), Log: logConfig}
-	if c.master, err = fabric.StartMaster(ctx, mcfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin), masterHandlers); err != nil {
+	if c.master, err = fabric.StartMaster(ctx, mcfg, fabric.WithLogger(cfg.Log), fabric.WithLocalBroker(c.broker), fabric.WithPlugins(plugin), masterHandlers); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -200,7 +204,7 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 		}
 	}
 	ccfg := fabric.ControlConfig{NATS: natsConfig(url), User: "bench", Timing: timing(), Log: logConfig}
-	if c.ctl, err = fabric.DialControl(ctx, ccfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin)); err != nil {
+	if c.ctl, err = fabric.DialControl(ctx, ccfg, fabric.WithLogger(cfg.Log), fabric.WithLocalBroker(c.broker), fabric.WithPlugins(plugin)); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -216,7 +220,7 @@ func (c *cluster) addSlave(ctx context.Context, cfg Config, id, instances int) e
 		ids = append(ids, strconv.Itoa(iid)+":i"+strconv.Itoa(iid))
 	}
 	scfg := fabric.SlaveConfig{NATS: natsConfig(c.broker.ClientURL()), ID: int64(id), Instances: strings.Join(ids, ","), Timing: timing(), Log: logConfig}
-	s, err := fabric.StartSlave(ctx, scfg, fabric.WithLogger(cfg.Log), fabric.WithPlugins(plugin), fabric.WithInstanceFactory(factory))
+	s, err := fabric.StartSlave(ctx, scfg, fabric.WithLogger(cfg.Log), fabric.WithLocalBroker(c.broker), fabric.WithPlugins(plugin), fabric.WithInstanceFactory(factory))
 	if err != nil {
 		return err
 	}
@@ -283,9 +287,9 @@ func (i *instance) Attach(l *link.Link) {
 	fabric.SimulatedInstances(i.id, i.name).Attach(l)
 	l.HandleRequestJSON(Forward, func(_ context.Context, m *link.Message) ([]byte, error) {
 		return m.Data, nil // the same fields as Data's, but instance_id
-	})
+	}, link.NonBlocking())
 	link.HandleEvent(l, Announce, func(_ context.Context, a Announcement) error {
 		i.c.announced.reached(a.Round)
 		return nil
-	})
+	}, link.NonBlocking())
 }

@@ -20,12 +20,18 @@ import (
 	"github.com/linkfabric/linkfabric/messages"
 )
 
+// rawConn is a plain nats.go connection to the cluster's broker, made as
+// the cluster's endpoints make theirs: in-process.
+func rawConn(b *fabric.Broker, opts ...natsgo.Option) (*natsgo.Conn, error) {
+	return natsgo.Connect(b.ClientURL(), append(opts, natsgo.InProcessServer(b.Server()))...)
+}
+
 // rawPair is two plain nats.go connections on the cluster's broker.
-func rawPair(url string) (a, b *natsgo.Conn, err error) {
-	if a, err = natsgo.Connect(url); err != nil {
+func rawPair(broker *fabric.Broker) (a, b *natsgo.Conn, err error) {
+	if a, err = rawConn(broker); err != nil {
 		return nil, nil, err
 	}
-	if b, err = natsgo.Connect(url); err != nil {
+	if b, err = rawConn(broker); err != nil {
 		a.Close()
 		return nil, nil, err
 	}
@@ -70,8 +76,8 @@ const rounds = 5
 // rawEcho connects a plain responder that answers bench.echo with the
 // request's payload, and a plain requester; request sends body to it.
 // stop closes both.
-func rawEcho(url string, body []byte) (request func(int) error, stop func(), err error) {
-	responder, requester, err := rawPair(url)
+func rawEcho(b *fabric.Broker, body []byte) (request func(int) error, stop func(), err error) {
+	responder, requester, err := rawPair(b)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -103,7 +109,7 @@ func runRequests(ctx context.Context, cfg Config) ([]Result, error) {
 	data := Data{Data: payload(cfg.PayloadBytes)}
 	body, _ := json.Marshal(data)
 
-	raw, stop, err := rawEcho(c.broker.ClientURL(), body)
+	raw, stop, err := rawEcho(c.broker, body)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +176,7 @@ func runEvents(ctx context.Context, cfg Config) ([]Result, error) {
 	body, _ := json.Marshal(data)
 	n := cfg.Events / rounds
 
-	sub, pub, err := rawPair(c.broker.ClientURL())
+	sub, pub, err := rawPair(c.broker)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +252,7 @@ func runForwarded(ctx context.Context, cfg Config) ([]Result, error) {
 	target := c.slaves[0].Instances()[0].ID
 	body, _ := json.Marshal(Target{InstanceID: target, Data: payload(cfg.PayloadBytes)})
 
-	raw, stop, err := rawEcho(c.broker.ClientURL(), body)
+	raw, stop, err := rawEcho(c.broker, body)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +312,7 @@ func runBroadcast(ctx context.Context, cfg Config) ([]Result, error) {
 	var done chan struct{}
 	var doneMu sync.Mutex
 	for i := range conns {
-		nc, err := natsgo.Connect(c.broker.ClientURL())
+		nc, err := rawConn(c.broker)
 		if err != nil {
 			return nil, err
 		}
@@ -326,14 +332,14 @@ func runBroadcast(ctx context.Context, cfg Config) ([]Result, error) {
 			return nil, err
 		}
 	}
-	pub, err := natsgo.Connect(c.broker.ClientURL())
+	pub, err := rawConn(c.broker)
 	if err != nil {
 		return nil, err
 	}
 	defer pub.Close()
 	// A broadcast sent again to one slave alone travels on that slave's
 	// link, not on the broadcast subject: an observer counts those too.
-	observer, err := natsgo.Connect(c.broker.ClientURL(), natsgo.Name(observerName))
+	observer, err := rawConn(c.broker, natsgo.Name(observerName))
 	if err != nil {
 		return nil, err
 	}

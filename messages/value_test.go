@@ -1,0 +1,128 @@
+package messages_test
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/linkfabric/linkfabric/messages"
+)
+
+// valueAgrees checks what a Go value passed between links relies on: a
+// value the value check passes is one whose JSON form the schema passes,
+// and a value the schema passes as JSON passes the value check too when
+// its type can travel as a value (its strings valid UTF-8).
+func valueAgrees(t *testing.T, def *messages.Definition, v any, canTravel bool) {
+	t.Helper()
+	ok := def.PayloadValueOK(v)
+	data, err := def.MarshalPayload(v)
+	switch {
+	case ok && err != nil:
+		t.Errorf("%s: value %+v passed as a value, but its JSON %s fails: %v", def.Name(), v, data, err)
+	case !ok && err == nil && canTravel:
+		t.Errorf("%s: value %+v failed as a value, but its JSON %s passes", def.Name(), v, data)
+	}
+}
+
+func TestPayloadValueOK(t *testing.T) {
+	long := strings.Repeat("é", 65)
+	for _, tc := range []struct {
+		def       *messages.Definition
+		v         any
+		canTravel bool
+	}{
+		{messages.SendCommand.Definition, messages.Command{InstanceID: 7, Command: "/help"}, true},
+		{messages.SendCommand.Definition, messages.Command{InstanceID: 0, Command: "/help"}, true}, // minimum 1
+		{messages.SendCommand.Definition, messages.Command{InstanceID: -3, Command: "/help"}, true},
+		{messages.SendCommand.Definition, messages.Command{InstanceID: 7, Command: ""}, true}, // minLength 1
+		{messages.SendCommand.Definition, messages.Command{InstanceID: 7, Command: strings.Repeat("x", 4097)}, true},
+		{messages.SendCommand.Definition, messages.Command{InstanceID: 7, Command: "a\"quote\\and\ncontrol\u2028"}, true},
+		{messages.SendCommand.Definition, messages.Command{InstanceID: 7, Command: "bad \xff utf-8"}, false},
+		{messages.PlayerEvent.Definition, messages.PlayerActivity{InstanceID: 1, Type: "join", Name: "alice"}, true},
+		{messages.PlayerEvent.Definition, messages.PlayerActivity{InstanceID: 1, Type: "jump", Name: "alice"}, true}, // enum
+		{messages.PlayerEvent.Definition, messages.PlayerActivity{InstanceID: 1, Type: "leave", Name: long}, true},   // maxLength 64 code points
+		{messages.PlayerEvent.Definition, messages.PlayerActivity{InstanceID: 1, Type: "leave", Name: long[:128]}, true},
+		{messages.BanlistUpdate.Definition, messages.Ban{Name: "bob", Banned: true}, true}, // reason omitted
+		{messages.BanlistUpdate.Definition, messages.Ban{Name: "bob", Reason: strings.Repeat("r", 1025)}, true},
+		{messages.MasterConnectionEvent.Definition, messages.ConnectionEvent{Event: "drop"}, true},
+		{messages.MasterConnectionEvent.Definition, messages.ConnectionEvent{}, true}, // "" is not in the enum
+		{messages.InstanceOutput.Definition, messages.OutputLine{InstanceID: 3, Time: -5, Level: "warn", Message: "hi"}, true},
+		{messages.Ping.Definition, messages.Empty{}, true},
+		{messages.StartInstance.Definition, messages.InstanceRef{InstanceID: 1 << 62}, true},
+		// Types with slices travel as JSON: never as values.
+		{messages.UpdateInstances.Definition, messages.InstanceUpdate{}, false},
+	} {
+		valueAgrees(t, tc.def, tc.v, tc.canTravel)
+	}
+	// A value of another type than the message's never passes.
+	if messages.SendCommand.PayloadValueOK(messages.InstanceRef{InstanceID: 1}) {
+		t.Error("an InstanceRef passed as the payload of send_command")
+	}
+	if messages.UpdateInstances.PayloadValueOK(messages.InstanceUpdate{Instances: []messages.HostedInstance{{ID: 1, Name: "a"}}}) {
+		t.Error("a payload with a slice passed as a value: its memory would be shared")
+	}
+}
+
+func TestResponseValueOK(t *testing.T) {
+	if !messages.SendCommand.ResponseValueOK(messages.CommandResult{Output: "ok"}) {
+		t.Error("a valid send_command response did not pass as a value")
+	}
+	if messages.SendCommand.ResponseValueOK(messages.Command{}) {
+		t.Error("a value of the request's type passed as the response")
+	}
+	if messages.ListSlaves.ResponseValueOK(messages.SlaveList{}) {
+		t.Error("a response with a slice passed as a value")
+	}
+}
+
+// FuzzPayloadValueOK: the value check and the schema of the JSON form
+// never disagree, on payloads with bounds, enums and optional fields.
+func FuzzPayloadValueOK(f *testing.F) {
+	f.Add(int64(7), "/help", "join", "alice", true)
+	f.Add(int64(0), "", "leave", "", false)
+	f.Add(int64(-1), "\xff", "x", strings.Repeat("é", 64), true)
+	f.Fuzz(func(t *testing.T, id int64, text, kind, name string, banned bool) {
+		// A string that is not UTF-8 changes on its way through JSON: such
+		// a value goes as JSON.
+		ok := func(s ...string) bool {
+			for _, x := range s {
+				if !utf8.ValidString(x) {
+					return false
+				}
+			}
+			return true
+		}
+		valueAgrees(t, messages.SendCommand.Definition, messages.Command{InstanceID: id, Command: text}, ok(text))
+		valueAgrees(t, messages.PlayerEvent.Definition, messages.PlayerActivity{InstanceID: id, Type: kind, Name: name}, ok(kind, name))
+		valueAgrees(t, messages.BanlistUpdate.Definition, messages.Ban{Name: name, Banned: banned, Reason: text}, ok(name, text))
+		valueAgrees(t, messages.InstanceOutput.Definition, messages.OutputLine{InstanceID: id, Time: id, Level: kind, Message: text}, ok(kind, text))
+	})
+}
+
+// BenchmarkPayloadValueOK: checking a typed event as a Go value, against
+// checking its JSON form (the value is boxed once, as a link does).
+func BenchmarkPayloadValueOK(b *testing.B) {
+	line := messages.OutputLine{InstanceID: 101, Time: 1795822972042, Level: "info", Message: "a line of output from the game server"}
+	def := messages.InstanceOutput.Definition
+	b.Run("value", func(b *testing.B) {
+		v := any(line)
+		b.ReportAllocs()
+		for b.Loop() {
+			if !def.PayloadValueOK(v) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		data, err := def.MarshalPayload(line)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := def.ValidatePayload(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -104,7 +104,7 @@ type controlState struct {
 	// replayed (set_instance_output_subscriptions with since), new lines
 	// wait here, so that they arrive after the replay, in order.
 	replaying bool
-	pending   []*link.Message
+	pending   []*link.Envelope
 }
 
 // liveness notices a peer that has gone quiet: any message received
@@ -137,7 +137,7 @@ type outputBuffer struct {
 
 type bufferedLine struct {
 	time int64
-	msg  *link.Message
+	msg  *link.Envelope
 }
 
 func (b *outputBuffer) add(l bufferedLine) {
@@ -159,8 +159,8 @@ func (b *outputBuffer) add(l bufferedLine) {
 }
 
 // since returns the lines whose time is at or after t, oldest first.
-func (b *outputBuffer) since(t int64) []*link.Message {
-	var out []*link.Message
+func (b *outputBuffer) since(t int64) []*link.Envelope {
+	var out []*link.Envelope
 	for _, l := range b.lines {
 		if l.time >= t {
 			out = append(out, l.msg)
@@ -504,7 +504,7 @@ func (m *activeMaster) wireSlave(l *link.Link, id int64, c session) {
 		m.setStatus(l, id, r.InstanceID, messages.StatusStopped)
 		return nil
 	}, nb)
-	l.HandleEventJSON(messages.InstanceOutput, func(ctx context.Context, ev *link.Message) error {
+	l.HandleEventJSON(messages.InstanceOutput, func(ctx context.Context, ev *link.Envelope) error {
 		return m.relayOutput(ctx, l, id, ev)
 	})
 	link.HandleEvent(l, messages.PlayerEvent, func(_ context.Context, p messages.PlayerActivity) error {
@@ -794,7 +794,7 @@ func (m *activeMaster) slaveLink(id int64) *link.Link {
 
 func (m *activeMaster) acceptControl(c session) error {
 	user := c.Peer().ID
-	l, err := m.newLink(c, link.WithAuthorizer(func(ctx context.Context, def *messages.Definition, msg *link.Message) error {
+	l, err := m.newLink(c, link.WithAuthorizer(func(ctx context.Context, def *messages.Definition, msg *link.Envelope) error {
 		if !m.perms.Allows(user, def.Permission()) {
 			return link.Errorf(link.CodePermissionDenied, "user %s does not have permission %s", user, def.Permission())
 		}
@@ -881,7 +881,7 @@ func (m *activeMaster) setBanned(ctx context.Context, l *link.Link, st *controlS
 	}
 	m.mu.Unlock()
 	m.log.Info("player ban changed", "player", b.Name, "banned", b.Banned, "by", st.user)
-	if err := m.broadcast(ctx, &link.Message{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: l.Peer()}); err != nil {
+	if err := m.broadcast(ctx, &link.Envelope{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: l.Peer()}); err != nil {
 		return link.Errorf(link.CodeUnavailable, "the ban is saved, and every slave gets it when it next registers, but it was not sent to the slaves now: %v", err)
 	}
 	return nil
@@ -1021,7 +1021,7 @@ func (m *activeMaster) follow(ctx context.Context, l *link.Link, st *controlStat
 	for _, id := range r.InstanceIDs {
 		st.follow[id] = true
 	}
-	var replay []*link.Message
+	var replay []*link.Envelope
 	for _, c := range r.Since {
 		if b := m.outputs[c.InstanceID]; b != nil && st.follow[c.InstanceID] {
 			replay = append(replay, b.since(c.Time)...)
@@ -1067,7 +1067,7 @@ func (m *activeMaster) route(l *link.Link) {
 		case def.ForwardTo() == messages.Instance:
 			l.HandleEventJSON(def, m.forwardEvent)
 		case def.BroadcastTo() == messages.Instance:
-			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
 				if !m.checkOrigin(l, ev) {
 					return nil // refused and counted
 				}
@@ -1085,7 +1085,7 @@ func (m *activeMaster) route(l *link.Link) {
 // arrived on l: the peer itself, or, from a slave, an instance it hosts
 // (the slave passes on its instances' broadcasts). A control's broadcast
 // starts at the control, whatever it says.
-func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Message) bool {
+func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Envelope) bool {
 	peer := l.Peer()
 	switch {
 	case ev.Origin.IsZero(), ev.Origin == peer:
@@ -1164,7 +1164,7 @@ func (m *activeMaster) slaveForReady(ctx context.Context, instanceID int64) (*li
 	return m.slaveFor(instanceID)
 }
 
-func (m *activeMaster) forwardRequest(ctx context.Context, req *link.Message) ([]byte, error) {
+func (m *activeMaster) forwardRequest(ctx context.Context, req *link.Envelope) ([]byte, error) {
 	id, err := instanceID(req.Data)
 	if err != nil {
 		return nil, err
@@ -1180,7 +1180,7 @@ func (m *activeMaster) forwardRequest(ctx context.Context, req *link.Message) ([
 	return data, nil
 }
 
-func (m *activeMaster) forwardEvent(ctx context.Context, ev *link.Message) error {
+func (m *activeMaster) forwardEvent(ctx context.Context, ev *link.Envelope) error {
 	id, err := instanceID(ev.Data)
 	if err != nil {
 		return err
@@ -1198,14 +1198,14 @@ func (m *activeMaster) forwardEvent(ctx context.Context, ev *link.Message) error
 // broadcast sends an event to every slave with one NATS message, checked
 // against the catalog as any message the master sends; each slave passes
 // it on to its instances, except the one it came from.
-func (m *activeMaster) broadcast(ctx context.Context, ev *link.Message) error {
+func (m *activeMaster) broadcast(ctx context.Context, ev *link.Envelope) error {
 	return m.bcast.ForwardEvent(ctx, ev)
 }
 
 // relayOutput passes the output of an instance that slave id, on l,
 // hosts to the controls following it, and keeps it for those that move
 // to this master later and ask for what they missed.
-func (m *activeMaster) relayOutput(ctx context.Context, l *link.Link, slaveID int64, ev *link.Message) error {
+func (m *activeMaster) relayOutput(ctx context.Context, l *link.Link, slaveID int64, ev *link.Envelope) error {
 	var line struct {
 		InstanceID int64 `json:"instance_id"`
 		Time       int64 `json:"time"`
@@ -1214,7 +1214,7 @@ func (m *activeMaster) relayOutput(ctx context.Context, l *link.Link, slaveID in
 		return link.Errorf(link.CodeInvalidMessage, "instance_output without an instance_id")
 	}
 	id := line.InstanceID
-	kept := &link.Message{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}
+	kept := &link.Envelope{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}
 	m.mu.Lock()
 	if !m.speaksForLocked(l, slaveID, id) {
 		m.mu.Unlock()

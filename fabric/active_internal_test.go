@@ -15,7 +15,7 @@ import (
 func TestOutputBufferBounds(t *testing.T) {
 	var b outputBuffer
 	for i := range 3 * outputKept {
-		b.add(bufferedLine{time: int64(i), msg: &link.Message{Data: []byte(fmt.Sprint(i))}})
+		b.add(bufferedLine{time: int64(i), msg: &link.Envelope{Data: []byte(fmt.Sprint(i))}})
 	}
 	if len(b.lines) != outputKept || b.lines[0].time != 2*outputKept || b.lines[len(b.lines)-1].time != 3*outputKept-1 {
 		t.Fatalf("kept %d lines, from %d to %d; want the last %d", len(b.lines), b.lines[0].time, b.lines[len(b.lines)-1].time, outputKept)
@@ -25,7 +25,7 @@ func TestOutputBufferBounds(t *testing.T) {
 	}
 	big := strings.Repeat("x", outputKeptBytes/4)
 	for i := range 10 {
-		b.add(bufferedLine{time: int64(10000 + i), msg: &link.Message{Data: []byte(big)}})
+		b.add(bufferedLine{time: int64(10000 + i), msg: &link.Envelope{Data: []byte(big)}})
 	}
 	if b.bytes > outputKeptBytes || len(b.lines) != 4 || b.lines[3].time != 10009 {
 		t.Errorf("with large lines: %d lines, %d bytes; want the last 4, at most %d bytes", len(b.lines), b.bytes, outputKeptBytes)

@@ -156,7 +156,7 @@ func (c *Control) dial() (*link.Link, error) {
 	// Plugin events for controls that no one here handles are let go.
 	for _, def := range c.catalog.On(messages.Direction{Source: messages.Master, Target: messages.Control}) {
 		if !l.Handles(def) && def.Kind() == messages.KindEvent {
-			l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
+			l.HandleEventJSON(def, func(context.Context, *link.Envelope) error { return nil })
 		}
 	}
 	if err := l.Start(); err != nil {

@@ -119,7 +119,7 @@ func (m *metrics) codeLabel(err error) string {
 	return code
 }
 
-func (m *metrics) count(dir messages.Direction, msg *link.Message, sent bool) {
+func (m *metrics) count(dir messages.Direction, msg *link.Envelope, sent bool) {
 	typ := m.typeLabel(msg.Type)
 	k := counterKey{dir: dir, kind: msg.Kind, typ: typ, sent: sent}
 	c, ok := m.counters.Load(k)
@@ -134,10 +134,10 @@ func (m *metrics) count(dir messages.Direction, msg *link.Message, sent bool) {
 }
 
 // Sent implements link.Observer.
-func (m *metrics) Sent(dir messages.Direction, msg *link.Message) { m.count(dir, msg, true) }
+func (m *metrics) Sent(dir messages.Direction, msg *link.Envelope) { m.count(dir, msg, true) }
 
 // Received implements link.Observer.
-func (m *metrics) Received(dir messages.Direction, msg *link.Message) { m.count(dir, msg, false) }
+func (m *metrics) Received(dir messages.Direction, msg *link.Envelope) { m.count(dir, msg, false) }
 
 // RequestEnded implements link.Observer.
 func (m *metrics) RequestEnded(msgType string, err error, took time.Duration) {

@@ -217,7 +217,7 @@ func (t *natsTransport) Announce(ctx context.Context, to messages.Endpoint) erro
 	return t.n.Announce(ctx, to)
 }
 
-func (t *natsTransport) Broadcast(ctx context.Context, to messages.Endpoint, m *link.Message) error {
+func (t *natsTransport) Broadcast(ctx context.Context, to messages.Endpoint, m *link.Envelope) error {
 	return t.n.Broadcast(ctx, link.Address{Type: to, ID: lfnats.BroadcastID}, m)
 }
 

@@ -119,7 +119,7 @@ func WithLocalBroker(b *Broker) Option {
 // instances and not others. The user is the one the broker lets publish on
 // the control's subjects, never a field the control wrote. A nil error
 // allows the message; see link.Authorizer for what a refusal does.
-type ControlAuthorizer func(ctx context.Context, user string, def *messages.Definition, m *link.Message) error
+type ControlAuthorizer func(ctx context.Context, user string, def *messages.Definition, m *link.Envelope) error
 
 // WithControlAuthorizer adds authorize to the master's permission check of
 // what controls send (see ControlAuthorizer). Other endpoints ignore it.

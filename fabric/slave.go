@@ -53,7 +53,7 @@ type Slave struct {
 	// the master waits here, and in the connector of the session that ended
 	// (events it never had acknowledged), for the next session, for up to
 	// the session timeout.
-	outbox       []*link.Message
+	outbox       []*link.Envelope
 	lastConn     session
 	masterLostAt time.Time
 	// When the master last answered on the current session (masterHeard)
@@ -465,7 +465,7 @@ type masterObserver struct {
 	heard func()
 }
 
-func (o masterObserver) Received(dir messages.Direction, m *link.Message) {
+func (o masterObserver) Received(dir messages.Direction, m *link.Envelope) {
 	o.metrics.Received(dir, m)
 	if m.Kind == link.KindRequest && m.Type == messages.PrepareDisconnect.Name() {
 		o.heard()
@@ -602,7 +602,7 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 			l.HandleEventJSON(def, s.forwardEvent)
 		case from == messages.Master && def.BroadcastTo() == messages.Instance:
 			isBan := def == messages.BanlistUpdate.Def()
-			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
 				if isBan {
 					var b messages.Ban
 					if err := json.Unmarshal(ev.Data, &b); err == nil {
@@ -618,7 +618,7 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 			})
 		case from == messages.Instance && def.BroadcastTo() == messages.Instance:
 			peer := l.Peer()
-			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
 				ev.Origin = peer
 				err := s.broadcast(ctx, ev, peer)
 				if def.ValidOn(messages.Direction{Source: messages.Slave, Target: messages.Master}) {
@@ -628,7 +628,7 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 			})
 		case from == messages.Instance && def.ForwardTo() == messages.Master && def.Kind() == messages.KindRequest:
 			peer := l.Peer()
-			l.HandleRequestJSON(def, func(ctx context.Context, req *link.Message) ([]byte, error) {
+			l.HandleRequestJSON(def, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
 				if err := s.speaksFor(peer, req.Data); err != nil {
 					return nil, err
 				}
@@ -640,7 +640,7 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 			})
 		case from == messages.Instance && def.ForwardTo() == messages.Master:
 			peer := l.Peer()
-			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Message) error {
+			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
 				if err := s.speaksFor(peer, ev.Data); err != nil {
 					return err
 				}
@@ -680,7 +680,7 @@ func (s *Slave) hostsInstance(a link.Address) bool {
 
 // toMaster passes an event on to the master, or keeps it for the next
 // session while there is none.
-func (s *Slave) toMaster(ctx context.Context, ev *link.Message) error {
+func (s *Slave) toMaster(ctx context.Context, ev *link.Envelope) error {
 	s.mu.Lock()
 	master := s.master
 	if master == nil || s.leaving {
@@ -704,7 +704,7 @@ func (s *Slave) toMaster(ctx context.Context, ev *link.Message) error {
 
 // holdLocked keeps an event for the master's next session. s.mu must be
 // held.
-func (s *Slave) holdLocked(ev *link.Message) error {
+func (s *Slave) holdLocked(ev *link.Envelope) error {
 	if !s.masterLostAt.IsZero() && time.Since(s.masterLostAt) > s.cfg.Timing.SessionTimeout {
 		// The session is over: what it owed the master is given up.
 		s.outbox, s.lastConn = nil, nil
@@ -713,12 +713,12 @@ func (s *Slave) holdLocked(ev *link.Message) error {
 	if len(s.outbox) >= maxOutbox {
 		return link.Errorf(link.CodeUnavailable, "slave %d holds %d events for a master that is away", s.cfg.ID, maxOutbox)
 	}
-	s.outbox = append(s.outbox, &link.Message{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	s.outbox = append(s.outbox, &link.Envelope{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
 	return nil
 }
 
 // broadcast passes an event to every running instance but except.
-func (s *Slave) broadcast(ctx context.Context, ev *link.Message, except link.Address) error {
+func (s *Slave) broadcast(ctx context.Context, ev *link.Envelope, except link.Address) error {
 	var errs []error
 	for _, l := range s.running() {
 		if l.Peer() == except {
@@ -746,7 +746,7 @@ func (s *Slave) target(data []byte) (*hosted, error) {
 	return h, nil
 }
 
-func (s *Slave) forwardRequest(ctx context.Context, req *link.Message) ([]byte, error) {
+func (s *Slave) forwardRequest(ctx context.Context, req *link.Envelope) ([]byte, error) {
 	h, err := s.target(req.Data)
 	if err != nil {
 		return nil, err
@@ -783,7 +783,7 @@ func (s *Slave) forwardRequest(ctx context.Context, req *link.Message) ([]byte, 
 	return data, err
 }
 
-func (s *Slave) forwardEvent(ctx context.Context, ev *link.Message) error {
+func (s *Slave) forwardEvent(ctx context.Context, ev *link.Envelope) error {
 	h, err := s.target(ev.Data)
 	if err != nil {
 		return err
@@ -874,7 +874,7 @@ func (s *Slave) relayStatus(ctx context.Context, id int64, status string, ev *me
 	if err != nil {
 		return err
 	}
-	return s.toMaster(ctx, &link.Message{Kind: link.KindEvent, Type: ev.Name(), Data: data})
+	return s.toMaster(ctx, &link.Envelope{Kind: link.KindEvent, Type: ev.Name(), Data: data})
 }
 
 // retire closes the link of an instance that has stopped, once what it

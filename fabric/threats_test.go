@@ -266,7 +266,7 @@ func TestThreatSlaveSpeaksForOthers(t *testing.T) {
 		t.Helper()
 		data, err := encodeJSON(payload)
 		conformance.NoErr(t, err, "encode")
-		conformance.NoErr(t, master.ForwardEvent(ctx, &link.Message{Kind: link.KindEvent, Type: m.Def().Name(), Data: data, Origin: origin}), "forge "+m.Def().Name())
+		conformance.NoErr(t, master.ForwardEvent(ctx, &link.Envelope{Kind: link.KindEvent, Type: m.Def().Name(), Data: data, Origin: origin}), "forge "+m.Def().Name())
 	}
 	instance21 := link.Address{Type: messages.Instance, ID: "21"}
 	before := claimsRefusedNow(t, c.master, "slave", "instance")
@@ -580,7 +580,7 @@ type orderedInstance struct {
 func (o orderedInstance) Attach(l *link.Link) {
 	o.Instance.Attach(l)
 	for _, m := range []messages.Message{o.one, o.all} {
-		l.HandleEventJSON(m, func(_ context.Context, ev *link.Message) error {
+		l.HandleEventJSON(m, func(_ context.Context, ev *link.Envelope) error {
 			var p struct {
 				N int `json:"n"`
 			}

@@ -36,7 +36,7 @@ var (
 	benchLineJSON    = []byte(`{"instance_id":7,"time":1700000000000,"level":"info","message":"[CHAT] alice: hello everyone"}`)
 )
 
-func runCommandJSON(context.Context, *link.Message) ([]byte, error) { return benchResultJSON, nil }
+func runCommandJSON(context.Context, *link.Envelope) ([]byte, error) { return benchResultJSON, nil }
 
 // requestCases are the ways a request reaches its handler.
 var requestCases = []struct {
@@ -167,7 +167,7 @@ func BenchmarkEvent(b *testing.B) {
 			}, link.NonBlocking())
 		}, emitTyped},
 		{"json-nonblocking", func(l *link.Link, counted func()) {
-			l.HandleEventJSON(messages.InstanceOutput, func(context.Context, *link.Message) error {
+			l.HandleEventJSON(messages.InstanceOutput, func(context.Context, *link.Envelope) error {
 				counted()
 				return nil
 			}, link.NonBlocking())
@@ -231,7 +231,7 @@ func BenchmarkForwardedRequest(b *testing.B) {
 		ca, cb := virtual.Pair()
 		toOther := newLink(b, ca, slaveAddr, other)
 		otherSide := newLink(b, cb, other, slaveAddr)
-		fromInstance.HandleRequestJSON(testEcho, func(ctx context.Context, req *link.Message) ([]byte, error) {
+		fromInstance.HandleRequestJSON(testEcho, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
 			return toOther.ForwardRequest(ctx, req)
 		})
 		link.HandleRequest(otherSide, testEcho, echoHandler, link.NonBlocking())

@@ -15,7 +15,7 @@ type Fanout interface {
 	// type to, blocking at most until ctx is done. The transport owns m
 	// afterwards. An error means the event was not sent; an *Error tells
 	// why in the link's terms.
-	Broadcast(ctx context.Context, to messages.Endpoint, m *Message) error
+	Broadcast(ctx context.Context, to messages.Endpoint, m *Envelope) error
 }
 
 // Broadcaster sends events from one endpoint to every endpoint of a type,
@@ -48,7 +48,7 @@ func NewBroadcaster(fan Fanout, self Address, to messages.Endpoint, catalog *mes
 // ForwardEvent broadcasts an event that arrived on a link, keeping its
 // type, payload and origin. The payload was validated on arrival and is
 // not checked again. It returns once the transport has taken the event.
-func (b *Broadcaster) ForwardEvent(ctx context.Context, ev *Message) error {
+func (b *Broadcaster) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	def, ok := b.catalog.Lookup(ev.Type)
 	if !ok {
 		return Errorf(CodeInvalidMessage, "%s is not in the catalog of broadcasts %s", ev.Type, b.out)
@@ -56,7 +56,7 @@ func (b *Broadcaster) ForwardEvent(ctx context.Context, ev *Message) error {
 	if err := checkKind(def, messages.KindEvent, b.out); err != nil {
 		return err
 	}
-	if err := b.fan.Broadcast(ctx, b.to, &Message{Kind: KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}); err != nil {
+	if err := b.fan.Broadcast(ctx, b.to, &Envelope{Kind: KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}); err != nil {
 		return sendError(ev.Type, err)
 	}
 	return nil

@@ -12,11 +12,11 @@ import (
 // fanout records what a Broadcaster hands the transport.
 type fanout struct {
 	to   []messages.Endpoint
-	sent []*link.Message
+	sent []*link.Envelope
 	err  error
 }
 
-func (f *fanout) Broadcast(_ context.Context, to messages.Endpoint, m *link.Message) error {
+func (f *fanout) Broadcast(_ context.Context, to messages.Endpoint, m *link.Envelope) error {
 	if f.err != nil {
 		return f.err
 	}
@@ -39,7 +39,7 @@ func TestBroadcaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	ban := &link.Message{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"griefer","banned":true}`), Origin: controlAddr}
+	ban := &link.Envelope{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"griefer","banned":true}`), Origin: controlAddr}
 	if err := b.ForwardEvent(ctx, ban); err != nil {
 		t.Fatalf("broadcasting %s: %v", ban.Type, err)
 	}
@@ -52,7 +52,7 @@ func TestBroadcaster(t *testing.T) {
 		{"not valid from the master to slaves", messages.InstanceOutput.Name()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := b.ForwardEvent(ctx, &link.Message{Kind: link.KindEvent, Type: tc.typ, Data: []byte(`{}`)})
+			err := b.ForwardEvent(ctx, &link.Envelope{Kind: link.KindEvent, Type: tc.typ, Data: []byte(`{}`)})
 			wantCode(t, err, link.CodeInvalidMessage)
 		})
 	}

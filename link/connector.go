@@ -29,10 +29,13 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
-// Message is one message on a link, as links and connectors exchange it.
-// A connector carries every field to the peer's link unchanged, except
-// Reply, which is its own.
-type Message struct {
+// Envelope is a message as it travels on a link: its kind, type, id and
+// payload, with what the links at both ends need to pair a response with
+// its request, bound a request's wait and trace a broadcast. Links and
+// connectors exchange envelopes; what a message is (its name, schemas and
+// links) is its definition, a messages.Message. A connector carries every
+// field to the peer's link unchanged, except Reply, which is its own.
+type Envelope struct {
 	Kind Kind
 	// Type is the message type name; a response carries its request's.
 	Type string
@@ -70,13 +73,13 @@ type Message struct {
 	Local bool
 }
 
-// ValueCarrier is a Connector that can carry Message.Value to its peer's
+// ValueCarrier is a Connector that can carry Envelope.Value to its peer's
 // link in the same process as it is, sharing it: connector/virtual. A
 // link sends such a connector the Go values of typed messages whose type
 // shares no memory, with no JSON.
 type ValueCarrier interface {
 	Connector
-	// CarriesValues reports whether Send carries Message.Value.
+	// CarriesValues reports whether Send carries Envelope.Value.
 	CarriesValues() bool
 }
 
@@ -90,7 +93,7 @@ type Connector interface {
 	// The connector owns m afterwards. An error means the message was not
 	// sent; an *Error tells why in terms the requester understands
 	// (CodeNotConnected, CodeTooLarge, CodeSessionLost).
-	Send(ctx context.Context, m *Message) error
+	Send(ctx context.Context, m *Envelope) error
 	// Flush waits, at most until ctx ends, until the peer has everything
 	// sent so far, as far as the connector can know: one that keeps
 	// messages until the peer acknowledges them waits for the
@@ -133,7 +136,7 @@ type Receiver interface {
 	// delivers the message again later, in order. The link traces messages
 	// sent from inside its handlers by ctx (see NonBlocking): a connector
 	// that delivers on the sender's goroutine passes the sender's ctx.
-	Receive(ctx context.Context, m *Message) error
+	Receive(ctx context.Context, m *Envelope) error
 	// Status reports a change of the connection beneath the link.
 	Status(s Status, err error)
 }

@@ -62,12 +62,12 @@ func (q *fifo[T]) drop() int {
 // delivery is a request waiting for a handler, with the context it was
 // delivered with: its requester waits for the handler, wherever it runs.
 type delivery struct {
-	m    *Message
+	m    *Envelope
 	from context.Context
 }
 
 // receive takes one message from the connector.
-func (l *Link) receive(ctx context.Context, m *Message) error {
+func (l *Link) receive(ctx context.Context, m *Envelope) error {
 	if !m.Local {
 		l.stats.received.Add(1)
 	}
@@ -89,7 +89,7 @@ func (l *Link) receive(ctx context.Context, m *Message) error {
 }
 
 // receiveResponse hands a response to the request waiting for it.
-func (l *Link) receiveResponse(m *Message) {
+func (l *Link) receiveResponse(m *Envelope) {
 	l.mu.Lock()
 	c := l.pending[m.ID]
 	if c != nil {
@@ -120,7 +120,7 @@ func (l *Link) inline(typ string) bool {
 	return h == nil || h.nonBlocking
 }
 
-func (l *Link) receiveRequest(ctx context.Context, m *Message) error {
+func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
 	inline := l.inline(m.Type)
 	l.mu.Lock()
 	if l.state == stateClosed {
@@ -168,7 +168,7 @@ func (l *Link) receiveRequest(ctx context.Context, m *Message) error {
 
 // startWorkerLocked serves m on a new goroutine of the link's, which then
 // serves the requests waiting. l.mu must be held.
-func (l *Link) startWorkerLocked(m *Message, from context.Context) {
+func (l *Link) startWorkerLocked(m *Envelope, from context.Context) {
 	l.workers++
 	l.goLocked(func() { l.work(delivery{m, from}) })
 }
@@ -194,7 +194,7 @@ func (l *Link) work(d delivery) {
 	}
 }
 
-func (l *Link) receiveEvent(ctx context.Context, m *Message) error {
+func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 	if !l.hasEvents {
 		l.drop(m, "no event is valid on "+l.in.String())
 		return nil
@@ -339,14 +339,14 @@ func (l *Link) endLocked() {
 	l.checkIdle()
 }
 
-func (l *Link) drop(m *Message, reason string) {
+func (l *Link) drop(m *Envelope, reason string) {
 	l.stats.invalid.Add(1)
 	l.opts.logger.Warn("dropped invalid message", "link", l.String(), "kind", m.Kind.String(), "type", m.Type, "reason", reason)
 }
 
 // serve runs a request's handler and sends the response. from is the
 // context the request was delivered with.
-func (l *Link) serve(from context.Context, m *Message) {
+func (l *Link) serve(from context.Context, m *Envelope) {
 	defer l.end()
 	deadline := m.Deadline
 	if deadline.IsZero() {
@@ -355,10 +355,10 @@ func (l *Link) serve(from context.Context, m *Message) {
 	// One allocation for the handler's context and the response.
 	sv := &struct {
 		ctx  requestCtx
-		resp Message
+		resp Envelope
 	}{
 		ctx:  requestCtx{lazyDeadline: lazyDeadline{parent: l.ctx, deadline: deadline}, l: l, from: from},
-		resp: Message{Kind: KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
+		resp: Envelope{Kind: KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
 	}
 	ctx, resp := &sv.ctx, &sv.resp
 	data, value, err := l.dispatch(ctx, m)
@@ -393,7 +393,7 @@ func (l *Link) serve(from context.Context, m *Message) {
 
 // dispatch checks an inbound request and runs its handler. A panicking
 // handler yields CodeInternal; the process goes on.
-func (l *Link) dispatch(ctx *requestCtx, m *Message) (data []byte, value any, err error) {
+func (l *Link) dispatch(ctx *requestCtx, m *Envelope) (data []byte, value any, err error) {
 	def, h, err := l.lookup(m, messages.KindRequest)
 	if err != nil {
 		return nil, nil, err
@@ -432,7 +432,7 @@ func (l *Link) dispatch(ctx *requestCtx, m *Message) (data []byte, value any, er
 
 // authorized asks the link's authorizer, if any, whether m, which
 // declares a permission, may be handled.
-func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Message) *Error {
+func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Envelope) *Error {
 	perm := def.Permission()
 	if perm == "" || perm == messages.Unrestricted || l.opts.authorize == nil {
 		return nil
@@ -450,7 +450,7 @@ func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Mess
 
 // lookup checks that an inbound message is known, of the right kind, valid
 // on this link towards this side, and matches its schema.
-func (l *Link) lookup(m *Message, kind messages.Kind) (*messages.Definition, *handler, error) {
+func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *handler, error) {
 	def, ok := l.catalog.Lookup(m.Type)
 	switch {
 	case !ok:
@@ -487,7 +487,7 @@ func (l *Link) lookup(m *Message, kind messages.Kind) (*messages.Definition, *ha
 	return def, h, nil
 }
 
-func (l *Link) handleEvent(ctx *eventCtx, m *Message) {
+func (l *Link) handleEvent(ctx *eventCtx, m *Envelope) {
 	def, h, err := l.lookup(m, messages.KindEvent)
 	if err != nil {
 		l.drop(m, err.Error())

@@ -357,7 +357,7 @@ func TestForwardedResponseChangedIsChecked(t *testing.T) {
 	other := link.Address{Type: messages.Instance, ID: "8"}
 	toSlave, fromInstance := newPair(t, instanceAddr, slaveAddr, nil, nil)
 	toOther, otherSide := newPair(t, slaveAddr, other, nil, nil)
-	fromInstance.HandleRequestJSON(testEcho, func(ctx context.Context, req *link.Message) ([]byte, error) {
+	fromInstance.HandleRequestJSON(testEcho, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
 		data, err := toOther.ForwardRequest(ctx, req)
 		if err != nil || string(req.Data) == `{"n":1,"text":"as it came"}` {
 			return data, err

@@ -50,7 +50,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	for _, m := range []messages.Message{messages.InstanceStarted, messages.InstanceStopped, messages.InstanceOutput, messages.PlayerEvent} {
-		toInstance.HandleEventJSON(m, func(context.Context, *link.Message) error { return nil })
+		toInstance.HandleEventJSON(m, func(context.Context, *link.Envelope) error { return nil })
 	}
 	if err := toInstance.Start(); err != nil {
 		log.Fatal(err)

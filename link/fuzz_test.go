@@ -16,7 +16,7 @@ import (
 type fakeConn struct {
 	mu     sync.Mutex
 	r      link.Receiver
-	sent   []*link.Message
+	sent   []*link.Envelope
 	notify chan struct{} // holds a token after each Send
 }
 
@@ -31,7 +31,7 @@ func (c *fakeConn) Start(r link.Receiver) error {
 
 func (c *fakeConn) Flush(context.Context) error { return nil }
 
-func (c *fakeConn) Send(_ context.Context, m *link.Message) error {
+func (c *fakeConn) Send(_ context.Context, m *link.Envelope) error {
 	c.mu.Lock()
 	c.sent = append(c.sent, m)
 	c.mu.Unlock()
@@ -51,10 +51,10 @@ func (c *fakeConn) receiver() link.Receiver {
 }
 
 // withID returns the messages sent with id.
-func (c *fakeConn) withID(id uint64) []*link.Message {
+func (c *fakeConn) withID(id uint64) []*link.Envelope {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []*link.Message
+	var out []*link.Envelope
 	for _, m := range c.sent {
 		if m.ID == id {
 			out = append(out, m)
@@ -65,7 +65,7 @@ func (c *fakeConn) withID(id uint64) []*link.Message {
 
 // waitID waits until something has been sent with id and returns it all,
 // failing the test after timeout.
-func (c *fakeConn) waitID(t *testing.T, id uint64, timeout time.Duration, what string) []*link.Message {
+func (c *fakeConn) waitID(t *testing.T, id uint64, timeout time.Duration, what string) []*link.Envelope {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -172,12 +172,12 @@ func FuzzReceive(f *testing.F) {
 		l, conn := fuzzLink(t)
 		r := conn.receiver()
 		deadline := time.Now().Add(5 * time.Second)
-		_ = r.Receive(context.Background(), &link.Message{Kind: link.Kind(kind), Type: typ, ID: 1, Data: data, Deadline: deadline})
+		_ = r.Receive(context.Background(), &link.Envelope{Kind: link.Kind(kind), Type: typ, ID: 1, Data: data, Deadline: deadline})
 
 		// A good request after it is answered: the link still works, and
 		// (responses being sent as handlers end) a response to the fuzzed
 		// request, if any, has been sent by then or is about to be.
-		_ = r.Receive(context.Background(), &link.Message{Kind: link.KindRequest, Type: "test:echo", ID: 2, Data: []byte(`{"n":2,"text":"after"}`), Deadline: deadline})
+		_ = r.Receive(context.Background(), &link.Envelope{Kind: link.KindRequest, Type: "test:echo", ID: 2, Data: []byte(`{"n":2,"text":"after"}`), Deadline: deadline})
 		if good := conn.waitID(t, 2, 5*time.Second, "the response to the good request"); len(good) != 1 || good[0].Error != nil || string(good[0].Data) != `{"n":2,"text":"after"}` {
 			t.Fatalf("good request after %s %q %q: got %s", link.Kind(kind), typ, data, describe(good))
 		}
@@ -218,7 +218,7 @@ func FuzzReceive(f *testing.F) {
 	})
 }
 
-func describe(ms []*link.Message) string {
+func describe(ms []*link.Envelope) string {
 	s := fmt.Sprintf("%d messages", len(ms))
 	for _, m := range ms {
 		s += fmt.Sprintf("; %s %s id=%d data=%q error=%v", m.Kind, m.Type, m.ID, m.Data, m.Error)

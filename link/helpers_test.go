@@ -116,11 +116,11 @@ func stub(l *link.Link, handled ...messages.Message) {
 		}
 		name := def.Name()
 		if def.Kind() == messages.KindRequest {
-			l.HandleRequestJSON(def, func(context.Context, *link.Message) ([]byte, error) {
+			l.HandleRequestJSON(def, func(context.Context, *link.Envelope) ([]byte, error) {
 				return nil, link.Errorf(codeStub, "%s is stubbed", name)
 			})
 		} else {
-			l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
+			l.HandleEventJSON(def, func(context.Context, *link.Envelope) error { return nil })
 		}
 	}
 }
@@ -193,11 +193,11 @@ func equal[T comparable](t testing.TB, got, want T, what string) {
 // reading what the link under test sends back.
 type recorder struct {
 	mu       sync.Mutex
-	msgs     []*link.Message
+	msgs     []*link.Envelope
 	statuses []link.Status
 }
 
-func (r *recorder) Receive(_ context.Context, m *link.Message) error {
+func (r *recorder) Receive(_ context.Context, m *link.Envelope) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.msgs = append(r.msgs, m)
@@ -211,10 +211,10 @@ func (r *recorder) Status(s link.Status, _ error) {
 }
 
 // responses returns every response received for id.
-func (r *recorder) responses(id uint64) []*link.Message {
+func (r *recorder) responses(id uint64) []*link.Envelope {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*link.Message
+	var out []*link.Envelope
 	for _, m := range r.msgs {
 		if m.Kind == link.KindResponse && m.ID == id {
 			out = append(out, m)
@@ -224,7 +224,7 @@ func (r *recorder) responses(id uint64) []*link.Message {
 }
 
 // response waits for the response to request id.
-func (r *recorder) response(t testing.TB, id uint64) *link.Message {
+func (r *recorder) response(t testing.TB, id uint64) *link.Envelope {
 	t.Helper()
 	conformance.WaitFor(t, 5*time.Second, fmt.Sprintf("the response to request %d", id), func() bool {
 		return len(r.responses(id)) > 0
@@ -241,7 +241,7 @@ func rawPeer(t testing.TB, self, peer link.Address, setup func(l *link.Link) []m
 }
 
 // jsonOnly is a connector that carries JSON only, as one across processes
-// does: the link sends it no Message.Value.
+// does: the link sends it no Envelope.Value.
 type jsonOnly struct{ link.Connector }
 
 // rawPeerOn is rawPeer; with json, the link's connector carries no
@@ -266,7 +266,7 @@ func rawPeerOn(t testing.TB, json bool, self, peer link.Address, setup func(l *l
 }
 
 // send hands m to the raw end, failing the test on error.
-func send(t testing.TB, raw *virtual.Conn, m *link.Message) {
+func send(t testing.TB, raw *virtual.Conn, m *link.Envelope) {
 	t.Helper()
 	conformance.NoErr(t, raw.Send(context.Background(), m), "raw send "+m.Type)
 }

@@ -25,18 +25,18 @@ var ErrSetup = errors.New("link: bad setup")
 // when the handler returns; it carries none of the requester's values. It
 // costs no timer unless the handler calls ctx.Done; ctx.Err reports
 // context.DeadlineExceeded once the deadline has passed either way.
-type RequestHandler func(ctx context.Context, req *Message) ([]byte, error)
+type RequestHandler func(ctx context.Context, req *Envelope) ([]byte, error)
 
 // EventHandler handles an event, already checked against the message's
 // schema. Events of one link are handled one at a time, in the order they
 // arrived. An error is logged and counted; the sender does not hear of it.
 // ctx ends when the link closes.
-type EventHandler func(ctx context.Context, ev *Message) error
+type EventHandler func(ctx context.Context, ev *Envelope) error
 
 type handler struct {
 	request RequestHandler
 	event   EventHandler
-	// values: the handler takes Message.Value (typed handlers; a typed
+	// values: the handler takes Envelope.Value (typed handlers; a typed
 	// request handler may answer with a Go value, see requestCtx.value);
 	// others get Data. (No field more: the master holds a handler per
 	// message for every slave.)
@@ -88,8 +88,8 @@ const (
 // reused: a response is sent on done only with l.mu held and the call in
 // l.pending, so none reaches a call once it has left l.pending.
 type call struct {
-	typ  string        // the request's message type
-	done chan *Message // receives exactly one response
+	typ  string         // the request's message type
+	done chan *Envelope // receives exactly one response
 }
 
 // Link is one side of a two-way channel between two endpoints. It checks
@@ -110,7 +110,7 @@ type Link struct {
 
 	ctx       context.Context // ends when the link closes; parent of handler contexts
 	cancel    context.CancelFunc
-	values    bool // conn carries Message.Value (ValueCarrier)
+	values    bool // conn carries Envelope.Value (ValueCarrier)
 	hasEvents bool // some event can arrive on the link
 	done      chan struct{}
 
@@ -126,11 +126,11 @@ type Link struct {
 	idle       chan struct{} // closed when outbound, inbound or goroutines reach zero
 
 	// Inbound requests and events on their way to handlers (dispatch.go).
-	workers   int            // request handlers running on the link's goroutines
-	waiting   fifo[delivery] // requests waiting for one of them
-	eventBusy bool           // an event is being handled, or a goroutine is on its way to the queue
-	events    fifo[*Message] // events waiting for the one being handled
-	room      chan struct{}  // closed when waiting or events may have room
+	workers   int             // request handlers running on the link's goroutines
+	waiting   fifo[delivery]  // requests waiting for one of them
+	eventBusy bool            // an event is being handled, or a goroutine is on its way to the queue
+	events    fifo[*Envelope] // events waiting for the one being handled
+	room      chan struct{}   // closed when waiting or events may have room
 
 	stats struct {
 		sent, received, invalid, refused, late, handlerErrors atomic.Uint64
@@ -198,7 +198,7 @@ func (l *Link) Done() <-chan struct{} { return l.done }
 // kind must answer. An application handler attached later replaces them.
 func (l *Link) attachBuiltins() {
 	if messages.Ping.ValidOn(l.in) {
-		l.handlers[messages.Ping.Name()] = &handler{builtin: true, nonBlocking: true, request: func(context.Context, *Message) ([]byte, error) {
+		l.handlers[messages.Ping.Name()] = &handler{builtin: true, nonBlocking: true, request: func(context.Context, *Envelope) ([]byte, error) {
 			return []byte("{}"), nil
 		}}
 	}
@@ -307,7 +307,7 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 // from it), so that the original deadline carries over, and so that the
 // handler returning this response as it is, unmodified, to a request of
 // the same type does not check it a second time on the way back.
-func (l *Link) ForwardRequest(ctx context.Context, req *Message) ([]byte, error) {
+func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error) {
 	def, ok := l.catalog.Lookup(req.Type)
 	if !ok {
 		return nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l)
@@ -334,13 +334,13 @@ func (l *Link) EmitJSON(ctx context.Context, m messages.Message, payload []byte)
 	if err := def.ValidatePayload(payload); err != nil {
 		return invalid(err)
 	}
-	return l.emit(ctx, &Message{Kind: KindEvent, Type: def.Name(), Data: payload})
+	return l.emit(ctx, &Envelope{Kind: KindEvent, Type: def.Name(), Data: payload})
 }
 
 // ForwardEvent sends an event that arrived on another link on to this
 // link's peer, keeping its type, payload and origin. The payload was
 // validated on arrival and is not checked again.
-func (l *Link) ForwardEvent(ctx context.Context, ev *Message) error {
+func (l *Link) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	def, ok := l.catalog.Lookup(ev.Type)
 	if !ok {
 		return Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", ev.Type, l)
@@ -348,10 +348,10 @@ func (l *Link) ForwardEvent(ctx context.Context, ev *Message) error {
 	if err := l.checkOutbound(def, messages.KindEvent); err != nil {
 		return err
 	}
-	return l.emit(ctx, &Message{Kind: KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	return l.emit(ctx, &Envelope{Kind: KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
 }
 
-func (l *Link) emit(ctx context.Context, m *Message) error {
+func (l *Link) emit(ctx context.Context, m *Envelope) error {
 	l.mu.Lock()
 	st := l.state
 	l.mu.Unlock()
@@ -369,7 +369,7 @@ func (l *Link) emit(ctx context.Context, m *Message) error {
 }
 
 // sent counts a message the connector took.
-func (l *Link) sent(m *Message) {
+func (l *Link) sent(m *Envelope) {
 	l.stats.sent.Add(1)
 	if l.opts.observer != nil {
 		l.opts.observer.Sent(l.out, m)
@@ -437,7 +437,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	deadline, _ := ctx.Deadline()
 	c, _ := l.calls.Get().(*call)
 	if c == nil {
-		c = &call{done: make(chan *Message, 1)}
+		c = &call{done: make(chan *Envelope, 1)}
 	}
 	c.typ = def.Name()
 
@@ -461,12 +461,12 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	defer l.endCall(id, c)
 
 	start := time.Now()
-	m := &Message{Kind: KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
+	m := &Envelope{Kind: KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
 	if err := l.conn.Send(ctx, m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
 	l.sent(m)
-	var resp *Message
+	var resp *Envelope
 	select {
 	case resp = <-c.done: // answered during Send: a NonBlocking handler over a virtual pair
 	default:
@@ -539,7 +539,7 @@ func sendError(name string, err error) error {
 // Status out of the Link's public API.
 type receiver struct{ l *Link }
 
-func (r receiver) Receive(ctx context.Context, m *Message) error { return r.l.receive(ctx, m) }
+func (r receiver) Receive(ctx context.Context, m *Envelope) error { return r.l.receive(ctx, m) }
 
 func (r receiver) Status(s Status, err error) {
 	l := r.l
@@ -569,7 +569,7 @@ func (l *Link) checkIdle() {
 // prepareDisconnect is the built-in handler of prepare_disconnect: stop
 // sending new requests, let the ones in flight end, then answer. The peer
 // closes the link once it has the answer.
-func (l *Link) prepareDisconnect(ctx context.Context, _ *Message) ([]byte, error) {
+func (l *Link) prepareDisconnect(ctx context.Context, _ *Envelope) ([]byte, error) {
 	l.mu.Lock()
 	if l.state == stateOpen {
 		l.state = stateClosing
@@ -747,7 +747,7 @@ func (l *Link) closeWith(reason *Error) {
 	l.state = stateClosed
 	for _, c := range l.pending {
 		select {
-		case c.done <- &Message{Kind: KindResponse, Error: reason}:
+		case c.done <- &Envelope{Kind: KindResponse, Error: reason}:
 		default:
 		}
 	}

@@ -68,7 +68,7 @@ func WithRequestTimeout(d time.Duration) Option {
 // gets the error as CodePermissionDenied unless it is an *Error with a
 // code of its own, and a refused event is dropped and counted (its
 // sender never hears of events' fate).
-type Authorizer func(ctx context.Context, def *messages.Definition, m *Message) error
+type Authorizer func(ctx context.Context, def *messages.Definition, m *Envelope) error
 
 // WithAuthorizer makes the link ask authorize before it handles any
 // inbound message that declares a permission (see Authorizer). Without an
@@ -95,10 +95,10 @@ func WithStatusHandler(f func(Status)) Option {
 type Observer interface {
 	// Sent is called for each message the connector took, with the
 	// direction it travels (this side to the peer).
-	Sent(dir messages.Direction, m *Message)
+	Sent(dir messages.Direction, m *Envelope)
 	// Received is called for each message the connector delivered, valid
 	// or not, with the direction it travelled (the peer to this side).
-	Received(dir messages.Direction, m *Message)
+	Received(dir messages.Direction, m *Envelope)
 	// RequestEnded is called when a request this side sent ends: err is
 	// what the request returned (nil for a response).
 	RequestEnded(msgType string, err error, took time.Duration)

@@ -23,7 +23,7 @@ type authorizer struct {
 	decide func(permission string) error
 }
 
-func (a *authorizer) authorize(_ context.Context, def *messages.Definition, m *link.Message) error {
+func (a *authorizer) authorize(_ context.Context, def *messages.Definition, m *link.Envelope) error {
 	if def.Name() != m.Type {
 		return fmt.Errorf("asked about %s with a %s message", def.Name(), m.Type)
 	}
@@ -202,7 +202,7 @@ func TestPermissionOnEvents(t *testing.T) {
 // instance and refuse it for another.
 func TestPermissionSeesPayload(t *testing.T) {
 	toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, []link.Option{link.WithAuthorizer(
-		func(_ context.Context, def *messages.Definition, m *link.Message) error {
+		func(_ context.Context, def *messages.Definition, m *link.Envelope) error {
 			if strings.Contains(string(m.Data), `"instance_id":7`) {
 				return link.Errorf(link.CodePermissionDenied, "not instance 7")
 			}

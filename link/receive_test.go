@@ -39,7 +39,7 @@ func TestReceiveInvalidRequest(t *testing.T) {
 	}
 	var calls atomic.Int64
 	l, raw, rec := rawPeer(t, instanceAddr, slaveAddr, func(l *link.Link) []messages.Message {
-		count := func(context.Context, *link.Message) ([]byte, error) {
+		count := func(context.Context, *link.Envelope) ([]byte, error) {
 			calls.Add(1)
 			return nil, errors.New("a handler ran")
 		}
@@ -54,7 +54,7 @@ func TestReceiveInvalidRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := l.Stats().Invalid
 			id++
-			send(t, raw, &link.Message{Kind: link.KindRequest, Type: tc.typ, ID: id, Data: []byte(tc.data), Deadline: time.Now().Add(5 * time.Second)})
+			send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: tc.typ, ID: id, Data: []byte(tc.data), Deadline: time.Now().Add(5 * time.Second)})
 			resp := rec.response(t, id)
 			le := wantCode(t, resp.Error, link.CodeInvalidMessage)
 			if !errors.Is(resp.Error, link.ErrInvalidMessage) {
@@ -72,7 +72,7 @@ func TestReceiveInvalidRequest(t *testing.T) {
 
 			// The link keeps working: a good request is answered.
 			id++
-			send(t, raw, &link.Message{Kind: link.KindRequest, Type: "test:echo", ID: id, Data: []byte(`{"n":3,"text":"ok"}`), Deadline: time.Now().Add(5 * time.Second)})
+			send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: "test:echo", ID: id, Data: []byte(`{"n":3,"text":"ok"}`), Deadline: time.Now().Add(5 * time.Second)})
 			good := rec.response(t, id)
 			if good.Error != nil {
 				t.Fatalf("good request after a bad one failed: %v", good.Error)
@@ -125,11 +125,11 @@ func TestReceiveInvalidEvent(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := l.Stats().Invalid
-			send(t, raw, &link.Message{Kind: tc.kind, Type: tc.typ, Data: []byte(tc.data)})
+			send(t, raw, &link.Envelope{Kind: tc.kind, Type: tc.typ, Data: []byte(tc.data)})
 			// Events are handled in order, so once the good event that
 			// follows is handled, the bad one has been dealt with.
 			seq := 1000 + i
-			send(t, raw, &link.Message{Kind: link.KindEvent, Type: "test:tick", Data: []byte(`{"seq":` + strconv.Itoa(seq) + `,"items":["a"]}`)})
+			send(t, raw, &link.Envelope{Kind: link.KindEvent, Type: "test:tick", Data: []byte(`{"seq":` + strconv.Itoa(seq) + `,"items":["a"]}`)})
 			equal(t, conformance.Recv(t, handled, 5*time.Second, "the good event"), seq, "handled event")
 			if got := l.Stats().Invalid; got != before+1 {
 				t.Errorf("Stats().Invalid = %d, want %d", got, before+1)
@@ -149,11 +149,11 @@ func TestReceiveInvalidEvent(t *testing.T) {
 func TestReceiveLateResponse(t *testing.T) {
 	tests := []struct {
 		name string
-		msg  *link.Message
+		msg  *link.Envelope
 	}{
-		{name: "unknown id", msg: &link.Message{Kind: link.KindResponse, Type: "test:echo", ID: 4242, Data: []byte(`{"n":1,"text":""}`)}},
-		{name: "unknown id with error", msg: &link.Message{Kind: link.KindResponse, Type: "test:echo", ID: 4243, Error: link.Errorf(link.CodeInternal, "boom")}},
-		{name: "id zero, unknown type", msg: &link.Message{Kind: link.KindResponse, Type: "nonsense"}},
+		{name: "unknown id", msg: &link.Envelope{Kind: link.KindResponse, Type: "test:echo", ID: 4242, Data: []byte(`{"n":1,"text":""}`)}},
+		{name: "unknown id with error", msg: &link.Envelope{Kind: link.KindResponse, Type: "test:echo", ID: 4243, Error: link.Errorf(link.CodeInternal, "boom")}},
+		{name: "id zero, unknown type", msg: &link.Envelope{Kind: link.KindResponse, Type: "nonsense"}},
 	}
 	l, raw, _ := rawPeer(t, instanceAddr, slaveAddr, nil)
 	for _, tc := range tests {

@@ -56,7 +56,7 @@ func TestRequestHandlerError(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			toInstance, toSlave := newPair(t, slaveAddr, instanceAddr, nil, nil)
 			link.HandleRequest(toSlave, testEcho, func(context.Context, echoReq) (echoResp, error) { return echoResp{}, tc.err })
-			toSlave.HandleRequestJSON(messages.SendCommand, func(context.Context, *link.Message) ([]byte, error) { return nil, tc.err })
+			toSlave.HandleRequestJSON(messages.SendCommand, func(context.Context, *link.Envelope) ([]byte, error) { return nil, tc.err })
 			start(t, toSlave, testEcho, messages.SendCommand)
 			start(t, toInstance)
 
@@ -206,7 +206,7 @@ func TestRequestDefaultTimeout(t *testing.T) {
 			return []messages.Message{testEcho}
 		}, link.WithRequestTimeout(timeout))
 		began := time.Now()
-		send(t, raw, &link.Message{Kind: link.KindRequest, Type: "test:echo", ID: 1, Data: []byte(`{"n":1,"text":""}`)})
+		send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: "test:echo", ID: 1, Data: []byte(`{"n":1,"text":""}`)})
 		resp := rec.response(t, 1)
 		took := time.Since(began)
 		wantCode(t, resp.Error, link.CodeTimeout)
@@ -239,7 +239,7 @@ func TestRequestHandlerPanics(t *testing.T) {
 				}
 				return echoResp(r), nil
 			})
-			toSlave.HandleRequestJSON(messages.SendCommand, func(context.Context, *link.Message) ([]byte, error) {
+			toSlave.HandleRequestJSON(messages.SendCommand, func(context.Context, *link.Envelope) ([]byte, error) {
 				panic(tc.panic)
 			})
 			start(t, toSlave, testEcho, messages.SendCommand)
@@ -281,7 +281,7 @@ func TestRequestInvalidResponse(t *testing.T) {
 			link.HandleRequest(toSlave, testEcho, func(_ context.Context, r echoReq) (echoResp, error) {
 				return echoResp{N: r.N, Text: strings.Repeat("x", 65)}, nil
 			})
-			toSlave.HandleRequestJSON(messages.SendCommand, func(context.Context, *link.Message) ([]byte, error) {
+			toSlave.HandleRequestJSON(messages.SendCommand, func(context.Context, *link.Envelope) ([]byte, error) {
 				return []byte(tc.resp), nil
 			})
 			start(t, toSlave, testEcho, messages.SendCommand)
@@ -325,7 +325,7 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 				resp, err := link.Request(context.Background(), l, testEcho, echoReq{N: 1})
 				done <- result{resp, err}
 			}()
-			var req *link.Message
+			var req *link.Envelope
 			conformance.WaitFor(t, 5*time.Second, "the request to arrive", func() bool {
 				rec.mu.Lock()
 				defer rec.mu.Unlock()
@@ -340,7 +340,7 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 			if req.Deadline.IsZero() {
 				t.Error("the request carries no deadline")
 			}
-			send(t, raw, &link.Message{Kind: link.KindResponse, Type: req.Type, ID: req.ID, Data: []byte(tc.data)})
+			send(t, raw, &link.Envelope{Kind: link.KindResponse, Type: req.Type, ID: req.ID, Data: []byte(tc.data)})
 			r := conformance.Recv(t, done, 5*time.Second, "the request to end")
 			le := wantCode(t, r.err, link.CodeInvalidMessage)
 			if !strings.Contains(le.Message, "test:echo response") {

@@ -70,9 +70,9 @@ func TestSetupMissingHandlers(t *testing.T) {
 // attachTrivial attaches a handler for m that answers nothing useful.
 func attachTrivial(l *link.Link, m messages.Message) {
 	if m.Def().Kind() == messages.KindRequest {
-		l.HandleRequestJSON(m, func(context.Context, *link.Message) ([]byte, error) { return nil, errors.New("trivial") })
+		l.HandleRequestJSON(m, func(context.Context, *link.Envelope) ([]byte, error) { return nil, errors.New("trivial") })
 	} else {
-		l.HandleEventJSON(m, func(context.Context, *link.Message) error { return nil })
+		l.HandleEventJSON(m, func(context.Context, *link.Envelope) error { return nil })
 	}
 }
 
@@ -108,14 +108,14 @@ func TestSetupWrongHandlers(t *testing.T) {
 		{
 			name: "request handled as an event",
 			attach: func(l *link.Link) {
-				l.HandleEventJSON(messages.PrepareMasterDisconnect, func(context.Context, *link.Message) error { return nil })
+				l.HandleEventJSON(messages.PrepareMasterDisconnect, func(context.Context, *link.Envelope) error { return nil })
 			},
 			want: []string{"prepare_master_disconnect", "is a request"},
 		},
 		{
 			name: "event handled as a request",
 			attach: func(l *link.Link) {
-				l.HandleRequestJSON(messages.BanlistUpdate, func(context.Context, *link.Message) ([]byte, error) { return nil, nil })
+				l.HandleRequestJSON(messages.BanlistUpdate, func(context.Context, *link.Envelope) ([]byte, error) { return nil, nil })
 			},
 			want: []string{"banlist_update", "not a request"},
 		},

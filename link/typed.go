@@ -46,13 +46,13 @@ func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error
 		return err
 	}
 	if v := any(ev); l.values && m.PayloadValueOK(v) {
-		return l.emit(ctx, &Message{Kind: KindEvent, Type: m.Name(), Value: v})
+		return l.emit(ctx, &Envelope{Kind: KindEvent, Type: m.Name(), Value: v})
 	}
 	payload, err := m.Encode(ev)
 	if err != nil {
 		return invalid(err)
 	}
-	return l.emit(ctx, &Message{Kind: KindEvent, Type: m.Name(), Data: payload})
+	return l.emit(ctx, &Envelope{Kind: KindEvent, Type: m.Name(), Data: payload})
 }
 
 // HandleRequest attaches h to answer requests of type m on l. h gets the
@@ -61,7 +61,7 @@ func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error
 // RequestHandler does (see NonBlocking for opts). Call it before Start;
 // mistakes are reported by Start.
 func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h func(ctx context.Context, req Req) (Resp, error), opts ...HandlerOption) {
-	l.attach(m, messages.KindRequest, &handler{checked: true, values: true, request: func(ctx context.Context, msg *Message) ([]byte, error) {
+	l.attach(m, messages.KindRequest, &handler{checked: true, values: true, request: func(ctx context.Context, msg *Envelope) ([]byte, error) {
 		req, ok := msg.Value.(Req)
 		if !ok {
 			if err := messages.Unmarshal(m, "request", msg.Data, &req); err != nil {
@@ -91,7 +91,7 @@ func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h fun
 // EventHandler is (see NonBlocking for opts). Call it before Start;
 // mistakes are reported by Start.
 func HandleEvent[T any](l *Link, m *messages.Event[T], h func(ctx context.Context, ev T) error, opts ...HandlerOption) {
-	l.attach(m, messages.KindEvent, &handler{values: true, event: func(ctx context.Context, msg *Message) error {
+	l.attach(m, messages.KindEvent, &handler{values: true, event: func(ctx context.Context, msg *Envelope) error {
 		ev, ok := msg.Value.(T)
 		if !ok {
 			if err := messages.Unmarshal(m, "event", msg.Data, &ev); err != nil {

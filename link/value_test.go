@@ -14,17 +14,17 @@ import (
 // seen records what an observer was shown.
 type seen struct {
 	mu       sync.Mutex
-	sent     []link.Message
-	received []link.Message
+	sent     []link.Envelope
+	received []link.Envelope
 }
 
-func (s *seen) Sent(_ messages.Direction, m *link.Message) {
+func (s *seen) Sent(_ messages.Direction, m *link.Envelope) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sent = append(s.sent, *m)
 }
 
-func (s *seen) Received(_ messages.Direction, m *link.Message) {
+func (s *seen) Received(_ messages.Direction, m *link.Envelope) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.received = append(s.received, *m)
@@ -46,7 +46,7 @@ func TestValuesOverVirtual(t *testing.T) {
 		return nil
 	})
 	var commandJSON []byte
-	inst.HandleRequestJSON(messages.SendCommand, func(_ context.Context, m *link.Message) ([]byte, error) {
+	inst.HandleRequestJSON(messages.SendCommand, func(_ context.Context, m *link.Envelope) ([]byte, error) {
 		commandJSON = m.Data
 		return []byte(`{"output":"ok"}`), nil
 	}, link.NonBlocking())
@@ -69,14 +69,14 @@ func TestValuesOverVirtual(t *testing.T) {
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
-	byType := func(ms []link.Message, typ string, kind link.Kind) link.Message {
+	byType := func(ms []link.Envelope, typ string, kind link.Kind) link.Envelope {
 		for _, m := range ms {
 			if m.Type == typ && m.Kind == kind {
 				return m
 			}
 		}
 		t.Fatalf("no %s %s observed", kind, typ)
-		return link.Message{}
+		return link.Envelope{}
 	}
 	if m := byType(obs.sent, "test:echo", link.KindRequest); m.Value != (echoReq{N: 3, Text: "héllo \"there\""}) || m.Data != nil {
 		t.Errorf("the echo request went as %q / %#v, want the Go value alone", m.Data, m.Value)
@@ -109,10 +109,10 @@ func TestInvalidValueRefused(t *testing.T) {
 		messages.Command{InstanceID: 7, Command: "not the message's type"},
 	} {
 		id := uint64(i + 1)
-		send(t, raw, &link.Message{Kind: link.KindRequest, Type: testEcho.Name(), ID: id, Value: v, Deadline: deadline})
+		send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: testEcho.Name(), ID: id, Value: v, Deadline: deadline})
 		wantCode(t, rec.response(t, id).Error, link.CodeInvalidMessage)
 	}
-	send(t, raw, &link.Message{Kind: link.KindRequest, Type: testEcho.Name(), ID: 3, Value: echoReq{N: 2, Text: "ok"}, Deadline: deadline})
+	send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: testEcho.Name(), ID: 3, Value: echoReq{N: 2, Text: "ok"}, Deadline: deadline})
 	good := rec.response(t, 3)
 	if good.Error != nil || good.Value != (echoResp{N: 2, Text: "ok"}) {
 		t.Errorf("a valid value: response %#v, error %v", good.Value, good.Error)

@@ -206,7 +206,7 @@ func BenchmarkEventJSON(b *testing.B) {
 	s := runServer(b, 0, nil)
 	r := newReceived()
 	acc := newAcceptor(b, func(l *link.Link) {
-		l.HandleEventJSON(messages.InstanceOutput, func(context.Context, *link.Message) error {
+		l.HandleEventJSON(messages.InstanceOutput, func(context.Context, *link.Envelope) error {
 			r.add()
 			return nil
 		})

@@ -71,8 +71,8 @@ type Conn struct {
 	// until they are answered or the connector closes.
 	inflight map[string]int
 
-	inMu sync.Mutex                        // guards in, and is held while what it delivers is handed on
-	in   *delivery.Receiver[*link.Message] // the peer's streams to this end; nil for a plain client
+	inMu sync.Mutex                         // guards in, and is held while what it delivers is handed on
+	in   *delivery.Receiver[*link.Envelope] // the peer's streams to this end; nil for a plain client
 
 	// Guarded by the Node's streams' mu (streams.go).
 	out         *delivery.OutLink[outEvent] // this end's stream to the peer; nil until opened
@@ -101,7 +101,7 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 	if !bound || session != "" {
 		// A fabric peer: numbered streams both ways. (A plain NATS client
 		// has no session, and gets what NATS delivers.)
-		c.in = delivery.NewReceiver[*link.Message](n.self.ID)
+		c.in = delivery.NewReceiver[*link.Envelope](n.self.ID)
 	}
 	return c
 }
@@ -206,7 +206,7 @@ func (c *Conn) deliver(r link.Receiver) {
 // routing goroutine: one slow link must not hold up the others. While no
 // message waits for the link, it is delivered here and now. It reports
 // false if the link's queue is full and m was dropped.
-func (c *Conn) enqueue(m *link.Message) bool {
+func (c *Conn) enqueue(m *link.Envelope) bool {
 	direct, ok := c.queue.offer(m)
 	if !ok {
 		c.n.dropped.Add(1)
@@ -260,7 +260,7 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		c.n.opts.logger.Warn("request with a reply subject that is not the requester's; dropped", "node", c.n.self.String(), "peer", c.peer.String(), "reply", msg.Reply)
 		return
 	}
-	m := &link.Message{Kind: link.KindRequest, Type: sub.msgType, Data: msg.Data, Reply: msg.Reply}
+	m := &link.Envelope{Kind: link.KindRequest, Type: sub.msgType, Data: msg.Data, Reply: msg.Reply}
 	if v := msg.Header.Get(hdrID); v != "" {
 		id, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -288,7 +288,7 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 // budget of its reply subject r, and records it (delivery.Served). It
 // reports false for a request not to be handled: refused, or a copy of one
 // taken before.
-func (c *Conn) takeRequest(m *link.Message, msg *natsgo.Msg, r subject) bool {
+func (c *Conn) takeRequest(m *link.Envelope, msg *natsgo.Msg, r subject) bool {
 	if r.budget > uint64(maxBudget.Milliseconds()) {
 		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget))
 		return false
@@ -299,7 +299,7 @@ func (c *Conn) takeRequest(m *link.Message, msg *natsgo.Msg, r subject) bool {
 
 // deliverRequest hands a request to the link, counted in flight until it
 // is answered, so that the Node's Close can let it finish.
-func (c *Conn) deliverRequest(m *link.Message, msg *natsgo.Msg) {
+func (c *Conn) deliverRequest(m *link.Envelope, msg *natsgo.Msg) {
 	if !c.n.startRequest() {
 		c.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
 		return
@@ -334,13 +334,13 @@ func (c *Conn) inboundNumbered(sub subject, msg *natsgo.Msg) {
 		c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", sub.msgType, "error", err)
 		return
 	}
-	c.receive(h, &link.Message{Kind: link.KindEvent, Type: sub.msgType, Data: payload, Origin: origin}, sub.dst.ID == BroadcastID)
+	c.receive(h, &link.Envelope{Kind: link.KindEvent, Type: sub.msgType, Data: payload, Origin: origin}, sub.dst.ID == BroadcastID)
 }
 
 // inboundPlain takes a plain client's event: no numbers, its origin in a
 // header. It gets what NATS delivers.
 func (c *Conn) inboundPlain(sub subject, msg *natsgo.Msg) {
-	m := &link.Message{Kind: link.KindEvent, Type: sub.msgType, Data: msg.Data}
+	m := &link.Envelope{Kind: link.KindEvent, Type: sub.msgType, Data: msg.Data}
 	if v := msg.Header.Get(hdrOrigin); v != "" {
 		origin, err := link.ParseAddress(v)
 		if err != nil {
@@ -413,7 +413,7 @@ func (c *Conn) fabricReply(reply string) bool {
 // Send publishes m: a request on the peer's subject with a reply subject of
 // ours, a response on the reply subject its request named, an event on the
 // peer's subject (numbered, to a fabric peer).
-func (c *Conn) Send(ctx context.Context, m *link.Message) error {
+func (c *Conn) Send(ctx context.Context, m *link.Envelope) error {
 	if m.Kind == link.KindResponse {
 		defer c.countOut(m.Reply) // answered, or never to be: no longer in flight
 	}
@@ -442,7 +442,7 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 // chose: a fabric requester's has room for the responder's session; others
 // are told it in a header. A fabric requester's request is remembered
 // with its response, for its copies.
-func (c *Conn) sendResponse(ctx context.Context, m *link.Message) error {
+func (c *Conn) sendResponse(ctx context.Context, m *link.Envelope) error {
 	if m.Reply == "" {
 		return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
 	}
@@ -470,7 +470,7 @@ func (c *Conn) sendResponse(ctx context.Context, m *link.Message) error {
 
 // sendPlainEvent publishes an event to a plain NATS client: no numbers, its
 // origin in a header.
-func (c *Conn) sendPlainEvent(ctx context.Context, m *link.Message) error {
+func (c *Conn) sendPlainEvent(ctx context.Context, m *link.Envelope) error {
 	n := c.n
 	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", ""), Data: m.Data}
 	if !m.Origin.IsZero() {
@@ -516,7 +516,7 @@ func (c *Conn) tick(now time.Time) {
 
 // closeNotice, queued like a message, stands for the peer's notice that it
 // closed its side: the link hears of it after what the peer sent before.
-var closeNotice = &link.Message{}
+var closeNotice = &link.Envelope{}
 
 // closedBy reports whether a close notice naming dst as this end's session
 // is for this link. A peer names the session it talks to whenever it

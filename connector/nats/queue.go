@@ -14,7 +14,7 @@ import (
 // limit messages, and allocates only while there is a backlog.
 type queue struct {
 	mu       sync.Mutex
-	items    []*link.Message
+	items    []*link.Envelope
 	head     int
 	limit    int
 	draining bool          // a backlog is being delivered: newcomers wait behind it
@@ -29,7 +29,7 @@ func newQueue(limit int) *queue {
 
 // offer takes m. It reports direct if nothing waits, so the caller should
 // deliver m itself, and ok false if m had to wait but the queue is full.
-func (q *queue) offer(m *link.Message) (direct, ok bool) {
+func (q *queue) offer(m *link.Envelope) (direct, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.draining && q.head == len(q.items) {
@@ -40,7 +40,7 @@ func (q *queue) offer(m *link.Message) (direct, ok bool) {
 
 // handOver queues m, which could not be delivered directly, and wakes the
 // consumer: what follows waits behind it.
-func (q *queue) handOver(m *link.Message) bool {
+func (q *queue) handOver(m *link.Envelope) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(m)
 	q.draining = true
@@ -52,7 +52,7 @@ func (q *queue) handOver(m *link.Message) bool {
 	return ok
 }
 
-func (q *queue) pushLocked(m *link.Message) bool {
+func (q *queue) pushLocked(m *link.Envelope) bool {
 	if len(q.items)-q.head >= q.limit && m != closeNotice {
 		return false
 	}
@@ -63,7 +63,7 @@ func (q *queue) pushLocked(m *link.Message) bool {
 // pop takes the oldest message. When there is none, the backlog is over:
 // the consumer has handed the last one on, and newcomers go directly to
 // the link again.
-func (q *queue) pop() (*link.Message, bool) {
+func (q *queue) pop() (*link.Envelope, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.head == len(q.items) {

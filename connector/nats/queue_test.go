@@ -13,9 +13,9 @@ import (
 // drained.
 func TestQueue(t *testing.T) {
 	q := newQueue(3000)
-	msgs := make([]*link.Message, 3001)
+	msgs := make([]*link.Envelope, 3001)
 	for i := range msgs {
-		msgs[i] = &link.Message{ID: uint64(i)}
+		msgs[i] = &link.Envelope{ID: uint64(i)}
 	}
 	for i, m := range msgs[:3000] {
 		if direct, ok := q.offer(m); direct || !ok {

@@ -27,7 +27,7 @@ type outRequest struct {
 }
 
 // sendRequest keeps a request until its response and publishes it.
-func (c *Conn) sendRequest(ctx context.Context, m *link.Message, peerSession string) error {
+func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession string) error {
 	now := time.Now()
 	if m.Deadline.IsZero() || !m.Deadline.After(now) {
 		return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
@@ -88,7 +88,7 @@ func (c *Conn) fail(id uint64, err error) {
 	if !errors.As(err, &le) {
 		le = link.Errorf(link.CodeUnavailable, "%v", err)
 	}
-	c.enqueue(&link.Message{Kind: link.KindResponse, ID: id, Error: le, Local: true})
+	c.enqueue(&link.Envelope{Kind: link.KindResponse, ID: id, Error: le, Local: true})
 }
 
 // reply takes the response to request wire from the responder's session
@@ -135,7 +135,7 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 	if !ok {
 		return // answered meanwhile by a copy
 	}
-	m := &link.Message{Kind: link.KindResponse, ID: r.id}
+	m := &link.Envelope{Kind: link.KindResponse, ID: r.id}
 	if code := msg.Header.Get(hdrError); code != "" {
 		e := &link.Error{Code: link.Code(code), Message: string(msg.Data)}
 		if !link.ValidCode(e.Code) {

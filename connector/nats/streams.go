@@ -217,7 +217,7 @@ func (n *Node) giveUpEnded() {
 // sendEvent numbers an event on c's stream, keeps it and publishes it. It
 // waits while the peer has not acknowledged the most events a link keeps,
 // until ctx ends.
-func (c *Conn) sendEvent(ctx context.Context, m *link.Message) error {
+func (c *Conn) sendEvent(ctx context.Context, m *link.Envelope) error {
 	n := c.n
 	ev := outEvent{typ: m.Type, data: m.Data}
 	if !m.Origin.IsZero() {
@@ -289,7 +289,7 @@ func (n *Node) fits(what string, size int) error {
 // that broadcasts checks m against the catalog first (link.Broadcaster
 // does). It returns CodeUnavailable, at once, while the most broadcasts a
 // stream keeps wait for acknowledgements.
-func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Message) error {
+func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Envelope) error {
 	if m.Kind != link.KindEvent {
 		return link.Errorf(link.CodeInvalidMessage, "%s: only events can be broadcast", m.Type)
 	}
@@ -542,7 +542,7 @@ const maxDelivered = 1 + 2*delivery.MaxHeld
 // (published: a broadcast published to every receiver), and hands the
 // link what it delivers, in order. The Receiver acknowledges what it has
 // delivered; the link takes it, or c's queue keeps it for the link.
-func (c *Conn) receive(h delivery.Head, m *link.Message, published bool) {
+func (c *Conn) receive(h delivery.Head, m *link.Envelope, published bool) {
 	if !c.queue.room(maxDelivered) {
 		// The link is far behind: the event is not taken, so not
 		// acknowledged, and it comes again.
@@ -555,7 +555,7 @@ func (c *Conn) receive(h delivery.Head, m *link.Message, published bool) {
 	// acknowledgement covers all that was.
 	c.inMu.Lock()
 	defer c.inMu.Unlock()
-	var evs []*link.Message
+	var evs []*link.Envelope
 	var acks []delivery.Ack
 	if published {
 		evs, acks = c.in.Broadcast(h, m, now)

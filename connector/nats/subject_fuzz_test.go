@@ -246,7 +246,7 @@ func FuzzRoute(f *testing.F) {
 			t.Errorf("route offered %d new connectors; at most one per message", len(*conns)-before)
 		}
 
-		var got []*link.Message
+		var got []*link.Envelope
 		for _, c := range *conns {
 			for m, ok := c.queue.pop(); ok; m, ok = c.queue.pop() {
 				got = append(got, m)

@@ -36,8 +36,8 @@ type Conn struct {
 	mu       sync.Mutex
 	receiver link.Receiver
 	started  bool
-	backlog  []*link.Message // delivered to this end before it started
-	told     bool            // receiver has been given StatusClosed
+	backlog  []*link.Envelope // delivered to this end before it started
+	told     bool             // receiver has been given StatusClosed
 }
 
 type closeState struct {
@@ -89,7 +89,7 @@ func (c *Conn) Start(r link.Receiver) error {
 // handling it (link.NonBlocking); it waits only while the peer's link
 // cannot take it (link.Receiver), until ctx ends. After either end has
 // closed, Send fails with link.ErrSessionLost.
-func (c *Conn) Send(ctx context.Context, m *link.Message) error {
+func (c *Conn) Send(ctx context.Context, m *link.Envelope) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func (c *Conn) Send(ctx context.Context, m *link.Message) error {
 	return r.Receive(ctx, &cp)
 }
 
-// CarriesValues reports true: a Message.Value reaches the peer's link as
+// CarriesValues reports true: a Envelope.Value reaches the peer's link as
 // it is (link.ValueCarrier). Links send only values that share no memory.
 func (c *Conn) CarriesValues() bool { return true }
 

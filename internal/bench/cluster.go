@@ -182,12 +182,12 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 		// them where the message is delivered.
 		nb := link.NonBlocking()
 		link.HandleRequest(l, Echo, func(_ context.Context, d Data) (Data, error) { return d, nil }, nb)
-		l.HandleRequestJSON(EchoJSON, func(_ context.Context, m *link.Message) ([]byte, error) { return m.Data, nil }, nb)
+		l.HandleRequestJSON(EchoJSON, func(_ context.Context, m *link.Envelope) ([]byte, error) { return m.Data, nil }, nb)
 		link.HandleEvent(l, Tick, func(context.Context, Data) error {
 			c.ticks.add()
 			return nil
 		}, nb)
-		l.HandleEventJSON(TickJSON, func(context.Context, *link.Message) error {
+		l.HandleEventJSON(TickJSON, func(context.Context, *link.Envelope) error {
 			c.ticks.add()
 			return nil
 		}, nb)
@@ -285,7 +285,7 @@ type instance struct {
 
 func (i *instance) Attach(l *link.Link) {
 	fabric.SimulatedInstances(i.id, i.name).Attach(l)
-	l.HandleRequestJSON(Forward, func(_ context.Context, m *link.Message) ([]byte, error) {
+	l.HandleRequestJSON(Forward, func(_ context.Context, m *link.Envelope) ([]byte, error) {
 		return m.Data, nil // the same fields as Data's, but instance_id
 	}, link.NonBlocking())
 	link.HandleEvent(l, Announce, func(_ context.Context, a Announcement) error {

@@ -521,7 +521,7 @@ func virtualRun(ctx context.Context, cfg Config, catalog *messages.Catalog, t Ta
 		return 0, 0, err
 	}
 	for _, m := range catalog.On(messages.Direction{Source: messages.Instance, Target: messages.Slave}) {
-		sl.HandleEventJSON(m, func(context.Context, *link.Message) error { return nil })
+		sl.HandleEventJSON(m, func(context.Context, *link.Envelope) error { return nil })
 	}
 	if err := sl.Start(); err != nil {
 		return 0, 0, err

@@ -118,11 +118,11 @@ func Stub(l *link.Link, cat *messages.Catalog) {
 		}
 		name := def.Name()
 		if def.Kind() == messages.KindRequest {
-			l.HandleRequestJSON(def, func(context.Context, *link.Message) ([]byte, error) {
+			l.HandleRequestJSON(def, func(context.Context, *link.Envelope) ([]byte, error) {
 				return nil, link.Errorf(CodeStub, "%s is stubbed", name)
 			})
 		} else {
-			l.HandleEventJSON(def, func(context.Context, *link.Message) error { return nil })
+			l.HandleEventJSON(def, func(context.Context, *link.Envelope) error { return nil })
 		}
 	}
 }

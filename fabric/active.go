@@ -881,7 +881,7 @@ func (m *activeMaster) setBanned(ctx context.Context, l *link.Link, st *controlS
 	}
 	m.mu.Unlock()
 	m.log.Info("player ban changed", "player", b.Name, "banned", b.Banned, "by", st.user)
-	if err := m.broadcast(ctx, &link.Envelope{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: l.Peer()}); err != nil {
+	if err := m.broadcast(ctx, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: l.Peer()}); err != nil {
 		return link.Errorf(link.CodeUnavailable, "the ban is saved, and every slave gets it when it next registers, but it was not sent to the slaves now: %v", err)
 	}
 	return nil
@@ -1214,7 +1214,7 @@ func (m *activeMaster) relayOutput(ctx context.Context, l *link.Link, slaveID in
 		return link.Errorf(link.CodeInvalidMessage, "instance_output without an instance_id")
 	}
 	id := line.InstanceID
-	kept := &link.Envelope{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}
+	kept := &link.Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}
 	m.mu.Lock()
 	if !m.speaksForLocked(l, slaveID, id) {
 		m.mu.Unlock()

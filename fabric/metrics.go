@@ -55,7 +55,7 @@ type metrics struct {
 
 type counterKey struct {
 	dir  messages.Direction
-	kind link.Kind
+	kind messages.Kind
 	typ  string
 	sent bool
 }
@@ -149,7 +149,7 @@ func (m *metrics) RequestEnded(msgType string, err error, took time.Duration) {
 }
 
 // HandlerEnded implements link.HandlerObserver.
-func (m *metrics) HandlerEnded(kind link.Kind, msgType string, err error, took time.Duration) {
+func (m *metrics) HandlerEnded(kind messages.Kind, msgType string, err error, took time.Duration) {
 	typ := m.typeLabel(msgType)
 	m.handled.WithLabelValues(kind.String(), typ).Observe(took.Seconds())
 	if err != nil {

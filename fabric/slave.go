@@ -467,7 +467,7 @@ type masterObserver struct {
 
 func (o masterObserver) Received(dir messages.Direction, m *link.Envelope) {
 	o.metrics.Received(dir, m)
-	if m.Kind == link.KindRequest && m.Type == messages.PrepareDisconnect.Name() {
+	if m.Kind == messages.KindRequest && m.Type == messages.PrepareDisconnect.Name() {
 		o.heard()
 	}
 }
@@ -713,7 +713,7 @@ func (s *Slave) holdLocked(ev *link.Envelope) error {
 	if len(s.outbox) >= maxOutbox {
 		return link.Errorf(link.CodeUnavailable, "slave %d holds %d events for a master that is away", s.cfg.ID, maxOutbox)
 	}
-	s.outbox = append(s.outbox, &link.Envelope{Kind: link.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	s.outbox = append(s.outbox, &link.Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
 	return nil
 }
 
@@ -874,7 +874,7 @@ func (s *Slave) relayStatus(ctx context.Context, id int64, status string, ev *me
 	if err != nil {
 		return err
 	}
-	return s.toMaster(ctx, &link.Envelope{Kind: link.KindEvent, Type: ev.Name(), Data: data})
+	return s.toMaster(ctx, &link.Envelope{Kind: messages.KindEvent, Type: ev.Name(), Data: data})
 }
 
 // retire closes the link of an instance that has stopped, once what it

@@ -266,7 +266,7 @@ func TestThreatSlaveSpeaksForOthers(t *testing.T) {
 		t.Helper()
 		data, err := encodeJSON(payload)
 		conformance.NoErr(t, err, "encode")
-		conformance.NoErr(t, master.ForwardEvent(ctx, &link.Envelope{Kind: link.KindEvent, Type: m.Def().Name(), Data: data, Origin: origin}), "forge "+m.Def().Name())
+		conformance.NoErr(t, master.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: m.Def().Name(), Data: data, Origin: origin}), "forge "+m.Def().Name())
 	}
 	instance21 := link.Address{Type: messages.Instance, ID: "21"}
 	before := claimsRefusedNow(t, c.master, "slave", "instance")

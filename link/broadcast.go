@@ -56,7 +56,7 @@ func (b *Broadcaster) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	if err := checkKind(def, messages.KindEvent, b.out); err != nil {
 		return err
 	}
-	if err := b.fan.Broadcast(ctx, b.to, &Envelope{Kind: KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}); err != nil {
+	if err := b.fan.Broadcast(ctx, b.to, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}); err != nil {
 		return sendError(ev.Type, err)
 	}
 	return nil

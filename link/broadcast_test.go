@@ -39,11 +39,11 @@ func TestBroadcaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	ban := &link.Envelope{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"griefer","banned":true}`), Origin: controlAddr}
+	ban := &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"griefer","banned":true}`), Origin: controlAddr}
 	if err := b.ForwardEvent(ctx, ban); err != nil {
 		t.Fatalf("broadcasting %s: %v", ban.Type, err)
 	}
-	if len(f.sent) != 1 || f.to[0] != messages.Slave || f.sent[0].Type != ban.Type || string(f.sent[0].Data) != string(ban.Data) || f.sent[0].Origin != controlAddr || f.sent[0].Kind != link.KindEvent {
+	if len(f.sent) != 1 || f.to[0] != messages.Slave || f.sent[0].Type != ban.Type || string(f.sent[0].Data) != string(ban.Data) || f.sent[0].Origin != controlAddr || f.sent[0].Kind != messages.KindEvent {
 		t.Fatalf("the transport got %+v to %v, want %s from %s to every slave", f.sent, f.to, ban.Type, controlAddr)
 	}
 	for _, tc := range []struct{ name, typ string }{
@@ -52,7 +52,7 @@ func TestBroadcaster(t *testing.T) {
 		{"not valid from the master to slaves", messages.InstanceOutput.Name()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := b.ForwardEvent(ctx, &link.Envelope{Kind: link.KindEvent, Type: tc.typ, Data: []byte(`{}`)})
+			err := b.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: tc.typ, Data: []byte(`{}`)})
 			wantCode(t, err, link.CodeInvalidMessage)
 		})
 	}

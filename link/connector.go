@@ -4,30 +4,9 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/linkfabric/linkfabric/messages"
 )
-
-// Kind tells the three kinds of wire message apart.
-type Kind uint8
-
-// The kinds of wire message.
-const (
-	KindRequest Kind = iota + 1
-	KindResponse
-	KindEvent
-)
-
-// String returns "request", "response" or "event".
-func (k Kind) String() string {
-	switch k {
-	case KindRequest:
-		return "request"
-	case KindResponse:
-		return "response"
-	case KindEvent:
-		return "event"
-	}
-	return fmt.Sprintf("Kind(%d)", uint8(k))
-}
 
 // Envelope is a message as it travels on a link: its kind, type, id and
 // payload, with what the links at both ends need to pair a response with
@@ -36,7 +15,8 @@ func (k Kind) String() string {
 // links) is its definition, a messages.Message. A connector carries every
 // field to the peer's link unchanged, except Reply, which is its own.
 type Envelope struct {
-	Kind Kind
+	// Kind is messages.KindRequest, messages.KindResponse or messages.KindEvent.
+	Kind messages.Kind
 	// Type is the message type name; a response carries its request's.
 	Type string
 	// ID correlates a response with its request. The requesting link

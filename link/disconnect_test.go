@@ -292,7 +292,7 @@ func TestDisconnectRunsWhatTheConnectorDelivered(t *testing.T) {
 	const n = 20
 	s := &stopper{Conn: a, stopped: make(chan struct{}), open: make(chan bool, 1)}
 	for i := range n {
-		s.burst = append(s.burst, &link.Envelope{Kind: link.KindEvent, Type: testTick.Name(), Data: []byte(fmt.Sprintf(`{"seq":%d,"items":[]}`, i))})
+		s.burst = append(s.burst, &link.Envelope{Kind: messages.KindEvent, Type: testTick.Name(), Data: []byte(fmt.Sprintf(`{"seq":%d,"items":[]}`, i))})
 	}
 	release := make(chan struct{})
 	var mu sync.Mutex

@@ -71,7 +71,7 @@ func (l *Link) receive(ctx context.Context, m *Envelope) error {
 	if !m.Local {
 		l.stats.received.Add(1)
 	}
-	if m.Kind == KindResponse {
+	if m.Kind == messages.KindResponse {
 		l.receiveResponse(m)
 		return nil
 	}
@@ -79,9 +79,9 @@ func (l *Link) receive(ctx context.Context, m *Envelope) error {
 		l.opts.observer.Received(l.in, m)
 	}
 	switch m.Kind {
-	case KindRequest:
+	case messages.KindRequest:
 		return l.receiveRequest(ctx, m)
-	case KindEvent:
+	case messages.KindEvent:
 		return l.receiveEvent(ctx, m)
 	}
 	l.drop(m, fmt.Sprintf("unknown message kind %d", m.Kind))
@@ -358,7 +358,7 @@ func (l *Link) serve(from context.Context, m *Envelope) {
 		resp Envelope
 	}{
 		ctx:  requestCtx{lazyDeadline: lazyDeadline{parent: l.ctx, deadline: deadline}, l: l, from: from},
-		resp: Envelope{Kind: KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
+		resp: Envelope{Kind: messages.KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
 	}
 	ctx, resp := &sv.ctx, &sv.resp
 	data, value, err := l.dispatch(ctx, m)
@@ -404,7 +404,7 @@ func (l *Link) dispatch(ctx *requestCtx, m *Envelope) (data []byte, value any, e
 	}
 	if o, ok := l.opts.observer.(HandlerObserver); ok {
 		start := time.Now()
-		defer func() { o.HandlerEnded(KindRequest, def.Name(), err, time.Since(start)) }()
+		defer func() { o.HandlerEnded(messages.KindRequest, def.Name(), err, time.Since(start)) }()
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -500,7 +500,7 @@ func (l *Link) handleEvent(ctx *eventCtx, m *Envelope) {
 	}
 	if o, ok := l.opts.observer.(HandlerObserver); ok {
 		start := time.Now()
-		defer func() { o.HandlerEnded(KindEvent, def.Name(), err, time.Since(start)) }()
+		defer func() { o.HandlerEnded(messages.KindEvent, def.Name(), err, time.Since(start)) }()
 	}
 	defer func() {
 		if p := recover(); p != nil {

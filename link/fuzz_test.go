@@ -132,7 +132,7 @@ func FuzzReceive(f *testing.F) {
 			f.Fatalf("FuzzReceive has no decoder for %s, which may arrive at an instance", def.Name())
 		}
 	}
-	req, resp, ev := byte(link.KindRequest), byte(link.KindResponse), byte(link.KindEvent)
+	req, resp, ev := byte(messages.KindRequest), byte(messages.KindResponse), byte(messages.KindEvent)
 	seeds := []struct {
 		kind byte
 		typ  string
@@ -172,19 +172,19 @@ func FuzzReceive(f *testing.F) {
 		l, conn := fuzzLink(t)
 		r := conn.receiver()
 		deadline := time.Now().Add(5 * time.Second)
-		_ = r.Receive(context.Background(), &link.Envelope{Kind: link.Kind(kind), Type: typ, ID: 1, Data: data, Deadline: deadline})
+		_ = r.Receive(context.Background(), &link.Envelope{Kind: messages.Kind(kind), Type: typ, ID: 1, Data: data, Deadline: deadline})
 
 		// A good request after it is answered: the link still works, and
 		// (responses being sent as handlers end) a response to the fuzzed
 		// request, if any, has been sent by then or is about to be.
-		_ = r.Receive(context.Background(), &link.Envelope{Kind: link.KindRequest, Type: "test:echo", ID: 2, Data: []byte(`{"n":2,"text":"after"}`), Deadline: deadline})
+		_ = r.Receive(context.Background(), &link.Envelope{Kind: messages.KindRequest, Type: "test:echo", ID: 2, Data: []byte(`{"n":2,"text":"after"}`), Deadline: deadline})
 		if good := conn.waitID(t, 2, 5*time.Second, "the response to the good request"); len(good) != 1 || good[0].Error != nil || string(good[0].Data) != `{"n":2,"text":"after"}` {
-			t.Fatalf("good request after %s %q %q: got %s", link.Kind(kind), typ, data, describe(good))
+			t.Fatalf("good request after %s %q %q: got %s", messages.Kind(kind), typ, data, describe(good))
 		}
 
-		if link.Kind(kind) != link.KindRequest {
+		if messages.Kind(kind) != messages.KindRequest {
 			if got := conn.withID(1); len(got) != 0 {
-				t.Fatalf("%s %q %q was answered: %s", link.Kind(kind), typ, data, describe(got))
+				t.Fatalf("%s %q %q was answered: %s", messages.Kind(kind), typ, data, describe(got))
 			}
 			return
 		}
@@ -193,7 +193,7 @@ func FuzzReceive(f *testing.F) {
 			t.Fatalf("request %q %q got %d responses: %s", typ, data, len(got), describe(got))
 		}
 		m := got[0]
-		if m.Kind != link.KindResponse || m.Type != typ {
+		if m.Kind != messages.KindResponse || m.Type != typ {
 			t.Fatalf("request %q %q answered with %s %q", typ, data, m.Kind, m.Type)
 		}
 		def, known := testCat.Lookup(typ)

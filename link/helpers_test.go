@@ -216,7 +216,7 @@ func (r *recorder) responses(id uint64) []*link.Envelope {
 	defer r.mu.Unlock()
 	var out []*link.Envelope
 	for _, m := range r.msgs {
-		if m.Kind == link.KindResponse && m.ID == id {
+		if m.Kind == messages.KindResponse && m.ID == id {
 			out = append(out, m)
 		}
 	}

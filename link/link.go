@@ -334,7 +334,7 @@ func (l *Link) EmitJSON(ctx context.Context, m messages.Message, payload []byte)
 	if err := def.ValidatePayload(payload); err != nil {
 		return invalid(err)
 	}
-	return l.emit(ctx, &Envelope{Kind: KindEvent, Type: def.Name(), Data: payload})
+	return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: def.Name(), Data: payload})
 }
 
 // ForwardEvent sends an event that arrived on another link on to this
@@ -348,7 +348,7 @@ func (l *Link) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	if err := l.checkOutbound(def, messages.KindEvent); err != nil {
 		return err
 	}
-	return l.emit(ctx, &Envelope{Kind: KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
 }
 
 func (l *Link) emit(ctx context.Context, m *Envelope) error {
@@ -461,7 +461,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	defer l.endCall(id, c)
 
 	start := time.Now()
-	m := &Envelope{Kind: KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
+	m := &Envelope{Kind: messages.KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
 	if err := l.conn.Send(ctx, m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
@@ -747,7 +747,7 @@ func (l *Link) closeWith(reason *Error) {
 	l.state = stateClosed
 	for _, c := range l.pending {
 		select {
-		case c.done <- &Envelope{Kind: KindResponse, Error: reason}:
+		case c.done <- &Envelope{Kind: messages.KindResponse, Error: reason}:
 		default:
 		}
 	}

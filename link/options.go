@@ -115,7 +115,7 @@ type HandlerObserver interface {
 	// returned (nil for success), took how long it ran. Messages refused
 	// before a handler runs (invalid, no handler, no permission) are not
 	// reported.
-	HandlerEnded(kind Kind, msgType string, err error, took time.Duration)
+	HandlerEnded(kind messages.Kind, msgType string, err error, took time.Duration)
 }
 
 // WithObserver reports the link's traffic to o. Defaults to none.

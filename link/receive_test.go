@@ -54,7 +54,7 @@ func TestReceiveInvalidRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := l.Stats().Invalid
 			id++
-			send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: tc.typ, ID: id, Data: []byte(tc.data), Deadline: time.Now().Add(5 * time.Second)})
+			send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: tc.typ, ID: id, Data: []byte(tc.data), Deadline: time.Now().Add(5 * time.Second)})
 			resp := rec.response(t, id)
 			le := wantCode(t, resp.Error, link.CodeInvalidMessage)
 			if !errors.Is(resp.Error, link.ErrInvalidMessage) {
@@ -72,7 +72,7 @@ func TestReceiveInvalidRequest(t *testing.T) {
 
 			// The link keeps working: a good request is answered.
 			id++
-			send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: "test:echo", ID: id, Data: []byte(`{"n":3,"text":"ok"}`), Deadline: time.Now().Add(5 * time.Second)})
+			send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: "test:echo", ID: id, Data: []byte(`{"n":3,"text":"ok"}`), Deadline: time.Now().Add(5 * time.Second)})
 			good := rec.response(t, id)
 			if good.Error != nil {
 				t.Fatalf("good request after a bad one failed: %v", good.Error)
@@ -88,19 +88,19 @@ func TestReceiveInvalidRequest(t *testing.T) {
 func TestReceiveInvalidEvent(t *testing.T) {
 	tests := []struct {
 		name string
-		kind link.Kind
+		kind messages.Kind
 		typ  string
 		data string
 	}{
-		{name: "unknown type", kind: link.KindEvent, typ: "no_such_event", data: `{}`},
-		{name: "valid the other way only", kind: link.KindEvent, typ: "instance_started", data: `{"instance_id":1}`},
-		{name: "valid on another link", kind: link.KindEvent, typ: "update_instances", data: `{"instances":[]}`},
-		{name: "request type sent as an event", kind: link.KindEvent, typ: "send_command", data: `{"instance_id":1,"command":"x"}`},
-		{name: "field out of range", kind: link.KindEvent, typ: "banlist_update", data: `{"name":"","banned":true}`},
-		{name: "required field missing", kind: link.KindEvent, typ: "test:tick", data: `{"items":[]}`},
-		{name: "too many items", kind: link.KindEvent, typ: "test:tick", data: `{"seq":1,"items":[` + strings.Repeat(`"x",`, 100) + `"x"]}`},
-		{name: "not JSON", kind: link.KindEvent, typ: "test:tick", data: `not json`},
-		{name: "unknown kind", kind: link.Kind(9), typ: "test:tick", data: `{"seq":1,"items":[]}`},
+		{name: "unknown type", kind: messages.KindEvent, typ: "no_such_event", data: `{}`},
+		{name: "valid the other way only", kind: messages.KindEvent, typ: "instance_started", data: `{"instance_id":1}`},
+		{name: "valid on another link", kind: messages.KindEvent, typ: "update_instances", data: `{"instances":[]}`},
+		{name: "request type sent as an event", kind: messages.KindEvent, typ: "send_command", data: `{"instance_id":1,"command":"x"}`},
+		{name: "field out of range", kind: messages.KindEvent, typ: "banlist_update", data: `{"name":"","banned":true}`},
+		{name: "required field missing", kind: messages.KindEvent, typ: "test:tick", data: `{"items":[]}`},
+		{name: "too many items", kind: messages.KindEvent, typ: "test:tick", data: `{"seq":1,"items":[` + strings.Repeat(`"x",`, 100) + `"x"]}`},
+		{name: "not JSON", kind: messages.KindEvent, typ: "test:tick", data: `not json`},
+		{name: "unknown kind", kind: messages.Kind(9), typ: "test:tick", data: `{"seq":1,"items":[]}`},
 		{name: "zero kind", kind: 0, typ: "test:tick", data: `{"seq":1,"items":[]}`},
 	}
 	var (
@@ -129,7 +129,7 @@ func TestReceiveInvalidEvent(t *testing.T) {
 			// Events are handled in order, so once the good event that
 			// follows is handled, the bad one has been dealt with.
 			seq := 1000 + i
-			send(t, raw, &link.Envelope{Kind: link.KindEvent, Type: "test:tick", Data: []byte(`{"seq":` + strconv.Itoa(seq) + `,"items":["a"]}`)})
+			send(t, raw, &link.Envelope{Kind: messages.KindEvent, Type: "test:tick", Data: []byte(`{"seq":` + strconv.Itoa(seq) + `,"items":["a"]}`)})
 			equal(t, conformance.Recv(t, handled, 5*time.Second, "the good event"), seq, "handled event")
 			if got := l.Stats().Invalid; got != before+1 {
 				t.Errorf("Stats().Invalid = %d, want %d", got, before+1)
@@ -151,9 +151,9 @@ func TestReceiveLateResponse(t *testing.T) {
 		name string
 		msg  *link.Envelope
 	}{
-		{name: "unknown id", msg: &link.Envelope{Kind: link.KindResponse, Type: "test:echo", ID: 4242, Data: []byte(`{"n":1,"text":""}`)}},
-		{name: "unknown id with error", msg: &link.Envelope{Kind: link.KindResponse, Type: "test:echo", ID: 4243, Error: link.Errorf(link.CodeInternal, "boom")}},
-		{name: "id zero, unknown type", msg: &link.Envelope{Kind: link.KindResponse, Type: "nonsense"}},
+		{name: "unknown id", msg: &link.Envelope{Kind: messages.KindResponse, Type: "test:echo", ID: 4242, Data: []byte(`{"n":1,"text":""}`)}},
+		{name: "unknown id with error", msg: &link.Envelope{Kind: messages.KindResponse, Type: "test:echo", ID: 4243, Error: link.Errorf(link.CodeInternal, "boom")}},
+		{name: "id zero, unknown type", msg: &link.Envelope{Kind: messages.KindResponse, Type: "nonsense"}},
 	}
 	l, raw, _ := rawPeer(t, instanceAddr, slaveAddr, nil)
 	for _, tc := range tests {

@@ -206,7 +206,7 @@ func TestRequestDefaultTimeout(t *testing.T) {
 			return []messages.Message{testEcho}
 		}, link.WithRequestTimeout(timeout))
 		began := time.Now()
-		send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: "test:echo", ID: 1, Data: []byte(`{"n":1,"text":""}`)})
+		send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: "test:echo", ID: 1, Data: []byte(`{"n":1,"text":""}`)})
 		resp := rec.response(t, 1)
 		took := time.Since(began)
 		wantCode(t, resp.Error, link.CodeTimeout)
@@ -330,7 +330,7 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 				rec.mu.Lock()
 				defer rec.mu.Unlock()
 				for _, m := range rec.msgs {
-					if m.Kind == link.KindRequest && m.Type == "test:echo" {
+					if m.Kind == messages.KindRequest && m.Type == "test:echo" {
 						req = m
 						return true
 					}
@@ -340,7 +340,7 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 			if req.Deadline.IsZero() {
 				t.Error("the request carries no deadline")
 			}
-			send(t, raw, &link.Envelope{Kind: link.KindResponse, Type: req.Type, ID: req.ID, Data: []byte(tc.data)})
+			send(t, raw, &link.Envelope{Kind: messages.KindResponse, Type: req.Type, ID: req.ID, Data: []byte(tc.data)})
 			r := conformance.Recv(t, done, 5*time.Second, "the request to end")
 			le := wantCode(t, r.err, link.CodeInvalidMessage)
 			if !strings.Contains(le.Message, "test:echo response") {

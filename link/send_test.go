@@ -199,7 +199,7 @@ func TestSendNotValidOnLink(t *testing.T) {
 		{
 			name: "forward of an unknown type",
 			send: func(ctx context.Context, l *link.Link) error {
-				_, err := l.ForwardRequest(ctx, &link.Envelope{Kind: link.KindRequest, Type: "no_such", Data: []byte(`{}`)})
+				_, err := l.ForwardRequest(ctx, &link.Envelope{Kind: messages.KindRequest, Type: "no_such", Data: []byte(`{}`)})
 				return err
 			},
 			why: "no_such is not in the catalog",
@@ -207,7 +207,7 @@ func TestSendNotValidOnLink(t *testing.T) {
 		{
 			name: "forward of an event valid only the other way",
 			send: func(ctx context.Context, l *link.Link) error {
-				return l.ForwardEvent(ctx, &link.Envelope{Kind: link.KindEvent, Type: "banlist_update", Data: []byte(`{"name":"bob","banned":true}`)})
+				return l.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "banlist_update", Data: []byte(`{"name":"bob","banned":true}`)})
 			},
 			why: "banlist_update is not valid on instance-slave",
 		},

@@ -46,13 +46,13 @@ func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error
 		return err
 	}
 	if v := any(ev); l.values && m.PayloadValueOK(v) {
-		return l.emit(ctx, &Envelope{Kind: KindEvent, Type: m.Name(), Value: v})
+		return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: m.Name(), Value: v})
 	}
 	payload, err := m.Encode(ev)
 	if err != nil {
 		return invalid(err)
 	}
-	return l.emit(ctx, &Envelope{Kind: KindEvent, Type: m.Name(), Data: payload})
+	return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: m.Name(), Data: payload})
 }
 
 // HandleRequest attaches h to answer requests of type m on l. h gets the

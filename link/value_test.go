@@ -69,7 +69,7 @@ func TestValuesOverVirtual(t *testing.T) {
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
-	byType := func(ms []link.Envelope, typ string, kind link.Kind) link.Envelope {
+	byType := func(ms []link.Envelope, typ string, kind messages.Kind) link.Envelope {
 		for _, m := range ms {
 			if m.Type == typ && m.Kind == kind {
 				return m
@@ -78,16 +78,16 @@ func TestValuesOverVirtual(t *testing.T) {
 		t.Fatalf("no %s %s observed", kind, typ)
 		return link.Envelope{}
 	}
-	if m := byType(obs.sent, "test:echo", link.KindRequest); m.Value != (echoReq{N: 3, Text: "héllo \"there\""}) || m.Data != nil {
+	if m := byType(obs.sent, "test:echo", messages.KindRequest); m.Value != (echoReq{N: 3, Text: "héllo \"there\""}) || m.Data != nil {
 		t.Errorf("the echo request went as %q / %#v, want the Go value alone", m.Data, m.Value)
 	}
-	if m := byType(obs.received, "test:echo", link.KindResponse); m.Value == nil || m.Data != nil {
+	if m := byType(obs.received, "test:echo", messages.KindResponse); m.Value == nil || m.Data != nil {
 		t.Errorf("the echo response came as %q / %#v, want a Go value", m.Data, m.Value)
 	}
-	if m := byType(obs.received, "send_command", link.KindResponse); m.Value != nil || string(m.Data) != `{"output":"ok"}` {
+	if m := byType(obs.received, "send_command", messages.KindResponse); m.Value != nil || string(m.Data) != `{"output":"ok"}` {
 		t.Errorf("the JSON handler's response came as %q / %#v, want its JSON", m.Data, m.Value)
 	}
-	if m := byType(obs.sent, "test:tick", link.KindEvent); m.Value != nil || m.Data == nil {
+	if m := byType(obs.sent, "test:tick", messages.KindEvent); m.Value != nil || m.Data == nil {
 		t.Errorf("a tick, which has a slice, went as %q / %#v, want JSON", m.Data, m.Value)
 	}
 }
@@ -109,10 +109,10 @@ func TestInvalidValueRefused(t *testing.T) {
 		messages.Command{InstanceID: 7, Command: "not the message's type"},
 	} {
 		id := uint64(i + 1)
-		send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: testEcho.Name(), ID: id, Value: v, Deadline: deadline})
+		send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: testEcho.Name(), ID: id, Value: v, Deadline: deadline})
 		wantCode(t, rec.response(t, id).Error, link.CodeInvalidMessage)
 	}
-	send(t, raw, &link.Envelope{Kind: link.KindRequest, Type: testEcho.Name(), ID: 3, Value: echoReq{N: 2, Text: "ok"}, Deadline: deadline})
+	send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: testEcho.Name(), ID: 3, Value: echoReq{N: 2, Text: "ok"}, Deadline: deadline})
 	good := rec.response(t, 3)
 	if good.Error != nil || good.Value != (echoResp{N: 2, Text: "ok"}) {
 		t.Errorf("a valid value: response %#v, error %v", good.Value, good.Error)

@@ -14,22 +14,29 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 )
 
-// Kind tells a Request from an Event.
+// Kind tells a Request from an Event, and, in a message as it travels
+// (link.Envelope), either from the response that answers a request.
 type Kind uint8
 
-// The two kinds of message.
+// The kinds of message. A definition is a request or an event; a
+// response is not defined on its own (it is part of its request's
+// definition) and is a kind only of envelopes. One Kind serves both, so
+// that a definition's kind and an envelope's compare directly.
 const (
-	KindRequest Kind = iota + 1 // a request answered by a response
-	KindEvent                   // a one-way event
+	KindRequest  Kind = iota + 1 // a request answered by a response
+	KindEvent                    // a one-way event
+	KindResponse                 // only in envelopes: the answer to a request
 )
 
-// String returns "request" or "event".
+// String returns "request", "event" or "response".
 func (k Kind) String() string {
 	switch k {
 	case KindRequest:
 		return "request"
 	case KindEvent:
 		return "event"
+	case KindResponse:
+		return "response"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }

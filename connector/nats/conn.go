@@ -13,6 +13,7 @@ import (
 
 	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
 )
 
 // Headers. What is not payload travels in the subject (see subject.go), or,
@@ -260,7 +261,7 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		c.n.opts.logger.Warn("request with a reply subject that is not the requester's; dropped", "node", c.n.self.String(), "peer", c.peer.String(), "reply", msg.Reply)
 		return
 	}
-	m := &link.Envelope{Kind: link.KindRequest, Type: sub.msgType, Data: msg.Data, Reply: msg.Reply}
+	m := &link.Envelope{Kind: messages.KindRequest, Type: sub.msgType, Data: msg.Data, Reply: msg.Reply}
 	if v := msg.Header.Get(hdrID); v != "" {
 		id, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -334,13 +335,13 @@ func (c *Conn) inboundNumbered(sub subject, msg *natsgo.Msg) {
 		c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", sub.msgType, "error", err)
 		return
 	}
-	c.receive(h, &link.Envelope{Kind: link.KindEvent, Type: sub.msgType, Data: payload, Origin: origin}, sub.dst.ID == BroadcastID)
+	c.receive(h, &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: payload, Origin: origin}, sub.dst.ID == BroadcastID)
 }
 
 // inboundPlain takes a plain client's event: no numbers, its origin in a
 // header. It gets what NATS delivers.
 func (c *Conn) inboundPlain(sub subject, msg *natsgo.Msg) {
-	m := &link.Envelope{Kind: link.KindEvent, Type: sub.msgType, Data: msg.Data}
+	m := &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: msg.Data}
 	if v := msg.Header.Get(hdrOrigin); v != "" {
 		origin, err := link.ParseAddress(v)
 		if err != nil {
@@ -414,7 +415,7 @@ func (c *Conn) fabricReply(reply string) bool {
 // ours, a response on the reply subject its request named, an event on the
 // peer's subject (numbered, to a fabric peer).
 func (c *Conn) Send(ctx context.Context, m *link.Envelope) error {
-	if m.Kind == link.KindResponse {
+	if m.Kind == messages.KindResponse {
 		defer c.countOut(m.Reply) // answered, or never to be: no longer in flight
 	}
 	c.mu.Lock()
@@ -425,14 +426,14 @@ func (c *Conn) Send(ctx context.Context, m *link.Envelope) error {
 	peerSession := c.session
 	c.mu.Unlock()
 	switch m.Kind {
-	case link.KindEvent:
+	case messages.KindEvent:
 		if c.in == nil { // a plain NATS client cannot acknowledge: it gets what NATS delivers
 			return c.sendPlainEvent(ctx, m)
 		}
 		return c.sendEvent(ctx, m)
-	case link.KindRequest:
+	case messages.KindRequest:
 		return c.sendRequest(ctx, m, peerSession)
-	case link.KindResponse:
+	case messages.KindResponse:
 		return c.sendResponse(ctx, m)
 	}
 	return link.Errorf(link.CodeInvalidMessage, "unknown message kind %d", m.Kind)

@@ -508,14 +508,14 @@ func TestBroadcast(t *testing.T) {
 	// sent to it alone, on its link, until it has acknowledged one
 	// (internal/delivery): once every slave has, a broadcast takes one
 	// publish.
-	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"nobody","banned":false}`)}), "the first broadcast")
+	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"nobody","banned":false}`)}), "the first broadcast")
 	for range 3 {
 		conformance.Recv(t, got, prompt, "the first broadcast at every slave")
 	}
 	conformance.WaitFor(t, prompt, "every slave to acknowledge the first broadcast", func() bool { return master.BroadcastsUnacked() == 0 })
 	data := `{"name":"griefer","banned":true}`
 	before := master.NATS().Stats().OutMsgs
-	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(data), Origin: masterAddr}), "broadcast")
+	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(data), Origin: masterAddr}), "broadcast")
 	if n := master.NATS().Stats().OutMsgs - before; n != 1 {
 		t.Errorf("the broadcast took %d publishes, want 1", n)
 	}
@@ -534,10 +534,10 @@ func TestBroadcast(t *testing.T) {
 		t.Errorf("the control dropped %d messages; it should have received none", control.Dropped())
 	}
 
-	if err := master.Broadcast(ctx, all, &link.Envelope{Kind: link.KindRequest, Type: messages.Ping.Name(), Data: []byte("{}")}); !errors.Is(err, link.ErrInvalidMessage) {
+	if err := master.Broadcast(ctx, all, &link.Envelope{Kind: messages.KindRequest, Type: messages.Ping.Name(), Data: []byte("{}")}); !errors.Is(err, link.ErrInvalidMessage) {
 		t.Errorf("broadcasting a request: got %v, want %v", err, link.ErrInvalidMessage)
 	}
-	if err := master.Broadcast(ctx, slaveAddr, &link.Envelope{Kind: link.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(data)}); err == nil {
+	if err := master.Broadcast(ctx, slaveAddr, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(data)}); err == nil {
 		t.Error("broadcasting to one slave's address succeeded")
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
 )
 
 // Requests between fabric endpoints are sent again until their responses
@@ -88,7 +89,7 @@ func (c *Conn) fail(id uint64, err error) {
 	if !errors.As(err, &le) {
 		le = link.Errorf(link.CodeUnavailable, "%v", err)
 	}
-	c.enqueue(&link.Envelope{Kind: link.KindResponse, ID: id, Error: le, Local: true})
+	c.enqueue(&link.Envelope{Kind: messages.KindResponse, ID: id, Error: le, Local: true})
 }
 
 // reply takes the response to request wire from the responder's session
@@ -135,7 +136,7 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 	if !ok {
 		return // answered meanwhile by a copy
 	}
-	m := &link.Envelope{Kind: link.KindResponse, ID: r.id}
+	m := &link.Envelope{Kind: messages.KindResponse, ID: r.id}
 	if code := msg.Header.Get(hdrError); code != "" {
 		e := &link.Error{Code: link.Code(code), Message: string(msg.Data)}
 		if !link.ValidCode(e.Code) {

@@ -333,7 +333,7 @@ func TestBroadcastsSurviveBrokerRestart(t *testing.T) {
 		}
 		ctx := conformance.Ctx(t, time.Minute)
 		return master.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data})
+			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data})
 	}
 	for i := range n / 3 {
 		conformance.NoErr(t, broadcast(i), "broadcast")
@@ -382,7 +382,7 @@ func TestBroadcastsResentToTheReceiverThatLacksThem(t *testing.T) {
 		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
 		conformance.NoErr(t, err, "encode")
 		conformance.NoErr(t, master.Broadcast(conformance.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
 	}
 	for i, got := range logs {
 		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
@@ -412,7 +412,7 @@ func broadcastTicks(t *testing.T, master *lfnats.Node, from, to int) {
 		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
 		conformance.NoErr(t, err, "encode")
 		conformance.NoErr(t, master.Broadcast(conformance.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
 	}
 }
 
@@ -490,7 +490,7 @@ func TestBroadcastReceiverThatClosesIsForgotten(t *testing.T) {
 			}
 			data, _ := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
 			_ = master.Broadcast(context.Background(), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-				&link.Envelope{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data})
+				&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data})
 		}
 	}()
 	node := connect(t, s, slaveAddr)
@@ -617,7 +617,7 @@ func TestAdoptTakesOverWhatTheEndedSessionLacked(t *testing.T) {
 		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: broadcasts + i})
 		conformance.NoErr(t, err, "encode")
 		conformance.NoErr(t, master.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: link.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
 	}
 	var first, second tickLog
 	old := connect(t, s, slaveAddr)

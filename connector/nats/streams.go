@@ -10,6 +10,7 @@ import (
 
 	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
 )
 
 // Events and broadcasts between fabric endpoints are numbered, kept until
@@ -290,7 +291,7 @@ func (n *Node) fits(what string, size int) error {
 // does). It returns CodeUnavailable, at once, while the most broadcasts a
 // stream keeps wait for acknowledgements.
 func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Envelope) error {
-	if m.Kind != link.KindEvent {
+	if m.Kind != messages.KindEvent {
 		return link.Errorf(link.CodeInvalidMessage, "%s: only events can be broadcast", m.Type)
 	}
 	if to.ID != BroadcastID {

@@ -272,7 +272,7 @@ func FuzzRoute(f *testing.F) {
 		m := got[0]
 		now := time.Now()
 		switch m.Kind {
-		case link.KindRequest:
+		case messages.KindRequest:
 			if sub.kind != subjMessage || reply == "" || m.Reply != reply || m.Type != sub.msgType {
 				t.Errorf("request %+v from subject %q reply %q", m, subject, reply)
 			}
@@ -282,14 +282,14 @@ func FuzzRoute(f *testing.F) {
 			if sub.dst.ID == BroadcastID {
 				t.Errorf("a broadcast request was delivered: %q", subject)
 			}
-		case link.KindEvent:
+		case messages.KindEvent:
 			if sub.kind != subjMessage || reply != "" || m.Type != sub.msgType || m.Reply != "" {
 				t.Errorf("event %+v from subject %q reply %q", m, subject, reply)
 			}
 			if !m.Origin.IsZero() && m.Origin.Validate() != nil {
 				t.Errorf("event with origin %v from Lf-Origin %q", m.Origin, origin)
 			}
-		case link.KindResponse:
+		case messages.KindResponse:
 			if sub.kind != subjReply {
 				t.Errorf("response %+v from subject %q", m, subject)
 			}

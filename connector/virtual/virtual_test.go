@@ -83,8 +83,8 @@ func TestOrder(t *testing.T) {
 	a, b, ra, rb := startedPair(t)
 	ctx := context.Background()
 	for i := range uint64(n) {
-		conformance.NoErr(t, a.Send(ctx, &link.Envelope{Kind: link.KindEvent, Type: "e", ID: i}), "send a -> b")
-		conformance.NoErr(t, b.Send(ctx, &link.Envelope{Kind: link.KindEvent, Type: "e", ID: i}), "send b -> a")
+		conformance.NoErr(t, a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "e", ID: i}), "send a -> b")
+		conformance.NoErr(t, b.Send(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "e", ID: i}), "send b -> a")
 	}
 	conformance.WaitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == n && len(ra.received()) == n })
 	if got := rb.ids(); !slices.Equal(got, sequence(0, n)) {
@@ -111,7 +111,7 @@ func TestSendCopies(t *testing.T) {
 			_ = append(m.Data[:2], "zzzzzzzz"...)
 		}},
 		{name: "fields changed", startFirst: true, mutate: func(m *link.Envelope) {
-			m.Type, m.ID, m.Kind, m.Data = "other", 99, link.KindEvent, nil
+			m.Type, m.ID, m.Kind, m.Data = "other", 99, messages.KindEvent, nil
 		}},
 		{name: "error changed", startFirst: true, mutate: func(m *link.Envelope) {
 			m.Error.Code, m.Error.Message = "other", "changed"
@@ -130,7 +130,7 @@ func TestSendCopies(t *testing.T) {
 			}
 			data := make([]byte, 13, 64) // spare capacity, so an append writes in place
 			copy(data, `{"n":"hello"}`)
-			m := &link.Envelope{Kind: link.KindResponse, Type: "test:echo", ID: 7, Data: data,
+			m := &link.Envelope{Kind: messages.KindResponse, Type: "test:echo", ID: 7, Data: data,
 				Error: &link.Error{Code: "test.code", Message: "as sent"}}
 			conformance.NoErr(t, a.Send(context.Background(), m), "send")
 			tc.mutate(m)
@@ -142,7 +142,7 @@ func TestSendCopies(t *testing.T) {
 			if got == m {
 				t.Fatal("the receiver got the sender's *Envelope itself")
 			}
-			if got.Kind != link.KindResponse || got.Type != "test:echo" || got.ID != 7 || string(got.Data) != `{"n":"hello"}` {
+			if got.Kind != messages.KindResponse || got.Type != "test:echo" || got.ID != 7 || string(got.Data) != `{"n":"hello"}` {
 				t.Errorf("received %s %q id=%d data=%q, want the message as sent", got.Kind, got.Type, got.ID, got.Data)
 			}
 			if got.Error == nil || got.Error.Code != "test.code" || got.Error.Message != "as sent" {
@@ -159,7 +159,7 @@ func TestSendCarriesFields(t *testing.T) {
 	deadline := time.Now().Add(time.Minute).Round(0)
 	origin := link.Address{Type: messages.Master, ID: "0"}
 	sent := &link.Envelope{
-		Kind: link.KindResponse, Type: "test:echo", ID: 42,
+		Kind: messages.KindResponse, Type: "test:echo", ID: 42,
 		Error:    link.Errorf("test.io", "read save: %w", io.EOF),
 		Deadline: deadline, Origin: origin, Reply: "r",
 	}
@@ -191,12 +191,12 @@ func TestSendBeforeStart(t *testing.T) {
 	t.Cleanup(func() { _ = a.Close() })
 	ctx := context.Background()
 	for i := range uint64(early) {
-		conformance.NoErr(t, a.Send(ctx, &link.Envelope{Kind: link.KindEvent, ID: i}), "send before start")
+		conformance.NoErr(t, a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, ID: i}), "send before start")
 	}
 	sent := make(chan error, 1)
 	go func() {
 		for i := uint64(early); i < late; i++ {
-			if err := a.Send(ctx, &link.Envelope{Kind: link.KindEvent, ID: i}); err != nil {
+			if err := a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, ID: i}); err != nil {
 				sent <- err
 				return
 			}
@@ -242,7 +242,7 @@ func TestClose(t *testing.T) {
 				t.Errorf("peer's receiver got statuses %v, want [closed]", got)
 			}
 			for name, c := range map[string]*virtual.Conn{"a": a, "b": b} {
-				err := c.Send(context.Background(), &link.Envelope{Kind: link.KindEvent, Type: "e"})
+				err := c.Send(context.Background(), &link.Envelope{Kind: messages.KindEvent, Type: "e"})
 				if !errors.Is(err, link.ErrSessionLost) {
 					t.Errorf("Send on %s after close: got %v, want ErrSessionLost", name, err)
 				}
@@ -291,7 +291,7 @@ func TestSendContextDone(t *testing.T) {
 	a, _, _, rb := startedPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := a.Send(ctx, &link.Envelope{Kind: link.KindEvent, Type: "e"})
+	err := a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "e"})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Send with a cancelled ctx: got %v, want context.Canceled", err)
 	}

@@ -237,7 +237,7 @@ func testInvalidPayload(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 		{"JSON but not an object", `[1,2,3]`},
 	}
 	for _, tc := range bad {
-		_, err := a.ForwardRequest(ctx, &link.Envelope{Kind: link.KindRequest, Type: Echo.Name(), Data: []byte(tc.data)})
+		_, err := a.ForwardRequest(ctx, &link.Envelope{Kind: messages.KindRequest, Type: Echo.Name(), Data: []byte(tc.data)})
 		if !errors.Is(err, link.ErrInvalidMessage) {
 			t.Errorf("request %s (%q): got %v, want %v", tc.name, tc.data, err, link.ErrInvalidMessage)
 		}
@@ -257,7 +257,7 @@ func testInvalidPayload(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 
 	before = b.Stats().Invalid
 	for _, data := range []string{`{"seq":-1}`, `{"seq":`, `"tick"`, ``} {
-		NoErr(t, a.ForwardEvent(ctx, &link.Envelope{Kind: link.KindEvent, Type: Tick.Name(), Data: []byte(data)}), "forward an invalid event")
+		NoErr(t, a.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: Tick.Name(), Data: []byte(data)}), "forward an invalid event")
 	}
 	NoErr(t, link.Emit(ctx, a, Tick, TickEvent{Seq: 5}), "emit a valid event")
 	if seq := Recv(t, ticks, prompt, "the valid event"); seq != 5 {

@@ -219,7 +219,7 @@ func (c MasterConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("FABRIC_NATS_LISTEN=%q: %v", c.Listen, err))
 		}
 	}
-	if _, err := ParsePermissions(c.Permissions); err != nil {
+	if _, err := ParseGrants(c.Permissions); err != nil {
 		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_PERMISSIONS=%q: %v", c.Permissions, err))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)

@@ -212,9 +212,9 @@ func TestEndpointsRefuseBadConfig(t *testing.T) {
 	}
 }
 
-// TestPermissionsAllows: grants by name, by prefix and to everyone.
-func TestPermissionsAllows(t *testing.T) {
-	p, err := fabric.ParsePermissions("alice=*; bob=core.instance.*, core.slave.list; carol=core.instance.start; *=core.instance.list")
+// TestGrantsAllows: grants by name, by prefix and to everyone.
+func TestGrantsAllows(t *testing.T) {
+	p, err := fabric.ParseGrants("alice=*; bob=core.instance.*, core.slave.list; carol=core.instance.start; *=core.instance.list")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestPermissionsAllows(t *testing.T) {
 		}
 	}
 
-	none, err := fabric.ParsePermissions("")
+	none, err := fabric.ParseGrants("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,8 +252,8 @@ func TestPermissionsAllows(t *testing.T) {
 	}
 }
 
-// TestParsePermissionsRejects: malformed grants are errors.
-func TestParsePermissionsRejects(t *testing.T) {
+// TestParseGrantsRejects: malformed grants are errors.
+func TestParseGrantsRejects(t *testing.T) {
 	for _, s := range []string{
 		"bad",
 		"=core.slave.list",
@@ -264,8 +264,8 @@ func TestParsePermissionsRejects(t *testing.T) {
 		"alice=**",
 		"alice=core instance",
 	} {
-		if _, err := fabric.ParsePermissions(s); err == nil {
-			t.Errorf("ParsePermissions(%q) accepted it", s)
+		if _, err := fabric.ParseGrants(s); err == nil {
+			t.Errorf("ParseGrants(%q) accepted it", s)
 		}
 	}
 }
@@ -317,7 +317,7 @@ func TestMasterRefusesUnknownPermissions(t *testing.T) {
 			t.Errorf("permissions %q: %v, want ErrConfig naming FABRIC_CONTROL_PERMISSIONS", perms, err)
 		}
 	}
-	p, err := fabric.ParsePermissions("alice=core.instance.*,storage.save;bob=*;*=core.slave.list")
+	p, err := fabric.ParseGrants("alice=core.instance.*,storage.save;bob=*;*=core.slave.list")
 	if err != nil {
 		t.Fatal(err)
 	}

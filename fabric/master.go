@@ -41,7 +41,7 @@ type Master struct {
 	cfg       MasterConfig
 	log       *slog.Logger
 	catalog   *messages.Catalog
-	perms     Permissions
+	perms     Grants
 	broker    *Broker      // nil when NATS is external
 	local     *Broker      // reached in-process: the embedded broker, or WithLocalBroker's
 	url       string       // the NATS servers
@@ -86,7 +86,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	if err != nil {
 		return nil, err
 	}
-	perms, _ := ParsePermissions(cfg.Permissions)
+	perms, _ := ParseGrants(cfg.Permissions)
 	if unknown := perms.Unknown(catalog); len(unknown) > 0 {
 		return nil, fmt.Errorf("%w: FABRIC_CONTROL_PERMISSIONS=%q: %s grants nothing: no message needs such a permission (fabric messages lists them)",
 			ErrConfig, cfg.Permissions, strings.Join(unknown, ", "))

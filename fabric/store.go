@@ -399,14 +399,14 @@ func (s *store) publish(ctx context.Context, key string, v any, last uint64, del
 	return 0, fmt.Errorf("%w: %s: %w", errUnknown, key, err)
 }
 
-// JetStreamPermissions returns the subjects, beyond those of its links,
+// JetStreamAllowList returns the subjects, beyond those of its links,
 // that the master's NATS user must be allowed to publish for its use of
 // JetStream under subject prefix: the JetStream API on its two buckets
 // (create or open them, read keys, watch them), writes to their keys, and
 // the flow control of the consumers that watch them. JetStream answers on
 // the master's inbox, which the master may read already. Nothing else of
 // JetStream is needed, nor any other bucket.
-func JetStreamPermissions(prefix string) []string {
+func JetStreamAllowList(prefix string) []string {
 	out := []string{"$JS.API.INFO"}
 	for _, b := range []string{StateBucket(prefix), LeaseBucket(prefix)} {
 		s := "KV_" + b

@@ -1,8 +1,8 @@
 // Package natsauth writes the nats-server authorization block that gives
 // each endpoint of a Linkfabric cluster its own NATS user, allowed to
 // publish and subscribe only the subjects of its own links
-// (Permissions), and the master what its JetStream buckets need
-// (fabric.JetStreamPermissions). fabric nats-config prints it; the tests load the
+// (AllowLists), and the master what its JetStream buckets need
+// (fabric.JetStreamAllowList). fabric nats-config prints it; the tests load the
 // very same text into a real nats-server.
 package natsauth
 
@@ -154,10 +154,10 @@ func Identities(o Options) ([]Identity, error) {
 			}
 			id.NKey = pub
 		}
-		id.Publish, id.Subscribe = Permissions(o.Catalog, o.Prefix, a)
+		id.Publish, id.Subscribe = AllowLists(o.Catalog, o.Prefix, a)
 		if a.Type == messages.Master {
 			// The master keeps its state, and its lease, in JetStream.
-			id.Publish = append(id.Publish, fabric.JetStreamPermissions(o.Prefix)...)
+			id.Publish = append(id.Publish, fabric.JetStreamAllowList(o.Prefix)...)
 		}
 		out = append(out, id)
 	}

@@ -59,7 +59,7 @@ func run(t *testing.T, opts *server.Options) *server.Server {
 
 // TestGenerate: the text loads in nats-server, with the passwords from its
 // environment, one user per endpoint, and exactly the permissions of
-// Permissions.
+// AllowLists.
 func TestGenerate(t *testing.T) {
 	o := natsauth.Options{Catalog: catalog(t), Prefix: "lf", Slaves: []int64{1, 2, 3}, Controls: []string{"alice", "ops-team"}}
 	text, ids, err := natsauth.Generate(o)
@@ -96,9 +96,9 @@ func TestGenerate(t *testing.T) {
 	}
 	for i, u := range opts.Users {
 		id := ids[i]
-		pub, sub := natsauth.Permissions(o.Catalog, o.Prefix, id.Address)
+		pub, sub := natsauth.AllowLists(o.Catalog, o.Prefix, id.Address)
 		if id.Address == link.MasterAddress {
-			pub = append(pub, fabric.JetStreamPermissions(o.Prefix)...)
+			pub = append(pub, fabric.JetStreamAllowList(o.Prefix)...)
 		}
 		if u.Username != id.User || u.Password != "pw"+strings.ToLower(id.PasswordVar) {
 			t.Errorf("user %d: %q with password %q", i, u.Username, u.Password)

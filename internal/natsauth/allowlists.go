@@ -31,7 +31,7 @@ import (
 // to which is the catalog's to say, and is what this file adds to the
 // connector's subject scheme.
 
-// Permissions returns the subjects that the NATS user of the endpoint self
+// AllowLists returns the subjects that the NATS user of the endpoint self
 // may publish and subscribe to, in a cluster whose subjects start with
 // prefix and whose messages catalog describes. The peer types come from
 // the catalog: self has a link with every endpoint type that the catalog
@@ -41,7 +41,7 @@ import (
 //
 // An instance, or an address of no known type, gets nil lists: it must
 // not connect at all.
-func Permissions(catalog *messages.Catalog, prefix string, self link.Address) (publish, subscribe []string) {
+func AllowLists(catalog *messages.Catalog, prefix string, self link.Address) (publish, subscribe []string) {
 	if !self.Type.Valid() || self.Type == messages.Instance {
 		return nil, nil
 	}

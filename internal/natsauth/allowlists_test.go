@@ -20,7 +20,7 @@ import (
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-func TestPermissions(t *testing.T) {
+func TestAllowLists(t *testing.T) {
 	core := catalog(t)
 	// A plugin that opens a link the core catalog does not have: slaves
 	// tell controls something directly.
@@ -87,10 +87,10 @@ func TestPermissions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pub, sub := natsauth.Permissions(tc.catalog, tc.prefix, tc.self)
+			pub, sub := natsauth.AllowLists(tc.catalog, tc.prefix, tc.self)
 			if tc.wantNilLists {
 				if pub != nil || sub != nil {
-					t.Fatalf("Permissions = %q, %q; want nothing", pub, sub)
+					t.Fatalf("AllowLists = %q, %q; want nothing", pub, sub)
 				}
 				return
 			}
@@ -151,17 +151,17 @@ func (w *warnings) violations() []string {
 	return out
 }
 
-// TestPermissionsLetNodesWork: with each endpoint's user limited to what
-// Permissions allows, Nodes subscribe, make requests both ways and answer
+// TestAllowListsLetNodesWork: with each endpoint's user limited to what
+// AllowLists allows, Nodes subscribe, make requests both ways and answer
 // them without a single permissions violation, and nats.go's inboxes use
 // InboxPrefix. A client logged in as the slave that tries to speak as the
 // master is refused.
-func TestPermissionsLetNodesWork(t *testing.T) {
+func TestAllowListsLetNodesWork(t *testing.T) {
 	cat := conformance.Catalog()
 	master, slave, control := link.MasterAddress, link.Address{Type: messages.Slave, ID: "3"}, link.Address{Type: messages.Control, ID: "bob"}
 	opts := &server.Options{}
 	for _, a := range []link.Address{master, slave, control} {
-		pub, sub := natsauth.Permissions(cat, "lf", a)
+		pub, sub := natsauth.AllowLists(cat, "lf", a)
 		opts.Users = append(opts.Users, &server.User{Username: a.String(), Password: "pw-" + a.ID, Permissions: &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: pub},
 			Subscribe: &server.SubjectPermission{Allow: sub},
@@ -228,7 +228,7 @@ func TestPermissionsLetNodesWork(t *testing.T) {
 		conformance.NoErr(t, n.NATS().Flush(), "flush")
 	}
 	if v := logs.violations(); len(v) > 0 {
-		t.Fatalf("permissions violations with the permissions of Permissions: %q", v)
+		t.Fatalf("permissions violations with the allow-lists of AllowLists: %q", v)
 	}
 
 	// The check above can see violations: a Node that claims another

@@ -12,19 +12,22 @@ import (
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-// Permissions says which control users may send which requests. It is
-// immutable and safe for concurrent use.
-type Permissions struct {
+// Grants is the master's table of who may do what: which control users
+// hold which permissions (messages.Definition.Permission), and so may send
+// the requests and events that need them. It is immutable and safe for
+// concurrent use. (What a NATS user may publish and subscribe to is the
+// broker's business: see fabric nats-config.)
+type Grants struct {
 	grants map[string][]string // user ("*" for every user) -> patterns
 }
 
 var permPattern = regexp.MustCompile(`^(\*|[a-z][a-z0-9_]*([.:][a-z][a-z0-9_]*)*(\.\*)?)$`)
 
-// ParsePermissions parses "user=perm,perm;user=perm". A permission is a
+// ParseGrants parses "user=perm,perm;user=perm". A permission is a
 // name such as core.instance.start, a prefix ending in ".*" such as
 // core.instance.*, or "*" for all. The user "*" stands for every user.
-func ParsePermissions(s string) (Permissions, error) {
-	p := Permissions{grants: map[string][]string{}}
+func ParseGrants(s string) (Grants, error) {
+	p := Grants{grants: map[string][]string{}}
 	for entry := range strings.SplitSeq(s, ";") {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
@@ -50,7 +53,7 @@ func ParsePermissions(s string) (Permissions, error) {
 }
 
 // Allows reports whether user holds permission.
-func (p Permissions) Allows(user, permission string) bool {
+func (p Grants) Allows(user, permission string) bool {
 	if permission == messages.Unrestricted {
 		return true
 	}
@@ -70,7 +73,7 @@ func (p Permissions) Allows(user, permission string) bool {
 // Unknown returns the granted permissions that grant nothing in catalog,
 // in the order they were given: a name no message needs, or a prefix
 // ending in ".*" that no permission starts with. "*" is always known.
-func (p Permissions) Unknown(catalog *messages.Catalog) []string {
+func (p Grants) Unknown(catalog *messages.Catalog) []string {
 	var have []string
 	for _, d := range catalog.All() {
 		if perm := d.Permission(); perm != "" && perm != messages.Unrestricted {

@@ -321,7 +321,7 @@ func TestMasterRefusesUnknownPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plugin := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "storage:save", Links: []string{"control-master"}, Permission: "storage.save"})
+	plugin := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "storage:save", Links: []messages.Direction{messages.ControlToMaster}, Permission: "storage.save"})
 	catalog, err := messages.NewCatalog(messages.Plugin{Name: "storage", Messages: []messages.Message{plugin}})
 	if err != nil {
 		t.Fatal(err)

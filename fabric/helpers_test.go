@@ -338,7 +338,7 @@ func newChatPlugin(t *testing.T) (*messages.Event[chatLine], messages.Plugin) {
 	chat, err := messages.NewEvent[chatLine](messages.Spec{
 		Name:        "global_chat:chat",
 		Description: "A chat line from one instance, for every other instance.",
-		Links:       []string{"instance-slave", "slave-master", "master-slave", "slave-instance"},
+		Links:       []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		ForwardTo:   messages.Master,
 		BroadcastTo: messages.Instance,
 	})

@@ -40,13 +40,13 @@ type storagePlugin struct {
 func newStoragePlugin(t *testing.T) storagePlugin {
 	t.Helper()
 	c, err := messages.NewEvent[contribution](messages.Spec{
-		Name: "research_sync:contribution", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master,
+		Name: "research_sync:contribution", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster}, ForwardTo: messages.Master,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	g, err := messages.NewRequest[storageQuery, storageCount](messages.Spec{
-		Name: "subspace_storage:get_storage", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master,
+		Name: "subspace_storage:get_storage", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster}, ForwardTo: messages.Master,
 	})
 	if err != nil {
 		t.Fatal(err)

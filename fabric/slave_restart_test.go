@@ -24,7 +24,7 @@ type notice struct {
 // sends on the link the slave registered on (Master.SlaveLink) and that
 // returned nil arrives once.
 func TestSlaveRestartLosesNoEvents(t *testing.T) {
-	ev, err := messages.NewEvent[notice](messages.Spec{Name: "relay:notice", Links: []string{"master-slave"}})
+	ev, err := messages.NewEvent[notice](messages.Spec{Name: "relay:notice", Links: []messages.Direction{messages.MasterToSlave}})
 	if err != nil {
 		t.Fatal(err)
 	}

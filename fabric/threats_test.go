@@ -484,7 +484,7 @@ func (i recordingInstance) Attach(l *link.Link) {
 // cannot broadcast trust:announce to every instance; alice can.
 func TestThreatEventWithoutPermission(t *testing.T) {
 	announce, err := messages.NewEvent[announcement](messages.Spec{Name: "trust:announce",
-		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		Links:       []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		BroadcastTo: messages.Instance, Permission: "trust.announce"})
 	conformance.NoErr(t, err, "define")
 	plugin := fabric.WithPlugins(messages.Plugin{Name: "trust", Messages: []messages.Message{announce}})
@@ -528,10 +528,10 @@ func TestLinkAndBroadcastInOrder(t *testing.T) {
 		InstanceID int64 `json:"instance_id" schema:"minimum=1"`
 		N          int   `json:"n" schema:"minimum=0"`
 	}
-	one, err := messages.NewEvent[numbered](messages.Spec{Name: "trust:one", Links: []string{"control-master", "master-slave", "slave-instance"},
+	one, err := messages.NewEvent[numbered](messages.Spec{Name: "trust:one", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		ForwardTo: messages.Instance, Permission: "trust.send"})
 	conformance.NoErr(t, err, "define trust:one")
-	all, err := messages.NewEvent[numbered](messages.Spec{Name: "trust:all", Links: []string{"control-master", "master-slave", "slave-instance"},
+	all, err := messages.NewEvent[numbered](messages.Spec{Name: "trust:all", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		BroadcastTo: messages.Instance, Permission: "trust.send"})
 	conformance.NoErr(t, err, "define trust:all")
 	var mu sync.Mutex
@@ -598,7 +598,7 @@ func (o orderedInstance) Attach(l *link.Link) {
 // one.
 func TestSlaveBroadcastReachesItsOwnInstances(t *testing.T) {
 	shout, err := messages.NewEvent[announcement](messages.Spec{Name: "trust:shout",
-		Links: []string{"slave-master", "master-slave", "slave-instance"}, BroadcastTo: messages.Instance})
+		Links: []messages.Direction{messages.SlaveToMaster, messages.MasterToSlave, messages.SlaveToInstance}, BroadcastTo: messages.Instance})
 	conformance.NoErr(t, err, "define")
 	r := &recorder{events: []*messages.Event[announcement]{shout}}
 	var toMaster latestLink

@@ -44,17 +44,17 @@ type tick struct {
 var (
 	testEcho = messages.MustRequest[echoReq, echoResp](messages.Spec{
 		Name:       "test:echo",
-		Links:      []string{"slave-instance", "instance-slave", "control-master", "master-control"},
+		Links:      []messages.Direction{messages.SlaveToInstance, messages.InstanceToSlave, messages.ControlToMaster, messages.MasterToControl},
 		Permission: messages.Unrestricted,
 	})
 	testGuarded = messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{
 		Name:       "test:guarded",
-		Links:      []string{"control-master"},
+		Links:      []messages.Direction{messages.ControlToMaster},
 		Permission: "test.guarded",
 	})
 	testTick = messages.MustEvent[tick](messages.Spec{
 		Name:       "test:tick",
-		Links:      []string{"slave-instance", "instance-slave", "control-master", "master-control"},
+		Links:      []messages.Direction{messages.SlaveToInstance, messages.InstanceToSlave, messages.ControlToMaster, messages.MasterToControl},
 		Permission: "test.tick",
 	})
 )

@@ -144,7 +144,7 @@ func TestSendInvalidPayload(t *testing.T) {
 
 // A message the link may not send that way fails locally too.
 func TestSendNotValidOnLink(t *testing.T) {
-	stray := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "stray", Links: []string{"slave-instance"}})
+	stray := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "stray", Links: []messages.Direction{messages.SlaveToInstance}})
 	tests := []struct {
 		name string
 		send func(ctx context.Context, l *link.Link) error

@@ -78,8 +78,8 @@ func attachTrivial(l *link.Link, m messages.Message) {
 
 // Start reports handlers attached wrongly, each by name and reason.
 func TestSetupWrongHandlers(t *testing.T) {
-	stray := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "stray", Links: []string{"slave-instance"}})
-	lookalike := messages.MustRequest[echoReq, echoResp](messages.Spec{Name: "test:echo", Links: []string{"slave-instance"}})
+	stray := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "stray", Links: []messages.Direction{messages.SlaveToInstance}})
+	lookalike := messages.MustRequest[echoReq, echoResp](messages.Spec{Name: "test:echo", Links: []messages.Direction{messages.SlaveToInstance}})
 	tests := []struct {
 		name   string
 		attach func(l *link.Link) // on the instance's side, after every right handler

@@ -49,8 +49,8 @@ func TestCatalogHoldsCoreMessages(t *testing.T) {
 }
 
 func TestCatalogAll(t *testing.T) {
-	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []string{"master-slave"}})
-	alpha := messages.MustEvent[messages.Empty](messages.Spec{Name: "alpha:first", Links: []string{"master-slave"}})
+	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.MasterToSlave}})
+	alpha := messages.MustEvent[messages.Empty](messages.Spec{Name: "alpha:first", Links: []messages.Direction{messages.MasterToSlave}})
 	c := newCatalog(t,
 		messages.Plugin{Name: "global_chat", Messages: []messages.Message{chat}},
 		messages.Plugin{Name: "alpha", Messages: []messages.Message{alpha}},
@@ -79,7 +79,7 @@ func TestCatalogAll(t *testing.T) {
 }
 
 func TestCatalogOn(t *testing.T) {
-	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []string{"control-master", "master-slave", "slave-instance"}, BroadcastTo: messages.Instance, Permission: "global_chat.chat"})
+	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance}, BroadcastTo: messages.Instance, Permission: "global_chat.chat"})
 	c := newCatalog(t, messages.Plugin{Name: "global_chat", Messages: []messages.Message{chat}})
 	tests := []struct {
 		name    string
@@ -140,7 +140,7 @@ func TestCatalogOn(t *testing.T) {
 
 func TestCatalogErrors(t *testing.T) {
 	ev := func(name string) messages.Message {
-		return messages.MustEvent[messages.Empty](messages.Spec{Name: name, Links: []string{"master-slave"}})
+		return messages.MustEvent[messages.Empty](messages.Spec{Name: name, Links: []messages.Direction{messages.MasterToSlave}})
 	}
 	chat := ev("global_chat:chat")
 	tests := []struct {
@@ -194,8 +194,8 @@ func TestCatalogErrors(t *testing.T) {
 }
 
 func TestCatalogAcceptsPlugins(t *testing.T) {
-	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []string{"master-slave"}})
-	contribution := messages.MustEvent[messages.Empty](messages.Spec{Name: "research_sync:contribution", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master})
+	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.MasterToSlave}})
+	contribution := messages.MustEvent[messages.Empty](messages.Spec{Name: "research_sync:contribution", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster}, ForwardTo: messages.Master})
 	progress := messages.MustEvent[messages.Empty](messages.Spec{Name: "research_sync:progress", Links: bcInstanceLinks, BroadcastTo: messages.Instance})
 	c := newCatalog(t,
 		messages.Plugin{Name: "global_chat", Messages: []messages.Message{chat}},
@@ -215,11 +215,11 @@ func TestCatalogAcceptsPlugins(t *testing.T) {
 }
 
 func TestCatalogContains(t *testing.T) {
-	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []string{"master-slave"}})
+	chat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.MasterToSlave}})
 	c := newCatalog(t, messages.Plugin{Name: "global_chat", Messages: []messages.Message{chat}})
-	otherPing := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "ping", Links: []string{"master-slave"}})
-	otherChat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []string{"master-slave"}})
-	unknown := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:whisper", Links: []string{"master-slave"}})
+	otherPing := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "ping", Links: []messages.Direction{messages.MasterToSlave}})
+	otherChat := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.MasterToSlave}})
+	unknown := messages.MustEvent[messages.Empty](messages.Spec{Name: "global_chat:whisper", Links: []messages.Direction{messages.MasterToSlave}})
 	tests := []struct {
 		name string
 		m    messages.Message
@@ -245,7 +245,7 @@ func TestCatalogContains(t *testing.T) {
 
 // A plugin error names the plugin it is about as well as the message.
 func TestCatalogErrorNamesPlugin(t *testing.T) {
-	m := messages.MustEvent[messages.Empty](messages.Spec{Name: "chat", Links: []string{"master-slave"}})
+	m := messages.MustEvent[messages.Empty](messages.Spec{Name: "chat", Links: []messages.Direction{messages.MasterToSlave}})
 	_, err := messages.NewCatalog(messages.Plugin{Name: "global_chat", Messages: []messages.Message{m}})
 	if err == nil || !strings.Contains(err.Error(), strconv.Quote("global_chat")) || !strings.Contains(err.Error(), strconv.Quote("chat")) {
 		t.Errorf("error %v does not name both the plugin and the message", err)

@@ -163,7 +163,7 @@ func TestEncodeInvalidValue(t *testing.T) {
 			encode: func() ([]byte, error) {
 				ev := messages.MustEvent[struct {
 					V float64 `json:"v"`
-				}](messages.Spec{Name: "reading", Links: []string{"master-slave"}})
+				}](messages.Spec{Name: "reading", Links: []messages.Direction{messages.MasterToSlave}})
 				return ev.Encode(struct {
 					V float64 `json:"v"`
 				}{V: math.NaN()})
@@ -195,16 +195,16 @@ type narrowList struct {
 // other invalid payload, not as a raw encoding/json error.
 func TestDecodeOutOfRange(t *testing.T) {
 	loose := messages.MustEvent[narrow](messages.Spec{
-		Name: "loose", Links: []string{"master-slave"},
+		Name: "loose", Links: []messages.Direction{messages.MasterToSlave},
 		Schema: `{"type":"object","properties":{"v":{"type":"integer"}},"required":["v"]}`,
 	})
 	looseReq := messages.MustRequest[narrow, narrow](messages.Spec{
-		Name: "loose_req", Links: []string{"master-slave"},
+		Name: "loose_req", Links: []messages.Direction{messages.MasterToSlave},
 		Schema:         `{"type":"object","properties":{"v":{"type":"integer"}}}`,
 		ResponseSchema: `{"type":"object","properties":{"v":{"type":"integer"}}}`,
 	})
 	list := messages.MustEvent[narrowList](messages.Spec{
-		Name: "loose_list", Links: []string{"master-slave"},
+		Name: "loose_list", Links: []messages.Direction{messages.MasterToSlave},
 		Schema: `{"type":"object","properties":{"items":{"type":"array","items":{"type":"object"}}}}`,
 	})
 	tests := []struct {

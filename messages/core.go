@@ -13,7 +13,7 @@ var (
 	Ping = MustRequest[Empty, Empty](Spec{
 		Name:        "ping",
 		Description: "Ask the peer to answer, proving it is alive.",
-		Links:       []string{"master-control", "control-master", "master-slave", "slave-master"},
+		Links:       []Direction{MasterToControl, ControlToMaster, MasterToSlave, SlaveToMaster},
 		Permission:  Unrestricted,
 	})
 	// PrepareDisconnect announces a graceful disconnect: the receiver stops
@@ -21,7 +21,7 @@ var (
 	PrepareDisconnect = MustRequest[Empty, Empty](Spec{
 		Name:        "prepare_disconnect",
 		Description: "Announce a graceful disconnect; the peer finishes its in-flight requests and answers.",
-		Links:       []string{"master-control", "control-master", "master-slave", "slave-master"},
+		Links:       []Direction{MasterToControl, ControlToMaster, MasterToSlave, SlaveToMaster},
 		Permission:  Unrestricted,
 	})
 	// PrepareMasterDisconnect tells an instance that its slave is about to
@@ -29,14 +29,14 @@ var (
 	PrepareMasterDisconnect = MustRequest[Empty, Empty](Spec{
 		Name:        "prepare_master_disconnect",
 		Description: "Tell an instance that its slave is about to disconnect from the master.",
-		Links:       []string{"slave-instance"},
+		Links:       []Direction{SlaveToInstance},
 	})
 	// MasterConnectionEvent tells an instance how its slave's connection to
 	// the master changed.
 	MasterConnectionEvent = MustEvent[ConnectionEvent](Spec{
 		Name:        "master_connection_event",
 		Description: "Tell an instance that its slave's connection to the master changed.",
-		Links:       []string{"slave-instance"},
+		Links:       []Direction{SlaveToInstance},
 	})
 )
 
@@ -52,26 +52,26 @@ var (
 	RegisterSlave = MustRequest[SlaveRegistration, SlaveWelcome](Spec{
 		Name:        "register_slave",
 		Description: "Introduce a slave and the instances it hosts to the master; the master answers with the ban list.",
-		Links:       []string{"slave-master"},
+		Links:       []Direction{SlaveToMaster},
 	})
 	// UpdateInstances reports the instances a slave hosts and their status.
 	UpdateInstances = MustEvent[InstanceUpdate](Spec{
 		Name:        "update_instances",
 		Description: "Report the instances a slave hosts and their status.",
-		Links:       []string{"slave-master"},
+		Links:       []Direction{SlaveToMaster},
 	})
 	// ListSlaves returns every slave the master knows.
 	ListSlaves = MustRequest[Empty, SlaveList](Spec{
 		Name:        "list_slaves",
 		Description: "List every slave the master knows, connected or not.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.slave.list",
 	})
 	// ListInstances returns every instance the master knows.
 	ListInstances = MustRequest[Empty, InstanceList](Spec{
 		Name:        "list_instances",
 		Description: "List every instance the master knows, where it lives and its status.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.instance.list",
 	})
 	// GetClusterStatus returns the master's whole view in one answer: the
@@ -84,7 +84,7 @@ var (
 	GetClusterStatus = MustRequest[Empty, ClusterStatus](Spec{
 		Name:        "get_cluster_status",
 		Description: "Describe the active master (term, starting), the masters that stand by, every slave (version, connected, last heard from) and every instance.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.cluster.status",
 	})
 	// CreateInstance creates an instance on the master, not yet assigned to
@@ -92,14 +92,14 @@ var (
 	CreateInstance = MustRequest[NewInstance, InstanceRef](Spec{
 		Name:        "create_instance",
 		Description: "Create an instance on the master, not yet assigned to any slave.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.instance.create",
 	})
 	// AssignInstanceCommand asks the master to give an instance to a slave.
 	AssignInstanceCommand = MustRequest[Assignment, Empty](Spec{
 		Name:        "assign_instance_command",
 		Description: "Ask the master to assign an instance to a slave.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.instance.assign",
 	})
 	// DeleteInstance deletes an instance for good: the master asks the
@@ -108,14 +108,14 @@ var (
 	DeleteInstance = MustRequest[InstanceRef, Empty](Spec{
 		Name:        "delete_instance",
 		Description: "Delete an instance: its slave stops it if it runs and forgets it, then the master forgets it.",
-		Links:       []string{"control-master", "master-slave"},
+		Links:       []Direction{ControlToMaster, MasterToSlave},
 		Permission:  "core.instance.delete",
 	})
 	// AssignInstance tells a slave to host an instance from now on.
 	AssignInstance = MustRequest[HostedInstance, Empty](Spec{
 		Name:        "assign_instance",
 		Description: "Tell a slave to host an instance.",
-		Links:       []string{"master-slave"},
+		Links:       []Direction{MasterToSlave},
 	})
 )
 
@@ -125,7 +125,7 @@ var (
 	StartInstance = MustRequest[InstanceRef, Empty](Spec{
 		Name:        "start_instance",
 		Description: "Start an instance.",
-		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		Links:       []Direction{ControlToMaster, MasterToSlave, SlaveToInstance},
 		ForwardTo:   Instance,
 		Permission:  "core.instance.start",
 	})
@@ -133,7 +133,7 @@ var (
 	StopInstance = MustRequest[InstanceRef, Empty](Spec{
 		Name:        "stop_instance",
 		Description: "Stop an instance.",
-		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		Links:       []Direction{ControlToMaster, MasterToSlave, SlaveToInstance},
 		ForwardTo:   Instance,
 		Permission:  "core.instance.stop",
 	})
@@ -141,7 +141,7 @@ var (
 	SendCommand = MustRequest[Command, CommandResult](Spec{
 		Name:        "send_command",
 		Description: "Run a command on an instance and return what it printed.",
-		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		Links:       []Direction{ControlToMaster, MasterToSlave, SlaveToInstance},
 		ForwardTo:   Instance,
 		Permission:  "core.instance.send_command",
 	})
@@ -153,20 +153,20 @@ var (
 	InstanceStarted = MustEvent[InstanceRef](Spec{
 		Name:        "instance_started",
 		Description: "Report that an instance is running.",
-		Links:       []string{"instance-slave", "slave-master"},
+		Links:       []Direction{InstanceToSlave, SlaveToMaster},
 	})
 	// InstanceStopped reports that an instance has stopped.
 	InstanceStopped = MustEvent[InstanceRef](Spec{
 		Name:        "instance_stopped",
 		Description: "Report that an instance has stopped.",
-		Links:       []string{"instance-slave", "slave-master"},
+		Links:       []Direction{InstanceToSlave, SlaveToMaster},
 	})
 	// InstanceOutput carries one line an instance printed; the master
 	// relays it to the controls that follow that instance.
 	InstanceOutput = MustEvent[OutputLine](Spec{
 		Name:        "instance_output",
 		Description: "One line an instance printed; relayed to the controls following it.",
-		Links:       []string{"instance-slave", "slave-master", "master-control"},
+		Links:       []Direction{InstanceToSlave, SlaveToMaster, MasterToControl},
 		ForwardTo:   Master,
 	})
 	// SetInstanceOutputSubscriptions sets the instances whose output the
@@ -174,14 +174,14 @@ var (
 	SetInstanceOutputSubscriptions = MustRequest[OutputSubscriptions, Empty](Spec{
 		Name:        "set_instance_output_subscriptions",
 		Description: "Set the instances whose output the master relays to this control.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.instance.follow_log",
 	})
 	// PlayerEvent reports a player joining or leaving an instance.
 	PlayerEvent = MustEvent[PlayerActivity](Spec{
 		Name:        "player_event",
 		Description: "A player joined or left an instance.",
-		Links:       []string{"instance-slave", "slave-master"},
+		Links:       []Direction{InstanceToSlave, SlaveToMaster},
 		ForwardTo:   Master,
 	})
 )
@@ -193,21 +193,21 @@ var (
 	SetPlayerBanned = MustRequest[Ban, Empty](Spec{
 		Name:        "set_player_banned",
 		Description: "Ban or unban a player on every instance.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.user.set_banned",
 	})
 	// ListBannedPlayers lists the players banned on every instance.
 	ListBannedPlayers = MustRequest[Empty, BanList](Spec{
 		Name:        "list_banned_players",
 		Description: "List the players banned on every instance.",
-		Links:       []string{"control-master"},
+		Links:       []Direction{ControlToMaster},
 		Permission:  "core.user.list_banned",
 	})
 	// BanlistUpdate carries a ban to every instance.
 	BanlistUpdate = MustEvent[Ban](Spec{
 		Name:        "banlist_update",
 		Description: "A ban or unban, broadcast to every instance.",
-		Links:       []string{"master-slave", "slave-instance"},
+		Links:       []Direction{MasterToSlave, SlaveToInstance},
 		BroadcastTo: Instance,
 	})
 )

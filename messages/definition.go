@@ -64,10 +64,9 @@ type Spec struct {
 	Name string
 	// Description is one sentence for people reading the catalog.
 	Description string
-	// Links are the directions the message is valid on, each written
-	// "source-target": "control-master" is sent by a control and received
-	// by the master.
-	Links []string
+	// Links are the directions the message is valid on, such as
+	// ControlToMaster: sent by a control and received by the master.
+	Links []Direction
 	// Permission is what a control's user must hold to send the request or
 	// event to the master. It is required on messages valid on
 	// control-master (use Unrestricted for none) and refused on every
@@ -88,7 +87,9 @@ type Spec struct {
 	ResponseSchema string
 }
 
-// Message is any defined message: *Request, *Event or *Definition.
+// Message is a message's definition, in any of its forms: *Request,
+// *Event or *Definition. (A message as it travels on a link, with its
+// payload, is a link.Envelope.)
 type Message interface {
 	Def() *Definition
 }
@@ -346,7 +347,6 @@ func Unmarshal(m Message, part string, data []byte, v any) error {
 var (
 	namePattern       = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	permissionPattern = regexp.MustCompile(`^[a-z][a-z0-9_]*([.:][a-z][a-z0-9_]*)*$`)
-	controlMaster     = Direction{Source: Control, Target: Master}
 )
 
 // define checks a spec and compiles its schemas. Its errors begin with the
@@ -369,13 +369,12 @@ func define(spec Spec, kind Kind, payloadType, responseType reflect.Type) (*Defi
 	if len(spec.Links) == 0 {
 		return nil, fail("no links given; a message must be valid on at least one")
 	}
-	for _, s := range spec.Links {
-		dir, err := ParseDirection(s)
-		if err != nil {
-			return nil, fail("%v", err)
+	for _, dir := range spec.Links {
+		if !dir.Valid() {
+			return nil, fail("link %s does not join two endpoint types (want one such as ControlToMaster)", dir)
 		}
 		if d.ValidOn(dir) {
-			return nil, fail("link %q is listed twice", s)
+			return nil, fail("link %s is listed twice", dir)
 		}
 		d.links = append(d.links, dir)
 	}
@@ -394,7 +393,7 @@ func define(spec Spec, kind Kind, payloadType, responseType reflect.Type) (*Defi
 	if err := d.checkRouting(); err != nil {
 		return nil, fail("%v", err)
 	}
-	switch needs := d.ValidOn(controlMaster); {
+	switch needs := d.ValidOn(ControlToMaster); {
 	case needs && spec.Permission == "":
 		return nil, fail("%s valid on control-master must declare a permission (messages.Unrestricted for none)", map[Kind]string{KindRequest: "a request", KindEvent: "an event"}[kind])
 	case !needs && spec.Permission != "":

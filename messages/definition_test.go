@@ -82,8 +82,8 @@ func (*ownJSONPtr) MarshalJSON() ([]byte, error) { return []byte(`"own"`), nil }
 
 // controlMaster returns links for a request sent by a control.
 var (
-	fwdInstanceLinks = []string{"control-master", "master-slave", "slave-instance"}
-	bcInstanceLinks  = []string{"master-slave", "slave-instance"}
+	fwdInstanceLinks = []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance}
+	bcInstanceLinks  = []messages.Direction{messages.MasterToSlave, messages.SlaveToInstance}
 )
 
 func TestDefinitionErrors(t *testing.T) {
@@ -95,89 +95,83 @@ func TestDefinitionErrors(t *testing.T) {
 	}{
 		// Names.
 		{name: "empty name", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "", Links: []string{"master-slave"}}, reason: "empty"},
+			spec: messages.Spec{Name: "", Links: []messages.Direction{messages.MasterToSlave}}, reason: "empty"},
 		{name: "CamelCase name", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "StartInstance", Links: []string{"master-slave"}}, reason: "snake_case"},
+			spec: messages.Spec{Name: "StartInstance", Links: []messages.Direction{messages.MasterToSlave}}, reason: "snake_case"},
 		{name: "leading digit", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "1st_message", Links: []string{"master-slave"}}, reason: "snake_case"},
+			spec: messages.Spec{Name: "1st_message", Links: []messages.Direction{messages.MasterToSlave}}, reason: "snake_case"},
 		{name: "leading underscore", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "_hidden", Links: []string{"master-slave"}}, reason: "snake_case"},
+			spec: messages.Spec{Name: "_hidden", Links: []messages.Direction{messages.MasterToSlave}}, reason: "snake_case"},
 		{name: "dash in name", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "start-instance", Links: []string{"master-slave"}}, reason: "snake_case"},
+			spec: messages.Spec{Name: "start-instance", Links: []messages.Direction{messages.MasterToSlave}}, reason: "snake_case"},
 		{name: "space in name", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "start instance", Links: []string{"master-slave"}}, reason: "snake_case"},
+			spec: messages.Spec{Name: "start instance", Links: []messages.Direction{messages.MasterToSlave}}, reason: "snake_case"},
 		{name: "two colons", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "a:b:c", Links: []string{"master-slave"}}, reason: "plugin_name:type"},
+			spec: messages.Spec{Name: "a:b:c", Links: []messages.Direction{messages.MasterToSlave}}, reason: "plugin_name:type"},
 		{name: "capitalised plugin", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "Plugin:x", Links: []string{"master-slave"}}, reason: "plugin_name:type"},
+			spec: messages.Spec{Name: "Plugin:x", Links: []messages.Direction{messages.MasterToSlave}}, reason: "plugin_name:type"},
 		{name: "capitalised plugin type", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "plugin:X", Links: []string{"master-slave"}}, reason: "plugin_name:type"},
+			spec: messages.Spec{Name: "plugin:X", Links: []messages.Direction{messages.MasterToSlave}}, reason: "plugin_name:type"},
 		{name: "empty plugin", define: event[messages.Empty](),
-			spec: messages.Spec{Name: ":chat", Links: []string{"master-slave"}}, reason: "plugin_name:type"},
+			spec: messages.Spec{Name: ":chat", Links: []messages.Direction{messages.MasterToSlave}}, reason: "plugin_name:type"},
 		{name: "empty plugin type", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "global_chat:", Links: []string{"master-slave"}}, reason: "plugin_name:type"},
+			spec: messages.Spec{Name: "global_chat:", Links: []messages.Direction{messages.MasterToSlave}}, reason: "plugin_name:type"},
 
 		// Links.
 		{name: "nil links", define: event[messages.Empty](),
 			spec: messages.Spec{Name: "no_links"}, reason: "no links"},
 		{name: "empty links", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "no_links", Links: []string{}}, reason: "no links"},
+			spec: messages.Spec{Name: "no_links", Links: []messages.Direction{}}, reason: "no links"},
 		{name: "link without target", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bad_link", Links: []string{"control"}}, reason: `"control"`},
+			spec: messages.Spec{Name: "bad_link", Links: []messages.Direction{{Source: messages.Control}}}, reason: "control-none"},
 		{name: "link to itself", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bad_link", Links: []string{"control-control"}}, reason: `"control-control"`},
+			spec: messages.Spec{Name: "bad_link", Links: []messages.Direction{{Source: messages.Control, Target: messages.Control}}}, reason: "control-control"},
 		{name: "unknown endpoint", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bad_link", Links: []string{"foo-master"}}, reason: `"foo"`},
-		{name: "unknown target", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bad_link", Links: []string{"master-slaves"}}, reason: `"slaves"`},
-		{name: "capitalised link", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bad_link", Links: []string{"Master-slave"}}, reason: `"Master-slave"`},
-		{name: "three endpoints", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bad_link", Links: []string{"master-slave-instance"}}, reason: `"master-slave-instance"`},
-		{name: "empty link", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bad_link", Links: []string{"master-slave", ""}}, reason: `""`},
+			spec: messages.Spec{Name: "bad_link", Links: []messages.Direction{{Source: messages.Endpoint(9), Target: messages.Master}}}, reason: "Endpoint(9)-master"},
+		{name: "zero link", define: event[messages.Empty](),
+			spec: messages.Spec{Name: "bad_link", Links: []messages.Direction{messages.MasterToSlave, {}}}, reason: "none-none"},
 		{name: "duplicate link", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "dup_link", Links: []string{"master-slave", "slave-instance", "master-slave"}}, reason: "twice"},
+			spec: messages.Spec{Name: "dup_link", Links: []messages.Direction{messages.MasterToSlave, messages.SlaveToInstance, messages.MasterToSlave}}, reason: "twice"},
 
 		// Forwarding and broadcast.
 		{name: "forward to slave", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"master-slave"}, ForwardTo: messages.Slave}, reason: "forwardTo slave"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.MasterToSlave}, ForwardTo: messages.Slave}, reason: "forwardTo slave"},
 		{name: "forward to control", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"master-control"}, ForwardTo: messages.Control}, reason: "forwardTo control"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.MasterToControl}, ForwardTo: messages.Control}, reason: "forwardTo control"},
 		{name: "forward to invalid endpoint", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"master-slave"}, ForwardTo: messages.Endpoint(9)}, reason: "forwardTo"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.MasterToSlave}, ForwardTo: messages.Endpoint(9)}, reason: "forwardTo"},
 		{name: "broadcast request", define: request[messages.Empty, messages.Empty](),
 			spec: messages.Spec{Name: "bc", Links: bcInstanceLinks, BroadcastTo: messages.Instance}, reason: "events only"},
 		{name: "broadcast to master", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bc", Links: []string{"slave-master"}, BroadcastTo: messages.Master}, reason: "broadcastTo master"},
+			spec: messages.Spec{Name: "bc", Links: []messages.Direction{messages.SlaveToMaster}, BroadcastTo: messages.Master}, reason: "broadcastTo master"},
 		{name: "broadcast to slave", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bc", Links: []string{"master-slave"}, BroadcastTo: messages.Slave}, reason: "broadcastTo slave"},
+			spec: messages.Spec{Name: "bc", Links: []messages.Direction{messages.MasterToSlave}, BroadcastTo: messages.Slave}, reason: "broadcastTo slave"},
 		{name: "broadcast to control", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bc", Links: []string{"master-control"}, BroadcastTo: messages.Control}, reason: "broadcastTo control"},
+			spec: messages.Spec{Name: "bc", Links: []messages.Direction{messages.MasterToControl}, BroadcastTo: messages.Control}, reason: "broadcastTo control"},
 
 		// Permissions.
 		{name: "control-master request without permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "list_things", Links: []string{"control-master"}}, reason: "permission"},
+			spec: messages.Spec{Name: "list_things", Links: []messages.Direction{messages.ControlToMaster}}, reason: "permission"},
 		{name: "control-master request among others without permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "ping_all", Links: []string{"master-control", "control-master"}}, reason: "permission"},
+			spec: messages.Spec{Name: "ping_all", Links: []messages.Direction{messages.MasterToControl, messages.ControlToMaster}}, reason: "permission"},
 		{name: "control-master event without permission", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "chat", Links: []string{"control-master"}}, reason: "an event valid on control-master must declare a permission"},
+			spec: messages.Spec{Name: "chat", Links: []messages.Direction{messages.ControlToMaster}}, reason: "an event valid on control-master must declare a permission"},
 		{name: "permission on event not sent by control", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "chat", Links: []string{"master-slave"}, Permission: "core.chat"}, reason: `"core.chat"`},
+			spec: messages.Spec{Name: "chat", Links: []messages.Direction{messages.MasterToSlave}, Permission: "core.chat"}, reason: `"core.chat"`},
 		{name: "permission on request not sent by control", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "assign", Links: []string{"master-slave"}, Permission: "core.assign"}, reason: `"core.assign"`},
+			spec: messages.Spec{Name: "assign", Links: []messages.Direction{messages.MasterToSlave}, Permission: "core.assign"}, reason: `"core.assign"`},
 		{name: "permission on master-control request", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "ask", Links: []string{"master-control"}, Permission: "core.ask"}, reason: `"core.ask"`},
+			spec: messages.Spec{Name: "ask", Links: []messages.Direction{messages.MasterToControl}, Permission: "core.ask"}, reason: `"core.ask"`},
 		{name: "capitalised permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "do", Links: []string{"control-master"}, Permission: "Core.Instance.Start"}, reason: `"Core.Instance.Start"`},
+			spec: messages.Spec{Name: "do", Links: []messages.Direction{messages.ControlToMaster}, Permission: "Core.Instance.Start"}, reason: `"Core.Instance.Start"`},
 		{name: "empty permission segment", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "do", Links: []string{"control-master"}, Permission: "core..start"}, reason: `"core..start"`},
+			spec: messages.Spec{Name: "do", Links: []messages.Direction{messages.ControlToMaster}, Permission: "core..start"}, reason: `"core..start"`},
 		{name: "trailing dot permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "do", Links: []string{"control-master"}, Permission: "core.start."}, reason: `"core.start."`},
+			spec: messages.Spec{Name: "do", Links: []messages.Direction{messages.ControlToMaster}, Permission: "core.start."}, reason: `"core.start."`},
 		{name: "dashed permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "do", Links: []string{"control-master"}, Permission: "core.instance-start"}, reason: `"core.instance-start"`},
+			spec: messages.Spec{Name: "do", Links: []messages.Direction{messages.ControlToMaster}, Permission: "core.instance-start"}, reason: `"core.instance-start"`},
 		{name: "spaced permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "do", Links: []string{"control-master"}, Permission: "core instance"}, reason: `"core instance"`},
+			spec: messages.Spec{Name: "do", Links: []messages.Direction{messages.ControlToMaster}, Permission: "core instance"}, reason: `"core instance"`},
 
 		// forwardTo instance needs an integer instance_id in the Go type.
 		{name: "forward to instance without instance_id", define: request[messages.Empty, messages.Empty](),
@@ -193,96 +187,96 @@ func TestDefinitionErrors(t *testing.T) {
 		{name: "forward to instance with pointer payload", define: request[*target, messages.Empty](),
 			spec: messages.Spec{Name: "fwd", Links: fwdInstanceLinks, ForwardTo: messages.Instance, Permission: "core.fwd"}, reason: "instance_id"},
 		{name: "forwarded event without instance_id", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"slave-instance"}, ForwardTo: messages.Instance}, reason: "instance_id"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance}, reason: "instance_id"},
 		{name: "hand-written schema does not excuse the Go type", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"slave-instance"}, ForwardTo: messages.Instance, Schema: `{"type":"object"}`}, reason: "instance_id"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance, Schema: `{"type":"object"}`}, reason: "instance_id"},
 
 		// Routing chains.
 		{name: "forward to instance from master, no master-slave", define: request[target, messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"control-master"}, ForwardTo: messages.Instance, Permission: "core.fwd"}, reason: "master-slave"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.ControlToMaster}, ForwardTo: messages.Instance, Permission: "core.fwd"}, reason: "master-slave"},
 		{name: "forward to instance from master, no slave-instance", define: request[target, messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"control-master", "master-slave"}, ForwardTo: messages.Instance, Permission: "core.fwd"}, reason: "slave-instance"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave}, ForwardTo: messages.Instance, Permission: "core.fwd"}, reason: "slave-instance"},
 		{name: "forward to instance from slave, no slave-instance", define: event[target](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"master-slave"}, ForwardTo: messages.Instance}, reason: "slave-instance"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.MasterToSlave}, ForwardTo: messages.Instance}, reason: "slave-instance"},
 		{name: "forward to master from slave, no slave-master", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"instance-slave"}, ForwardTo: messages.Master}, reason: "slave-master"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.InstanceToSlave}, ForwardTo: messages.Master}, reason: "slave-master"},
 		{name: "forward request to master from slave, no slave-master", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"instance-slave"}, ForwardTo: messages.Master}, reason: "slave-master"},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.InstanceToSlave}, ForwardTo: messages.Master}, reason: "slave-master"},
 		{name: "broadcast without slave-instance", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bc", Links: []string{"master-slave"}, BroadcastTo: messages.Instance}, reason: "slave-instance"},
+			spec: messages.Spec{Name: "bc", Links: []messages.Direction{messages.MasterToSlave}, BroadcastTo: messages.Instance}, reason: "slave-instance"},
 		{name: "broadcast from master without master-slave", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "bc", Links: []string{"control-master", "slave-instance"}, BroadcastTo: messages.Instance, Permission: "bc.send"}, reason: "master-slave"},
+			spec: messages.Spec{Name: "bc", Links: []messages.Direction{messages.ControlToMaster, messages.SlaveToInstance}, BroadcastTo: messages.Instance, Permission: "bc.send"}, reason: "master-slave"},
 
 		// Hand-written schemas.
 		{name: "schema not JSON", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `{"type": "object"`}, reason: "not valid JSON"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `{"type": "object"`}, reason: "not valid JSON"},
 		{name: "schema not JSON at all", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `type: object`}, reason: "not valid JSON"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `type: object`}, reason: "not valid JSON"},
 		{name: "schema an array", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `[{"type":"object"}]`}, reason: "object"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `[{"type":"object"}]`}, reason: "object"},
 		{name: "schema a string", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `"object"`}, reason: "object"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `"object"`}, reason: "object"},
 		{name: "schema false", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `false`}, reason: "object"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `false`}, reason: "object"},
 		{name: "schema unknown type", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `{"type":"nonsense"}`}, reason: "/type"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `{"type":"nonsense"}`}, reason: "/type"},
 		{name: "schema negative minLength", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `{"minLength":-1}`}, reason: "/minLength"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `{"minLength":-1}`}, reason: "/minLength"},
 		{name: "schema required not a list", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `{"type":"object","required":"a"}`}, reason: "/required"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `{"type":"object","required":"a"}`}, reason: "/required"},
 		{name: "schema bad pattern", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `{"type":"string","pattern":"("}`}, reason: "pattern"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `{"type":"string","pattern":"("}`}, reason: "pattern"},
 		{name: "response schema invalid", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"master-slave"}, ResponseSchema: `{"type":"nonsense"}`}, reason: "response schema"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, ResponseSchema: `{"type":"nonsense"}`}, reason: "response schema"},
 		{name: "forwarded schema not an object", define: request[target, messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"slave-instance"}, ForwardTo: messages.Instance, Schema: `[1]`}, reason: "object"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance, Schema: `[1]`}, reason: "object"},
 		{name: "forwarded schema invalid", define: request[target, messages.Empty](),
-			spec: messages.Spec{Name: "hand", Links: []string{"slave-instance"}, ForwardTo: messages.Instance, Schema: `{"type":"nonsense"}`}, reason: "/type"},
+			spec: messages.Spec{Name: "hand", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance, Schema: `{"type":"nonsense"}`}, reason: "/type"},
 
 		// Go types without a JSON Schema.
 		{name: "chan payload", define: event[chan int](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "chan"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "chan"},
 		{name: "chan field", define: event[withChan](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "chan"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "chan"},
 		{name: "func payload", define: event[func()](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "func"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "func"},
 		{name: "map with int keys", define: event[withMapIntKey](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "map[int]string"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "map[int]string"},
 		{name: "complex number", define: event[withComplex](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "complex128"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "complex128"},
 		{name: "recursive struct", define: event[recursive](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "recursive"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "recursive"},
 		{name: "own MarshalJSON", define: event[ownJSON](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "MarshalJSON"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "MarshalJSON"},
 		{name: "own MarshalJSON on pointer receiver", define: event[withOwn](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "MarshalJSON"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "MarshalJSON"},
 		{name: "json string option", define: event[withStringOption](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "string"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "string"},
 		{name: "bad response type", define: request[messages.Empty, withChan](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"master-slave"}}, reason: "response schema"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}}, reason: "response schema"},
 		{name: "forwarded type with bad field", define: request[struct {
 			ID int64    `json:"instance_id"`
 			C  chan int `json:"c"`
 		}, messages.Empty](),
-			spec: messages.Spec{Name: "go_type", Links: []string{"slave-instance"}, ForwardTo: messages.Instance}, reason: "chan"},
+			spec: messages.Spec{Name: "go_type", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance}, reason: "chan"},
 
 		// schema struct tags.
 		{name: "tag minimum not a number", define: event[tagNotNumber](),
-			spec: messages.Spec{Name: "tags", Links: []string{"master-slave"}}, reason: "minimum"},
+			spec: messages.Spec{Name: "tags", Links: []messages.Direction{messages.MasterToSlave}}, reason: "minimum"},
 		{name: "tag negative minLength", define: event[tagNegativeCount](),
-			spec: messages.Spec{Name: "tags", Links: []string{"master-slave"}}, reason: "minLength"},
+			spec: messages.Spec{Name: "tags", Links: []messages.Direction{messages.MasterToSlave}}, reason: "minLength"},
 		{name: "tag unknown constraint", define: event[tagUnknown](),
-			spec: messages.Spec{Name: "tags", Links: []string{"master-slave"}}, reason: "colour"},
+			spec: messages.Spec{Name: "tags", Links: []messages.Direction{messages.MasterToSlave}}, reason: "colour"},
 		{name: "tag without value", define: event[tagNoValue](),
-			spec: messages.Spec{Name: "tags", Links: []string{"master-slave"}}, reason: "minLength"},
+			spec: messages.Spec{Name: "tags", Links: []messages.Direction{messages.MasterToSlave}}, reason: "minLength"},
 		{name: "tag fractional count", define: event[tagFractionCount](),
-			spec: messages.Spec{Name: "tags", Links: []string{"master-slave"}}, reason: "maxItems"},
+			spec: messages.Spec{Name: "tags", Links: []messages.Direction{messages.MasterToSlave}}, reason: "maxItems"},
 		{name: "tag bad pattern", define: event[tagBadPattern](),
-			spec: messages.Spec{Name: "tags", Links: []string{"master-slave"}}, reason: "pattern"},
+			spec: messages.Spec{Name: "tags", Links: []messages.Direction{messages.MasterToSlave}}, reason: "pattern"},
 		// A comma ends a constraint, so a pattern cannot contain one; it
 		// must be refused, not silently cut short.
 		{name: "tag pattern with comma", define: event[tagPatternComma](),
-			spec: messages.Spec{Name: "tags", Links: []string{"master-slave"}}, reason: "key=value"},
+			spec: messages.Spec{Name: "tags", Links: []messages.Direction{messages.MasterToSlave}}, reason: "key=value"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,19 +297,19 @@ func TestDefinitionAccepts(t *testing.T) {
 		spec   messages.Spec
 	}{
 		{name: "event on one link", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "tick", Links: []string{"master-slave"}}},
+			spec: messages.Spec{Name: "tick", Links: []messages.Direction{messages.MasterToSlave}}},
 		{name: "digits and underscores", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "v2_tick_3", Links: []string{"master-slave"}}},
+			spec: messages.Spec{Name: "v2_tick_3", Links: []messages.Direction{messages.MasterToSlave}}},
 		{name: "plugin event", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "global_chat:chat", Links: []string{"instance-slave"}}},
+			spec: messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.InstanceToSlave}}},
 		{name: "unrestricted control request", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "hello", Links: []string{"control-master"}, Permission: messages.Unrestricted}},
+			spec: messages.Spec{Name: "hello", Links: []messages.Direction{messages.ControlToMaster}, Permission: messages.Unrestricted}},
 		{name: "plugin permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "global_chat:mute", Links: []string{"control-master"}, Permission: "global_chat.mute"}},
+			spec: messages.Spec{Name: "global_chat:mute", Links: []messages.Direction{messages.ControlToMaster}, Permission: "global_chat.mute"}},
 		{name: "single-segment permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "admin", Links: []string{"control-master"}, Permission: "admin"}},
+			spec: messages.Spec{Name: "admin", Links: []messages.Direction{messages.ControlToMaster}, Permission: "admin"}},
 		{name: "request on every link but control-master needs no permission", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "hop", Links: []string{"master-control", "master-slave", "slave-master", "slave-instance", "instance-slave"}}},
+			spec: messages.Spec{Name: "hop", Links: []messages.Direction{messages.MasterToControl, messages.MasterToSlave, messages.SlaveToMaster, messages.SlaveToInstance, messages.InstanceToSlave}}},
 		{name: "forward to instance, control to instance", define: request[target, messages.Empty](),
 			spec: messages.Spec{Name: "fwd", Links: fwdInstanceLinks, ForwardTo: messages.Instance, Permission: "core.fwd"}},
 		{name: "forward to instance, uint32 id", define: request[targetUint32, messages.Empty](),
@@ -323,20 +317,20 @@ func TestDefinitionAccepts(t *testing.T) {
 		{name: "forward to instance, id in embedded struct", define: request[targetEmbedded, messages.Empty](),
 			spec: messages.Spec{Name: "fwd", Links: fwdInstanceLinks, ForwardTo: messages.Instance, Permission: "core.fwd"}},
 		{name: "forward to instance, one hop", define: event[target](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"slave-instance"}, ForwardTo: messages.Instance}},
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance}},
 		{name: "forward to master", define: request[messages.Empty, messages.Empty](),
-			spec: messages.Spec{Name: "subspace_storage:get_storage", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master}},
+			spec: messages.Spec{Name: "subspace_storage:get_storage", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster}, ForwardTo: messages.Master}},
 		{name: "broadcast", define: event[messages.Empty](),
 			spec: messages.Spec{Name: "research_sync:progress", Links: bcInstanceLinks, BroadcastTo: messages.Instance}},
 		{name: "broadcast from slave only", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "local", Links: []string{"slave-instance"}, BroadcastTo: messages.Instance}},
+			spec: messages.Spec{Name: "local", Links: []messages.Direction{messages.SlaveToInstance}, BroadcastTo: messages.Instance}},
 		{name: "global chat from the package doc", define: event[messages.Empty](),
-			spec: messages.Spec{Name: "global_chat:chat", Links: []string{"instance-slave", "slave-master", "master-slave", "slave-instance", "control-master"},
+			spec: messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster, messages.MasterToSlave, messages.SlaveToInstance, messages.ControlToMaster},
 				ForwardTo: messages.Master, BroadcastTo: messages.Instance, Permission: "global_chat.chat"}},
 		{name: "boolean true schema", define: event[any](),
-			spec: messages.Spec{Name: "anything", Links: []string{"master-slave"}, Schema: `true`}},
+			spec: messages.Spec{Name: "anything", Links: []messages.Direction{messages.MasterToSlave}, Schema: `true`}},
 		{name: "forwarded hand-written schema already requiring instance_id", define: request[target, messages.Empty](),
-			spec: messages.Spec{Name: "fwd", Links: []string{"slave-instance"}, ForwardTo: messages.Instance,
+			spec: messages.Spec{Name: "fwd", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance,
 				Schema: `{"type":"object","properties":{"instance_id":{"type":"integer"}},"required":["instance_id"]}`}},
 	}
 	for _, tc := range tests {
@@ -355,28 +349,28 @@ func TestMustPanicsOnDefinitionError(t *testing.T) {
 		msg  string
 	}{
 		{name: "MustEvent bad name", msg: "BadName", must: func() {
-			messages.MustEvent[messages.Empty](messages.Spec{Name: "BadName", Links: []string{"master-slave"}})
+			messages.MustEvent[messages.Empty](messages.Spec{Name: "BadName", Links: []messages.Direction{messages.MasterToSlave}})
 		}},
 		{name: "MustEvent no links", msg: "lonely", must: func() {
 			messages.MustEvent[messages.Empty](messages.Spec{Name: "lonely"})
 		}},
 		{name: "MustEvent bad type", msg: "go_type", must: func() {
-			messages.MustEvent[withChan](messages.Spec{Name: "go_type", Links: []string{"master-slave"}})
+			messages.MustEvent[withChan](messages.Spec{Name: "go_type", Links: []messages.Direction{messages.MasterToSlave}})
 		}},
 		{name: "MustEvent bad schema", msg: "hand", must: func() {
-			messages.MustEvent[messages.Empty](messages.Spec{Name: "hand", Links: []string{"master-slave"}, Schema: `{"minLength":-1}`})
+			messages.MustEvent[messages.Empty](messages.Spec{Name: "hand", Links: []messages.Direction{messages.MasterToSlave}, Schema: `{"minLength":-1}`})
 		}},
 		{name: "MustRequest missing permission", msg: "list_things", must: func() {
-			messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "list_things", Links: []string{"control-master"}})
+			messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "list_things", Links: []messages.Direction{messages.ControlToMaster}})
 		}},
 		{name: "MustRequest broadcast", msg: "bc", must: func() {
 			messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "bc", Links: bcInstanceLinks, BroadcastTo: messages.Instance})
 		}},
 		{name: "MustRequest forward without instance_id", msg: "fwd", must: func() {
-			messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "fwd", Links: []string{"slave-instance"}, ForwardTo: messages.Instance})
+			messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "fwd", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance})
 		}},
 		{name: "MustRequest bad response type", msg: "resp", must: func() {
-			messages.MustRequest[messages.Empty, func()](messages.Spec{Name: "resp", Links: []string{"master-slave"}})
+			messages.MustRequest[messages.Empty, func()](messages.Spec{Name: "resp", Links: []messages.Direction{messages.MasterToSlave}})
 		}},
 	}
 	for _, tc := range tests {
@@ -398,7 +392,7 @@ func TestMustReturnsDefinition(t *testing.T) {
 	if r == nil || r.Name() != "fwd" || r.Kind() != messages.KindRequest {
 		t.Fatalf("MustRequest = %v", r)
 	}
-	e := messages.MustEvent[messages.Empty](messages.Spec{Name: "tick", Links: []string{"master-slave"}})
+	e := messages.MustEvent[messages.Empty](messages.Spec{Name: "tick", Links: []messages.Direction{messages.MasterToSlave}})
 	if e == nil || e.Name() != "tick" || e.Kind() != messages.KindEvent {
 		t.Fatalf("MustEvent = %v", e)
 	}
@@ -408,7 +402,7 @@ func TestDefinitionAccessors(t *testing.T) {
 	r, err := messages.NewRequest[target, messages.Empty](messages.Spec{
 		Name:        "my_plugin:restart",
 		Description: "Restart an instance.",
-		Links:       []string{"control-master", "master-slave", "slave-instance"},
+		Links:       []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		Permission:  "my_plugin.restart",
 		ForwardTo:   messages.Instance,
 	})
@@ -514,7 +508,7 @@ func TestKindString(t *testing.T) {
 // A definition error is one line that starts with the package's sentinel
 // and then names the message, so a log line points at the culprit.
 func TestDefinitionErrorForm(t *testing.T) {
-	_, err := messages.NewEvent[messages.Empty](messages.Spec{Name: "Bad", Links: []string{"master-slave"}})
+	_, err := messages.NewEvent[messages.Empty](messages.Spec{Name: "Bad", Links: []messages.Direction{messages.MasterToSlave}})
 	if err == nil {
 		t.Fatal("no error")
 	}

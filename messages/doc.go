@@ -1,11 +1,11 @@
 // Package messages defines the messages a cluster's endpoints exchange, once
 // each, and the catalog that lists them.
 //
-// A message is a Request (a request payload answered by a response
+// A message (Message: anything with a Def, its *Definition) is a Request (a request payload answered by a response
 // payload) or an Event (one payload, no answer). Its definition names it
-// (snake_case; "plugin_name:type" for a plugin's), says on which links it is
-// valid ("control-master": sent by a control, received by the master),
-// which permission a control needs to send it, whether it is forwarded one
+// (snake_case; "plugin_name:type" for a plugin's), says in which
+// directions of which links it is valid (ControlToMaster: sent by a
+// control, received by the master), which permission a control needs to send it, whether it is forwarded one
 // hop further (ForwardTo) or broadcast to every instance (BroadcastTo), and
 // holds a compiled JSON Schema for each payload. Payloads are Go types;
 // their schema is generated from the type (see the `schema` struct tag) or
@@ -18,7 +18,7 @@
 //
 //	var Chat = messages.MustEvent[ChatLine](messages.Spec{
 //		Name:        "global_chat:chat",
-//		Links:       []string{"instance-slave", "slave-master", "master-slave", "slave-instance"},
+//		Links:       []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 //		ForwardTo:   messages.Master,
 //		BroadcastTo: messages.Instance,
 //	})

@@ -18,7 +18,7 @@ type fixPointerSibling struct {
 
 // firstError reports a failure from a passing anyOf branch (a valid pointer field) instead of the real one.
 func TestFieldSkipsValidPointer(t *testing.T) {
-	ev := messages.MustEvent[fixPointerSibling](messages.Spec{Name: "fix_ptr", Links: []string{"master-slave"}})
+	ev := messages.MustEvent[fixPointerSibling](messages.Spec{Name: "fix_ptr", Links: []messages.Direction{messages.MasterToSlave}})
 	ve := requireValidationError(t, ev.ValidatePayload([]byte(`{"a":null,"b":"x"}`)), "fix_ptr", "event")
 	if ve.Field != "/b" {
 		t.Errorf("Field = %q; want /b (%v)", ve.Field, ve)
@@ -31,7 +31,7 @@ type fixMap struct {
 
 // an error inside a map value is reported as "Additional property" on the map.
 func TestFieldOfMapValue(t *testing.T) {
-	ev := messages.MustEvent[fixMap](messages.Spec{Name: "fix_map", Links: []string{"master-slave"}})
+	ev := messages.MustEvent[fixMap](messages.Spec{Name: "fix_map", Links: []messages.Direction{messages.MasterToSlave}})
 	ve := requireValidationError(t, ev.ValidatePayload([]byte(`{"m":{"k":"x"}}`)), "fix_map", "event")
 	if ve.Field != "/m/k" {
 		t.Errorf("Field = %q; want /m/k (%v)", ve.Field, ve)
@@ -48,7 +48,7 @@ type fixShadow struct {
 
 // a field shadowing an embedded one (legal for encoding/json) makes the definition fail.
 func TestShadowedEmbeddedField(t *testing.T) {
-	ev, err := messages.NewEvent[fixShadow](messages.Spec{Name: "fix_shadow", Links: []string{"master-slave"}})
+	ev, err := messages.NewEvent[fixShadow](messages.Spec{Name: "fix_shadow", Links: []messages.Direction{messages.MasterToSlave}})
 	if err != nil {
 		t.Fatalf("a type encoding/json handles is refused: %v", err)
 	}
@@ -64,7 +64,7 @@ type fixEmbeddedPointer struct {
 
 // fields of an embedded *struct are required, but encoding/json omits them when the pointer is nil.
 func TestNilEmbeddedPointer(t *testing.T) {
-	ev := messages.MustEvent[fixEmbeddedPointer](messages.Spec{Name: "fix_emb", Links: []string{"master-slave"}})
+	ev := messages.MustEvent[fixEmbeddedPointer](messages.Spec{Name: "fix_emb", Links: []messages.Direction{messages.MasterToSlave}})
 	if _, err := ev.Encode(fixEmbeddedPointer{X: 1}); err != nil {
 		t.Errorf("Encode of a nil embedded pointer: %v", err)
 	}
@@ -76,7 +76,7 @@ type fixPointerEnum struct {
 
 // an enum tag on a pointer field refuses null, so a nil pointer cannot be sent.
 func TestPointerEnumAllowsNull(t *testing.T) {
-	ev := messages.MustEvent[fixPointerEnum](messages.Spec{Name: "fix_penum", Links: []string{"master-slave"}})
+	ev := messages.MustEvent[fixPointerEnum](messages.Spec{Name: "fix_penum", Links: []messages.Direction{messages.MasterToSlave}})
 	if _, err := ev.Encode(fixPointerEnum{}); err != nil {
 		t.Errorf("Encode of a nil pointer with an enum: %v", err)
 	}
@@ -88,7 +88,7 @@ type fixIntEnum struct {
 
 // enum values are always strings, so an enum tag on a number field refuses every value.
 func TestIntegerEnum(t *testing.T) {
-	ev, err := messages.NewEvent[fixIntEnum](messages.Spec{Name: "fix_ienum", Links: []string{"master-slave"}})
+	ev, err := messages.NewEvent[fixIntEnum](messages.Spec{Name: "fix_ienum", Links: []messages.Direction{messages.MasterToSlave}})
 	if err != nil {
 		return // refusing it at definition is a fine answer too
 	}
@@ -103,7 +103,7 @@ type fixNumber struct {
 
 // json.Number gets a string schema but encodes as a number.
 func TestJSONNumberField(t *testing.T) {
-	ev, err := messages.NewEvent[fixNumber](messages.Spec{Name: "fix_num", Links: []string{"master-slave"}})
+	ev, err := messages.NewEvent[fixNumber](messages.Spec{Name: "fix_num", Links: []messages.Direction{messages.MasterToSlave}})
 	if err != nil {
 		return // refusing it is fine
 	}
@@ -118,7 +118,7 @@ type fixText struct {
 
 // a TextMarshaler struct (netip.Addr) gets an object schema but encodes as a string.
 func TestTextMarshalerField(t *testing.T) {
-	ev, err := messages.NewEvent[fixText](messages.Spec{Name: "fix_text", Links: []string{"master-slave"}})
+	ev, err := messages.NewEvent[fixText](messages.Spec{Name: "fix_text", Links: []messages.Direction{messages.MasterToSlave}})
 	if err != nil {
 		return // refusing it, as for MarshalJSON, is fine
 	}
@@ -134,7 +134,7 @@ type fixOptionalTarget struct {
 // with instance_id tagged omitempty, a message forwarded to an instance validates without it.
 func TestForwardedInstanceIDRequired(t *testing.T) {
 	r, err := messages.NewRequest[fixOptionalTarget, messages.Empty](messages.Spec{
-		Name: "fix_fwd", Links: []string{"slave-instance"}, ForwardTo: messages.Instance,
+		Name: "fix_fwd", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance,
 	})
 	if err != nil {
 		return // refusing omitempty on instance_id is fine
@@ -163,7 +163,7 @@ func TestUnresolvedRefRefused(t *testing.T) {
 		`{"type":"object","properties":{"a":{"$ref":"other.json"}}}`,
 		`{"$ref":"#/definitions/missing"}`,
 	} {
-		ev, err := messages.NewEvent[any](messages.Spec{Name: "fix_ref", Links: []string{"master-slave"}, Schema: schema})
+		ev, err := messages.NewEvent[any](messages.Spec{Name: "fix_ref", Links: []messages.Direction{messages.MasterToSlave}, Schema: schema})
 		if err == nil {
 			t.Errorf("schema %s with an unresolvable $ref was accepted; %q validates: %v", schema, `{"a":1}`, ev.ValidatePayload([]byte(`{"a":1}`)))
 		}
@@ -177,7 +177,7 @@ type fixTarget struct {
 // the hand-written constraints of instance_id are dropped for messages forwarded to an instance.
 func TestHandWrittenInstanceIDKeepsConstraints(t *testing.T) {
 	r := messages.MustRequest[fixTarget, messages.Empty](messages.Spec{
-		Name: "fix_hand", Links: []string{"slave-instance"}, ForwardTo: messages.Instance,
+		Name: "fix_hand", Links: []messages.Direction{messages.SlaveToInstance}, ForwardTo: messages.Instance,
 		Schema: `{"type":"object","properties":{"instance_id":{"type":"integer","minimum":1}},"required":["instance_id"]}`,
 	})
 	if err := r.ValidatePayload([]byte(`{"instance_id":0}`)); err == nil {
@@ -191,7 +191,7 @@ type fixTime struct {
 
 // format date-time is not asserted, so a bad time.Time passes validation and fails decoding with no Field.
 func TestDateTimeChecked(t *testing.T) {
-	ev := messages.MustEvent[fixTime](messages.Spec{Name: "fix_time", Links: []string{"master-slave"}})
+	ev := messages.MustEvent[fixTime](messages.Spec{Name: "fix_time", Links: []messages.Direction{messages.MasterToSlave}})
 	if err := ev.ValidatePayload([]byte(`{"at":"yesterday"}`)); err == nil {
 		t.Error(`ValidatePayload accepted "yesterday" as a time.Time`)
 	}
@@ -226,7 +226,7 @@ type fixNarrowList struct {
 // A value the schema allows but the Go type cannot hold is reported at its
 // place in the document, list index included.
 func TestDecodeFieldHasIndex(t *testing.T) {
-	ev := messages.MustEvent[fixNarrowList](messages.Spec{Name: "fix_idx", Links: []string{"master-slave"},
+	ev := messages.MustEvent[fixNarrowList](messages.Spec{Name: "fix_idx", Links: []messages.Direction{messages.MasterToSlave},
 		Schema: `{"type":"object","properties":{"items":{"type":"array"}}}`})
 	_, err := ev.Decode([]byte(`{"items":[{"v":1},{"v":300}]}`))
 	ve := requireValidationError(t, err, "fix_idx", "event")

@@ -54,13 +54,41 @@ type Direction struct {
 	Source, Target Endpoint
 }
 
+// The directions a message may be declared valid on (Spec.Links). The
+// first six are the links of a cluster: a control and the master, the
+// master and each slave, a slave and each of its instances. The others
+// join endpoint types that no fabric link joins, for programs of their
+// own over the link package.
+var (
+	ControlToMaster = Direction{Source: Control, Target: Master}
+	MasterToControl = Direction{Source: Master, Target: Control}
+	MasterToSlave   = Direction{Source: Master, Target: Slave}
+	SlaveToMaster   = Direction{Source: Slave, Target: Master}
+	SlaveToInstance = Direction{Source: Slave, Target: Instance}
+	InstanceToSlave = Direction{Source: Instance, Target: Slave}
+
+	MasterToInstance  = Direction{Source: Master, Target: Instance}
+	InstanceToMaster  = Direction{Source: Instance, Target: Master}
+	SlaveToControl    = Direction{Source: Slave, Target: Control}
+	ControlToSlave    = Direction{Source: Control, Target: Slave}
+	InstanceToControl = Direction{Source: Instance, Target: Control}
+	ControlToInstance = Direction{Source: Control, Target: Instance}
+)
+
+// Valid reports whether d joins two different endpoint types: whether it
+// is one of the directions above.
+func (d Direction) Valid() bool {
+	return d.Source.Valid() && d.Target.Valid() && d.Source != d.Target
+}
+
 // String returns the "source-target" form.
 func (d Direction) String() string { return d.Source.String() + "-" + d.Target.String() }
 
 // Reverse returns the opposite direction of the same link.
 func (d Direction) Reverse() Direction { return Direction{Source: d.Target, Target: d.Source} }
 
-// ParseDirection parses the "source-target" form, such as "control-master".
+// ParseDirection parses the "source-target" form, such as "control-master",
+// for directions written as text (configuration, command lines).
 func ParseDirection(s string) (Direction, error) {
 	src, dst, ok := strings.Cut(s, "-")
 	if !ok {

@@ -21,7 +21,7 @@ func ExampleNewCatalog() {
 	chat, err := messages.NewEvent[ChatLine](messages.Spec{
 		Name:        "global_chat:chat",
 		Description: "A chat line, shared with every instance.",
-		Links:       []string{"instance-slave", "slave-master", "master-slave", "slave-instance"},
+		Links:       []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		ForwardTo:   messages.Master,
 		BroadcastTo: messages.Instance,
 	})
@@ -48,13 +48,12 @@ func ExampleNewCatalog() {
 		fmt.Println("invalid:", invalid.Message, invalid.Part, invalid.Field)
 	}
 
-	for _, link := range []string{"instance-slave", "slave-instance", "master-control"} {
-		dir, _ := messages.ParseDirection(link)
-		fmt.Println(link, d.ValidOn(dir))
+	for _, dir := range []messages.Direction{messages.InstanceToSlave, messages.SlaveToInstance, messages.MasterToControl} {
+		fmt.Println(dir, d.ValidOn(dir))
 	}
 
 	// A name without the plugin's prefix is refused when the catalog is built.
-	stray := messages.MustEvent[messages.Empty](messages.Spec{Name: "chat", Links: []string{"master-slave"}})
+	stray := messages.MustEvent[messages.Empty](messages.Spec{Name: "chat", Links: []messages.Direction{messages.MasterToSlave}})
 	_, err = messages.NewCatalog(messages.Plugin{Name: "global_chat", Messages: []messages.Message{stray}})
 	fmt.Println(err)
 	// Output:

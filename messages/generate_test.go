@@ -53,7 +53,7 @@ type sample struct {
 	private  string
 }
 
-var sampleEvent = messages.MustEvent[sample](messages.Spec{Name: "sample", Links: []string{"master-slave"}})
+var sampleEvent = messages.MustEvent[sample](messages.Spec{Name: "sample", Links: []messages.Direction{messages.MasterToSlave}})
 
 // nullable holds the pointer fields. They are kept apart from sample
 // because an error elsewhere in a document with a pointer field is reported
@@ -63,7 +63,7 @@ type nullable struct {
 	OptInt *int   `json:"opt_int"`
 }
 
-var nullableEvent = messages.MustEvent[nullable](messages.Spec{Name: "nullable", Links: []string{"master-slave"}})
+var nullableEvent = messages.MustEvent[nullable](messages.Spec{Name: "nullable", Links: []messages.Direction{messages.MasterToSlave}})
 
 // goodSample returns a value that satisfies every constraint of sample.
 func goodSample() sample {
@@ -108,7 +108,7 @@ func TestGeneratedSchemaShape(t *testing.T) {
 
 	// The generated document is stable byte for byte and follows field
 	// order, since docs and broker configs are derived from it.
-	again := messages.MustEvent[sample](messages.Spec{Name: "sample_again", Links: []string{"master-slave"}})
+	again := messages.MustEvent[sample](messages.Spec{Name: "sample_again", Links: []messages.Direction{messages.MasterToSlave}})
 	if string(again.PayloadSchema().JSON()) != string(schema) {
 		t.Errorf("the same type gave two schemas:\n%s\n%s", schema, again.PayloadSchema().JSON())
 	}
@@ -163,28 +163,28 @@ func TestGeneratedSchemaTopLevelTypes(t *testing.T) {
 		want   string
 	}{
 		{name: "empty", want: `{"type":"object","additionalProperties":false}`, schema: func() (json.RawMessage, error) {
-			e, err := messages.NewEvent[messages.Empty](messages.Spec{Name: "e", Links: []string{"master-slave"}})
+			e, err := messages.NewEvent[messages.Empty](messages.Spec{Name: "e", Links: []messages.Direction{messages.MasterToSlave}})
 			if err != nil {
 				return nil, err
 			}
 			return e.PayloadSchema().JSON(), nil
 		}},
 		{name: "string", want: `{"type":"string"}`, schema: func() (json.RawMessage, error) {
-			e, err := messages.NewEvent[string](messages.Spec{Name: "e", Links: []string{"master-slave"}})
+			e, err := messages.NewEvent[string](messages.Spec{Name: "e", Links: []messages.Direction{messages.MasterToSlave}})
 			if err != nil {
 				return nil, err
 			}
 			return e.PayloadSchema().JSON(), nil
 		}},
 		{name: "slice of uint16", want: `{"type":["array","null"],"items":{"type":"integer","minimum":0,"maximum":65535}}`, schema: func() (json.RawMessage, error) {
-			e, err := messages.NewEvent[[]uint16](messages.Spec{Name: "e", Links: []string{"master-slave"}})
+			e, err := messages.NewEvent[[]uint16](messages.Spec{Name: "e", Links: []messages.Direction{messages.MasterToSlave}})
 			if err != nil {
 				return nil, err
 			}
 			return e.PayloadSchema().JSON(), nil
 		}},
 		{name: "int32 response", want: `{"type":"integer","minimum":-2147483648,"maximum":2147483647}`, schema: func() (json.RawMessage, error) {
-			r, err := messages.NewRequest[messages.Empty, int32](messages.Spec{Name: "r", Links: []string{"master-slave"}})
+			r, err := messages.NewRequest[messages.Empty, int32](messages.Spec{Name: "r", Links: []messages.Direction{messages.MasterToSlave}})
 			if err != nil {
 				return nil, err
 			}
@@ -413,12 +413,12 @@ func TestGeneratedSchemaIsValidJSONSchema(t *testing.T) {
 	// same document: the generator only writes valid Draft-07.
 	for _, m := range newCatalog(t).All() {
 		t.Run(m.Name(), func(t *testing.T) {
-			_, err := messages.NewEvent[any](messages.Spec{Name: "copy", Links: []string{"master-slave"}, Schema: string(m.PayloadSchema().JSON())})
+			_, err := messages.NewEvent[any](messages.Spec{Name: "copy", Links: []messages.Direction{messages.MasterToSlave}, Schema: string(m.PayloadSchema().JSON())})
 			if err != nil {
 				t.Errorf("payload schema is not a valid schema: %v", err)
 			}
 			if rs := m.ResponseSchema(); rs != nil {
-				if _, err := messages.NewEvent[any](messages.Spec{Name: "copy", Links: []string{"master-slave"}, Schema: string(rs.JSON())}); err != nil {
+				if _, err := messages.NewEvent[any](messages.Spec{Name: "copy", Links: []messages.Direction{messages.MasterToSlave}, Schema: string(rs.JSON())}); err != nil {
 					t.Errorf("response schema is not a valid schema: %v", err)
 				}
 			}

@@ -28,7 +28,7 @@ func TestHandWrittenSchemaReplacesGenerated(t *testing.T) {
 		},
 		"required": ["text"]
 	}`
-	ev, err := messages.NewEvent[chatLine](messages.Spec{Name: "global_chat:chat", Links: []string{"master-slave"}, Schema: schema})
+	ev, err := messages.NewEvent[chatLine](messages.Spec{Name: "global_chat:chat", Links: []messages.Direction{messages.MasterToSlave}, Schema: schema})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestHandWrittenSchemaReplacesGenerated(t *testing.T) {
 
 func TestHandWrittenResponseSchema(t *testing.T) {
 	r, err := messages.NewRequest[messages.Empty, map[string]any](messages.Spec{
-		Name: "statistics_exporter:get_metrics", Links: []string{"master-slave", "slave-instance"},
+		Name: "statistics_exporter:get_metrics", Links: []messages.Direction{messages.MasterToSlave, messages.SlaveToInstance},
 		ResponseSchema: `{"type":"object","properties":{"results":{"type":"array","items":{"type":"number"}}},"required":["results"]}`,
 	})
 	if err != nil {

@@ -306,7 +306,7 @@ func TestLinkPayloadIsCopied(t *testing.T) {
 	type items struct {
 		Items []string `json:"items"`
 	}
-	ev := messages.MustEvent[items](messages.Spec{Name: "vtest:items", Links: []string{"slave-instance"}})
+	ev := messages.MustEvent[items](messages.Spec{Name: "vtest:items", Links: []messages.Direction{messages.SlaveToInstance}})
 	cat, err := messages.NewCatalog(messages.Plugin{Name: "vtest", Messages: []messages.Message{ev}})
 	conformance.NoErr(t, err, "catalog")
 

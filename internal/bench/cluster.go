@@ -37,33 +37,33 @@ type Announcement struct {
 var (
 	// Echo is answered by the master with its own payload.
 	Echo = messages.MustRequest[Data, Data](messages.Spec{
-		Name: "bench:echo", Links: []string{"control-master"}, Permission: "bench.echo",
+		Name: "bench:echo", Links: []messages.Direction{messages.ControlToMaster}, Permission: "bench.echo",
 		Description: "The master answers with the payload.",
 	})
 	// EchoJSON is Echo for senders and handlers that deal in JSON.
 	EchoJSON = messages.MustRequest[Data, Data](messages.Spec{
-		Name: "bench:echo_json", Links: []string{"control-master"}, Permission: "bench.echo",
+		Name: "bench:echo_json", Links: []messages.Direction{messages.ControlToMaster}, Permission: "bench.echo",
 		Description: "The master answers with the payload, as JSON.",
 	})
 	// Tick is counted by the master.
 	Tick = messages.MustEvent[Data](messages.Spec{
-		Name: "bench:tick", Links: []string{"control-master"}, Permission: "bench.tick",
+		Name: "bench:tick", Links: []messages.Direction{messages.ControlToMaster}, Permission: "bench.tick",
 		Description: "The master counts it.",
 	})
 	// TickJSON is Tick for senders and handlers that deal in JSON.
 	TickJSON = messages.MustEvent[Data](messages.Spec{
-		Name: "bench:tick_json", Links: []string{"control-master"}, Permission: "bench.tick",
+		Name: "bench:tick_json", Links: []messages.Direction{messages.ControlToMaster}, Permission: "bench.tick",
 		Description: "The master counts it, as JSON.",
 	})
 	// Forward is answered by an instance with its payload.
 	Forward = messages.MustRequest[Target, Target](messages.Spec{
-		Name: "bench:forward", Links: []string{"control-master", "master-slave", "slave-instance"},
+		Name: "bench:forward", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		ForwardTo: messages.Instance, Permission: "bench.forward",
 		Description: "An instance answers with the payload.",
 	})
 	// Announce is broadcast to every instance.
 	Announce = messages.MustEvent[Announcement](messages.Spec{
-		Name: "bench:announce", Links: []string{"control-master", "master-slave", "slave-instance"},
+		Name: "bench:announce", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		BroadcastTo: messages.Instance, Permission: "bench.announce",
 		Description: "Broadcast to every instance.",
 	})

@@ -64,25 +64,25 @@ var (
 	Echo = messages.MustRequest[EchoRequest, EchoResponse](messages.Spec{
 		Name:        "conformance:echo",
 		Description: "Answer with the request's fields.",
-		Links:       []string{"slave-master", "master-slave"},
+		Links:       []messages.Direction{messages.SlaveToMaster, messages.MasterToSlave},
 	})
 	// Fail fails as its payload says.
 	Fail = messages.MustRequest[Failure, messages.Empty](messages.Spec{
 		Name:        "conformance:fail",
 		Description: "Fail as the payload says.",
-		Links:       []string{"slave-master", "master-slave"},
+		Links:       []messages.Direction{messages.SlaveToMaster, messages.MasterToSlave},
 	})
 	// Hold is answered when the test lets its handler go, or not at all.
 	Hold = messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{
 		Name:        "conformance:hold",
 		Description: "Answer when the test says so.",
-		Links:       []string{"slave-master", "master-slave"},
+		Links:       []messages.Direction{messages.SlaveToMaster, messages.MasterToSlave},
 	})
 	// Tick is an event with a sequence number.
 	Tick = messages.MustEvent[TickEvent](messages.Spec{
 		Name:        "conformance:tick",
 		Description: "An event with a sequence number.",
-		Links:       []string{"slave-master", "master-slave"},
+		Links:       []messages.Direction{messages.SlaveToMaster, messages.MasterToSlave},
 	})
 )
 

@@ -24,7 +24,7 @@ func TestAllowLists(t *testing.T) {
 	core := catalog(t)
 	// A plugin that opens a link the core catalog does not have: slaves
 	// tell controls something directly.
-	notice := messages.MustEvent[messages.Empty](messages.Spec{Name: "notices:notice", Links: []string{"slave-control"}})
+	notice := messages.MustEvent[messages.Empty](messages.Spec{Name: "notices:notice", Links: []messages.Direction{messages.SlaveToControl}})
 	withPlugin, err := messages.NewCatalog(messages.Plugin{Name: "notices", Messages: []messages.Message{notice}})
 	if err != nil {
 		t.Fatal(err)

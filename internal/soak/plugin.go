@@ -50,32 +50,32 @@ type Answer struct {
 var (
 	// UpEvent goes instance -> slave -> master: the slave forwards it.
 	UpEvent = messages.MustEvent[Up](messages.Spec{
-		Name: "soak:up", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master,
+		Name: "soak:up", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster}, ForwardTo: messages.Master,
 		Description: "A numbered event from an instance to the master.",
 	})
 	// DownEvent goes master -> slave, on each of the master's slave links.
 	DownEvent = messages.MustEvent[Down](messages.Spec{
-		Name: "soak:down", Links: []string{"master-slave"},
+		Name: "soak:down", Links: []messages.Direction{messages.MasterToSlave},
 		Description: "A numbered event from the master to a slave.",
 	})
 	// AllEvent goes from an instance to every other instance: to its
 	// siblings through its slave, and through the master to every other
 	// slave's.
 	AllEvent = messages.MustEvent[All](messages.Spec{
-		Name: "soak:all", Links: []string{"instance-slave", "slave-master", "master-slave", "slave-instance"}, BroadcastTo: messages.Instance,
+		Name: "soak:all", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster, messages.MasterToSlave, messages.SlaveToInstance}, BroadcastTo: messages.Instance,
 		Description: "A numbered broadcast from an instance to every other instance.",
 	})
 	// AskRequest goes control -> master -> slave -> instance and is
 	// answered by the instance.
 	AskRequest = messages.MustRequest[Ask, Answer](messages.Spec{
-		Name: "soak:ask", Links: []string{"control-master", "master-slave", "slave-instance"},
+		Name: "soak:ask", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		ForwardTo: messages.Instance, Permission: "soak.ask",
 		Description: "A numbered request from a control, answered by an instance.",
 	})
 	// TellRequest goes instance -> slave -> master and is answered by the
 	// master.
 	TellRequest = messages.MustRequest[Tell, Answer](messages.Spec{
-		Name: "soak:tell", Links: []string{"instance-slave", "slave-master"}, ForwardTo: messages.Master,
+		Name: "soak:tell", Links: []messages.Direction{messages.InstanceToSlave, messages.SlaveToMaster}, ForwardTo: messages.Master,
 		Description: "A numbered request from an instance, answered by the master.",
 	})
 

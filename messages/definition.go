@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	jsonv2 "github.com/go-json-experiment/json"
+
+	"github.com/linkfabric/linkfabric/messages/internal/check"
 )
 
 // Kind tells a Request from an Event, and, in a message as it travels
@@ -111,7 +113,7 @@ type Definition struct {
 	// made otherwise), and their checks as values (value.go); nil: they
 	// travel as JSON.
 	payloadType, responseType   reflect.Type
-	payloadValue, responseValue *valueCheck
+	payloadValue, responseValue *check.Value
 }
 
 // Def returns d itself, so that *Definition is a Message.

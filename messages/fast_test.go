@@ -3,6 +3,8 @@ package messages
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/linkfabric/linkfabric/messages/internal/check"
 )
 
 // fastSchemas are the schemas the fast path is checked against: every
@@ -74,13 +76,13 @@ func FuzzFastPathAgrees(f *testing.F) {
 		if s.fast == nil {
 			return
 		}
-		fast := s.fast.check(data)
-		if fast == undecided {
+		fast := s.fast.Check(data)
+		if fast == check.Undecided {
 			return
 		}
 		lib := s.compiled.ValidateJSON(data).IsValid()
-		if (fast == valid) != lib {
-			t.Fatalf("schema %s, payload %q: fast path says valid=%v, library says %v", s.raw, data, fast == valid, lib)
+		if (fast == check.Valid) != lib {
+			t.Fatalf("schema %s, payload %q: fast path says valid=%v, library says %v", s.raw, data, fast == check.Valid, lib)
 		}
 	})
 }
@@ -92,19 +94,19 @@ func TestFastPathDecidesCommonPayloads(t *testing.T) {
 		name string
 		m    Message
 		data string
-		want verdict
+		want check.Verdict
 	}{
-		{"start_instance", StartInstance, `{"instance_id":101}`, valid},
-		{"send_command", SendCommand, `{"instance_id":101,"command":"/join alice"}`, valid},
-		{"instance_output", InstanceOutput, `{"instance_id":101,"time":1795822972042,"level":"info","message":"> /say hello"}`, valid},
-		{"register_slave", RegisterSlave, `{"slave_id":1,"name":"slave-1","version":"0.1.0","instances":[{"instance_id":101,"name":"alpha","status":"stopped"}]}`, valid},
-		{"banlist_update", BanlistUpdate, `{"name":"bob","banned":true,"reason":"spam"}`, valid},
-		{"wrong type", StartInstance, `{"instance_id":"101"}`, invalid},
-		{"missing field", SendCommand, `{"instance_id":101}`, invalid},
-		{"extra field", StartInstance, `{"instance_id":101,"x":1}`, invalid},
-		{"below minimum", StartInstance, `{"instance_id":0}`, invalid},
-		{"enum", InstanceOutput, `{"instance_id":1,"time":1,"level":"loud","message":"m"}`, invalid},
-		{"malformed", StartInstance, `{"instance_id":`, invalid},
+		{"start_instance", StartInstance, `{"instance_id":101}`, check.Valid},
+		{"send_command", SendCommand, `{"instance_id":101,"command":"/join alice"}`, check.Valid},
+		{"instance_output", InstanceOutput, `{"instance_id":101,"time":1795822972042,"level":"info","message":"> /say hello"}`, check.Valid},
+		{"register_slave", RegisterSlave, `{"slave_id":1,"name":"slave-1","version":"0.1.0","instances":[{"instance_id":101,"name":"alpha","status":"stopped"}]}`, check.Valid},
+		{"banlist_update", BanlistUpdate, `{"name":"bob","banned":true,"reason":"spam"}`, check.Valid},
+		{"wrong type", StartInstance, `{"instance_id":"101"}`, check.Invalid},
+		{"missing field", SendCommand, `{"instance_id":101}`, check.Invalid},
+		{"extra field", StartInstance, `{"instance_id":101,"x":1}`, check.Invalid},
+		{"below minimum", StartInstance, `{"instance_id":0}`, check.Invalid},
+		{"enum", InstanceOutput, `{"instance_id":1,"time":1,"level":"loud","message":"m"}`, check.Invalid},
+		{"malformed", StartInstance, `{"instance_id":`, check.Invalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,7 +114,7 @@ func TestFastPathDecidesCommonPayloads(t *testing.T) {
 			if s.fast == nil {
 				t.Fatalf("%s has no fast path", tc.name)
 			}
-			if got := s.fast.check([]byte(tc.data)); got != tc.want {
+			if got := s.fast.Check([]byte(tc.data)); got != tc.want {
 				t.Errorf("fast path verdict %d; want %d", got, tc.want)
 			}
 		})

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/kaptinlin/jsonschema"
+
+	"github.com/linkfabric/linkfabric/messages/internal/check"
 )
 
 // ErrInvalidPayload is matched (with errors.Is) by every *ValidationError.
@@ -42,7 +44,7 @@ func (e *ValidationError) Is(target error) bool { return target == ErrInvalidPay
 type Schema struct {
 	raw      json.RawMessage
 	compiled *jsonschema.Schema
-	fast     *fastNode // nil: the schema uses keywords only the library checks
+	fast     *check.Node // nil: the schema uses keywords only the library checks
 }
 
 // compileSchema compiles a JSON Schema document once. Schemas are Draft-07
@@ -84,7 +86,7 @@ func compileSchema(doc []byte) (*Schema, error) {
 	if err := json.Compact(&buf, doc); err != nil {
 		return nil, fmt.Errorf("schema is not valid JSON: %w", err)
 	}
-	return &Schema{raw: buf.Bytes(), compiled: compiled, fast: compileFast(buf.Bytes())}, nil
+	return &Schema{raw: buf.Bytes(), compiled: compiled, fast: check.Compile(buf.Bytes())}, nil
 }
 
 // JSON returns the schema document. The caller must not modify it.
@@ -93,7 +95,7 @@ func (s *Schema) JSON() json.RawMessage { return s.raw }
 // Validate checks a JSON document against the schema. It returns nil or a
 // *ValidationError with Message and Part left empty for the caller to fill.
 func (s *Schema) Validate(data []byte) error {
-	if s.fast != nil && s.fast.check(data) == valid {
+	if s.fast != nil && s.fast.Check(data) == check.Valid {
 		return nil
 	}
 	// Invalid, or beyond the fast path: the library decides, and says why.

@@ -2,209 +2,9 @@ package messages
 
 import (
 	"reflect"
-	"strconv"
-	"strings"
-	"unicode/utf8"
+
+	"github.com/linkfabric/linkfabric/messages/internal/check"
 )
-
-// Checking Go values without JSON. Between two links in one process
-// (connector/virtual) a typed payload can travel as the Go value itself:
-// no encoding, no decoding. It is still checked against the schema on send
-// and on receipt, by a valueCheck compiled once for the schema and the Go
-// type from the fast path's nodes (fast.go). A value passes through only
-// when its JSON form would be exactly what the receiver decodes back into
-// the same Go value, and the check decides exactly what the schema says of
-// that JSON form: the type is a struct whose fields, recursively, are
-// strings, booleans, integers or such structs (no pointer, slice, map,
-// interface or float shares memory or loses anything on the way), and the
-// schema uses only what the fast path models of them. Anything else (and
-// any value the check cannot decide, such as a string that is not valid
-// UTF-8) goes as JSON, checked as before.
-
-// valueCheck checks one Go type against one schema node.
-type valueCheck struct {
-	node   *fastNode
-	kind   reflect.Kind
-	fields []valueField // structs
-}
-
-// valueField is one field of a struct, as encoding/json writes it.
-type valueField struct {
-	index     int
-	name      string
-	omitEmpty bool
-	check     *valueCheck
-}
-
-// compileValue builds the check of t against n, or returns nil if a value
-// of t cannot be checked exactly.
-func compileValue(n *fastNode, t reflect.Type, depth int) *valueCheck {
-	if n == nil || depth > 16 || n.anyOf != nil {
-		return nil
-	}
-	c := &valueCheck{node: n, kind: t.Kind()}
-	switch t.Kind() {
-	case reflect.String:
-		if !n.allows(tString) || n.stringUndecided || !enumOf(n, '"') {
-			return nil
-		}
-	case reflect.Bool:
-		if !n.allows(tBool) || !enumOf(n, 't', 'f') {
-			return nil
-		}
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if !n.allows(tInteger) || !enumOf(n, '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9') {
-			return nil
-		}
-	case reflect.Struct:
-		if !n.allows(tObject) || n.enum != nil || len(n.requiredOther) > 0 {
-			return nil
-		}
-		seen := map[string]bool{}
-		var declared uint64
-		for i := range t.NumField() {
-			f := t.Field(i)
-			tag, hasTag := f.Tag.Lookup("json")
-			if tag == "-" {
-				continue
-			}
-			if f.Anonymous || !f.IsExported() {
-				return nil // embedding's promotion rules: left to JSON
-			}
-			name, opts, _ := strings.Cut(tag, ",")
-			if !hasTag || name == "" {
-				name = f.Name
-			}
-			if opts != "" && opts != "omitempty" || seen[name] {
-				return nil
-			}
-			seen[name] = true
-			child := n.additional
-			if i := n.field(name); i >= 0 {
-				child, declared = n.props[i].node, declared|1<<i
-			} else if n.closed {
-				return nil
-			}
-			var fc *valueCheck
-			if child == nil {
-				child = &fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
-			}
-			if fc = compileValue(child, f.Type, depth+1); fc == nil {
-				return nil
-			}
-			c.fields = append(c.fields, valueField{index: i, name: name, omitEmpty: opts == "omitempty", check: fc})
-		}
-		if n.requiredBits&^declared != 0 {
-			return nil // a required property the type never writes
-		}
-	default:
-		return nil
-	}
-	return c
-}
-
-// enumOf reports whether n has no enum, or only values whose JSON text
-// starts with one of first (a string's quote, a boolean's letter, a
-// number's sign or digit): then an enum check compares like with like.
-func enumOf(n *fastNode, first ...byte) bool {
-	for _, e := range n.enum {
-		if len(e) == 0 || !strings.ContainsRune(string(first), rune(e[0])) {
-			return false
-		}
-	}
-	return true
-}
-
-// check decides whether v, of the check's type, matches the schema; it
-// never answers invalid for a value whose JSON form matches.
-func (c *valueCheck) check(v reflect.Value) verdict {
-	n := c.node
-	switch c.kind {
-	case reflect.String:
-		s := v.String()
-		if !utf8.ValidString(s) {
-			return undecided // encoding/json would change it
-		}
-		if n.minLength >= 0 || n.maxLength >= 0 {
-			length := utf8.RuneCountInString(s)
-			if (n.minLength >= 0 && length < n.minLength) || (n.maxLength >= 0 && length > n.maxLength) {
-				return invalid
-			}
-		}
-		if n.enum != nil {
-			for _, e := range n.enum {
-				if string(e[1:len(e)-1]) == s {
-					return valid
-				}
-			}
-			// The enum's strings need no escapes (setEnum), so neither
-			// does a value equal to one: no other value's JSON matches.
-			return invalid
-		}
-		return valid
-	case reflect.Bool:
-		if n.enum != nil {
-			text := "false"
-			if v.Bool() {
-				text = "true"
-			}
-			return inTextEnum(n, text)
-		}
-		return valid
-	case reflect.Struct:
-		var present uint64
-		for i := range c.fields {
-			f := &c.fields[i]
-			fv := v.Field(f.index)
-			if f.omitEmpty && fv.IsZero() {
-				continue
-			}
-			if j := n.field(f.name); j >= 0 {
-				present |= 1 << j
-			}
-			if r := f.check.check(fv); r != valid {
-				return r
-			}
-		}
-		if present&n.requiredBits != n.requiredBits {
-			return invalid
-		}
-		return valid
-	}
-	// An integer.
-	var text string
-	var i int64
-	if v.CanInt() {
-		i = v.Int()
-	} else {
-		u := v.Uint()
-		if u > 1<<63-1 {
-			if n.hasMinimum || n.hasMaximum || n.enum != nil {
-				return undecided
-			}
-			return valid
-		}
-		i = int64(u)
-	}
-	if (n.hasMinimum && i < n.minimum) || (n.hasMaximum && i > n.maximum) {
-		return invalid
-	}
-	if n.enum != nil {
-		text = strconv.FormatInt(i, 10)
-		return inTextEnum(n, text)
-	}
-	return valid
-}
-
-func inTextEnum(n *fastNode, text string) verdict {
-	for _, e := range n.enum {
-		if string(e) == text {
-			return valid
-		}
-	}
-	return invalid
-}
 
 // PayloadValueOK reports whether v, a request's or event's payload as a Go
 // value, matches the payload schema and may travel as that value between
@@ -213,12 +13,12 @@ func inTextEnum(n *fastNode, text string) verdict {
 // False means: send it as JSON, whose check decides (and explains a
 // failure).
 func (d *Definition) PayloadValueOK(v any) bool {
-	return d.payloadValue != nil && reflect.TypeOf(v) == d.payloadType && d.payloadValue.check(reflect.ValueOf(v)) == valid
+	return d.payloadValue != nil && reflect.TypeOf(v) == d.payloadType && d.payloadValue.Check(reflect.ValueOf(v)) == check.Valid
 }
 
 // ResponseValueOK is PayloadValueOK for a request's response.
 func (d *Definition) ResponseValueOK(v any) bool {
-	return d.responseValue != nil && reflect.TypeOf(v) == d.responseType && d.responseValue.check(reflect.ValueOf(v)) == valid
+	return d.responseValue != nil && reflect.TypeOf(v) == d.responseType && d.responseValue.Check(reflect.ValueOf(v)) == check.Valid
 }
 
 // MarshalPayload returns the wire form of v, a request's or event's
@@ -241,9 +41,9 @@ func (d *Definition) MarshalResponse(v any) ([]byte, error) {
 func (d *Definition) compileValues(payloadType, responseType reflect.Type) {
 	d.payloadType, d.responseType = payloadType, responseType
 	if payloadType != nil && payloadType.Kind() == reflect.Struct && d.payload.fast != nil {
-		d.payloadValue = compileValue(d.payload.fast, payloadType, 0)
+		d.payloadValue = check.CompileValue(d.payload.fast, payloadType)
 	}
 	if responseType != nil && responseType.Kind() == reflect.Struct && d.response != nil && d.response.fast != nil {
-		d.responseValue = compileValue(d.response.fast, responseType, 0)
+		d.responseValue = check.CompileValue(d.response.fast, responseType)
 	}
 }

@@ -1,4 +1,4 @@
-package messages
+package check
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 // but it decodes the document into maps first and walks them, which costs
 // tens of microseconds and dozens of allocations for a small payload: more
 // than the network. Most schemas, and all generated ones, use a handful of
-// keywords, which fastNode checks in one pass over the bytes, allocating
+// keywords, which Node checks in one pass over the bytes, allocating
 // nothing.
 //
 // The fast path only answers when it is certain. Whatever it does not model
@@ -25,13 +25,13 @@ import (
 // invalid, the library is asked again for the error to report, so errors
 // read the same either way. FuzzFastPathAgrees checks that the two agree.
 
-// verdict is the fast path's answer.
-type verdict uint8
+// Verdict is the fast path's answer.
+type Verdict uint8
 
 const (
-	valid verdict = iota
-	invalid
-	undecided // the library must decide
+	Valid Verdict = iota
+	Invalid
+	Undecided // the library must decide
 )
 
 // jsonType is a set of JSON Schema types.
@@ -53,18 +53,18 @@ var typeNames = map[string]jsonType{
 	"number": tNumber, "integer": tInteger, "string": tString,
 }
 
-// fastNode is the part of a schema the fast path checks.
-type fastNode struct {
+// Node is the part of a schema the fast path checks.
+type Node struct {
 	types jsonType // tAny: any type
 
 	// objects
 	props      []fastField // the declared properties, at most 64
 	required   []string    // names, turned into requiredBits once the properties are known
-	additional *fastNode   // checks properties not in props; nil: any
+	additional *Node   // checks properties not in props; nil: any
 	closed     bool        // additionalProperties: false
 
 	// arrays
-	items              *fastNode // nil: any
+	items              *Node // nil: any
 	minItems, maxItems int       // -1: no bound
 
 	// strings
@@ -76,7 +76,7 @@ type fastNode struct {
 	hasMinimum, hasMaximum bool
 
 	enum  []json.RawMessage // compacted; nil: any value
-	anyOf []*fastNode
+	anyOf []*Node
 
 	requiredBits  uint64   // the props that are required
 	requiredOther []string // required names that are not declared properties
@@ -87,7 +87,7 @@ type fastNode struct {
 // than hashing one.
 type fastField struct {
 	name string
-	node *fastNode
+	node *Node
 }
 
 // annotations are keywords that never affect validity.
@@ -97,9 +97,9 @@ var annotations = map[string]bool{
 	"readOnly": true, "writeOnly": true, "deprecated": true,
 }
 
-// compileFast builds the fast path for a schema document, or returns nil if
+// Compile builds the fast path for a schema document, or returns nil if
 // the schema uses anything it does not check.
-func compileFast(doc []byte) *fastNode {
+func Compile(doc []byte) *Node {
 	var raw any
 	d := json.NewDecoder(bytes.NewReader(doc))
 	d.UseNumber()
@@ -113,13 +113,13 @@ func compileFast(doc []byte) *fastNode {
 	return n
 }
 
-func fastFrom(raw any, depth int) (*fastNode, bool) {
+func fastFrom(raw any, depth int) (*Node, bool) {
 	if depth > 32 {
 		return nil, false
 	}
 	if b, ok := raw.(bool); ok {
 		if b {
-			return &fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}, true
+			return &Node{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}, true
 		}
 		return nil, false // a false schema: rare, leave it to the library
 	}
@@ -127,7 +127,7 @@ func fastFrom(raw any, depth int) (*fastNode, bool) {
 	if !ok {
 		return nil, false
 	}
-	n := &fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
+	n := &Node{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
 	for k, v := range m {
 		if annotations[k] {
 			continue
@@ -186,7 +186,7 @@ func fastFrom(raw any, depth int) (*fastNode, bool) {
 }
 
 // field returns the index of the declared property named name, or -1.
-func (n *fastNode) field(name string) int {
+func (n *Node) field(name string) int {
 	for i := range n.props {
 		if n.props[i].name == name {
 			return i
@@ -196,7 +196,7 @@ func (n *fastNode) field(name string) int {
 }
 
 // fieldBytes is field for a name still in the document's bytes.
-func (n *fastNode) fieldBytes(name []byte) int {
+func (n *Node) fieldBytes(name []byte) int {
 	for i := range n.props {
 		if n.props[i].name == string(name) {
 			return i
@@ -205,7 +205,7 @@ func (n *fastNode) fieldBytes(name []byte) int {
 	return -1
 }
 
-func (n *fastNode) setTypes(v any) bool {
+func (n *Node) setTypes(v any) bool {
 	switch t := v.(type) {
 	case string:
 		n.types = typeNames[t]
@@ -224,7 +224,7 @@ func (n *fastNode) setTypes(v any) bool {
 	return false
 }
 
-func (n *fastNode) setProps(v any, depth int) bool {
+func (n *Node) setProps(v any, depth int) bool {
 	m, ok := v.(map[string]any)
 	if !ok || len(m) > 64 {
 		return false
@@ -240,7 +240,7 @@ func (n *fastNode) setProps(v any, depth int) bool {
 	return true
 }
 
-func (n *fastNode) setRequired(v any) bool {
+func (n *Node) setRequired(v any) bool {
 	list, ok := v.([]any)
 	if !ok {
 		return false
@@ -255,7 +255,7 @@ func (n *fastNode) setRequired(v any) bool {
 	return true
 }
 
-func (n *fastNode) setEnum(v any) bool {
+func (n *Node) setEnum(v any) bool {
 	list, ok := v.([]any)
 	if !ok || len(list) == 0 {
 		return false
@@ -285,7 +285,7 @@ func (n *fastNode) setEnum(v any) bool {
 	return true
 }
 
-func (n *fastNode) setAnyOf(v any, depth int) bool {
+func (n *Node) setAnyOf(v any, depth int) bool {
 	list, ok := v.([]any)
 	if !ok || len(list) == 0 {
 		return false
@@ -321,18 +321,18 @@ func integer(v any) (int64, bool) {
 // maxFastDepth is as deep as the fast path follows a document.
 const maxFastDepth = 64
 
-// check decides whether data, a whole JSON document, matches the schema.
-func (n *fastNode) check(data []byte) verdict {
+// Check decides whether data, a whole JSON document, matches the schema.
+func (n *Node) Check(data []byte) Verdict {
 	s := scanner{data: data}
 	v := n.value(&s, 0)
-	if v != valid {
+	if v != Valid {
 		return v
 	}
 	s.space()
 	if s.pos != len(s.data) {
-		return invalid // trailing data
+		return Invalid // trailing data
 	}
-	return valid
+	return Valid
 }
 
 // scanner walks a JSON document.
@@ -353,48 +353,48 @@ func (s *scanner) space() {
 }
 
 // value checks the value at the scanner against n and moves past it.
-func (n *fastNode) value(s *scanner, depth int) verdict {
+func (n *Node) value(s *scanner, depth int) Verdict {
 	if depth > maxFastDepth {
-		return undecided
+		return Undecided
 	}
 	s.space()
 	if s.pos >= len(s.data) {
-		return invalid
+		return Invalid
 	}
 	start := s.pos
 	if n.anyOf != nil {
 		end := -1
-		result := invalid
+		result := Invalid
 		for _, b := range n.anyOf {
 			s.pos = start
 			v := b.value(s, depth+1)
-			if v == undecided {
-				return undecided
+			if v == Undecided {
+				return Undecided
 			}
-			if v == valid {
-				result, end = valid, s.pos
+			if v == Valid {
+				result, end = Valid, s.pos
 				break
 			}
 		}
-		if result == invalid {
-			return invalid
+		if result == Invalid {
+			return Invalid
 		}
 		s.pos = start
-		if v := n.own(s, depth); v != valid {
+		if v := n.own(s, depth); v != Valid {
 			return v
 		}
 		if s.pos != end {
-			return undecided // cannot happen for well-formed JSON; be safe
+			return Undecided // cannot happen for well-formed JSON; be safe
 		}
-		return valid
+		return Valid
 	}
 	return n.own(s, depth)
 }
 
 // own checks the value at the scanner against n's keywords other than anyOf.
-func (n *fastNode) own(s *scanner, depth int) verdict {
+func (n *Node) own(s *scanner, depth int) Verdict {
 	start := s.pos
-	var v verdict
+	var v Verdict
 	switch c := s.data[s.pos]; {
 	case c == '{':
 		v = n.object(s, depth)
@@ -411,49 +411,49 @@ func (n *fastNode) own(s *scanner, depth int) verdict {
 	case c == 'n':
 		v = n.literal(s, "null", tNull)
 	default:
-		return invalid
+		return Invalid
 	}
-	if v != valid || n.enum == nil {
+	if v != Valid || n.enum == nil {
 		return v
 	}
 	return n.inEnum(s.data[start:s.pos])
 }
 
-func (n *fastNode) allows(t jsonType) bool { return n.types == tAny || n.types&t != 0 }
+func (n *Node) allows(t jsonType) bool { return n.types == tAny || n.types&t != 0 }
 
-func (n *fastNode) literal(s *scanner, word string, t jsonType) verdict {
+func (n *Node) literal(s *scanner, word string, t jsonType) Verdict {
 	if !bytes.HasPrefix(s.data[s.pos:], []byte(word)) {
-		return invalid
+		return Invalid
 	}
 	s.pos += len(word)
 	if !n.allows(t) {
-		return invalid
+		return Invalid
 	}
-	return valid
+	return Valid
 }
 
 // inEnum compares a value's text with the enum's; enum values are strings,
 // booleans and integers, whose text is canonical, except strings written
 // with escapes, which are left to the library.
-func (n *fastNode) inEnum(text []byte) verdict {
+func (n *Node) inEnum(text []byte) Verdict {
 	if bytes.IndexByte(text, '\\') >= 0 {
-		return undecided
+		return Undecided
 	}
 	for _, e := range n.enum {
 		if bytes.Equal(e, text) {
-			return valid
+			return Valid
 		}
 	}
 	if len(text) > 0 && (text[0] == '-' || (text[0] >= '0' && text[0] <= '9')) &&
 		(!isIntegerText(text) || string(text) == "-0") {
-		return undecided // 1.0 equals 1, and -0 equals 0
+		return Undecided // 1.0 equals 1, and -0 equals 0
 	}
-	return invalid
+	return Invalid
 }
 
-func (n *fastNode) object(s *scanner, depth int) verdict {
+func (n *Node) object(s *scanner, depth int) Verdict {
 	if !n.allows(tObject) {
-		return invalid
+		return Invalid
 	}
 	s.pos++             // {
 	var seen uint64     // declared properties met
@@ -466,34 +466,34 @@ func (n *fastNode) object(s *scanner, depth int) verdict {
 	for {
 		s.space()
 		if s.pos >= len(s.data) || s.data[s.pos] != '"' {
-			return invalid
+			return Invalid
 		}
 		key, escaped, ok := s.rawString()
 		if !ok {
-			return invalid
+			return Invalid
 		}
 		if escaped {
-			return undecided
+			return Undecided
 		}
 		s.space()
 		if s.pos >= len(s.data) || s.data[s.pos] != ':' {
-			return invalid
+			return Invalid
 		}
 		s.pos++
-		var v verdict
+		var v Verdict
 		if i := n.fieldBytes(key); i >= 0 {
 			if seen&(1<<i) != 0 {
-				return invalid // the library refuses duplicate names
+				return Invalid // the library refuses duplicate names
 			}
 			seen |= 1 << i
 			v = n.props[i].node.value(s, depth+1)
 		} else {
 			if n.closed {
-				return invalid
+				return Invalid
 			}
 			for _, k := range others {
 				if bytes.Equal(k, key) {
-					return invalid
+					return Invalid
 				}
 			}
 			others = append(others, key)
@@ -503,12 +503,12 @@ func (n *fastNode) object(s *scanner, depth int) verdict {
 				v = skip(s, depth+1)
 			}
 		}
-		if v != valid {
+		if v != Valid {
 			return v
 		}
 		s.space()
 		if s.pos >= len(s.data) {
-			return invalid
+			return Invalid
 		}
 		switch s.data[s.pos] {
 		case ',':
@@ -517,14 +517,14 @@ func (n *fastNode) object(s *scanner, depth int) verdict {
 			s.pos++
 			return n.requiredIn(seen, others)
 		default:
-			return invalid
+			return Invalid
 		}
 	}
 }
 
-func (n *fastNode) requiredIn(seen uint64, others [][]byte) verdict {
+func (n *Node) requiredIn(seen uint64, others [][]byte) Verdict {
 	if seen&n.requiredBits != n.requiredBits {
-		return invalid
+		return Invalid
 	}
 outer:
 	for _, r := range n.requiredOther {
@@ -533,14 +533,14 @@ outer:
 				continue outer
 			}
 		}
-		return invalid
+		return Invalid
 	}
-	return valid
+	return Valid
 }
 
-func (n *fastNode) array(s *scanner, depth int) verdict {
+func (n *Node) array(s *scanner, depth int) Verdict {
 	if !n.allows(tArray) {
-		return invalid
+		return Invalid
 	}
 	s.pos++ // [
 	count := 0
@@ -550,19 +550,19 @@ func (n *fastNode) array(s *scanner, depth int) verdict {
 		return n.itemCount(0)
 	}
 	for {
-		var v verdict
+		var v Verdict
 		if n.items != nil {
 			v = n.items.value(s, depth+1)
 		} else {
 			v = skip(s, depth+1)
 		}
-		if v != valid {
+		if v != Valid {
 			return v
 		}
 		count++
 		s.space()
 		if s.pos >= len(s.data) {
-			return invalid
+			return Invalid
 		}
 		switch s.data[s.pos] {
 		case ',':
@@ -571,40 +571,40 @@ func (n *fastNode) array(s *scanner, depth int) verdict {
 			s.pos++
 			return n.itemCount(count)
 		default:
-			return invalid
+			return Invalid
 		}
 	}
 }
 
-func (n *fastNode) itemCount(c int) verdict {
+func (n *Node) itemCount(c int) Verdict {
 	if (n.minItems >= 0 && c < n.minItems) || (n.maxItems >= 0 && c > n.maxItems) {
-		return invalid
+		return Invalid
 	}
-	return valid
+	return Valid
 }
 
-func (n *fastNode) str(s *scanner) verdict {
+func (n *Node) str(s *scanner) Verdict {
 	raw, escaped, ok := s.rawString()
 	if !ok {
-		return invalid
+		return Invalid
 	}
 	if !n.allows(tString) {
-		return invalid
+		return Invalid
 	}
 	if n.stringUndecided {
-		return undecided
+		return Undecided
 	}
 	if n.minLength < 0 && n.maxLength < 0 {
-		return valid
+		return Valid
 	}
 	length := utf8.RuneCount(raw)
 	if escaped {
 		length = escapedLength(raw)
 	}
 	if (n.minLength >= 0 && length < n.minLength) || (n.maxLength >= 0 && length > n.maxLength) {
-		return invalid
+		return Invalid
 	}
-	return valid
+	return Valid
 }
 
 // rawString reads a string at the scanner, checking that it is well formed
@@ -729,10 +729,10 @@ func escapedLength(raw []byte) int {
 	return n
 }
 
-func (n *fastNode) number(s *scanner) verdict {
+func (n *Node) number(s *scanner) Verdict {
 	start := s.pos
 	if !s.numberText() {
-		return invalid
+		return Invalid
 	}
 	text := s.data[start:s.pos]
 	isInt := isIntegerText(text)
@@ -740,25 +740,25 @@ func (n *fastNode) number(s *scanner) verdict {
 	case n.types == tAny || n.types&tNumber != 0:
 	case n.types&tInteger != 0:
 		if !isInt {
-			return undecided // 1.0 and 1e2 are integers too
+			return Undecided // 1.0 and 1e2 are integers too
 		}
 	default:
-		return invalid
+		return Invalid
 	}
 	if !n.hasMinimum && !n.hasMaximum {
-		return valid
+		return Valid
 	}
 	if !isInt {
-		return undecided
+		return Undecided
 	}
 	v, ok := parseInt64(text)
 	if !ok {
-		return undecided // beyond int64: exact comparison is the library's
+		return Undecided // beyond int64: exact comparison is the library's
 	}
 	if (n.hasMinimum && v < n.minimum) || (n.hasMaximum && v > n.maximum) {
-		return invalid
+		return Invalid
 	}
-	return valid
+	return Valid
 }
 
 // numberText moves past a number, checking the JSON grammar.
@@ -832,7 +832,7 @@ func parseInt64(text []byte) (int64, bool) {
 func isIntegerText(text []byte) bool { return !bytes.ContainsAny(text, ".eE") }
 
 // skip moves past any well-formed value.
-func skip(s *scanner, depth int) verdict {
-	any := fastNode{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
+func skip(s *scanner, depth int) Verdict {
+	any := Node{minItems: -1, maxItems: -1, minLength: -1, maxLength: -1}
 	return any.value(s, depth)
 }

@@ -60,12 +60,12 @@ type Node struct {
 	// objects
 	props      []fastField // the declared properties, at most 64
 	required   []string    // names, turned into requiredBits once the properties are known
-	additional *Node   // checks properties not in props; nil: any
+	additional *Node       // checks properties not in props; nil: any
 	closed     bool        // additionalProperties: false
 
 	// arrays
 	items              *Node // nil: any
-	minItems, maxItems int       // -1: no bound
+	minItems, maxItems int   // -1: no bound
 
 	// strings
 	minLength, maxLength int  // in code points; -1: no bound

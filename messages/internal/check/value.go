@@ -209,4 +209,3 @@ func inTextEnum(n *Node, text string) Verdict {
 	}
 	return Invalid
 }
-

@@ -30,7 +30,7 @@ type Envelope struct {
 	// message was defined with, in place of Data: what link.Request,
 	// link.Emit and typed handlers send over a connector that carries
 	// values (ValueCarrier) when the value can travel so (see
-	// messages.Definition.PayloadValueOK). It is checked against the
+	// internal/codec.ValueOK). It is checked against the
 	// schema on send and on receipt as Data is. Handlers attached with
 	// HandleRequestJSON and HandleEventJSON, and authorizers, always get
 	// Data; observers see the message as it travels.

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/codec"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -467,13 +468,13 @@ func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *h
 		// read the payload before the handler (an authorizer), gets it
 		// as JSON.
 		switch {
-		case !def.PayloadValueOK(m.Value):
+		case !codec.ValueOK(def, false, m.Value):
 		case h == nil || !h.values:
 		case l.opts.authorize != nil && def.Permission() != "" && def.Permission() != messages.Unrestricted:
 		default:
 			return def, h, nil
 		}
-		data, err := def.MarshalPayload(m.Value)
+		data, err := codec.Marshal(def, false, m.Value)
 		if err != nil {
 			return nil, nil, invalid(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/codec"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -413,7 +414,7 @@ func invalid(err error) *Error {
 func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, internal bool) ([]byte, error) {
 	data, value, err := l.request(ctx, def, payload, nil, internal)
 	if err == nil && value != nil {
-		if data, err = def.MarshalResponse(value); err != nil {
+		if data, err = codec.Marshal(def, true, value); err != nil {
 			return nil, invalid(err)
 		}
 	}
@@ -482,11 +483,11 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		return nil, nil, resp.Error
 	}
 	if resp.Value != nil {
-		if def.ResponseValueOK(resp.Value) {
+		if codec.ValueOK(def, true, resp.Value) {
 			return nil, resp.Value, nil
 		}
 		// Not one the check can pass: as JSON, whose check says why.
-		data, err := def.MarshalResponse(resp.Value)
+		data, err := codec.Marshal(def, true, resp.Value)
 		if err != nil {
 			return nil, nil, invalid(err)
 		}

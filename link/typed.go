@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 
+	"github.com/linkfabric/linkfabric/internal/codec"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -19,7 +20,7 @@ func Request[Req, Resp any](ctx context.Context, l *Link, m *messages.Request[Re
 	}
 	var payload []byte
 	var value any
-	if v := any(req); l.values && def.PayloadValueOK(v) {
+	if v := any(req); l.values && codec.ValueOK(def, false, v) {
 		value = v // checked: it travels as it is
 	} else {
 		var err error
@@ -34,7 +35,7 @@ func Request[Req, Resp any](ctx context.Context, l *Link, m *messages.Request[Re
 	if r, ok := respValue.(Resp); ok {
 		return r, nil
 	}
-	if err := messages.Unmarshal(m, "response", data, &resp); err != nil {
+	if err := codec.Unmarshal(m.Definition, "response", data, &resp); err != nil {
 		return resp, invalid(err)
 	}
 	return resp, nil
@@ -45,7 +46,7 @@ func Emit[T any](ctx context.Context, l *Link, m *messages.Event[T], ev T) error
 	if err := l.checkOutbound(m.Definition, messages.KindEvent); err != nil {
 		return err
 	}
-	if v := any(ev); l.values && m.PayloadValueOK(v) {
+	if v := any(ev); l.values && codec.ValueOK(m.Definition, false, v) {
 		return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: m.Name(), Value: v})
 	}
 	payload, err := m.Encode(ev)
@@ -64,7 +65,7 @@ func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h fun
 	l.attach(m, messages.KindRequest, &handler{checked: true, values: true, request: func(ctx context.Context, msg *Envelope) ([]byte, error) {
 		req, ok := msg.Value.(Req)
 		if !ok {
-			if err := messages.Unmarshal(m, "request", msg.Data, &req); err != nil {
+			if err := codec.Unmarshal(m.Definition, "request", msg.Data, &req); err != nil {
 				return nil, invalid(err)
 			}
 		}
@@ -74,7 +75,7 @@ func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h fun
 		}
 		// The link calls its handlers with a *requestCtx.
 		if rc, ok := ctx.(*requestCtx); ok && rc.l.values {
-			if v := any(resp); m.ResponseValueOK(v) {
+			if v := any(resp); codec.ValueOK(m.Definition, true, v) {
 				rc.value = v
 				return nil, nil
 			}
@@ -94,7 +95,7 @@ func HandleEvent[T any](l *Link, m *messages.Event[T], h func(ctx context.Contex
 	l.attach(m, messages.KindEvent, &handler{values: true, event: func(ctx context.Context, msg *Envelope) error {
 		ev, ok := msg.Value.(T)
 		if !ok {
-			if err := messages.Unmarshal(m, "event", msg.Data, &ev); err != nil {
+			if err := codec.Unmarshal(m.Definition, "event", msg.Data, &ev); err != nil {
 				return err
 			}
 		}

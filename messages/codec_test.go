@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/linkfabric/linkfabric/internal/codec"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -253,15 +254,15 @@ func TestDecodeInvalidReturnsZero(t *testing.T) {
 
 func TestUnmarshal(t *testing.T) {
 	var v messages.InstanceRef
-	if err := messages.Unmarshal(messages.StartInstance, "request", []byte(`{"instance_id":42}`), &v); err != nil || v.InstanceID != 42 {
+	if err := codec.Unmarshal(messages.StartInstance.Definition, "request", []byte(`{"instance_id":42}`), &v); err != nil || v.InstanceID != 42 {
 		t.Errorf("Unmarshal = %+v, %v", v, err)
 	}
-	err := messages.Unmarshal(messages.StartInstance, "request", []byte(`{"instance_id":"42"}`), &v)
+	err := codec.Unmarshal(messages.StartInstance.Definition, "request", []byte(`{"instance_id":"42"}`), &v)
 	ve := requireValidationError(t, err, "start_instance", "request")
 	if ve.Field != "/instance_id" {
 		t.Errorf("Field = %q; want /instance_id", ve.Field)
 	}
-	err = messages.Unmarshal(messages.InstanceOutput, "event", []byte(`{`), &v)
+	err = codec.Unmarshal(messages.InstanceOutput.Definition, "event", []byte(`{`), &v)
 	requireValidationError(t, err, "instance_output", "event")
 }
 

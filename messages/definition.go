@@ -321,17 +321,17 @@ func decode(d *Definition, s *Schema, part string, data []byte, v any) error {
 	if err := d.validate(s, part, data); err != nil {
 		return err
 	}
-	return Unmarshal(d, part, data, v)
+	return unmarshal(d, part, data, v)
 }
 
-// Unmarshal decodes a payload that has already passed validation into v.
+// unmarshal decodes a payload that has already passed validation into v.
 // Validation has checked the shape, so a failure here is a value that the
 // schema allows but the Go type cannot hold: a number out of the Go type's
 // range, or written with a fraction or exponent (JSON Schema counts 1.0 as
 // an integer; encoding/json will not put it in an int). It is reported as a
 // *ValidationError like any other bad payload, whose Field points at the
 // value.
-func Unmarshal(m Message, part string, data []byte, v any) error {
+func unmarshal(d *Definition, part string, data []byte, v any) error {
 	// encoding/json/v2's decoder (go-json-experiment, which the schema
 	// library already uses) is three times faster than v1's, allocates
 	// once, and says where in the document a value would not fit.
@@ -341,7 +341,7 @@ func Unmarshal(m Message, part string, data []byte, v any) error {
 		if errors.As(err, &se) {
 			field = string(se.JSONPointer)
 		}
-		return &ValidationError{Message: m.Def().name, Part: part, Field: field, Reason: "cannot decode: " + err.Error()}
+		return &ValidationError{Message: d.name, Part: part, Field: field, Reason: "cannot decode: " + err.Error()}
 	}
 	return nil
 }

@@ -3,33 +3,43 @@ package messages
 import (
 	"reflect"
 
+	"github.com/linkfabric/linkfabric/internal/codec"
 	"github.com/linkfabric/linkfabric/messages/internal/check"
 )
 
-// PayloadValueOK reports whether v, a request's or event's payload as a Go
-// value, matches the payload schema and may travel as that value between
-// two links in one process: v is of the Go type the message was defined
-// with, of a kind that has no shared memory, and the check is exact.
-// False means: send it as JSON, whose check decides (and explains a
-// failure).
-func (d *Definition) PayloadValueOK(v any) bool {
+// What the link package needs of a definition beyond this package's API,
+// handed to it through internal/codec rather than exported.
+func init() {
+	codec.ValueOK = func(def codec.Definition, response bool, v any) bool {
+		return def.(*Definition).valueOK(response, v)
+	}
+	codec.Marshal = func(def codec.Definition, response bool, v any) ([]byte, error) {
+		return def.(*Definition).marshal(response, v)
+	}
+	codec.Unmarshal = func(def codec.Definition, part string, data []byte, v any) error {
+		return unmarshal(def.(*Definition), part, data, v)
+	}
+}
+
+// valueOK reports whether v, a payload (with response, a request's
+// response) as a Go value, matches its schema and may travel as that
+// value between two links in one process: v is of the Go type the message
+// was defined with, of a kind that has no shared memory, and the check is
+// exact. False means: send it as JSON, whose check decides (and explains
+// a failure).
+func (d *Definition) valueOK(response bool, v any) bool {
+	if response {
+		return d.responseValue != nil && reflect.TypeOf(v) == d.responseType && d.responseValue.Check(reflect.ValueOf(v)) == check.Valid
+	}
 	return d.payloadValue != nil && reflect.TypeOf(v) == d.payloadType && d.payloadValue.Check(reflect.ValueOf(v)) == check.Valid
 }
 
-// ResponseValueOK is PayloadValueOK for a request's response.
-func (d *Definition) ResponseValueOK(v any) bool {
-	return d.responseValue != nil && reflect.TypeOf(v) == d.responseType && d.responseValue.Check(reflect.ValueOf(v)) == check.Valid
-}
-
-// MarshalPayload returns the wire form of v, a request's or event's
-// payload as a Go value, checked against the schema.
-func (d *Definition) MarshalPayload(v any) ([]byte, error) {
-	return encode(d, d.payload, d.kind.String(), v)
-}
-
-// MarshalResponse returns the wire form of v, a request's response as a
-// Go value, checked against the schema.
-func (d *Definition) MarshalResponse(v any) ([]byte, error) {
+// marshal returns the wire form of v, a payload (with response, a
+// request's response) as a Go value, checked against the schema.
+func (d *Definition) marshal(response bool, v any) ([]byte, error) {
+	if !response {
+		return encode(d, d.payload, d.kind.String(), v)
+	}
 	if d.response == nil {
 		return nil, &ValidationError{Message: d.name, Part: "response", Reason: "an event has no response"}
 	}

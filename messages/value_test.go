@@ -5,6 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/linkfabric/linkfabric/internal/codec"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -14,8 +15,8 @@ import (
 // its type can travel as a value (its strings valid UTF-8).
 func valueAgrees(t *testing.T, def *messages.Definition, v any, canTravel bool) {
 	t.Helper()
-	ok := def.PayloadValueOK(v)
-	data, err := def.MarshalPayload(v)
+	ok := codec.ValueOK(def, false, v)
+	data, err := codec.Marshal(def, false, v)
 	switch {
 	case ok && err != nil:
 		t.Errorf("%s: value %+v passed as a value, but its JSON %s fails: %v", def.Name(), v, data, err)
@@ -55,22 +56,22 @@ func TestPayloadValueOK(t *testing.T) {
 		valueAgrees(t, tc.def, tc.v, tc.canTravel)
 	}
 	// A value of another type than the message's never passes.
-	if messages.SendCommand.PayloadValueOK(messages.InstanceRef{InstanceID: 1}) {
+	if codec.ValueOK(messages.SendCommand.Definition, false, messages.InstanceRef{InstanceID: 1}) {
 		t.Error("an InstanceRef passed as the payload of send_command")
 	}
-	if messages.UpdateInstances.PayloadValueOK(messages.InstanceUpdate{Instances: []messages.HostedInstance{{ID: 1, Name: "a"}}}) {
+	if codec.ValueOK(messages.UpdateInstances.Definition, false, messages.InstanceUpdate{Instances: []messages.HostedInstance{{ID: 1, Name: "a"}}}) {
 		t.Error("a payload with a slice passed as a value: its memory would be shared")
 	}
 }
 
 func TestResponseValueOK(t *testing.T) {
-	if !messages.SendCommand.ResponseValueOK(messages.CommandResult{Output: "ok"}) {
+	if !codec.ValueOK(messages.SendCommand.Definition, true, messages.CommandResult{Output: "ok"}) {
 		t.Error("a valid send_command response did not pass as a value")
 	}
-	if messages.SendCommand.ResponseValueOK(messages.Command{}) {
+	if codec.ValueOK(messages.SendCommand.Definition, true, messages.Command{}) {
 		t.Error("a value of the request's type passed as the response")
 	}
-	if messages.ListSlaves.ResponseValueOK(messages.SlaveList{}) {
+	if codec.ValueOK(messages.ListSlaves.Definition, true, messages.SlaveList{}) {
 		t.Error("a response with a slice passed as a value")
 	}
 }
@@ -108,13 +109,13 @@ func BenchmarkPayloadValueOK(b *testing.B) {
 		v := any(line)
 		b.ReportAllocs()
 		for b.Loop() {
-			if !def.PayloadValueOK(v) {
+			if !codec.ValueOK(def, false, v) {
 				b.Fatal("refused")
 			}
 		}
 	})
 	b.Run("json", func(b *testing.B) {
-		data, err := def.MarshalPayload(line)
+		data, err := codec.Marshal(def, false, line)
 		if err != nil {
 			b.Fatal(err)
 		}

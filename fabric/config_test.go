@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -199,7 +199,7 @@ func TestLoadConfigFromProcessEnvironment(t *testing.T) {
 // TestEndpointsRefuseBadConfig: the Start functions validate too, so a
 // configuration built in code is held to the same rules.
 func TestEndpointsRefuseBadConfig(t *testing.T) {
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	good := testTiming()
 	if _, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "0.0.0.0:0", Permissions: "*=*", Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
 		t.Errorf("StartMaster listening on 0.0.0.0: %v, want ErrConfig", err)
@@ -310,7 +310,7 @@ func TestNilOptionsRefused(t *testing.T) {
 // the master's catalog needs (a typo, a plugin the master lacks) stops
 // the master at start, naming it; a plugin's own permission is known.
 func TestMasterRefusesUnknownPermissions(t *testing.T) {
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	for _, perms := range []string{"alice=core.instanse.start", "bob=core.slave.list,storage:*", "*=nosuch.*"} {
 		_, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", Permissions: perms, Timing: testTiming(), Log: logConfig()})
 		if !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "FABRIC_CONTROL_PERMISSIONS") {
@@ -345,7 +345,7 @@ func TestMasterTakenPort(t *testing.T) {
 	}
 	defer ln.Close()
 	taken := ln.Addr().String()
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	b := startBroker(t)
 	for _, cfg := range []fabric.MasterConfig{
 		{NATS: natsConfig(""), Listen: taken, Permissions: "*=*", Timing: testTiming(), Log: logConfig()},

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -57,7 +57,7 @@ func TestForwardErrors(t *testing.T) {
 					return err
 				}},
 			} {
-				le := wantCode(t, send.do(), tc.wantCode)
+				le := testkit.WantCode(t, send.do(), tc.wantCode)
 				if !strings.Contains(le.Message, tc.wantText) {
 					t.Errorf("%s: message %q does not mention %q", send.msg, le.Message, tc.wantText)
 				}
@@ -67,7 +67,7 @@ func TestForwardErrors(t *testing.T) {
 
 	// An instance cannot be given to a slave that is gone.
 	_, err := requestErr(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: orphan.InstanceID, SlaveID: 2})
-	wantCode(t, err, fabric.CodeSlaveNotConnected)
+	testkit.WantCode(t, err, fabric.CodeSlaveNotConnected)
 
 	// The instance that runs is unaffected.
 	if got := c.command(t, 11, "/players"); got != "no players online" {
@@ -89,7 +89,7 @@ func TestPermissionDenied(t *testing.T) {
 	if !errors.Is(err, link.ErrPermissionDenied) {
 		t.Fatalf("bob start_instance: %v, want ErrPermissionDenied", err)
 	}
-	le := wantCode(t, err, link.CodePermissionDenied)
+	le := testkit.WantCode(t, err, link.CodePermissionDenied)
 	for _, word := range []string{"bob", "core.instance.start"} {
 		if !strings.Contains(le.Message, word) {
 			t.Errorf("message %q does not mention %q", le.Message, word)
@@ -100,7 +100,7 @@ func TestPermissionDenied(t *testing.T) {
 			_, err := requestErr(t, c.bob.Link(), messages.ListInstances, messages.Empty{})
 			return err
 		},
-		func() error { return c.bob.Follow(conformance.Ctx(t, waitLong), 11) },
+		func() error { return c.bob.Follow(testkit.Ctx(t, waitLong), 11) },
 		func() error {
 			_, err := requestErr(t, c.bob.Link(), messages.SetPlayerBanned, messages.Ban{Name: "x", Banned: true})
 			return err
@@ -251,7 +251,7 @@ func TestHandlerErrorsCrossHops(t *testing.T) {
 	} {
 		t.Run(tc.cmd, func(t *testing.T) {
 			_, err := requestErr(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 12, Command: tc.cmd})
-			le := wantCode(t, err, tc.wantCode)
+			le := testkit.WantCode(t, err, tc.wantCode)
 			if le.Message != tc.wantMessage {
 				t.Errorf("message = %q, want %q exactly", le.Message, tc.wantMessage)
 			}

@@ -19,7 +19,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -125,7 +125,7 @@ func startMasterProcess(t *testing.T, url string) *masterProcess {
 // parts.
 func (p *masterProcess) waitLog(t *testing.T, timeout time.Duration, parts ...string) {
 	t.Helper()
-	conformance.Eventually(t, timeout, fmt.Sprintf("the master process logs %q", parts), func() error {
+	testkit.Eventually(t, timeout, fmt.Sprintf("the master process logs %q", parts), func() error {
 		for _, line := range strings.Split(p.output.String(), "\n") {
 			if !slices.ContainsFunc(parts, func(part string) bool { return !strings.Contains(line, part) }) {
 				return nil
@@ -146,7 +146,7 @@ func (p *masterProcess) signal(t *testing.T, sig syscall.Signal) {
 	if sig != syscall.SIGSTOP {
 		return
 	}
-	conformance.Eventually(t, waitLong, "the master process stopped", func() error {
+	testkit.Eventually(t, waitLong, "the master process stopped", func() error {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
 		if err != nil {
 			return nil // no /proc: the signal is on its way
@@ -251,7 +251,7 @@ func TestStandbyTakesOverOnClose(t *testing.T) {
 	if !c.master.Active() || c.master.Term() == 0 {
 		t.Fatal("the first master is not active")
 	}
-	conformance.Eventually(t, waitLong, "the standby is listed", func() error {
+	testkit.Eventually(t, waitLong, "the standby is listed", func() error {
 		st := masterStatus(t, c.alice.Link())
 		if st.Master.Term != c.master.Term() || len(st.Standbys) != 1 || st.Standbys[0].ID == st.Master.ID {
 			return fmt.Errorf("status %+v", st)
@@ -262,14 +262,14 @@ func TestStandbyTakesOverOnClose(t *testing.T) {
 	term := c.master.Term()
 
 	closeMaster(t, c.master)
-	if err := m2.WaitActive(conformance.Ctx(t, waitLong)); err != nil {
+	if err := m2.WaitActive(testkit.Ctx(t, waitLong)); err != nil {
 		t.Fatalf("the standby did not take over: %v", err)
 	}
 	if m2.Term() <= term {
 		t.Errorf("the new master's term %d, want more than %d", m2.Term(), term)
 	}
 	waitSlaves(t, m2, reRegisterBound, 1, 2)
-	conformance.Eventually(t, waitLong, "alice reaches the new master", func() error {
+	testkit.Eventually(t, waitLong, "alice reaches the new master", func() error {
 		list, err := requestErr(t, c.alice.Link(), messages.ListInstances, messages.Empty{})
 		if err != nil {
 			return err
@@ -298,7 +298,7 @@ func TestStandbyTakesOverAfterKill(t *testing.T) {
 	}
 	startSlave(t, url, 1, "11:alpha")
 	ctl, _ := dialControl(t, url, "alice")
-	conformance.Eventually(t, waitLong, "the slave registered", func() error {
+	testkit.Eventually(t, waitLong, "the slave registered", func() error {
 		res, err := requestErr(t, ctl.Link(), messages.ListSlaves, messages.Empty{})
 		if err == nil && (len(res.Slaves) != 1 || !res.Slaves[0].Connected) {
 			err = fmt.Errorf("slaves %+v", res.Slaves)
@@ -309,10 +309,10 @@ func TestStandbyTakesOverAfterKill(t *testing.T) {
 
 	active.signal(t, syscall.SIGKILL)
 	killed := time.Now()
-	if err := standby.WaitActive(conformance.Ctx(t, takeoverBound)); err != nil {
+	if err := standby.WaitActive(testkit.Ctx(t, takeoverBound)); err != nil {
 		t.Fatalf("the standby did not take over within %s: %v", takeoverBound, err)
 	}
-	conformance.Eventually(t, waitLong, "a request succeeds again", func() error {
+	testkit.Eventually(t, waitLong, "a request succeeds again", func() error {
 		_, err := requestErr(t, ctl.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 11})
 		return err
 	})
@@ -337,7 +337,7 @@ func TestPausedMasterNeverActsAgain(t *testing.T) {
 	ctl, _ := dialControl(t, url, "alice")
 	waitOK := func(what string) {
 		t.Helper()
-		conformance.Eventually(t, takeoverBound+waitLong, what, func() error {
+		testkit.Eventually(t, takeoverBound+waitLong, what, func() error {
 			_, err := requestErr(t, ctl.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 11})
 			if errors.Is(err, &link.Error{Code: fabric.CodeConflict}) {
 				return nil // already running
@@ -362,7 +362,7 @@ func TestPausedMasterNeverActsAgain(t *testing.T) {
 			outcomes <- err
 		}()
 	}
-	if err := standby.WaitActive(conformance.Ctx(t, takeoverBound)); err != nil {
+	if err := standby.WaitActive(testkit.Ctx(t, takeoverBound)); err != nil {
 		t.Fatalf("the standby did not take over: %v", err)
 	}
 	waitOK("the new master answers")
@@ -391,7 +391,7 @@ func TestPausedMasterNeverActsAgain(t *testing.T) {
 	if !s.Connected() {
 		t.Error("the slave is not registered")
 	}
-	conformance.Eventually(t, 3*takeoverBound, "the old master stands by", func() error {
+	testkit.Eventually(t, 3*takeoverBound, "the old master stands by", func() error {
 		st := masterStatus(t, ctl.Link())
 		if len(st.Standbys) != 1 {
 			return fmt.Errorf("status %+v", st)
@@ -412,11 +412,11 @@ func TestRequestsOutlivePausedMaster(t *testing.T) {
 	m.waitLog(t, 20*time.Second, "active master")
 	startSlave(t, url, 1, "11:alpha")
 	ctl, out := dialControl(t, url, "alice")
-	conformance.Eventually(t, 20*time.Second, "instance 11 started", func() error {
+	testkit.Eventually(t, 20*time.Second, "instance 11 started", func() error {
 		_, err := requestErr(t, ctl.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 11})
 		return err
 	})
-	if err := ctl.Follow(conformance.Ctx(t, waitLong), 11); err != nil {
+	if err := ctl.Follow(testkit.Ctx(t, waitLong), 11); err != nil {
 		t.Fatal(err)
 	}
 
@@ -437,13 +437,13 @@ func TestRequestsOutlivePausedMaster(t *testing.T) {
 	<-time.After(pause - time.Since(paused))
 	m.signal(t, syscall.SIGCONT)
 	for range 5 {
-		if err := conformance.Recv(t, results, 20*time.Second, "a held request to end"); err != nil {
+		if err := testkit.Recv(t, results, 20*time.Second, "a held request to end"); err != nil {
 			t.Errorf("a request sent while the master was paused for %s ended with %v; want its answer", pause, err)
 		}
 	}
 	for i := range 5 {
 		line := fmt.Sprintf("[server] held %d", i)
-		conformance.Eventually(t, waitLong, "the output of held request", func() error { return out.has(11, line) })
+		testkit.Eventually(t, waitLong, "the output of held request", func() error { return out.has(11, line) })
 		if n := strings.Count(strings.Join(out.of(11), "\n")+"\n", line+"\n"); n != 1 {
 			t.Errorf("%q printed %d times, want once", line, n)
 		}
@@ -467,7 +467,7 @@ func TestNewMasterWaitsForItsSlaves(t *testing.T) {
 	}
 	request(t, ctl.Link(), messages.SetPlayerBanned, messages.Ban{Name: "eve", Banned: true, Reason: "r"})
 	for _, id := range []int64{11, 21} {
-		conformance.Eventually(t, waitLong, "the ban reaches the instance", func() error {
+		testkit.Eventually(t, waitLong, "the ban reaches the instance", func() error {
 			res, err := requestErr(t, ctl.Link(), messages.SendCommand, messages.Command{InstanceID: id, Command: "/bans"})
 			if err == nil && res.Output != "banned: eve" {
 				err = fmt.Errorf("/bans = %q", res.Output)
@@ -532,19 +532,19 @@ func TestFollowerCarriesOverMasterRestart(t *testing.T) {
 	}
 	c := newCluster(t, clusterConfig{slaveOpts: []fabric.Option{fabric.WithInstanceFactory(factory)}})
 	c.start(t, 11)
-	inst := conformance.Recv(t, links, waitLong, "instance 11's link")
-	if err := c.alice.Follow(conformance.Ctx(t, waitLong), 11); err != nil {
+	inst := testkit.Recv(t, links, waitLong, "instance 11's link")
+	if err := c.alice.Follow(testkit.Ctx(t, waitLong), 11); err != nil {
 		t.Fatal(err)
 	}
 	say := func(text string) {
 		t.Helper()
-		if err := link.Emit(conformance.Ctx(t, waitLong), inst, messages.InstanceOutput,
+		if err := link.Emit(testkit.Ctx(t, waitLong), inst, messages.InstanceOutput,
 			messages.OutputLine{InstanceID: 11, Time: time.Now().UnixMilli(), Level: "info", Message: text}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	say("before")
-	conformance.Eventually(t, waitLong, "the line before", func() error { return c.aliceOut.has(11, "before") })
+	testkit.Eventually(t, waitLong, "the line before", func() error { return c.aliceOut.has(11, "before") })
 
 	closeMaster(t, c.master)
 	for i := range 5 {
@@ -552,11 +552,11 @@ func TestFollowerCarriesOverMasterRestart(t *testing.T) {
 	}
 	m2 := startMaster(t, c.url, "*=*")
 	waitSlaves(t, m2, reRegisterBound, 1, 2)
-	conformance.Eventually(t, waitLong, "the lines printed while there was no master", func() error {
+	testkit.Eventually(t, waitLong, "the lines printed while there was no master", func() error {
 		return c.aliceOut.has(11, "between 4")
 	})
 	say("after")
-	conformance.Eventually(t, waitLong, "the line after", func() error { return c.aliceOut.has(11, "after") })
+	testkit.Eventually(t, waitLong, "the line after", func() error { return c.aliceOut.has(11, "after") })
 	var got []string
 	for _, l := range c.aliceOut.of(11) {
 		if l == "before" || l == "after" || strings.HasPrefix(l, "between") {
@@ -576,7 +576,7 @@ func TestFollowerCarriesOverMasterRestart(t *testing.T) {
 func TestFollowerForgetsDeletedInstance(t *testing.T) {
 	c := newCluster(t, clusterConfig{})
 	c.start(t, 11)
-	if err := c.alice.Follow(conformance.Ctx(t, waitLong), 11, 21); err != nil {
+	if err := c.alice.Follow(testkit.Ctx(t, waitLong), 11, 21); err != nil {
 		t.Fatal(err)
 	}
 	request(t, c.bob.Link(), messages.DeleteInstance, messages.InstanceRef{InstanceID: 21})
@@ -584,7 +584,7 @@ func TestFollowerForgetsDeletedInstance(t *testing.T) {
 	closeMaster(t, c.master)
 	m2 := startMaster(t, c.url, "*=*")
 	waitSlaves(t, m2, reRegisterBound, 1, 2)
-	conformance.Eventually(t, waitLong, "alice follows instance 11 on the new master", func() error {
+	testkit.Eventually(t, waitLong, "alice follows instance 11 on the new master", func() error {
 		if _, err := requestErr(t, c.bob.Link(), messages.SendCommand, messages.Command{InstanceID: 11, Command: "/say after"}); err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package fabric_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -89,7 +88,7 @@ func startMasterTiming(t *testing.T, url, permissions string, timing fabric.Timi
 // startMasterConfig starts a master configured by cfg.
 func startMasterConfig(t *testing.T, cfg fabric.MasterConfig, opts ...fabric.Option) *fabric.Master {
 	t.Helper()
-	m, err := fabric.StartMaster(conformance.Ctx(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
+	m, err := fabric.StartMaster(testkit.Ctx(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
 	}
@@ -108,7 +107,7 @@ func slaveConfig(url string, id int64, instances string) fabric.SlaveConfig {
 // startSlave starts a slave with the given instances ("id:name,...").
 func startSlave(t *testing.T, url string, id int64, instances string, opts ...fabric.Option) *fabric.Slave {
 	t.Helper()
-	s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), slaveConfig(url, id, instances), append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
+	s, err := fabric.StartSlave(testkit.Ctx(t, waitLong), slaveConfig(url, id, instances), append([]fabric.Option{fabric.WithLogger(testLogger())}, opts...)...)
 	if err != nil {
 		t.Fatalf("StartSlave %d: %v", id, err)
 	}
@@ -127,7 +126,7 @@ func dialControl(t *testing.T, url, user string, opts ...fabric.Option) (*fabric
 	out := &outputLog{}
 	cfg := fabric.ControlConfig{NATS: natsConfig(url), User: user, Timing: testTiming(), Log: logConfig()}
 	opts = append([]fabric.Option{fabric.WithLogger(testLogger()), fabric.WithOutputHandler(out.add)}, opts...)
-	c, err := fabric.DialControl(conformance.Ctx(t, waitLong), cfg, opts...)
+	c, err := fabric.DialControl(testkit.Ctx(t, waitLong), cfg, opts...)
 	if err != nil {
 		t.Fatalf("DialControl %s: %v", user, err)
 	}
@@ -191,19 +190,6 @@ func requestErr[Req, Resp any](t *testing.T, l *link.Link, m *messages.Request[R
 	return link.Request(ctx, l, m, req)
 }
 
-// wantCode fails the test unless err is a *link.Error with code.
-func wantCode(t *testing.T, err error, code link.Code) *link.Error {
-	t.Helper()
-	var le *link.Error
-	if !errors.As(err, &le) {
-		t.Fatalf("error = %v (%T), want a *link.Error with code %s", err, err, code)
-	}
-	if le.Code != code || !errors.Is(err, &link.Error{Code: code}) {
-		t.Fatalf("error = %v, want code %s", err, code)
-	}
-	return le
-}
-
 // instanceStatus returns the status of an instance in the master's view.
 func instanceStatus(t *testing.T, l *link.Link, id int64) (messages.InstanceInfo, error) {
 	t.Helper()
@@ -222,7 +208,7 @@ func instanceStatus(t *testing.T, l *link.Link, id int64) (messages.InstanceInfo
 // waitStatus waits until the master lists instance id with status.
 func waitStatus(t *testing.T, l *link.Link, id int64, status string) {
 	t.Helper()
-	conformance.Eventually(t, waitLong, fmt.Sprintf("instance %d %s", id, status), func() error {
+	testkit.Eventually(t, waitLong, fmt.Sprintf("instance %d %s", id, status), func() error {
 		i, err := instanceStatus(t, l, id)
 		if err != nil {
 			return err
@@ -238,7 +224,7 @@ func waitStatus(t *testing.T, l *link.Link, id int64, status string) {
 // slaves as connected.
 func waitSlaves(t *testing.T, m *fabric.Master, timeout time.Duration, connected ...int64) {
 	t.Helper()
-	conformance.Eventually(t, timeout, fmt.Sprintf("slaves %v connected", connected), func() error {
+	testkit.Eventually(t, timeout, fmt.Sprintf("slaves %v connected", connected), func() error {
 		var got []int64
 		for _, s := range m.Slaves() {
 			if s.Connected {
@@ -473,7 +459,7 @@ func (c *cluster) banBarrier(t *testing.T, p *probes, name string, ids ...int64)
 	t.Helper()
 	request(t, c.alice.Link(), messages.SetPlayerBanned, messages.Ban{Name: name, Banned: true, Reason: "barrier"})
 	for _, id := range ids {
-		conformance.Eventually(t, waitLong, "ban "+name+" reaches instance", func() error { return p.has(id, "ban:"+name) })
+		testkit.Eventually(t, waitLong, "ban "+name+" reaches instance", func() error { return p.has(id, "ban:"+name) })
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -134,7 +134,7 @@ func TestHostileEvents(t *testing.T) {
 			if err := nc.Publish(tc.subject, []byte(tc.data)); err != nil {
 				t.Fatal(err)
 			}
-			conformance.Eventually(t, waitLong, "the master drops the event", func() error {
+			testkit.Eventually(t, waitLong, "the master drops the event", func() error {
 				for _, r := range logs.find("dropped invalid message") {
 					if r["endpoint"] == "master" && r["type"] == tc.wantType {
 						return nil
@@ -171,7 +171,7 @@ func TestSpoofedSlave(t *testing.T) {
 			if err := nc.Publish(tc.subject, []byte(tc.data)); err != nil {
 				t.Fatal(err)
 			}
-			conformance.Eventually(t, waitLong, "the master refuses the spoofed event", func() error {
+			testkit.Eventually(t, waitLong, "the master refuses the spoofed event", func() error {
 				if got, _ := findMetric(scrapeMetrics(t, c.master.MetricsAddr()), claimsRefused, labels); got != n+1 {
 					return fmt.Errorf("%s = %v, want %v", claimsRefused, got, n+1)
 				}
@@ -269,7 +269,7 @@ func TestSpoofedMaster(t *testing.T) {
 	if got := c.slave1.Instances(); slices.ContainsFunc(got, func(h messages.HostedInstance) bool { return h.ID == 66 }) {
 		t.Errorf("slave 1 hosts %+v after a forged assign_instance", got)
 	}
-	conformance.Eventually(t, reRegisterBound, "slave 1 registered again", func() error {
+	testkit.Eventually(t, reRegisterBound, "slave 1 registered again", func() error {
 		if !c.slave1.Connected() {
 			return fmt.Errorf("slave 1 is not registered")
 		}

@@ -7,7 +7,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -71,7 +71,7 @@ func TestInProcessConnections(t *testing.T) {
 	}
 
 	// Messages cross between the two kinds of connection both ways.
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	for _, id := range []int64{101, 201} {
 		if _, err := link.Request(ctx, ctl.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: id}); err != nil {
 			t.Fatalf("start_instance %d: %v", id, err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -177,7 +177,7 @@ func wantHistogram(t *testing.T, samples []metricSample, name string, l map[stri
 // waitGauge waits until the gauge name at addr has the value want.
 func waitGauge(t *testing.T, addr, name string, want float64) {
 	t.Helper()
-	conformance.Eventually(t, waitLong, fmt.Sprintf("%s at %s = %v", name, addr, want), func() error {
+	testkit.Eventually(t, waitLong, fmt.Sprintf("%s at %s = %v", name, addr, want), func() error {
 		got, ok := findMetric(scrapeMetrics(t, addr), name, map[string]string{})
 		if !ok || got != want {
 			return fmt.Errorf("%s = %v (found %v)", name, got, ok)
@@ -194,7 +194,7 @@ func TestMetrics(t *testing.T) {
 	url := b.ClientURL()
 
 	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: "*=*", MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}
-	m, err := fabric.StartMaster(conformance.Ctx(t, waitLong), mcfg, fabric.WithLogger(testLogger()))
+	m, err := fabric.StartMaster(testkit.Ctx(t, waitLong), mcfg, fabric.WithLogger(testLogger()))
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
 	}
@@ -225,7 +225,7 @@ func TestMetrics(t *testing.T) {
 	})
 	scfg := slaveConfig(url, 1, "11:alpha,12:beta")
 	scfg.MetricsAddr = "127.0.0.1:0"
-	s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), scfg, fabric.WithLogger(testLogger()), fabric.WithInstanceFactory(p.factory))
+	s, err := fabric.StartSlave(testkit.Ctx(t, waitLong), scfg, fabric.WithLogger(testLogger()), fabric.WithInstanceFactory(p.factory))
 	if err != nil {
 		t.Fatalf("StartSlave: %v", err)
 	}
@@ -248,13 +248,13 @@ func TestMetrics(t *testing.T) {
 	}
 	// Fails at the instance: every hop that sent it counts probe_failed.
 	_, err = requestErr(t, ctl.Link(), messages.SendCommand, messages.Command{InstanceID: 11, Command: "/fail"})
-	wantCode(t, err, "probe_failed")
+	testkit.WantCode(t, err, "probe_failed")
 	// Fails at the slave, which sends nothing on: only the master counts it.
 	_, err = requestErr(t, ctl.Link(), messages.SendCommand, messages.Command{InstanceID: 12, Command: "/players"})
-	wantCode(t, err, fabric.CodeInstanceNotRunning)
+	testkit.WantCode(t, err, fabric.CodeInstanceNotRunning)
 	// Fails at the master, which sends nothing on: no one counts it.
 	_, err = requestErr(t, ctl.Link(), messages.SendCommand, messages.Command{InstanceID: 99, Command: "/players"})
-	wantCode(t, err, fabric.CodeInstanceNotFound)
+	testkit.WantCode(t, err, fabric.CodeInstanceNotFound)
 
 	// A request in flight is pending at each endpoint that sent it on.
 	done := make(chan error, 1)
@@ -291,7 +291,7 @@ func TestMetrics(t *testing.T) {
 		wantMetric(t, ms, messagesTotal, metricLabels("direction=received", "link=slave-master", "kind=event", "type=instance_started"), 1)
 		wantMetric(t, ms, messagesTotal, metricLabels("direction=received", "link=slave-master", "kind=request", "type=register_slave"), 1)
 		// The slave's heartbeats.
-		conformance.Eventually(t, waitLong, "the master counts the slave's pings", func() error {
+		testkit.Eventually(t, waitLong, "the master counts the slave's pings", func() error {
 			ping := metricLabels("direction=received", "link=slave-master", "kind=request", "type=ping")
 			if n, _ := findMetric(scrapeMetrics(t, m.MetricsAddr()), messagesTotal, ping); n < 1 {
 				return fmt.Errorf("%s%v = %v", messagesTotal, ping, n)

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -64,7 +64,7 @@ func TestPluginWithoutMasterHandlerRefused(t *testing.T) {
 	p := newStoragePlugin(t)
 	b := startBroker(t)
 	cfg := fabric.MasterConfig{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: testTiming(), Log: logConfig()}
-	m, err := fabric.StartMaster(conformance.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger()), fabric.WithPlugins(p.plugins...))
+	m, err := fabric.StartMaster(testkit.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger()), fabric.WithPlugins(p.plugins...))
 	if err == nil {
 		ctx, cancel := closeCtx()
 		defer cancel()
@@ -120,13 +120,13 @@ func TestPluginMessagesEndingAtMaster(t *testing.T) {
 	request(t, ctl.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 11})
 	inst := recvLink(t, links)
 
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	for i := range 5 {
 		if err := link.Emit(ctx, inst, p.contribution, contribution{Tech: "rocketry", Points: i}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	conformance.Eventually(t, waitLong, "5 contributions at the master", func() error {
+	testkit.Eventually(t, waitLong, "5 contributions at the master", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(got) < 5 {
@@ -144,7 +144,7 @@ func TestPluginMessagesEndingAtMaster(t *testing.T) {
 		t.Errorf("get_storage = %+v, %v; want 40", count, err)
 	}
 	_, err = link.Request(ctx, inst, p.getStorage, storageQuery{Item: "unobtainium"})
-	if le := wantCode(t, err, "subspace_storage.unknown_item"); le != nil && le.Message != "no such item: unobtainium" {
+	if le := testkit.WantCode(t, err, "subspace_storage.unknown_item"); le != nil && le.Message != "no such item: unobtainium" {
 		t.Errorf("error message %q did not survive the hops", le.Message)
 	}
 }
@@ -159,7 +159,7 @@ func recvLink(t *testing.T, ch <-chan *link.Link) *link.Link {
 	select {
 	case l := <-ch:
 		return l
-	case <-conformance.Ctx(t, waitLong).Done():
+	case <-testkit.Ctx(t, waitLong).Done():
 		t.Fatal("the instance did not start")
 		return nil
 	}

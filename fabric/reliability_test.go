@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -67,7 +67,7 @@ func TestMasterRestartLosesNoEvents(t *testing.T) {
 	emitted := make(chan error, 1)
 	halfway := make(chan struct{})
 	go func() {
-		ctx := conformance.Ctx(t, time.Minute)
+		ctx := testkit.Ctx(t, time.Minute)
 		for i := range n {
 			if i == n/3 {
 				close(halfway)
@@ -92,7 +92,7 @@ func TestMasterRestartLosesNoEvents(t *testing.T) {
 	if err := <-emitted; err != nil {
 		t.Fatalf("emit: %v", err)
 	}
-	conformance.Eventually(t, 30*time.Second, "every event at one master or the other", func() error {
+	testkit.Eventually(t, 30*time.Second, "every event at one master or the other", func() error {
 		first, second := c.all()
 		if len(first)+len(second) < n {
 			return errors.New("not yet")

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -50,22 +50,22 @@ func TestMasterRestart(t *testing.T) {
 	// alice and bob have spoken to the old master: their sessions end with
 	// it, and each dials the master again on its own.
 	for ctl, old := range map[*fabric.Control]*link.Link{c.alice: aliceOld, c.bob: bobOld} {
-		conformance.Recv(t, old.Done(), waitLong, "a control's link to the closed master to end")
-		conformance.Eventually(t, waitLong, "the control dials the master again", func() error {
+		testkit.Recv(t, old.Done(), waitLong, "a control's link to the closed master to end")
+		testkit.Eventually(t, waitLong, "the control dials the master again", func() error {
 			if ctl.Link() == old {
 				return errors.New("still the old link")
 			}
 			return nil
 		})
 	}
-	conformance.Eventually(t, waitLong, "slaves notice the master left", func() error {
+	testkit.Eventually(t, waitLong, "slaves notice the master left", func() error {
 		if c.slave1.Connected() || c.slave2.Connected() {
 			return errors.New("a slave still says it is connected")
 		}
 		return nil
 	})
 	for _, id := range []int64{11, 21} {
-		conformance.Eventually(t, waitLong, "instance hears the master left", func() error { return p.has(id, "conn:close") })
+		testkit.Eventually(t, waitLong, "instance hears the master left", func() error { return p.has(id, "conn:close") })
 	}
 
 	started := time.Now()
@@ -99,7 +99,7 @@ func TestMasterRestart(t *testing.T) {
 		if want := fmt.Sprint("pong from ", id); got != want {
 			t.Errorf("send_command %d = %q, want %q", id, got, want)
 		}
-		conformance.Eventually(t, waitLong, "instance hears the master is back", func() error { return p.has(id, "conn:connect") })
+		testkit.Eventually(t, waitLong, "instance hears the master is back", func() error { return p.has(id, "conn:connect") })
 		if got, want := p.of(id, "conn:"), []string{"conn:close", "conn:connect"}; !slices.Equal(got, want) {
 			t.Errorf("instance %d heard %q, want %q", id, got, want)
 		}
@@ -128,7 +128,7 @@ func TestSlaveCloseStopsInstances(t *testing.T) {
 	if err := c.slave1.Close(ctx); err != nil {
 		t.Fatalf("close slave 1: %v", err)
 	}
-	conformance.Eventually(t, waitLong, "instance 11's link closes", func() error { return p.has(11, "link closed") })
+	testkit.Eventually(t, waitLong, "instance 11's link closes", func() error { return p.has(11, "link closed") })
 	if got, want := p.of(11, ""), []string{"start", "prepare_master_disconnect", "link closed"}; !slices.Equal(got, want) {
 		t.Errorf("instance 11 received %q, want %q", got, want)
 	}
@@ -253,7 +253,7 @@ func TestKilledSlave(t *testing.T) {
 			t.Errorf("instance 31 = %+v, %v; want status unknown", i, err)
 		}
 		_, err := requestErr(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 31, Command: "/players"})
-		wantCode(t, err, fabric.CodeSlaveNotConnected)
+		testkit.WantCode(t, err, fabric.CodeSlaveNotConnected)
 		c.start(t, 11)
 		if got := c.command(t, 11, "/players"); got != "no players online" {
 			t.Errorf("instance 11 /players = %q", got)
@@ -292,15 +292,15 @@ func TestSlaveConnectionDrop(t *testing.T) {
 	})
 
 	kick(t, c.broker.Server(), "linkfabric slave/1")
-	conformance.Eventually(t, waitLong, "instance hears the drop", func() error { return p.has(11, "conn:drop") })
-	conformance.Eventually(t, waitLong, "instance hears the connection resume", func() error {
+	testkit.Eventually(t, waitLong, "instance hears the drop", func() error { return p.has(11, "conn:drop") })
+	testkit.Eventually(t, waitLong, "instance hears the connection resume", func() error {
 		if err := p.has(11, "conn:resume"); err != nil {
 			return p.has(11, "conn:connect") // or the slave registered anew
 		}
 		return nil
 	})
 	waitSlaves(t, c.master, reRegisterBound, 1, 2)
-	conformance.Eventually(t, reRegisterBound, "instance 11 reachable", func() error {
+	testkit.Eventually(t, reRegisterBound, "instance 11 reachable", func() error {
 		_, err := requestErr(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 11, Command: "/ping"})
 		return err
 	})

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -60,13 +60,13 @@ func TestClusterView(t *testing.T) {
 func TestForwardToInstance(t *testing.T) {
 	c := newCluster(t, clusterConfig{})
 	ctl := c.alice.Link()
-	if err := c.alice.Follow(conformance.Ctx(t, waitLong), 11, 21); err != nil {
+	if err := c.alice.Follow(testkit.Ctx(t, waitLong), 11, 21); err != nil {
 		t.Fatalf("Follow: %v", err)
 	}
 
 	c.start(t, 11, 21)
-	conformance.Eventually(t, waitLong, "start output", func() error { return c.aliceOut.has(11, "instance alpha is ready") })
-	conformance.Eventually(t, waitLong, "start output", func() error { return c.aliceOut.has(21, "instance gamma is ready") })
+	testkit.Eventually(t, waitLong, "start output", func() error { return c.aliceOut.has(11, "instance alpha is ready") })
+	testkit.Eventually(t, waitLong, "start output", func() error { return c.aliceOut.has(21, "instance gamma is ready") })
 	if i, err := instanceStatus(t, ctl, 12); err != nil || i.Status != messages.StatusStopped {
 		t.Fatalf("instance 12 = %+v, %v; want it stopped (only 11 and 21 were started)", i, err)
 	}
@@ -89,18 +89,18 @@ func TestForwardToInstance(t *testing.T) {
 	// Starting a running instance is refused by the instance, and it keeps
 	// running.
 	_, err := requestErr(t, ctl, messages.StartInstance, messages.InstanceRef{InstanceID: 11})
-	wantCode(t, err, fabric.CodeConflict)
+	testkit.WantCode(t, err, fabric.CodeConflict)
 	if got := c.command(t, 11, "/players"); got != "1 online: bob" {
 		t.Errorf("after a second start, /players = %q", got)
 	}
 
 	request(t, ctl, messages.StopInstance, messages.InstanceRef{InstanceID: 11})
 	waitStatus(t, ctl, 11, messages.StatusStopped)
-	conformance.Eventually(t, waitLong, "stop output", func() error { return c.aliceOut.has(11, "stopping instance alpha") })
+	testkit.Eventually(t, waitLong, "stop output", func() error { return c.aliceOut.has(11, "stopping instance alpha") })
 	_, err = requestErr(t, ctl, messages.SendCommand, messages.Command{InstanceID: 11, Command: "/players"})
-	wantCode(t, err, fabric.CodeInstanceNotRunning)
+	testkit.WantCode(t, err, fabric.CodeInstanceNotRunning)
 	_, err = requestErr(t, ctl, messages.StopInstance, messages.InstanceRef{InstanceID: 11})
-	wantCode(t, err, fabric.CodeInstanceNotRunning)
+	testkit.WantCode(t, err, fabric.CodeInstanceNotRunning)
 
 	// A stopped instance starts again, fresh.
 	c.start(t, 11)
@@ -129,13 +129,13 @@ func TestAssignInstance(t *testing.T) {
 		t.Fatalf("new instance = %+v, %v; want it unassigned", i, err)
 	}
 	_, err := requestErr(t, ctl, messages.StartInstance, ref)
-	le := wantCode(t, err, fabric.CodeInstanceNotAssigned)
+	le := testkit.WantCode(t, err, fabric.CodeInstanceNotAssigned)
 	if !strings.Contains(le.Message, "delta") {
 		t.Errorf("message %q does not name the instance", le.Message)
 	}
 
 	request(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: ref.InstanceID, SlaveID: 2})
-	conformance.Eventually(t, waitLong, "slave 2 hosts the instance", func() error {
+	testkit.Eventually(t, waitLong, "slave 2 hosts the instance", func() error {
 		if !slices.ContainsFunc(c.slave2.Instances(), func(h messages.HostedInstance) bool { return h.ID == ref.InstanceID }) {
 			return fmt.Errorf("slave 2 hosts %+v", c.slave2.Instances())
 		}
@@ -152,12 +152,12 @@ func TestAssignInstance(t *testing.T) {
 	// Another slave cannot take it, and unknown instances or slaves are
 	// refused.
 	_, err = requestErr(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: ref.InstanceID, SlaveID: 1})
-	wantCode(t, err, fabric.CodeConflict)
+	testkit.WantCode(t, err, fabric.CodeConflict)
 	_, err = requestErr(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: 999, SlaveID: 1})
-	wantCode(t, err, fabric.CodeInstanceNotFound)
+	testkit.WantCode(t, err, fabric.CodeInstanceNotFound)
 	other := request(t, ctl, messages.CreateInstance, messages.NewInstance{Name: "epsilon"})
 	_, err = requestErr(t, ctl, messages.AssignInstanceCommand, messages.Assignment{InstanceID: other.InstanceID, SlaveID: 9})
-	if le := wantCode(t, err, fabric.CodeSlaveNotFound); !strings.Contains(le.Message, "slave 9") {
+	if le := testkit.WantCode(t, err, fabric.CodeSlaveNotFound); !strings.Contains(le.Message, "slave 9") {
 		t.Errorf("message %q does not name slave 9", le.Message)
 	}
 }
@@ -172,7 +172,7 @@ func TestAssignInstance(t *testing.T) {
 // line if that had been relayed to it.
 func TestOutputReachesFollowersOnly(t *testing.T) {
 	c := newCluster(t, clusterConfig{})
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	if err := c.alice.Follow(ctx, 11); err != nil {
 		t.Fatal(err)
 	}
@@ -191,9 +191,9 @@ func TestOutputReachesFollowersOnly(t *testing.T) {
 	c.command(t, 21, "/say for bob")
 	c.command(t, 12, "/say for carol")
 	// Once a follower has a line, the master has chosen who gets it.
-	conformance.Eventually(t, waitLong, "alice gets 11", func() error { return c.aliceOut.has(11, "[server] for alice") })
-	conformance.Eventually(t, waitLong, "bob gets 21", func() error { return c.bobOut.has(21, "[server] for bob") })
-	conformance.Eventually(t, waitLong, "carol gets 12", func() error { return carolOut.has(12, "[server] for carol") })
+	testkit.Eventually(t, waitLong, "alice gets 11", func() error { return c.aliceOut.has(11, "[server] for alice") })
+	testkit.Eventually(t, waitLong, "bob gets 21", func() error { return c.bobOut.has(21, "[server] for bob") })
+	testkit.Eventually(t, waitLong, "carol gets 12", func() error { return carolOut.has(12, "[server] for carol") })
 
 	// Now each follows everything, and each instance prints a marker.
 	for _, ctl := range []*fabric.Control{c.alice, c.bob} {
@@ -206,7 +206,7 @@ func TestOutputReachesFollowersOnly(t *testing.T) {
 	}
 	for _, out := range []*outputLog{c.aliceOut, c.bobOut} {
 		for _, id := range []int64{11, 12, 21} {
-			conformance.Eventually(t, waitLong, "marker", func() error { return out.has(id, "[server] marker") })
+			testkit.Eventually(t, waitLong, "marker", func() error { return out.has(id, "[server] marker") })
 		}
 	}
 
@@ -271,7 +271,7 @@ func TestPlayerEventReachesMaster(t *testing.T) {
 		{"endpoint": "master", "instance": "11", "type": "join", "player": "erin"},
 		{"endpoint": "master", "instance": "11", "type": "leave", "player": "erin"},
 	}
-	conformance.Eventually(t, waitLong, "player events logged by the master", func() error {
+	testkit.Eventually(t, waitLong, "player events logged by the master", func() error {
 		got := logs.find("player event")
 		if len(got) != len(want) {
 			return fmt.Errorf("player events %v, want %v", got, want)
@@ -330,7 +330,7 @@ func TestBanReachesSimulatedInstances(t *testing.T) {
 	c.command(t, 11, "/join mallory")
 	request(t, c.alice.Link(), messages.SetPlayerBanned, messages.Ban{Name: "mallory", Banned: true, Reason: "griefing"})
 	for _, id := range []int64{11, 21} {
-		conformance.Eventually(t, waitLong, "ban reaches the instance", func() error {
+		testkit.Eventually(t, waitLong, "ban reaches the instance", func() error {
 			if got := c.command(t, id, "/bans"); got != "banned: mallory" {
 				return fmt.Errorf("/bans = %q", got)
 			}
@@ -370,7 +370,7 @@ func TestPluginBroadcastReachesEveryOtherInstanceOnce(t *testing.T) {
 		c.command(t, from, "/chat "+text)
 		for _, id := range all {
 			if id != from {
-				conformance.Eventually(t, waitLong, "chat line reaches instance", func() error { return p.has(id, "chat:"+text) })
+				testkit.Eventually(t, waitLong, "chat line reaches instance", func() error { return p.has(id, "chat:"+text) })
 			}
 		}
 	}

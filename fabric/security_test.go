@@ -25,8 +25,8 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natsauth"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -171,7 +171,7 @@ func newSecureClusterWith(t *testing.T, b *secureBroker, permissions string, set
 		factory = c.probes.factory
 	}
 	var err error
-	c.master, err = fabric.StartMaster(conformance.Ctx(t, waitLong), fabric.MasterConfig{NATS: b.login("master"), Listen: "127.0.0.1:0",
+	c.master, err = fabric.StartMaster(testkit.Ctx(t, waitLong), fabric.MasterConfig{NATS: b.login("master"), Listen: "127.0.0.1:0",
 		Permissions: permissions, MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}, append(slices.Clone(setup.opts), log)...)
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
@@ -185,7 +185,7 @@ func newSecureClusterWith(t *testing.T, b *secureBroker, permissions string, set
 		cfg := slaveConfig("", id, instances)
 		cfg.NATS = b.login(fmt.Sprintf("slave-%d", id))
 		opts := append(slices.Clone(setup.opts), setup.slaveOpts[id]...)
-		s, err := fabric.StartSlave(conformance.Ctx(t, waitLong), cfg, append(opts, log, fabric.WithInstanceFactory(factory))...)
+		s, err := fabric.StartSlave(testkit.Ctx(t, waitLong), cfg, append(opts, log, fabric.WithInstanceFactory(factory))...)
 		if err != nil {
 			t.Fatalf("StartSlave %d: %v", id, err)
 		}
@@ -211,7 +211,7 @@ func newSecureClusterWith(t *testing.T, b *secureBroker, permissions string, set
 func (c *secureCluster) dialControl(t *testing.T, user, natsUser string, opts ...fabric.Option) *fabric.Control {
 	t.Helper()
 	cfg := fabric.ControlConfig{NATS: c.b.login(natsUser), User: user, Timing: testTiming(), Log: logConfig()}
-	ctl, err := fabric.DialControl(conformance.Ctx(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(slog.New(c.logs))}, opts...)...)
+	ctl, err := fabric.DialControl(testkit.Ctx(t, waitLong), cfg, append([]fabric.Option{fabric.WithLogger(slog.New(c.logs))}, opts...)...)
 	if err != nil {
 		t.Fatalf("DialControl %s: %v", user, err)
 	}
@@ -405,18 +405,18 @@ func TestSecureClusterWorks(t *testing.T) {
 	}
 	request(t, c.alice.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 21})
 	waitStatus(t, c.alice.Link(), 21, messages.StatusRunning)
-	if err := c.alice.Follow(conformance.Ctx(t, reqTimeout), 21); err != nil {
+	if err := c.alice.Follow(testkit.Ctx(t, reqTimeout), 21); err != nil {
 		t.Fatal(err)
 	}
 	if got := request(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 21, Command: "/say hello"}).Output; got != "ok" {
 		t.Errorf("send_command = %q", got)
 	}
-	conformance.Eventually(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "hello") })
+	testkit.Eventually(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "hello") })
 	request(t, c.bob.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 11})
 	waitStatus(t, c.bob.Link(), 11, messages.StatusRunning)
 	request(t, c.bob.Link(), messages.SetPlayerBanned, messages.Ban{Name: "griefer", Banned: true, Reason: "x"})
 	for _, id := range []int64{11, 21} {
-		conformance.Eventually(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:griefer") })
+		testkit.Eventually(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:griefer") })
 	}
 	c.noViolations(t)
 }
@@ -560,14 +560,14 @@ func TestImpersonationRefused(t *testing.T) {
 	// and replies, a broadcast, commands to both slaves, alice's output.
 	request(t, c.bob.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 21})
 	waitStatus(t, c.bob.Link(), 21, messages.StatusRunning)
-	if err := c.alice.Follow(conformance.Ctx(t, reqTimeout), 21); err != nil {
+	if err := c.alice.Follow(testkit.Ctx(t, reqTimeout), 21); err != nil {
 		t.Fatal(err)
 	}
 	request(t, c.bob.Link(), messages.SendCommand, messages.Command{InstanceID: 21, Command: "/say after"})
-	conformance.Eventually(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "after") })
+	testkit.Eventually(t, waitLong, "output relayed to alice", func() error { return c.aliceOut.has(21, "after") })
 	request(t, c.bob.Link(), messages.SetPlayerBanned, messages.Ban{Name: "barrier", Banned: true, Reason: "x"})
 	for _, id := range []int64{11, 21} {
-		conformance.Eventually(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:barrier") })
+		testkit.Eventually(t, waitLong, "ban reaches instance", func() error { return c.probes.has(id, "ban:barrier") })
 	}
 	slave1.nothingOn(t, slaveSubs...)
 	alice.nothingOn(t, aliceSubs...)
@@ -604,7 +604,7 @@ func TestControlUserFromSubject(t *testing.T) {
 		t.Errorf("alice's list_slaves = %+v", got)
 	}
 	_, err := requestErr(t, c.alice.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 21})
-	le := wantCode(t, err, link.CodePermissionDenied)
+	le := testkit.WantCode(t, err, link.CodePermissionDenied)
 	if !strings.Contains(le.Message, "alice") {
 		t.Errorf("permission_denied %q does not name alice", le.Message)
 	}
@@ -618,8 +618,8 @@ func TestControlUserFromSubject(t *testing.T) {
 	// refused its subscription to what is addressed to bob, so it does
 	// not start, and says which setting to check.
 	cfg := fabric.ControlConfig{NATS: b.login("control-alice"), User: "bob", Timing: testTiming(), Log: logConfig()}
-	if fake, err := fabric.DialControl(conformance.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger())); err == nil {
-		_ = fake.Close(conformance.Ctx(t, waitLong))
+	if fake, err := fabric.DialControl(testkit.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger())); err == nil {
+		_ = fake.Close(testkit.Ctx(t, waitLong))
 		t.Fatal("a control claiming to be bob with alice's credentials connected")
 	} else if !strings.Contains(err.Error(), "FABRIC_CONTROL_USER") {
 		t.Errorf("a control claiming to be bob with alice's credentials: %v, want an error naming FABRIC_CONTROL_USER", err)
@@ -658,7 +658,7 @@ func refusedAtStart(t *testing.T, what string, err error, d, within time.Duratio
 func startEndpoint(t *testing.T, kind string, nc fabric.NATSConfig) (time.Duration, error) {
 	t.Helper()
 	begin := time.Now()
-	ctx := conformance.Ctx(t, 2*waitLong)
+	ctx := testkit.Ctx(t, 2*waitLong)
 	stopCtx, cancel := closeCtx()
 	defer cancel()
 	var err error

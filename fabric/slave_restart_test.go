@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -53,7 +53,7 @@ func TestSlaveRestartLosesNoEvents(t *testing.T) {
 		defer mu.Unlock()
 		return append([]int(nil), got["first"]...), append([]int(nil), got["second"]...)
 	}
-	s1, err := fabric.StartSlave(conformance.Ctx(t, waitLong), slaveConfig(url, 1, ""), fabric.WithLogger(testLogger()), plugin, handlers("first"))
+	s1, err := fabric.StartSlave(testkit.Ctx(t, waitLong), slaveConfig(url, 1, ""), fabric.WithLogger(testLogger()), plugin, handlers("first"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestSlaveRestartLosesNoEvents(t *testing.T) {
 	sent := make(chan error, 1)
 	third := make(chan struct{})
 	go func() {
-		ctx := conformance.Ctx(t, time.Minute)
+		ctx := testkit.Ctx(t, time.Minute)
 		for i := 0; i < n; {
 			if i == n/3 {
 				select {
@@ -101,7 +101,7 @@ func TestSlaveRestartLosesNoEvents(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	conformance.Eventually(t, 30*time.Second, "every event at one slave process or the other", func() error {
+	testkit.Eventually(t, 30*time.Second, "every event at one slave process or the other", func() error {
 		first, second := all()
 		if len(first)+len(second) < n {
 			return fmt.Errorf("%d of %d", len(first)+len(second), n)

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -108,7 +108,7 @@ func TestRestartedMasterKnowsInstances(t *testing.T) {
 	}
 	ctl, _ := dialControl(t, c.url, "carol")
 	_, err := requestErr(t, ctl.Link(), messages.SendCommand, messages.Command{InstanceID: 11, Command: "/players"})
-	wantCode(t, err, fabric.CodeSlaveNotConnected)
+	testkit.WantCode(t, err, fabric.CodeSlaveNotConnected)
 	slaves := request(t, ctl.Link(), messages.ListSlaves, messages.Empty{}).Slaves
 	if wantSlaves := []messages.SlaveInfo{{ID: 1, Name: "slave-1", Instances: 2}, {ID: 2, Name: "slave-2", Connected: true, Instances: 1}}; !slices.Equal(slaves, wantSlaves) {
 		t.Errorf("slaves %+v, want %+v", slaves, wantSlaves)
@@ -129,10 +129,10 @@ func TestDeleteInstance(t *testing.T) {
 		t.Errorf("instance %d is still listed after its deletion", created)
 	}
 	_, err := requestErr(t, l, messages.DeleteInstance, messages.InstanceRef{InstanceID: created})
-	wantCode(t, err, fabric.CodeInstanceNotFound)
+	testkit.WantCode(t, err, fabric.CodeInstanceNotFound)
 
 	_, err = requestErr(t, c.bob.Link(), messages.DeleteInstance, messages.InstanceRef{InstanceID: 12})
-	wantCode(t, err, link.CodePermissionDenied)
+	testkit.WantCode(t, err, link.CodePermissionDenied)
 
 	c.start(t, 11)
 	request(t, l, messages.DeleteInstance, messages.InstanceRef{InstanceID: 11}) // running: stopped first
@@ -147,7 +147,7 @@ func TestDeleteInstance(t *testing.T) {
 	closeCtxSlave(t, c.slave2)
 	waitSlaves(t, c.master, waitLong, 1)
 	_, err = requestErr(t, l, messages.DeleteInstance, messages.InstanceRef{InstanceID: 21})
-	wantCode(t, err, fabric.CodeSlaveNotConnected)
+	testkit.WantCode(t, err, fabric.CodeSlaveNotConnected)
 	if _, ok := instanceNames(t, l)[21]; !ok {
 		t.Error("instance 21 was deleted while its slave was away")
 	}
@@ -182,7 +182,7 @@ func TestBansReachRestartedSlave(t *testing.T) {
 		request(t, c.alice.Link(), messages.SetPlayerBanned, messages.Ban{Name: name, Banned: true, Reason: "spam"})
 	}
 	startSlaveProcess(t, c.url, 3, "31:phoenix")
-	conformance.Eventually(t, 20*time.Second, "the new slave 3 registered", func() error {
+	testkit.Eventually(t, 20*time.Second, "the new slave 3 registered", func() error {
 		if l := c.master.SlaveLink(3); l == nil || l == before {
 			return errors.New("not yet")
 		}
@@ -211,7 +211,7 @@ func TestBansReachReregisteredSlave(t *testing.T) {
 	}
 	waitSlaves(t, c.master, waitLong, 1, 2)
 	// The master ends the slave's session: it is silent past the timeout.
-	conformance.Eventually(t, 3*fastTiming().SessionTimeout, "slave 3's session over", func() error {
+	testkit.Eventually(t, 3*fastTiming().SessionTimeout, "slave 3's session over", func() error {
 		if c.master.SlaveLink(3) != nil {
 			return errors.New("not yet")
 		}
@@ -222,7 +222,7 @@ func TestBansReachReregisteredSlave(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	conformance.Eventually(t, 20*time.Second, "the instance has the bans given while it was away", func() error {
+	testkit.Eventually(t, 20*time.Second, "the instance has the bans given while it was away", func() error {
 		res, err := requestErr(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 31, Command: "/bans"})
 		if err != nil {
 			return err
@@ -249,7 +249,7 @@ func TestMasterRefusesServerWithoutJetStream(t *testing.T) {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
-	_, err = fabric.StartMaster(conformance.Ctx(t, 20*time.Second), fabric.MasterConfig{NATS: natsConfig(s.ClientURL()), Listen: "127.0.0.1:0",
+	_, err = fabric.StartMaster(testkit.Ctx(t, 20*time.Second), fabric.MasterConfig{NATS: natsConfig(s.ClientURL()), Listen: "127.0.0.1:0",
 		Permissions: "*=*", Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(testLogger()))
 	if !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "JetStream") {
 		t.Errorf("StartMaster on a server without JetStream: %v; want a configuration error that names JetStream", err)
@@ -269,7 +269,7 @@ func TestMasterRefusesLaterSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: fabric.StateBucket("lf")})
 	if err != nil {
 		t.Fatal(err)

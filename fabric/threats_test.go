@@ -20,7 +20,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -56,7 +56,7 @@ func watchBystanders(t *testing.T, master *fabric.Master, alice *fabric.Control,
 			t.Fatalf("slave %d has no link at the master", id)
 		}
 	}
-	conformance.NoErr(t, alice.Follow(conformance.Ctx(t, waitLong), ids...), "follow")
+	testkit.NoErr(t, alice.Follow(testkit.Ctx(t, waitLong), ids...), "follow")
 	go b.run()
 	return b
 }
@@ -102,7 +102,7 @@ func (b *bystanders) check(t *testing.T) {
 	b.mu.Lock()
 	after := b.sent + len(b.failures) + 20
 	b.mu.Unlock()
-	conformance.Eventually(t, 2*reqTimeout, "bystander commands after the attack", func() error {
+	testkit.Eventually(t, 2*reqTimeout, "bystander commands after the attack", func() error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.sent < after {
@@ -121,7 +121,7 @@ func (b *bystanders) check(t *testing.T) {
 		t.Errorf("%d of %d bystander commands failed: %q", len(b.failures), b.sent, b.failures)
 	}
 	for id, lines := range b.said {
-		conformance.Eventually(t, waitLong, fmt.Sprintf("instance %d's output at alice", id), func() error {
+		testkit.Eventually(t, waitLong, fmt.Sprintf("instance %d's output at alice", id), func() error {
 			got := strings.Join(b.out.of(id), "\n")
 			for _, l := range lines {
 				if !strings.Contains(got, l) {
@@ -161,7 +161,7 @@ func claimsRefusedNow(t *testing.T, m *fabric.Master, peer, claim string) float6
 // kind in all.
 func waitClaimsRefused(t *testing.T, m *fabric.Master, peer, claim string, want float64) {
 	t.Helper()
-	conformance.Eventually(t, waitLong, "the master refuses the claim", func() error {
+	testkit.Eventually(t, waitLong, "the master refuses the claim", func() error {
 		if got := claimsRefusedNow(t, m, peer, claim); got != want {
 			return fmt.Errorf("%s{peer=%s,claim=%s} = %v, want %v", claimsRefused, peer, claim, got, want)
 		}
@@ -184,7 +184,7 @@ func TestThreatForgedResponse(t *testing.T) {
 
 	mallory := b.spy(t, "slave-2")
 	resp, err := mallory.nc.Request("lf.slave.2.master.0.ping", []byte("{}"), waitLong)
-	conformance.NoErr(t, err, "mallory's ping")
+	testkit.NoErr(t, err, "mallory's ping")
 	session := resp.Header.Get("Lf-Session")
 	if session == "" {
 		t.Fatal("the master's answer names no session")
@@ -197,10 +197,10 @@ func TestThreatForgedResponse(t *testing.T) {
 		for k := 1; k <= 12; k++ {
 			for seq := max(1, inFlight-20); seq <= inFlight+20; seq++ {
 				subject := fmt.Sprintf("lf.slave.2.master.0._reply.%s.%d.%d", session, k, seq)
-				conformance.NoErr(t, mallory.nc.Publish(subject, []byte(`{"output":"forged"}`)), "forge a response")
+				testkit.NoErr(t, mallory.nc.Publish(subject, []byte(`{"output":"forged"}`)), "forge a response")
 			}
 		}
-		conformance.NoErr(t, mallory.nc.Flush(), "flush")
+		testkit.NoErr(t, mallory.nc.Flush(), "flush")
 	}
 	select {
 	case err := <-mallory.errs:
@@ -228,7 +228,7 @@ func TestThreatStrayMessageAsSlave(t *testing.T) {
 		t.Fatalf("the stray ping: %v", err)
 	}
 	// The master closes the stray link after twice the peer timeout.
-	conformance.Eventually(t, 3*peerTimeout, "the stray link closed", func() error {
+	testkit.Eventually(t, 3*peerTimeout, "the stray link closed", func() error {
 		if len(logs.find("closed a slave link that did not register")) == 0 {
 			return fmt.Errorf("not yet")
 		}
@@ -260,13 +260,13 @@ func TestThreatSlaveSpeaksForOthers(t *testing.T) {
 	startInstances(t, c.alice, 11, 12, 21)
 	by := watchBystanders(t, c.master, c.alice, c.aliceOut, 11, 21)
 	master := forger.get(t)
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 
 	emit := func(m messages.Message, payload any, origin link.Address) {
 		t.Helper()
 		data, err := encodeJSON(payload)
-		conformance.NoErr(t, err, "encode")
-		conformance.NoErr(t, master.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: m.Def().Name(), Data: data, Origin: origin}), "forge "+m.Def().Name())
+		testkit.NoErr(t, err, "encode")
+		testkit.NoErr(t, master.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: m.Def().Name(), Data: data, Origin: origin}), "forge "+m.Def().Name())
 	}
 	instance21 := link.Address{Type: messages.Instance, ID: "21"}
 	before := claimsRefusedNow(t, c.master, "slave", "instance")
@@ -288,7 +288,7 @@ func TestThreatSlaveSpeaksForOthers(t *testing.T) {
 	// barrier after which the forged one would have arrived.
 	request(t, c.alice.Link(), messages.SendCommand, messages.Command{InstanceID: 11, Command: "/chat honest"})
 	for _, id := range []int64{12, 21} {
-		conformance.Eventually(t, waitLong, "the honest chat line", func() error { return c.probes.has(id, "chat:honest") })
+		testkit.Eventually(t, waitLong, "the honest chat line", func() error { return c.probes.has(id, "chat:honest") })
 	}
 	for _, id := range []int64{11, 12, 21} {
 		if got := c.probes.of(id, "chat:forged"); len(got) > 0 {
@@ -333,7 +333,7 @@ func TestThreatSlaveTakesOverInstances(t *testing.T) {
 	c := newSecureCluster(t, b, "*=*")
 	startInstances(t, c.alice, 21)
 	ctx, cancel := closeCtx()
-	conformance.NoErr(t, c.slave1.Close(ctx), "stop slave 1")
+	testkit.NoErr(t, c.slave1.Close(ctx), "stop slave 1")
 	cancel()
 
 	mallory := b.spy(t, "slave-1")
@@ -342,7 +342,7 @@ func TestThreatSlaveTakesOverInstances(t *testing.T) {
 		msg := natsgo.NewMsg("lf.slave.1.master.0.register_slave")
 		msg.Data = []byte(`{"slave_id":1,"name":"mallory","version":"6.6.6","instances":[{"instance_id":21,"name":"gamma"}]}`)
 		resp, err := mallory.nc.RequestMsg(msg, waitLong)
-		conformance.NoErr(t, err, "mallory's registration")
+		testkit.NoErr(t, err, "mallory's registration")
 		return resp
 	}
 	if resp := register(); resp.Header.Get("Lf-Error") != string(fabric.CodeConflict) {
@@ -354,7 +354,7 @@ func TestThreatSlaveTakesOverInstances(t *testing.T) {
 
 	// With slave 2 gone too, the instance stays slave 2's.
 	ctx, cancel = closeCtx()
-	conformance.NoErr(t, c.slave2.Close(ctx), "stop slave 2")
+	testkit.NoErr(t, c.slave2.Close(ctx), "stop slave 2")
 	cancel()
 	if resp := register(); resp.Header.Get("Lf-Error") != string(fabric.CodeConflict) {
 		t.Errorf("registering as slave 1 with slave 2's instance, slave 2 stopped: Lf-Error %q (%s), want conflict", resp.Header.Get("Lf-Error"), resp.Data)
@@ -377,9 +377,9 @@ func TestThreatPlainFollowerAndFreshControls(t *testing.T) {
 	startInstances(t, c.alice, 11)
 	follower := plainClient(t, c.url)
 	relayed, err := follower.SubscribeSync("lf.master.0.control.alice.instance_output")
-	conformance.NoErr(t, err, "subscribe")
+	testkit.NoErr(t, err, "subscribe")
 	_, err = follower.Request("lf.control.alice.master.0.set_instance_output_subscriptions", []byte(`{"instance_ids":[11]}`), waitLong)
-	conformance.NoErr(t, err, "follow")
+	testkit.NoErr(t, err, "follow")
 	// Output flows to the follower while fresh controls come and go.
 	stop := make(chan struct{})
 	printed := make(chan struct{})
@@ -400,7 +400,7 @@ func TestThreatPlainFollowerAndFreshControls(t *testing.T) {
 			}
 		}
 	}()
-	conformance.Eventually(t, waitLong, "output relayed to the plain follower", func() error {
+	testkit.Eventually(t, waitLong, "output relayed to the plain follower", func() error {
 		if n, _, _ := relayed.Pending(); n == 0 {
 			return fmt.Errorf("nothing relayed yet")
 		}
@@ -409,12 +409,12 @@ func TestThreatPlainFollowerAndFreshControls(t *testing.T) {
 	fresh := func(n int) (failed []string) {
 		for i := range n {
 			cfg := fabric.ControlConfig{NATS: natsConfig(c.url), User: "alice", Timing: testTiming(), Log: logConfig()}
-			ctl, err := fabric.DialControl(conformance.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger()))
+			ctl, err := fabric.DialControl(testkit.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger()))
 			if err != nil {
 				failed = append(failed, fmt.Sprintf("dial %d: %v", i, err))
 				continue
 			}
-			if _, err := link.Request(conformance.Ctx(t, waitLong), ctl.Link(), messages.ListSlaves, messages.Empty{}); err != nil {
+			if _, err := link.Request(testkit.Ctx(t, waitLong), ctl.Link(), messages.ListSlaves, messages.Empty{}); err != nil {
 				failed = append(failed, fmt.Sprintf("request %d: %v", i, err))
 			}
 			ctx, cancel := closeCtx()
@@ -486,17 +486,17 @@ func TestThreatEventWithoutPermission(t *testing.T) {
 	announce, err := messages.NewEvent[announcement](messages.Spec{Name: "trust:announce",
 		Links:       []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		BroadcastTo: messages.Instance, Permission: "trust.announce"})
-	conformance.NoErr(t, err, "define")
+	testkit.NoErr(t, err, "define")
 	plugin := fabric.WithPlugins(messages.Plugin{Name: "trust", Messages: []messages.Message{announce}})
 	r := &recorder{events: []*messages.Event[announcement]{announce}}
 	c := newCluster(t, clusterConfig{permissions: "alice=*;bob=core.*", opts: []fabric.Option{plugin},
 		slaveOpts: []fabric.Option{fabric.WithInstanceFactory(r.factory)}})
 	startInstances(t, c.alice, 11, 21)
-	ctx := conformance.Ctx(t, waitLong)
-	conformance.NoErr(t, link.Emit(ctx, c.bob.Link(), announce, announcement{Text: "from bob"}), "bob's emit")
-	conformance.NoErr(t, link.Emit(ctx, c.alice.Link(), announce, announcement{Text: "from alice"}), "alice's emit")
+	ctx := testkit.Ctx(t, waitLong)
+	testkit.NoErr(t, link.Emit(ctx, c.bob.Link(), announce, announcement{Text: "from bob"}), "bob's emit")
+	testkit.NoErr(t, link.Emit(ctx, c.alice.Link(), announce, announcement{Text: "from alice"}), "alice's emit")
 	for _, id := range []int64{11, 21} {
-		conformance.Eventually(t, waitLong, "alice's announcement", func() error {
+		testkit.Eventually(t, waitLong, "alice's announcement", func() error {
 			if got := r.of(id); !slicesContains(got, "trust:announce:from alice") {
 				return fmt.Errorf("instance %d has %q", id, got)
 			}
@@ -530,10 +530,10 @@ func TestLinkAndBroadcastInOrder(t *testing.T) {
 	}
 	one, err := messages.NewEvent[numbered](messages.Spec{Name: "trust:one", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		ForwardTo: messages.Instance, Permission: "trust.send"})
-	conformance.NoErr(t, err, "define trust:one")
+	testkit.NoErr(t, err, "define trust:one")
 	all, err := messages.NewEvent[numbered](messages.Spec{Name: "trust:all", Links: []messages.Direction{messages.ControlToMaster, messages.MasterToSlave, messages.SlaveToInstance},
 		BroadcastTo: messages.Instance, Permission: "trust.send"})
-	conformance.NoErr(t, err, "define trust:all")
+	testkit.NoErr(t, err, "define trust:all")
 	var mu sync.Mutex
 	var seen []int
 	factory := func(id int64, name string) fabric.Instance {
@@ -549,12 +549,12 @@ func TestLinkAndBroadcastInOrder(t *testing.T) {
 		slaveOpts: []fabric.Option{fabric.WithInstanceFactory(factory)}})
 	startInstances(t, c.alice, 11, 21)
 	const rounds = 300
-	ctx := conformance.Ctx(t, waitLong)
+	ctx := testkit.Ctx(t, waitLong)
 	for n := 0; n < 2*rounds; n += 2 {
-		conformance.NoErr(t, link.Emit(ctx, c.alice.Link(), one, numbered{InstanceID: 11, N: n}), "emit trust:one")
-		conformance.NoErr(t, link.Emit(ctx, c.alice.Link(), all, numbered{InstanceID: 11, N: n + 1}), "emit trust:all")
+		testkit.NoErr(t, link.Emit(ctx, c.alice.Link(), one, numbered{InstanceID: 11, N: n}), "emit trust:one")
+		testkit.NoErr(t, link.Emit(ctx, c.alice.Link(), all, numbered{InstanceID: 11, N: n + 1}), "emit trust:all")
 	}
-	conformance.Eventually(t, waitLong, "every event at instance 11", func() error {
+	testkit.Eventually(t, waitLong, "every event at instance 11", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(seen) < 2*rounds {
@@ -599,16 +599,16 @@ func (o orderedInstance) Attach(l *link.Link) {
 func TestSlaveBroadcastReachesItsOwnInstances(t *testing.T) {
 	shout, err := messages.NewEvent[announcement](messages.Spec{Name: "trust:shout",
 		Links: []messages.Direction{messages.SlaveToMaster, messages.MasterToSlave, messages.SlaveToInstance}, BroadcastTo: messages.Instance})
-	conformance.NoErr(t, err, "define")
+	testkit.NoErr(t, err, "define")
 	r := &recorder{events: []*messages.Event[announcement]{shout}}
 	var toMaster latestLink
 	c := newCluster(t, clusterConfig{opts: []fabric.Option{fabric.WithPlugins(messages.Plugin{Name: "trust", Messages: []messages.Message{shout}})},
 		slaveOpts: []fabric.Option{fabric.WithInstanceFactory(r.factory), fabric.WithHandlers(toMaster.keep)}})
 	startInstances(t, c.alice, 11, 12, 21)
 	l := toMaster.get(t)
-	conformance.NoErr(t, link.Emit(conformance.Ctx(t, waitLong), l, shout, announcement{Text: "hello"}), "slave 1 shouts")
+	testkit.NoErr(t, link.Emit(testkit.Ctx(t, waitLong), l, shout, announcement{Text: "hello"}), "slave 1 shouts")
 	for _, id := range []int64{11, 12, 21} {
-		conformance.Eventually(t, waitLong, "the shout at every instance", func() error {
+		testkit.Eventually(t, waitLong, "the shout at every instance", func() error {
 			if got := r.of(id); !slicesContains(got, "trust:shout:hello") {
 				return fmt.Errorf("instance %d has %q", id, got)
 			}
@@ -617,9 +617,9 @@ func TestSlaveBroadcastReachesItsOwnInstances(t *testing.T) {
 	}
 	// A second shout follows the first on every path, so once it is
 	// everywhere a second copy of the first would be too.
-	conformance.NoErr(t, link.Emit(conformance.Ctx(t, waitLong), l, shout, announcement{Text: "again"}), "slave 1 shouts again")
+	testkit.NoErr(t, link.Emit(testkit.Ctx(t, waitLong), l, shout, announcement{Text: "again"}), "slave 1 shouts again")
 	for _, id := range []int64{11, 12, 21} {
-		conformance.Eventually(t, waitLong, "the second shout at every instance", func() error {
+		testkit.Eventually(t, waitLong, "the second shout at every instance", func() error {
 			if got := r.of(id); !slicesContains(got, "trust:shout:again") {
 				return fmt.Errorf("instance %d has %q", id, got)
 			}
@@ -652,11 +652,11 @@ func TestSlaveShuttingDownStartsNothing(t *testing.T) {
 		defer cancel()
 		stopped <- c.slave1.Close(ctx)
 	}()
-	conformance.Recv(t, entered, waitLong, "slave 1 begins to stop")
+	testkit.Recv(t, entered, waitLong, "slave 1 begins to stop")
 	_, err := requestErr(t, c.alice.Link(), messages.StartInstance, messages.InstanceRef{InstanceID: 12})
-	wantCode(t, err, fabric.CodeSlaveShuttingDown)
+	testkit.WantCode(t, err, fabric.CodeSlaveShuttingDown)
 	close(release)
-	if err := conformance.Recv(t, stopped, waitLong, "slave 1 stopped"); err != nil {
+	if err := testkit.Recv(t, stopped, waitLong, "slave 1 stopped"); err != nil {
 		t.Logf("slave 1's Close: %v", err)
 	}
 }

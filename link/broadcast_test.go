@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -53,7 +54,7 @@ func TestBroadcaster(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := b.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: tc.typ, Data: []byte(`{}`)})
-			wantCode(t, err, link.CodeInvalidMessage)
+			testkit.WantCode(t, err, link.CodeInvalidMessage)
 		})
 	}
 	if len(f.sent) != 1 {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 )
 
@@ -22,7 +22,7 @@ func TestClosePendingRequest(t *testing.T) {
 		{name: "responder disconnects", close: func(_, resp *link.Link) error {
 			// slave-instance has no prepare_disconnect: Disconnect waits
 			// for the handler (which waits for the link) until ctx ends.
-			return resp.Disconnect(conformance.Ctx(t, 10*time.Millisecond))
+			return resp.Disconnect(testkit.Ctx(t, 10*time.Millisecond))
 		}},
 	}
 	for _, tc := range tests {
@@ -42,26 +42,26 @@ func TestClosePendingRequest(t *testing.T) {
 
 			done := make(chan error, 1)
 			go func() {
-				_, err := link.Request(conformance.Ctx(t, deadline), toInstance, testEcho, echoReq{})
+				_, err := link.Request(testkit.Ctx(t, deadline), toInstance, testEcho, echoReq{})
 				done <- err
 			}()
-			conformance.Recv(t, started, 5*time.Second, "the handler to start")
+			testkit.Recv(t, started, 5*time.Second, "the handler to start")
 			equal(t, toInstance.Stats().Pending, 1, "pending requests")
 			began := time.Now()
 			_ = tc.close(toInstance, toSlave)
 
-			err := conformance.Recv(t, done, 5*time.Second, "the request to end")
+			err := testkit.Recv(t, done, 5*time.Second, "the request to end")
 			if took := time.Since(began); took > 2*time.Second {
 				t.Errorf("request ended %s after the close", took)
 			}
-			wantCode(t, err, link.CodeSessionLost)
+			testkit.WantCode(t, err, link.CodeSessionLost)
 			if !errors.Is(err, link.ErrSessionLost) {
 				t.Errorf("errors.Is(%v, ErrSessionLost) is false", err)
 			}
 			if errors.Is(err, link.ErrTimeout) {
 				t.Errorf("%v matches ErrTimeout", err)
 			}
-			ctxErr := conformance.Recv(t, handlerEnded, 5*time.Second, "the handler's context to end")
+			ctxErr := testkit.Recv(t, handlerEnded, 5*time.Second, "the handler's context to end")
 			if !errors.Is(ctxErr, context.Canceled) {
 				t.Errorf("handler's context ended with %v, want Canceled", ctxErr)
 			}
@@ -83,8 +83,8 @@ func TestCloseThenSend(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			toInstance, toSlave := echoPair(t, nil, nil)
 			closer := tc.closer(toInstance, toSlave)
-			conformance.NoErr(t, closer.Close(), "Close")
-			conformance.NoErr(t, closer.Close(), "second Close")
+			testkit.NoErr(t, closer.Close(), "Close")
+			testkit.NoErr(t, closer.Close(), "second Close")
 			for _, l := range []*link.Link{toInstance, toSlave} {
 				select {
 				case <-l.Done():
@@ -93,7 +93,7 @@ func TestCloseThenSend(t *testing.T) {
 				}
 			}
 
-			ctx := conformance.Ctx(t, 5*time.Second)
+			ctx := testkit.Ctx(t, 5*time.Second)
 			sends := map[string]func() error{
 				"Request": func() error { _, err := link.Request(ctx, toInstance, testEcho, echoReq{}); return err },
 				"RequestJSON": func() error {
@@ -118,7 +118,7 @@ func TestCloseThenSend(t *testing.T) {
 				}
 			}
 			// Disconnect on a closed link returns at once.
-			conformance.NoErr(t, toInstance.Disconnect(conformance.Ctx(t, 5*time.Second)), "Disconnect after Close")
+			testkit.NoErr(t, toInstance.Disconnect(testkit.Ctx(t, 5*time.Second)), "Disconnect after Close")
 		})
 	}
 }
@@ -126,11 +126,11 @@ func TestCloseThenSend(t *testing.T) {
 // Closing a link that never started still ends it.
 func TestCloseBeforeStart(t *testing.T) {
 	toInstance, _ := newPair(t, slaveAddr, instanceAddr, nil, nil)
-	conformance.NoErr(t, toInstance.Close(), "Close")
+	testkit.NoErr(t, toInstance.Close(), "Close")
 	if !closed(toInstance.Done()) {
 		t.Fatal("Done() is not closed")
 	}
-	_, err := link.Request(conformance.Ctx(t, time.Second), toInstance, testEcho, echoReq{})
+	_, err := link.Request(testkit.Ctx(t, time.Second), toInstance, testEcho, echoReq{})
 	if !errors.Is(err, link.ErrSessionLost) {
 		t.Fatalf("Request after Close: got %v, want ErrSessionLost", err)
 	}
@@ -140,7 +140,7 @@ func TestCloseBeforeStart(t *testing.T) {
 func TestCloseReportsStatus(t *testing.T) {
 	statuses := make(chan link.Status, 4)
 	toInstance, toSlave := echoPair(t, []link.Option{link.WithStatusHandler(func(s link.Status) { statuses <- s })}, nil)
-	conformance.NoErr(t, toSlave.Close(), "peer Close")
-	equal(t, conformance.Recv(t, statuses, 5*time.Second, "a status"), link.StatusClosed, "status")
-	conformance.Recv(t, toInstance.Done(), 5*time.Second, "the link to be done")
+	testkit.NoErr(t, toSlave.Close(), "peer Close")
+	equal(t, testkit.Recv(t, statuses, 5*time.Second, "a status"), link.StatusClosed, "status")
+	testkit.Recv(t, toInstance.Done(), 5*time.Second, "the link to be done")
 }

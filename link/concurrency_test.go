@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 )
 
@@ -23,7 +23,7 @@ func TestConcurrentRequests(t *testing.T) {
 	start(t, toSlave, testEcho)
 	start(t, toInstance, testEcho)
 
-	ctx := conformance.Ctx(t, 60*time.Second)
+	ctx := testkit.Ctx(t, 60*time.Second)
 	errs := make(chan error, goroutines)
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -59,7 +59,7 @@ func TestConcurrentRequests(t *testing.T) {
 	}
 	// A responder counts its response once Send returns, which may be just
 	// after the requester has it.
-	conformance.WaitFor(t, 5*time.Second, "both sides to count every request and response", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "both sides to count every request and response", func() bool {
 		return toInstance.Stats().Sent+toSlave.Stats().Sent == 2*goroutines*requests
 	})
 }

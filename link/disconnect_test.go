@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/connector/virtual"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -52,25 +52,25 @@ func TestDisconnectGraceful(t *testing.T) {
 	start(t, toControl, testEcho)
 	start(t, toMaster, testEcho)
 
-	ctx := conformance.Ctx(t, 10*time.Second)
+	ctx := testkit.Ctx(t, 10*time.Second)
 	fromControl := requestAsync(ctx, toMaster, echoReq{N: 1, Text: "from control"})
 	fromMaster := requestAsync(ctx, toControl, echoReq{N: 1, Text: "from master"})
-	conformance.Recv(t, masterStarted, 5*time.Second, "the master's handler to start")
-	conformance.Recv(t, controlStarted, 5*time.Second, "the control's handler to start")
+	testkit.Recv(t, masterStarted, 5*time.Second, "the master's handler to start")
+	testkit.Recv(t, controlStarted, 5*time.Second, "the control's handler to start")
 
 	disconnected := make(chan error, 1)
 	go func() { disconnected <- toControl.Disconnect(ctx) }()
 
 	// The control hears prepare_disconnect and stops sending requests.
-	conformance.WaitFor(t, 5*time.Second, "the control to refuse new requests", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the control to refuse new requests", func() bool {
 		_, err := link.Request(ctx, toMaster, messages.Ping, messages.Empty{})
 		return errors.Is(err, link.ErrUnavailable)
 	})
 	// So does the master, which is disconnecting.
 	_, err := link.Request(ctx, toControl, testEcho, echoReq{N: 2})
-	wantCode(t, err, link.CodeUnavailable)
+	testkit.WantCode(t, err, link.CodeUnavailable)
 	_, err = toControl.RequestJSON(ctx, messages.Ping, []byte(`{}`))
-	wantCode(t, err, link.CodeUnavailable)
+	testkit.WantCode(t, err, link.CodeUnavailable)
 
 	if closed(disconnected) || closed(toControl.Done()) || closed(toMaster.Done()) {
 		t.Fatal("the link closed with requests in flight")
@@ -79,11 +79,11 @@ func TestDisconnectGraceful(t *testing.T) {
 	close(masterRelease)
 	close(controlRelease)
 	for name, done := range map[string]<-chan echoResult{"from control": fromControl, "from master": fromMaster} {
-		r := conformance.Recv(t, done, 5*time.Second, "the request "+name+" to end")
-		conformance.NoErr(t, r.err, "in-flight request "+name)
+		r := testkit.Recv(t, done, 5*time.Second, "the request "+name+" to end")
+		testkit.NoErr(t, r.err, "in-flight request "+name)
 		equal(t, r.resp.Text, name, "response to the request "+name)
 	}
-	conformance.NoErr(t, conformance.Recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
+	testkit.NoErr(t, testkit.Recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
 	if !closed(toMaster.Done()) {
 		t.Error("Disconnect returned before the peer's link was done")
 	}
@@ -115,11 +115,11 @@ func TestDisconnectBoundedByContext(t *testing.T) {
 			start(t, toControl, testEcho)
 			start(t, toMaster, testEcho)
 
-			pending := requestAsync(conformance.Ctx(t, 30*time.Second), tc.stuck(toMaster, toControl), echoReq{N: 1})
-			conformance.Recv(t, started, 5*time.Second, "the handler to start")
+			pending := requestAsync(testkit.Ctx(t, 30*time.Second), tc.stuck(toMaster, toControl), echoReq{N: 1})
+			testkit.Recv(t, started, 5*time.Second, "the handler to start")
 
 			began := time.Now()
-			err := toControl.Disconnect(conformance.Ctx(t, bound))
+			err := toControl.Disconnect(testkit.Ctx(t, bound))
 			took := time.Since(began)
 			if err == nil {
 				t.Fatal("Disconnect returned no error with a request that never ends")
@@ -133,8 +133,8 @@ func TestDisconnectBoundedByContext(t *testing.T) {
 			if !closed(toControl.Done()) || !closed(toMaster.Done()) {
 				t.Fatal("Disconnect returned with a link still open")
 			}
-			r := conformance.Recv(t, pending, 5*time.Second, "the stuck request to end")
-			wantCode(t, r.err, link.CodeSessionLost)
+			r := testkit.Recv(t, pending, 5*time.Second, "the stuck request to end")
+			testkit.WantCode(t, r.err, link.CodeSessionLost)
 		})
 	}
 }
@@ -148,13 +148,13 @@ func TestDisconnectWithoutPrepare(t *testing.T) {
 	start(t, toSlave, testEcho)
 	start(t, toInstance)
 
-	ctx := conformance.Ctx(t, 10*time.Second)
+	ctx := testkit.Ctx(t, 10*time.Second)
 	pending := requestAsync(ctx, toInstance, echoReq{N: 1, Text: "in flight"})
-	conformance.Recv(t, started, 5*time.Second, "the handler to start")
+	testkit.Recv(t, started, 5*time.Second, "the handler to start")
 	disconnected := make(chan error, 1)
 	go func() { disconnected <- toInstance.Disconnect(ctx) }()
 
-	conformance.WaitFor(t, 5*time.Second, "the slave's side to refuse new requests", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the slave's side to refuse new requests", func() bool {
 		_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: 2})
 		return errors.Is(err, link.ErrUnavailable)
 	})
@@ -162,10 +162,10 @@ func TestDisconnectWithoutPrepare(t *testing.T) {
 		t.Fatal("Disconnect returned with a request in flight")
 	}
 	close(release)
-	r := conformance.Recv(t, pending, 5*time.Second, "the request in flight to end")
-	conformance.NoErr(t, r.err, "request in flight")
+	r := testkit.Recv(t, pending, 5*time.Second, "the request in flight to end")
+	testkit.NoErr(t, r.err, "request in flight")
 	equal(t, r.resp.Text, "in flight", "response")
-	conformance.NoErr(t, conformance.Recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
+	testkit.NoErr(t, testkit.Recv(t, disconnected, 5*time.Second, "Disconnect to return"), "Disconnect")
 	if !closed(toSlave.Done()) {
 		t.Error("the peer's link is not done after Disconnect")
 	}
@@ -174,7 +174,7 @@ func TestDisconnectWithoutPrepare(t *testing.T) {
 // Disconnect of a link never started just closes it.
 func TestDisconnectBeforeStart(t *testing.T) {
 	toMaster, _ := newPair(t, controlAddr, masterAddr, nil, nil)
-	conformance.NoErr(t, toMaster.Disconnect(conformance.Ctx(t, 5*time.Second)), "Disconnect")
+	testkit.NoErr(t, toMaster.Disconnect(testkit.Ctx(t, 5*time.Second)), "Disconnect")
 	if !closed(toMaster.Done()) {
 		t.Fatal("Done() is not closed")
 	}
@@ -193,18 +193,18 @@ func TestDisconnectWhilePeerDisconnects(t *testing.T) {
 
 	// The control's request is never answered, so the master's Disconnect
 	// waits (for its long ctx) and the control stays in prepare_disconnect.
-	pending := requestAsync(conformance.Ctx(t, 30*time.Second), toMaster, echoReq{N: 1})
-	conformance.Recv(t, started, 5*time.Second, "the handler to start")
+	pending := requestAsync(testkit.Ctx(t, 30*time.Second), toMaster, echoReq{N: 1})
+	testkit.Recv(t, started, 5*time.Second, "the handler to start")
 	masterDone := make(chan error, 1)
-	go func() { masterDone <- toControl.Disconnect(conformance.Ctx(t, 30*time.Second)) }()
-	conformance.WaitFor(t, 5*time.Second, "the control to hear prepare_disconnect", func() bool {
-		_, err := link.Request(conformance.Ctx(t, time.Second), toMaster, messages.Ping, messages.Empty{})
+	go func() { masterDone <- toControl.Disconnect(testkit.Ctx(t, 30*time.Second)) }()
+	testkit.WaitFor(t, 5*time.Second, "the control to hear prepare_disconnect", func() bool {
+		_, err := link.Request(testkit.Ctx(t, time.Second), toMaster, messages.Ping, messages.Empty{})
 		return errors.Is(err, link.ErrUnavailable)
 	})
 
 	const bound = 100 * time.Millisecond
 	began := time.Now()
-	err := toMaster.Disconnect(conformance.Ctx(t, bound))
+	err := toMaster.Disconnect(testkit.Ctx(t, bound))
 	took := time.Since(began)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("control's Disconnect: got %v, want an error matching context.DeadlineExceeded", err)
@@ -215,9 +215,9 @@ func TestDisconnectWhilePeerDisconnects(t *testing.T) {
 	if !closed(toMaster.Done()) {
 		t.Error("control's link is not done after Disconnect")
 	}
-	conformance.Recv(t, toControl.Done(), 5*time.Second, "the master's link to close")
-	conformance.Recv(t, masterDone, 5*time.Second, "the master's Disconnect to return")
-	wantCode(t, conformance.Recv(t, pending, 5*time.Second, "the stuck request to end").err, link.CodeSessionLost)
+	testkit.Recv(t, toControl.Done(), 5*time.Second, "the master's link to close")
+	testkit.Recv(t, masterDone, 5*time.Second, "the master's Disconnect to return")
+	testkit.WantCode(t, testkit.Recv(t, pending, 5*time.Second, "the stuck request to end").err, link.CodeSessionLost)
 }
 
 // Drain does what Disconnect does before closing, and leaves the link open:
@@ -237,24 +237,24 @@ func TestDrainLeavesTheLinkOpen(t *testing.T) {
 	start(t, toControl, testTick)
 	start(t, toMaster, testTick)
 
-	ctx := conformance.Ctx(t, 10*time.Second)
-	conformance.NoErr(t, toControl.Drain(ctx), "Drain")
+	ctx := testkit.Ctx(t, 10*time.Second)
+	testkit.NoErr(t, toControl.Drain(ctx), "Drain")
 	if closed(toControl.Done()) || closed(toMaster.Done()) {
 		t.Fatal("Drain closed the link")
 	}
 	_, err := link.Request(ctx, toControl, testEcho, echoReq{N: 2})
-	wantCode(t, err, link.CodeUnavailable)
+	testkit.WantCode(t, err, link.CodeUnavailable)
 	_, err = link.Request(ctx, toMaster, testEcho, echoReq{N: 2})
-	wantCode(t, err, link.CodeUnavailable)
+	testkit.WantCode(t, err, link.CodeUnavailable)
 
-	conformance.NoErr(t, link.Emit(ctx, toControl, testTick, tick{Seq: 1}), "event from the drained side")
-	equal(t, conformance.Recv(t, atControl, 5*time.Second, "the event from the drained side"), 1, "event")
-	conformance.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "event to the drained side")
-	equal(t, conformance.Recv(t, atMaster, 5*time.Second, "the event to the drained side"), 2, "event")
+	testkit.NoErr(t, link.Emit(ctx, toControl, testTick, tick{Seq: 1}), "event from the drained side")
+	equal(t, testkit.Recv(t, atControl, 5*time.Second, "the event from the drained side"), 1, "event")
+	testkit.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "event to the drained side")
+	equal(t, testkit.Recv(t, atMaster, 5*time.Second, "the event to the drained side"), 2, "event")
 
-	conformance.NoErr(t, toControl.Drain(ctx), "a second Drain")
-	conformance.NoErr(t, toControl.Close(), "Close")
-	conformance.Recv(t, toMaster.Done(), 5*time.Second, "the peer's link to close")
+	testkit.NoErr(t, toControl.Drain(ctx), "a second Drain")
+	testkit.NoErr(t, toControl.Close(), "Close")
+	testkit.Recv(t, toMaster.Done(), 5*time.Second, "the peer's link to close")
 }
 
 // stopper is a virtual end that is a link.Stopper: its Stop delivers
@@ -311,8 +311,8 @@ func TestDisconnectRunsWhatTheConnectorDelivered(t *testing.T) {
 	start(t, newLink(t, b, masterAddr, controlAddr))
 
 	disconnected := make(chan error, 1)
-	go func() { disconnected <- toMaster.Disconnect(conformance.Ctx(t, 10*time.Second)) }()
-	conformance.Recv(t, s.stopped, 5*time.Second, "the connector to be stopped")
+	go func() { disconnected <- toMaster.Disconnect(testkit.Ctx(t, 10*time.Second)) }()
+	testkit.Recv(t, s.stopped, 5*time.Second, "the connector to be stopped")
 	if !<-s.open {
 		t.Fatal("the link no longer took events when the connector stopped")
 	}
@@ -324,7 +324,7 @@ func TestDisconnectRunsWhatTheConnectorDelivered(t *testing.T) {
 	default:
 	}
 	close(release)
-	conformance.NoErr(t, conformance.Recv(t, disconnected, 5*time.Second, "Disconnect"), "Disconnect")
+	testkit.NoErr(t, testkit.Recv(t, disconnected, 5*time.Second, "Disconnect"), "Disconnect")
 	mu.Lock()
 	defer mu.Unlock()
 	if len(got) != n {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -38,14 +38,14 @@ func TestNonBlockingRunsWithoutGoroutine(t *testing.T) {
 			}, tc.opts...)
 			start(t, toSlave, testEcho, testTick)
 			start(t, toInstance)
-			ctx := conformance.Ctx(t, 10*time.Second)
+			ctx := testkit.Ctx(t, 10*time.Second)
 
 			_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: 1})
-			conformance.NoErr(t, err, "request")
-			equal(t, conformance.Recv(t, seen, 5*time.Second, "the request handler"), tc.wantGoroutines, "goroutines of the link while the request handler runs")
-			conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "emit")
-			equal(t, conformance.Recv(t, seen, 5*time.Second, "the event handler"), tc.wantGoroutines, "goroutines of the link while the event handler runs")
-			conformance.WaitFor(t, 5*time.Second, "the link's goroutines to end", func() bool { return toSlave.Stats().Goroutines == 0 })
+			testkit.NoErr(t, err, "request")
+			equal(t, testkit.Recv(t, seen, 5*time.Second, "the request handler"), tc.wantGoroutines, "goroutines of the link while the request handler runs")
+			testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "emit")
+			equal(t, testkit.Recv(t, seen, 5*time.Second, "the event handler"), tc.wantGoroutines, "goroutines of the link while the event handler runs")
+			testkit.WaitFor(t, 5*time.Second, "the link's goroutines to end", func() bool { return toSlave.Stats().Goroutines == 0 })
 		})
 	}
 }
@@ -84,7 +84,7 @@ func TestMaxHandlers(t *testing.T) {
 	link.HandleRequest(toSlave, testEcho, b.handle)
 	start(t, toSlave, testEcho)
 	start(t, toInstance)
-	ctx := conformance.Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 
 	errs := make(chan error, requests)
 	for i := range requests {
@@ -93,15 +93,15 @@ func TestMaxHandlers(t *testing.T) {
 			errs <- err
 		}()
 	}
-	conformance.WaitFor(t, 5*time.Second, "every request to reach the link", func() bool { return toSlave.Stats().Handling == requests })
+	testkit.WaitFor(t, 5*time.Second, "every request to reach the link", func() bool { return toSlave.Stats().Handling == requests })
 	equal(t, b.running.Load(), int32(limit), "handlers running")
 	equal(t, toSlave.Stats().Goroutines, limit, "goroutines of the link")
 	close(b.release)
 	for range requests {
-		conformance.NoErr(t, conformance.Recv(t, errs, 10*time.Second, "a response"), "request")
+		testkit.NoErr(t, testkit.Recv(t, errs, 10*time.Second, "a response"), "request")
 	}
 	equal(t, b.most.Load(), int32(limit), "most handlers running at once")
-	conformance.WaitFor(t, 5*time.Second, "the link's goroutines to end", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the link's goroutines to end", func() bool {
 		s := toSlave.Stats()
 		return s.Goroutines == 0 && s.Handling == 0
 	})
@@ -116,7 +116,7 @@ func TestMaxHandlersBackPressure(t *testing.T) {
 	link.HandleRequest(toSlave, testEcho, b.handle)
 	start(t, toSlave, testEcho)
 	start(t, toInstance)
-	ctx := conformance.Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 
 	errs := make(chan error, 2)
 	for i := range 2 { // one runs, one waits
@@ -125,14 +125,14 @@ func TestMaxHandlersBackPressure(t *testing.T) {
 			errs <- err
 		}()
 	}
-	conformance.WaitFor(t, 5*time.Second, "one request running and one waiting", func() bool { return toSlave.Stats().Handling == 2 })
+	testkit.WaitFor(t, 5*time.Second, "one request running and one waiting", func() bool { return toSlave.Stats().Handling == 2 })
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	_, err := link.Request(short, toInstance, testEcho, echoReq{N: 9})
-	wantCode(t, err, link.CodeTimeout)
+	testkit.WantCode(t, err, link.CodeTimeout)
 	close(b.release)
 	for range 2 {
-		conformance.NoErr(t, conformance.Recv(t, errs, 10*time.Second, "a response"), "request")
+		testkit.NoErr(t, testkit.Recv(t, errs, 10*time.Second, "a response"), "request")
 	}
 	equal(t, b.served.Load(), int32(2), "requests handled (the one that gave up is not)")
 }
@@ -146,7 +146,7 @@ func TestCloseWait(t *testing.T) {
 	link.HandleRequest(toSlave, testEcho, b.handle)
 	start(t, toSlave, testEcho)
 	start(t, toInstance)
-	ctx := conformance.Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 
 	errs := make(chan error, 2)
 	for i := range 2 { // one runs, one waits
@@ -155,7 +155,7 @@ func TestCloseWait(t *testing.T) {
 			errs <- err
 		}()
 	}
-	conformance.WaitFor(t, 5*time.Second, "one request running and one waiting", func() bool { return toSlave.Stats().Handling == 2 })
+	testkit.WaitFor(t, 5*time.Second, "one request running and one waiting", func() bool { return toSlave.Stats().Handling == 2 })
 
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
@@ -164,14 +164,14 @@ func TestCloseWait(t *testing.T) {
 		t.Fatalf("CloseWait with a handler still running: got %v, want %v", err, context.DeadlineExceeded)
 	}
 	for range 2 {
-		if err := conformance.Recv(t, errs, 5*time.Second, "the requests to fail"); !errors.Is(err, link.ErrSessionLost) {
+		if err := testkit.Recv(t, errs, 5*time.Second, "the requests to fail"); !errors.Is(err, link.ErrSessionLost) {
 			t.Errorf("a request to the closed link ended with %v, want %v", err, link.ErrSessionLost)
 		}
 	}
 	equal(t, toSlave.Stats().Goroutines, 1, "goroutines of the link while the handler runs")
 
 	close(b.release)
-	conformance.NoErr(t, toSlave.CloseWait(ctx), "CloseWait once the handler can return")
+	testkit.NoErr(t, toSlave.CloseWait(ctx), "CloseWait once the handler can return")
 	s := toSlave.Stats()
 	equal(t, s.Goroutines, 0, "goroutines of the link after CloseWait")
 	equal(t, s.Handling, 0, "messages being handled after CloseWait")
@@ -202,15 +202,15 @@ func TestHandlerContext(t *testing.T) {
 			}, tc.opts...)
 			start(t, toSlave, testEcho)
 			start(t, toInstance)
-			ctx := conformance.Ctx(t, 10*time.Second)
+			ctx := testkit.Ctx(t, 10*time.Second)
 			want, _ := ctx.Deadline()
 			_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: 1})
-			conformance.NoErr(t, err, "request")
-			s := conformance.Recv(t, got, 5*time.Second, "the handler")
+			testkit.NoErr(t, err, "request")
+			s := testkit.Recv(t, got, 5*time.Second, "the handler")
 			if !s.deadline.Equal(want) {
 				t.Errorf("handler's deadline %v, want the requester's %v", s.deadline, want)
 			}
-			conformance.NoErr(t, s.err, "the handler's ctx.Err while it ran")
+			testkit.NoErr(t, s.err, "the handler's ctx.Err while it ran")
 			if err := s.ctx.Err(); !errors.Is(err, context.Canceled) {
 				t.Errorf("after the handler returned, ctx.Err() = %v, want %v", err, context.Canceled)
 			}
@@ -227,7 +227,7 @@ func TestHandlerContext(t *testing.T) {
 		link.HandleRequest(toSlave, testEcho, func(ctx context.Context, r echoReq) (echoResp, error) {
 			// Watch the clock through Err alone, as a handler that never
 			// waits on Done would.
-			conformance.WaitFor(t, 5*time.Second, "ctx.Err to report the deadline", func() bool { return ctx.Err() != nil })
+			testkit.WaitFor(t, 5*time.Second, "ctx.Err to report the deadline", func() bool { return ctx.Err() != nil })
 			var errs []error
 			if err := ctx.Err(); !errors.Is(err, context.DeadlineExceeded) {
 				errs = append(errs, errors.New("ctx.Err: "+err.Error()))
@@ -253,7 +253,7 @@ func TestHandlerContext(t *testing.T) {
 		// The response, sent as the deadline passes, may or may not beat
 		// the requester's own timeout: what matters here is the handler.
 		_, _ = link.Request(ctx, toInstance, testEcho, echoReq{N: 1})
-		conformance.NoErr(t, conformance.Recv(t, handled, 10*time.Second, "the handler"), "the handler's context")
+		testkit.NoErr(t, testkit.Recv(t, handled, 10*time.Second, "the handler"), "the handler's context")
 	})
 }
 
@@ -301,8 +301,8 @@ func TestNestedEventsDoNotDeadlock(t *testing.T) {
 			start(t, toSlave, testTick)
 			emitted := make(chan error, 1)
 			go func() { emitted <- link.Emit(context.Background(), toSlave, testTick, tick{Seq: 0}) }()
-			conformance.NoErr(t, conformance.Recv(t, emitted, 10*time.Second, "the first Emit to return"), "the first event")
-			conformance.WaitFor(t, 10*time.Second, "every event", func() bool { return int(handled.Load()) == total })
+			testkit.NoErr(t, testkit.Recv(t, emitted, 10*time.Second, "the first Emit to return"), "the first event")
+			testkit.WaitFor(t, 10*time.Second, "every event", func() bool { return int(handled.Load()) == total })
 			for _, l := range []*link.Link{toInstance, toSlave} {
 				equal(t, l.Stats().HandlerErrors, 0, l.String()+": handler errors")
 			}
@@ -343,8 +343,8 @@ func TestNestedRequestsDoNotDeadlock(t *testing.T) {
 		resp, err := link.Request(context.Background(), toInstance, testEcho, echoReq{N: depth})
 		done <- result{resp, err}
 	}()
-	r := conformance.Recv(t, done, 10*time.Second, "the request that asks back")
-	conformance.NoErr(t, r.err, "the request that asks back")
+	r := testkit.Recv(t, done, 10*time.Second, "the request that asks back")
+	testkit.NoErr(t, r.err, "the request that asks back")
 	equal(t, r.resp.N, depth, "answers along the chain")
 	mu.Lock()
 	defer mu.Unlock()
@@ -369,11 +369,11 @@ func TestForwardedResponseChangedIsChecked(t *testing.T) {
 	start(t, otherSide, testEcho)
 	start(t, toOther)
 	start(t, toSlave)
-	ctx := conformance.Ctx(t, 10*time.Second)
+	ctx := testkit.Ctx(t, 10*time.Second)
 
 	resp, err := link.Request(ctx, toSlave, testEcho, echoReq{N: 1, Text: "as it came"})
-	conformance.NoErr(t, err, "a forwarded request answered as it came")
+	testkit.NoErr(t, err, "a forwarded request answered as it came")
 	equal(t, resp, echoResp{N: 1, Text: "as it came"}, "response")
 	_, err = link.Request(ctx, toSlave, testEcho, echoReq{N: 2, Text: "changed"})
-	wantCode(t, err, link.CodeInternal)
+	testkit.WantCode(t, err, link.CodeInternal)
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -66,11 +66,11 @@ func TestEventOrder(t *testing.T) {
 			start(t, toSlave, testTick)
 			start(t, toInstance)
 
-			ctx := conformance.Ctx(t, 10*time.Second)
+			ctx := testkit.Ctx(t, 10*time.Second)
 			for i := range n {
-				conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
+				testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
 			}
-			conformance.WaitFor(t, 10*time.Second, "every event to be handled", func() bool { return log.len() == n })
+			testkit.WaitFor(t, 10*time.Second, "every event to be handled", func() bool { return log.len() == n })
 			log.mu.Lock()
 			defer log.mu.Unlock()
 			for i, seq := range log.seqs {
@@ -103,22 +103,22 @@ func TestEventSlowHandlerDoesNotBlockRequests(t *testing.T) {
 	start(t, toSlave, testTick, testEcho)
 	start(t, toInstance, testEcho)
 
-	ctx := conformance.Ctx(t, 10*time.Second)
-	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
-	conformance.Recv(t, started, 5*time.Second, "the slow handler to start")
-	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit behind the slow one")
+	ctx := testkit.Ctx(t, 10*time.Second)
+	testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
+	testkit.Recv(t, started, 5*time.Second, "the slow handler to start")
+	testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit behind the slow one")
 
 	for i := range 10 {
-		resp, err := link.Request(conformance.Ctx(t, 2*time.Second), toInstance, testEcho, echoReq{N: i})
-		conformance.NoErr(t, err, "slave -> instance request while an event handler is stuck")
+		resp, err := link.Request(testkit.Ctx(t, 2*time.Second), toInstance, testEcho, echoReq{N: i})
+		testkit.NoErr(t, err, "slave -> instance request while an event handler is stuck")
 		equal(t, resp.N, i, "response")
-		resp, err = link.Request(conformance.Ctx(t, 2*time.Second), toSlave, testEcho, echoReq{N: i})
-		conformance.NoErr(t, err, "instance -> slave request while an event handler is stuck")
+		resp, err = link.Request(testkit.Ctx(t, 2*time.Second), toSlave, testEcho, echoReq{N: i})
+		testkit.NoErr(t, err, "instance -> slave request while an event handler is stuck")
 		equal(t, resp.N, i, "response")
 	}
 	equal(t, log.len(), 0, "events handled while the first is stuck")
 	close(release)
-	conformance.WaitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
 }
 
 // An event handler that fails or panics is counted; the events after it
@@ -138,15 +138,15 @@ func TestEventHandlerFailure(t *testing.T) {
 	start(t, toSlave, testTick)
 	start(t, toInstance)
 
-	ctx := conformance.Ctx(t, 5*time.Second)
+	ctx := testkit.Ctx(t, 5*time.Second)
 	for i := range 4 {
-		conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
+		testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit")
 	}
-	conformance.WaitFor(t, 5*time.Second, "events 0 and 3", func() bool { return log.len() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "events 0 and 3", func() bool { return log.len() == 2 })
 	equal(t, toSlave.Stats().HandlerErrors, 2, "Stats().HandlerErrors")
 	equal(t, toSlave.Stats().Invalid, 0, "Stats().Invalid")
 	_, err := link.Request(ctx, toInstance, messages.SendCommand, messages.Command{InstanceID: 7, Command: "x"})
-	wantCode(t, err, codeStub) // the link still answers
+	testkit.WantCode(t, err, codeStub) // the link still answers
 }
 
 // An event sent to a link before it starts is handled once it starts.
@@ -154,13 +154,13 @@ func TestEventBeforePeerStarts(t *testing.T) {
 	var log tickLog
 	toInstance, toSlave := newPair(t, slaveAddr, instanceAddr, nil, nil)
 	start(t, toInstance)
-	ctx := conformance.Ctx(t, 5*time.Second)
+	ctx := testkit.Ctx(t, 5*time.Second)
 	for i := range 3 {
-		conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit before the peer starts")
+		testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: i}), "Emit before the peer starts")
 	}
 	link.HandleEvent(toSlave, testTick, log.handle)
 	start(t, toSlave, testTick)
-	conformance.WaitFor(t, 5*time.Second, "the early events", func() bool { return log.len() == 3 })
+	testkit.WaitFor(t, 5*time.Second, "the early events", func() bool { return log.len() == 3 })
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	if !slices.Equal(log.seqs, []int{0, 1, 2}) {
@@ -185,19 +185,19 @@ func TestEventFullQueueBoundedByContext(t *testing.T) {
 	start(t, toSlave, testTick)
 	start(t, toInstance)
 
-	ctx := conformance.Ctx(t, 10*time.Second)
-	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
-	conformance.Recv(t, started, 5*time.Second, "the slow handler to start")
-	conformance.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit into the queue's one place")
+	ctx := testkit.Ctx(t, 10*time.Second)
+	testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 0}), "Emit")
+	testkit.Recv(t, started, 5*time.Second, "the slow handler to start")
+	testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "Emit into the queue's one place")
 
 	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- link.Emit(short, toInstance, testTick, tick{Seq: 2}) }()
-	err := conformance.Recv(t, done, 5*time.Second, "Emit into a full queue to give up at its deadline")
-	wantCode(t, err, link.CodeTimeout)
+	err := testkit.Recv(t, done, 5*time.Second, "Emit into a full queue to give up at its deadline")
+	testkit.WantCode(t, err, link.CodeTimeout)
 
 	close(release)
-	conformance.WaitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "the queued event", func() bool { return log.len() == 2 })
 	equal(t, log.len(), 2, "events handled (the timed-out one is not)")
 }

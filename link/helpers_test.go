@@ -2,7 +2,6 @@ package link_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -10,7 +9,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/connector/virtual"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -160,26 +159,6 @@ func closed[T any](ch <-chan T) bool {
 	}
 }
 
-// wantCode fails the test unless err is an *link.Error with code, and
-// matches the sentinel of that code with errors.Is. It returns the *Error.
-func wantCode(t testing.TB, err error, code link.Code) *link.Error {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("got no error, want one with code %s", code)
-	}
-	var le *link.Error
-	if !errors.As(err, &le) {
-		t.Fatalf("got %T %v, want an *link.Error with code %s", err, err, code)
-	}
-	if le.Code != code {
-		t.Fatalf("got code %s (%v), want %s", le.Code, err, code)
-	}
-	if !errors.Is(err, &link.Error{Code: code}) {
-		t.Fatalf("errors.Is(%v, code %s) is false", err, code)
-	}
-	return le
-}
-
 // equal fails the test unless got == want.
 func equal[T comparable](t testing.TB, got, want T, what string) {
 	t.Helper()
@@ -226,7 +205,7 @@ func (r *recorder) responses(id uint64) []*link.Envelope {
 // response waits for the response to request id.
 func (r *recorder) response(t testing.TB, id uint64) *link.Envelope {
 	t.Helper()
-	conformance.WaitFor(t, 5*time.Second, fmt.Sprintf("the response to request %d", id), func() bool {
+	testkit.WaitFor(t, 5*time.Second, fmt.Sprintf("the response to request %d", id), func() bool {
 		return len(r.responses(id)) > 0
 	})
 	return r.responses(id)[0]
@@ -260,7 +239,7 @@ func rawPeerOn(t testing.TB, json bool, self, peer link.Address, setup func(l *l
 	}
 	start(t, l, handled...)
 	rec := &recorder{}
-	conformance.NoErr(t, raw.Start(rec), "start the raw end")
+	testkit.NoErr(t, raw.Start(rec), "start the raw end")
 	t.Cleanup(func() { _ = raw.Close() })
 	return l, raw, rec
 }
@@ -268,5 +247,5 @@ func rawPeerOn(t testing.TB, json bool, self, peer link.Address, setup func(l *l
 // send hands m to the raw end, failing the test on error.
 func send(t testing.TB, raw *virtual.Conn, m *link.Envelope) {
 	t.Helper()
-	conformance.NoErr(t, raw.Send(context.Background(), m), "raw send "+m.Type)
+	testkit.NoErr(t, raw.Send(context.Background(), m), "raw send "+m.Type)
 }

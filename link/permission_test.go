@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -127,11 +127,11 @@ func TestPermission(t *testing.T) {
 			start(t, toControl, testGuarded, testEcho)
 			start(t, toMaster)
 
-			err := tc.send(conformance.Ctx(t, 5*time.Second), toMaster)
+			err := tc.send(testkit.Ctx(t, 5*time.Second), toMaster)
 			if tc.code == "" {
-				conformance.NoErr(t, err, "request")
+				testkit.NoErr(t, err, "request")
 			} else {
-				le := wantCode(t, err, tc.code)
+				le := testkit.WantCode(t, err, tc.code)
 				if !strings.Contains(le.Message, tc.text) {
 					t.Errorf("error %q does not say %q", le.Message, tc.text)
 				}
@@ -155,8 +155,8 @@ func TestPermissionNoAuthorizer(t *testing.T) {
 	})
 	start(t, toControl, testGuarded)
 	start(t, toMaster)
-	_, err := link.Request(conformance.Ctx(t, 5*time.Second), toMaster, testGuarded, messages.Empty{})
-	conformance.NoErr(t, err, "test:guarded without an authorizer")
+	_, err := link.Request(testkit.Ctx(t, 5*time.Second), toMaster, testGuarded, messages.Empty{})
+	testkit.NoErr(t, err, "test:guarded without an authorizer")
 }
 
 // Events from a control carry permissions as requests do: the authorizer
@@ -180,17 +180,17 @@ func TestPermissionOnEvents(t *testing.T) {
 	})
 	start(t, toControl, testTick)
 	start(t, toMaster)
-	ctx := conformance.Ctx(t, 5*time.Second)
-	conformance.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 1}), "emit refused tick")
-	conformance.Eventually(t, 5*time.Second, "the refused event counted", func() error {
+	ctx := testkit.Ctx(t, 5*time.Second)
+	testkit.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 1}), "emit refused tick")
+	testkit.Eventually(t, 5*time.Second, "the refused event counted", func() error {
 		if n := toControl.Stats().Refused; n != 1 {
 			return fmt.Errorf("Refused = %d", n)
 		}
 		return nil
 	})
 	allow.Store(true)
-	conformance.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "emit allowed tick")
-	if seq := conformance.Recv(t, got, 5*time.Second, "the allowed tick"); seq != 2 {
+	testkit.NoErr(t, link.Emit(ctx, toMaster, testTick, tick{Seq: 2}), "emit allowed tick")
+	if seq := testkit.Recv(t, got, 5*time.Second, "the allowed tick"); seq != 2 {
 		t.Errorf("handled tick %d, want 2 (the refused one must not run)", seq)
 	}
 	if asked := auth.questions(); strings.Join(asked, ",") != "test.tick,test.tick" {
@@ -213,9 +213,9 @@ func TestPermissionSeesPayload(t *testing.T) {
 	})
 	start(t, toControl, messages.SendCommand)
 	start(t, toMaster)
-	ctx := conformance.Ctx(t, 5*time.Second)
+	ctx := testkit.Ctx(t, 5*time.Second)
 	_, err := link.Request(ctx, toMaster, messages.SendCommand, messages.Command{InstanceID: 7, Command: "x"})
-	wantCode(t, err, link.CodePermissionDenied)
+	testkit.WantCode(t, err, link.CodePermissionDenied)
 	if r, err := link.Request(ctx, toMaster, messages.SendCommand, messages.Command{InstanceID: 8, Command: "x"}); err != nil || r.Output != "ok" {
 		t.Errorf("instance 8: %+v, %v; want ok", r, err)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -56,7 +56,7 @@ func TestReceiveInvalidRequest(t *testing.T) {
 			id++
 			send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: tc.typ, ID: id, Data: []byte(tc.data), Deadline: time.Now().Add(5 * time.Second)})
 			resp := rec.response(t, id)
-			le := wantCode(t, resp.Error, link.CodeInvalidMessage)
+			le := testkit.WantCode(t, resp.Error, link.CodeInvalidMessage)
 			if !errors.Is(resp.Error, link.ErrInvalidMessage) {
 				t.Errorf("errors.Is(%v, ErrInvalidMessage) is false", resp.Error)
 			}
@@ -130,7 +130,7 @@ func TestReceiveInvalidEvent(t *testing.T) {
 			// follows is handled, the bad one has been dealt with.
 			seq := 1000 + i
 			send(t, raw, &link.Envelope{Kind: messages.KindEvent, Type: "test:tick", Data: []byte(`{"seq":` + strconv.Itoa(seq) + `,"items":["a"]}`)})
-			equal(t, conformance.Recv(t, handled, 5*time.Second, "the good event"), seq, "handled event")
+			equal(t, testkit.Recv(t, handled, 5*time.Second, "the good event"), seq, "handled event")
 			if got := l.Stats().Invalid; got != before+1 {
 				t.Errorf("Stats().Invalid = %d, want %d", got, before+1)
 			}
@@ -189,8 +189,8 @@ func TestReceiveLateResponseAfterTimeout(t *testing.T) {
 
 	for attempt := 0; ; attempt++ {
 		received := toSlave.Stats().Received
-		_, err := link.Request(conformance.Ctx(t, 50*time.Millisecond), toInstance, testEcho, echoReq{N: 1})
-		wantCode(t, err, link.CodeTimeout)
+		_, err := link.Request(testkit.Ctx(t, 50*time.Millisecond), toInstance, testEcho, echoReq{N: 1})
+		testkit.WantCode(t, err, link.CodeTimeout)
 		if toSlave.Stats().Received > received {
 			break // delivered, and will be answered late
 		}
@@ -199,9 +199,9 @@ func TestReceiveLateResponseAfterTimeout(t *testing.T) {
 		}
 	}
 	close(release)
-	conformance.WaitFor(t, 5*time.Second, "the late response to be counted", func() bool { return toInstance.Stats().Late == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the late response to be counted", func() bool { return toInstance.Stats().Late == 1 })
 
-	resp, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "two"})
-	conformance.NoErr(t, err, "request after a late response")
+	resp, err := link.Request(testkit.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "two"})
+	testkit.NoErr(t, err, "request after a late response")
 	equal(t, resp, echoResp{N: 2, Text: "two"}, "response")
 }

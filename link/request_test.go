@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -22,12 +22,12 @@ func TestRequestResponse(t *testing.T) {
 	start(t, toSlave, messages.SendCommand)
 	start(t, toInstance)
 
-	res, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, messages.SendCommand, messages.Command{InstanceID: 7, Command: "/players"})
-	conformance.NoErr(t, err, "send_command")
+	res, err := link.Request(testkit.Ctx(t, 5*time.Second), toInstance, messages.SendCommand, messages.Command{InstanceID: 7, Command: "/players"})
+	testkit.NoErr(t, err, "send_command")
 	equal(t, res.Output, "instance 7 ran /players", "output")
 
-	data, err := toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":8,"command":"/time"}`))
-	conformance.NoErr(t, err, "send_command as JSON")
+	data, err := toInstance.RequestJSON(testkit.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":8,"command":"/time"}`))
+	testkit.NoErr(t, err, "send_command as JSON")
 	equal(t, string(data), `{"output":"instance 8 ran /time"}`, "JSON response")
 	equal(t, toInstance.Stats().Pending, 0, "pending requests after the responses")
 }
@@ -63,11 +63,11 @@ func TestRequestHandlerError(t *testing.T) {
 			for _, via := range []string{"typed", "JSON"} {
 				var err error
 				if via == "typed" {
-					_, err = link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{})
+					_, err = link.Request(testkit.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{})
 				} else {
-					_, err = toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
+					_, err = toInstance.RequestJSON(testkit.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
 				}
-				le := wantCode(t, err, tc.code)
+				le := testkit.WantCode(t, err, tc.code)
 				equal(t, le.Message, tc.message, via+" handler: message")
 				if tc.sentinel != nil && !errors.Is(err, tc.sentinel) {
 					t.Errorf("%s handler: errors.Is(%v, %v) is false", via, err, tc.sentinel)
@@ -136,12 +136,12 @@ func TestRequestTimeout(t *testing.T) {
 				}
 				received := toSlave.Stats().Received
 				began := time.Now()
-				_, err := link.Request(conformance.Ctx(t, timeout), toInstance, testEcho, echoReq{N: i})
+				_, err := link.Request(testkit.Ctx(t, timeout), toInstance, testEcho, echoReq{N: i})
 				took := time.Since(began)
 				// The virtual connector delivers as it sends: had the
 				// deadline passed before, the request was never sent.
 				delivered := toSlave.Stats().Received > received
-				le := wantCode(t, err, link.CodeTimeout)
+				le := testkit.WantCode(t, err, link.CodeTimeout)
 				if !errors.Is(err, link.ErrTimeout) {
 					t.Fatalf("round %d: errors.Is(%v, ErrTimeout) is false", i, err)
 				}
@@ -157,7 +157,7 @@ func TestRequestTimeout(t *testing.T) {
 					}
 					continue // a slow machine: timed out before sending, as it should
 				}
-				ctxErr := conformance.Recv(t, ended, 5*time.Second, "the handler's context to end")
+				ctxErr := testkit.Recv(t, ended, 5*time.Second, "the handler's context to end")
 				if !errors.Is(ctxErr, context.DeadlineExceeded) {
 					t.Fatalf("round %d: handler's ctx ended with %v, want DeadlineExceeded", i, ctxErr)
 				}
@@ -185,11 +185,11 @@ func TestRequestDefaultTimeout(t *testing.T) {
 		began := time.Now()
 		_, err := link.Request(context.Background(), toInstance, testEcho, echoReq{})
 		took := time.Since(began)
-		wantCode(t, err, link.CodeTimeout)
+		testkit.WantCode(t, err, link.CodeTimeout)
 		if took < timeout || took > timeout+2*time.Second {
 			t.Errorf("request ended after %s, want about %s", took, timeout)
 		}
-		d := conformance.Recv(t, deadlines, time.Second, "the handler's deadline")
+		d := testkit.Recv(t, deadlines, time.Second, "the handler's deadline")
 		if d.IsZero() || d.Sub(began) > timeout+time.Second {
 			t.Errorf("handler's deadline is %s after the request began, want about %s", d.Sub(began), timeout)
 		}
@@ -209,7 +209,7 @@ func TestRequestDefaultTimeout(t *testing.T) {
 		send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: "test:echo", ID: 1, Data: []byte(`{"n":1,"text":""}`)})
 		resp := rec.response(t, 1)
 		took := time.Since(began)
-		wantCode(t, resp.Error, link.CodeTimeout)
+		testkit.WantCode(t, resp.Error, link.CodeTimeout)
 		if took < timeout {
 			t.Errorf("handler ended after %s, before the link's %s timeout", took, timeout)
 		}
@@ -245,16 +245,16 @@ func TestRequestHandlerPanics(t *testing.T) {
 			start(t, toSlave, testEcho, messages.SendCommand)
 			start(t, toInstance)
 
-			_, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
-			wantCode(t, err, link.CodeInternal)
+			_, err := link.Request(testkit.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
+			testkit.WantCode(t, err, link.CodeInternal)
 			if !errors.Is(err, link.ErrInternal) {
 				t.Errorf("errors.Is(%v, ErrInternal) is false", err)
 			}
-			_, err = toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
-			wantCode(t, err, link.CodeInternal)
+			_, err = toInstance.RequestJSON(testkit.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
+			testkit.WantCode(t, err, link.CodeInternal)
 
-			resp, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "still here"})
-			conformance.NoErr(t, err, "request after a panic")
+			resp, err := link.Request(testkit.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 2, Text: "still here"})
+			testkit.NoErr(t, err, "request after a panic")
 			equal(t, resp.Text, "still here", "response after a panic")
 		})
 	}
@@ -289,11 +289,11 @@ func TestRequestInvalidResponse(t *testing.T) {
 
 			var err error
 			if tc.typed {
-				_, err = link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
+				_, err = link.Request(testkit.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1})
 			} else {
-				_, err = toInstance.RequestJSON(conformance.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
+				_, err = toInstance.RequestJSON(testkit.Ctx(t, 5*time.Second), messages.SendCommand, []byte(`{"instance_id":7,"command":"x"}`))
 			}
-			le := wantCode(t, err, link.CodeInternal)
+			le := testkit.WantCode(t, err, link.CodeInternal)
 			if !strings.Contains(le.Message, "response") {
 				t.Errorf("error %q does not say the response was bad", le.Message)
 			}
@@ -326,7 +326,7 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 				done <- result{resp, err}
 			}()
 			var req *link.Envelope
-			conformance.WaitFor(t, 5*time.Second, "the request to arrive", func() bool {
+			testkit.WaitFor(t, 5*time.Second, "the request to arrive", func() bool {
 				rec.mu.Lock()
 				defer rec.mu.Unlock()
 				for _, m := range rec.msgs {
@@ -341,8 +341,8 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 				t.Error("the request carries no deadline")
 			}
 			send(t, raw, &link.Envelope{Kind: messages.KindResponse, Type: req.Type, ID: req.ID, Data: []byte(tc.data)})
-			r := conformance.Recv(t, done, 5*time.Second, "the request to end")
-			le := wantCode(t, r.err, link.CodeInvalidMessage)
+			r := testkit.Recv(t, done, 5*time.Second, "the request to end")
+			le := testkit.WantCode(t, r.err, link.CodeInvalidMessage)
 			if !strings.Contains(le.Message, "test:echo response") {
 				t.Errorf("error %q does not name the message's response", le.Message)
 			}
@@ -353,10 +353,10 @@ func TestRequestResponseCheckedOnArrival(t *testing.T) {
 // A link that is not started refuses requests and events at once.
 func TestRequestBeforeStart(t *testing.T) {
 	toInstance, _ := newPair(t, slaveAddr, instanceAddr, nil, nil)
-	_, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{})
-	wantCode(t, err, link.CodeUnavailable)
-	err = link.Emit(conformance.Ctx(t, 5*time.Second), toInstance, testTick, tick{})
-	wantCode(t, err, link.CodeUnavailable)
+	_, err := link.Request(testkit.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{})
+	testkit.WantCode(t, err, link.CodeUnavailable)
+	err = link.Emit(testkit.Ctx(t, 5*time.Second), toInstance, testTick, tick{})
+	testkit.WantCode(t, err, link.CodeUnavailable)
 }
 
 // outOfRange indexes s at i, which panics when i is out of range.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -110,8 +110,8 @@ func TestSendInvalidPayload(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			peerBefore, selfBefore := toSlave.Stats(), toInstance.Stats()
-			err := tc.send(conformance.Ctx(t, 5*time.Second), toInstance)
-			le := wantCode(t, err, link.CodeInvalidMessage)
+			err := tc.send(testkit.Ctx(t, 5*time.Second), toInstance)
+			le := testkit.WantCode(t, err, link.CodeInvalidMessage)
 			if !errors.Is(err, link.ErrInvalidMessage) {
 				t.Errorf("errors.Is(err, ErrInvalidMessage) is false for %v", err)
 			}
@@ -137,8 +137,8 @@ func TestSendInvalidPayload(t *testing.T) {
 		})
 	}
 	// The link is unharmed.
-	resp, err := link.Request(conformance.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1, Text: "fine"})
-	conformance.NoErr(t, err, "good request after bad ones")
+	resp, err := link.Request(testkit.Ctx(t, 5*time.Second), toInstance, testEcho, echoReq{N: 1, Text: "fine"})
+	testkit.NoErr(t, err, "good request after bad ones")
 	equal(t, resp, echoResp{N: 1, Text: "fine"}, "response")
 }
 
@@ -217,8 +217,8 @@ func TestSendNotValidOnLink(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := toSlave.Stats().Sent
-			err := tc.send(conformance.Ctx(t, 5*time.Second), toSlave)
-			le := wantCode(t, err, link.CodeInvalidMessage)
+			err := tc.send(testkit.Ctx(t, 5*time.Second), toSlave)
+			le := testkit.WantCode(t, err, link.CodeInvalidMessage)
 			if !strings.Contains(le.Message, tc.why) {
 				t.Errorf("error %q does not say %q", le.Message, tc.why)
 			}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/connector/virtual"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -62,7 +62,7 @@ func TestSetupMissingHandlers(t *testing.T) {
 			equal(t, list, strings.Join(tc.missing, ", "), "messages named in Start's error")
 			// Once every handler is there, Start succeeds.
 			stub(l, tc.handled...)
-			conformance.NoErr(t, l.Start(), "Start with every handler")
+			testkit.NoErr(t, l.Start(), "Start with every handler")
 		})
 	}
 }
@@ -159,10 +159,10 @@ func TestSetupBuiltins(t *testing.T) {
 		toMaster, toControl := newPair(t, controlAddr, masterAddr, nil, nil)
 		start(t, toControl)
 		start(t, toMaster)
-		_, err := link.Request(conformance.Ctx(t, 5*time.Second), toMaster, messages.Ping, messages.Empty{})
-		conformance.NoErr(t, err, "ping control -> master")
-		_, err = link.Request(conformance.Ctx(t, 5*time.Second), toControl, messages.Ping, messages.Empty{})
-		conformance.NoErr(t, err, "ping master -> control")
+		_, err := link.Request(testkit.Ctx(t, 5*time.Second), toMaster, messages.Ping, messages.Empty{})
+		testkit.NoErr(t, err, "ping control -> master")
+		_, err = link.Request(testkit.Ctx(t, 5*time.Second), toControl, messages.Ping, messages.Empty{})
+		testkit.NoErr(t, err, "ping master -> control")
 	})
 	t.Run("application ping", func(t *testing.T) {
 		var pings atomic.Int64
@@ -173,8 +173,8 @@ func TestSetupBuiltins(t *testing.T) {
 		})
 		start(t, toControl, messages.Ping)
 		start(t, toMaster)
-		_, err := link.Request(conformance.Ctx(t, 5*time.Second), toMaster, messages.Ping, messages.Empty{})
-		wantCode(t, err, "test.pong")
+		_, err := link.Request(testkit.Ctx(t, 5*time.Second), toMaster, messages.Ping, messages.Empty{})
+		testkit.WantCode(t, err, "test.pong")
 		equal(t, pings.Load(), 1, "application ping handler calls")
 	})
 	t.Run("application prepare_disconnect", func(t *testing.T) {
@@ -186,7 +186,7 @@ func TestSetupBuiltins(t *testing.T) {
 		})
 		start(t, toControl, messages.PrepareDisconnect)
 		start(t, toMaster)
-		conformance.NoErr(t, toMaster.Disconnect(conformance.Ctx(t, 5*time.Second)), "Disconnect")
+		testkit.NoErr(t, toMaster.Disconnect(testkit.Ctx(t, 5*time.Second)), "Disconnect")
 		equal(t, prepared.Load(), 1, "application prepare_disconnect handler calls")
 	})
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -52,19 +52,19 @@ func TestValuesOverVirtual(t *testing.T) {
 	}, link.NonBlocking())
 	start(t, inst, testEcho, testTick, messages.SendCommand)
 	start(t, slave)
-	ctx := conformance.Ctx(t, 5*time.Second)
+	ctx := testkit.Ctx(t, 5*time.Second)
 
 	resp, err := link.Request(ctx, slave, testEcho, echoReq{N: 3, Text: "héllo \"there\""})
-	conformance.NoErr(t, err, "echo")
+	testkit.NoErr(t, err, "echo")
 	equal(t, resp, echoResp{N: 3, Text: "héllo \"there\""}, "echo response")
 
 	res, err := link.Request(ctx, slave, messages.SendCommand, messages.Command{InstanceID: 7, Command: "/help <me>"})
-	conformance.NoErr(t, err, "send_command")
+	testkit.NoErr(t, err, "send_command")
 	equal(t, res.Output, "ok", "send_command output")
 	equal(t, string(commandJSON), `{"instance_id":7,"command":"/help <me>"}`, "what the JSON handler got")
 
-	conformance.NoErr(t, link.Emit(ctx, slave, testTick, tick{Seq: 1, Items: []string{"a"}}), "emit")
-	tk := conformance.Recv(t, ticks, 5*time.Second, "the tick")
+	testkit.NoErr(t, link.Emit(ctx, slave, testTick, tick{Seq: 1, Items: []string{"a"}}), "emit")
+	tk := testkit.Recv(t, ticks, 5*time.Second, "the tick")
 	equal(t, len(tk.Items) == 1 && tk.Items[0] == "a", true, "tick items")
 
 	obs.mu.Lock()
@@ -110,7 +110,7 @@ func TestInvalidValueRefused(t *testing.T) {
 	} {
 		id := uint64(i + 1)
 		send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: testEcho.Name(), ID: id, Value: v, Deadline: deadline})
-		wantCode(t, rec.response(t, id).Error, link.CodeInvalidMessage)
+		testkit.WantCode(t, rec.response(t, id).Error, link.CodeInvalidMessage)
 	}
 	send(t, raw, &link.Envelope{Kind: messages.KindRequest, Type: testEcho.Name(), ID: 3, Value: echoReq{N: 2, Text: "ok"}, Deadline: deadline})
 	good := rec.response(t, 3)

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	"io"
 	"math"
 	"net"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/linkfabric/linkfabric/internal/testkit"
 )
 
 // fabricBin is the fabric binary that TestMain builds.
@@ -223,7 +224,7 @@ func (p *proc) String() string {
 func (p *proc) waitStdout(t *testing.T, re *regexp.Regexp) []string {
 	t.Helper()
 	var m []string
-	conformance.Eventually(t, waitLong, p.name+" prints "+re.String(), func() error {
+	testkit.Eventually(t, waitLong, p.name+" prints "+re.String(), func() error {
 		if m = re.FindStringSubmatch(p.stdout.String()); m != nil {
 			return nil
 		}
@@ -242,7 +243,7 @@ func (p *proc) waitStdout(t *testing.T, re *regexp.Regexp) []string {
 func (p *proc) waitStderrMatch(t *testing.T, re *regexp.Regexp) []string {
 	t.Helper()
 	var m []string
-	conformance.Eventually(t, waitLong, p.name+" logs "+re.String(), func() error {
+	testkit.Eventually(t, waitLong, p.name+" logs "+re.String(), func() error {
 		if m = re.FindStringSubmatch(p.stderr.String()); m != nil {
 			return nil
 		}
@@ -407,7 +408,7 @@ func (c ctl) slaves(t *testing.T) []slaveJSON {
 // waitInstance waits until the master lists the instance as want.
 func (c ctl) waitInstance(t *testing.T, want instanceJSON) {
 	t.Helper()
-	conformance.Eventually(t, waitLong, fmt.Sprintf("instance %d listed as %+v", want.ID, want), func() error {
+	testkit.Eventually(t, waitLong, fmt.Sprintf("instance %d listed as %+v", want.ID, want), func() error {
 		list := c.instances(t)
 		i := slices.IndexFunc(list, func(i instanceJSON) bool { return i.ID == want.ID })
 		if i < 0 || list[i] != want {
@@ -425,7 +426,7 @@ func (c ctl) follow(t *testing.T, ids ...string) *proc {
 	// Until its request to follow is answered, the follower misses output:
 	// say something until it shows.
 	n := 0
-	conformance.Eventually(t, waitLong, "the follower receives output", func() error {
+	testkit.Eventually(t, waitLong, "the follower receives output", func() error {
 		n++
 		marker := fmt.Sprintf("marker-%d", n)
 		if out := c.ok(t, "instance", "command", ids[0], "/say", marker); out != "said\n" {
@@ -595,7 +596,7 @@ func TestDev(t *testing.T) {
 			t.Errorf("ban: %q", out)
 		}
 		// The instance prints the ban once it holds it.
-		conformance.Eventually(t, waitLong, "the follower shows the ban", func() error {
+		testkit.Eventually(t, waitLong, "the follower shows the ban", func() error {
 			if !strings.Contains(f.stdout.String(), "[warn] instance 101: alice is banned: spam\n") ||
 				!strings.Contains(f.stdout.String(), "[info] instance 101: alice left the game\n") {
 				return fmt.Errorf("not yet: %s", f)
@@ -611,7 +612,7 @@ func TestDev(t *testing.T) {
 		if out := c.ok(t, "instance", "command", "101", "/join", "carol"); out != "carol joined\n" {
 			t.Errorf("/join carol: %q", out)
 		}
-		conformance.Eventually(t, waitLong, "the follower shows carol joining", func() error {
+		testkit.Eventually(t, waitLong, "the follower shows carol joining", func() error {
 			out := f.stdout.String()
 			if !strings.Contains(out, "[info] instance 101: > /join carol\n") || !strings.Contains(out, "[info] instance 101: carol joined the game\n") {
 				return fmt.Errorf("not yet: %s", f)
@@ -629,7 +630,7 @@ func TestDev(t *testing.T) {
 		if out := c.ok(t, "--json", "player", "unban", "alice"); out != "{}\n" {
 			t.Errorf("--json unban: %q", out)
 		}
-		conformance.Eventually(t, waitLong, "alice may join again", func() error {
+		testkit.Eventually(t, waitLong, "alice may join again", func() error {
 			if out := c.ok(t, "instance", "command", "101", "/join", "alice"); out != "alice joined\n" {
 				return fmt.Errorf("/join alice: %q", out)
 			}
@@ -639,7 +640,7 @@ func TestDev(t *testing.T) {
 
 	t.Run("follow json", func(t *testing.T) {
 		f := start(t, c.env, "ctl", "--json", "instance", "output", "101")
-		conformance.Eventually(t, waitLong, "the JSON follower receives output", func() error {
+		testkit.Eventually(t, waitLong, "the JSON follower receives output", func() error {
 			c.ok(t, "instance", "command", "101", "/say", "hello json")
 			if !strings.Contains(f.stdout.String(), `"message":"[server] hello json"`) {
 				return fmt.Errorf("not yet: %s", f)
@@ -721,7 +722,7 @@ func TestMasterAndSlave(t *testing.T) {
 	slave := start(t, append(slices.Clone(c.env), "FABRIC_SLAVE_ID=7", "FABRIC_SLAVE_INSTANCES=701:north"), "slave")
 	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 7 running; instances: 701 north$`))
 
-	conformance.Eventually(t, waitLong, "slave 7 connected", func() error {
+	testkit.Eventually(t, waitLong, "slave 7 connected", func() error {
 		if got, want := c.slaves(t), []slaveJSON{{7, "slave-7", true, 1}}; !slices.Equal(got, want) {
 			return fmt.Errorf("slaves %+v, want %+v", got, want)
 		}
@@ -740,7 +741,7 @@ func TestMasterAndSlave(t *testing.T) {
 	if !strings.Contains(slave.stderr.String(), `msg="slave stopped"`) {
 		t.Errorf("the slave's log does not say it stopped: %s", slave)
 	}
-	conformance.Eventually(t, waitLong, "slave 7 disconnected", func() error {
+	testkit.Eventually(t, waitLong, "slave 7 disconnected", func() error {
 		if got, want := c.slaves(t), []slaveJSON{{7, "slave-7", false, 1}}; !slices.Equal(got, want) {
 			return fmt.Errorf("slaves %+v, want %+v", got, want)
 		}
@@ -768,7 +769,7 @@ func TestSlaveOutlivesMaster(t *testing.T) {
 		"FABRIC_HEARTBEAT_INTERVAL=250ms", "FABRIC_PEER_TIMEOUT=30s"}, "slave")
 	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 3 running`))
 	metrics := slave.waitStderrMatch(t, regexp.MustCompile(`msg="serving metrics" .*url=(http://127\.0\.0\.1:\d+/metrics)`))[1]
-	conformance.Eventually(t, waitLong, "slave 3 connected", func() error {
+	testkit.Eventually(t, waitLong, "slave 3 connected", func() error {
 		if got, want := c.slaves(t), []slaveJSON{{3, "slave-3", true, 0}}; !slices.Equal(got, want) {
 			return fmt.Errorf("slaves %+v, want %+v", got, want)
 		}
@@ -784,7 +785,7 @@ func TestSlaveOutlivesMaster(t *testing.T) {
 	if code := master.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("the master exited with status %d after SIGTERM, want 0: %s", code, master)
 	}
-	conformance.Eventually(t, waitLong, "the slave's /readyz says it is not ready", func() error {
+	testkit.Eventually(t, waitLong, "the slave's /readyz says it is not ready", func() error {
 		if code, body := get(t, readyz); code != http.StatusServiceUnavailable || body != "not ready: not registered with the master\n" {
 			return fmt.Errorf("/readyz: %d %q", code, body)
 		}
@@ -792,7 +793,7 @@ func TestSlaveOutlivesMaster(t *testing.T) {
 	})
 	// The slave's second register_slave waits for an answer for
 	// FABRIC_PEER_TIMEOUT (30s); the stop must not wait for it.
-	conformance.Eventually(t, waitLong, "the slave registers again", func() error {
+	testkit.Eventually(t, waitLong, "the slave registers again", func() error {
 		n, err := sentRegistrations(metrics)
 		if err == nil && n < 2 {
 			err = fmt.Errorf("%v register_slave sent", n)

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 )
 
 // The issue, as a new user met it: `fabric ctl instance create psi`,
@@ -62,7 +62,7 @@ func TestTwoMasters(t *testing.T) {
 	second := start(t, env, "master")
 	second.waitStdout(t, regexp.MustCompile(`(?m)^master running, standing by: another master is active; NATS at `))
 	c := newCtl(b.ClientURL())
-	conformance.Eventually(t, waitLong, "ctl status lists the active master and the standby", func() error {
+	testkit.Eventually(t, waitLong, "ctl status lists the active master and the standby", func() error {
 		out := c.ok(t, "status")
 		if !strings.Contains(out, "\nstandbys   1 ready to take over\n") {
 			return fmt.Errorf("status does not count one standby:\n%s", out)
@@ -84,7 +84,7 @@ func TestTwoMasters(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.waitStderrMatch(t, regexp.MustCompile(`msg="active master"`))
-	conformance.Eventually(t, waitLong, "ctl status shows the standby active in term 2", func() error {
+	testkit.Eventually(t, waitLong, "ctl status shows the standby active in term 2", func() error {
 		r := run(t, c.env, "ctl", "status")
 		if r.code != 0 {
 			return fmt.Errorf("ctl status: %s", r)
@@ -177,7 +177,7 @@ func TestFollowerOutlivesMasterRestart(t *testing.T) {
 	}
 	next := start(t, env, "master")
 	next.waitStdout(t, masterRunning)
-	conformance.Eventually(t, waitLong, "the follower prints what the instance says to the next master", func() error {
+	testkit.Eventually(t, waitLong, "the follower prints what the instance says to the next master", func() error {
 		select {
 		case <-f.done:
 			t.Fatalf("the follower exited when the master stopped: %s", f)

@@ -22,7 +22,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 )
 
 // errJSON is what a failed command prints with --json.
@@ -253,7 +253,7 @@ func TestKilledPeers(t *testing.T) {
 	c := newCtl(url)
 	slave := start(t, append(slices.Clone(c.env), "FABRIC_SLAVE_ID=7", "FABRIC_SLAVE_INSTANCES=701:north,702:south"), "slave")
 	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 7 running`))
-	conformance.Eventually(t, waitLong, "slave 7 connected", func() error {
+	testkit.Eventually(t, waitLong, "slave 7 connected", func() error {
 		if got := c.slaves(t); len(got) != 1 || !got[0].Connected {
 			return fmt.Errorf("slaves %+v", got)
 		}
@@ -281,7 +281,7 @@ func TestKilledPeers(t *testing.T) {
 	}
 	noInternals(t, r.stderr)
 
-	conformance.Eventually(t, waitLong, "status shows slave 7 lost", func() error {
+	testkit.Eventually(t, waitLong, "status shows slave 7 lost", func() error {
 		var st statusJSON
 		decode(t, c.ok(t, "--json", "status"), &st)
 		if len(st.Problems) != 1 {
@@ -543,7 +543,7 @@ func TestSlaveStopsAfterMasterKilled(t *testing.T) {
 	c := newCtl(url)
 	slave := start(t, append(slices.Clone(c.env), "FABRIC_SLAVE_ID=5"), "slave")
 	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 5 running`))
-	conformance.Eventually(t, waitLong, "slave 5 connected", func() error {
+	testkit.Eventually(t, waitLong, "slave 5 connected", func() error {
 		if got := c.slaves(t); len(got) != 1 || !got[0].Connected {
 			return fmt.Errorf("slaves %+v", got)
 		}

@@ -7,8 +7,9 @@ import (
 	"time"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/link/linktest"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -20,7 +21,7 @@ func TestCloseDrains(t *testing.T) {
 	started := make(chan struct{}, 1)
 	release := make(chan struct{})
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
+		link.HandleRequest(l, linktest.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
 			started <- struct{}{}
 			select {
 			case <-release:
@@ -38,18 +39,18 @@ func TestCloseDrains(t *testing.T) {
 
 	held := make(chan error, 1)
 	go func() {
-		_, err := link.Request(conformance.Ctx(t, 30*time.Second), a, conformance.Hold, messages.Empty{})
+		_, err := link.Request(testkit.Ctx(t, 30*time.Second), a, linktest.Hold, messages.Empty{})
 		held <- err
 	}()
-	conformance.Recv(t, started, prompt, "the handler to start")
+	testkit.Recv(t, started, prompt, "the handler to start")
 	closed := make(chan error, 1)
 	go func() { closed <- master.Close() }()
-	conformance.WaitFor(t, prompt, "the master to refuse new requests", func() bool {
-		_, err := link.Request(conformance.Ctx(t, 2*time.Second), a, messages.Ping, messages.Empty{})
+	testkit.WaitFor(t, prompt, "the master to refuse new requests", func() bool {
+		_, err := link.Request(testkit.Ctx(t, 2*time.Second), a, messages.Ping, messages.Empty{})
 		return err != nil && errors.Is(err, link.ErrUnavailable)
 	})
 	close(release)
-	conformance.NoErr(t, conformance.Recv(t, held, prompt, "the request in flight"), "the request in flight during Close")
-	conformance.NoErr(t, conformance.Recv(t, closed, prompt, "Close"), "Close")
-	conformance.Recv(t, a.Done(), prompt, "the slave's link to close")
+	testkit.NoErr(t, testkit.Recv(t, held, prompt, "the request in flight"), "the request in flight during Close")
+	testkit.NoErr(t, testkit.Recv(t, closed, prompt, "Close"), "Close")
+	testkit.Recv(t, a.Done(), prompt, "the slave's link to close")
 }

@@ -9,8 +9,9 @@ import (
 	"testing"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/link/linktest"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -37,7 +38,7 @@ func TestWithSession(t *testing.T) {
 	l := dial(t, slave, masterAddr, nil)
 	ping(t, l)
 	for _, bad := range []string{"", "has-dash", strings.Repeat("a", 33), "dot.ted"} {
-		if n, err := lfnats.Connect(conformance.Ctx(t, prompt), masterAddr, lfnats.WithURLs(s.ClientURL()), lfnats.WithSession(bad)); err == nil {
+		if n, err := lfnats.Connect(testkit.Ctx(t, prompt), masterAddr, lfnats.WithURLs(s.ClientURL()), lfnats.WithSession(bad)); err == nil {
 			_ = n.Close()
 			t.Errorf("WithSession(%q) accepted", bad)
 		}
@@ -52,27 +53,27 @@ func TestGate(t *testing.T) {
 	var open atomic.Bool
 	var handled atomic.Int64
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+		link.HandleRequest(l, linktest.Echo, func(_ context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
 			handled.Add(1)
-			return conformance.EchoResponse{N: r.N}, nil
+			return linktest.EchoResponse{N: r.N}, nil
 		})
 	})
 	master := connect(t, s, masterAddr, acc.option(), lfnats.WithGate(open.Load))
 	slave := connect(t, s, slaveAddr)
 	l := dial(t, slave, masterAddr, nil)
 
-	ctx := conformance.Ctx(t, prompt/4)
-	if _, err := link.Request(ctx, l, conformance.Echo, conformance.EchoRequest{N: 1}); !errors.Is(err, link.ErrTimeout) {
+	ctx := testkit.Ctx(t, prompt/4)
+	if _, err := link.Request(ctx, l, linktest.Echo, linktest.EchoRequest{N: 1}); !errors.Is(err, link.ErrTimeout) {
 		t.Errorf("request to a gated master: %v, want a timeout", err)
 	}
 	if handled.Load() != 0 || master.Dropped() == 0 {
 		t.Errorf("gated master handled %d requests and dropped %d messages; want 0 handled, some dropped", handled.Load(), master.Dropped())
 	}
-	if err := master.Announce(conformance.Ctx(t, prompt), messages.Slave); !errors.Is(err, link.ErrUnavailable) {
+	if err := master.Announce(testkit.Ctx(t, prompt), messages.Slave); !errors.Is(err, link.ErrUnavailable) {
 		t.Errorf("a gated master's send: %v, want unavailable", err)
 	}
 	open.Store(true)
-	if r, err := link.Request(conformance.Ctx(t, prompt), l, conformance.Echo, conformance.EchoRequest{N: 2}); err != nil || r.N != 2 {
+	if r, err := link.Request(testkit.Ctx(t, prompt), l, linktest.Echo, linktest.EchoRequest{N: 2}); err != nil || r.N != 2 {
 		t.Errorf("request once the gate opened: %+v, %v", r, err)
 	}
 }
@@ -88,7 +89,7 @@ func TestGateSilencesEverything(t *testing.T) {
 	open.Store(true)
 	taken, release := make(chan struct{}, 1), make(chan struct{})
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Hold, func(context.Context, messages.Empty) (messages.Empty, error) {
+		link.HandleRequest(l, linktest.Hold, func(context.Context, messages.Empty) (messages.Empty, error) {
 			taken <- struct{}{}
 			<-release
 			return messages.Empty{}, nil
@@ -101,10 +102,10 @@ func TestGateSilencesEverything(t *testing.T) {
 	accepted := acc.next(t)
 	held := make(chan error, 1)
 	go func() {
-		_, err := link.Request(conformance.Ctx(t, prompt/4), l, conformance.Hold, messages.Empty{})
+		_, err := link.Request(testkit.Ctx(t, prompt/4), l, linktest.Hold, messages.Empty{})
 		held <- err
 	}()
-	conformance.Recv(t, taken, prompt, "the master to take the request")
+	testkit.Recv(t, taken, prompt, "the master to take the request")
 
 	open.Store(false)
 	// What the master published before the gate closed reaches the server
@@ -122,7 +123,7 @@ func TestGateSilencesEverything(t *testing.T) {
 	}
 
 	for i := range 5 {
-		if err := link.Emit(conformance.Ctx(t, prompt), l, conformance.Tick, conformance.TickEvent{Seq: i}); err != nil {
+		if err := link.Emit(testkit.Ctx(t, prompt), l, linktest.Tick, linktest.TickEvent{Seq: i}); err != nil {
 			t.Fatalf("emit: %v", err)
 		}
 	}
@@ -130,7 +131,7 @@ func TestGateSilencesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(release) // the handler answers
-	if err := accepted.CloseWait(conformance.Ctx(t, prompt)); err != nil {
+	if err := accepted.CloseWait(testkit.Ctx(t, prompt)); err != nil {
 		t.Errorf("close the master's link: %v", err)
 	}
 	// Whatever the master published is at the server, and then at the tap.
@@ -158,11 +159,11 @@ func TestEpochFencing(t *testing.T) {
 	s := runServer(t, 0, nil)
 	block := make(chan struct{})
 	oldAcc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Echo, func(ctx context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+		link.HandleRequest(l, linktest.Echo, func(ctx context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
 			if r.N == 99 {
 				<-block // held until the test lets go: the old master "paused"
 			}
-			return conformance.EchoResponse{N: r.N}, nil
+			return linktest.EchoResponse{N: r.N}, nil
 		})
 	})
 	connect(t, s, masterAddr, lfnats.WithSession("e1xold"), oldAcc.option())
@@ -173,10 +174,10 @@ func TestEpochFencing(t *testing.T) {
 
 	pending := make(chan error, 1)
 	go func() {
-		_, err := link.Request(conformance.Ctx(t, prompt), first, conformance.Echo, conformance.EchoRequest{N: 99})
+		_, err := link.Request(testkit.Ctx(t, prompt), first, linktest.Echo, linktest.EchoRequest{N: 99})
 		pending <- err
 	}()
-	conformance.Eventually(t, prompt, "the request reaches the old master", func() error {
+	testkit.Eventually(t, prompt, "the request reaches the old master", func() error {
 		if oldLink.Stats().Received < 2 {
 			return errors.New("not yet")
 		}
@@ -187,11 +188,11 @@ func TestEpochFencing(t *testing.T) {
 	// announces itself.
 	newAcc := newAcceptor(t, nil)
 	fresh := connect(t, s, masterAddr, lfnats.WithSession("e2xnew"), newAcc.option())
-	conformance.NoErr(t, fresh.Announce(conformance.Ctx(t, prompt), messages.Slave), "announce")
-	if err := conformance.Recv(t, pending, prompt, "the pending request to end"); !errors.Is(err, link.ErrSessionLost) {
+	testkit.NoErr(t, fresh.Announce(testkit.Ctx(t, prompt), messages.Slave), "announce")
+	if err := testkit.Recv(t, pending, prompt, "the pending request to end"); !errors.Is(err, link.ErrSessionLost) {
 		t.Errorf("request pending at the replaced master: %v, want session_lost", err)
 	}
-	conformance.Recv(t, first.Done(), prompt, "the link to the replaced master to close")
+	testkit.Recv(t, first.Done(), prompt, "the link to the replaced master to close")
 	// It ended on the announcement, not later on the new master's answer
 	// to a copy of the request (sent again after a second of silence),
 	// which the new master would have had to refuse.

@@ -12,8 +12,9 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/link/linktest"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -113,14 +114,14 @@ func startLink(t testing.TB, conn link.Connector, self, peer link.Address, setup
 
 func newStartedLink(conn link.Connector, self, peer link.Address, setup func(*link.Link), opts ...link.Option) (*link.Link, error) {
 	opts = append([]link.Option{link.WithLogger(quiet)}, opts...)
-	l, err := link.New(conn, self, peer, conformance.Catalog(), opts...)
+	l, err := link.New(conn, self, peer, linktest.Catalog(), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("link %s -> %s: %w", self, peer, err)
 	}
 	if setup != nil {
 		setup(l)
 	}
-	conformance.Stub(l, conformance.Catalog())
+	linktest.Stub(l, linktest.Catalog())
 	if err := l.Start(); err != nil {
 		return nil, fmt.Errorf("start link %s -> %s: %w", self, peer, err)
 	}
@@ -171,7 +172,7 @@ func (a *acceptor) option() lfnats.Option {
 // next returns the next link accepted, closed when the test ends.
 func (a *acceptor) next(t testing.TB) *link.Link {
 	t.Helper()
-	l := conformance.Recv(t, a.links, 10*time.Second, "a link to be accepted")
+	l := testkit.Recv(t, a.links, 10*time.Second, "a link to be accepted")
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
@@ -186,10 +187,10 @@ func dial(t testing.TB, node *lfnats.Node, peer link.Address, setup func(*link.L
 	return startLink(t, conn, node.Self(), peer, setup, opts...)
 }
 
-// echo attaches conformance.EchoHandler, if Echo can arrive on l.
+// echo attaches linktest.EchoHandler, if Echo can arrive on l.
 func echo(l *link.Link) {
-	if conformance.Echo.ValidOn(messages.Direction{Source: l.Peer().Type, Target: l.Self().Type}) {
-		link.HandleRequest(l, conformance.Echo, conformance.EchoHandler(l))
+	if linktest.Echo.ValidOn(messages.Direction{Source: l.Peer().Type, Target: l.Self().Type}) {
+		link.HandleRequest(l, linktest.Echo, linktest.EchoHandler(l))
 	}
 }
 
@@ -220,7 +221,7 @@ func (s *statuses) option() link.Option {
 // await fails the test unless want is the next status within timeout.
 func (s *statuses) await(t testing.TB, want link.Status, timeout time.Duration) {
 	t.Helper()
-	if got := conformance.Recv(t, s.ch, timeout, "status "+want.String()); got != want {
+	if got := testkit.Recv(t, s.ch, timeout, "status "+want.String()); got != want {
 		t.Fatalf("got status %s, want %s", got, want)
 	}
 }

@@ -7,8 +7,9 @@ import (
 	"time"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/link/linktest"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -19,7 +20,7 @@ func TestRequestOfClosedLinkDoesNotHoldClose(t *testing.T) {
 	s := runServer(t, 0, nil)
 	block := make(chan struct{})
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleEvent(l, conformance.Tick, func(ctx context.Context, _ conformance.TickEvent) error {
+		link.HandleEvent(l, linktest.Tick, func(ctx context.Context, _ linktest.TickEvent) error {
 			select {
 			case <-block:
 			case <-ctx.Done():
@@ -36,13 +37,13 @@ func TestRequestOfClosedLinkDoesNotHoldClose(t *testing.T) {
 
 	// The first event blocks the master's handler, the second fills the
 	// link's queue, the rest and the request wait in the connector.
-	ctx := conformance.Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 	for i := range 4 {
-		conformance.NoErr(t, link.Emit(ctx, a, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+		testkit.NoErr(t, link.Emit(ctx, a, linktest.Tick, linktest.TickEvent{Seq: i}), "emit")
 	}
 	held := make(chan error, 1)
 	go func() {
-		_, err := link.Request(ctx, a, conformance.Echo, conformance.EchoRequest{Text: "behind the events"})
+		_, err := link.Request(ctx, a, linktest.Echo, linktest.EchoRequest{Text: "behind the events"})
 		held <- err
 	}()
 	// Once another endpoint's ping has been answered, the master's Node has
@@ -54,21 +55,21 @@ func TestRequestOfClosedLinkDoesNotHoldClose(t *testing.T) {
 		}
 		ping(t, dial(t, other, masterAddr, nil))
 	}
-	conformance.WaitFor(t, prompt, "the request to be sent", func() bool { return a.Stats().Pending == 1 })
+	testkit.WaitFor(t, prompt, "the request to be sent", func() bool { return a.Stats().Pending == 1 })
 	if err := slave.NATS().Flush(); err != nil {
 		t.Fatal(err)
 	}
 	waitRouted()
 
 	_ = m.Close()
-	err := conformance.Recv(t, held, prompt, "the request to end")
+	err := testkit.Recv(t, held, prompt, "the request to end")
 	if !errors.Is(err, link.ErrSessionLost) {
 		t.Errorf("the request ended with %v, want session_lost", err)
 	}
 	began := time.Now()
 	closed := make(chan error, 1)
 	go func() { closed <- master.Close() }()
-	if err := conformance.Recv(t, closed, drain+5*time.Second, "Close"); err != nil {
+	if err := testkit.Recv(t, closed, drain+5*time.Second, "Close"); err != nil {
 		t.Errorf("Close: %v", err)
 	}
 	if took := time.Since(began); took > drain/2 {

@@ -13,8 +13,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/link/linktest"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -72,20 +73,20 @@ func TestNoRespondersRetrySucceeds(t *testing.T) {
 	var handled atomic.Int32
 	result := make(chan error, 1)
 	go func() {
-		_, err := link.Request(conformance.Ctx(t, 20*time.Second), a, conformance.Echo, conformance.EchoRequest{N: 1})
+		_, err := link.Request(testkit.Ctx(t, 20*time.Second), a, linktest.Echo, linktest.EchoRequest{N: 1})
 		result <- err
 	}()
 	// The first attempt has been answered with "no responders" once the
 	// slave has received something: nothing else is addressed to it.
-	conformance.WaitFor(t, prompt, "the first no-responders answer", func() bool { return slave.NATS().Stats().InMsgs > 0 })
+	testkit.WaitFor(t, prompt, "the first no-responders answer", func() bool { return slave.NATS().Stats().InMsgs > 0 })
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Echo, func(ctx context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+		link.HandleRequest(l, linktest.Echo, func(ctx context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
 			handled.Add(1)
-			return conformance.EchoHandler(l)(ctx, r)
+			return linktest.EchoHandler(l)(ctx, r)
 		})
 	})
 	connect(t, s, masterAddr, acc.option())
-	conformance.NoErr(t, conformance.Recv(t, result, prompt, "the request"), "request retried until the master came")
+	testkit.NoErr(t, testkit.Recv(t, result, prompt, "the request"), "request retried until the master came")
 	acc.next(t)
 	if n := handled.Load(); n != 1 {
 		t.Errorf("the handler ran %d times, want 1", n)
@@ -98,9 +99,9 @@ func TestTooLarge(t *testing.T) {
 	s := runServer(t, 0, func(o *server.Options) { o.MaxPayload = 4096 })
 	var handled atomic.Int32
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Echo, func(ctx context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+		link.HandleRequest(l, linktest.Echo, func(ctx context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
 			handled.Add(1)
-			return conformance.EchoHandler(l)(ctx, r)
+			return linktest.EchoHandler(l)(ctx, r)
 		})
 	})
 	master := connect(t, s, masterAddr, acc.option())
@@ -111,11 +112,11 @@ func TestTooLarge(t *testing.T) {
 	if max := slave.NATS().MaxPayload(); max != 4096 {
 		t.Fatalf("the client sees max_payload %d, want 4096", max)
 	}
-	ctx := conformance.Ctx(t, prompt)
+	ctx := testkit.Ctx(t, prompt)
 	before := master.NATS().Stats().InMsgs
 
 	start := time.Now()
-	_, err := link.Request(ctx, a, conformance.Echo, conformance.EchoRequest{N: 1, Text: strings.Repeat("x", 5000)})
+	_, err := link.Request(ctx, a, linktest.Echo, linktest.EchoRequest{N: 1, Text: strings.Repeat("x", 5000)})
 	if !errors.Is(err, link.ErrTooLarge) {
 		t.Errorf("request of 5000 bytes: got %v, want %v", err, link.ErrTooLarge)
 	}
@@ -132,7 +133,7 @@ func TestTooLarge(t *testing.T) {
 	if !slave.NATS().IsConnected() {
 		t.Fatal("the slave's connection dropped")
 	}
-	resp, err := link.Request(ctx, a, conformance.Echo, conformance.EchoRequest{N: 2, Text: strings.Repeat("z", 3000)})
+	resp, err := link.Request(ctx, a, linktest.Echo, linktest.EchoRequest{N: 2, Text: strings.Repeat("z", 3000)})
 	if err != nil || resp.N != 2 {
 		t.Fatalf("a request under the limit afterwards: %+v, %v", resp, err)
 	}
@@ -150,8 +151,8 @@ func TestResponseTooLarge(t *testing.T) {
 	s := runServer(t, 0, func(o *server.Options) { o.MaxPayload = 4096 })
 	acc := newAcceptor(t, func(l *link.Link) {
 		// Echo answers with N bytes of text.
-		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
-			return conformance.EchoResponse{N: r.N, Text: strings.Repeat("r", r.N)}, nil
+		link.HandleRequest(l, linktest.Echo, func(_ context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
+			return linktest.EchoResponse{N: r.N, Text: strings.Repeat("r", r.N)}, nil
 		})
 	})
 	connect(t, s, masterAddr, acc.option())
@@ -159,16 +160,16 @@ func TestResponseTooLarge(t *testing.T) {
 	a := dial(t, slave, masterAddr, nil)
 	ping(t, a)
 	acc.next(t)
-	ctx := conformance.Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 	start := time.Now()
-	_, err := link.Request(ctx, a, conformance.Echo, conformance.EchoRequest{N: 5000})
+	_, err := link.Request(ctx, a, linktest.Echo, linktest.EchoRequest{N: 5000})
 	if !errors.Is(err, link.ErrTooLarge) {
 		t.Errorf("got %v, want %v", err, link.ErrTooLarge)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the too_large answer took %s", d)
 	}
-	resp, err := link.Request(ctx, a, conformance.Echo, conformance.EchoRequest{N: 100})
+	resp, err := link.Request(ctx, a, linktest.Echo, linktest.EchoRequest{N: 100})
 	if err != nil || len(resp.Text) != 100 {
 		t.Fatalf("a small response afterwards: %d bytes, %v", len(resp.Text), err)
 	}
@@ -193,7 +194,7 @@ func TestSlaveRestart(t *testing.T) {
 	// The old process dies: its connection goes without a word to the
 	// master.
 	old.NATS().Close()
-	conformance.Recv(t, a1.Done(), prompt, "the dead slave's own link to close")
+	testkit.Recv(t, a1.Done(), prompt, "the dead slave's own link to close")
 
 	renewed := connect(t, s, slaveAddr)
 	if renewed.Session() == old.Session() {
@@ -206,7 +207,7 @@ func TestSlaveRestart(t *testing.T) {
 		t.Fatalf("the master's new link is %p to %s; want a new link to %s", b2, b2.Peer(), slaveAddr)
 	}
 
-	_, err := link.Request(conformance.Ctx(t, 300*time.Millisecond), b1, conformance.Echo, conformance.EchoRequest{N: 1})
+	_, err := link.Request(testkit.Ctx(t, 300*time.Millisecond), b1, linktest.Echo, linktest.EchoRequest{N: 1})
 	if !errors.Is(err, link.ErrTimeout) {
 		t.Errorf("request on the link to the old session: got %v, want %v", err, link.ErrTimeout)
 	}
@@ -216,10 +217,10 @@ func TestSlaveRestart(t *testing.T) {
 	default:
 	}
 
-	ctx := conformance.Ctx(t, prompt)
+	ctx := testkit.Ctx(t, prompt)
 
 	for _, l := range []*link.Link{a2, b2} {
-		if resp, err := link.Request(ctx, l, conformance.Echo, conformance.EchoRequest{N: 2}); err != nil || resp.N != 2 {
+		if resp, err := link.Request(ctx, l, linktest.Echo, linktest.EchoRequest{N: 2}); err != nil || resp.N != 2 {
 			t.Errorf("%s to %s on the new session: %+v, %v", l.Self(), l.Peer(), resp, err)
 		}
 	}
@@ -240,7 +241,7 @@ func TestDialedPeerRestart(t *testing.T) {
 			s := runServer(t, 0, nil)
 			started := make(chan struct{}, 1)
 			acc := newAcceptor(t, func(l *link.Link) {
-				link.HandleRequest(l, conformance.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
+				link.HandleRequest(l, linktest.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
 					started <- struct{}{}
 					<-ctx.Done()
 					return messages.Empty{}, ctx.Err()
@@ -255,14 +256,14 @@ func TestDialedPeerRestart(t *testing.T) {
 
 			pending := make(chan error, 1)
 			go func() {
-				_, err := link.Request(conformance.Ctx(t, time.Minute), a, conformance.Hold, messages.Empty{})
+				_, err := link.Request(testkit.Ctx(t, time.Minute), a, linktest.Hold, messages.Empty{})
 				pending <- err
 			}()
-			conformance.Recv(t, started, prompt, "the held request to start")
+			testkit.Recv(t, started, prompt, "the held request to start")
 
 			oldMaster.NATS().Close() // the master dies without a word
 			newMaster := connect(t, s, masterAddr, newAcceptor(t, echo).option())
-			ctx := conformance.Ctx(t, prompt)
+			ctx := testkit.Ctx(t, prompt)
 
 			if newMasterFirst {
 				toSlave := dial(t, newMaster, slaveAddr, nil)
@@ -279,10 +280,10 @@ func TestDialedPeerRestart(t *testing.T) {
 				t.Errorf("the slave's ping across the restart: got %v, want %v", err, link.ErrSessionLost)
 			}
 			st.await(t, link.StatusClosed, prompt)
-			if err := conformance.Recv(t, pending, prompt, "the pending request"); !errors.Is(err, link.ErrSessionLost) {
+			if err := testkit.Recv(t, pending, prompt, "the pending request"); !errors.Is(err, link.ErrSessionLost) {
 				t.Errorf("the request pending at the old master: got %v, want %v", err, link.ErrSessionLost)
 			}
-			conformance.Recv(t, a.Done(), prompt, "the link's Done")
+			testkit.Recv(t, a.Done(), prompt, "the link's Done")
 
 			a2 := dial(t, slave, masterAddr, nil)
 			ping(t, a2)
@@ -312,7 +313,7 @@ func TestPeerSession(t *testing.T) {
 			}
 			msg := headerMsg(subject, "{}")
 			resp, err := nc.RequestMsg(msg, prompt)
-			conformance.NoErr(t, err, "request")
+			testkit.NoErr(t, err, "request")
 			if got := resp.Header.Get("Lf-Error"); got != tc.wantErr {
 				t.Errorf("Lf-Error = %q (%s), want %q", got, resp.Data, tc.wantErr)
 			}
@@ -332,7 +333,7 @@ func TestPlainClient(t *testing.T) {
 	nc := plainClient(t, s)
 
 	resp, err := nc.Request("lf.control.bob.master.0.ping", []byte("{}"), prompt)
-	conformance.NoErr(t, err, "plain ping")
+	testkit.NoErr(t, err, "plain ping")
 	if string(resp.Data) != "{}" || resp.Header.Get("Lf-Error") != "" {
 		t.Errorf("plain ping: %q, Lf-Error %q; want {} and no error", resp.Data, resp.Header.Get("Lf-Error"))
 	}
@@ -353,7 +354,7 @@ func TestPlainClient(t *testing.T) {
 		{name: "unknown message", subject: "no_such_message", data: "{}", wantErr: link.CodeInvalidMessage},
 		{name: "not valid from a control", subject: "register_slave", data: `{}`, wantErr: link.CodeInvalidMessage},
 		{name: "plugin message not valid from a control", subject: "conformance:echo", data: `{"n":1,"text":""}`, wantErr: link.CodeInvalidMessage},
-		{name: "a handler's error", subject: "list_slaves", data: "{}", wantErr: conformance.CodeStub},
+		{name: "a handler's error", subject: "list_slaves", data: "{}", wantErr: linktest.CodeStub},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -362,7 +363,7 @@ func TestPlainClient(t *testing.T) {
 				msg.Header.Set("Lf-Timeout", tc.timeout)
 			}
 			resp, err := nc.RequestMsg(msg, prompt)
-			conformance.NoErr(t, err, "request")
+			testkit.NoErr(t, err, "request")
 			if got := link.Code(resp.Header.Get("Lf-Error")); got != tc.wantErr {
 				t.Errorf("Lf-Error = %q (%s), want %q", got, resp.Data, tc.wantErr)
 			}
@@ -374,7 +375,7 @@ func TestPlainClient(t *testing.T) {
 			}
 		})
 	}
-	if _, err := link.Request(conformance.Ctx(t, prompt), l, messages.Ping, messages.Empty{}); !errors.Is(err, link.ErrTimeout) && !errors.Is(err, link.ErrNotConnected) {
+	if _, err := link.Request(testkit.Ctx(t, prompt), l, messages.Ping, messages.Empty{}); !errors.Is(err, link.ErrTimeout) && !errors.Is(err, link.ErrNotConnected) {
 		// A plain client answers nothing: the master's ping to it cannot
 		// succeed, and must not hang.
 		t.Errorf("the master's ping to a plain client: %v", err)
@@ -425,9 +426,9 @@ func TestHostileInput(t *testing.T) {
 	for _, tc := range drops {
 		t.Run("drop/"+tc.name, func(t *testing.T) {
 			before := master.Dropped()
-			conformance.NoErr(t, nc.PublishMsg(headerMsg(tc.subject, "{}", tc.headers...)), "publish")
-			conformance.NoErr(t, nc.Flush(), "flush")
-			conformance.WaitFor(t, prompt, "the message to be dropped", func() bool { return master.Dropped() > before })
+			testkit.NoErr(t, nc.PublishMsg(headerMsg(tc.subject, "{}", tc.headers...)), "publish")
+			testkit.NoErr(t, nc.Flush(), "flush")
+			testkit.WaitFor(t, prompt, "the message to be dropped", func() bool { return master.Dropped() > before })
 		})
 	}
 
@@ -457,7 +458,7 @@ func TestHostileInput(t *testing.T) {
 	for _, tc := range refusals {
 		t.Run("refuse/"+tc.name, func(t *testing.T) {
 			resp, err := nc.RequestMsg(headerMsg(tc.subject, "{}", tc.headers...), prompt)
-			conformance.NoErr(t, err, "request")
+			testkit.NoErr(t, err, "request")
 			if got := link.Code(resp.Header.Get("Lf-Error")); got != tc.wantErr {
 				t.Errorf("Lf-Error = %q (%s), want %q", got, resp.Data, tc.wantErr)
 			}
@@ -465,9 +466,9 @@ func TestHostileInput(t *testing.T) {
 	}
 
 	// What was there still works, both ways.
-	ctx := conformance.Ctx(t, prompt)
+	ctx := testkit.Ctx(t, prompt)
 	for _, l := range []*link.Link{a, b} {
-		if resp, err := link.Request(ctx, l, conformance.Echo, conformance.EchoRequest{N: 9}); err != nil || resp.N != 9 {
+		if resp, err := link.Request(ctx, l, linktest.Echo, linktest.EchoRequest{N: 9}); err != nil || resp.N != 9 {
 			t.Errorf("%s to %s after the hostile input: %+v, %v", l.Self(), l.Peer(), resp, err)
 		}
 	}
@@ -502,26 +503,26 @@ func TestBroadcast(t *testing.T) {
 	control := connect(t, s, link.Address{Type: messages.Control, ID: "alice"})
 	ping(t, dial(t, control, masterAddr, nil))
 
-	ctx := conformance.Ctx(t, prompt)
+	ctx := testkit.Ctx(t, prompt)
 	all := link.Address{Type: messages.Slave, ID: lfnats.BroadcastID}
 	// A slave learns where the broadcast stream starts for it from a copy
 	// sent to it alone, on its link, until it has acknowledged one
 	// (internal/delivery): once every slave has, a broadcast takes one
 	// publish.
-	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"nobody","banned":false}`)}), "the first broadcast")
+	testkit.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(`{"name":"nobody","banned":false}`)}), "the first broadcast")
 	for range 3 {
-		conformance.Recv(t, got, prompt, "the first broadcast at every slave")
+		testkit.Recv(t, got, prompt, "the first broadcast at every slave")
 	}
-	conformance.WaitFor(t, prompt, "every slave to acknowledge the first broadcast", func() bool { return master.BroadcastsUnacked() == 0 })
+	testkit.WaitFor(t, prompt, "every slave to acknowledge the first broadcast", func() bool { return master.BroadcastsUnacked() == 0 })
 	data := `{"name":"griefer","banned":true}`
 	before := master.NATS().Stats().OutMsgs
-	conformance.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(data), Origin: masterAddr}), "broadcast")
+	testkit.NoErr(t, master.Broadcast(ctx, all, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: []byte(data), Origin: masterAddr}), "broadcast")
 	if n := master.NATS().Stats().OutMsgs - before; n != 1 {
 		t.Errorf("the broadcast took %d publishes, want 1", n)
 	}
 	seen := map[link.Address]bool{}
 	for range 3 {
-		d := conformance.Recv(t, got, prompt, "the broadcast at every slave")
+		d := testkit.Recv(t, got, prompt, "the broadcast at every slave")
 		if seen[d.at] {
 			t.Errorf("%s got the broadcast twice", d.at)
 		}
@@ -565,17 +566,17 @@ func TestReconnect(t *testing.T) {
 
 	during := make(chan error, 1)
 	go func() {
-		_, err := link.Request(conformance.Ctx(t, 30*time.Second), a, conformance.Echo, conformance.EchoRequest{N: 1})
+		_, err := link.Request(testkit.Ctx(t, 30*time.Second), a, linktest.Echo, linktest.EchoRequest{N: 1})
 		during <- err
 	}()
 
 	runServer(t, p, nil)
 	stA.await(t, link.StatusResumed, 30*time.Second)
 	stB.await(t, link.StatusResumed, 30*time.Second)
-	conformance.NoErr(t, conformance.Recv(t, during, 30*time.Second, "the request made while disconnected"), "request made while disconnected")
-	ctx := conformance.Ctx(t, 30*time.Second)
+	testkit.NoErr(t, testkit.Recv(t, during, 30*time.Second, "the request made while disconnected"), "request made while disconnected")
+	ctx := testkit.Ctx(t, 30*time.Second)
 	for _, l := range []*link.Link{a, b} {
-		if resp, err := link.Request(ctx, l, conformance.Echo, conformance.EchoRequest{N: 2}); err != nil || resp.N != 2 {
+		if resp, err := link.Request(ctx, l, linktest.Echo, linktest.EchoRequest{N: 2}); err != nil || resp.N != 2 {
 			t.Errorf("%s to %s after the reconnect: %+v, %v", l.Self(), l.Peer(), resp, err)
 		}
 	}
@@ -593,32 +594,32 @@ func TestReconnect(t *testing.T) {
 // sender's deadline) instead of failing.
 func TestSendBeforeFirstConnection(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	conformance.NoErr(t, err, "find a free port")
+	testkit.NoErr(t, err, "find a free port")
 	p := ln.Addr().(*net.TCPAddr).Port
-	conformance.NoErr(t, ln.Close(), "free the port")
+	testkit.NoErr(t, ln.Close(), "free the port")
 
 	ctx, cancel := context.WithTimeout(context.Background(), prompt)
 	defer cancel()
 	slave, err := lfnats.Connect(ctx, slaveAddr, lfnats.WithURLs("nats://127.0.0.1:"+strconv.Itoa(p)),
 		lfnats.WithConnectWait(0), lfnats.WithNoRespondersRetry(10*time.Second), lfnats.WithLogger(quiet))
-	conformance.NoErr(t, err, "connect with no server")
+	testkit.NoErr(t, err, "connect with no server")
 	t.Cleanup(func() { _ = slave.Close() })
 	a := dial(t, slave, masterAddr, nil)
 
 	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancelShort()
-	if _, err := link.Request(short, a, conformance.Echo, conformance.EchoRequest{N: 1}); !errors.Is(err, link.ErrTimeout) {
+	if _, err := link.Request(short, a, linktest.Echo, linktest.EchoRequest{N: 1}); !errors.Is(err, link.ErrTimeout) {
 		t.Fatalf("a request while no server was ever reached: got %v, want %v", err, link.ErrTimeout)
 	}
 
 	result := make(chan error, 1)
 	go func() {
-		_, err := link.Request(conformance.Ctx(t, 30*time.Second), a, conformance.Echo, conformance.EchoRequest{N: 2})
+		_, err := link.Request(testkit.Ctx(t, 30*time.Second), a, linktest.Echo, linktest.EchoRequest{N: 2})
 		result <- err
 	}()
 	s := runServer(t, p, nil)
 	connect(t, s, masterAddr, newAcceptor(t, echo).option())
-	conformance.NoErr(t, conformance.Recv(t, result, 30*time.Second, "the request"), "a request made before the first connection")
+	testkit.NoErr(t, testkit.Recv(t, result, 30*time.Second, "the request"), "a request made before the first connection")
 }
 
 // Once a link has ended, the late messages of its dialing end (buffered
@@ -631,22 +632,22 @@ func TestEndedLinkStaysEnded(t *testing.T) {
 	master := connect(t, s, masterAddr, acc.option())
 	slave := connect(t, s, slaveAddr)
 	conn, err := slave.Dial(masterAddr)
-	conformance.NoErr(t, err, "dial")
+	testkit.NoErr(t, err, "dial")
 	a := startLink(t, conn, slaveAddr, masterAddr, nil)
 	ping(t, a)
 	ended := conn.Session()
-	conformance.NoErr(t, acc.next(t).Close(), "the master ends the link")
-	conformance.Recv(t, a.Done(), prompt, "the slave's side to close")
+	testkit.NoErr(t, acc.next(t).Close(), "the master ends the link")
+	testkit.Recv(t, a.Done(), prompt, "the slave's side to close")
 
 	// A late request of the ended link, as its dialer sent it.
 	nc := plainClient(t, s)
 	reply := "lf.master.0.slave.3._reply." + ended + ".1.99.5000.99"
 	resp, err := nc.SubscribeSync(reply)
-	conformance.NoErr(t, err, "subscribe")
-	conformance.NoErr(t, nc.Flush(), "flush")
-	conformance.NoErr(t, nc.PublishRequest("lf.slave.3.master.0.ping."+ended+"."+master.Session(), reply, []byte(`{}`)), "publish")
+	testkit.NoErr(t, err, "subscribe")
+	testkit.NoErr(t, nc.Flush(), "flush")
+	testkit.NoErr(t, nc.PublishRequest("lf.slave.3.master.0.ping."+ended+"."+master.Session(), reply, []byte(`{}`)), "publish")
 	m, err := resp.NextMsg(prompt)
-	conformance.NoErr(t, err, "the refusal")
+	testkit.NoErr(t, err, "the refusal")
 	if code := m.Header.Get("Lf-Error"); code != string(link.CodeSessionLost) {
 		t.Errorf("a late request of the ended link: error %q (%s), want session_lost", code, m.Data)
 	}
@@ -657,7 +658,7 @@ func TestEndedLinkStaysEnded(t *testing.T) {
 	}
 
 	again, err := slave.Dial(masterAddr)
-	conformance.NoErr(t, err, "dial again")
+	testkit.NoErr(t, err, "dial again")
 	if again.Session() == ended {
 		t.Fatalf("dialing again kept the ended session %s", ended)
 	}

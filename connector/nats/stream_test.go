@@ -13,8 +13,9 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/link/linktest"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -39,7 +40,7 @@ func (l *tickLog) snapshot() []int {
 // recordTicks is a link setup that records the ticks the link receives.
 func recordTicks(got *tickLog) func(*link.Link) {
 	return func(l *link.Link) {
-		link.HandleEvent(l, conformance.Tick, func(_ context.Context, ev conformance.TickEvent) error {
+		link.HandleEvent(l, linktest.Tick, func(_ context.Context, ev linktest.TickEvent) error {
 			got.add(ev.Seq)
 			return nil
 		})
@@ -76,12 +77,12 @@ func TestEventsSurviveBrokerRestart(t *testing.T) {
 	sent := make(chan error, 1)
 	restartAt := make(chan struct{})
 	go func() {
-		ctx := conformance.Ctx(t, time.Minute)
+		ctx := testkit.Ctx(t, time.Minute)
 		for i := range n {
 			if i == n/3 {
 				close(restartAt)
 			}
-			if err := link.Emit(ctx, a, conformance.Tick, conformance.TickEvent{Seq: i}); err != nil {
+			if err := link.Emit(ctx, a, linktest.Tick, linktest.TickEvent{Seq: i}); err != nil {
 				sent <- err
 				return
 			}
@@ -92,8 +93,8 @@ func TestEventsSurviveBrokerRestart(t *testing.T) {
 	s1.Shutdown()
 	s1.WaitForShutdown()
 	runServer(t, p, nil)
-	conformance.NoErr(t, conformance.Recv(t, sent, time.Minute, "every event sent"), "emit")
-	conformance.WaitFor(t, 30*time.Second, "every event to arrive", func() bool { return len(got.snapshot()) >= n })
+	testkit.NoErr(t, testkit.Recv(t, sent, time.Minute, "every event sent"), "emit")
+	testkit.WaitFor(t, 30*time.Second, "every event to arrive", func() bool { return len(got.snapshot()) >= n })
 	exactlyOnceInOrder(t, got.snapshot(), n)
 }
 
@@ -106,7 +107,7 @@ func TestRequestSurvivesBrokerRestart(t *testing.T) {
 	var runs atomic.Int32
 	started, release := make(chan struct{}, 1), make(chan struct{})
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
+		link.HandleRequest(l, linktest.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
 			runs.Add(1)
 			started <- struct{}{}
 			select {
@@ -125,15 +126,15 @@ func TestRequestSurvivesBrokerRestart(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := link.Request(conformance.Ctx(t, time.Minute), a, conformance.Hold, messages.Empty{})
+		_, err := link.Request(testkit.Ctx(t, time.Minute), a, linktest.Hold, messages.Empty{})
 		done <- err
 	}()
-	conformance.Recv(t, started, prompt, "the handler to start")
+	testkit.Recv(t, started, prompt, "the handler to start")
 	s1.Shutdown()
 	s1.WaitForShutdown()
 	close(release) // the response goes nowhere: the broker is down
 	runServer(t, p, nil)
-	conformance.NoErr(t, conformance.Recv(t, done, 30*time.Second, "the request to end"), "the request across the restart")
+	testkit.NoErr(t, testkit.Recv(t, done, 30*time.Second, "the request to end"), "the request across the restart")
 	if n := runs.Load(); n != 1 {
 		t.Errorf("the handler ran %d times, want once", n)
 	}
@@ -145,9 +146,9 @@ func TestRequestCopyAnsweredFromMemory(t *testing.T) {
 	s := runServer(t, 0, nil)
 	var runs atomic.Int32
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+		link.HandleRequest(l, linktest.Echo, func(_ context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
 			runs.Add(1)
-			return conformance.EchoResponse{N: r.N, Text: r.Text}, nil
+			return linktest.EchoResponse{N: r.N, Text: r.Text}, nil
 		})
 	})
 	master := connect(t, s, masterAddr, acc.option())
@@ -156,14 +157,14 @@ func TestRequestCopyAnsweredFromMemory(t *testing.T) {
 	session := "abcdef0123456789"
 	reply := "lf.master.0.slave.3._reply." + session + ".1.7.5000.7"
 	sub, err := nc.SubscribeSync("lf.master.0.slave.3._reply." + session + ".>")
-	conformance.NoErr(t, err, "subscribe")
-	conformance.NoErr(t, nc.Flush(), "flush")
+	testkit.NoErr(t, err, "subscribe")
+	testkit.NoErr(t, nc.Flush(), "flush")
 	req := &natsgo.Msg{Subject: "lf.slave.3.master.0.conformance:echo." + session + "." + master.Session(), Reply: reply, Data: []byte(`{"n":5,"text":"x"}`)}
 	var first []byte
 	for i := range 3 {
-		conformance.NoErr(t, nc.PublishMsg(req), "publish")
+		testkit.NoErr(t, nc.PublishMsg(req), "publish")
 		resp, err := sub.NextMsg(prompt)
-		conformance.NoErr(t, err, "response")
+		testkit.NoErr(t, err, "response")
 		if resp.Header.Get("Lf-Error") != "" || !strings.Contains(string(resp.Data), `"n":5`) {
 			t.Errorf("copy %d answered %s (%s)", i, resp.Data, resp.Header.Get("Lf-Error"))
 		}
@@ -188,26 +189,26 @@ func TestEventCopiesAndGaps(t *testing.T) {
 	nc := plainClient(t, s)
 	session := "abcdef0123456789"
 	acks, err := nc.SubscribeSync("lf.master.0.slave.3._ack.>")
-	conformance.NoErr(t, err, "subscribe")
-	conformance.NoErr(t, nc.Flush(), "flush")
+	testkit.NoErr(t, err, "subscribe")
+	testkit.NoErr(t, nc.Flush(), "flush")
 	event := func(seq, floor, n int) {
 		t.Helper()
 		subject := "lf.slave.3.master.0.conformance:tick." + session + "." + master.Session()
-		conformance.NoErr(t, nc.Publish(subject, []byte(itoa(seq)+" "+itoa(floor)+"\n"+`{"seq":`+itoa(n)+`}`)), "publish")
+		testkit.NoErr(t, nc.Publish(subject, []byte(itoa(seq)+" "+itoa(floor)+"\n"+`{"seq":`+itoa(n)+`}`)), "publish")
 	}
 	event(1, 1, 0)
 	event(1, 1, 0) // a copy
 	event(3, 1, 2) // ahead of 2: refused, and a gap reported
 	gap, err := acks.NextMsg(prompt)
-	conformance.NoErr(t, err, "the gap acknowledgement")
+	testkit.NoErr(t, err, "the gap acknowledgement")
 	if want := "lf.master.0.slave.3._ack." + master.Session() + "." + session + ".1.gap"; gap.Subject != want {
 		t.Errorf("gap acknowledgement %q, want %q", gap.Subject, want)
 	}
 	event(2, 1, 1)
 	event(3, 1, 2)
-	conformance.WaitFor(t, prompt, "three events", func() bool { return len(got.snapshot()) >= 3 })
+	testkit.WaitFor(t, prompt, "three events", func() bool { return len(got.snapshot()) >= 3 })
 	exactlyOnceInOrder(t, got.snapshot(), 3)
-	conformance.WaitFor(t, prompt, "the acknowledgement of all three", func() bool {
+	testkit.WaitFor(t, prompt, "the acknowledgement of all three", func() bool {
 		m, err := acks.NextMsg(10 * time.Millisecond)
 		return err == nil && m.Subject == "lf.master.0.slave.3._ack."+master.Session()+"."+session+".3"
 	})
@@ -224,12 +225,12 @@ func TestCloseWaitsForAcknowledgements(t *testing.T) {
 	a := dial(t, slave, masterAddr, nil)
 	ping(t, a)
 	acc.next(t)
-	ctx := conformance.Ctx(t, 10*time.Second)
+	ctx := testkit.Ctx(t, 10*time.Second)
 	for i := range 500 {
-		conformance.NoErr(t, link.Emit(ctx, a, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+		testkit.NoErr(t, link.Emit(ctx, a, linktest.Tick, linktest.TickEvent{Seq: i}), "emit")
 	}
-	conformance.NoErr(t, slave.Close(), "close")
-	conformance.WaitFor(t, prompt, "every event", func() bool { return len(got.snapshot()) >= 500 })
+	testkit.NoErr(t, slave.Close(), "close")
+	testkit.WaitFor(t, prompt, "every event", func() bool { return len(got.snapshot()) >= 500 })
 	exactlyOnceInOrder(t, got.snapshot(), 500)
 }
 
@@ -241,8 +242,8 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func TestRespondersMemoryFollowsRequestsInFlight(t *testing.T) {
 	s := runServer(t, 0, nil)
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
-			return conformance.EchoResponse{N: r.N, Text: r.Text}, nil
+		link.HandleRequest(l, linktest.Echo, func(_ context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
+			return linktest.EchoResponse{N: r.N, Text: r.Text}, nil
 		})
 	})
 	master := connect(t, s, masterAddr, acc.option())
@@ -250,10 +251,10 @@ func TestRespondersMemoryFollowsRequestsInFlight(t *testing.T) {
 	l := dial(t, slave, masterAddr, nil)
 	ping(t, l)
 	acc.next(t)
-	ctx := conformance.Ctx(t, time.Minute)
+	ctx := testkit.Ctx(t, time.Minute)
 	const requests = 500
 	for i := range requests {
-		if _, err := link.Request(ctx, l, conformance.Echo, conformance.EchoRequest{N: i, Text: "x"}); err != nil {
+		if _, err := link.Request(ctx, l, linktest.Echo, linktest.EchoRequest{N: i, Text: "x"}); err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
 	}
@@ -269,17 +270,17 @@ func TestCopyBelowLowMarkIgnored(t *testing.T) {
 	s := runServer(t, 0, nil)
 	var runs atomic.Int32
 	acc := newAcceptor(t, func(l *link.Link) {
-		link.HandleRequest(l, conformance.Echo, func(_ context.Context, r conformance.EchoRequest) (conformance.EchoResponse, error) {
+		link.HandleRequest(l, linktest.Echo, func(_ context.Context, r linktest.EchoRequest) (linktest.EchoResponse, error) {
 			runs.Add(1)
-			return conformance.EchoResponse{N: r.N, Text: r.Text}, nil
+			return linktest.EchoResponse{N: r.N, Text: r.Text}, nil
 		})
 	})
 	master := connect(t, s, masterAddr, acc.option())
 	nc := plainClient(t, s)
 	session := "abcdef0123456789"
 	sub, err := nc.SubscribeSync("lf.master.0.slave.3._reply." + session + ".>")
-	conformance.NoErr(t, err, "subscribe")
-	conformance.NoErr(t, nc.Flush(), "flush")
+	testkit.NoErr(t, err, "subscribe")
+	testkit.NoErr(t, nc.Flush(), "flush")
 	request := func(id, low int) *natsgo.Msg {
 		return &natsgo.Msg{
 			Subject: "lf.slave.3.master.0.conformance:echo." + session + "." + master.Session(),
@@ -288,14 +289,14 @@ func TestCopyBelowLowMarkIgnored(t *testing.T) {
 		}
 	}
 	for _, m := range []*natsgo.Msg{request(1, 1), request(2, 2)} {
-		conformance.NoErr(t, nc.PublishMsg(m), "publish")
+		testkit.NoErr(t, nc.PublishMsg(m), "publish")
 		_, err := sub.NextMsg(prompt)
-		conformance.NoErr(t, err, "response")
+		testkit.NoErr(t, err, "response")
 	}
-	conformance.NoErr(t, nc.PublishMsg(request(1, 1)), "publish a late copy of 1")
-	conformance.NoErr(t, nc.PublishMsg(request(3, 3)), "publish 3")
+	testkit.NoErr(t, nc.PublishMsg(request(1, 1)), "publish a late copy of 1")
+	testkit.NoErr(t, nc.PublishMsg(request(3, 3)), "publish 3")
 	resp, err := sub.NextMsg(prompt)
-	conformance.NoErr(t, err, "response")
+	testkit.NoErr(t, err, "response")
 	if !strings.Contains(string(resp.Data), `"n":3`) {
 		t.Errorf("after a copy of 1, the next response is %s, want 3's", resp.Data)
 	}
@@ -327,28 +328,28 @@ func TestBroadcastsSurviveBrokerRestart(t *testing.T) {
 
 	const n = 1500
 	broadcast := func(i int) error {
-		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
+		data, err := linktest.Tick.Encode(linktest.TickEvent{Seq: i})
 		if err != nil {
 			return err
 		}
-		ctx := conformance.Ctx(t, time.Minute)
+		ctx := testkit.Ctx(t, time.Minute)
 		return master.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data})
+			&link.Envelope{Kind: messages.KindEvent, Type: linktest.Tick.Name(), Data: data})
 	}
 	for i := range n / 3 {
-		conformance.NoErr(t, broadcast(i), "broadcast")
+		testkit.NoErr(t, broadcast(i), "broadcast")
 	}
 	s1.Shutdown()
 	s1.WaitForShutdown()
 	for i := n / 3; i < 2*n/3; i++ {
-		conformance.NoErr(t, broadcast(i), "broadcast while the broker is away")
+		testkit.NoErr(t, broadcast(i), "broadcast while the broker is away")
 	}
 	runServer(t, p, nil)
 	for i := 2 * n / 3; i < n; i++ {
-		conformance.NoErr(t, broadcast(i), "broadcast")
+		testkit.NoErr(t, broadcast(i), "broadcast")
 	}
 	for i, got := range logs {
-		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
+		testkit.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
 		exactlyOnceInOrder(t, got.snapshot(), n)
 	}
 }
@@ -376,25 +377,25 @@ func TestBroadcastsResentToTheReceiverThatLacksThem(t *testing.T) {
 			// Slave 1's connection drops: what is published until it is
 			// back (and has subscribed again) passes it by.
 			cid, err := nodes[0].NATS().GetClientID()
-			conformance.NoErr(t, err, "client id")
-			conformance.NoErr(t, s.DisconnectClientByID(cid), "disconnect slave 1")
+			testkit.NoErr(t, err, "client id")
+			testkit.NoErr(t, s.DisconnectClientByID(cid), "disconnect slave 1")
 		}
-		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
-		conformance.NoErr(t, err, "encode")
-		conformance.NoErr(t, master.Broadcast(conformance.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+		data, err := linktest.Tick.Encode(linktest.TickEvent{Seq: i})
+		testkit.NoErr(t, err, "encode")
+		testkit.NoErr(t, master.Broadcast(testkit.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+			&link.Envelope{Kind: messages.KindEvent, Type: linktest.Tick.Name(), Data: data}), "broadcast")
 	}
 	for i, got := range logs {
-		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
+		testkit.WaitFor(t, 30*time.Second, "every broadcast to reach slave "+strconv.Itoa(i+1), func() bool { return len(got.snapshot()) >= n })
 		exactlyOnceInOrder(t, got.snapshot(), n)
 	}
 	// Slaves 2 and 3 got each broadcast once on their broadcast
 	// subscriptions: nothing was published to all again.
 	for _, i := range []int{1, 2} {
 		cid, err := nodes[i].NATS().GetClientID()
-		conformance.NoErr(t, err, "client id")
+		testkit.NoErr(t, err, "client id")
 		cz, err := s.Connz(&server.ConnzOptions{CID: cid, SubscriptionsDetail: true})
-		conformance.NoErr(t, err, "connz")
+		testkit.NoErr(t, err, "connz")
 		for _, c := range cz.Conns {
 			for _, sub := range c.SubsDetail {
 				if strings.Contains(sub.Subject, "._all.") && sub.Msgs != n {
@@ -409,10 +410,10 @@ func TestBroadcastsResentToTheReceiverThatLacksThem(t *testing.T) {
 func broadcastTicks(t *testing.T, master *lfnats.Node, from, to int) {
 	t.Helper()
 	for i := from; i < to; i++ {
-		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
-		conformance.NoErr(t, err, "encode")
-		conformance.NoErr(t, master.Broadcast(conformance.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+		data, err := linktest.Tick.Encode(linktest.TickEvent{Seq: i})
+		testkit.NoErr(t, err, "encode")
+		testkit.NoErr(t, master.Broadcast(testkit.Ctx(t, time.Minute), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+			&link.Envelope{Kind: messages.KindEvent, Type: linktest.Tick.Name(), Data: data}), "broadcast")
 	}
 }
 
@@ -449,10 +450,10 @@ func TestBroadcastsReachASlaveThatLinksWhileAnotherLags(t *testing.T) {
 	acc.next(t)
 	broadcastTicks(t, master, 10, 20)
 	for _, other := range others {
-		conformance.WaitFor(t, 30*time.Second, "every broadcast to reach the others", func() bool { return len(other.snapshot()) >= 20 })
+		testkit.WaitFor(t, 30*time.Second, "every broadcast to reach the others", func() bool { return len(other.snapshot()) >= 20 })
 		exactlyOnceInOrder(t, other.snapshot(), 20)
 	}
-	conformance.WaitFor(t, 30*time.Second, "the broadcasts since it linked to reach slave 2", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the broadcasts since it linked to reach slave 2", func() bool {
 		got := late.snapshot()
 		return len(got) > 0 && got[len(got)-1] == 19
 	})
@@ -467,8 +468,8 @@ func TestBroadcastsReachASlaveThatLinksWhileAnotherLags(t *testing.T) {
 	}
 	// The master gives up on the hung slave (as its peer timeout would
 	// have it): nothing is kept for it any more.
-	conformance.NoErr(t, stuckLink.Close(), "close the hung slave's link")
-	conformance.WaitFor(t, 10*time.Second, "nothing kept", func() bool { return master.BroadcastsUnacked() == 0 })
+	testkit.NoErr(t, stuckLink.Close(), "close the hung slave's link")
+	testkit.WaitFor(t, 10*time.Second, "nothing kept", func() bool { return master.BroadcastsUnacked() == 0 })
 }
 
 // A slave whose link closes while the master broadcasts is not waited for:
@@ -488,9 +489,9 @@ func TestBroadcastReceiverThatClosesIsForgotten(t *testing.T) {
 				return
 			case <-pace.C:
 			}
-			data, _ := conformance.Tick.Encode(conformance.TickEvent{Seq: i})
+			data, _ := linktest.Tick.Encode(linktest.TickEvent{Seq: i})
 			_ = master.Broadcast(context.Background(), link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-				&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data})
+				&link.Envelope{Kind: messages.KindEvent, Type: linktest.Tick.Name(), Data: data})
 		}
 	}()
 	node := connect(t, s, slaveAddr)
@@ -498,12 +499,12 @@ func TestBroadcastReceiverThatClosesIsForgotten(t *testing.T) {
 		l := dial(t, node, masterAddr, nil)
 		ping(t, l)
 		acc.next(t)
-		conformance.NoErr(t, l.Close(), "close")
+		testkit.NoErr(t, l.Close(), "close")
 	}
 	close(stop)
 	<-done
 	t.Logf("links closed")
-	conformance.WaitFor(t, 30*time.Second, "the master to forget every closed receiver", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the master to forget every closed receiver", func() bool {
 		return master.BroadcastReceivers() == 0 && master.BroadcastsUnacked() == 0
 	})
 }
@@ -532,17 +533,17 @@ func TestSilentPeerProbedWithAWindow(t *testing.T) {
 		seqs = append(seqs, n)
 		mu.Unlock()
 	})
-	conformance.NoErr(t, err, "subscribe")
-	conformance.NoErr(t, observer.Flush(), "flush")
+	testkit.NoErr(t, err, "subscribe")
+	testkit.NoErr(t, observer.Flush(), "flush")
 	master.NATS().Close() // the master hangs: its link stays, it acknowledges nothing
 
 	n := 3 * lfnats.ProbeWindow
-	ctx := conformance.Ctx(t, time.Minute)
+	ctx := testkit.Ctx(t, time.Minute)
 	for i := range n {
-		conformance.NoErr(t, link.Emit(ctx, l, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+		testkit.NoErr(t, link.Emit(ctx, l, linktest.Tick, linktest.TickEvent{Seq: i}), "emit")
 	}
 	// Two rounds of the resend timer.
-	conformance.WaitFor(t, 30*time.Second, "two rounds of resends", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "two rounds of resends", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(seqs) >= n+2*lfnats.ProbeWindow
@@ -571,14 +572,14 @@ func TestQuietStreamRecoveredWindowByWindow(t *testing.T) {
 	acc.next(t)
 
 	cid, err := master.NATS().GetClientID()
-	conformance.NoErr(t, err, "client id")
-	conformance.NoErr(t, s.DisconnectClientByID(cid), "disconnect the master")
+	testkit.NoErr(t, err, "client id")
+	testkit.NoErr(t, s.DisconnectClientByID(cid), "disconnect the master")
 	n := 3 * lfnats.ProbeWindow
-	ctx := conformance.Ctx(t, time.Minute)
+	ctx := testkit.Ctx(t, time.Minute)
 	for i := range n {
-		conformance.NoErr(t, link.Emit(ctx, l, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+		testkit.NoErr(t, link.Emit(ctx, l, linktest.Tick, linktest.TickEvent{Seq: i}), "emit")
 	}
-	conformance.WaitFor(t, 30*time.Second, "every event", func() bool { return len(got.snapshot()) >= n })
+	testkit.WaitFor(t, 30*time.Second, "every event", func() bool { return len(got.snapshot()) >= n })
 	exactlyOnceInOrder(t, got.snapshot(), n)
 }
 
@@ -604,27 +605,27 @@ func TestAdoptTakesOverWhatTheEndedSessionLacked(t *testing.T) {
 		acc <- accepted{c, l}
 		return nil
 	}))
-	ctx := conformance.Ctx(t, time.Minute)
+	ctx := testkit.Ctx(t, time.Minute)
 	emit := func(l *link.Link, from, to int) {
 		t.Helper()
 		for i := from; i < to; i++ {
-			conformance.NoErr(t, link.Emit(ctx, l, conformance.Tick, conformance.TickEvent{Seq: i}), "emit")
+			testkit.NoErr(t, link.Emit(ctx, l, linktest.Tick, linktest.TickEvent{Seq: i}), "emit")
 		}
 	}
 	const broadcasts = 1000 // the numbers of the broadcasts, apart from the events'
 	broadcast := func(i int) {
 		t.Helper()
-		data, err := conformance.Tick.Encode(conformance.TickEvent{Seq: broadcasts + i})
-		conformance.NoErr(t, err, "encode")
-		conformance.NoErr(t, master.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
-			&link.Envelope{Kind: messages.KindEvent, Type: conformance.Tick.Name(), Data: data}), "broadcast")
+		data, err := linktest.Tick.Encode(linktest.TickEvent{Seq: broadcasts + i})
+		testkit.NoErr(t, err, "encode")
+		testkit.NoErr(t, master.Broadcast(ctx, link.Address{Type: messages.Slave, ID: lfnats.BroadcastID},
+			&link.Envelope{Kind: messages.KindEvent, Type: linktest.Tick.Name(), Data: data}), "broadcast")
 	}
 	var first, second tickLog
 	old := connect(t, s, slaveAddr)
 	ping(t, dial(t, old, masterAddr, recordTicks(&first)))
-	was := conformance.Recv(t, acc, prompt, "the first session to be accepted")
+	was := testkit.Recv(t, acc, prompt, "the first session to be accepted")
 	emit(was.l, 0, 100)
-	conformance.NoErr(t, was.c.Flush(ctx), "the first hundred acknowledged")
+	testkit.NoErr(t, was.c.Flush(ctx), "the first hundred acknowledged")
 	// The first process dies without a word: what the master sends it now
 	// goes nowhere, and stays unacknowledged.
 	old.NATS().Close()
@@ -633,13 +634,13 @@ func TestAdoptTakesOverWhatTheEndedSessionLacked(t *testing.T) {
 
 	renewed := connect(t, s, slaveAddr)
 	ping(t, dial(t, renewed, masterAddr, recordTicks(&second)))
-	now := conformance.Recv(t, acc, prompt, "the second session to be accepted")
+	now := testkit.Recv(t, acc, prompt, "the second session to be accepted")
 	broadcast(1) // the slave has two sessions: owed by the first only
 	// The master takes the new session for the slave's, as the fabric's
 	// does when the slave registers again: the first ends, and the new
 	// one takes it over before anything is sent on it.
-	conformance.NoErr(t, was.l.Close(), "end the first session")
-	conformance.NoErr(t, now.c.Adopt(was.c), "take the first session over")
+	testkit.NoErr(t, was.l.Close(), "end the first session")
+	testkit.NoErr(t, now.c.Adopt(was.c), "take the first session over")
 	emit(now.l, 200, 300)
 	broadcast(2)
 	split := func(got []int) (events, bcasts []int) {
@@ -652,7 +653,7 @@ func TestAdoptTakesOverWhatTheEndedSessionLacked(t *testing.T) {
 		}
 		return events, bcasts
 	}
-	conformance.WaitFor(t, 30*time.Second, "every event and broadcast at one process or the other", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "every event and broadcast at one process or the other", func() bool {
 		return len(first.snapshot())+len(second.snapshot()) >= 303
 	})
 	if got := first.snapshot(); len(got) != 100 {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/connector/virtual"
-	"github.com/linkfabric/linkfabric/internal/conformance"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -63,8 +63,8 @@ func startedPair(t *testing.T) (a, b *virtual.Conn, ra, rb *recorder) {
 	t.Helper()
 	a, b = virtual.Pair()
 	ra, rb = &recorder{}, &recorder{}
-	conformance.NoErr(t, a.Start(ra), "start a")
-	conformance.NoErr(t, b.Start(rb), "start b")
+	testkit.NoErr(t, a.Start(ra), "start a")
+	testkit.NoErr(t, b.Start(rb), "start b")
 	t.Cleanup(func() { _ = a.Close() })
 	return a, b, ra, rb
 }
@@ -83,10 +83,10 @@ func TestOrder(t *testing.T) {
 	a, b, ra, rb := startedPair(t)
 	ctx := context.Background()
 	for i := range uint64(n) {
-		conformance.NoErr(t, a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "e", ID: i}), "send a -> b")
-		conformance.NoErr(t, b.Send(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "e", ID: i}), "send b -> a")
+		testkit.NoErr(t, a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "e", ID: i}), "send a -> b")
+		testkit.NoErr(t, b.Send(ctx, &link.Envelope{Kind: messages.KindEvent, Type: "e", ID: i}), "send b -> a")
 	}
-	conformance.WaitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == n && len(ra.received()) == n })
+	testkit.WaitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == n && len(ra.received()) == n })
 	if got := rb.ids(); !slices.Equal(got, sequence(0, n)) {
 		t.Errorf("a -> b arrived out of order: %v", got[:20])
 	}
@@ -126,18 +126,18 @@ func TestSendCopies(t *testing.T) {
 			t.Cleanup(func() { _ = a.Close() })
 			rb := &recorder{}
 			if tc.startFirst {
-				conformance.NoErr(t, b.Start(rb), "start b")
+				testkit.NoErr(t, b.Start(rb), "start b")
 			}
 			data := make([]byte, 13, 64) // spare capacity, so an append writes in place
 			copy(data, `{"n":"hello"}`)
 			m := &link.Envelope{Kind: messages.KindResponse, Type: "test:echo", ID: 7, Data: data,
 				Error: &link.Error{Code: "test.code", Message: "as sent"}}
-			conformance.NoErr(t, a.Send(context.Background(), m), "send")
+			testkit.NoErr(t, a.Send(context.Background(), m), "send")
 			tc.mutate(m)
 			if !tc.startFirst {
-				conformance.NoErr(t, b.Start(rb), "start b")
+				testkit.NoErr(t, b.Start(rb), "start b")
 			}
-			conformance.WaitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
+			testkit.WaitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
 			got := rb.received()[0]
 			if got == m {
 				t.Fatal("the receiver got the sender's *Envelope itself")
@@ -166,8 +166,8 @@ func TestSendCarriesFields(t *testing.T) {
 	if !errors.Is(sent.Error, io.EOF) {
 		t.Fatal("test setup: the sent error does not wrap io.EOF")
 	}
-	conformance.NoErr(t, a.Send(context.Background(), sent), "send")
-	conformance.WaitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
+	testkit.NoErr(t, a.Send(context.Background(), sent), "send")
+	testkit.WaitFor(t, 5*time.Second, "the message", func() bool { return len(rb.received()) == 1 })
 	got := rb.received()[0]
 	if got.Kind != sent.Kind || got.Type != sent.Type || got.ID != sent.ID || !got.Deadline.Equal(deadline) || got.Origin != origin {
 		t.Errorf("received %+v, want %+v", got, sent)
@@ -191,7 +191,7 @@ func TestSendBeforeStart(t *testing.T) {
 	t.Cleanup(func() { _ = a.Close() })
 	ctx := context.Background()
 	for i := range uint64(early) {
-		conformance.NoErr(t, a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, ID: i}), "send before start")
+		testkit.NoErr(t, a.Send(ctx, &link.Envelope{Kind: messages.KindEvent, ID: i}), "send before start")
 	}
 	sent := make(chan error, 1)
 	go func() {
@@ -204,9 +204,9 @@ func TestSendBeforeStart(t *testing.T) {
 		sent <- nil
 	}()
 	rb := &recorder{}
-	conformance.NoErr(t, b.Start(rb), "start b")
-	conformance.NoErr(t, <-sent, "send while the peer starts")
-	conformance.WaitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == late })
+	testkit.NoErr(t, b.Start(rb), "start b")
+	testkit.NoErr(t, <-sent, "send while the peer starts")
+	testkit.WaitFor(t, 5*time.Second, "every message", func() bool { return len(rb.received()) == late })
 	if got := rb.ids(); !slices.Equal(got, sequence(0, late)) {
 		for i, id := range got {
 			if id != uint64(i) {
@@ -234,10 +234,10 @@ func TestClose(t *testing.T) {
 			if closer == b {
 				other = ra
 			}
-			conformance.NoErr(t, closer.Close(), "Close")
-			conformance.WaitFor(t, 5*time.Second, "the peer to hear of the close", func() bool { return len(other.status()) > 0 })
-			conformance.NoErr(t, a.Close(), "Close again")
-			conformance.NoErr(t, b.Close(), "Close the other end")
+			testkit.NoErr(t, closer.Close(), "Close")
+			testkit.WaitFor(t, 5*time.Second, "the peer to hear of the close", func() bool { return len(other.status()) > 0 })
+			testkit.NoErr(t, a.Close(), "Close again")
+			testkit.NoErr(t, b.Close(), "Close the other end")
 			if got := other.status(); !slices.Equal(got, []link.Status{link.StatusClosed}) {
 				t.Errorf("peer's receiver got statuses %v, want [closed]", got)
 			}
@@ -258,11 +258,11 @@ func TestClose(t *testing.T) {
 // link would never end.
 func TestCloseBeforePeerStarts(t *testing.T) {
 	a, b := virtual.Pair()
-	conformance.NoErr(t, a.Start(&recorder{}), "start a")
-	conformance.NoErr(t, a.Close(), "close a")
+	testkit.NoErr(t, a.Start(&recorder{}), "start a")
+	testkit.NoErr(t, a.Close(), "close a")
 	rb := &recorder{}
-	conformance.NoErr(t, b.Start(rb), "start b")
-	conformance.WaitFor(t, 5*time.Second, "b to hear of the close", func() bool { return len(rb.status()) > 0 })
+	testkit.NoErr(t, b.Start(rb), "start b")
+	testkit.WaitFor(t, 5*time.Second, "b to hear of the close", func() bool { return len(rb.status()) > 0 })
 	if got := rb.status(); !slices.Equal(got, []link.Status{link.StatusClosed}) {
 		t.Errorf("b's receiver got statuses %v, want [closed]", got)
 	}
@@ -271,14 +271,14 @@ func TestCloseBeforePeerStarts(t *testing.T) {
 // A link started on an end whose pair already closed ends at once.
 func TestCloseBeforePeerLinkStarts(t *testing.T) {
 	cat, err := messages.NewCatalog()
-	conformance.NoErr(t, err, "catalog")
+	testkit.NoErr(t, err, "catalog")
 	a, b := virtual.Pair()
-	conformance.NoErr(t, a.Close(), "close a")
+	testkit.NoErr(t, a.Close(), "close a")
 	l, err := link.New(b, link.Address{Type: messages.Instance, ID: "7"}, link.Address{Type: messages.Slave, ID: "1"}, cat,
 		link.WithLogger(slog.New(slog.DiscardHandler)))
-	conformance.NoErr(t, err, "new link")
+	testkit.NoErr(t, err, "new link")
 	stubAll(l, cat)
-	conformance.NoErr(t, l.Start(), "start the link")
+	testkit.NoErr(t, l.Start(), "start the link")
 	select {
 	case <-l.Done():
 	case <-time.After(5 * time.Second):
@@ -308,16 +308,16 @@ func TestLinkPayloadIsCopied(t *testing.T) {
 	}
 	ev := messages.MustEvent[items](messages.Spec{Name: "vtest:items", Links: []messages.Direction{messages.SlaveToInstance}})
 	cat, err := messages.NewCatalog(messages.Plugin{Name: "vtest", Messages: []messages.Message{ev}})
-	conformance.NoErr(t, err, "catalog")
+	testkit.NoErr(t, err, "catalog")
 
 	slaveAddr := link.Address{Type: messages.Slave, ID: "1"}
 	instanceAddr := link.Address{Type: messages.Instance, ID: "7"}
 	quiet := link.WithLogger(slog.New(slog.DiscardHandler))
 	a, b := virtual.Pair()
 	toInstance, err := link.New(a, slaveAddr, instanceAddr, cat, quiet)
-	conformance.NoErr(t, err, "new slave link")
+	testkit.NoErr(t, err, "new slave link")
 	toSlave, err := link.New(b, instanceAddr, slaveAddr, cat, quiet)
-	conformance.NoErr(t, err, "new instance link")
+	testkit.NoErr(t, err, "new instance link")
 	t.Cleanup(func() { _ = toInstance.Close() })
 
 	started, release := make(chan struct{}), make(chan struct{})
@@ -333,12 +333,12 @@ func TestLinkPayloadIsCopied(t *testing.T) {
 	})
 	stubAll(toSlave, cat, ev)
 	stubAll(toInstance, cat)
-	conformance.NoErr(t, toSlave.Start(), "start the instance's side")
-	conformance.NoErr(t, toInstance.Start(), "start the slave's side")
+	testkit.NoErr(t, toSlave.Start(), "start the instance's side")
+	testkit.NoErr(t, toInstance.Start(), "start the slave's side")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conformance.NoErr(t, link.Emit(ctx, toInstance, ev, items{Items: []string{"gate"}}), "emit the gate")
+	testkit.NoErr(t, link.Emit(ctx, toInstance, ev, items{Items: []string{"gate"}}), "emit the gate")
 	select {
 	case <-started:
 	case <-ctx.Done():
@@ -346,11 +346,11 @@ func TestLinkPayloadIsCopied(t *testing.T) {
 	}
 
 	typed := []string{"a", "b", "c"}
-	conformance.NoErr(t, link.Emit(ctx, toInstance, ev, items{Items: typed}), "Emit")
+	testkit.NoErr(t, link.Emit(ctx, toInstance, ev, items{Items: typed}), "Emit")
 	typed[0], typed[1] = "X", "Y"
 
 	raw := []byte(`{"items":["d","e"]}`)
-	conformance.NoErr(t, toInstance.EmitJSON(ctx, ev, raw), "EmitJSON")
+	testkit.NoErr(t, toInstance.EmitJSON(ctx, ev, raw), "EmitJSON")
 	copy(raw, `{"items":["X","Y"]}`)
 
 	close(release)

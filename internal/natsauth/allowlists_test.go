@@ -14,9 +14,10 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natsauth"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/link/linktest"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -157,7 +158,7 @@ func (w *warnings) violations() []string {
 // InboxPrefix. A client logged in as the slave that tries to speak as the
 // master is refused.
 func TestAllowListsLetNodesWork(t *testing.T) {
-	cat := conformance.Catalog()
+	cat := linktest.Catalog()
 	master, slave, control := link.MasterAddress, link.Address{Type: messages.Slave, ID: "3"}, link.Address{Type: messages.Control, ID: "bob"}
 	opts := &server.Options{}
 	for _, a := range []link.Address{master, slave, control} {
@@ -181,10 +182,10 @@ func TestAllowListsLetNodesWork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if conformance.Echo.ValidOn(messages.Direction{Source: peer.Type, Target: self.Type}) {
-			link.HandleRequest(l, conformance.Echo, conformance.EchoHandler(l))
+		if linktest.Echo.ValidOn(messages.Direction{Source: peer.Type, Target: self.Type}) {
+			link.HandleRequest(l, linktest.Echo, linktest.EchoHandler(l))
 		}
-		conformance.Stub(l, cat)
+		linktest.Stub(l, cat)
 		if err := l.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -205,27 +206,27 @@ func TestAllowListsLetNodesWork(t *testing.T) {
 			t.Fatalf("connect %s: %v", a, err)
 		}
 		t.Cleanup(func() { _ = n.Close() })
-		conformance.NoErr(t, n.NATS().Flush(), "flush")
+		testkit.NoErr(t, n.NATS().Flush(), "flush")
 		nodes[a] = n
 	}
 	ping := func(l *link.Link) {
 		t.Helper()
-		if _, err := link.Request(conformance.Ctx(t, 10*time.Second), l, messages.Ping, messages.Empty{}); err != nil {
+		if _, err := link.Request(testkit.Ctx(t, 10*time.Second), l, messages.Ping, messages.Empty{}); err != nil {
 			t.Fatalf("ping from %s to %s: %v", l.Self(), l.Peer(), err)
 		}
 	}
 	for _, a := range []link.Address{slave, control} {
 		c, err := nodes[a].Dial(master)
-		conformance.NoErr(t, err, "dial")
+		testkit.NoErr(t, err, "dial")
 		ping(start(c, a, master))
-		toPeer := conformance.Recv(t, accepted, 10*time.Second, "a link to be accepted")
+		toPeer := testkit.Recv(t, accepted, 10*time.Second, "a link to be accepted")
 		ping(toPeer) // the master's request, the peer's response
 	}
 	for a, n := range nodes {
 		if got, want := n.NATS().Opts.InboxPrefix, lfnats.InboxPrefix("lf", a); got != want {
 			t.Errorf("%s: nats.go inbox prefix %q, want %q", a, got, want)
 		}
-		conformance.NoErr(t, n.NATS().Flush(), "flush")
+		testkit.NoErr(t, n.NATS().Flush(), "flush")
 	}
 	if v := logs.violations(); len(v) > 0 {
 		t.Fatalf("permissions violations with the allow-lists of AllowLists: %q", v)

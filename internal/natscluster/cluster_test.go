@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natscluster"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -132,7 +132,7 @@ func TestClusterFailover(t *testing.T) {
 	ctl := control.Link()
 
 	// Where everyone is: the broker's view, by connection name.
-	conformance.Eventually(t, waitLong, "endpoints connected to their nodes", func() error {
+	testkit.Eventually(t, waitLong, "endpoints connected to their nodes", func() error {
 		for name, want := range map[string]int{"linkfabric master/0": 1, "linkfabric control/alice": 3} {
 			if got, err := c.NodeOf(name); err != nil || got != want {
 				return fmt.Errorf("%s on node %d (%v), want node %d", name, got, err, want)
@@ -141,7 +141,7 @@ func TestClusterFailover(t *testing.T) {
 		_, err := c.NodeOf("linkfabric slave/1")
 		return err
 	})
-	conformance.Eventually(t, waitLong, "slave 1 registered", func() error {
+	testkit.Eventually(t, waitLong, "slave 1 registered", func() error {
 		if !slices.ContainsFunc(master.Slaves(), func(s messages.SlaveInfo) bool { return s.ID == 1 && s.Connected }) {
 			return fmt.Errorf("slaves %+v", master.Slaves())
 		}
@@ -152,7 +152,7 @@ func TestClusterFailover(t *testing.T) {
 	if _, err := call(ctl, messages.StartInstance, messages.InstanceRef{InstanceID: 11}, waitLong); err != nil {
 		t.Fatalf("start_instance 11: %v", err)
 	}
-	conformance.Eventually(t, waitLong, "instance 11 running", func() error {
+	testkit.Eventually(t, waitLong, "instance 11 running", func() error {
 		list, err := call(ctl, messages.ListInstances, messages.Empty{}, attempt)
 		if err != nil {
 			return err
@@ -182,7 +182,7 @@ func TestClusterFailover(t *testing.T) {
 	killed := time.Now()
 	c.Kill(victim)
 
-	conformance.Eventually(t, failover, "slave 1 on another node", func() error {
+	testkit.Eventually(t, failover, "slave 1 on another node", func() error {
 		n, err := c.NodeOf("linkfabric slave/1")
 		if err != nil {
 			return err
@@ -193,7 +193,7 @@ func TestClusterFailover(t *testing.T) {
 		return nil
 	})
 	// The instance kept its state: the slave process never stopped.
-	conformance.Eventually(t, failover, "send_command /players after the kill", func() error {
+	testkit.Eventually(t, failover, "send_command /players after the kill", func() error {
 		res, err := call(ctl, messages.SendCommand, messages.Command{InstanceID: 11, Command: "/players"}, attempt)
 		if err != nil {
 			return err
@@ -203,7 +203,7 @@ func TestClusterFailover(t *testing.T) {
 		}
 		return nil
 	})
-	conformance.Eventually(t, failover, "slave 1 connected in the master's view", func() error {
+	testkit.Eventually(t, failover, "slave 1 connected in the master's view", func() error {
 		if !slices.ContainsFunc(master.Slaves(), func(s messages.SlaveInfo) bool { return s.ID == 1 && s.Connected }) {
 			return fmt.Errorf("slaves %+v", master.Slaves())
 		}

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natscluster"
 	"github.com/linkfabric/linkfabric/internal/soak"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 )
 
 // TestHelperSoakMaster is not a test: it is a master process of the
@@ -94,7 +94,7 @@ func TestFailover(t *testing.T) {
 		Masters:       2,
 		MasterCommand: helperMaster,
 	})
-	ctx := func(d time.Duration) context.Context { return conformance.Ctx(t, d) }
+	ctx := func(d time.Duration) context.Context { return testkit.Ctx(t, d) }
 	if _, err := s.WaitMasters(ctx(heal), nil, 1); err != nil {
 		t.Fatal(err)
 	}

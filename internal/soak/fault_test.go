@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/natscluster"
 	"github.com/linkfabric/linkfabric/internal/soak"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -89,7 +89,7 @@ func clusterSoak(t *testing.T, c *natscluster.Cluster, prefix string, tune func(
 		},
 	}
 	s := startSoak(t, cfg)
-	conformance.Eventually(t, 10*time.Second, "endpoints on their home nodes", func() error {
+	testkit.Eventually(t, 10*time.Second, "endpoints on their home nodes", func() error {
 		for _, ep := range []link.Address{link.MasterAddress, slaveAddr(1), slaveAddr(2), {Type: messages.Control, ID: soak.ControlUser}} {
 			if n, err := c.NodeOf(connName(ep)); err != nil || n != home(ep) {
 				return fmt.Errorf("%s on node %d (%v), want node %d", ep, n, err, home(ep))
@@ -110,7 +110,7 @@ func connName(ep link.Address) string { return "linkfabric " + ep.String() }
 // traffic waits until burst more events have arrived, within heal.
 func traffic(t *testing.T, s *soak.Soak, when string) {
 	t.Helper()
-	if err := s.WaitTraffic(conformance.Ctx(t, heal), burst); err != nil {
+	if err := s.WaitTraffic(testkit.Ctx(t, heal), burst); err != nil {
 		t.Fatalf("traffic %s: %v", when, err)
 	}
 }
@@ -119,7 +119,7 @@ func traffic(t *testing.T, s *soak.Soak, when string) {
 func moved(t *testing.T, c *natscluster.Cluster, ep link.Address, from int) int {
 	t.Helper()
 	var to int
-	conformance.Eventually(t, heal, ep.String()+" on another node", func() error {
+	testkit.Eventually(t, heal, ep.String()+" on another node", func() error {
 		n, err := c.NodeOf(connName(ep))
 		if err != nil {
 			return err
@@ -189,15 +189,15 @@ func TestFaults(t *testing.T) {
 		var took []time.Duration
 		for run := range runs {
 			traffic(t, s, "before the restart")
-			d, err := s.TimeFault(conformance.Ctx(t, heal), s.RestartMaster)
+			d, err := s.TimeFault(testkit.Ctx(t, heal), s.RestartMaster)
 			if err != nil {
 				t.Fatalf("RestartMaster: %v", err)
 			}
 			took = append(took, d)
-			if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
+			if err := s.WaitView(testkit.Ctx(t, heal), nil); err != nil {
 				t.Fatal(err)
 			}
-			st, err := s.CheckState(conformance.Ctx(t, heal))
+			st, err := s.CheckState(testkit.Ctx(t, heal))
 			if err != nil || len(st.Missing) > 0 || st.Acknowledged == 0 {
 				t.Errorf("state after the restart: %+v, %v", st, err)
 			}
@@ -216,7 +216,7 @@ func TestFaults(t *testing.T) {
 	t.Run("restart a slave", func(t *testing.T) {
 		s := clusterSoak(t, c, "lfsoak.slave", nil)
 		traffic(t, s, "before the restart")
-		if err := s.RestartSlave(conformance.Ctx(t, heal), 1); err != nil {
+		if err := s.RestartSlave(testkit.Ctx(t, heal), 1); err != nil {
 			t.Fatalf("RestartSlave: %v", err)
 		}
 		traffic(t, s, "after the restart")
@@ -253,7 +253,7 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 			n.PingInterval = time.Minute
 		}
 	})
-	if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
+	if err := s.WaitView(testkit.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
 	traffic(t, s, "before the freeze")
@@ -263,7 +263,7 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 	bound := tm.PeerTimeout + 2*tm.HeartbeatInterval + 1500*time.Millisecond
 	c.Freeze(2)
 	frozen := time.Now()
-	conformance.Eventually(t, bound+5*time.Second, "the master shows slave 1 disconnected", func() error {
+	testkit.Eventually(t, bound+5*time.Second, "the master shows slave 1 disconnected", func() error {
 		if slices.ContainsFunc(s.Master().Slaves(), func(si messages.SlaveInfo) bool { return si.ID == 1 && si.Connected }) {
 			return errors.New("slave 1 connected")
 		}
@@ -285,7 +285,7 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 
 	c.Thaw(2)
 	c.Wait()
-	if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
+	if err := s.WaitView(testkit.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
 	if after := s.MasterLink(1); after != before {
@@ -317,7 +317,7 @@ func TestSessionTimeout(t *testing.T) {
 		},
 		QuiesceTimeout: 5 * time.Second, // what the ended session owed never arrives
 	})
-	if err := s.WaitView(conformance.Ctx(t, heal), nil); err != nil {
+	if err := s.WaitView(testkit.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
 	// The master's buckets are led from the other nodes: the test is about
@@ -367,7 +367,7 @@ func TestSessionTimeout(t *testing.T) {
 	c.Thaw(2)
 	c.Wait()
 	t.Logf("node 2 was frozen for %s", time.Since(frozen).Round(time.Millisecond))
-	conformance.Eventually(t, heal, "slave 1 registered again in a new session", func() error {
+	testkit.Eventually(t, heal, "slave 1 registered again in a new session", func() error {
 		if l := s.MasterLink(1); l == nil || l == before {
 			return errors.New("not yet")
 		}
@@ -377,7 +377,7 @@ func TestSessionTimeout(t *testing.T) {
 		return nil
 	})
 	traffic(t, s, "after the thaw")
-	if err := s.Quiesce(conformance.Ctx(t, 30*time.Second)); err != nil {
+	if err := s.Quiesce(testkit.Ctx(t, 30*time.Second)); err != nil {
 		t.Logf("Quiesce: %v (events sent to the ended session are given up)", err)
 	}
 	r := s.Report()

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/linkfabric/linkfabric/fabric"
-	"github.com/linkfabric/linkfabric/internal/conformance"
 	"github.com/linkfabric/linkfabric/internal/soak"
+	"github.com/linkfabric/linkfabric/internal/testkit"
 )
 
 // logger discards the endpoints' logs unless LF_TEST_LOG is set.
@@ -28,7 +28,7 @@ func startSoak(t *testing.T, cfg soak.Config) *soak.Soak {
 	if cfg.Logger == nil {
 		cfg.Logger = logger()
 	}
-	s, err := soak.Start(conformance.Ctx(t, 30*time.Second), cfg)
+	s, err := soak.Start(testkit.Ctx(t, 30*time.Second), cfg)
 	if err != nil {
 		t.Fatalf("soak.Start: %v", err)
 	}
@@ -46,10 +46,10 @@ func startSoak(t *testing.T, cfg soak.Config) *soak.Soak {
 // fails the test unless the report is clean.
 func finish(t *testing.T, s *soak.Soak, viewBound time.Duration) soak.Report {
 	t.Helper()
-	if err := s.Quiesce(conformance.Ctx(t, 30*time.Second)); err != nil {
+	if err := s.Quiesce(testkit.Ctx(t, 30*time.Second)); err != nil {
 		t.Errorf("Quiesce: %v", err)
 	}
-	if err := s.WaitView(conformance.Ctx(t, viewBound), nil); err != nil {
+	if err := s.WaitView(testkit.Ctx(t, viewBound), nil); err != nil {
 		t.Errorf("WaitView: %v", err)
 	}
 	r := s.Report()
@@ -86,22 +86,22 @@ func TestSoakRestarts(t *testing.T) {
 	}
 	t.Cleanup(b.Close)
 	s := startSoak(t, soak.Config{NATS: fabric.NATSConfig{URL: b.ClientURL(), PingInterval: time.Second}})
-	if err := s.WaitTraffic(conformance.Ctx(t, 10*time.Second), 100); err != nil {
+	if err := s.WaitTraffic(testkit.Ctx(t, 10*time.Second), 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RestartMaster(conformance.Ctx(t, 15*time.Second)); err != nil {
+	if err := s.RestartMaster(testkit.Ctx(t, 15*time.Second)); err != nil {
 		t.Fatalf("RestartMaster: %v", err)
 	}
-	if err := s.WaitView(conformance.Ctx(t, 10*time.Second), nil); err != nil {
+	if err := s.WaitView(testkit.Ctx(t, 10*time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WaitTraffic(conformance.Ctx(t, 10*time.Second), 100); err != nil {
+	if err := s.WaitTraffic(testkit.Ctx(t, 10*time.Second), 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RestartSlave(conformance.Ctx(t, 15*time.Second), 1); err != nil {
+	if err := s.RestartSlave(testkit.Ctx(t, 15*time.Second), 1); err != nil {
 		t.Fatalf("RestartSlave: %v", err)
 	}
-	if err := s.WaitTraffic(conformance.Ctx(t, 10*time.Second), 100); err != nil {
+	if err := s.WaitTraffic(testkit.Ctx(t, 10*time.Second), 100); err != nil {
 		t.Fatal(err)
 	}
 	r := finish(t, s, 10*time.Second)

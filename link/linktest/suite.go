@@ -1,4 +1,4 @@
-package conformance
+package linktest
 
 import (
 	"context"
@@ -11,21 +11,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
-// prompt bounds what a connector must do "promptly": deliver a close,
-// fail a pending request, answer a request. Generous, for -race on a busy
-// machine; the tests never wait for it unless something is wrong.
-const prompt = 5 * time.Second
+// Features describes the connector under test where connectors may
+// differ without breaking a link's promises. The zero value fits every
+// connector of this module.
+type Features struct {
+	// LargePayload is the size, in bytes, of the largest text the suite
+	// sends in a request and its response. Zero means 256 KiB.
+	LargePayload int
+	// Prompt bounds what the connector must do promptly: deliver a close,
+	// fail a pending request, answer a request. The tests wait that long
+	// only when something is wrong. Zero means 5s, which is generous for
+	// -race on a busy machine.
+	Prompt time.Duration
+}
+
+func (f Features) prompt() time.Duration {
+	if f.Prompt > 0 {
+		return f.Prompt
+	}
+	return 5 * time.Second
+}
+
+func (f Features) largePayload() int {
+	if f.LargePayload > 0 {
+		return f.LargePayload
+	}
+	return 256 << 10
+}
 
 // Run runs every behaviour test over links that newPair makes, each in a
 // subtest with a pair of its own.
-func Run(t *testing.T, newPair NewPair) {
+func Run(t *testing.T, newPair NewPair, f Features) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, newPair NewPair, cat *messages.Catalog)
+		run  func(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features)
 	}{
 		{"RequestResponse", testRequestResponse},
 		{"HandlerErrors", testHandlerErrors},
@@ -38,7 +62,7 @@ func Run(t *testing.T, newPair NewPair) {
 		{"NonBlockingHandlers", testNonBlockingHandlers},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, newPair, Catalog()) })
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, newPair, Catalog(), f) })
 	}
 }
 
@@ -54,16 +78,17 @@ func setup(cat *messages.Catalog, attach func(l *link.Link)) func(*link.Link) {
 }
 
 // Typed requests arrive decoded and their typed responses come back, both
-// ways, including the links' built-in ping and a payload of 256 KiB.
-func testRequestResponse(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+// ways, including the links' built-in ping and a large payload
+// (Features.LargePayload).
+func testRequestResponse(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	echo := setup(cat, func(l *link.Link) { link.HandleRequest(l, Echo, EchoHandler(l)) })
 	a, b := newPair(t, cat, echo, echo)
-	ctx := Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 	for _, dir := range []struct {
 		name     string
 		from, to *link.Link
 	}{{"A to B", a, b}, {"B to A", b, a}} {
-		for _, text := range []string{"", "héllo, wörld ✓ \"quoted\" \\ \n\t\u0000", strings.Repeat("0123456789abcdef", 16384)} {
+		for _, text := range []string{"", "héllo, wörld ✓ \"quoted\" \\ \n\t\u0000", strings.Repeat("0123456789abcdef", f.largePayload()/16)} {
 			want := EchoResponse{N: len(text), Text: text, From: dir.to.Self().String()}
 			got, err := link.Request(ctx, dir.from, Echo, EchoRequest{N: len(text), Text: text})
 			if err != nil {
@@ -83,7 +108,7 @@ func testRequestResponse(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 // A handler's error reaches the requester with its code and message
 // intact; errors without a code, sentinels and panics arrive as the link
 // documents.
-func testHandlerErrors(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testHandlerErrors(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	fail := setup(cat, func(l *link.Link) {
 		link.HandleRequest(l, Fail, func(_ context.Context, f Failure) (messages.Empty, error) {
 			switch f.Mode {
@@ -100,7 +125,7 @@ func testHandlerErrors(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 		})
 	})
 	a, b := newPair(t, cat, fail, fail)
-	ctx := Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 	tests := []struct {
 		name     string
 		failure  Failure
@@ -108,12 +133,12 @@ func testHandlerErrors(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 		wantMsg  string // "" for any
 		wantIs   error  // a sentinel the error must match, or nil
 	}{
-		{"coded", Failure{Mode: "coded", Code: "conformance.refused", Message: "no entry 42: «ünïcode» and \"quotes\""},
-			"conformance.refused", "no entry 42: «ünïcode» and \"quotes\"", nil},
+		{"coded", Failure{Mode: "coded", Code: "linktest.refused", Message: "no entry 42: «ünïcode» and \"quotes\""},
+			"linktest.refused", "no entry 42: «ünïcode» and \"quotes\"", nil},
 		{"core code", Failure{Mode: "coded", Code: string(link.CodeTimeout), Message: "the instance did not answer"},
 			link.CodeTimeout, "the instance did not answer", link.ErrTimeout},
-		{"wrapped", Failure{Mode: "wrapped", Code: "conformance.busy", Message: "try again later"},
-			"conformance.busy", "try again later", nil},
+		{"wrapped", Failure{Mode: "wrapped", Code: "linktest.busy", Message: "try again later"},
+			"linktest.busy", "try again later", nil},
 		{"plain", Failure{Mode: "plain", Message: "disk on fire"}, link.CodeHandlerError, "disk on fire", link.ErrHandlerError},
 		{"sentinel", Failure{Mode: "sentinel"}, link.CodePermissionDenied, link.ErrPermissionDenied.Message, link.ErrPermissionDenied},
 		{"panic", Failure{Mode: "panic", Message: "boom"}, link.CodeInternal, "", link.ErrInternal},
@@ -146,7 +171,7 @@ func testHandlerErrors(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 
 // Events arrive in the order they were emitted, all of them, both ways at
 // once.
-func testEventOrder(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testEventOrder(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	const n = 1000
 	var mu sync.Mutex
 	got := map[link.Address][]int{}
@@ -160,7 +185,7 @@ func testEventOrder(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 		})
 	})
 	a, b := newPair(t, cat, record, record)
-	ctx := Ctx(t, 60*time.Second)
+	ctx := testkit.Ctx(t, 60*time.Second)
 	errc := make(chan error, 2)
 	for _, from := range []*link.Link{a, b} {
 		go func() {
@@ -174,14 +199,14 @@ func testEventOrder(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 		}()
 	}
 	for range 2 {
-		NoErr(t, Recv(t, errc, 60*time.Second, "the emitters"), "emit")
+		testkit.NoErr(t, testkit.Recv(t, errc, 60*time.Second, "the emitters"), "emit")
 	}
 	count := func(at link.Address) int {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got[at])
 	}
-	WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return count(AddrA) >= n && count(AddrB) >= n })
+	testkit.WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return count(AddrA) >= n && count(AddrB) >= n })
 	want := make([]int, n)
 	for i := range want {
 		want[i] = i
@@ -208,7 +233,7 @@ func firstDiff(a, b []int) int {
 // ForwardEvent, which skip the sender's check) is refused by the receiver:
 // a request with invalid_message, an event dropped and counted. Its
 // handler never sees it and the link keeps working.
-func testInvalidPayload(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testInvalidPayload(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	var mu sync.Mutex
 	var echoed []int
 	ticks := make(chan int, 16)
@@ -225,7 +250,7 @@ func testInvalidPayload(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 			return nil
 		})
 	}))
-	ctx := Ctx(t, 30*time.Second)
+	ctx := testkit.Ctx(t, 30*time.Second)
 	before := b.Stats().Invalid
 	bad := []struct{ name, data string }{
 		{"against the schema", `{"n":-1,"text":"x"}`},
@@ -257,19 +282,19 @@ func testInvalidPayload(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 
 	before = b.Stats().Invalid
 	for _, data := range []string{`{"seq":-1}`, `{"seq":`, `"tick"`, ``} {
-		NoErr(t, a.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: Tick.Name(), Data: []byte(data)}), "forward an invalid event")
+		testkit.NoErr(t, a.ForwardEvent(ctx, &link.Envelope{Kind: messages.KindEvent, Type: Tick.Name(), Data: []byte(data)}), "forward an invalid event")
 	}
-	NoErr(t, link.Emit(ctx, a, Tick, TickEvent{Seq: 5}), "emit a valid event")
-	if seq := Recv(t, ticks, prompt, "the valid event"); seq != 5 {
+	testkit.NoErr(t, link.Emit(ctx, a, Tick, TickEvent{Seq: 5}), "emit a valid event")
+	if seq := testkit.Recv(t, ticks, f.prompt(), "the valid event"); seq != 5 {
 		t.Errorf("the event handler saw seq %d first, want only the valid event 5", seq)
 	}
-	WaitFor(t, prompt, "B to count 4 invalid events", func() bool { return b.Stats().Invalid-before >= 4 })
+	testkit.WaitFor(t, f.prompt(), "B to count 4 invalid events", func() bool { return b.Stats().Invalid-before >= 4 })
 }
 
 // A request that is not answered ends at the requester's deadline with
 // ErrTimeout; the deadline travels with it, so the handler's context ends
 // then too. The link goes on working.
-func testTimeout(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testTimeout(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	deadlines := make(chan time.Time, 1)
 	ended := make(chan error, 1)
 	a, _ := newPair(t, cat, setup(cat, nil), setup(cat, func(l *link.Link) {
@@ -295,14 +320,14 @@ func testTimeout(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 	if elapsed < timeout-10*time.Millisecond || elapsed > timeout+2*time.Second {
 		t.Errorf("the request ended after %s, want about %s", elapsed, timeout)
 	}
-	got := Recv(t, deadlines, prompt, "the handler to start")
+	got := testkit.Recv(t, deadlines, f.prompt(), "the handler to start")
 	if d := got.Sub(want); d < -250*time.Millisecond || d > 250*time.Millisecond {
 		t.Errorf("the handler's deadline is %s off the requester's", d)
 	}
-	if err := Recv(t, ended, prompt, "the handler's context to end"); !errors.Is(err, context.DeadlineExceeded) {
+	if err := testkit.Recv(t, ended, f.prompt(), "the handler's context to end"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("the handler's context ended with %v, want %v", err, context.DeadlineExceeded)
 	}
-	if _, err := link.Request(Ctx(t, 30*time.Second), a, Echo, EchoRequest{N: 1}); err != nil {
+	if _, err := link.Request(testkit.Ctx(t, 30*time.Second), a, Echo, EchoRequest{N: 1}); err != nil {
 		t.Errorf("echo after the timeout: %v", err)
 	}
 }
@@ -310,7 +335,7 @@ func testTimeout(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 // Closing either link ends the other promptly: requests pending on either
 // side fail with ErrSessionLost, the peer's Done closes, the handlers that
 // were running see their context end, and nothing more can be sent.
-func testClose(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testClose(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	tests := []struct {
 		name string
 		// requester sends a request that is held; closer then closes.
@@ -344,17 +369,17 @@ func testClose(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 				_, err := link.Request(context.Background(), req, Hold, messages.Empty{})
 				errc <- err
 			}()
-			Recv(t, started, prompt, "the handler to start")
-			NoErr(t, closer.Close(), "close")
-			if err := Recv(t, errc, prompt, "the pending request to fail"); !errors.Is(err, link.ErrSessionLost) {
+			testkit.Recv(t, started, f.prompt(), "the handler to start")
+			testkit.NoErr(t, closer.Close(), "close")
+			if err := testkit.Recv(t, errc, f.prompt(), "the pending request to fail"); !errors.Is(err, link.ErrSessionLost) {
 				t.Errorf("the pending request ended with %v, want %v", err, link.ErrSessionLost)
 			}
-			Recv(t, other.Done(), prompt, "the other link's Done")
-			Recv(t, closer.Done(), prompt, "the closed link's Done")
-			if err := Recv(t, ended, prompt, "the handler's context to end"); !errors.Is(err, context.Canceled) {
+			testkit.Recv(t, other.Done(), f.prompt(), "the other link's Done")
+			testkit.Recv(t, closer.Done(), f.prompt(), "the closed link's Done")
+			if err := testkit.Recv(t, ended, f.prompt(), "the handler's context to end"); !errors.Is(err, context.Canceled) {
 				t.Errorf("the handler's context ended with %v, want %v", err, context.Canceled)
 			}
-			ctx := Ctx(t, prompt)
+			ctx := testkit.Ctx(t, f.prompt())
 			for _, l := range []*link.Link{a, b} {
 				if _, err := link.Request(ctx, l, messages.Ping, messages.Empty{}); !errors.Is(err, link.ErrSessionLost) {
 					t.Errorf("%s: ping after close: %v, want %v", l.Self(), err, link.ErrSessionLost)
@@ -362,7 +387,7 @@ func testClose(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 				if err := link.Emit(ctx, l, Tick, TickEvent{}); !errors.Is(err, link.ErrSessionLost) {
 					t.Errorf("%s: emit after close: %v, want %v", l.Self(), err, link.ErrSessionLost)
 				}
-				NoErr(t, l.Close(), "close again")
+				testkit.NoErr(t, l.Close(), "close again")
 			}
 		})
 	}
@@ -374,7 +399,7 @@ func pick(i int) func(a, b *link.Link) *link.Link {
 
 // Disconnect refuses new requests on both sides, lets the one in flight
 // end with its response, then closes both links.
-func testDisconnect(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testDisconnect(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	started := make(chan struct{}, 1)
 	release := make(chan struct{})
 	a, b := newPair(t, cat,
@@ -391,13 +416,13 @@ func testDisconnect(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 				}
 			})
 		}))
-	ctx := Ctx(t, 60*time.Second)
+	ctx := testkit.Ctx(t, 60*time.Second)
 	held := make(chan error, 1)
 	go func() {
 		_, err := link.Request(ctx, a, Hold, messages.Empty{})
 		held <- err
 	}()
-	Recv(t, started, prompt, "the held request to start")
+	testkit.Recv(t, started, f.prompt(), "the held request to start")
 	disconnected := make(chan error, 1)
 	go func() { disconnected <- a.Disconnect(ctx) }()
 
@@ -410,8 +435,8 @@ func testDisconnect(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 			return err != nil
 		}
 	}
-	WaitFor(t, prompt, "A to refuse new requests", refuses(a))
-	WaitFor(t, prompt, "B to refuse new requests", refuses(b))
+	testkit.WaitFor(t, f.prompt(), "A to refuse new requests", refuses(a))
+	testkit.WaitFor(t, f.prompt(), "B to refuse new requests", refuses(b))
 	select {
 	case err := <-disconnected:
 		t.Fatalf("Disconnect returned (%v) while a request was in flight", err)
@@ -420,19 +445,19 @@ func testDisconnect(t *testing.T, newPair NewPair, cat *messages.Catalog) {
 	default:
 	}
 	close(release)
-	NoErr(t, Recv(t, held, prompt, "the held request"), "the request in flight during Disconnect")
-	NoErr(t, Recv(t, disconnected, prompt, "Disconnect"), "Disconnect")
-	Recv(t, a.Done(), prompt, "A's Done")
-	Recv(t, b.Done(), prompt, "B's Done")
+	testkit.NoErr(t, testkit.Recv(t, held, f.prompt(), "the held request"), "the request in flight during Disconnect")
+	testkit.NoErr(t, testkit.Recv(t, disconnected, f.prompt(), "Disconnect"), "Disconnect")
+	testkit.Recv(t, a.Done(), f.prompt(), "A's Done")
+	testkit.Recv(t, b.Done(), f.prompt(), "B's Done")
 }
 
 // Many goroutines request at once, both ways; every response goes to its
 // own request.
-func testConcurrentRequests(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testConcurrentRequests(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	const goroutines, each = 32, 50
 	echo := setup(cat, func(l *link.Link) { link.HandleRequest(l, Echo, EchoHandler(l)) })
 	a, b := newPair(t, cat, echo, echo)
-	ctx := Ctx(t, 120*time.Second)
+	ctx := testkit.Ctx(t, 120*time.Second)
 	errc := make(chan error, goroutines)
 	for g := range goroutines {
 		from, to := a, b
@@ -457,7 +482,7 @@ func testConcurrentRequests(t *testing.T, newPair NewPair, cat *messages.Catalog
 		}()
 	}
 	for range goroutines {
-		if err := Recv(t, errc, 120*time.Second, "the requesting goroutines"); err != nil {
+		if err := testkit.Recv(t, errc, 120*time.Second, "the requesting goroutines"); err != nil {
 			t.Error(err)
 		}
 	}
@@ -472,7 +497,7 @@ func testConcurrentRequests(t *testing.T, newPair NewPair, cat *messages.Catalog
 // their message, answer requests and take events as the others do: every
 // response to its own request, every event once and in order, both ways
 // at once.
-func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalog) {
+func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	const goroutines, each, events = 8, 25, 300
 	var mu sync.Mutex
 	got := map[link.Address][]int{}
@@ -487,7 +512,7 @@ func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalo
 		}, link.NonBlocking())
 	})
 	a, b := newPair(t, cat, attach, attach)
-	ctx := Ctx(t, 60*time.Second)
+	ctx := testkit.Ctx(t, 60*time.Second)
 	errc := make(chan error, goroutines+2)
 	for g := range goroutines {
 		from, to := a, b
@@ -521,7 +546,7 @@ func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalo
 		}()
 	}
 	for range goroutines + 2 {
-		if err := Recv(t, errc, 60*time.Second, "the senders"); err != nil {
+		if err := testkit.Recv(t, errc, 60*time.Second, "the senders"); err != nil {
 			t.Error(err)
 		}
 	}
@@ -530,7 +555,7 @@ func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalo
 		defer mu.Unlock()
 		return len(got[at])
 	}
-	WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return count(AddrA) >= events && count(AddrB) >= events })
+	testkit.WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return count(AddrA) >= events && count(AddrB) >= events })
 	want := make([]int, events)
 	for i := range want {
 		want[i] = i

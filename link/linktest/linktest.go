@@ -1,21 +1,9 @@
-// Package conformance is the behaviour every connector owes a link, written
-// once and run over each connector, after Watermill's tests.TestPubSub:
-//
-//	func TestConformance(t *testing.T) { conformance.Run(t, newPair) }
-//
-// A connector's test supplies a factory that joins two links, A (the
-// slave side, which dials) and B (the master side, which accepts), and
-// starts them; Run checks round trips, error transport, event order,
-// refusal of invalid payloads, timeouts, closing, graceful disconnects and
-// concurrency over them. Only test files import this package.
-package conformance
+package linktest
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -87,7 +75,7 @@ var (
 )
 
 // CodeStub is the error code of the requests Stub answers.
-const CodeStub link.Code = "conformance.stub"
+const CodeStub link.Code = "linktest.stub"
 
 var catalog = sync.OnceValue(func() *messages.Catalog {
 	c, err := messages.NewCatalog(messages.Plugin{Name: "conformance", Messages: []messages.Message{Echo, Fail, Hold, Tick}})
@@ -133,77 +121,5 @@ func EchoHandler(l *link.Link) func(context.Context, EchoRequest) (EchoResponse,
 	from := l.Self().String()
 	return func(_ context.Context, r EchoRequest) (EchoResponse, error) {
 		return EchoResponse{N: r.N, Text: r.Text, From: from}, nil
-	}
-}
-
-// WaitFor polls cond every millisecond until it holds, and fails the test
-// if it does not within timeout.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll(t, timeout, time.Millisecond, what, func() error {
-		if cond() {
-			return nil
-		}
-		return errNotYet
-	})
-}
-
-// Eventually polls cond every 10ms until it returns nil, and fails the
-// test with cond's last error if that takes longer than timeout: for
-// conditions that can say what is still wrong.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	poll(t, timeout, 10*time.Millisecond, what, cond)
-}
-
-var errNotYet = errors.New("not yet")
-
-func poll(t testing.TB, timeout, every time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			if err == errNotYet {
-				t.Fatalf("timed out after %s waiting for %s", timeout, what)
-			}
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		<-tick.C
-	}
-}
-
-// Recv returns the next value from ch, failing the test after timeout.
-func Recv[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		panic("unreachable")
-	}
-}
-
-// Ctx returns a context that ends after d, cancelled when the test ends.
-func Ctx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// NoErr fails the test at once if err is not nil.
-func NoErr(t testing.TB, err error, what string) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("%s: unexpected error: %v", what, err)
 	}
 }

@@ -519,9 +519,7 @@ func (m *activeMaster) wireSlave(l *link.Link, id int64, c session) {
 // wire attaches what every link of the master gets: the plugins' handlers,
 // then the fabric's routing for what is still unhandled.
 func (m *activeMaster) wire(l *link.Link) {
-	if m.handlers != nil {
-		m.handlers(l)
-	}
+	m.handlers.attach(l)
 	m.route(l)
 }
 

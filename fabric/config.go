@@ -17,6 +17,7 @@ import (
 	"github.com/caarlos0/env/v10"
 
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
 )
 
 // ErrConfig is matched (with errors.Is) by every configuration error.
@@ -82,10 +83,10 @@ type MasterConfig struct {
 	// Listen is the address of the embedded NATS server when NATS.URL is
 	// empty. It must be a loopback address; port 0 picks a free port.
 	Listen string `env:"FABRIC_NATS_LISTEN" envDefault:"127.0.0.1:4222"`
-	// Permissions grants permissions to control users:
-	// "user=perm,perm;user=perm". A permission may end in ".*" or be "*";
-	// the user "*" stands for every user.
-	Permissions string `env:"FABRIC_CONTROL_PERMISSIONS" envDefault:"*=*"`
+	// Grants says which control users hold which permissions (see
+	// Grants); nil grants none. FABRIC_CONTROL_PERMISSIONS writes it
+	// "user=perm,perm;user=perm" (ParseGrants).
+	Grants Grants `env:"FABRIC_CONTROL_PERMISSIONS" envDefault:"*=*"`
 	// MetricsAddr, if set, is the host:port where Prometheus metrics are
 	// served on /metrics.
 	MetricsAddr string `env:"FABRIC_METRICS_ADDR"`
@@ -150,9 +151,10 @@ type SlaveConfig struct {
 	ID int64 `env:"FABRIC_SLAVE_ID" envDefault:"1"`
 	// Name is the slave's name for people; empty means "slave-<id>".
 	Name string `env:"FABRIC_SLAVE_NAME"`
-	// Instances are the instances the slave hosts from the start,
-	// "id:name,id:name".
-	Instances string `env:"FABRIC_SLAVE_INSTANCES"`
+	// Instances are the instances the slave hosts from the start.
+	// FABRIC_SLAVE_INSTANCES writes them "id:name,id:name"
+	// (ParseInstances).
+	Instances []messages.HostedInstance `env:"FABRIC_SLAVE_INSTANCES"`
 	// MetricsAddr, if set, is the host:port where Prometheus metrics are
 	// served on /metrics.
 	MetricsAddr string `env:"FABRIC_METRICS_ADDR"`
@@ -168,6 +170,43 @@ type ControlConfig struct {
 	User   string `env:"FABRIC_CONTROL_USER" envDefault:"admin"`
 	Timing TimingConfig
 	Log    LogConfig
+}
+
+// DefaultMasterConfig returns the master's configuration as
+// LoadMasterConfig gives it when no variable is set, except DataDir,
+// which stays empty: the embedded server keeps its files in a temporary
+// directory that does not outlive the master. It is the configuration to
+// start from in code; it listens on 127.0.0.1:4222 and grants every
+// control user everything (Grants).
+func DefaultMasterConfig() MasterConfig {
+	var c MasterConfig
+	defaults(&c)
+	return c
+}
+
+// DefaultSlaveConfig returns a slave's configuration as LoadSlaveConfig
+// gives it when no variable is set: slave 1, hosting no instance, of a
+// master on nats://127.0.0.1:4222.
+func DefaultSlaveConfig() SlaveConfig {
+	var c SlaveConfig
+	defaults(&c)
+	return c
+}
+
+// DefaultControlConfig returns a control's configuration as
+// LoadControlConfig gives it when no variable is set: user admin, of a
+// master on nats://127.0.0.1:4222.
+func DefaultControlConfig() ControlConfig {
+	var c ControlConfig
+	defaults(&c)
+	return c
+}
+
+// defaults fills dst with the defaults its tags declare.
+func defaults(dst any) {
+	if err := env.ParseWithOptions(dst, env.Options{Environment: map[string]string{}, FuncMap: textForms}); err != nil {
+		panic("fabric: a default does not parse: " + err.Error()) // the tags are wrong
+	}
 }
 
 // LoadMasterConfig reads the master's configuration from environ (in the
@@ -219,8 +258,8 @@ func (c MasterConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("FABRIC_NATS_LISTEN=%q: %v", c.Listen, err))
 		}
 	}
-	if _, err := ParseGrants(c.Permissions); err != nil {
-		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_PERMISSIONS=%q: %v", c.Permissions, err))
+	if err := c.Grants.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_PERMISSIONS=%q: %v", c.Grants.String(), err))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
 	switch {
@@ -246,8 +285,8 @@ func (c SlaveConfig) Validate() error {
 	if len(c.Name) > 128 {
 		errs = append(errs, errors.New("FABRIC_SLAVE_NAME: want at most 128 characters"))
 	}
-	if _, err := ParseInstances(c.Instances); err != nil {
-		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_INSTANCES=%q: %v", c.Instances, err))
+	if err := validInstances(c.Instances); err != nil {
+		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_INSTANCES: %v", err))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
 	return joinConfig(errs)
@@ -465,7 +504,7 @@ func parseEnv(dst any, environ []string) (map[string]bool, []error) {
 		environ = os.Environ()
 	}
 	values := env.ToMap(environ)
-	err := env.ParseWithOptions(dst, env.Options{Environment: values})
+	err := env.ParseWithOptions(dst, env.Options{Environment: values, FuncMap: textForms})
 	if err == nil {
 		return nil, nil
 	}
@@ -481,13 +520,26 @@ func parseEnv(dst any, environ []string) (map[string]bool, []error) {
 		if errors.As(e, &pe) {
 			if v, ok := vars[pe.Name]; ok {
 				bad[v] = true
-				errs = append(errs, fmt.Errorf("%s=%q: want %s", v, values[v], expectedForm(pe.Type)))
+				if _, own := textForms[pe.Type]; own {
+					errs = append(errs, fmt.Errorf("%s=%q: %v", v, values[v], pe.Err))
+				} else {
+					errs = append(errs, fmt.Errorf("%s=%q: want %s", v, values[v], expectedForm(pe.Type)))
+				}
 				continue
 			}
 		}
 		errs = append(errs, e)
 	}
 	return bad, errs
+}
+
+// textForms parses the variables whose fields are not plain values: the
+// text forms of the typed fields, which only the Load functions read.
+var textForms = map[reflect.Type]env.ParserFunc{
+	reflect.TypeFor[Grants](): func(s string) (any, error) { return ParseGrants(s) },
+	reflect.TypeFor[[]messages.HostedInstance](): func(s string) (any, error) {
+		return ParseInstances(s)
+	},
 }
 
 // envVars maps Go field names to their variables, through nested structs.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +129,9 @@ func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 	if m.Timing.RequestTimeout != 90*time.Second || m.Log.Format != "json" {
 		t.Errorf("master config %+v", m)
 	}
+	if want := (fabric.Grants{"alice": {"*"}, "bob": {"core.instance.*", "core.slave.list"}, "*": {"core.instance.list"}}); !reflect.DeepEqual(m.Grants, want) {
+		t.Errorf("grants %v, want %v", m.Grants, want)
+	}
 	s, err := fabric.LoadSlaveConfig([]string{"FABRIC_SLAVE_ID=42", "FABRIC_SLAVE_NAME=north", "FABRIC_SLAVE_INSTANCES=101:alpha, 102:beta", "FABRIC_SUBJECT_PREFIX=acme_lf", "FABRIC_NATS_PING_INTERVAL=500ms"})
 	if err != nil {
 		t.Fatalf("LoadSlaveConfig: %v", err)
@@ -134,10 +139,9 @@ func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 	if s.ID != 42 || s.SlaveName() != "north" || s.NATS.Prefix != "acme_lf" || s.NATS.PingInterval != fabric.MinPingInterval {
 		t.Errorf("slave config %+v", s)
 	}
-	got, err := fabric.ParseInstances(s.Instances)
 	want := []messages.HostedInstance{{ID: 101, Name: "alpha", Status: messages.StatusStopped}, {ID: 102, Name: "beta", Status: messages.StatusStopped}}
-	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("ParseInstances(%q) = %+v, %v; want %+v", s.Instances, got, err, want)
+	if !slices.Equal(s.Instances, want) {
+		t.Errorf("instances %+v; want %+v", s.Instances, want)
 	}
 }
 
@@ -152,8 +156,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (fabric.MasterConfig{NATS: nats, Listen: "127.0.0.1:4222", Permissions: "*=*", Timing: timing, Log: log,
-		DataDir: "/home/ann/.local/state/linkfabric", KVReplicas: 1, Lease: 2 * time.Second}); m != want {
+	if want := (fabric.MasterConfig{NATS: nats, Listen: "127.0.0.1:4222", Grants: fabric.AllGrants(), Timing: timing, Log: log,
+		DataDir: "/home/ann/.local/state/linkfabric", KVReplicas: 1, Lease: 2 * time.Second}); !reflect.DeepEqual(m, want) {
 		t.Errorf("master defaults %+v, want %+v", m, want)
 	}
 	m, err = fabric.LoadMasterConfig([]string{"HOME=/home/ann", "XDG_STATE_HOME=/var/state"})
@@ -164,7 +168,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (fabric.SlaveConfig{NATS: nats, ID: 1, Timing: timing, Log: log}); s != want {
+	if want := (fabric.SlaveConfig{NATS: nats, ID: 1, Timing: timing, Log: log}); !reflect.DeepEqual(s, want) {
 		t.Errorf("slave defaults %+v, want %+v", s, want)
 	}
 	if s.SlaveName() != "slave-1" {
@@ -201,7 +205,7 @@ func TestLoadConfigFromProcessEnvironment(t *testing.T) {
 func TestEndpointsRefuseBadConfig(t *testing.T) {
 	ctx := testkit.Ctx(t, waitLong)
 	good := testTiming()
-	if _, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "0.0.0.0:0", Permissions: "*=*", Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
+	if _, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "0.0.0.0:0", Grants: fabric.AllGrants(), Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
 		t.Errorf("StartMaster listening on 0.0.0.0: %v, want ErrConfig", err)
 	}
 	if _, err := fabric.StartSlave(ctx, fabric.SlaveConfig{NATS: natsConfig(""), ID: -3, Timing: good, Log: logConfig()}); !errors.Is(err, fabric.ErrConfig) {
@@ -311,8 +315,8 @@ func TestNilOptionsRefused(t *testing.T) {
 // the master at start, naming it; a plugin's own permission is known.
 func TestMasterRefusesUnknownPermissions(t *testing.T) {
 	ctx := testkit.Ctx(t, waitLong)
-	for _, perms := range []string{"alice=core.instanse.start", "bob=core.slave.list,storage:*", "*=nosuch.*"} {
-		_, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", Permissions: perms, Timing: testTiming(), Log: logConfig()})
+	for _, perms := range []fabric.Grants{{"alice": {"core.instanse.start"}}, {"bob": {"core.slave.list", "storage:*"}}, {"*": {"nosuch.*"}}} {
+		_, err := fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", Grants: perms, Timing: testTiming(), Log: logConfig()})
 		if !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "FABRIC_CONTROL_PERMISSIONS") {
 			t.Errorf("permissions %q: %v, want ErrConfig naming FABRIC_CONTROL_PERMISSIONS", perms, err)
 		}
@@ -348,8 +352,8 @@ func TestMasterTakenPort(t *testing.T) {
 	ctx := testkit.Ctx(t, waitLong)
 	b := startBroker(t)
 	for _, cfg := range []fabric.MasterConfig{
-		{NATS: natsConfig(""), Listen: taken, Permissions: "*=*", Timing: testTiming(), Log: logConfig()},
-		{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0", MetricsAddr: taken, Permissions: "*=*", Timing: testTiming(), Log: logConfig()},
+		{NATS: natsConfig(""), Listen: taken, Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()},
+		{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0", MetricsAddr: taken, Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()},
 	} {
 		start := time.Now()
 		m, err := fabric.StartMaster(ctx, cfg, fabric.WithLogger(testLogger()))
@@ -362,5 +366,58 @@ func TestMasterTakenPort(t *testing.T) {
 			t.Errorf("listen %q, metrics %q: %v, want ErrConfig saying address already in use", cfg.Listen, cfg.MetricsAddr, err)
 		}
 		t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// The default configurations are the ones the variables' defaults give,
+// valid as they are, so that an embedder can start from them.
+func TestDefaultConfigs(t *testing.T) {
+	m, err := fabric.LoadMasterConfig([]string{"FABRIC_DATA_DIR=/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.DataDir = ""
+	if d := fabric.DefaultMasterConfig(); !reflect.DeepEqual(d, m) || d.Validate() != nil {
+		t.Errorf("DefaultMasterConfig() = %+v (%v), want %+v", d, d.Validate(), m)
+	}
+	s, err := fabric.LoadSlaveConfig([]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := fabric.DefaultSlaveConfig(); !reflect.DeepEqual(d, s) || d.Validate() != nil {
+		t.Errorf("DefaultSlaveConfig() = %+v (%v), want %+v", d, d.Validate(), s)
+	}
+	c, err := fabric.LoadControlConfig([]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := fabric.DefaultControlConfig(); !reflect.DeepEqual(d, c) || d.Validate() != nil {
+		t.Errorf("DefaultControlConfig() = %+v (%v), want %+v", d, d.Validate(), c)
+	}
+}
+
+// Typed fields are checked as their variables are: a bad table of grants
+// or list of instances built in code is a configuration error that names
+// the variable.
+func TestValidateTypedFields(t *testing.T) {
+	m := fabric.DefaultMasterConfig()
+	m.Grants = fabric.Grants{"a b": {"*"}}
+	if err := m.Validate(); !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "FABRIC_CONTROL_PERMISSIONS") {
+		t.Errorf("grants to %q: %v", "a b", err)
+	}
+	m.Grants = fabric.Grants{"alice": {"core.instance.*x"}}
+	if err := m.Validate(); !errors.Is(err, fabric.ErrConfig) {
+		t.Errorf("a malformed permission: %v", err)
+	}
+	s := fabric.DefaultSlaveConfig()
+	for _, bad := range [][]messages.HostedInstance{
+		{{ID: 0, Name: "zero"}},
+		{{ID: 1, Name: ""}},
+		{{ID: 1, Name: "a"}, {ID: 1, Name: "b"}},
+	} {
+		s.Instances = bad
+		if err := s.Validate(); !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "FABRIC_SLAVE_INSTANCES") {
+			t.Errorf("instances %+v: %v", bad, err)
+		}
 	}
 }

@@ -35,7 +35,7 @@ type Control struct {
 	catalog  *messages.Catalog
 	node     transport
 	output   func(messages.OutputLine)
-	handlers func(*link.Link)
+	handlers handlerSet
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -150,9 +150,7 @@ func (c *Control) dial() (*link.Link, error) {
 		c.received(line)
 		return nil
 	})
-	if c.handlers != nil {
-		c.handlers(l)
-	}
+	c.handlers.attach(l)
 	// Plugin events for controls that no one here handles are let go.
 	for _, def := range c.catalog.On(messages.Direction{Source: messages.Master, Target: messages.Control}) {
 		if !l.Handles(def) && def.Kind() == messages.KindEvent {

@@ -69,6 +69,17 @@ func startBroker(t *testing.T) *fabric.Broker {
 	return b
 }
 
+// grants parses a test's table of grants, in FABRIC_CONTROL_PERMISSIONS's
+// text form.
+func grants(t testing.TB, text string) fabric.Grants {
+	t.Helper()
+	g, err := fabric.ParseGrants(text)
+	if err != nil {
+		t.Fatalf("grants %q: %v", text, err)
+	}
+	return g
+}
+
 func closeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 10*time.Second)
 }
@@ -82,7 +93,7 @@ func startMaster(t *testing.T, url, permissions string, opts ...fabric.Option) *
 // startMasterTiming starts a master with the given timings.
 func startMasterTiming(t *testing.T, url, permissions string, timing fabric.TimingConfig, opts ...fabric.Option) *fabric.Master {
 	t.Helper()
-	return startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: permissions, Timing: timing, Log: logConfig()}, opts...)
+	return startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Grants: grants(t, permissions), Timing: timing, Log: logConfig()}, opts...)
 }
 
 // startMasterConfig starts a master configured by cfg.
@@ -101,7 +112,11 @@ func startMasterConfig(t *testing.T, cfg fabric.MasterConfig, opts ...fabric.Opt
 }
 
 func slaveConfig(url string, id int64, instances string) fabric.SlaveConfig {
-	return fabric.SlaveConfig{NATS: natsConfig(url), ID: id, Instances: instances, Timing: testTiming(), Log: logConfig()}
+	hosted, err := fabric.ParseInstances(instances)
+	if err != nil {
+		panic(err) // a test's own mistake
+	}
+	return fabric.SlaveConfig{NATS: natsConfig(url), ID: id, Instances: hosted, Timing: testTiming(), Log: logConfig()}
 }
 
 // startSlave starts a slave with the given instances ("id:name,...").
@@ -274,7 +289,7 @@ func newCluster(t *testing.T, cc clusterConfig) *cluster {
 	if cc.fastMaster {
 		timing = fastTiming()
 	}
-	cfg := fabric.MasterConfig{NATS: natsConfig(c.url), Listen: "127.0.0.1:0", Permissions: cc.permissions, Timing: timing, Log: logConfig()}
+	cfg := fabric.MasterConfig{NATS: natsConfig(c.url), Listen: "127.0.0.1:0", Grants: grants(t, cc.permissions), Timing: timing, Log: logConfig()}
 	if cc.metrics {
 		cfg.MetricsAddr = "127.0.0.1:0"
 	}

@@ -42,7 +42,7 @@ func addrOf(addrs map[string]string, endpoint string) (string, bool) {
 // others come over loopback TCP, which the broker still listens on, and
 // all of them talk to each other.
 func TestInProcessConnections(t *testing.T) {
-	m := startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: testTiming(), Log: logConfig()})
+	m := startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()})
 	b := m.Broker()
 	if b == nil {
 		t.Fatal("a master without a NATS URL has no embedded broker")

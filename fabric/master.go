@@ -41,7 +41,7 @@ type Master struct {
 	cfg       MasterConfig
 	log       *slog.Logger
 	catalog   *messages.Catalog
-	perms     Grants
+	perms     Grants       // a copy of cfg.Grants
 	broker    *Broker      // nil when NATS is external
 	local     *Broker      // reached in-process: the embedded broker, or WithLocalBroker's
 	url       string       // the NATS servers
@@ -52,7 +52,7 @@ type Master struct {
 	metrics   *metrics
 	claims    *claims
 	httpSrv   *http.Server      // serves metrics; nil when not asked for
-	handlers  func(*link.Link)  // the plugins' (WithHandlers); may be nil
+	handlers  handlerSet        // the plugins' (WithHandlers)
 	authorize ControlAuthorizer // WithControlAuthorizer's; may be nil
 
 	started time.Time     // when the process started the master
@@ -86,10 +86,10 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	if err != nil {
 		return nil, err
 	}
-	perms, _ := ParseGrants(cfg.Permissions)
+	perms := cfg.Grants.clone()
 	if unknown := perms.Unknown(catalog); len(unknown) > 0 {
 		return nil, fmt.Errorf("%w: FABRIC_CONTROL_PERMISSIONS=%q: %s grants nothing: no message needs such a permission (fabric messages lists them)",
-			ErrConfig, cfg.Permissions, strings.Join(unknown, ", "))
+			ErrConfig, perms.String(), strings.Join(unknown, ", "))
 	}
 	host, _ := os.Hostname()
 	p := &Master{

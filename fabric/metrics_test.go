@@ -193,7 +193,7 @@ func TestMetrics(t *testing.T) {
 	b := startBroker(t)
 	url := b.ClientURL()
 
-	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: "*=*", MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}
+	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Grants: fabric.AllGrants(), MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}
 	m, err := fabric.StartMaster(testkit.Ctx(t, waitLong), mcfg, fabric.WithLogger(testLogger()))
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)

@@ -16,7 +16,7 @@ import (
 type Option func(*options) error
 
 type options struct {
-	handlers  func(*link.Link)
+	handlers  handlerSet
 	logger    *slog.Logger
 	plugins   []messages.Plugin
 	instances InstanceFactory
@@ -58,18 +58,41 @@ func WithPlugins(plugins ...messages.Plugin) Option {
 	}
 }
 
-// WithHandlers sets a function that attaches a plugin's handlers to each
-// link the endpoint makes, before the link starts: the master's links to
-// slaves and controls, a slave's link to the master and to each instance,
-// a control's link to the master. It tells them apart by l.Peer().Type.
-// The fabric routes what it still leaves unhandled (forwarding,
-// broadcasts); a message that arrives at its destination needs a handler
-// here, or the endpoint refuses to start, naming the message. Defaults to
-// none.
-func WithHandlers(attach func(l *link.Link)) Option {
+// WithHandlers adds attach, a function that attaches a plugin's handlers
+// to each link the endpoint makes to an endpoint of type peer, before the
+// link starts: the master's links to slaves and to controls, a slave's
+// link to the master and to each of its instances, a control's link to the
+// master. Handlers compose: every function given for a peer type runs, in
+// the order given, so that each plugin attaches its own; attaching a
+// second handler for one message is a mistake that the endpoint reports
+// as it starts. The fabric routes what the functions leave unhandled
+// (forwarding, broadcasts); a message that arrives at its destination
+// needs a handler here, or the endpoint refuses to start, naming the
+// message. Defaults to none.
+func WithHandlers(peer messages.Endpoint, attach func(l *link.Link)) Option {
 	return func(o *options) error {
-		o.handlers = attach
+		if !peer.Valid() || attach == nil {
+			return fmt.Errorf("fabric: WithHandlers needs an endpoint type and a function, not %s and %p", peer, attach)
+		}
+		o.handlers = append(o.handlers, peerHandlers{peer, attach})
 		return nil
+	}
+}
+
+// handlerSet is what WithHandlers gave, in order.
+type handlerSet []peerHandlers
+
+type peerHandlers struct {
+	peer   messages.Endpoint
+	attach func(*link.Link)
+}
+
+// attach runs, in order, the functions given for l's peer type.
+func (hs handlerSet) attach(l *link.Link) {
+	for _, h := range hs {
+		if h.peer == l.Peer().Type {
+			h.attach(l)
+		}
 	}
 }
 

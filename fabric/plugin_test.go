@@ -63,7 +63,7 @@ func newStoragePlugin(t *testing.T) storagePlugin {
 func TestPluginWithoutMasterHandlerRefused(t *testing.T) {
 	p := newStoragePlugin(t)
 	b := startBroker(t)
-	cfg := fabric.MasterConfig{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: testTiming(), Log: logConfig()}
+	cfg := fabric.MasterConfig{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0", Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()}
 	m, err := fabric.StartMaster(testkit.Ctx(t, waitLong), cfg, fabric.WithLogger(testLogger()), fabric.WithPlugins(p.plugins...))
 	if err == nil {
 		ctx, cancel := closeCtx()
@@ -88,10 +88,7 @@ func TestPluginMessagesEndingAtMaster(t *testing.T) {
 	b := startBroker(t)
 	var mu sync.Mutex
 	var got []contribution
-	masterHandlers := fabric.WithHandlers(func(l *link.Link) {
-		if l.Peer().Type != messages.Slave {
-			return
-		}
+	masterHandlers := fabric.WithHandlers(messages.Slave, func(l *link.Link) {
 		link.HandleEvent(l, p.contribution, func(_ context.Context, c contribution) error {
 			mu.Lock()
 			defer mu.Unlock()

@@ -20,10 +20,7 @@ type counted struct {
 }
 
 func (c *counted) handlers(name string, p storagePlugin) fabric.Option {
-	return fabric.WithHandlers(func(l *link.Link) {
-		if l.Peer().Type != messages.Slave {
-			return
-		}
+	return fabric.WithHandlers(messages.Slave, func(l *link.Link) {
 		link.HandleEvent(l, p.contribution, func(_ context.Context, ev contribution) error {
 			c.mu.Lock()
 			defer c.mu.Unlock()

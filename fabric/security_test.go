@@ -172,7 +172,7 @@ func newSecureClusterWith(t *testing.T, b *secureBroker, permissions string, set
 	}
 	var err error
 	c.master, err = fabric.StartMaster(testkit.Ctx(t, waitLong), fabric.MasterConfig{NATS: b.login("master"), Listen: "127.0.0.1:0",
-		Permissions: permissions, MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}, append(slices.Clone(setup.opts), log)...)
+		Grants: grants(t, permissions), MetricsAddr: "127.0.0.1:0", Timing: testTiming(), Log: logConfig()}, append(slices.Clone(setup.opts), log)...)
 	if err != nil {
 		t.Fatalf("StartMaster: %v", err)
 	}
@@ -665,7 +665,7 @@ func startEndpoint(t *testing.T, kind string, nc fabric.NATSConfig) (time.Durati
 	switch kind {
 	case "master":
 		var m *fabric.Master
-		if m, err = fabric.StartMaster(ctx, fabric.MasterConfig{NATS: nc, Listen: "127.0.0.1:0", Permissions: "*=*", Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(testLogger())); err == nil {
+		if m, err = fabric.StartMaster(ctx, fabric.MasterConfig{NATS: nc, Listen: "127.0.0.1:0", Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(testLogger())); err == nil {
 			defer m.Close(stopCtx)
 		}
 	case "slave":

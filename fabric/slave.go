@@ -32,7 +32,7 @@ type Slave struct {
 	log      *slog.Logger
 	catalog  *messages.Catalog
 	factory  InstanceFactory
-	handlers func(*link.Link) // the plugins' (WithHandlers); may be nil
+	handlers handlerSet // the plugins' (WithHandlers)
 	node     transport
 	metrics  *metrics
 	httpSrv  *http.Server // serves metrics; nil when not asked for
@@ -101,7 +101,6 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if err != nil {
 		return nil, err
 	}
-	hostedList, _ := ParseInstances(cfg.Instances)
 	s := &Slave{
 		cfg:       cfg,
 		self:      link.Address{Type: messages.Slave, ID: strconv.FormatInt(cfg.ID, 10)},
@@ -127,7 +126,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if err := checkWiring(catalog, s.self, link.Address{Type: messages.Instance, ID: "1"}, func(l *link.Link) { s.wireInstance(l, 1) }); err != nil {
 		return nil, err
 	}
-	for _, h := range hostedList {
+	for _, h := range cfg.Instances {
 		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped}
 	}
 	url := cfg.NATS.URL
@@ -842,9 +841,7 @@ func (s *Slave) launch(h *hosted) (*link.Link, error) {
 func (s *Slave) wireMaster(l *link.Link) {
 	link.HandleRequest(l, messages.AssignInstance, s.assign)
 	link.HandleRequest(l, messages.DeleteInstance, s.deleteInstance)
-	if s.handlers != nil {
-		s.handlers(l)
-	}
+	s.handlers.attach(l)
 	s.route(l, messages.Master)
 }
 
@@ -856,9 +853,7 @@ func (s *Slave) wireInstance(to *link.Link, id int64) {
 	link.HandleEvent(to, messages.InstanceStopped, func(ctx context.Context, _ messages.InstanceRef) error {
 		return s.relayStatus(ctx, id, messages.StatusStopped, messages.InstanceStopped)
 	})
-	if s.handlers != nil {
-		s.handlers(to)
-	}
+	s.handlers.attach(to)
 	s.route(to, messages.Instance)
 }
 

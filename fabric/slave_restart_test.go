@@ -36,10 +36,7 @@ func TestSlaveRestartLosesNoEvents(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string][]int{}
 	handlers := func(name string) fabric.Option {
-		return fabric.WithHandlers(func(l *link.Link) {
-			if l.Peer().Type != messages.Master {
-				return
-			}
+		return fabric.WithHandlers(messages.Master, func(l *link.Link) {
 			link.HandleEvent(l, ev, func(_ context.Context, n notice) error {
 				mu.Lock()
 				defer mu.Unlock()

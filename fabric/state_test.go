@@ -25,7 +25,7 @@ import (
 func embeddedMaster(t *testing.T, dataDir string) *fabric.Master {
 	t.Helper()
 	return startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", DataDir: dataDir,
-		Permissions: "*=*", Timing: testTiming(), Log: logConfig()})
+		Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()})
 }
 
 func closeMaster(t *testing.T, m *fabric.Master) {
@@ -250,7 +250,7 @@ func TestMasterRefusesServerWithoutJetStream(t *testing.T) {
 		s.WaitForShutdown()
 	})
 	_, err = fabric.StartMaster(testkit.Ctx(t, 20*time.Second), fabric.MasterConfig{NATS: natsConfig(s.ClientURL()), Listen: "127.0.0.1:0",
-		Permissions: "*=*", Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(testLogger()))
+		Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(testLogger()))
 	if !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "JetStream") {
 		t.Errorf("StartMaster on a server without JetStream: %v; want a configuration error that names JetStream", err)
 	}
@@ -278,7 +278,7 @@ func TestMasterRefusesLaterSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = fabric.StartMaster(ctx, fabric.MasterConfig{NATS: natsConfig(b.ClientURL()), Listen: "127.0.0.1:0",
-		Permissions: "*=*", Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(testLogger()))
+		Grants: fabric.AllGrants(), Timing: testTiming(), Log: logConfig()}, fabric.WithLogger(testLogger()))
 	if err == nil || !strings.Contains(err.Error(), "schema version 99") {
 		t.Errorf("StartMaster on a bucket of a later version: %v; want an error that names the version", err)
 	}

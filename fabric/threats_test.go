@@ -254,7 +254,7 @@ func TestThreatSlaveSpeaksForOthers(t *testing.T) {
 	b := startSecureBroker(t, nil)
 	c := newSecureClusterWith(t, b, "*=*", secureSetup{
 		opts:      []fabric.Option{fabric.WithPlugins(plugin)},
-		slaveOpts: map[int64][]fabric.Option{1: {fabric.WithHandlers(forger.keep)}},
+		slaveOpts: map[int64][]fabric.Option{1: {fabric.WithHandlers(messages.Master, forger.keep)}},
 	})
 	c.probes.chat = chat
 	startInstances(t, c.alice, 11, 12, 21)
@@ -603,7 +603,7 @@ func TestSlaveBroadcastReachesItsOwnInstances(t *testing.T) {
 	r := &recorder{events: []*messages.Event[announcement]{shout}}
 	var toMaster latestLink
 	c := newCluster(t, clusterConfig{opts: []fabric.Option{fabric.WithPlugins(messages.Plugin{Name: "trust", Messages: []messages.Message{shout}})},
-		slaveOpts: []fabric.Option{fabric.WithInstanceFactory(r.factory), fabric.WithHandlers(toMaster.keep)}})
+		slaveOpts: []fabric.Option{fabric.WithInstanceFactory(r.factory), fabric.WithHandlers(messages.Master, toMaster.keep)}})
 	startInstances(t, c.alice, 11, 12, 21)
 	l := toMaster.get(t)
 	testkit.NoErr(t, link.Emit(testkit.Ctx(t, waitLong), l, shout, announcement{Text: "hello"}), "slave 1 shouts")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
 )
 
 // shutdownTimeout bounds a graceful shutdown after Ctrl-C or SIGTERM.
@@ -57,7 +58,10 @@ func (a *app) dev(ctx context.Context) error {
 	}
 	url := m.NATSURL()
 	var slaves []*fabric.Slave
-	for i, instances := range []string{"101:alpha,102:beta", "201:gamma,202:delta"} {
+	for i, instances := range [][]messages.HostedInstance{
+		{{ID: 101, Name: "alpha"}, {ID: 102, Name: "beta"}},
+		{{ID: 201, Name: "gamma"}, {ID: 202, Name: "delta"}},
+	} {
 		sc := fabric.SlaveConfig{NATS: cfg.NATS, ID: int64(i + 1), Instances: instances, Timing: cfg.Timing, Log: cfg.Log}
 		sc.NATS.URL = url
 		// In the broker's process: in-process connections, no loopback TCP.

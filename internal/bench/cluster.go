@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,10 +173,7 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 		return nil, err
 	}
 	url := c.broker.ClientURL()
-	masterHandlers := fabric.WithHandlers(func(l *link.Link) {
-		if l.Peer().Type != messages.Control {
-			return
-		}
+	masterHandlers := fabric.WithHandlers(messages.Control, func(l *link.Link) {
 		// They return at once, as a raw subscriber's callback does: run
 		// them where the message is delivered.
 		nb := link.NonBlocking()
@@ -192,7 +188,7 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 			return nil
 		}, nb)
 	})
-	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: timing(), Log: logConfig}
+	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Grants: fabric.AllGrants(), Timing: timing(), Log: logConfig}
 	if c.master, err = fabric.StartMaster(ctx, mcfg, fabric.WithLogger(cfg.Log), fabric.WithLocalBroker(c.broker), fabric.WithPlugins(plugin), masterHandlers); err != nil {
 		c.close()
 		return nil, err
@@ -214,12 +210,12 @@ func startStopped(ctx context.Context, cfg Config, slaves, instancesPerSlave int
 // addSlave starts slave id with instances stopped instances.
 func (c *cluster) addSlave(ctx context.Context, cfg Config, id, instances int) error {
 	factory := func(id int64, name string) fabric.Instance { return &instance{id: id, name: name, c: c} }
-	var ids []string
+	var hosted []messages.HostedInstance
 	for j := 1; j <= instances; j++ {
-		iid := id*1000 + j
-		ids = append(ids, strconv.Itoa(iid)+":i"+strconv.Itoa(iid))
+		iid := int64(id*1000 + j)
+		hosted = append(hosted, messages.HostedInstance{ID: iid, Name: "i" + strconv.FormatInt(iid, 10)})
 	}
-	scfg := fabric.SlaveConfig{NATS: natsConfig(c.broker.ClientURL()), ID: int64(id), Instances: strings.Join(ids, ","), Timing: timing(), Log: logConfig}
+	scfg := fabric.SlaveConfig{NATS: natsConfig(c.broker.ClientURL()), ID: int64(id), Instances: hosted, Timing: timing(), Log: logConfig}
 	s, err := fabric.StartSlave(ctx, scfg, fabric.WithLogger(cfg.Log), fabric.WithLocalBroker(c.broker), fabric.WithPlugins(plugin), fabric.WithInstanceFactory(factory))
 	if err != nil {
 		return err

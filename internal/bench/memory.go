@@ -52,7 +52,7 @@ func masterHeapPerSlave(ctx context.Context, cfg Config) (float64, float64, erro
 	}
 	defer broker.Close()
 	url := broker.ClientURL()
-	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Permissions: "*=*", Timing: timing(), Log: logConfig}
+	mcfg := fabric.MasterConfig{NATS: natsConfig(url), Listen: "127.0.0.1:0", Grants: fabric.AllGrants(), Timing: timing(), Log: logConfig}
 	m, err := fabric.StartMaster(ctx, mcfg, fabric.WithLogger(cfg.Log))
 	if err != nil {
 		return 0, 0, err

@@ -26,10 +26,7 @@ import (
 // what Config.MasterCommand runs: `fabric soak` runs itself with a hidden
 // flag, the tests run their own binary.
 func ServeMaster(ctx context.Context, cfg fabric.MasterConfig, log *slog.Logger) error {
-	handlers := fabric.WithHandlers(func(l *link.Link) {
-		if l.Peer().Type != messages.Slave {
-			return
-		}
+	handlers := fabric.WithHandlers(messages.Slave, func(l *link.Link) {
 		link.HandleEvent(l, UpEvent, func(context.Context, Up) error { return nil })
 		link.HandleRequest(l, TellRequest, func(_ context.Context, r Tell) (Answer, error) { return Answer{ID: r.ID}, nil })
 	})

@@ -196,13 +196,13 @@ func (s *Soak) trafficStopped() <-chan struct{} {
 
 func (s *Soak) masterConfig() fabric.MasterConfig {
 	return fabric.MasterConfig{
-		NATS:        s.cfg.natsFor(link.MasterAddress),
-		Listen:      "127.0.0.1:0",
-		KVReplicas:  s.cfg.KVReplicas,
-		Lease:       s.cfg.Lease,
-		Permissions: "*=*",
-		Timing:      s.cfg.Timing,
-		Log:         fabric.LogConfig{Level: "info", Format: "text"},
+		NATS:       s.cfg.natsFor(link.MasterAddress),
+		Listen:     "127.0.0.1:0",
+		KVReplicas: s.cfg.KVReplicas,
+		Lease:      s.cfg.Lease,
+		Grants:     fabric.AllGrants(),
+		Timing:     s.cfg.Timing,
+		Log:        fabric.LogConfig{Level: "info", Format: "text"},
 	}
 }
 
@@ -213,10 +213,7 @@ func (s *Soak) startMaster(ctx context.Context) error {
 	s.masterInc++
 	inc := s.masterInc
 	s.mu.Unlock()
-	handlers := fabric.WithHandlers(func(l *link.Link) {
-		if l.Peer().Type != messages.Slave {
-			return
-		}
+	handlers := fabric.WithHandlers(messages.Slave, func(l *link.Link) {
 		link.HandleEvent(l, UpEvent, func(_ context.Context, u Up) error {
 			s.t.received(streamKey{link: fmt.Sprintf("instance %d -> master", u.InstanceID), inc: u.Inc}, u.Seq)
 			return nil
@@ -311,14 +308,14 @@ func (s *Soak) RestartMaster(ctx context.Context) error {
 }
 
 func (s *Soak) slaveConfig(id int64) fabric.SlaveConfig {
-	var inst []string
+	var inst []messages.HostedInstance
 	for _, iid := range s.InstanceIDs(id) {
-		inst = append(inst, fmt.Sprintf("%d:soak-%d", iid, iid))
+		inst = append(inst, messages.HostedInstance{ID: iid, Name: fmt.Sprintf("soak-%d", iid)})
 	}
 	return fabric.SlaveConfig{
 		NATS:      s.cfg.natsFor(link.Address{Type: messages.Slave, ID: strconv.FormatInt(id, 10)}),
 		ID:        id,
-		Instances: strings.Join(inst, ","),
+		Instances: inst,
 		Timing:    s.cfg.Timing,
 		Log:       fabric.LogConfig{Level: "info", Format: "text"},
 	}
@@ -326,10 +323,7 @@ func (s *Soak) slaveConfig(id int64) fabric.SlaveConfig {
 
 // startSlave starts slave id's next process.
 func (s *Soak) startSlave(ctx context.Context, id int64) error {
-	handlers := fabric.WithHandlers(func(l *link.Link) {
-		if l.Peer().Type != messages.Master {
-			return
-		}
+	handlers := fabric.WithHandlers(messages.Master, func(l *link.Link) {
 		link.HandleEvent(l, DownEvent, func(_ context.Context, d Down) error {
 			name := fmt.Sprintf("master -> slave %d", d.SlaveID)
 			if d.SlaveID != id {

@@ -35,7 +35,10 @@ type activeMaster struct {
 	open     atomic.Bool
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// routines are the goroutines of the term: watchPeers, watchStart,
+	// and one per link (watchSlaveLink, watchControlLink), none per
+	// message. The term's end stops them and waits for them.
+	routines routines
 
 	// wired is closed once node, fan and bcast are set (or the term
 	// failed to start, and bcast stays nil): the Node may offer links
@@ -206,9 +209,8 @@ func (m *activeMaster) gate() bool { return m.open.Load() && m.lease.valid() }
 
 // start starts the term's watchers.
 func (m *activeMaster) start() {
-	m.wg.Add(2)
-	go m.watchPeers()
-	go m.watchStart()
+	m.routines.start(m.watchPeers)
+	m.routines.start(m.watchStart)
 }
 
 // startWindow bounds how long a new term waits for the slaves it knows
@@ -222,7 +224,6 @@ func (m *activeMaster) startWindow() time.Duration {
 // watchStart ends the starting window when every slave the state knows
 // has registered, or when it is over.
 func (m *activeMaster) watchStart() {
-	defer m.wg.Done()
 	m.checkReady()
 	t := time.NewTimer(m.startWindow())
 	defer t.Stop()
@@ -467,12 +468,10 @@ func (m *activeMaster) acceptSlave(c session) error {
 	if err := l.Start(); err != nil {
 		return err
 	}
-	m.wg.Add(1)
-	go m.watchRegistration(id, l)
-	go func() {
-		<-l.Done()
-		m.slaveGone(id, l)
-	}()
+	if !m.routines.start(func() { m.watchSlaveLink(id, l) }) {
+		_ = l.Close()
+		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
+	}
 	return nil
 }
 
@@ -523,29 +522,33 @@ func (m *activeMaster) wire(l *link.Link) {
 	m.route(l)
 }
 
-// watchRegistration closes a slave's link that has not registered within
-// twice the peer timeout: a slave registers as soon as it speaks, so such
-// a link is left over from a process that died before registering, or is
-// someone else speaking as the slave. Only registered links are watched
-// by their heartbeats, so without this it would stay open for ever.
-func (m *activeMaster) watchRegistration(id int64, l *link.Link) {
-	defer m.wg.Done()
+// watchSlaveLink follows a slave's link until it ends (then the slave is
+// gone: slaveGone) or the term does. It closes the link if the slave has
+// not registered on it within twice the peer timeout: a slave registers as
+// soon as it speaks, so such a link is left over from a process that died
+// before registering, or is someone else speaking as the slave. Only
+// registered links are watched by their heartbeats, so without this it
+// would stay open for ever.
+func (m *activeMaster) watchSlaveLink(id int64, l *link.Link) {
 	t := time.NewTimer(2 * m.cfg.Timing.PeerTimeout)
 	defer t.Stop()
-	select {
-	case <-l.Done():
-		return
-	case <-m.stop:
-		return
-	case <-t.C:
-	}
-	m.mu.Lock()
-	s := m.slaves[id]
-	registered := s != nil && s.link == l
-	m.mu.Unlock()
-	if !registered {
-		m.log.Warn("closed a slave link that did not register", "slave", id, "timeout", 2*m.cfg.Timing.PeerTimeout)
-		_ = l.Close()
+	for {
+		select {
+		case <-l.Done():
+			m.slaveGone(id, l)
+			return
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.mu.Lock()
+			s := m.slaves[id]
+			registered := s != nil && s.link == l
+			m.mu.Unlock()
+			if !registered {
+				m.log.Warn("closed a slave link that did not register", "slave", id, "timeout", 2*m.cfg.Timing.PeerTimeout)
+				_ = l.Close()
+			}
+		}
 	}
 }
 
@@ -613,15 +616,24 @@ func (m *activeMaster) register(ctx context.Context, l *link.Link, c session, id
 	if prev == c || time.Since(lostAt) > m.cfg.Timing.SessionTimeout {
 		prev = nil // nothing to take over: what the previous session owed is given up
 	}
-	if c != nil && s.link != l {
-		// Under the lock, before the link is the slave's, and before
-		// anything is sent on it (broadcasts included: the session
-		// receives them from now on): what the previous session never
-		// acknowledged comes first.
+	adopt := c != nil && s.link != l
+	m.mu.Unlock()
+	if adopt {
+		// Before the link is the slave's, and so before the master sends
+		// anything on it (broadcasts included: the session receives them
+		// from the adoption on), what the previous session never
+		// acknowledged comes first. Adopt publishes what it takes over,
+		// so it runs outside m.mu, which no one holds across a send. What
+		// it read under m.mu still holds: stateMu, held since the save,
+		// keeps every other registration out, and what may happen
+		// meanwhile (the old link ends: slaveGone; the session expires:
+		// watchPeers) only clears s.link and s.lastConn, which this
+		// registration replaces below all the same.
 		if err := c.Adopt(prev); err != nil {
 			m.log.Warn("events for the slave's previous session not passed on", "slave", id, "error", err)
 		}
 	}
+	m.mu.Lock()
 	s.name, s.version, s.link, s.conn, s.since, s.lost = r.Name, r.Version, l, c, time.Now(), false
 	s.lastConn, s.lostAt = nil, time.Time{}
 	s.watch = liveness{}
@@ -764,12 +776,14 @@ func (m *activeMaster) updateInstances(ctx context.Context, l *link.Link, id int
 
 func (m *activeMaster) setStatus(l *link.Link, slaveID, instanceID int64, status string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.speaksForLocked(l, slaveID, instanceID) {
-		return
+	ok := m.speaksForLocked(l, slaveID, instanceID)
+	if ok {
+		m.instances[instanceID].status = status
 	}
-	m.instances[instanceID].status = status
-	m.log.Info("instance "+status, "instance", instanceID, "slave", slaveID)
+	m.mu.Unlock()
+	if ok {
+		m.log.Info("instance "+status, "instance", instanceID, "slave", slaveID)
+	}
 }
 
 func (m *activeMaster) slaveGone(id int64, l *link.Link) {
@@ -812,13 +826,28 @@ func (m *activeMaster) acceptControl(c session) error {
 	m.mu.Lock()
 	m.controls[l] = st
 	m.mu.Unlock()
-	go func() {
-		<-l.Done()
-		m.mu.Lock()
-		delete(m.controls, l)
-		m.mu.Unlock()
-	}()
+	if !m.routines.start(func() { m.watchControlLink(l) }) {
+		m.forgetControl(l)
+		_ = l.Close()
+		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
+	}
 	return nil
+}
+
+// watchControlLink forgets a control's link when it ends, unless the term
+// ends first.
+func (m *activeMaster) watchControlLink(l *link.Link) {
+	select {
+	case <-l.Done():
+		m.forgetControl(l)
+	case <-m.stop:
+	}
+}
+
+func (m *activeMaster) forgetControl(l *link.Link) {
+	m.mu.Lock()
+	delete(m.controls, l)
+	m.mu.Unlock()
 }
 
 // wireControl attaches the master's handlers to its link to a control.
@@ -879,6 +908,11 @@ func (m *activeMaster) setBanned(ctx context.Context, l *link.Link, st *controlS
 	}
 	m.mu.Unlock()
 	m.log.Info("player ban changed", "player", b.Name, "banned", b.Banned, "by", st.user)
+	// Still under stateMu (not m.mu: a broadcast may wait for the
+	// slowest slave's acknowledgements): bans reach the slaves in the
+	// order they were saved, and a slave that registers meanwhile, which
+	// takes stateMu too, gets each ban either in its welcome or in this
+	// broadcast.
 	if err := m.broadcast(ctx, &link.Envelope{Kind: messages.KindEvent, Type: messages.BanlistUpdate.Name(), Data: data, Origin: l.Peer()}); err != nil {
 		return link.Errorf(link.CodeUnavailable, "the ban is saved, and every slave gets it when it next registers, but it was not sent to the slaves now: %v", err)
 	}
@@ -960,10 +994,10 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 		return messages.Empty{}, err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if i != nil && i.slaveID == 0 {
 		i.slaveID, i.status = a.SlaveID, messages.StatusStopped
 	}
+	m.mu.Unlock()
 	m.log.Info("instance assigned", "instance", a.InstanceID, "slave", a.SlaveID)
 	return messages.Empty{}, nil
 }
@@ -1249,7 +1283,6 @@ func (m *activeMaster) relayOutput(ctx context.Context, l *link.Link, slaveID in
 // peer timeout as lost: a killed process, a half-open connection. Slaves
 // and controls ping at every heartbeat, so a live one never is.
 func (m *activeMaster) watchPeers() {
-	defer m.wg.Done()
 	every := min(m.cfg.Timing.HeartbeatInterval, m.cfg.Timing.PeerTimeout/4)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -1357,7 +1390,7 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stop) })
-	m.wg.Wait()
+	m.routines.stop()
 	if len(quiet) > 0 {
 		m.log.Info("closing the links of silent peers without waiting for them", "links", len(quiet))
 	}
@@ -1373,6 +1406,8 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 	// A peer that cannot take part (a killed slave, a follower gone
 	// without a word) is no failure of the master's: what it could not
 	// flush is logged, and the master stops cleanly all the same.
+	// One goroutine per live link, waited for here: the links drain at
+	// once, not one after another.
 	var wg sync.WaitGroup
 	for _, l := range drain {
 		wg.Add(1)
@@ -1403,6 +1438,6 @@ func (m *activeMaster) abort() {
 	m.closing = true
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stop) })
-	m.wg.Wait()
+	m.routines.stop()
 	_ = m.node.Close()
 }

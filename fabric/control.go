@@ -39,7 +39,9 @@ type Control struct {
 
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// routines are the goroutines the control starts: keep, and refollow
+	// after each new link. Close waits for them.
+	routines routines
 
 	mu        sync.Mutex
 	l         *link.Link
@@ -130,8 +132,7 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	// The master closes the link of a control it has not heard from for
 	// the session timeout (a killed process); a live control, idle or not,
 	// proves itself with heartbeats.
-	c.wg.Add(1)
-	go c.keep()
+	c.routines.start(c.keep)
 	return c, nil
 }
 
@@ -222,7 +223,6 @@ func (c *Control) Follow(ctx context.Context, instanceIDs ...int64) error {
 // refollow asks the master of l for what the control follows, and for the
 // lines of it the control has not seen, until it answers or l ends.
 func (c *Control) refollow(l *link.Link) {
-	defer c.wg.Done()
 	backoff := 100 * time.Millisecond
 	for {
 		c.mu.Lock()
@@ -299,7 +299,6 @@ func (c *Control) forgetDeleted(l *link.Link, ids []int64) bool {
 // keep watches the current link with heartbeats and dials the master
 // again when the link ends, until Close.
 func (c *Control) keep() {
-	defer c.wg.Done()
 	backoff := 100 * time.Millisecond
 	for {
 		l := c.Link()
@@ -330,8 +329,7 @@ func (c *Control) keep() {
 		c.mu.Unlock()
 		c.log.Info("link to the master ended; dialed it again")
 		if following {
-			c.wg.Add(1)
-			go c.refollow(next)
+			c.routines.start(func() { c.refollow(next) })
 		}
 		// A link that ends at once, again and again, is not dialed in a
 		// busy loop.
@@ -386,7 +384,7 @@ func (c *Control) Done() <-chan struct{} { return c.stop }
 func (c *Control) Close(ctx context.Context) error {
 	c.stopOnce.Do(func() { close(c.stop) })
 	err := c.Link().Disconnect(ctx)
-	c.wg.Wait()
+	c.routines.stop()
 	if errors.Is(err, link.ErrSessionLost) {
 		err = nil // the link had ended already
 	}

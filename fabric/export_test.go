@@ -2,3 +2,21 @@ package fabric
 
 // InstanceID exposes instanceID to the tests of package fabric_test.
 var InstanceID = instanceID
+
+// Goroutines returns how many goroutines the master and its current term
+// have started and not yet ended (routines).
+func (p *Master) Goroutines() int {
+	n := p.routines.count()
+	if m := p.current(); m != nil {
+		n += m.routines.count()
+	}
+	return n
+}
+
+// Goroutines returns how many goroutines the slave has started and not
+// yet ended.
+func (s *Slave) Goroutines() int { return s.routines.count() }
+
+// Goroutines returns how many goroutines the control has started and not
+// yet ended.
+func (c *Control) Goroutines() int { return c.routines.count() }

@@ -58,7 +58,9 @@ type Master struct {
 	started time.Time     // when the process started the master
 	stop    chan struct{} // closed by Close: stop standing by, or serving
 	done    chan struct{} // closed when run returns
-	retired sync.WaitGroup
+	// routines are the goroutines the master starts: run, the metrics
+	// server, and the aborts of terms that ended; Close waits for them.
+	routines routines
 
 	mu      sync.Mutex
 	cur     *activeMaster // nil while standing by
@@ -147,7 +149,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		return fail(err)
 	}
 	if cfg.MetricsAddr != "" {
-		if p.httpSrv, err = p.metrics.serve(cfg.MetricsAddr, p.log); err != nil {
+		if p.httpSrv, err = p.metrics.serve(cfg.MetricsAddr, p.log, &p.routines); err != nil {
 			return fail(err)
 		}
 	}
@@ -163,7 +165,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	} else {
 		p.log.Info("standing by: another master is active", "lease", p.lease.ttl)
 	}
-	go p.run(won)
+	p.routines.start(func() { p.run(won) })
 	return p, nil
 }
 
@@ -406,11 +408,11 @@ func (p *Master) stepDown(m *activeMaster, held bool) {
 		p.lease.drop()
 	}
 	p.setCurrent(nil)
-	p.retired.Add(1)
-	go func() {
-		defer p.retired.Done()
+	// The term's links and Node close on a goroutine of the master's, so
+	// that run stands by at once; a master that is closing waits for it.
+	if !p.routines.start(m.abort) {
 		m.abort()
-	}()
+	}
 }
 
 func (p *Master) isClosing() bool {
@@ -655,13 +657,16 @@ func (p *Master) Close(ctx context.Context) error {
 		errs = append(errs, late.shutdown(ctx))
 	}
 	p.setCurrent(nil)
-	p.retired.Wait()
+	// run has returned, so nothing starts a goroutine now but the metrics
+	// server, which has its own: shut it, and wait for all of them (the
+	// aborts of terms that ended) before the lease and NATS go.
+	errs = append(errs, stopServing(ctx, p.httpSrv))
+	p.routines.stop()
 	if err := p.lease.release(ctx); err != nil {
 		p.log.Warn("could not give the lease up; a standby takes over when it expires", "error", err)
 	}
 	p.lease.leave(ctx)
 	p.nc.Close()
-	errs = append(errs, stopServing(ctx, p.httpSrv))
 	if p.broker != nil {
 		p.broker.Close()
 	}

@@ -165,8 +165,9 @@ func (m *metrics) gauge(name, help string, f func() float64) {
 // serve serves, on addr until Shutdown, the metrics at /metrics, /healthz
 // (200 while the process serves at all) and /readyz (200 while m.ready
 // finds nothing wrong, else 503 and why). The server's Addr is the address
-// it listens on. A taken address is a configuration error.
-func (m *metrics) serve(addr string, log *slog.Logger) (*http.Server, error) {
+// it listens on. A taken address is a configuration error. The server's
+// goroutine is one of group's, and ends once stopServing has shut it down.
+func (m *metrics) serve(addr string, log *slog.Logger, group *routines) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -192,11 +193,14 @@ func (m *metrics) serve(addr string, log *slog.Logger) (*http.Server, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	srv := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
+	if !group.start(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server stopped", "error", err)
 		}
-	}()
+	}) {
+		_ = ln.Close()
+		return nil, errors.New("fabric: metrics: the endpoint is closing")
+	}
 	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	return srv, nil
 }

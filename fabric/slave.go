@@ -38,7 +38,13 @@ type Slave struct {
 	httpSrv  *http.Server // serves metrics; nil when not asked for
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// life ends when Close begins, as stop is closed: it bounds the
+	// registrations run makes.
+	life    context.Context
+	endLife context.CancelFunc
+	// routines are the goroutines the slave starts: run and the metrics
+	// server. Close waits for them.
+	routines routines
 
 	mu         sync.Mutex
 	closing    bool
@@ -144,7 +150,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		return nil, fmt.Errorf("fabric: slave %d: %w", cfg.ID, err)
 	}
 	if cfg.MetricsAddr != "" {
-		if s.httpSrv, err = s.metrics.serve(cfg.MetricsAddr, s.log); err != nil {
+		if s.httpSrv, err = s.metrics.serve(cfg.MetricsAddr, s.log, &s.routines); err != nil {
 			if l != nil {
 				_ = l.Close()
 			}
@@ -155,8 +161,8 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if err != nil {
 		s.log.Warn("master not reachable yet; retrying in the background", "error", err)
 	}
-	s.wg.Add(1)
-	go s.run(l)
+	s.life, s.endLife = context.WithCancel(context.Background())
+	s.routines.start(func() { s.run(l) })
 	return s, nil
 }
 
@@ -228,15 +234,9 @@ func (s *Slave) hostedLocked() []messages.HostedInstance {
 // run keeps the slave registered: it watches the master link with
 // heartbeats and, when the link ends, registers again until it is stopped.
 func (s *Slave) run(l *link.Link) {
-	defer s.wg.Done()
-	// Close ends a registration in progress, rather than wait out the peer
-	// timeout of a master that has gone away.
-	stopped, cancelStopped := context.WithCancel(context.Background())
-	defer cancelStopped()
-	go func() {
-		<-s.stop
-		cancelStopped()
-	}()
+	// Close ends a registration in progress (s.life), rather than wait
+	// out the peer timeout of a master that has gone away.
+	stopped := s.life
 	backoff := 100 * time.Millisecond
 	for {
 		if l != nil {
@@ -293,29 +293,54 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 		_ = l.Close()
 		return nil, err
 	}
-	// What the previous session never delivered goes first, then what
-	// waited for this one; the instances' events wait behind the lock.
+	passed := s.passOn(ctx, l, c)
+	s.log.Info("registered with the master", "instances", len(reg.Instances), "events_passed_on", passed, "bans", len(welcome.Bans))
+	s.tellInstances("connect")
+	s.setBans(ctx, welcome.Bans)
+	return l, nil
+}
+
+// passOn makes l, on connector c, the master's link once what the
+// previous session never delivered and what waited for this one have gone
+// out on it, in that order, and returns how many events waited. It sends
+// without s.mu, which no one holds across a send (an event waits while
+// the master is far behind): meanwhile s.master is still nil, so what the
+// instances send joins the outbox (toMaster), and l becomes the master's
+// only with the outbox empty.
+func (s *Slave) passOn(ctx context.Context, l *link.Link, c session) int {
 	s.mu.Lock()
-	held := s.outbox
 	old := s.lastConn
 	if time.Since(s.lastHeard) > s.cfg.Timing.SessionTimeout {
 		old = nil // the session is over: what it owed the master is given up
 	}
+	held := s.outbox
+	// The new session has begun: what arrives meanwhile is kept for it
+	// however long the master was away (holdLocked).
+	s.outbox, s.lastConn, s.masterLostAt = nil, nil, time.Time{}
+	s.mu.Unlock()
+	// Before anything is sent on c: nothing else knows l yet.
 	if err := c.Adopt(old); err != nil {
 		s.log.Warn("events of the previous session not passed on", "error", err)
 	}
-	for _, ev := range held {
-		if err := l.ForwardEvent(ctx, ev); err != nil {
-			s.log.Warn("an event kept for the master not passed on", "type", ev.Type, "error", err)
+	passed := 0
+	for {
+		for _, ev := range held {
+			if err := l.ForwardEvent(ctx, ev); err != nil {
+				s.log.Warn("an event kept for the master not passed on", "type", ev.Type, "error", err)
+			}
 		}
+		passed += len(held)
+		s.mu.Lock()
+		if len(s.outbox) == 0 {
+			break // with s.mu held: l is the master's with nothing waiting
+		}
+		held, s.outbox = s.outbox, nil
+		s.mu.Unlock()
 	}
-	s.master, s.masterConn, s.lastConn, s.outbox, s.leaving = l, c, nil, nil, false
+	s.master, s.masterConn, s.leaving = l, c, false
 	s.masterHeard = time.Now()
 	s.mu.Unlock()
-	s.log.Info("registered with the master", "instances", len(reg.Instances), "events_passed_on", len(held), "bans", len(welcome.Bans))
-	s.tellInstances("connect")
-	s.setBans(ctx, welcome.Bans)
-	return l, nil
+	return passed
 }
 
 // setBans makes bans the bans in force, and tells the running instances
@@ -691,12 +716,14 @@ func (s *Slave) toMaster(ctx context.Context, ev *link.Envelope) error {
 	err := master.ForwardEvent(ctx, ev)
 	if errors.Is(err, link.ErrSessionLost) { // the session ended under it
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.master == nil || s.master == master {
+		next := s.master
+		if next == nil || next == master {
 			// The next session takes it, after what the ended one owed.
+			defer s.mu.Unlock()
 			return s.holdLocked(ev)
 		}
-		return s.master.ForwardEvent(ctx, ev)
+		s.mu.Unlock() // no one holds s.mu across a send
+		return next.ForwardEvent(ctx, ev)
 	}
 	return err
 }
@@ -908,7 +935,9 @@ func (s *Slave) Close(ctx context.Context) error {
 		errs = append(errs, master.Disconnect(ctx))
 	}
 	close(s.stop)
-	s.wg.Wait()
+	s.endLife()
+	errs = append(errs, stopServing(ctx, s.httpSrv))
+	s.routines.stop()
 	type runningInstance struct {
 		h  *hosted
 		to *link.Link
@@ -924,7 +953,7 @@ func (s *Slave) Close(ctx context.Context) error {
 	for _, r := range stopping {
 		s.retire(ctx, r.h, r.to)
 	}
-	errs = append(errs, s.node.Close(), stopServing(ctx, s.httpSrv))
+	errs = append(errs, s.node.Close())
 	s.log.Info("slave stopped")
 	return errors.Join(errs...)
 }

@@ -181,12 +181,7 @@ func (c *Conn) Start(r link.Receiver) error {
 func (c *Conn) deliver(r link.Receiver) {
 	// Waiting for the link to take a message holds up only this peer, and
 	// ends when the connector closes.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-c.done
-		cancel()
-	}()
+	ctx := closingCtx{c.done}
 	for {
 		for m, ok := c.queue.pop(); ok; m, ok = c.queue.pop() {
 			if m == closeNotice {
@@ -200,6 +195,24 @@ func (c *Conn) deliver(r link.Receiver) {
 		case <-c.done:
 			return
 		}
+	}
+}
+
+// closingCtx is a context that ends when done is closed (the connector
+// closes), with no goroutine to watch it: the context a connector's
+// deliveries wait with.
+type closingCtx struct{ done <-chan struct{} }
+
+func (c closingCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c closingCtx) Done() <-chan struct{}       { return c.done }
+func (c closingCtx) Value(any) any               { return nil }
+
+func (c closingCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
 	}
 }
 

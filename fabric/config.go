@@ -204,7 +204,7 @@ func DefaultControlConfig() ControlConfig {
 
 // defaults fills dst with the defaults its tags declare.
 func defaults(dst any) {
-	if err := env.ParseWithOptions(dst, env.Options{Environment: map[string]string{}, FuncMap: textForms}); err != nil {
+	if err := env.ParseWithOptions(dst, env.Options{Environment: map[string]string{}, FuncMap: textForms()}); err != nil {
 		panic("fabric: a default does not parse: " + err.Error()) // the tags are wrong
 	}
 }
@@ -504,7 +504,7 @@ func parseEnv(dst any, environ []string) (map[string]bool, []error) {
 		environ = os.Environ()
 	}
 	values := env.ToMap(environ)
-	err := env.ParseWithOptions(dst, env.Options{Environment: values, FuncMap: textForms})
+	err := env.ParseWithOptions(dst, env.Options{Environment: values, FuncMap: textForms()})
 	if err == nil {
 		return nil, nil
 	}
@@ -520,7 +520,7 @@ func parseEnv(dst any, environ []string) (map[string]bool, []error) {
 		if errors.As(e, &pe) {
 			if v, ok := vars[pe.Name]; ok {
 				bad[v] = true
-				if _, own := textForms[pe.Type]; own {
+				if ownTextForm(pe.Type) {
 					errs = append(errs, fmt.Errorf("%s=%q: %v", v, values[v], pe.Err))
 				} else {
 					errs = append(errs, fmt.Errorf("%s=%q: want %s", v, values[v], expectedForm(pe.Type)))
@@ -533,13 +533,23 @@ func parseEnv(dst any, environ []string) (map[string]bool, []error) {
 	return bad, errs
 }
 
-// textForms parses the variables whose fields are not plain values: the
-// text forms of the typed fields, which only the Load functions read.
-var textForms = map[reflect.Type]env.ParserFunc{
-	reflect.TypeFor[Grants](): func(s string) (any, error) { return ParseGrants(s) },
-	reflect.TypeFor[[]messages.HostedInstance](): func(s string) (any, error) {
-		return ParseInstances(s)
-	},
+// textForms returns the parsers of the variables whose fields are not
+// plain values: the text forms of the typed fields, which only the Load
+// functions read. It is a new map each time: the env package adds its own
+// parsers to the map it is given.
+func textForms() map[reflect.Type]env.ParserFunc {
+	return map[reflect.Type]env.ParserFunc{
+		reflect.TypeFor[Grants](): func(s string) (any, error) { return ParseGrants(s) },
+		reflect.TypeFor[[]messages.HostedInstance](): func(s string) (any, error) {
+			return ParseInstances(s)
+		},
+	}
+}
+
+// ownTextForm reports whether t is one of textForms' types, whose parsing
+// errors say what is wrong themselves.
+func ownTextForm(t reflect.Type) bool {
+	return t == reflect.TypeFor[Grants]() || t == reflect.TypeFor[[]messages.HostedInstance]()
 }
 
 // envVars maps Go field names to their variables, through nested structs.

@@ -564,23 +564,9 @@ func (m *activeMaster) register(ctx context.Context, l *link.Link, c session, id
 	if r.ID != id {
 		return messages.SlaveWelcome{}, link.Errorf(link.CodeInvalidMessage, "slave_id %d does not match the sender %s", r.ID, l.Peer())
 	}
-	m.mu.Lock()
-	var old *link.Link
-	var oldConn session
-	if s := m.slaves[id]; s != nil && s.link != nil && s.link != l {
-		old, oldConn = s.link, s.conn
-	}
-	m.mu.Unlock()
-	if old != nil {
-		pctx, cancel := context.WithTimeout(ctx, min(2*time.Second, m.cfg.Timing.PeerTimeout))
-		_, err := link.Request(pctx, old, messages.Ping, messages.Empty{})
-		cancel()
-		if err == nil {
-			m.log.Warn("refused a second slave with a connected id", "slave", id, "name", r.Name)
-			return messages.SlaveWelcome{}, link.Errorf(CodeAlreadyConnected, "slave %d is already connected from another process; stop that one first, or give this one another FABRIC_SLAVE_ID", id)
-		}
-		m.log.Info("slave reconnected from a new process; the old one does not answer", "slave", id, "error", err)
-		_ = old.Close()
+	old, oldConn, err := m.replaceable(ctx, l, id, r.Name)
+	if err != nil {
+		return messages.SlaveWelcome{}, err
 	}
 
 	// Save what the registration changes before anything is answered: the
@@ -601,7 +587,46 @@ func (m *activeMaster) register(ctx context.Context, l *link.Link, c session, id
 	if err := m.save(ctx, changes...); err != nil {
 		return messages.SlaveWelcome{}, err
 	}
+	welcome := m.bind(l, c, id, r, old, oldConn)
+	m.log.Info("slave registered", "slave", id, "name", r.Name, "instances", len(r.Instances))
+	m.checkReady()
+	return welcome, nil
+}
 
+// replaceable checks whether slave id may register on l when another link
+// is the slave's: only if the process at its other end no longer answers
+// (then that link is closed, and returned with its connector, for the new
+// session to take over what it was owed). A process that still answers
+// keeps its id, and the new one is refused.
+func (m *activeMaster) replaceable(ctx context.Context, l *link.Link, id int64, name string) (*link.Link, session, error) {
+	m.mu.Lock()
+	var old *link.Link
+	var oldConn session
+	if s := m.slaves[id]; s != nil && s.link != nil && s.link != l {
+		old, oldConn = s.link, s.conn
+	}
+	m.mu.Unlock()
+	if old == nil {
+		return nil, nil, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(2*time.Second, m.cfg.Timing.PeerTimeout))
+	_, err := link.Request(pctx, old, messages.Ping, messages.Empty{})
+	cancel()
+	if err == nil {
+		m.log.Warn("refused a second slave with a connected id", "slave", id, "name", name)
+		return nil, nil, link.Errorf(CodeAlreadyConnected, "slave %d is already connected from another process; stop that one first, or give this one another FABRIC_SLAVE_ID", id)
+	}
+	m.log.Info("slave reconnected from a new process; the old one does not answer", "slave", id, "error", err)
+	_ = old.Close()
+	return old, oldConn, nil
+}
+
+// bind makes l, carried by c, slave id's link, its registration r saved:
+// c takes over what the slave's previous session (old's, or the one that
+// ended within the session timeout) was never acknowledged, and the
+// master's view takes the slave's instances. It returns the welcome, with
+// the bans in force. The caller holds stateMu.
+func (m *activeMaster) bind(l *link.Link, c session, id int64, r messages.SlaveRegistration, old *link.Link, oldConn session) messages.SlaveWelcome {
 	m.mu.Lock()
 	m.known[id] = slaveRecord{V: stateVersion, ID: id, Name: r.Name}
 	s := m.slaves[id]
@@ -634,15 +659,12 @@ func (m *activeMaster) register(ctx context.Context, l *link.Link, c session, id
 		}
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	s.name, s.version, s.link, s.conn, s.since, s.lost = r.Name, r.Version, l, c, time.Now(), false
 	s.lastConn, s.lostAt = nil, time.Time{}
 	s.watch = liveness{}
 	m.setInstancesLocked(id, r.Instances)
-	welcome := messages.SlaveWelcome{Bans: m.banListLocked()}
-	m.mu.Unlock()
-	m.log.Info("slave registered", "slave", id, "name", r.Name, "instances", len(r.Instances))
-	m.checkReady()
-	return welcome, nil
+	return messages.SlaveWelcome{Bans: m.banListLocked()}
 }
 
 // hostingChangesLocked returns the writes that make hosted the full list
@@ -949,26 +971,7 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 			return messages.Empty{}, err
 		}
 	}
-	m.mu.Lock()
-	i := m.instances[a.InstanceID]
-	s := m.slaves[a.SlaveID]
-	var name string
-	var sl *link.Link
-	var err error
-	switch {
-	case i == nil:
-		err = link.Errorf(CodeInstanceNotFound, "instance %d does not exist", a.InstanceID)
-	case s == nil:
-		err = link.Errorf(CodeSlaveNotFound, "slave %d does not exist: no slave with that id has registered with the master", a.SlaveID)
-	case i.slaveID == a.SlaveID:
-	case i.slaveID != 0:
-		err = link.Errorf(CodeConflict, "instance %d is assigned to slave %d already", a.InstanceID, i.slaveID)
-	case !s.connected():
-		err = link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
-	default:
-		name, sl = i.name, s.link
-	}
-	m.mu.Unlock()
+	name, sl, err := m.assignee(a)
 	if err != nil || sl == nil {
 		return messages.Empty{}, err
 	}
@@ -982,7 +985,7 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
-	i = m.instances[a.InstanceID]
+	i := m.instances[a.InstanceID]
 	var changes []change
 	if i != nil && i.slaveID != a.SlaveID {
 		r := i.record()
@@ -1000,6 +1003,29 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 	m.mu.Unlock()
 	m.log.Info("instance assigned", "instance", a.InstanceID, "slave", a.SlaveID)
 	return messages.Empty{}, nil
+}
+
+// assignee returns the name of the instance a assigns and the link to the
+// slave it is assigned to; no link and no error when it is that slave's
+// already, and an error that says why when it cannot be assigned.
+func (m *activeMaster) assignee(a messages.Assignment) (string, *link.Link, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := m.instances[a.InstanceID]
+	s := m.slaves[a.SlaveID]
+	switch {
+	case i == nil:
+		return "", nil, link.Errorf(CodeInstanceNotFound, "instance %d does not exist", a.InstanceID)
+	case s == nil:
+		return "", nil, link.Errorf(CodeSlaveNotFound, "slave %d does not exist: no slave with that id has registered with the master", a.SlaveID)
+	case i.slaveID == a.SlaveID:
+		return "", nil, nil
+	case i.slaveID != 0:
+		return "", nil, link.Errorf(CodeConflict, "instance %d is assigned to slave %d already", a.InstanceID, i.slaveID)
+	case !s.connected():
+		return "", nil, link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
+	}
+	return i.name, s.link, nil
 }
 
 // deleteInstance deletes an instance: the slave that hosts it stops it if
@@ -1299,53 +1325,66 @@ func (m *activeMaster) watchPeers() {
 			overdue := now.Sub(last) > every+m.cfg.Timing.PeerTimeout/4
 			last = now
 			if overdue || !m.gate() {
-				m.mu.Lock()
-				for _, s := range m.slaves {
-					s.watch = liveness{}
-				}
-				for _, st := range m.controls {
-					st.watch = liveness{}
-				}
-				m.mu.Unlock()
+				m.forgetSilences()
 				continue
 			}
-			var dead []*link.Link
-			m.mu.Lock()
-			for _, s := range m.slaves {
-				if s.lastConn != nil && now.Sub(s.lostAt) > m.cfg.Timing.SessionTimeout {
-					s.lastConn = nil // what it owed the slave is given up
-				}
-				if s.link == nil {
-					continue
-				}
-				quiet := s.watch.quietFor(s.link, now)
-				switch {
-				case quiet > m.cfg.Timing.SessionTimeout:
-					m.log.Warn("slave session expired", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.SessionTimeout)
-					dead = append(dead, s.link)
-					// The session is over: nothing of it passes to the next.
-					s.link, s.conn = nil, nil
-				case quiet > m.cfg.Timing.PeerTimeout && !s.lost:
-					// Shown as gone; the session is kept, and what is sent to
-					// the slave meanwhile reaches it if it comes back in time.
-					s.lost = true
-					m.log.Warn("slave lost: no heartbeat", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.PeerTimeout)
-				case quiet <= m.cfg.Timing.PeerTimeout && s.lost:
-					s.lost = false
-					m.log.Info("slave back within its session", "slave", s.id, "name", s.name)
-				}
-			}
-			for l, st := range m.controls {
-				if st.watch.quietFor(l, now) > m.cfg.Timing.SessionTimeout {
-					dead = append(dead, l)
-				}
-			}
-			m.mu.Unlock()
-			for _, l := range dead {
+			for _, l := range m.checkPeers(now) {
 				_ = l.Close()
 			}
 		}
 	}
+}
+
+// forgetSilences gives every peer its timeouts afresh.
+func (m *activeMaster) forgetSilences() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.slaves {
+		s.watch = liveness{}
+	}
+	for _, st := range m.controls {
+		st.watch = liveness{}
+	}
+}
+
+// checkPeers notes, at now, which slaves have been silent for the peer
+// timeout (shown as lost) and which are back, and returns the links of the
+// peers silent for the session timeout, for the caller to close outside
+// m.mu. What the master owed a slave whose session ended longer ago than
+// the session timeout is given up.
+func (m *activeMaster) checkPeers(now time.Time) (dead []*link.Link) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.slaves {
+		if s.lastConn != nil && now.Sub(s.lostAt) > m.cfg.Timing.SessionTimeout {
+			s.lastConn = nil // what it owed the slave is given up
+		}
+		if s.link == nil {
+			continue
+		}
+		quiet := s.watch.quietFor(s.link, now)
+		switch {
+		case quiet > m.cfg.Timing.SessionTimeout:
+			m.log.Warn("slave session expired", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.SessionTimeout)
+			dead = append(dead, s.link)
+			// The session is over: nothing of it passes to the next.
+			s.link, s.conn = nil, nil
+		case quiet > m.cfg.Timing.PeerTimeout && !s.lost:
+			// Shown as gone; the session is kept, and what is sent to
+			// the slave meanwhile reaches it if it comes back in time.
+			s.lost = true
+			m.log.Warn("slave lost: no heartbeat", "slave", s.id, "name", s.name, "timeout", m.cfg.Timing.PeerTimeout)
+		case quiet <= m.cfg.Timing.PeerTimeout && s.lost:
+			s.lost = false
+			m.log.Info("slave back within its session", "slave", s.id, "name", s.name)
+		}
+	}
+	for l, st := range m.controls {
+		if st.watch.quietFor(l, now) > m.cfg.Timing.SessionTimeout {
+			dead = append(dead, l)
+		}
+	}
+	return dead
 }
 
 // quietLimit is how long a peer may have been silent and still be drained

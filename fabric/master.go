@@ -111,15 +111,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	p.claims = newClaims(p.log, p.metrics)
 	p.registerGauges()
 	p.metrics.ready = p.readiness
-	// Refuse now a catalog with messages the master could not handle,
-	// rather than every slave or control that connects.
-	probe := &activeMaster{Master: p, log: p.log}
-	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Slave, ID: "1"}, func(l *link.Link) { probe.wireSlave(l, 1, nil) }); err != nil {
-		return nil, err
-	}
-	if err := checkWiring(catalog, link.MasterAddress, link.Address{Type: messages.Control, ID: "check"}, func(l *link.Link) {
-		probe.wireControl(l, &controlState{follow: map[int64]bool{}})
-	}); err != nil {
+	if err := p.checkWiring(); err != nil {
 		return nil, err
 	}
 	p.local = o.broker
@@ -133,17 +125,8 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		_ = stopServing(context.Background(), p.httpSrv)
 		return nil, err
 	}
-	p.url = cfg.NATS.URL
-	if p.url == "" {
-		if p.broker, err = StartBroker(cfg.Listen, cfg.DataDir); err != nil {
-			if errors.Is(err, syscall.EADDRINUSE) {
-				return nil, fmt.Errorf("%w: FABRIC_NATS_LISTEN=%q: address already in use: another process listens there. If it is another master, set FABRIC_NATS_URL=nats://%s to run this one as its standby; otherwise pick a free port (0 for any), or set FABRIC_NATS_URL to use a NATS server that runs already", ErrConfig, cfg.Listen, cfg.Listen)
-			}
-			return nil, err
-		}
-		p.local = p.broker
-		p.url = p.broker.ClientURL()
-		p.log.Info("embedded NATS server started", "url", p.url, "data", cfg.DataDir)
+	if err := p.embedBroker(); err != nil {
+		return nil, err
 	}
 	if err := p.openState(ctx); err != nil {
 		return fail(err)
@@ -167,6 +150,38 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	}
 	p.routines.start(func() { p.run(won) })
 	return p, nil
+}
+
+// checkWiring refuses now a catalog with messages the master could not
+// handle, rather than every slave or control that connects.
+func (p *Master) checkWiring() error {
+	probe := &activeMaster{Master: p, log: p.log}
+	if err := checkWiring(p.catalog, link.MasterAddress, link.Address{Type: messages.Slave, ID: "1"}, func(l *link.Link) { probe.wireSlave(l, 1, nil) }); err != nil {
+		return err
+	}
+	return checkWiring(p.catalog, link.MasterAddress, link.Address{Type: messages.Control, ID: "check"}, func(l *link.Link) {
+		probe.wireControl(l, &controlState{follow: map[int64]bool{}})
+	})
+}
+
+// embedBroker starts the embedded NATS server when no NATS URL is
+// configured, and makes it the master's.
+func (p *Master) embedBroker() error {
+	p.url = p.cfg.NATS.URL
+	if p.url != "" {
+		return nil
+	}
+	var err error
+	if p.broker, err = StartBroker(p.cfg.Listen, p.cfg.DataDir); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("%w: FABRIC_NATS_LISTEN=%q: address already in use: another process listens there. If it is another master, set FABRIC_NATS_URL=nats://%s to run this one as its standby; otherwise pick a free port (0 for any), or set FABRIC_NATS_URL to use a NATS server that runs already", ErrConfig, p.cfg.Listen, p.cfg.Listen)
+		}
+		return err
+	}
+	p.local = p.broker
+	p.url = p.broker.ClientURL()
+	p.log.Info("embedded NATS server started", "url", p.url, "data", p.cfg.DataDir)
+	return nil
 }
 
 // openState connects to NATS for JetStream and opens the state and lease

@@ -616,61 +616,79 @@ func (s *Slave) deleteInstance(ctx context.Context, r messages.InstanceRef) (mes
 func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 	in := messages.Direction{Source: from, Target: messages.Slave}
 	for _, def := range s.catalog.On(in) {
-		if l.Handles(def) {
-			continue
-		}
 		switch {
-		case from == messages.Master && def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
-			l.HandleRequestJSON(def, s.forwardRequest)
-		case from == messages.Master && def.ForwardTo() == messages.Instance:
-			l.HandleEventJSON(def, s.forwardEvent)
-		case from == messages.Master && def.BroadcastTo() == messages.Instance:
-			isBan := def == messages.BanlistUpdate.Def()
-			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
-				if isBan {
-					var b messages.Ban
-					if err := json.Unmarshal(ev.Data, &b); err == nil {
-						s.noteBan(b)
-					}
-				}
-				if s.hostsInstance(ev.Origin) {
-					// Its own instance's broadcast, back from the master:
-					// the slave gave it to its other instances already.
-					return nil
-				}
-				return s.broadcast(ctx, ev, link.Address{})
-			})
-		case from == messages.Instance && def.BroadcastTo() == messages.Instance:
-			peer := l.Peer()
-			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
-				ev.Origin = peer
-				err := s.broadcast(ctx, ev, peer)
-				if def.ValidOn(messages.Direction{Source: messages.Slave, Target: messages.Master}) {
-					err = errors.Join(err, s.toMaster(ctx, ev))
-				}
-				return err
-			})
-		case from == messages.Instance && def.ForwardTo() == messages.Master && def.Kind() == messages.KindRequest:
-			peer := l.Peer()
-			l.HandleRequestJSON(def, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
-				if err := s.speaksFor(peer, req.Data); err != nil {
-					return nil, err
-				}
-				master, err := s.masterLink()
-				if err != nil {
-					return nil, err
-				}
-				return master.ForwardRequest(ctx, req)
-			})
-		case from == messages.Instance && def.ForwardTo() == messages.Master:
-			peer := l.Peer()
-			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
-				if err := s.speaksFor(peer, ev.Data); err != nil {
-					return err
-				}
-				return s.toMaster(ctx, ev)
-			})
+		case l.Handles(def):
+		case from == messages.Master:
+			s.routeFromMaster(l, def)
+		case from == messages.Instance:
+			s.routeFromInstance(l, def)
 		}
+	}
+}
+
+// routeFromMaster routes def, arriving from the master on l: to the
+// instance it is forwarded to, or to every instance but the one a
+// broadcast came from.
+func (s *Slave) routeFromMaster(l *link.Link, def *messages.Definition) {
+	switch {
+	case def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
+		l.HandleRequestJSON(def, s.forwardRequest)
+	case def.ForwardTo() == messages.Instance:
+		l.HandleEventJSON(def, s.forwardEvent)
+	case def.BroadcastTo() == messages.Instance:
+		isBan := def == messages.BanlistUpdate.Def()
+		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
+			if isBan {
+				var b messages.Ban
+				if err := json.Unmarshal(ev.Data, &b); err == nil {
+					s.noteBan(b)
+				}
+			}
+			if s.hostsInstance(ev.Origin) {
+				// Its own instance's broadcast, back from the master:
+				// the slave gave it to its other instances already.
+				return nil
+			}
+			return s.broadcast(ctx, ev, link.Address{})
+		})
+	}
+}
+
+// routeFromInstance routes def, arriving on l from the instance at its
+// other end: a broadcast to the slave's other instances (and the master,
+// where it goes on), a request or an event forwarded to the master, each
+// speaking only for that instance.
+func (s *Slave) routeFromInstance(l *link.Link, def *messages.Definition) {
+	peer := l.Peer()
+	switch {
+	case def.BroadcastTo() == messages.Instance:
+		toMaster := def.ValidOn(messages.SlaveToMaster)
+		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
+			ev.Origin = peer
+			err := s.broadcast(ctx, ev, peer)
+			if toMaster {
+				err = errors.Join(err, s.toMaster(ctx, ev))
+			}
+			return err
+		})
+	case def.ForwardTo() == messages.Master && def.Kind() == messages.KindRequest:
+		l.HandleRequestJSON(def, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
+			if err := s.speaksFor(peer, req.Data); err != nil {
+				return nil, err
+			}
+			master, err := s.masterLink()
+			if err != nil {
+				return nil, err
+			}
+			return master.ForwardRequest(ctx, req)
+		})
+	case def.ForwardTo() == messages.Master:
+		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
+			if err := s.speaksFor(peer, ev.Data); err != nil {
+				return err
+			}
+			return s.toMaster(ctx, ev)
+		})
 	}
 }
 

@@ -98,6 +98,14 @@ func (a *app) bench(ctx context.Context, f benchFlags) error {
 		}
 		return err
 	}
+	if terr := a.printBench(results); terr != nil {
+		return terr
+	}
+	return err
+}
+
+// printBench prints the bench's results as a table, and their notes.
+func (a *app) printBench(results []bench.Result) error {
 	fmt.Fprintf(a.stdout, "%d CPUs, %s\n\n", runtime.NumCPU(), runtime.Version())
 	var rows [][]string
 	for _, r := range results {
@@ -116,15 +124,15 @@ func (a *app) bench(ctx context.Context, f benchFlags) error {
 		}
 		rows = append(rows, []string{r.Scenario, r.Metric + " (" + r.Unit + ")", baseline, num(r.Fabric), ratio, target, met})
 	}
-	if terr := table(a.stdout, "SCENARIO\tMETRIC\tBASELINE\tFABRIC\tRATIO\tTARGET\tMET", rows); terr != nil {
-		return terr
+	if err := table(a.stdout, "SCENARIO\tMETRIC\tBASELINE\tFABRIC\tRATIO\tTARGET\tMET", rows); err != nil {
+		return err
 	}
 	for _, r := range results {
 		if r.Note != "" {
 			fmt.Fprintf(a.stdout, "\n%s, %s: %s", r.Scenario, r.Metric, r.Note)
 		}
 	}
-	fmt.Fprintln(a.stdout)
+	_, err := fmt.Fprintln(a.stdout)
 	return err
 }
 

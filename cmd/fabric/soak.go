@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
@@ -109,38 +111,12 @@ func (a *app) soakCommand() *cobra.Command {
 }
 
 func (a *app) soak(ctx context.Context, f soakFlags) error {
-	switch {
-	case f.duration <= 0:
-		return usagef("soak: --duration must be positive")
-	case f.slaves < 1 || f.slaves > 1000:
-		return usagef("soak: --slaves must be 1 to 1000")
-	case f.instances < 1 || f.instances > 99:
-		return usagef("soak: --instances must be 1 to 99")
-	case f.askConcurrency < 1:
-		return usagef("soak: --ask-concurrency must be at least 1")
-	case f.failover && (f.masters < 2 || f.masters > 9):
-		return usagef("soak: --masters must be 2 to 9")
-	case f.failover && f.faultEvery < time.Second:
-		return usagef("soak: --fault-every must be at least 1s")
-	}
-	for name, r := range map[string]float64{"up-rate": f.upRate, "down-rate": f.downRate, "all-rate": f.allRate, "ask-rate": f.askRate, "tell-rate": f.tellRate, "out-rate": f.outRate} {
-		if r < 0 || r > 1000 {
-			return usagef("soak: --%s must be 0 to 1000", name)
-		}
-	}
-	cfg, err := fabric.LoadMasterConfig(a.environ)
-	if err != nil {
+	if err := f.check(); err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(a.environ, func(kv string) bool { return strings.HasPrefix(kv, "FABRIC_LOG_LEVEL=") }) {
-		cfg.Log.Level = "error" // the report says what happened; the endpoints' warnings would drown it
-	}
-	if strings.Contains(f.prefix, ".") {
-		return usagef("soak: --prefix %q: want one subject token, such as lfsoak", f.prefix)
-	}
-	cfg.NATS.Prefix = f.prefix
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%w (--prefix)", err)
+	cfg, err := a.soakMasterConfig(f)
+	if err != nil {
+		return err
 	}
 	log := cfg.Log.NewLogger()
 	where := cfg.NATS.URL
@@ -154,39 +130,9 @@ func (a *app) soak(ctx context.Context, f soakFlags) error {
 		cfg.NATS.URL = b.ClientURL()
 		where = cfg.NATS.URL + " (embedded)"
 	}
-	rate := func(r float64) float64 {
-		if r == 0 {
-			return -1 // none
-		}
-		return r
-	}
-	sc := soak.Config{
-		NATS:           cfg.NATS,
-		Timing:         cfg.Timing,
-		KVReplicas:     cfg.KVReplicas,
-		Lease:          cfg.Lease,
-		Slaves:         f.slaves,
-		Instances:      f.instances,
-		UpRate:         rate(f.upRate),
-		DownRate:       rate(f.downRate),
-		AllRate:        rate(f.allRate),
-		AskRate:        rate(f.askRate),
-		AskConcurrency: f.askConcurrency,
-		TellRate:       rate(f.tellRate),
-		OutRate:        rate(f.outRate),
-		Logger:         log,
-	}
-	if f.failover {
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		sc.Masters = f.masters
-		sc.MasterCommand = func(env []string) *exec.Cmd {
-			cmd := exec.Command(self, "soak", "--serve-master")
-			cmd.Env = append(slices.Clone(a.environ), env...)
-			return cmd
-		}
+	sc, err := a.soakConfig(f, cfg, log)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(a.stderr, "soak: %d slaves with %d instances each on %s, prefix %s\n", f.slaves, f.instances, where, f.prefix)
 	startCtx, cancel := context.WithTimeout(ctx, cfg.Timing.RequestTimeout+cfg.Timing.PeerTimeout+10*time.Second)
@@ -226,35 +172,117 @@ func (a *app) soak(ctx context.Context, f soakFlags) error {
 	viewCtx, cancel := context.WithTimeout(context.Background(), cfg.Timing.PeerTimeout+2*cfg.Timing.HeartbeatInterval+5*time.Second)
 	_ = s.WaitView(viewCtx, nil)
 	cancel()
-	r := s.Report()
-	if !f.failover {
-		if f.json {
-			err = r.WriteJSON(a.stdout)
-		} else {
-			err = r.WriteText(a.stdout)
-		}
-		if err != nil {
-			return err
-		}
-		if !r.OK {
-			return errSoakFailed
-		}
-		if len(problems) > 0 {
-			return errors.New(strings.Join(problems, "; "))
-		}
-		return nil
+	return a.soakReport(f, s, faults, problems)
+}
+
+// check refuses flags out of their ranges.
+func (f soakFlags) check() error {
+	switch {
+	case f.duration <= 0:
+		return usagef("soak: --duration must be positive")
+	case f.slaves < 1 || f.slaves > 1000:
+		return usagef("soak: --slaves must be 1 to 1000")
+	case f.instances < 1 || f.instances > 99:
+		return usagef("soak: --instances must be 1 to 99")
+	case f.askConcurrency < 1:
+		return usagef("soak: --ask-concurrency must be at least 1")
+	case f.failover && (f.masters < 2 || f.masters > 9):
+		return usagef("soak: --masters must be 2 to 9")
+	case f.failover && f.faultEvery < time.Second:
+		return usagef("soak: --fault-every must be at least 1s")
+	case strings.Contains(f.prefix, "."):
+		return usagef("soak: --prefix %q: want one subject token, such as lfsoak", f.prefix)
 	}
-	fr := soak.NewFailoverReport(r, faults, s)
-	problems = append(problems, fr.Problems...)
-	if f.json {
-		err = fr.WriteJSON(a.stdout)
-	} else {
-		err = fr.WriteText(a.stdout)
+	for name, r := range map[string]float64{"up-rate": f.upRate, "down-rate": f.downRate, "all-rate": f.allRate, "ask-rate": f.askRate, "tell-rate": f.tellRate, "out-rate": f.outRate} {
+		if r < 0 || r > 1000 {
+			return usagef("soak: --%s must be 0 to 1000", name)
+		}
 	}
+	return nil
+}
+
+// soakMasterConfig is the environment's configuration, under the soak's
+// own subject prefix, logging only errors unless FABRIC_LOG_LEVEL says
+// otherwise.
+func (a *app) soakMasterConfig(f soakFlags) (fabric.MasterConfig, error) {
+	cfg, err := fabric.LoadMasterConfig(a.environ)
 	if err != nil {
+		return cfg, err
+	}
+	if !slices.ContainsFunc(a.environ, func(kv string) bool { return strings.HasPrefix(kv, "FABRIC_LOG_LEVEL=") }) {
+		cfg.Log.Level = "error" // the report says what happened; the endpoints' warnings would drown it
+	}
+	cfg.NATS.Prefix = f.prefix
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%w (--prefix)", err)
+	}
+	return cfg, nil
+}
+
+// soakConfig is the soak's configuration: its endpoints', the rates of
+// its traffic and, with --failover, how it runs its masters.
+func (a *app) soakConfig(f soakFlags, cfg fabric.MasterConfig, log *slog.Logger) (soak.Config, error) {
+	rate := func(r float64) float64 {
+		if r == 0 {
+			return -1 // none
+		}
+		return r
+	}
+	sc := soak.Config{
+		NATS:           cfg.NATS,
+		Timing:         cfg.Timing,
+		KVReplicas:     cfg.KVReplicas,
+		Lease:          cfg.Lease,
+		Slaves:         f.slaves,
+		Instances:      f.instances,
+		UpRate:         rate(f.upRate),
+		DownRate:       rate(f.downRate),
+		AllRate:        rate(f.allRate),
+		AskRate:        rate(f.askRate),
+		AskConcurrency: f.askConcurrency,
+		TellRate:       rate(f.tellRate),
+		OutRate:        rate(f.outRate),
+		Logger:         log,
+	}
+	if f.failover {
+		self, err := os.Executable()
+		if err != nil {
+			return sc, err
+		}
+		sc.Masters = f.masters
+		sc.MasterCommand = func(env []string) *exec.Cmd {
+			cmd := exec.Command(self, "soak", "--serve-master")
+			cmd.Env = append(slices.Clone(a.environ), env...)
+			return cmd
+		}
+	}
+	return sc, nil
+}
+
+// soakReport prints the soak's report (with --failover, and the faults'),
+// and returns errSoakFailed if it found something lost, duplicated or
+// reordered, or an error that lists the other problems.
+func (a *app) soakReport(f soakFlags, s *soak.Soak, faults []soak.FaultResult, problems []string) error {
+	r := s.Report()
+	type report interface {
+		WriteJSON(io.Writer) error
+		WriteText(io.Writer) error
+	}
+	var out report = r
+	ok := r.OK
+	if f.failover {
+		fr := soak.NewFailoverReport(r, faults, s)
+		problems = append(problems, fr.Problems...)
+		out, ok = fr, fr.OK
+	}
+	write := out.WriteText
+	if f.json {
+		write = out.WriteJSON
+	}
+	if err := write(a.stdout); err != nil {
 		return err
 	}
-	if !fr.OK {
+	if !ok {
 		return errSoakFailed
 	}
 	if len(problems) > 0 {

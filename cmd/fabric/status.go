@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +34,25 @@ func (r *ctlRun) status(ctx context.Context, _ []string) error {
 		return printJSON(r.a.stdout, statusJSON{st, problems})
 	}
 	w := r.a.stdout
+	printSummary(w, st)
+	if err := printTables(w, st); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	if len(problems) == 0 {
+		_, err := fmt.Fprintln(w, "problems: none")
+		return err
+	}
+	fmt.Fprintln(w, "problems:")
+	for _, p := range problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+	return nil
+}
+
+// printSummary prints the status's first lines: the active master, the
+// standbys, and how many slaves and instances there are, by state.
+func printSummary(w io.Writer, st messages.ClusterStatus) {
 	m := st.Master
 	master := m.Version
 	if m.Commit != "" {
@@ -59,8 +79,13 @@ func (r *ctlRun) status(ctx context.Context, _ []string) error {
 	}
 	fmt.Fprintf(w, "slaves     %d of %d connected\n", connected, len(st.Slaves))
 	fmt.Fprintf(w, "instances  %s\n", instanceCounts(st.Instances))
+}
+
+// printTables prints the status's tables: the masters, and the slaves if
+// there are any.
+func printTables(w io.Writer, st messages.ClusterStatus) error {
 	fmt.Fprintln(w)
-	rows := [][]string{masterRow(m.MasterInfo, "active")}
+	rows := [][]string{masterRow(st.Master.MasterInfo, "active")}
 	for _, s := range st.Standbys {
 		rows = append(rows, masterRow(s, "standby"))
 	}
@@ -77,18 +102,7 @@ func (r *ctlRun) status(ctx context.Context, _ []string) error {
 			}
 			rows = append(rows, []string{strconv.FormatInt(s.ID, 10), s.Name, version, strconv.FormatBool(s.Connected), seen(s), strconv.Itoa(s.Instances)})
 		}
-		if err := table(w, "ID\tNAME\tVERSION\tCONNECTED\tLAST SEEN\tINSTANCES", rows); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintln(w)
-	if len(problems) == 0 {
-		_, err := fmt.Fprintln(w, "problems: none")
-		return err
-	}
-	fmt.Fprintln(w, "problems:")
-	for _, p := range problems {
-		fmt.Fprintf(w, "  %s\n", p)
+		return table(w, "ID\tNAME\tVERSION\tCONNECTED\tLAST SEEN\tINSTANCES", rows)
 	}
 	return nil
 }

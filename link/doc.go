@@ -3,8 +3,11 @@
 // Clusterio's link layer.
 //
 // A Link knows its own address and its peer's, and talks through a
-// Connector, which carries its messages: connector/virtual joins two links
-// in one process, connector/nats carries them over NATS. The Link is where
+// Connector, which carries its messages, each as an Envelope (its kind,
+// type, id and payload): connector/virtual joins two links in one process,
+// connector/nats carries them over NATS. What a message is, its
+// definition, is the messages package's; link/linktest is the behaviour a
+// connector owes a link. The Link is where
 // the rules of the message catalog are enforced:
 //
 //   - Sending: a message not valid on the link in that direction, or whose

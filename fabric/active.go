@@ -1461,8 +1461,12 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 	if err := m.fan.FlushBroadcasts(ctx); err != nil {
 		m.log.Warn("broadcasts not acknowledged by every slave before the stop", "error", err)
 	}
-	for _, l := range drain {
-		_ = l.Close()
+	// The links close, and the master's Close returns only once their
+	// handlers have (within ctx): no handler of the term runs after it.
+	for _, l := range append(quiet, drain...) {
+		if err := l.CloseWait(ctx); err != nil {
+			m.log.Warn("handlers still running as the master stops", "peer", l.Peer().String(), "error", err)
+		}
 	}
 	err := m.node.Close()
 	m.open.Store(false)

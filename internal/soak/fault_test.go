@@ -133,6 +133,22 @@ func moved(t *testing.T, c *natscluster.Cluster, ep link.Address, from int) int 
 	return to
 }
 
+// bucketsLedOff makes nodes other than node lead the master's state and
+// lease buckets, for a test that freezes node but is not about the master
+// riding out its own JetStream's leader election (TestFaults' freeze is).
+// While the lease bucket has no leader (seconds), the master cannot renew
+// its lease: its gate closes, it hears no one and gives its peers their
+// timeouts afresh once it can again, and if the lease lapses meanwhile its
+// term may end, and every slave registers again.
+func bucketsLedOff(t *testing.T, c *natscluster.Cluster, prefix string, node int) {
+	t.Helper()
+	for _, b := range []string{fabric.StateBucket(prefix), fabric.LeaseBucket(prefix)} {
+		if err := c.MoveStreamLeader("KV_"+b, node); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestFaults runs the fault scenarios in turn on one cluster, each with a
 // soak of its own: after each, every event sent has arrived once and in
 // order, every request has ended once with no handler run twice, and the
@@ -256,6 +272,10 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 	if err := s.WaitView(testkit.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
+	// The master must be able to act while node 2 is frozen: it is the
+	// master that notices the slave, within the peer timeout.
+	bucketsLedOff(t, c, "lfsoak.halfopen", 2)
+	term := s.Master().Term()
 	traffic(t, s, "before the freeze")
 	before := s.MasterLink(1)
 
@@ -287,6 +307,9 @@ func TestHalfOpenSlaveNoticed(t *testing.T) {
 	c.Wait()
 	if err := s.WaitView(testkit.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
+	}
+	if got := s.Master().Term(); got != term {
+		t.Errorf("the master is in term %d, want still %d: every slave registered again", got, term)
 	}
 	if after := s.MasterLink(1); after != before {
 		t.Error("slave 1 registered again: its session should have outlived a freeze shorter than the session timeout")
@@ -320,14 +343,10 @@ func TestSessionTimeout(t *testing.T) {
 	if err := s.WaitView(testkit.Ctx(t, heal), nil); err != nil {
 		t.Fatal(err)
 	}
-	// The master's buckets are led from the other nodes: the test is about
-	// slave 1's session, not about the master's JetStream electing a new
-	// leader (which takes seconds, longer than this session timeout).
-	for _, b := range []string{fabric.StateBucket("lfsoak.session"), fabric.LeaseBucket("lfsoak.session")} {
-		if err := c.MoveStreamLeader("KV_"+b, 2); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// The test is about slave 1's session, not about the master's
+	// JetStream electing a new leader (which takes seconds, longer than
+	// this session timeout).
+	bucketsLedOff(t, c, "lfsoak.session", 2)
 	traffic(t, s, "before the freeze")
 	before := s.MasterLink(1)
 	if before == nil {

@@ -35,10 +35,20 @@ func Request[Req, Resp any](ctx context.Context, l *Link, m *messages.Request[Re
 	if r, ok := respValue.(Resp); ok {
 		return r, nil
 	}
-	if err := codec.Unmarshal(m.Definition, "response", data, &resp); err != nil {
+	if resp, err = decode[Resp](m.Definition, "response", data); err != nil {
 		return resp, invalid(err)
 	}
 	return resp, nil
+}
+
+// decode is codec.Unmarshal into a new T. Its own function, so that only
+// a payload that came as JSON puts a T on the heap: a variable whose
+// address goes to Unmarshal (an interface) escapes, even on the path that
+// never calls it.
+func decode[T any](def *messages.Definition, part string, data []byte) (T, error) {
+	v := new(T)
+	err := codec.Unmarshal(def, part, data, v)
+	return *v, err
 }
 
 // Emit sends ev as an event of type m, checked against the schema first.
@@ -65,7 +75,8 @@ func HandleRequest[Req, Resp any](l *Link, m *messages.Request[Req, Resp], h fun
 	l.attach(m, messages.KindRequest, &handler{checked: true, values: true, request: func(ctx context.Context, msg *Envelope) ([]byte, error) {
 		req, ok := msg.Value.(Req)
 		if !ok {
-			if err := codec.Unmarshal(m.Definition, "request", msg.Data, &req); err != nil {
+			var err error
+			if req, err = decode[Req](m.Definition, "request", msg.Data); err != nil {
 				return nil, invalid(err)
 			}
 		}
@@ -95,7 +106,8 @@ func HandleEvent[T any](l *Link, m *messages.Event[T], h func(ctx context.Contex
 	l.attach(m, messages.KindEvent, &handler{values: true, event: func(ctx context.Context, msg *Envelope) error {
 		ev, ok := msg.Value.(T)
 		if !ok {
-			if err := codec.Unmarshal(m.Definition, "event", msg.Data, &ev); err != nil {
+			var err error
+			if ev, err = decode[T](m.Definition, "event", msg.Data); err != nil {
 				return err
 			}
 		}

@@ -70,7 +70,9 @@ type Connector interface {
 	// to r. Messages must be delivered in the order the peer sent them.
 	Start(r Receiver) error
 	// Send hands m to the transport, blocking at most until ctx is done.
-	// The connector owns m afterwards. An error means the message was not
+	// The connector owns m afterwards: the link reads nothing of it once
+	// Send is called (a connector in one process may hand m itself to the
+	// peer's link), unless Send fails. An error means the message was not
 	// sent; an *Error tells why in terms the requester understands
 	// (CodeNotConnected, CodeTooLarge, CodeSessionLost).
 	Send(ctx context.Context, m *Envelope) error
@@ -116,6 +118,8 @@ type Receiver interface {
 	// delivers the message again later, in order. The link traces messages
 	// sent from inside its handlers by ctx (see NonBlocking): a connector
 	// that delivers on the sender's goroutine passes the sender's ctx.
+	// Once m is taken the link owns it (its handler may keep it): the
+	// connector, and whoever sent m, must not use it again.
 	Receive(ctx context.Context, m *Envelope) error
 	// Status reports a change of the connection beneath the link.
 	Status(s Status, err error)

@@ -378,18 +378,17 @@ func (l *Link) serve(from context.Context, m *Envelope) {
 	// it is cheap, and a requester with a longer clock may still want it.
 	// Sending a response does not wait on the peer, so the link's own
 	// context bounds it.
-	if err := l.conn.Send(l.ctx, resp); err != nil {
+	if err := l.transmit(l.ctx, resp); err != nil {
 		if resp.Error == nil && errors.Is(err, ErrTooLarge) {
-			// Tell the requester why instead of letting it time out.
+			// Tell the requester why instead of letting it time out. (A
+			// connector that refused the response did not take it.)
 			resp.Data, resp.Value, resp.Error = nil, nil, Errorf(CodeTooLarge, "%s: response too large: %v", m.Type, err)
-			err = l.conn.Send(l.ctx, resp)
+			err = l.transmit(l.ctx, resp)
 		}
 		if err != nil {
 			l.opts.logger.Warn("could not send response", "link", l.String(), "type", m.Type, "error", err)
-			return
 		}
 	}
-	l.sent(resp)
 }
 
 // dispatch checks an inbound request and runs its handler. A panicking

@@ -25,13 +25,17 @@ var ErrSetup = errors.New("link: bad setup")
 // request. ctx ends at the request's deadline, when the link closes, or
 // when the handler returns; it carries none of the requester's values. It
 // costs no timer unless the handler calls ctx.Done; ctx.Err reports
-// context.DeadlineExceeded once the deadline has passed either way.
+// context.DeadlineExceeded once the deadline has passed either way. req is
+// the handler's: neither link nor the sender uses it again, so the handler
+// may keep it, its Data included. The link does not keep the returned
+// payload either.
 type RequestHandler func(ctx context.Context, req *Envelope) ([]byte, error)
 
 // EventHandler handles an event, already checked against the message's
 // schema. Events of one link are handled one at a time, in the order they
 // arrived. An error is logged and counted; the sender does not hear of it.
-// ctx ends when the link closes.
+// ctx ends when the link closes. ev is the handler's, as a RequestHandler's
+// req is.
 type EventHandler func(ctx context.Context, ev *Envelope) error
 
 type handler struct {
@@ -362,19 +366,32 @@ func (l *Link) emit(ctx context.Context, m *Envelope) error {
 	case stateClosed:
 		return Errorf(CodeSessionLost, "link %s is closed", l)
 	}
-	if err := l.conn.Send(ctx, m); err != nil {
-		return sendError(m.Type, err)
+	typ := m.Type
+	if err := l.transmit(ctx, m); err != nil {
+		return sendError(typ, err)
 	}
-	l.sent(m)
 	return nil
 }
 
-// sent counts a message the connector took.
-func (l *Link) sent(m *Envelope) {
-	l.stats.sent.Add(1)
+// transmit hands m to the connector and counts it if the connector took
+// it. The connector owns m from then on (connector/virtual hands m itself
+// to the peer's link, whose handler may already run on it), so the link
+// reads nothing of m once Send is called: an observer is shown a copy
+// taken before, which costs an allocation only when there is an observer.
+func (l *Link) transmit(ctx context.Context, m *Envelope) error {
+	var seen *Envelope
 	if l.opts.observer != nil {
-		l.opts.observer.Sent(l.out, m)
+		seen = new(Envelope)
+		*seen = *m
 	}
+	if err := l.conn.Send(ctx, m); err != nil {
+		return err
+	}
+	l.stats.sent.Add(1)
+	if seen != nil {
+		l.opts.observer.Sent(l.out, seen)
+	}
+	return nil
 }
 
 // checkOutbound refuses, before anything is sent, a message that the peer
@@ -463,10 +480,9 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 
 	start := time.Now()
 	m := &Envelope{Kind: messages.KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
-	if err := l.conn.Send(ctx, m); err != nil {
+	if err := l.transmit(ctx, m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
-	l.sent(m)
 	var resp *Envelope
 	select {
 	case resp = <-c.done: // answered during Send: a NonBlocking handler over a virtual pair

@@ -1,7 +1,11 @@
 // Package virtual joins two links in one process with no network, as a
 // slave and its instances are joined. It has the semantics of a network
 // connector: messages arrive in the order they were sent, the receiver gets
-// its own copy of every payload, and closing either end closes the other.
+// its own copy of every JSON payload, and closing either end closes the
+// other. The Envelope itself is handed over, not copied: a link owns
+// nothing it has sent (link.Connector), so the peer's link owns it, and a
+// handler may keep it. A Go value (Envelope.Value) is shared as it is:
+// links send only values that share no memory.
 //
 // It has no goroutines and no channels of its own: Send calls the peer's
 // link on the sender's goroutine, with the sender's context. The link
@@ -83,8 +87,12 @@ func (c *Conn) Start(r link.Receiver) error {
 	}
 }
 
-// Send delivers a copy of m to the peer's link, on the calling goroutine
-// and with ctx, so messages sent one after another arrive in that order.
+// Send delivers m to the peer's link, on the calling goroutine and with
+// ctx, so messages sent one after another arrive in that order. m goes as
+// it is, with its own copy of Data (the sender's bytes may be shared: a
+// caller's buffer, a handler's constant) and of Error's code and text
+// only; the caller must not use m once Send is called, as the connector
+// contract says.
 // It returns once the peer's link has taken the message, which may include
 // handling it (link.NonBlocking); it waits only while the peer's link
 // cannot take it (link.Receiver), until ctx ends. After either end has
@@ -98,25 +106,26 @@ func (c *Conn) Send(ctx context.Context, m *link.Envelope) error {
 		return link.ErrSessionLost
 	default:
 	}
-	cp := *m
-	cp.Data = slices.Clone(m.Data)
+	if m.Data != nil {
+		m.Data = slices.Clone(m.Data)
+	}
 	if m.Error != nil {
 		// Only the code and the text cross a real wire.
-		cp.Error = &link.Error{Code: m.Error.Code, Message: m.Error.Message}
+		m.Error = &link.Error{Code: m.Error.Code, Message: m.Error.Message}
 	}
 	p := c.peer
 	if r := p.live.Load(); r != nil {
-		return (*r).Receive(ctx, &cp)
+		return (*r).Receive(ctx, m)
 	}
 	p.mu.Lock()
 	if !p.started {
-		p.backlog = append(p.backlog, &cp)
+		p.backlog = append(p.backlog, m)
 		p.mu.Unlock()
 		return nil
 	}
 	r := p.receiver
 	p.mu.Unlock()
-	return r.Receive(ctx, &cp)
+	return r.Receive(ctx, m)
 }
 
 // CarriesValues reports true: a Envelope.Value reaches the peer's link as

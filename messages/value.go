@@ -29,9 +29,9 @@ func init() {
 // a failure).
 func (d *Definition) valueOK(response bool, v any) bool {
 	if response {
-		return d.responseValue != nil && reflect.TypeOf(v) == d.responseType && d.responseValue.Check(reflect.ValueOf(v)) == check.Valid
+		return d.responseValue != nil && reflect.TypeOf(v) == d.responseType && d.responseValue.Check(v) == check.Valid
 	}
-	return d.payloadValue != nil && reflect.TypeOf(v) == d.payloadType && d.payloadValue.Check(reflect.ValueOf(v)) == check.Valid
+	return d.payloadValue != nil && reflect.TypeOf(v) == d.payloadType && d.payloadValue.Check(v) == check.Valid
 }
 
 // marshal returns the wire form of v, a payload (with response, a

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Checking Go values without JSON. Between two links in one process
@@ -20,18 +21,35 @@ import (
 // schema uses only what the fast path models of them. Anything else (and
 // any value the check cannot decide, such as a string that is not valid
 // UTF-8) goes as JSON, checked as before.
+//
+// The check is compiled for its Go type: each field's offset, the bit it
+// sets among the schema's required properties, its bounds and its enum
+// are worked out once, and a check reads the value's memory through
+// them, with no reflect.Value per field (walking the value with reflect
+// was most of a virtual event's cost). It is safe because the types it
+// accepts are exactly those compileValue admits: structs of strings,
+// booleans, integers and such structs, which hold no pointer of their own
+// and are never stored directly in an interface.
 
 // Value checks values of one Go type against one schema node.
 type Value struct {
-	node   *Node
-	kind   reflect.Kind
-	fields []valueField // structs
+	node *Node
+	kind reflect.Kind
+	typ  reflect.Type // for omitempty's zero test of a struct
+
+	// strings
+	minLength, maxLength int      // the node's, in code points; -1: no bound
+	enum                 []string // the enum's strings, unquoted (they need no escapes: setEnum)
+
+	// structs
+	fields       []valueField
+	requiredBits uint64 // the node's
 }
 
 // valueField is one field of a struct, as encoding/json writes it.
 type valueField struct {
-	index     int
-	name      string
+	offset    uintptr // in the struct
+	bit       uint64  // the field's bit among the node's declared properties; 0: not declared
 	omitEmpty bool
 	check     *Value
 }
@@ -46,11 +64,14 @@ func compileValue(n *Node, t reflect.Type, depth int) *Value {
 	if n == nil || depth > 16 || n.anyOf != nil {
 		return nil
 	}
-	c := &Value{node: n, kind: t.Kind()}
+	c := &Value{node: n, kind: t.Kind(), typ: t, minLength: n.minLength, maxLength: n.maxLength, requiredBits: n.requiredBits}
 	switch t.Kind() {
 	case reflect.String:
 		if !n.allows(tString) || n.stringUndecided || !enumOf(n, '"') {
 			return nil
+		}
+		for _, e := range n.enum {
+			c.enum = append(c.enum, string(e[1:len(e)-1]))
 		}
 	case reflect.Bool:
 		if !n.allows(tBool) || !enumOf(n, 't', 'f') {
@@ -85,8 +106,10 @@ func compileValue(n *Node, t reflect.Type, depth int) *Value {
 			}
 			seen[name] = true
 			child := n.additional
+			var bit uint64
 			if i := n.field(name); i >= 0 {
-				child, declared = n.props[i].node, declared|1<<i
+				child, bit = n.props[i].node, 1<<i
+				declared |= bit
 			} else if n.closed {
 				return nil
 			}
@@ -97,7 +120,7 @@ func compileValue(n *Node, t reflect.Type, depth int) *Value {
 			if fc = compileValue(child, f.Type, depth+1); fc == nil {
 				return nil
 			}
-			c.fields = append(c.fields, valueField{index: i, name: name, omitEmpty: opts == "omitempty", check: fc})
+			c.fields = append(c.fields, valueField{offset: f.Offset, bit: bit, omitEmpty: opts == "omitempty", check: fc})
 		}
 		if n.requiredBits&^declared != 0 {
 			return nil // a required property the type never writes
@@ -120,69 +143,101 @@ func enumOf(n *Node, first ...byte) bool {
 	return true
 }
 
-// Check decides whether v, of the Check's type, matches the schema; it
-// never answers invalid for a value whose JSON form matches.
-func (c *Value) Check(v reflect.Value) Verdict {
-	n := c.node
+// Check decides whether v, which must be of the Check's type, matches the
+// schema; it never answers invalid for a value whose JSON form matches.
+func (c *Value) Check(v any) Verdict {
+	// The interface's data word points at the value: no type compileValue
+	// admits is stored in the interface itself (see above).
+	return c.check((*[2]unsafe.Pointer)(unsafe.Pointer(&v))[1])
+}
+
+// check decides for the value of the Check's type at p.
+func (c *Value) check(p unsafe.Pointer) Verdict {
 	switch c.kind {
 	case reflect.String:
-		s := v.String()
-		if !utf8.ValidString(s) {
-			return Undecided // encoding/json would change it
-		}
-		if n.minLength >= 0 || n.maxLength >= 0 {
-			length := utf8.RuneCountInString(s)
-			if (n.minLength >= 0 && length < n.minLength) || (n.maxLength >= 0 && length > n.maxLength) {
-				return Invalid
-			}
-		}
-		if n.enum != nil {
-			for _, e := range n.enum {
-				if string(e[1:len(e)-1]) == s {
-					return Valid
-				}
-			}
-			// The enum's strings need no escapes (setEnum), so neither
-			// does a value equal to one: no other value's JSON matches.
-			return Invalid
-		}
-		return Valid
+		return c.checkString(*(*string)(p))
 	case reflect.Bool:
-		if n.enum != nil {
+		if c.node.enum != nil {
 			text := "false"
-			if v.Bool() {
+			if *(*bool)(p) {
 				text = "true"
 			}
-			return inTextEnum(n, text)
+			return inTextEnum(c.node, text)
 		}
 		return Valid
 	case reflect.Struct:
 		var present uint64
 		for i := range c.fields {
 			f := &c.fields[i]
-			fv := v.Field(f.index)
-			if f.omitEmpty && fv.IsZero() {
+			fp := unsafe.Add(p, f.offset)
+			if f.omitEmpty && f.check.isZero(fp) {
 				continue
 			}
-			if j := n.field(f.name); j >= 0 {
-				present |= 1 << j
-			}
-			if r := f.check.Check(fv); r != Valid {
+			present |= f.bit
+			if r := f.check.check(fp); r != Valid {
 				return r
 			}
 		}
-		if present&n.requiredBits != n.requiredBits {
+		if present&c.requiredBits != c.requiredBits {
 			return Invalid
 		}
 		return Valid
 	}
-	// An integer.
-	var text string
+	return c.checkInt(p)
+}
+
+func (c *Value) checkString(s string) Verdict {
+	if !utf8.ValidString(s) {
+		return Undecided // encoding/json would change it
+	}
+	// A string has at most as many code points as bytes, and at least a
+	// quarter as many: count them only when the bytes do not decide.
+	if (c.maxLength >= 0 && len(s) > c.maxLength) || (c.minLength > 0 && (len(s)+3)/4 < c.minLength) {
+		length := utf8.RuneCountInString(s)
+		if (c.minLength >= 0 && length < c.minLength) || (c.maxLength >= 0 && length > c.maxLength) {
+			return Invalid
+		}
+	}
+	if c.enum != nil {
+		for _, e := range c.enum {
+			if e == s {
+				return Valid
+			}
+		}
+		// The enum's strings need no escapes (setEnum), so neither
+		// does a value equal to one: no other value's JSON matches.
+		return Invalid
+	}
+	return Valid
+}
+
+func (c *Value) checkInt(p unsafe.Pointer) Verdict {
+	n := c.node
 	var i int64
-	if v.CanInt() {
-		i = v.Int()
-	} else {
-		u := v.Uint()
+	switch c.kind {
+	case reflect.Int:
+		i = int64(*(*int)(p))
+	case reflect.Int8:
+		i = int64(*(*int8)(p))
+	case reflect.Int16:
+		i = int64(*(*int16)(p))
+	case reflect.Int32:
+		i = int64(*(*int32)(p))
+	case reflect.Int64:
+		i = *(*int64)(p)
+	case reflect.Uint8:
+		i = int64(*(*uint8)(p))
+	case reflect.Uint16:
+		i = int64(*(*uint16)(p))
+	case reflect.Uint32:
+		i = int64(*(*uint32)(p))
+	default: // uint, uint64, uintptr-sized
+		var u uint64
+		if c.kind == reflect.Uint {
+			u = uint64(*(*uint)(p))
+		} else {
+			u = *(*uint64)(p)
+		}
 		if u > 1<<63-1 {
 			if n.hasMinimum || n.hasMaximum || n.enum != nil {
 				return Undecided
@@ -195,10 +250,35 @@ func (c *Value) Check(v reflect.Value) Verdict {
 		return Invalid
 	}
 	if n.enum != nil {
-		text = strconv.FormatInt(i, 10)
-		return inTextEnum(n, text)
+		return inTextEnum(n, strconv.FormatInt(i, 10))
 	}
 	return Valid
+}
+
+// isZero reports whether the value at p is its type's zero value, as
+// omitempty tests it.
+func (c *Value) isZero(p unsafe.Pointer) bool {
+	switch c.kind {
+	case reflect.String:
+		return len(*(*string)(p)) == 0
+	case reflect.Bool:
+		return !*(*bool)(p)
+	case reflect.Struct:
+		return reflect.NewAt(c.typ, p).Elem().IsZero()
+	}
+	return c.intZero(p)
+}
+
+func (c *Value) intZero(p unsafe.Pointer) bool {
+	switch c.typ.Size() {
+	case 1:
+		return *(*uint8)(p) == 0
+	case 2:
+		return *(*uint16)(p) == 0
+	case 4:
+		return *(*uint32)(p) == 0
+	}
+	return *(*uint64)(p) == 0
 }
 
 func inTextEnum(n *Node, text string) Verdict {

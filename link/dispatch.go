@@ -97,10 +97,8 @@ func (l *Link) receiveResponse(m *Envelope) {
 		if m.Type == "" {
 			m.Type = c.typ // a connector need not carry it back
 		}
-		select {
-		case c.done <- m:
-		default: // a second response to one request: keep the first
-			l.stats.invalid.Add(1)
+		if !c.deliverLocked(m) {
+			l.stats.invalid.Add(1) // a second response to one request: keep the first
 		}
 	}
 	l.mu.Unlock()

@@ -90,11 +90,30 @@ const (
 )
 
 // call is one outbound request waiting for its response. Calls are
-// reused: a response is sent on done only with l.mu held and the call in
-// l.pending, so none reaches a call once it has left l.pending.
+// reused: resp and waiting are set, and wake signalled, only with l.mu held
+// and the call in l.pending, so nothing reaches a call once it has left
+// l.pending (endCall resets it there).
 type call struct {
-	typ  string         // the request's message type
-	done chan *Envelope // receives exactly one response
+	typ string // the request's message type
+	// resp is the response (or the link's end), once it came. A response
+	// delivered during Send (a NonBlocking handler over a virtual pair) is
+	// found here with no channel operation.
+	resp    *Envelope
+	waiting bool          // the requester waits on wake
+	wake    chan struct{} // one signal once resp is set, if waiting
+}
+
+// deliverLocked gives c its response, the first one only, and reports
+// whether it was the first. l.mu must be held and c be in l.pending.
+func (c *call) deliverLocked(m *Envelope) bool {
+	if c.resp != nil {
+		return false
+	}
+	c.resp = m
+	if c.waiting {
+		c.wake <- struct{}{} // buffered, and signalled at most once: never blocks
+	}
+	return true
 }
 
 // Link is one side of a two-way channel between two endpoints. It checks
@@ -447,15 +466,23 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
 	}
+	// The request, and for a ctx without deadline the link's timeout, in
+	// one allocation. Neither is reused: the connector (and over a virtual
+	// pair the peer's handler) owns the envelope once it is sent, and a
+	// peer's handler context may refer to the ctx it was delivered with.
+	out := &struct {
+		m  Envelope
+		tc timeoutCtx
+	}{m: Envelope{Kind: messages.KindRequest, Type: def.Name(), Data: payload, Value: value}}
 	if _, ok := ctx.Deadline(); !ok {
-		tc := &timeoutCtx{lazyDeadline{parent: ctx, deadline: time.Now().Add(l.opts.requestTimeout)}}
-		defer tc.finish()
-		ctx = tc
+		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: time.Now().Add(l.opts.requestTimeout)}}
+		defer out.tc.finish()
+		ctx = &out.tc
 	}
 	deadline, _ := ctx.Deadline()
 	c, _ := l.calls.Get().(*call)
 	if c == nil {
-		c = &call{done: make(chan *Envelope, 1)}
+		c = &call{wake: make(chan struct{}, 1)}
 	}
 	c.typ = def.Name()
 
@@ -479,18 +506,19 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	defer l.endCall(id, c)
 
 	start := time.Now()
-	m := &Envelope{Kind: messages.KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
+	m := &out.m
+	m.ID, m.Deadline = id, deadline
 	if err := l.transmit(ctx, m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
-	var resp *Envelope
-	select {
-	case resp = <-c.done: // answered during Send: a NonBlocking handler over a virtual pair
-	default:
-	}
+	l.mu.Lock()
+	resp := c.resp // answered during Send: a NonBlocking handler over a virtual pair
+	c.waiting = resp == nil
+	l.mu.Unlock()
 	if resp == nil {
 		select {
-		case resp = <-c.done:
+		case <-c.wake:
+			resp = c.resp // set before the signal
 		case <-ctx.Done():
 			return nil, nil, l.ended(ctx, def, start)
 		}
@@ -529,11 +557,14 @@ func (l *Link) endCall(id uint64, c *call) {
 	delete(l.pending, id)
 	l.outbound--
 	l.checkIdle()
-	l.mu.Unlock()
-	select {
-	case <-c.done: // a response that came too late
-	default:
+	if c.waiting {
+		select {
+		case <-c.wake: // a response that came after ctx ended
+		default:
+		}
 	}
+	c.resp, c.waiting = nil, false
+	l.mu.Unlock()
 	l.calls.Put(c)
 }
 
@@ -763,10 +794,7 @@ func (l *Link) closeWith(reason *Error) {
 	}
 	l.state = stateClosed
 	for _, c := range l.pending {
-		select {
-		case c.done <- &Envelope{Kind: messages.KindResponse, Error: reason}:
-		default:
-		}
+		c.deliverLocked(&Envelope{Kind: messages.KindResponse, Error: reason})
 	}
 	clear(l.pending)
 	// Nothing waiting for a handler will be handled: its response could

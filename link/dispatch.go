@@ -215,7 +215,7 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 		case !l.eventBusy && inline:
 			l.eventBusy = true
 			l.mu.Unlock()
-			l.handleEvent(&eventCtx{l: l, from: ctx}, m)
+			l.handleEvent(l.eventCtxFrom(ctx), m)
 			l.mu.Lock()
 			l.endLocked()
 			if l.events.len() > 0 {
@@ -255,10 +255,22 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 	}
 }
 
+// eventCtxFrom returns the context of an event handled on the goroutine
+// that delivered it with from. Only a from inside a handler's chain
+// (nestedIn) needs a context of its own; for any other the trace ends at
+// this handler either way, and the link's one eventCtx, which never
+// changes, serves with no allocation.
+func (l *Link) eventCtxFrom(from context.Context) *eventCtx {
+	if from.Value(chainKey{}) == nil {
+		return &l.eventCtx
+	}
+	return &eventCtx{l: l, from: from}
+}
+
 // drainEvents handles the queued events in order, on a goroutine of the
 // link's, and gives up the event turn when there are none.
 func (l *Link) drainEvents() {
-	ctx := &eventCtx{l: l}
+	ctx := &l.eventCtx
 	l.mu.Lock()
 	for {
 		m, ok := l.events.pop()

@@ -133,6 +133,7 @@ type Link struct {
 	setupErrs []error
 
 	ctx       context.Context // ends when the link closes; parent of handler contexts
+	eventCtx  eventCtx        // the event handlers' context, when it need not trace a sender (eventCtxFrom)
 	cancel    context.CancelFunc
 	values    bool // conn carries Envelope.Value (ValueCarrier)
 	hasEvents bool // some event can arrive on the link
@@ -198,6 +199,7 @@ func New(conn Connector, self, peer Address, catalog *messages.Catalog, opts ...
 		done:     make(chan struct{}),
 		pending:  map[uint64]*call{},
 	}
+	l.eventCtx = eventCtx{l: l}
 	if vc, ok := conn.(ValueCarrier); ok {
 		l.values = vc.CarriesValues()
 	}

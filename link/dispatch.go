@@ -111,16 +111,18 @@ func (l *Link) receiveResponse(m *Envelope) {
 	}
 }
 
-// inline reports whether a message of type typ is handled on the
-// delivering goroutine: its handler is NonBlocking, or it has none (it is
-// refused or dropped at once).
-func (l *Link) inline(typ string) bool {
+// inline returns the handler of messages of type typ, and whether such a
+// message is handled on the delivering goroutine: its handler is
+// NonBlocking, or it has none (it is refused or dropped at once). The
+// inline path hands the handler on, so that a message costs one lookup of
+// it.
+func (l *Link) inline(typ string) (*handler, bool) {
 	h := l.handlers[typ]
-	return h == nil || h.nonBlocking
+	return h, h == nil || h.nonBlocking
 }
 
 func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
-	inline := l.inline(m.Type)
+	h, inline := l.inline(m.Type)
 	l.mu.Lock()
 	if l.state == stateClosed {
 		l.mu.Unlock()
@@ -129,7 +131,7 @@ func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
 	l.inbound++
 	if inline {
 		l.mu.Unlock()
-		l.serve(ctx, m)
+		l.serve(ctx, m, h)
 		return nil
 	}
 	if l.workers < l.opts.maxHandlers {
@@ -177,7 +179,7 @@ func (l *Link) startWorkerLocked(m *Envelope, from context.Context) {
 // it).
 func (l *Link) work(d delivery) {
 	for {
-		l.serve(d.from, d.m)
+		l.serve(d.from, d.m, nil)
 		l.mu.Lock()
 		var ok bool
 		if l.workers <= l.opts.maxHandlers {
@@ -198,7 +200,7 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 		l.drop(m, "no event is valid on "+l.in.String())
 		return nil
 	}
-	inline := l.inline(m.Type)
+	h, inline := l.inline(m.Type)
 	l.mu.Lock()
 	if l.state == stateClosed {
 		l.mu.Unlock()
@@ -215,7 +217,7 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 		case !l.eventBusy && inline:
 			l.eventBusy = true
 			l.mu.Unlock()
-			l.handleEvent(l.eventCtxFrom(ctx), m)
+			l.handleEvent(l.eventCtxFrom(ctx), m, h)
 			l.mu.Lock()
 			l.endLocked()
 			if l.events.len() > 0 {
@@ -281,7 +283,7 @@ func (l *Link) drainEvents() {
 			return
 		}
 		l.mu.Unlock()
-		l.handleEvent(ctx, m)
+		l.handleEvent(ctx, m, nil)
 		l.mu.Lock()
 		l.endLocked()
 	}
@@ -356,8 +358,9 @@ func (l *Link) drop(m *Envelope, reason string) {
 }
 
 // serve runs a request's handler and sends the response. from is the
-// context the request was delivered with.
-func (l *Link) serve(from context.Context, m *Envelope) {
+// context the request was delivered with; h is the handler of m.Type if
+// the caller has it already (nil: look it up).
+func (l *Link) serve(from context.Context, m *Envelope, h *handler) {
 	defer l.end()
 	deadline := m.Deadline
 	if deadline.IsZero() {
@@ -372,7 +375,7 @@ func (l *Link) serve(from context.Context, m *Envelope) {
 		resp: Envelope{Kind: messages.KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
 	}
 	ctx, resp := &sv.ctx, &sv.resp
-	data, value, err := l.dispatch(ctx, m)
+	data, value, err := l.dispatch(ctx, m, h)
 	ctx.finish()
 
 	if err != nil {
@@ -403,8 +406,8 @@ func (l *Link) serve(from context.Context, m *Envelope) {
 
 // dispatch checks an inbound request and runs its handler. A panicking
 // handler yields CodeInternal; the process goes on.
-func (l *Link) dispatch(ctx *requestCtx, m *Envelope) (data []byte, value any, err error) {
-	def, h, err := l.lookup(m, messages.KindRequest)
+func (l *Link) dispatch(ctx *requestCtx, m *Envelope, h *handler) (data []byte, value any, err error) {
+	def, h, err := l.lookup(m, messages.KindRequest, h)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -459,8 +462,10 @@ func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Enve
 }
 
 // lookup checks that an inbound message is known, of the right kind, valid
-// on this link towards this side, and matches its schema.
-func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *handler, error) {
+// on this link towards this side, and matches its schema, and returns its
+// definition and handler. h is the handler of m.Type, if the caller has it
+// already (nil: look it up).
+func (l *Link) lookup(m *Envelope, kind messages.Kind, h *handler) (*messages.Definition, *handler, error) {
 	def, ok := l.catalog.Lookup(m.Type)
 	switch {
 	case !ok:
@@ -470,7 +475,9 @@ func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *h
 	case !def.ValidOn(l.in):
 		return nil, nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
 	}
-	h := l.handlers[def.Name()]
+	if h == nil {
+		h = l.handlers[def.Name()]
+	}
 	if m.Value != nil {
 		// The peer's link checked the value; this one checks it again,
 		// as it would the JSON. Whoever does not take values, or could
@@ -497,8 +504,8 @@ func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *h
 	return def, h, nil
 }
 
-func (l *Link) handleEvent(ctx *eventCtx, m *Envelope) {
-	def, h, err := l.lookup(m, messages.KindEvent)
+func (l *Link) handleEvent(ctx *eventCtx, m *Envelope, h *handler) {
+	def, h, err := l.lookup(m, messages.KindEvent, h)
 	if err != nil {
 		l.drop(m, err.Error())
 		return

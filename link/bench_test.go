@@ -95,6 +95,20 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 			}
 		})
 	}
+	// As `fabric bench` sends: a ctx without deadline, so each request
+	// gets the link's timeout.
+	b.Run("nonblocking-no-deadline", func(b *testing.B) {
+		toInstance, toSlave := newPair(b, slaveAddr, instanceAddr, nil, nil)
+		link.HandleRequest(toSlave, messages.SendCommand, runCommand, link.NonBlocking())
+		start(b, toSlave, messages.SendCommand)
+		start(b, toInstance)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := sendTyped(context.Background(), toInstance); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkRequestRoundTripParallel: the same from many goroutines at

@@ -51,6 +51,10 @@ type Envelope struct {
 	// peer, so the link does not count it as received (Stats.Received
 	// is a sign of the peer's life).
 	Local bool
+
+	// spare is what the peer's link needs to serve this request, when the
+	// requesting link allocated it with the request (serveState).
+	spare *serveState
 }
 
 // ValueCarrier is a Connector that can carry Envelope.Value to its peer's

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/linkfabric/linkfabric/internal/codec"
@@ -357,6 +358,20 @@ func (l *Link) drop(m *Envelope, reason string) {
 	l.opts.logger.Warn("dropped invalid message", "link", l.String(), "kind", m.Kind.String(), "type", m.Type, "reason", reason)
 }
 
+// serveState is what serving a request needs beyond the request: the
+// handler's context and the response. A link that sends a request over a
+// connector in this process (ValueCarrier) allocates it with the request
+// (Envelope.spare), so that a request costs the two links one allocation
+// between them; the peer's link claims it, once (a connector that
+// delivered copies of one request would otherwise share it). Nothing of
+// it is reused: the handler may keep its context, and the response goes
+// to the requester.
+type serveState struct {
+	claimed atomic.Bool
+	ctx     requestCtx
+	resp    Envelope
+}
+
 // serve runs a request's handler and sends the response. from is the
 // context the request was delivered with; h is the handler of m.Type if
 // the caller has it already (nil: look it up).
@@ -366,14 +381,15 @@ func (l *Link) serve(from context.Context, m *Envelope, h *handler) {
 	if deadline.IsZero() {
 		deadline = time.Now().Add(l.opts.requestTimeout)
 	}
-	// One allocation for the handler's context and the response.
-	sv := &struct {
-		ctx  requestCtx
-		resp Envelope
-	}{
-		ctx:  requestCtx{lazyDeadline: lazyDeadline{parent: l.ctx, deadline: deadline}, l: l, from: from},
-		resp: Envelope{Kind: messages.KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
+	// The handler's context and the response: allocated with the request
+	// by a requester in this process, else here, in one allocation.
+	sv := m.spare
+	if sv == nil || !sv.claimed.CompareAndSwap(false, true) {
+		sv = new(serveState)
 	}
+	m.spare = nil
+	sv.ctx = requestCtx{lazyDeadline: lazyDeadline{parent: l.ctx, deadline: deadline}, l: l, from: from}
+	sv.resp = Envelope{Kind: messages.KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply}
 	ctx, resp := &sv.ctx, &sv.resp
 	data, value, err := l.dispatch(ctx, m, h)
 	ctx.finish()

@@ -468,14 +468,20 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
 	}
-	// The request, and for a ctx without deadline the link's timeout, in
-	// one allocation. Neither is reused: the connector (and over a virtual
-	// pair the peer's handler) owns the envelope once it is sent, and a
-	// peer's handler context may refer to the ctx it was delivered with.
-	out := &struct {
-		m  Envelope
-		tc timeoutCtx
-	}{m: Envelope{Kind: messages.KindRequest, Type: def.Name(), Data: payload, Value: value}}
+	// The request, for a ctx without deadline the link's timeout, and over
+	// a connector in this process the peer's serveState, in one
+	// allocation. None is reused: the connector (and over a virtual pair
+	// the peer's handler) owns the envelope once it is sent, and a peer's
+	// handler context may refer to the ctx it was delivered with.
+	var out *outbound
+	if l.values {
+		ol := new(outboundLocal)
+		ol.m.spare = &ol.sv
+		out = &ol.outbound
+	} else {
+		out = new(outbound)
+	}
+	out.m.Kind, out.m.Type, out.m.Data, out.m.Value = messages.KindRequest, def.Name(), payload, value
 	if _, ok := ctx.Deadline(); !ok {
 		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: time.Now().Add(l.opts.requestTimeout)}}
 		defer out.tc.finish()
@@ -543,6 +549,19 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		return nil, nil, invalid(err)
 	}
 	return resp.Data, nil, nil
+}
+
+// outbound is a request as its link allocates it (see request).
+type outbound struct {
+	m  Envelope
+	tc timeoutCtx
+}
+
+// outboundLocal is an outbound request with the serveState of the peer's
+// link in the same process.
+type outboundLocal struct {
+	outbound
+	sv serveState
 }
 
 // ended explains a request whose ctx ended before its response came.

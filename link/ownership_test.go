@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkfabric/linkfabric/connector/virtual"
 	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -102,4 +103,50 @@ func TestHandlerOwnsMessage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// twice is a connector in one process that delivers every request twice,
+// as two envelopes copied from the one sent.
+type twice struct{ *virtual.Conn }
+
+func (c twice) Send(ctx context.Context, m *link.Envelope) error {
+	if m.Kind == messages.KindRequest {
+		cp := *m
+		if err := c.Conn.Send(ctx, &cp); err != nil {
+			return err
+		}
+	}
+	return c.Conn.Send(ctx, m)
+}
+
+// A request delivered twice in one process is served twice, each with a
+// context and a response of its own (what a link allocates for its peer
+// with the request is claimed once), and the requester keeps the first
+// response.
+func TestDuplicatedRequestServedApart(t *testing.T) {
+	ca, cb := virtual.Pair()
+	slave := newLink(t, twice{ca}, slaveAddr, instanceAddr)
+	inst := newLink(t, cb, instanceAddr, slaveAddr)
+	var served sync.WaitGroup
+	link.HandleRequest(inst, testEcho, func(ctx context.Context, r echoReq) (echoResp, error) {
+		defer served.Done()
+		if _, ok := ctx.Deadline(); !ok {
+			return echoResp{}, fmt.Errorf("no deadline")
+		}
+		return echoResp(r), nil
+	})
+	start(t, inst, testEcho)
+	start(t, slave)
+	ctx := testkit.Ctx(t, 10*time.Second)
+	const n = 100
+	served.Add(2 * n)
+	for i := range n {
+		resp, err := link.Request(ctx, slave, testEcho, echoReq{N: i, Text: fmt.Sprint("request ", i)})
+		testkit.NoErr(t, err, "request")
+		equal(t, resp, echoResp{N: i, Text: fmt.Sprint("request ", i)}, "response")
+	}
+	served.Wait()
+	testkit.WaitFor(t, 5*time.Second, "every second response counted", func() bool {
+		return slave.Stats().Invalid+slave.Stats().Late == n
+	})
 }

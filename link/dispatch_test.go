@@ -43,6 +43,9 @@ func TestNonBlockingRunsWithoutGoroutine(t *testing.T) {
 			_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: 1})
 			testkit.NoErr(t, err, "request")
 			equal(t, testkit.Recv(t, seen, 5*time.Second, "the request handler"), tc.wantGoroutines, "goroutines of the link while the request handler runs")
+			// The request's worker may still be on its way out after the
+			// response is back: count the event's goroutines alone.
+			testkit.WaitFor(t, 5*time.Second, "the request's goroutine to end", func() bool { return toSlave.Stats().Goroutines == 0 })
 			testkit.NoErr(t, link.Emit(ctx, toInstance, testTick, tick{Seq: 1}), "emit")
 			equal(t, testkit.Recv(t, seen, 5*time.Second, "the event handler"), tc.wantGoroutines, "goroutines of the link while the event handler runs")
 			testkit.WaitFor(t, 5*time.Second, "the link's goroutines to end", func() bool { return toSlave.Stats().Goroutines == 0 })

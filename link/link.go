@@ -473,13 +473,13 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	// allocation. None is reused: the connector (and over a virtual pair
 	// the peer's handler) owns the envelope once it is sent, and a peer's
 	// handler context may refer to the ctx it was delivered with.
-	var out *outbound
+	var out *requestAlloc
 	if l.values {
-		ol := new(outboundLocal)
+		ol := new(requestLocalAlloc)
 		ol.m.spare = &ol.sv
-		out = &ol.outbound
+		out = &ol.requestAlloc
 	} else {
-		out = new(outbound)
+		out = new(requestAlloc)
 	}
 	out.m.Kind, out.m.Type, out.m.Data, out.m.Value = messages.KindRequest, def.Name(), payload, value
 	if _, ok := ctx.Deadline(); !ok {
@@ -551,16 +551,16 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	return resp.Data, nil, nil
 }
 
-// outbound is a request as its link allocates it (see request).
-type outbound struct {
+// requestAlloc is a request as its link allocates it (see request).
+type requestAlloc struct {
 	m  Envelope
 	tc timeoutCtx
 }
 
-// outboundLocal is an outbound request with the serveState of the peer's
+// requestLocalAlloc is a requestAlloc with the serveState of the peer's
 // link in the same process.
-type outboundLocal struct {
-	outbound
+type requestLocalAlloc struct {
+	requestAlloc
 	sv serveState
 }
 

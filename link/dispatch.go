@@ -220,11 +220,16 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 			l.handleEvent(&eventCtx{l: l, from: ctx}, m)
 			l.mu.Lock()
 			l.endLocked()
-			if l.events.len() > 0 {
+			switch {
+			case l.events.len() > 0:
 				// What arrived meanwhile goes to a goroutine of the
 				// link's: the sender has waited for its own event only.
 				l.goLocked(l.drainEvents)
-			} else {
+			case l.endAfterEvents:
+				l.eventBusy, l.endAfterEvents = false, false
+				l.finishLocked()
+				return nil
+			default:
 				l.eventBusy = false
 				l.roomLocked()
 			}
@@ -267,6 +272,11 @@ func (l *Link) drainEvents() {
 		l.roomLocked()
 		if !ok {
 			l.eventBusy = false
+			if l.endAfterEvents {
+				l.endAfterEvents = false
+				l.finishLocked()
+				return
+			}
 			l.mu.Unlock()
 			return
 		}

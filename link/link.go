@@ -130,6 +130,9 @@ type Link struct {
 	workers   int             // request handlers running on the link's goroutines
 	waiting   fifo[delivery]  // requests waiting for one of them
 	eventBusy bool            // an event is being handled, or a goroutine is on its way to the queue
+	// endAfterEvents: the peer closed the link while events were queued;
+	// the holder of the event turn ends the link when they are handled.
+	endAfterEvents bool
 	events    fifo[*Envelope] // events waiting for the one being handled
 	room      chan struct{}   // closed when waiting or events may have room
 
@@ -549,7 +552,7 @@ func (r receiver) Status(s Status, err error) {
 		if err != nil {
 			reason = Errorf(CodeSessionLost, "link %s closed: %v", l, err)
 		}
-		l.closeWith(reason)
+		l.endWith(reason, true)
 		_ = l.conn.Close()
 	}
 	if l.opts.onStatus != nil {
@@ -739,10 +742,24 @@ func (l *Link) CloseWait(ctx context.Context) error {
 	return err
 }
 
-func (l *Link) closeWith(reason *Error) {
+func (l *Link) closeWith(reason *Error) { l.endWith(reason, false) }
+
+// endWith closes the link. With keepEvents (the peer closed it), the events
+// already taken are handled before the link is done: the connector
+// acknowledged them to the peer as it delivered them, and a peer that
+// closed gracefully counts them as arrived. Requests waiting for a handler
+// are dropped either way: their responses could not be sent.
+func (l *Link) endWith(reason *Error, keepEvents bool) {
 	l.mu.Lock()
 	if l.state == stateClosed {
-		l.mu.Unlock()
+		if !l.endAfterEvents || keepEvents {
+			l.mu.Unlock()
+			return
+		}
+		// Close while the events a peer's close left run: drop the rest.
+		l.endAfterEvents = false
+		l.inbound -= l.events.drop()
+		l.finishLocked()
 		return
 	}
 	l.state = stateClosed
@@ -753,16 +770,26 @@ func (l *Link) closeWith(reason *Error) {
 		}
 	}
 	clear(l.pending)
-	// Nothing waiting for a handler will be handled: its response could
-	// not be sent.
-	l.inbound -= l.waiting.drop() + l.events.drop()
+	l.inbound -= l.waiting.drop()
+	if keepEvents && l.eventBusy {
+		l.endAfterEvents = true // the event turn's holder finishes
+		l.roomLocked()
+		l.mu.Unlock()
+		return
+	}
+	l.inbound -= l.events.drop()
+	l.finishLocked()
+}
+
+// finishLocked ends the link's context and wakes whoever waits on it. It
+// is called with l.mu held, and releases it.
+func (l *Link) finishLocked() {
 	l.roomLocked()
 	if l.idle != nil {
 		close(l.idle)
 		l.idle = nil
 	}
 	l.mu.Unlock()
-
 	close(l.done)
 	l.cancel()
 }

@@ -127,14 +127,14 @@ type Link struct {
 	idle       chan struct{} // closed when outbound, inbound or goroutines reach zero
 
 	// Inbound requests and events on their way to handlers (dispatch.go).
-	workers   int             // request handlers running on the link's goroutines
-	waiting   fifo[delivery]  // requests waiting for one of them
-	eventBusy bool            // an event is being handled, or a goroutine is on its way to the queue
+	workers   int            // request handlers running on the link's goroutines
+	waiting   fifo[delivery] // requests waiting for one of them
+	eventBusy bool           // an event is being handled, or a goroutine is on its way to the queue
 	// endAfterEvents: the peer closed the link while events were queued;
 	// the holder of the event turn ends the link when they are handled.
 	endAfterEvents bool
-	events    fifo[*Envelope] // events waiting for the one being handled
-	room      chan struct{}   // closed when waiting or events may have room
+	events         fifo[*Envelope] // events waiting for the one being handled
+	room           chan struct{}   // closed when waiting or events may have room
 
 	stats struct {
 		sent, received, invalid, refused, late, handlerErrors atomic.Uint64

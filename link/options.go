@@ -20,6 +20,7 @@ type options struct {
 	onStatus       func(Status)
 	eventQueue     int
 	maxHandlers    int
+	router         Router
 }
 
 func defaultOptions() options {

@@ -539,8 +539,12 @@ func (l *Link) handleEvent(ctx *eventCtx, m *Envelope) {
 	case m.Dst.IsBroadcast() && m.Origin == l.self:
 		return // its own broadcast, back: never delivered to its sender
 	case l.passing(m):
-		l.routeEvent(ctx, m)
+		l.routeEvent(ctx, m, true)
 		return
+	case m.Dst.IsBroadcast() && l.opts.router != nil:
+		// For every endpoint of this one's type: this one, and the
+		// others the router reaches (none, if it came from a router).
+		defer l.routeEvent(ctx, m, false)
 	}
 	def, h, err := l.lookup(m, messages.KindEvent)
 	if err != nil {

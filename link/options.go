@@ -21,6 +21,7 @@ type options struct {
 	eventQueue     int
 	maxHandlers    int
 	router         Router
+	broadcastsUp   bool
 }
 
 func defaultOptions() options {

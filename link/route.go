@@ -35,6 +35,18 @@ type Router interface {
 	RouteEvent(ctx context.Context, from *Link, ev *Envelope) error
 }
 
+// WithBroadcastsUp makes the link hand its router every broadcast that
+// arrives on it, those to this end's type included, and deliver none
+// here: its router sends them on to where broadcasts start (a slave, what
+// its instances broadcast, to the master), and they come back to this
+// end, once, by that way.
+func WithBroadcastsUp() Option {
+	return func(o *options) error {
+		o.broadcastsUp = true
+		return nil
+	}
+}
+
 // WithRouter makes the link hand r the addressed messages that arrive for
 // another endpoint. Without a router they are refused (CodeInvalidMessage).
 func WithRouter(r Router) Option {
@@ -264,8 +276,11 @@ func (l *Link) ends(m *Envelope) (src, dst Address) {
 	return src, dst
 }
 
-// passing reports whether m, arrived here, is for another endpoint.
-func (l *Link) passing(m *Envelope) bool { return !m.Dst.IsZero() && !m.Dst.Includes(l.self) }
+// passing reports whether m, arrived here, is for another endpoint (or,
+// on a link WithBroadcastsUp, a broadcast, which comes back).
+func (l *Link) passing(m *Envelope) bool {
+	return !m.Dst.IsZero() && (!m.Dst.Includes(l.self) || l.opts.broadcastsUp && m.Dst.IsBroadcast())
+}
 
 // routeRequest hands a request for another endpoint to the router, or to
 // the fallback of its type when the router cannot deliver it.
@@ -309,17 +324,24 @@ func safely(l *Link, def *messages.Definition, f func() ([]byte, error)) (data [
 }
 
 // routeEvent shows an event for another endpoint to the snoopers of its
-// type, each on its own, then hands it to the router.
-func (l *Link) routeEvent(ctx *eventCtx, m *Envelope) {
-	def, err := l.check(m, messages.KindEvent)
-	if err != nil {
-		l.drop(m, err.Error())
-		return
-	}
-	if err := l.authorized(ctx, def, m); err != nil {
-		l.stats.refused.Add(1)
-		l.opts.logger.Debug("refused event", "link", l.String(), "type", m.Type, "error", err.Message)
-		return
+// type, each on its own, then hands it to the router. An event that was
+// also for this end (a broadcast to its type) was checked, and handled,
+// here already: passing is false.
+func (l *Link) routeEvent(ctx *eventCtx, m *Envelope, passing bool) {
+	def, ok := l.catalog.Lookup(m.Type)
+	if passing {
+		var err error
+		if def, err = l.check(m, messages.KindEvent); err != nil {
+			l.drop(m, err.Error())
+			return
+		}
+		if err := l.authorized(ctx, def, m); err != nil {
+			l.stats.refused.Add(1)
+			l.opts.logger.Debug("refused event", "link", l.String(), "type", m.Type, "error", err.Message)
+			return
+		}
+	} else if !ok || def.Kind() != messages.KindEvent || !def.ValidOn(l.in) || l.handlers[def.Name()] == nil {
+		return // refused, and said so, as it was handled
 	}
 	for _, snoop := range l.snoopers[def.Name()] {
 		if _, err := safely(l, def, func() ([]byte, error) { return nil, snoop(ctx, m) }); err != nil {

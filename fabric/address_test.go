@@ -78,7 +78,7 @@ type addrFixture struct {
 // newAddrFixture starts a master, slave 1 (instances 11, 12), slave 2 (21,
 // 22) and controls alice and bob; the endpoints in lacking are built
 // without the probe plugin (a slave's instances lack it with it).
-func newAddrFixture(t *testing.T, lacking ...link.Address) *addrFixture {
+func newAddrFixture(t *testing.T, masterOpts func(*messages.Request[probeReq, probeResp], *messages.Event[probeReq]) []fabric.Option, lacking ...link.Address) *addrFixture {
 	t.Helper()
 	ask, tell, plugin := newProbePlugin(t)
 	f := &addrFixture{slaves: map[int64]*fabric.Slave{}, controls: map[string]*fabric.Control{}, rec: &deliveries{seen: map[string][]string{}},
@@ -117,9 +117,13 @@ func newAddrFixture(t *testing.T, lacking ...link.Address) *addrFixture {
 		}
 		return opts
 	}
+	var extra []fabric.Option
+	if masterOpts != nil {
+		extra = masterOpts(ask, tell)
+	}
 	b := startBroker(t)
 	f.url = b.ClientURL()
-	f.master = startMaster(t, f.url, "alice=*;bob=*", with(link.MasterAddress, messages.Slave, messages.Control)...)
+	f.master = startMaster(t, f.url, "alice=*;bob=*", append(with(link.MasterAddress, messages.Slave, messages.Control), extra...)...)
 	for _, id := range []int64{1, 2} {
 		self := link.SlaveAddress(id)
 		opts := append(with(self, messages.Master, messages.Instance), fabric.WithInstanceFactory(func(iid int64, name string) fabric.Instance {
@@ -308,11 +312,11 @@ func (f *addrFixture) checkMatrix(t *testing.T) {
 }
 
 func TestAddressMatrix(t *testing.T) {
-	newAddrFixture(t).checkMatrix(t)
+	newAddrFixture(t, nil).checkMatrix(t)
 }
 
 func TestAddressMatrixLackingPlugin(t *testing.T) {
-	f := newAddrFixture(t, link.SlaveAddress(2), link.ControlAddress("bob"))
+	f := newAddrFixture(t, nil, link.SlaveAddress(2), link.ControlAddress("bob"))
 	f.checkMatrix(t)
 	// A party without the plugin knows nothing of its messages, and says
 	// so before anything is sent.
@@ -323,7 +327,7 @@ func TestAddressMatrixLackingPlugin(t *testing.T) {
 // TestAddressSpoofing tries each new path with a source that is not the
 // sender's own: nothing reaches a handler, and requests are refused.
 func TestAddressSpoofing(t *testing.T) {
-	f := newAddrFixture(t)
+	f := newAddrFixture(t, nil)
 	ctx := testkit.Ctx(t, waitLong)
 
 	// An instance speaking as another instance, on its own link.
@@ -395,5 +399,39 @@ func TestAddressRefusedBeforeSending(t *testing.T) {
 	err := link.CheckAddress(narrow.Definition, link.SlaveAddress(1), link.InstanceAddress(11))
 	if e := testkit.WantCode(t, err, link.CodeInvalidMessage); e != nil && !strings.Contains(e.Message, "may not be sent from slave to instance/11") {
 		t.Errorf("message %q", e.Message)
+	}
+}
+
+// TestSnooperAndFallback: the master sees an event between two instances
+// as it passes, a failing snooper stops nothing, and a request to an
+// instance that does not exist is answered by the master's fallback.
+func TestSnooperAndFallback(t *testing.T) {
+	snooped := make(chan string, 10)
+	f := newAddrFixture(t, func(ask *messages.Request[probeReq, probeResp], tell *messages.Event[probeReq]) []fabric.Option {
+		return []fabric.Option{fabric.WithHandlers(messages.Slave, func(l *link.Link) {
+			link.SnoopEvent(l, tell, func(ctx context.Context, r probeReq) error {
+				snooped <- fmt.Sprintf("%s %s->%s", r.Token, link.Source(ctx), link.Destination(ctx))
+				return nil
+			})
+			link.SnoopEvent(l, tell, func(context.Context, probeReq) error { panic("a snooper's own failure") })
+			link.HandleFallback(l, ask, func(ctx context.Context, r probeReq) (probeResp, error) {
+				return probeResp{By: "fallback for " + link.Destination(ctx).String(), From: link.Source(ctx).String()}, nil
+			})
+		})}
+	})
+	ctx := testkit.Ctx(t, waitLong)
+	testkit.NoErr(t, f.emit(ctx, link.InstanceAddress(11), link.InstanceAddress(21), "seen"), "emit")
+	if got := testkit.Recv(t, snooped, waitLong, "the snooper"); got != "seen instance/11->instance/21" {
+		t.Errorf("snooped %q", got)
+	}
+	testkit.WaitFor(t, waitLong, "the event, past the failing snooper", func() bool { return len(f.rec.of("seen")) == 1 })
+	resp, err := f.request(ctx, link.InstanceAddress(11), link.InstanceAddress(99), "lost")
+	testkit.NoErr(t, err, "request to no instance")
+	if resp.By != "fallback for instance/99" || resp.From != "instance/11" {
+		t.Errorf("answered %+v", resp)
+	}
+	// Not for what the router delivers: instance 21 answers itself.
+	if resp, err := f.request(ctx, link.InstanceAddress(11), link.InstanceAddress(21), "found"); err != nil || resp.By != "instance/21" {
+		t.Errorf("answered %+v, %v", resp, err)
 	}
 }

@@ -83,6 +83,7 @@ type slaveState struct {
 	// timeout, takes over the events it never acknowledged.
 	lastConn session
 	lostAt   time.Time
+	plugins  []string // what its registration named
 }
 
 // connected reports whether the slave has a session and is heard from.
@@ -100,9 +101,11 @@ func (i *instanceState) record() instanceRecord {
 }
 
 type controlState struct {
-	user   string
-	follow map[int64]bool
-	watch  liveness
+	since   time.Time // when its link began
+	plugins []string  // what it said it has (set_plugins)
+	user    string
+	follow  map[int64]bool
+	watch   liveness
 	// While the master relays to this control the output it asked to be
 	// replayed (set_instance_output_subscriptions with since), new lines
 	// wait here, so that they arrive after the replay, in order.
@@ -451,7 +454,7 @@ func (m *activeMaster) accept(c session) error {
 }
 
 func (m *activeMaster) newLink(c session, opts ...link.Option) (*link.Link, error) {
-	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics)}, opts...)
+	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics), link.WithRouter(masterRouter{m})}, opts...)
 	return link.New(c, link.MasterAddress, c.Peer(), m.catalog, opts...)
 }
 
@@ -661,6 +664,7 @@ func (m *activeMaster) bind(l *link.Link, c session, id int64, r messages.SlaveR
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s.name, s.version, s.link, s.conn, s.since, s.lost = r.Name, r.Version, l, c, time.Now(), false
+	s.plugins = r.Plugins
 	s.lastConn, s.lostAt = nil, time.Time{}
 	s.watch = liveness{}
 	m.setInstancesLocked(id, r.Instances)
@@ -840,7 +844,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	if err != nil {
 		return err
 	}
-	st := &controlState{user: user, follow: map[int64]bool{}}
+	st := &controlState{user: user, follow: map[int64]bool{}, since: time.Now()}
 	m.wireControl(l, st)
 	if err := l.Start(); err != nil {
 		return err
@@ -899,6 +903,12 @@ func (m *activeMaster) wireControl(l *link.Link, st *controlState) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return messages.BanList{Bans: m.banListLocked()}, nil
+	}, link.NonBlocking()) // only m.mu: no hand-off
+	link.HandleRequest(l, messages.SetPlugins, func(_ context.Context, p messages.PluginList) (messages.Empty, error) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		st.plugins = p.Plugins
+		return messages.Empty{}, nil
 	}, link.NonBlocking()) // only m.mu: no hand-off
 	link.HandleRequest(l, messages.SetPlayerBanned, func(ctx context.Context, b messages.Ban) (messages.Empty, error) {
 		return messages.Empty{}, m.setBanned(ctx, l, st, b)

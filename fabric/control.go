@@ -36,6 +36,7 @@ type Control struct {
 	node     transport
 	output   func(messages.OutputLine)
 	handlers handlerSet
+	plugins  []string // the names of its plugins, told to the master
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -106,7 +107,7 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	self := link.Address{Type: messages.Control, ID: cfg.User}
 	c := &Control{
 		cfg: cfg, log: o.logger.With("endpoint", self.String()), self: self, catalog: catalog,
-		output: o.output, handlers: o.handlers, stop: make(chan struct{}), seen: map[int64]*recentLines{},
+		output: o.output, handlers: o.handlers, plugins: pluginNames(o.plugins), stop: make(chan struct{}), seen: map[int64]*recentLines{},
 	}
 	url := cfg.NATS.URL
 	if url == "" {
@@ -161,7 +162,28 @@ func (c *Control) dial() (*link.Link, error) {
 	if err := l.Start(); err != nil {
 		return nil, err
 	}
+	if len(c.plugins) > 0 {
+		// Before anything is addressed to it: the master sends a control
+		// the messages of the plugins it has said it has, and no others.
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.RequestTimeout)
+		defer cancel()
+		if _, err := link.Request(ctx, l, messages.SetPlugins, messages.PluginList{Plugins: c.plugins}); err != nil {
+			_ = l.Close()
+			return nil, err
+		}
+	}
 	return l, nil
+}
+
+// Address returns the control's address.
+func (c *Control) Address() link.Address { return c.self }
+
+func (c *Control) sendRequest(ctx context.Context, req *link.Envelope) ([]byte, error) {
+	return c.Link().ForwardRequest(ctx, req)
+}
+
+func (c *Control) sendEvent(ctx context.Context, ev *link.Envelope) error {
+	return c.Link().ForwardEvent(ctx, ev)
 }
 
 // received passes a relayed output line on, unless it is one the control

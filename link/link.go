@@ -107,6 +107,8 @@ type Link struct {
 	opts    options
 
 	handlers  map[string]*handler
+	snoopers  map[string][]EventHandler // addressed events passing through, by type
+	fallbacks map[string]RequestHandler // addressed requests the router cannot deliver, by type
 	setupErrs []error
 
 	ctx       context.Context // ends when the link closes; parent of handler contexts
@@ -165,18 +167,20 @@ func New(conn Connector, self, peer Address, catalog *messages.Catalog, opts ...
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Link{
-		conn:     conn,
-		self:     self,
-		peer:     peer,
-		in:       messages.Direction{Source: peer.Type, Target: self.Type},
-		out:      messages.Direction{Source: self.Type, Target: peer.Type},
-		catalog:  catalog,
-		opts:     o,
-		handlers: map[string]*handler{},
-		ctx:      ctx,
-		cancel:   cancel,
-		done:     make(chan struct{}),
-		pending:  map[uint64]*call{},
+		conn:      conn,
+		self:      self,
+		peer:      peer,
+		in:        messages.Direction{Source: peer.Type, Target: self.Type},
+		out:       messages.Direction{Source: self.Type, Target: peer.Type},
+		catalog:   catalog,
+		opts:      o,
+		handlers:  map[string]*handler{},
+		snoopers:  map[string][]EventHandler{},
+		fallbacks: map[string]RequestHandler{},
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		pending:   map[uint64]*call{},
 	}
 	if vc, ok := conn.(ValueCarrier); ok {
 		l.values = vc.CarriesValues()
@@ -264,7 +268,10 @@ func (l *Link) Start() error {
 	var missing []string
 	hasEvents := false
 	for _, def := range l.catalog.On(l.in) {
-		if l.handlers[def.Name()] == nil {
+		// An addressed message only passes through an endpoint of a type
+		// it is not sent to (the router's).
+		passesOnly := def.Addressed() && !slices.Contains(def.Dst(), l.self.Type)
+		if l.handlers[def.Name()] == nil && !passesOnly {
 			missing = append(missing, def.Name())
 		}
 		hasEvents = hasEvents || def.Kind() == messages.KindEvent
@@ -301,11 +308,12 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 	if err := def.ValidatePayload(payload); err != nil {
 		return nil, invalid(err)
 	}
-	return l.requestData(ctx, def, payload, false)
+	return l.requestData(ctx, def, payload, outbound{})
 }
 
 // ForwardRequest sends a request that arrived on another link on to this
-// link's peer, keeping its type and payload, and returns the response. The
+// link's peer, keeping its type, payload, origin and destination (unless
+// that is the peer), and returns the response. The
 // payload was validated on arrival and is not checked again; the response
 // is checked as it arrives here. ctx should be the handler's (or derived
 // from it), so that the original deadline carries over, and so that the
@@ -319,7 +327,7 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error
 	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
 		return nil, err
 	}
-	data, err := l.requestData(ctx, def, req.Data, false)
+	data, err := l.requestData(ctx, def, req.Data, l.onward(req))
 	if err == nil {
 		if hc, ok := ctx.Value(chainKey{}).(*requestCtx); ok {
 			hc.markChecked(def, data)
@@ -342,7 +350,8 @@ func (l *Link) EmitJSON(ctx context.Context, m messages.Message, payload []byte)
 }
 
 // ForwardEvent sends an event that arrived on another link on to this
-// link's peer, keeping its type, payload and origin. The payload was
+// link's peer, keeping its type, payload, origin and destination (unless
+// that is the peer). The payload was
 // validated on arrival and is not checked again.
 func (l *Link) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	def, ok := l.catalog.Lookup(ev.Type)
@@ -352,7 +361,19 @@ func (l *Link) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	if err := l.checkOutbound(def, messages.KindEvent); err != nil {
 		return err
 	}
-	return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	o := l.onward(ev)
+	return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: o.origin, Dst: o.dst})
+}
+
+// onward returns the ends a message that arrived on another link keeps as
+// it goes on over this one: its origin, and its destination unless that
+// is this link's peer.
+func (l *Link) onward(m *Envelope) outbound {
+	o := outbound{origin: m.Origin, dst: m.Dst}
+	if o.dst == l.peer {
+		o.dst = Address{}
+	}
+	return o
 }
 
 func (l *Link) emit(ctx context.Context, m *Envelope) error {
@@ -414,8 +435,8 @@ func invalid(err error) *Error {
 }
 
 // requestData is request with a JSON payload, for a JSON response.
-func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, internal bool) ([]byte, error) {
-	data, value, err := l.request(ctx, def, payload, nil, internal)
+func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, o outbound) ([]byte, error) {
+	data, value, err := l.request(ctx, def, payload, nil, o)
 	if err == nil && value != nil {
 		if data, err = codec.Marshal(def, true, value); err != nil {
 			return nil, invalid(err)
@@ -426,9 +447,9 @@ func (l *Link) requestData(ctx context.Context, def *messages.Definition, payloa
 
 // request sends a checked request, its payload as JSON or, when value is
 // not nil, as that Go value, and waits for its end. The response is JSON,
-// or a Go value that has passed its check. internal requests
+// or a Go value that has passed its check. Internal requests
 // (prepare_disconnect) are allowed while the link is closing.
-func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, value any, internal bool) (data []byte, respValue any, err error) {
+func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, value any, o outbound) (data []byte, respValue any, err error) {
 	if o := l.opts.observer; o != nil {
 		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
@@ -453,7 +474,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	case l.state == stateClosed:
 		l.mu.Unlock()
 		return nil, nil, Errorf(CodeSessionLost, "%s: link %s is closed", def.Name(), l)
-	case l.state == stateClosing && !internal:
+	case l.state == stateClosing && !o.internal:
 		l.mu.Unlock()
 		return nil, nil, Errorf(CodeUnavailable, "%s: link %s is disconnecting", def.Name(), l)
 	}
@@ -465,7 +486,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	defer l.endCall(id, c)
 
 	start := time.Now()
-	m := &Envelope{Kind: messages.KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
+	m := &Envelope{Kind: messages.KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline, Origin: o.origin, Dst: o.dst}
 	if err := l.conn.Send(ctx, m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
@@ -660,7 +681,7 @@ func (l *Link) Drain(ctx context.Context) error {
 func (l *Link) drain(ctx context.Context) error {
 	var errs []error
 	if messages.PrepareDisconnect.ValidOn(l.out) {
-		if _, err := l.requestData(ctx, messages.PrepareDisconnect.Definition, []byte("{}"), true); err != nil {
+		if _, err := l.requestData(ctx, messages.PrepareDisconnect.Definition, []byte("{}"), outbound{internal: true}); err != nil {
 			errs = append(errs, fmt.Errorf("prepare_disconnect: %w", err))
 		}
 	}

@@ -203,6 +203,14 @@ var (
 		Links:       []Direction{ControlToMaster},
 		Permission:  "core.user.list_banned",
 	})
+	// SetPlugins tells the master which plugins a control has: addressed
+	// messages of another plugin are not sent to it (plugin_missing).
+	SetPlugins = MustRequest[PluginList, Empty](Spec{
+		Name:        "set_plugins",
+		Description: "Tell the master which plugins the control has, so that it is sent only their messages.",
+		Links:       []Direction{ControlToMaster},
+		Permission:  Unrestricted,
+	})
 	// BanlistUpdate carries a ban to every instance.
 	BanlistUpdate = MustEvent[Ban](Spec{
 		Name:        "banlist_update",
@@ -218,7 +226,13 @@ var coreMessages = []Message{
 	CreateInstance, AssignInstanceCommand, AssignInstance, DeleteInstance,
 	StartInstance, StopInstance, SendCommand,
 	InstanceStarted, InstanceStopped, InstanceOutput, SetInstanceOutputSubscriptions, PlayerEvent,
-	SetPlayerBanned, ListBannedPlayers, BanlistUpdate,
+	SetPlayerBanned, ListBannedPlayers, BanlistUpdate, SetPlugins,
+}
+
+// PluginList is the payload of set_plugins: the names of the plugins an
+// endpoint has (messages.Plugin.Name).
+type PluginList struct {
+	Plugins []string `json:"plugins" schema:"maxItems=1000"`
 }
 
 // ConnectionEvent is the payload of master_connection_event.
@@ -251,6 +265,11 @@ type SlaveRegistration struct {
 	Name      string           `json:"name" schema:"minLength=1,maxLength=128"`
 	Version   string           `json:"version" schema:"maxLength=64"`
 	Instances []HostedInstance `json:"instances" schema:"maxItems=10000"`
+	// Plugins names the slave's plugins (and so its instances'): the
+	// master sends them addressed messages of these plugins only. Absent
+	// from a slave that has none, so that a master of an earlier version
+	// still takes its registration.
+	Plugins []string `json:"plugins,omitempty" schema:"maxItems=1000"`
 }
 
 // SlaveWelcome is the response of register_slave.

@@ -30,8 +30,13 @@ import (
 // Stamps (updated_at_ms) are Unix milliseconds made strictly increasing:
 // max(now, last+1). So that they keep increasing across terms, a term
 // hands out stamps under a reservation it writes to the state bucket
-// (counter.stamp: every stamp it hands out is at most that), and the
-// next term starts above the reservation it reads. A new term stamps
+// (counter.stamp), and the next term starts above the reservation it
+// reads. The reservation is renewed when the stamps handed out come
+// within half of it (only changes cost writes). A stamp handed out
+// before the renewal lands may pass the reservation; it is then the
+// clock's now, and the next term begins only once this term's lease has
+// lapsed, so it is still below the next term's stamps unless the two
+// masters' clocks disagree by more than the lease. A new term stamps
 // every entry anew, since it cannot tell what its predecessor had sent:
 // a control that subscribes again after a failover gets every entry
 // once more, stamped above anything it saw.
@@ -137,12 +142,12 @@ func (s *stamper) next() int64 {
 }
 
 // reservation returns the reservation to write now, and whether the one
-// written is too close to the newest stamp.
+// written is too close to last, the newest stamp. Only stamps handed out
+// bring it closer: a term where nothing changes writes nothing.
 func (s *stamper) reservation(last int64) (int64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	want := max(time.Now().UnixMilli(), last) + stampLead.Milliseconds()
-	return want, s.reserved-max(time.Now().UnixMilli(), last) < stampLead.Milliseconds()/2
+	return max(time.Now().UnixMilli(), last) + stampLead.Milliseconds(), s.reserved-last < stampLead.Milliseconds()/2
 }
 
 func (s *stamper) reservedUpTo(r int64) {

@@ -166,6 +166,10 @@ function resync() {
           return;
         }
       } catch (e) {
+        if (!(e instanceof FabricError)) {
+          showError(e, "resync"); // a fault of the page's own
+          return;
+        }
         if (e.code === "permission_denied" || e.code === "invalid_message") {
           showError(e, "subscribe");
           setStatus(`connected as ${state.user}`, "ok");
@@ -194,7 +198,7 @@ async function followOutput() {
 
 async function loadBans() {
   try {
-    state.bans = (await request("list_banned_players", {})).bans;
+    state.bans = (await request("list_banned_players", {})).bans || [];
   } catch (e) {
     if (e.code !== "permission_denied") {
       throw e;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,12 @@ type Master struct {
 	console   *http.Server      // serves the web console on consoleLn
 	handlers  handlerSet        // the plugins' (WithHandlers)
 	authorize ControlAuthorizer // WithControlAuthorizer's; may be nil
+	topics    map[string]topic  // the update events controls may subscribe to
+
+	// published is what the plugins published (Publish), by event and
+	// key; nil values are deleted keys. Each term begins with it.
+	pubMu     sync.Mutex
+	published map[string]map[string]json.RawMessage
 
 	started time.Time     // when the process started the master
 	stop    chan struct{} // closed by Close: stop standing by, or serving
@@ -92,8 +99,12 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	if err != nil {
 		return nil, err
 	}
+	topics, err := buildTopics(catalog, o.subscribable)
+	if err != nil {
+		return nil, err
+	}
 	perms := cfg.Grants.clone()
-	if unknown := perms.Unknown(catalog); len(unknown) > 0 {
+	if unknown := unknownGrants(perms, catalog, topics); len(unknown) > 0 {
 		return nil, fmt.Errorf("%w: FABRIC_CONTROL_PERMISSIONS=%q: %s grants nothing: no message needs such a permission (fabric messages lists them)",
 			ErrConfig, perms.String(), strings.Join(unknown, ", "))
 	}
@@ -106,6 +117,8 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		metrics:   newMetrics(catalog),
 		handlers:  o.handlers,
 		authorize: o.authorize,
+		topics:    topics,
+		published: map[string]map[string]json.RawMessage{},
 		started:   time.Now(),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -180,7 +193,7 @@ func (p *Master) checkWiring() error {
 		return err
 	}
 	return checkWiring(p.catalog, link.MasterAddress, link.Address{Type: messages.Control, ID: "check"}, func(l *link.Link) {
-		probe.wireControl(l, &controlState{follow: map[int64]bool{}})
+		probe.wireControl(l, newControlState("check"))
 	})
 }
 
@@ -421,6 +434,9 @@ func (p *Master) activate(ctx context.Context) error {
 	}
 	logged := []any{"instances", len(snap.instances), "slaves_known", len(snap.slaves), "bans", len(snap.bans), "nats", p.url}
 	m := newActiveMaster(p, snap)
+	if err := m.reserveStamps(ctx); err != nil {
+		return err
+	}
 	session := "m" + strconv.FormatUint(snap.term, 10) + "x" + randomHex(4)
 	node, err := connect(ctx, link.MasterAddress, p.cfg.NATS, p.url, m.log, role{
 		accept: m.accept, unique: true, sessionTimeout: p.cfg.Timing.SessionTimeout,
@@ -437,7 +453,7 @@ func (p *Master) activate(ctx context.Context) error {
 		return err
 	}
 	m.start()
-	p.setCurrent(m)
+	p.adoptPublished(m) // and makes it current
 	for _, to := range []messages.Endpoint{messages.Slave, messages.Control} {
 		if err := m.node.Announce(ctx, to); err != nil {
 			m.log.Warn("could not announce the new term", "to", to.String(), "error", err)

@@ -19,6 +19,7 @@ var coreMessages = []messages.Message{
 	messages.InstanceStarted, messages.InstanceStopped, messages.InstanceOutput,
 	messages.SetInstanceOutputSubscriptions, messages.PlayerEvent,
 	messages.SetPlayerBanned, messages.BanlistUpdate,
+	messages.Subscribe, messages.SlaveUpdates, messages.InstanceUpdates,
 }
 
 func TestCatalogHoldsCoreMessages(t *testing.T) {

@@ -376,7 +376,8 @@ func (m *activeMaster) subscribe(ctx context.Context, l *link.Link, st *controlS
 	f := m.feeds[r.Event]
 	var entries []*feedEntry
 	for _, e := range f.entries {
-		if e.stamp > r.SinceMS {
+		// A control that has seen nothing has nothing to delete.
+		if e.stamp > r.SinceMS && (r.SinceMS > 0 || !e.deleted) {
 			entries = append(entries, e)
 		}
 	}

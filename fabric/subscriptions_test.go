@@ -322,11 +322,23 @@ func TestSubscriptionAcrossMasterRestart(t *testing.T) {
 	})
 }
 
-// Across a failover to a standby, likewise; and a deletion made by the
-// old master reaches a control that subscribes to the new one.
+// Across a failover to a standby, likewise; and a deletion the old
+// master made reaches a control that asks the new one for what changed
+// since before it, while one that asks for everything is not told of it.
 func TestSubscriptionAcrossFailover(t *testing.T) {
 	c := newCluster(t, clusterConfig{})
 	m2 := startMaster(t, c.url, "*=*")
+	var bobs instanceView
+	bobSub, err := c.bob.SubscribeInstances(testkit.Ctx(t, waitLong), 0, bobs.add)
+	testkit.NoErr(t, err, "bob subscribes")
+	tau := request(t, c.alice.Link(), messages.CreateInstance, messages.NewInstance{Name: "tau"}).InstanceID
+	testkit.Eventually(t, waitLong, "tau created", func() error {
+		return bobs.has(func(u messages.InstanceChange) bool { return u.ID == tau })
+	})
+	beforeTau := bobSub.Seen()
+	testkit.NoErr(t, bobSub.Close(testkit.Ctx(t, waitLong)), "bob unsubscribes")
+	request(t, c.alice.Link(), messages.DeleteInstance, messages.InstanceRef{InstanceID: tau})
+
 	exactlyOnceAcross(t, c, func() *fabric.Master {
 		closeMaster(t, c.master)
 		if err := m2.WaitActive(testkit.Ctx(t, waitLong)); err != nil {
@@ -336,11 +348,17 @@ func TestSubscriptionAcrossFailover(t *testing.T) {
 		return m2
 	})
 	carol, _ := dialControl(t, c.url, "carol")
-	var v instanceView
-	_, err := carol.SubscribeInstances(testkit.Ctx(t, waitLong), 0, v.add)
-	testkit.NoErr(t, err, "carol subscribes")
-	if err := v.has(func(u messages.InstanceChange) bool { return u.Name == "psi" && u.IsDeleted }); err != nil {
-		t.Errorf("psi's deletion, from the term before: %v", err)
+	var since, all instanceView
+	sub, err := carol.SubscribeInstances(testkit.Ctx(t, waitLong), beforeTau, since.add)
+	testkit.NoErr(t, err, "carol subscribes since")
+	if err := since.has(func(u messages.InstanceChange) bool { return u.ID == tau && u.Name == "tau" && u.IsDeleted }); err != nil {
+		t.Errorf("tau's deletion, from the term before: %v", err)
+	}
+	testkit.NoErr(t, sub.Close(testkit.Ctx(t, waitLong)), "carol unsubscribes")
+	_, err = carol.SubscribeInstances(testkit.Ctx(t, waitLong), 0, all.add)
+	testkit.NoErr(t, err, "carol subscribes to all")
+	if err := all.has(func(u messages.InstanceChange) bool { return u.IsDeleted }); err == nil {
+		t.Errorf("a subscriber that asked for every instance was sent deletions: %+v", all.updates)
 	}
 }
 

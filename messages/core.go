@@ -466,7 +466,8 @@ type Subscription struct {
 	Event     string `json:"event" schema:"minLength=1,maxLength=128"`
 	Subscribe bool   `json:"subscribe"`
 	// SinceMS, on subscribe, asks for the entries updated after it (an
-	// updated_at_ms the control has seen); 0: every entry.
+	// updated_at_ms the control has seen), deletions included; 0: every
+	// entry there is.
 	SinceMS int64 `json:"since_ms,omitempty" schema:"minimum=0"`
 }
 

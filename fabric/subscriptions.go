@@ -206,14 +206,6 @@ func (m *activeMaster) initFeeds(snap snapshot) {
 	m.reconcileLocked()
 }
 
-func mapsKeys[K cmp.Ordered, V any](mp map[K]V) []K {
-	out := make([]K, 0, len(mp))
-	for k := range mp {
-		out = append(out, k)
-	}
-	return out
-}
-
 // setEntryLocked stamps an entry of f anew with view (the update's
 // fields but its stamp, comparable), and returns the update as sent.
 func (m *activeMaster) setEntryLocked(f *feed, key string, view any, deleted bool) json.RawMessage {

@@ -102,6 +102,7 @@ func buildTopics(catalog *messages.Catalog, opts []subscribable) (map[string]top
 type feed struct {
 	name    string
 	entries map[string]*feedEntry
+	deleted int // entries that are deletions
 }
 
 type feedEntry struct {
@@ -234,6 +235,12 @@ func (m *activeMaster) setEntryLocked(f *feed, key string, view any, deleted boo
 	if err != nil {
 		panic(fmt.Sprintf("fabric: an update of %s does not encode: %v", f.name, err)) // the fabric's own types, checked values
 	}
+	if e := f.entries[key]; e != nil && e.deleted {
+		f.deleted--
+	}
+	if deleted {
+		f.deleted++
+	}
 	f.entries[key] = &feedEntry{stamp: stamp.UpdatedAtMS, deleted: deleted, view: view, item: data}
 	return data
 }
@@ -252,27 +259,28 @@ func (m *activeMaster) reconcileLocked() {
 			counts[i.slaveID]++
 		}
 	}
-	var slaves []json.RawMessage
+	// Compared in any order; what changed is stamped in id order.
 	sf := m.feeds[messages.SlaveUpdates.Name()]
-	for _, id := range slices.Sorted(maps.Keys(m.slaves)) {
-		s := m.slaves[id]
+	changedSlaves := map[int64]messages.SlaveChange{}
+	for id, s := range m.slaves {
 		v := messages.SlaveChange{ID: s.id, Name: s.name, Connected: s.connected(), Instances: counts[s.id], Version: s.version}
-		key := strconv.FormatInt(id, 10)
-		if e := sf.entries[key]; e != nil && !e.deleted && e.view == v {
-			continue
+		if e := sf.entries[strconv.FormatInt(id, 10)]; e == nil || e.deleted || e.view != v {
+			changedSlaves[id] = v
 		}
-		view := v
-		if seen := s.lastSeen(); !seen.IsZero() {
+	}
+	var slaves []json.RawMessage
+	for _, id := range slices.Sorted(maps.Keys(changedSlaves)) {
+		v := changedSlaves[id]
+		if seen := m.slaves[id].lastSeen(); !seen.IsZero() {
 			v.LastSeenMS = seen.UnixMilli()
 		}
-		item := m.setEntryLocked(sf, key, v, false)
-		sf.entries[key].view = view
-		slaves = append(slaves, item)
+		key := strconv.FormatInt(id, 10)
+		slaves = append(slaves, m.setEntryLocked(sf, key, v, false))
+		sf.entries[key].view = changedSlaves[id] // compared without last_seen_ms
 	}
-	var instances []json.RawMessage
 	inf := m.feeds[messages.InstanceUpdates.Name()]
-	for _, id := range slices.Sorted(maps.Keys(m.instances)) {
-		i := m.instances[id]
+	changedInstances := map[int64]messages.InstanceChange{}
+	for id, i := range m.instances {
 		v := messages.InstanceChange{ID: i.id, Name: i.name, SlaveID: i.slaveID, Status: i.status}
 		switch s := m.slaves[i.slaveID]; {
 		case i.slaveID == 0:
@@ -280,17 +288,21 @@ func (m *activeMaster) reconcileLocked() {
 		case !s.connected():
 			v.Status = messages.StatusUnknown
 		}
-		key := strconv.FormatInt(id, 10)
-		if e := inf.entries[key]; e != nil && !e.deleted && e.view == v {
-			continue
+		if e := inf.entries[strconv.FormatInt(id, 10)]; e == nil || e.deleted || e.view != v {
+			changedInstances[id] = v
 		}
-		instances = append(instances, m.setEntryLocked(inf, key, v, false))
+	}
+	var instances []json.RawMessage
+	for _, id := range slices.Sorted(maps.Keys(changedInstances)) {
+		instances = append(instances, m.setEntryLocked(inf, strconv.FormatInt(id, 10), changedInstances[id], false))
 	}
 	var gone []int64
-	for key, e := range inf.entries {
-		id, _ := strconv.ParseInt(key, 10, 64)
-		if !e.deleted && m.instances[id] == nil {
-			gone = append(gone, id)
+	if live := len(inf.entries) - inf.deleted; live != len(m.instances) {
+		for key, e := range inf.entries {
+			id, _ := strconv.ParseInt(key, 10, 64)
+			if !e.deleted && m.instances[id] == nil {
+				gone = append(gone, id)
+			}
 		}
 	}
 	slices.Sort(gone)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -945,11 +946,17 @@ func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstanc
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
-	id := m.lastID + 1
+	highest := m.lastID
 	for existing := range m.instances {
-		id = max(id, existing+1)
+		highest = max(highest, existing)
 	}
 	m.mu.Unlock()
+	// A slave may bring any id (up to the largest int64): past it,
+	// highest+1 would wrap and give out an id taken already.
+	if highest == math.MaxInt64 {
+		return messages.InstanceRef{}, link.Errorf(CodeConflict, "no instance id is left: a slave brought instance id %d, the largest there is", highest)
+	}
+	id := highest + 1
 	rec := instanceRecord{V: stateVersion, ID: id, Name: r.Name}
 	if err := m.save(ctx, change{keyNextID, counterRecord{V: stateVersion, Last: id}}, change{instanceKey(id), rec}); err != nil {
 		return messages.InstanceRef{}, err

@@ -102,6 +102,7 @@ func (i *instanceState) record() instanceRecord {
 
 type controlState struct {
 	user   string
+	conn   session // the link's connector
 	follow map[int64]bool
 	watch  liveness
 	// While the master relays to this control the output it asked to be
@@ -841,7 +842,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	if err != nil {
 		return err
 	}
-	st := &controlState{user: user, follow: map[int64]bool{}}
+	st := &controlState{user: user, conn: c, follow: map[int64]bool{}}
 	m.wireControl(l, st)
 	if err := l.Start(); err != nil {
 		return err
@@ -1428,7 +1429,11 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 		}
 	}
 	for l, st := range m.controls {
-		if st.watch.quietFor(l, now) > m.quietLimit() {
+		// A session that never showed it hears the master (a session
+		// named in one plain message: made up, or of a process gone since)
+		// would never answer prepare_disconnect; the master's peer of that
+		// address, if any, drops it as another session's.
+		if st.watch.quietFor(l, now) > m.quietLimit() || !st.conn.Confirmed() {
 			quiet = append(quiet, l)
 		} else {
 			drain = append(drain, l)
@@ -1437,9 +1442,7 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stop) })
 	m.routines.stop()
-	if len(quiet) > 0 {
-		m.log.Info("closing the links of silent peers without waiting for them", "links", len(quiet))
-	}
+	m.log.Info("draining the links of live peers; closing the others without waiting for them", "drained", len(drain), "closed", len(quiet))
 	for _, l := range quiet {
 		_ = l.Close()
 	}

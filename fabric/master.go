@@ -330,7 +330,7 @@ func (p *Master) activate(ctx context.Context) error {
 	session := "m" + strconv.FormatUint(snap.term, 10) + "x" + randomHex(4)
 	node, err := connect(ctx, link.MasterAddress, p.cfg.NATS, p.url, m.log, role{
 		accept: m.accept, unique: true, sessionTimeout: p.cfg.Timing.SessionTimeout,
-		session: session, gate: m.gate, local: p.local,
+		session: session, gate: m.gate, local: p.local, maxSessions: p.cfg.maxPeerSessions(),
 	})
 	if err != nil {
 		return err

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -458,9 +456,9 @@ func (m *activeMaster) newLink(c session, opts ...link.Option) (*link.Link, erro
 }
 
 func (m *activeMaster) acceptSlave(c session) error {
-	id, err := strconv.ParseInt(c.Peer().ID, 10, 64)
-	if err != nil || id < 1 {
-		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers, not %q", c.Peer().ID)
+	id, ok := parseID(c.Peer().ID)
+	if !ok {
+		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers written without a sign or leading zeros, not %q", c.Peer().ID)
 	}
 	l, err := m.newLink(c)
 	if err != nil {
@@ -952,9 +950,9 @@ func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstanc
 		highest = max(highest, existing)
 	}
 	m.mu.Unlock()
-	// A slave may bring any id (up to the largest int64): past it,
-	// highest+1 would wrap and give out an id taken already.
-	if highest == math.MaxInt64 {
+	// A slave may bring any id up to messages.MaxInstanceID (the schema
+	// refuses larger ones): past it there is no id to give out.
+	if highest >= messages.MaxInstanceID {
 		return messages.InstanceRef{}, link.Errorf(CodeConflict, "no instance id is left: a slave brought instance id %d, the largest there is", highest)
 	}
 	id := highest + 1
@@ -1158,9 +1156,9 @@ func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Envelope) bool {
 		ev.Origin = peer
 		return true
 	case peer.Type == messages.Slave && ev.Origin.Type == messages.Instance:
-		slaveID, err1 := strconv.ParseInt(peer.ID, 10, 64)
-		instanceID, err2 := strconv.ParseInt(ev.Origin.ID, 10, 64)
-		if err1 == nil && err2 == nil && m.speaksFor(l, slaveID, instanceID) {
+		slaveID, ok1 := parseID(peer.ID)
+		instanceID, ok2 := parseID(ev.Origin.ID)
+		if ok1 && ok2 && m.speaksFor(l, slaveID, instanceID) {
 			return true
 		}
 		return false

@@ -2,7 +2,6 @@ package fabric_test
 
 import (
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/linkfabric/linkfabric/fabric"
@@ -11,13 +10,15 @@ import (
 )
 
 // TestAttackSlaveExhaustsInstanceIDs: slave 3, with its own credentials,
-// registers an instance whose id is next to the largest int64. A
-// create_instance that succeeds must then still give out an id no other
-// instance has: an acknowledged creation is never overwritten by the next.
+// registers an instance whose id is next to the largest there is
+// (messages.MaxInstanceID, 2^53-1: larger ones the schema refuses, see
+// TestHostileRequests). A create_instance that succeeds must then still
+// give out an id no other instance has, and none past the largest: an
+// acknowledged creation is never overwritten by the next.
 func TestAttackSlaveExhaustsInstanceIDs(t *testing.T) {
 	b := startSecureBroker(t, nil)
 	c := newSecureCluster(t, b, "*=*")
-	cfg := slaveConfig("", 3, fmt.Sprintf("%d:evil", int64(math.MaxInt64-1)))
+	cfg := slaveConfig("", 3, fmt.Sprintf("%d:evil", int64(messages.MaxInstanceID-1)))
 	cfg.NATS = b.login("slave-3")
 	s, err := fabric.StartSlave(testkit.Ctx(t, waitLong), cfg)
 	if err != nil {
@@ -35,6 +36,9 @@ func TestAttackSlaveExhaustsInstanceIDs(t *testing.T) {
 		if err != nil {
 			continue // refusing is fine; overwriting is not
 		}
+		if ref.InstanceID > messages.MaxInstanceID {
+			t.Errorf("create_instance %q gave id %d, past the largest", name, ref.InstanceID)
+		}
 		if old, ok := created[ref.InstanceID]; ok {
 			t.Errorf("create_instance %q gave id %d, which it had given %q", name, ref.InstanceID, old)
 		}
@@ -50,7 +54,10 @@ func TestAttackSlaveExhaustsInstanceIDs(t *testing.T) {
 			t.Errorf("instance %d was created as %q, the master now says %q", id, name, names[id])
 		}
 	}
-	if names[math.MaxInt64-1] != "evil" {
-		t.Errorf("slave 3's instance is now %q", names[math.MaxInt64-1])
+	if names[messages.MaxInstanceID-1] != "evil" {
+		t.Errorf("slave 3's instance is now %q", names[messages.MaxInstanceID-1])
+	}
+	if len(created) != 1 {
+		t.Errorf("create_instance gave out %d ids after %d, want exactly one (%d)", len(created), int64(messages.MaxInstanceID-1), int64(messages.MaxInstanceID))
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +106,7 @@ type controlState struct {
 	since   time.Time // when its link began
 	plugins []string  // what it said it has (set_plugins)
 	user    string
+	conn    session // the link's connector
 	follow  map[int64]bool
 	watch   liveness
 	// While the master relays to this control the output it asked to be
@@ -120,8 +120,8 @@ type controlState struct {
 	out  *outbox
 }
 
-func newControlState(user string) *controlState {
-	return &controlState{user: user, follow: map[int64]bool{}, subs: map[string]bool{}, out: newOutbox(), since: time.Now()}
+func newControlState(user string, conn session) *controlState {
+	return &controlState{user: user, conn: conn, follow: map[int64]bool{}, subs: map[string]bool{}, out: newOutbox(), since: time.Now()}
 }
 
 // liveness notices a peer that has gone quiet: any message received
@@ -472,9 +472,9 @@ func (m *activeMaster) newLink(c session, opts ...link.Option) (*link.Link, erro
 }
 
 func (m *activeMaster) acceptSlave(c session) error {
-	id, err := strconv.ParseInt(c.Peer().ID, 10, 64)
-	if err != nil || id < 1 {
-		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers, not %q", c.Peer().ID)
+	id, ok := parseID(c.Peer().ID)
+	if !ok {
+		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers written without a sign or leading zeros, not %q", c.Peer().ID)
 	}
 	l, err := m.newLink(c)
 	if err != nil {
@@ -861,7 +861,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	if err != nil {
 		return err
 	}
-	st := newControlState(user)
+	st := newControlState(user, c)
 	m.wireControl(l, st)
 	if err := l.Start(); err != nil {
 		return err
@@ -981,11 +981,17 @@ func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstanc
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
-	id := m.lastID + 1
+	highest := m.lastID
 	for existing := range m.instances {
-		id = max(id, existing+1)
+		highest = max(highest, existing)
 	}
 	m.mu.Unlock()
+	// A slave may bring any id up to messages.MaxInstanceID (the schema
+	// refuses larger ones): past it there is no id to give out.
+	if highest >= messages.MaxInstanceID {
+		return messages.InstanceRef{}, link.Errorf(CodeConflict, "no instance id is left: a slave brought instance id %d, the largest there is", highest)
+	}
+	id := highest + 1
 	rec := instanceRecord{V: stateVersion, ID: id, Name: r.Name}
 	if err := m.save(ctx, change{keyNextID, counterRecord{V: stateVersion, Last: id}}, change{instanceKey(id), rec}); err != nil {
 		return messages.InstanceRef{}, err
@@ -1204,9 +1210,9 @@ func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Envelope) bool {
 		ev.Origin = peer
 		return true
 	case peer.Type == messages.Slave && ev.Origin.Type == messages.Instance:
-		slaveID, err1 := strconv.ParseInt(peer.ID, 10, 64)
-		instanceID, err2 := strconv.ParseInt(ev.Origin.ID, 10, 64)
-		if err1 == nil && err2 == nil && m.speaksFor(l, slaveID, instanceID) {
+		slaveID, ok1 := parseID(peer.ID)
+		instanceID, ok2 := parseID(ev.Origin.ID)
+		if ok1 && ok2 && m.speaksFor(l, slaveID, instanceID) {
 			return true
 		}
 		return false
@@ -1476,7 +1482,11 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 		}
 	}
 	for l, st := range m.controls {
-		if st.watch.quietFor(l, now) > m.quietLimit() {
+		// A session that never showed it hears the master (a session
+		// named in one plain message: made up, or of a process gone since)
+		// would never answer prepare_disconnect; the master's peer of that
+		// address, if any, drops it as another session's.
+		if st.watch.quietFor(l, now) > m.quietLimit() || !st.conn.Confirmed() {
 			quiet = append(quiet, l)
 		} else {
 			drain = append(drain, l)
@@ -1485,9 +1495,7 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stop) })
 	m.routines.stop()
-	if len(quiet) > 0 {
-		m.log.Info("closing the links of silent peers without waiting for them", "links", len(quiet))
-	}
+	m.log.Info("draining the links of live peers; closing the others without waiting for them", "drained", len(drain), "closed", len(quiet))
 	for _, l := range quiet {
 		_ = l.Close()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caarlos0/env/v10"
 
+	lfnats "github.com/linkfabric/linkfabric/connector/nats"
 	"github.com/linkfabric/linkfabric/console"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -106,6 +107,14 @@ type MasterConfig struct {
 	// master stopped renewing it (it crashed, hung, or lost NATS). Every
 	// master of a cluster must have the same. 0 means DefaultLease.
 	Lease time.Duration `env:"FABRIC_MASTER_LEASE" envDefault:"2s"`
+	// MaxPeerSessions bounds the sessions of one slave or control
+	// address the master keeps links to at once, so that one identity
+	// naming a fresh session in each message cannot make it keep a link
+	// for each: a new session beyond it replaces the oldest that never
+	// showed it is a live fabric peer and has no request in flight, or,
+	// if every one has, is refused with unavailable (the client tries
+	// again). 0 means DefaultMaxPeerSessions.
+	MaxPeerSessions int `env:"FABRIC_MAX_PEER_SESSIONS" envDefault:"16"`
 	// Console configures the web console the master serves.
 	Console ConsoleConfig
 	Timing  TimingConfig
@@ -168,6 +177,20 @@ func (c MasterConfig) validateConsole() []error {
 // of the active master's crash, long enough that a renewal (a JetStream
 // write, a round trip to the cluster) fits in it four times over.
 const DefaultLease = 2 * time.Second
+
+// DefaultMaxPeerSessions is MaxPeerSessions unless
+// FABRIC_MAX_PEER_SESSIONS says otherwise: far more than a slave (one
+// process, and for a while the one before it) or a user's controls hold
+// at once.
+const DefaultMaxPeerSessions = lfnats.DefaultMaxPeerSessions
+
+// maxPeerSessions returns the configured bound, or DefaultMaxPeerSessions.
+func (c MasterConfig) maxPeerSessions() int {
+	if c.MaxPeerSessions == 0 {
+		return DefaultMaxPeerSessions
+	}
+	return c.MaxPeerSessions
+}
 
 // lease returns the configured lease, or DefaultLease.
 func (c MasterConfig) lease() time.Duration {
@@ -266,8 +289,9 @@ func defaults(dst any) {
 // LoadMasterConfig reads the master's configuration from environ (in the
 // form of os.Environ; nil means the process environment) and validates it.
 //
-// FABRIC_DATA_DIR defaults to DefaultDataDir(environ), and FABRIC_MASTER_LEASE
-// and FABRIC_KV_REPLICAS, unlike the fields they fill, may not be 0.
+// FABRIC_DATA_DIR defaults to DefaultDataDir(environ), and FABRIC_MASTER_LEASE,
+// FABRIC_KV_REPLICAS and FABRIC_MAX_PEER_SESSIONS, unlike the fields they
+// fill, may not be 0.
 func LoadMasterConfig(environ []string) (MasterConfig, error) {
 	var c MasterConfig
 	err := load(&c, environ, func() error {
@@ -277,6 +301,9 @@ func LoadMasterConfig(environ []string) (MasterConfig, error) {
 		}
 		if c.KVReplicas == 0 {
 			errs = append(errs, errors.New("FABRIC_KV_REPLICAS=0: want 1 to 5"))
+		}
+		if c.MaxPeerSessions == 0 {
+			errs = append(errs, errors.New("FABRIC_MAX_PEER_SESSIONS=0: want 1 to 10000"))
 		}
 		return errors.Join(append(errs, c.Validate(), c.NATS.validateVariables())...)
 	})
@@ -322,6 +349,9 @@ func (c MasterConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("FABRIC_KV_REPLICAS=%d: want 1 to 5", c.KVReplicas))
 	case c.KVReplicas > 1 && c.NATS.URL == "":
 		errs = append(errs, fmt.Errorf("FABRIC_KV_REPLICAS=%d: the embedded NATS server keeps one copy; more need a NATS cluster (FABRIC_NATS_URL)", c.KVReplicas))
+	}
+	if c.MaxPeerSessions < 0 || c.MaxPeerSessions > 10000 {
+		errs = append(errs, fmt.Errorf("FABRIC_MAX_PEER_SESSIONS=%d: want 1 to 10000", c.MaxPeerSessions))
 	}
 	if c.Lease < 0 || (c.Lease > 0 && c.Lease < 100*time.Millisecond) || c.Lease > time.Hour {
 		errs = append(errs, fmt.Errorf("FABRIC_MASTER_LEASE=%s: want a duration from 100ms to 1h, such as 2s", c.Lease))

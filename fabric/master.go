@@ -193,7 +193,7 @@ func (p *Master) checkWiring() error {
 		return err
 	}
 	return checkWiring(p.catalog, link.MasterAddress, link.Address{Type: messages.Control, ID: "check"}, func(l *link.Link) {
-		probe.wireControl(l, newControlState("check"))
+		probe.wireControl(l, newControlState("check", nil))
 	})
 }
 
@@ -440,7 +440,7 @@ func (p *Master) activate(ctx context.Context) error {
 	session := "m" + strconv.FormatUint(snap.term, 10) + "x" + randomHex(4)
 	node, err := connect(ctx, link.MasterAddress, p.cfg.NATS, p.url, m.log, role{
 		accept: m.accept, unique: true, sessionTimeout: p.cfg.Timing.SessionTimeout,
-		session: session, gate: m.gate, local: p.local,
+		session: session, gate: m.gate, local: p.local, maxSessions: p.cfg.maxPeerSessions(),
 	})
 	if err != nil {
 		return err

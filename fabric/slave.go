@@ -712,13 +712,13 @@ func (s *Slave) hostsInstance(a link.Address) bool {
 	if a.Type != messages.Instance {
 		return false
 	}
-	id, err := strconv.ParseInt(a.ID, 10, 64)
-	if err != nil {
+	id, ok := parseID(a.ID)
+	if !ok {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.instances[id]
+	_, ok = s.instances[id]
 	return ok
 }
 

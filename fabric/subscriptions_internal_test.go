@@ -28,7 +28,7 @@ func benchTerm(b *testing.B, slaves, perSlave int) *activeMaster {
 		}
 	}
 	m := newActiveMaster(p, snap)
-	st := newControlState("bench")
+	st := newControlState("bench", nil)
 	st.subs[messages.InstanceUpdates.Name()] = true
 	m.controls[nil] = st
 	return m

@@ -286,9 +286,15 @@ const (
 	StatusStopping   = "stopping"
 )
 
+// MaxInstanceID is the largest instance id (2^53-1): every instance_id
+// in a message is at most this, the largest integer a JavaScript client
+// (Clusterio's) reads exactly. A slave that brings a larger id is refused
+// (invalid_message), so no peer can use the id space up.
+const MaxInstanceID = 1<<53 - 1
+
 // HostedInstance is an instance as its slave describes it.
 type HostedInstance struct {
-	ID     int64  `json:"instance_id" schema:"minimum=1"`
+	ID     int64  `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Name   string `json:"name" schema:"minLength=1,maxLength=128"`
 	Status string `json:"status,omitempty" schema:"enum=stopped|starting|running|stopping"`
 }
@@ -393,7 +399,7 @@ type SlaveStatus struct {
 
 // InstanceInfo is one instance in the master's view.
 type InstanceInfo struct {
-	ID      int64  `json:"instance_id"`
+	ID      int64  `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Name    string `json:"name"`
 	SlaveID int64  `json:"slave_id,omitempty"` // 0: not assigned
 	Status  string `json:"status" schema:"enum=unassigned|unknown|stopped|starting|running|stopping"`
@@ -406,7 +412,7 @@ type InstanceList struct {
 
 // InstanceRef names one instance.
 type InstanceRef struct {
-	InstanceID int64 `json:"instance_id" schema:"minimum=1"`
+	InstanceID int64 `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 }
 
 // NewInstance is the payload of create_instance.
@@ -416,13 +422,13 @@ type NewInstance struct {
 
 // Assignment is the payload of assign_instance_command.
 type Assignment struct {
-	InstanceID int64 `json:"instance_id" schema:"minimum=1"`
+	InstanceID int64 `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	SlaveID    int64 `json:"slave_id" schema:"minimum=1"`
 }
 
 // Command is the payload of send_command.
 type Command struct {
-	InstanceID int64  `json:"instance_id" schema:"minimum=1"`
+	InstanceID int64  `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Command    string `json:"command" schema:"minLength=1,maxLength=4096"`
 }
 
@@ -433,7 +439,7 @@ type CommandResult struct {
 
 // OutputLine is the payload of instance_output.
 type OutputLine struct {
-	InstanceID int64  `json:"instance_id" schema:"minimum=1"`
+	InstanceID int64  `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Time       int64  `json:"time"` // Unix milliseconds
 	Level      string `json:"level" schema:"enum=info|warn|error"`
 	Message    string `json:"message" schema:"maxLength=65536"`
@@ -455,7 +461,7 @@ type OutputSubscriptions struct {
 
 // OutputCursor is where a control's view of an instance's output ends.
 type OutputCursor struct {
-	InstanceID int64 `json:"instance_id" schema:"minimum=1"`
+	InstanceID int64 `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Time       int64 `json:"time"` // Unix milliseconds
 }
 
@@ -466,7 +472,7 @@ type BanList struct {
 
 // PlayerActivity is the payload of player_event.
 type PlayerActivity struct {
-	InstanceID int64  `json:"instance_id" schema:"minimum=1"`
+	InstanceID int64  `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Type       string `json:"type" schema:"enum=join|leave"`
 	Name       string `json:"name" schema:"minLength=1,maxLength=64"`
 }
@@ -520,7 +526,7 @@ type SlaveChanges struct {
 
 // InstanceChange is one instance in instance_updates.
 type InstanceChange struct {
-	ID      int64  `json:"instance_id"`
+	ID      int64  `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Name    string `json:"name"`
 	SlaveID int64  `json:"slave_id,omitempty"` // 0: not assigned
 	Status  string `json:"status" schema:"enum=unassigned|unknown|stopped|starting|running|stopping"`

@@ -595,8 +595,8 @@ func hasIntegerField(t reflect.Type, name string) bool {
 }
 
 // requireInstanceID makes instance_id a required integer of an object
-// schema, as the original layer did for forwarded messages, keeping any
-// other constraint the schema puts on it.
+// schema, as the original layer did for forwarded messages, at most
+// MaxInstanceID, keeping any other constraint the schema puts on it.
 func requireInstanceID(doc []byte) ([]byte, error) {
 	var s map[string]any
 	d := json.NewDecoder(bytes.NewReader(doc))
@@ -613,6 +613,9 @@ func requireInstanceID(doc []byte) ([]byte, error) {
 		prop = map[string]any{}
 	}
 	prop["type"] = "integer"
+	if m, ok := prop["maximum"].(json.Number); !ok || m.String() == "" || !withinMaxInstanceID(m) {
+		prop["maximum"] = MaxInstanceID
+	}
 	props[InstanceIDField] = prop
 	s["properties"] = props
 	req, _ := s["required"].([]any)
@@ -621,4 +624,11 @@ func requireInstanceID(doc []byte) ([]byte, error) {
 	}
 	s["required"] = req
 	return json.Marshal(s)
+}
+
+// withinMaxInstanceID reports whether a schema's maximum n is at most
+// MaxInstanceID already.
+func withinMaxInstanceID(n json.Number) bool {
+	f, err := n.Float64()
+	return err == nil && f <= MaxInstanceID
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -69,9 +70,14 @@ type Conn struct {
 	reqs     *delivery.Requests[outRequest]
 	served   *delivery.Served[*natsgo.Msg] // requests taken from the peer, until the requester has the response
 	retry    *time.Timer                   // the table's next no-responders retry
+	room     chan struct{}                 // closed when a request ends, for a Send waiting for the window (nil if none waits)
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
 	inflight map[string]int
+
+	// The peer has shown it is a live fabric peer that hears this end
+	// (Confirmed).
+	confirmed atomic.Bool
 
 	inMu sync.Mutex                         // guards in, and is held while what it delivers is handed on
 	in   *delivery.Receiver[*link.Envelope] // the peer's streams to this end; nil for a plain client
@@ -127,6 +133,24 @@ func (c *Conn) Session() string { return c.mine }
 
 // Node returns the Node the connector belongs to.
 func (c *Conn) Node() *Node { return c.n }
+
+// Confirmed reports whether the peer has shown it is a live fabric peer:
+// it named this end's session (a message or an acknowledgement after
+// hearing from it), answered one of its requests, or asked on its own
+// reply subjects, as a fabric requester does. A session named in one
+// plain message (made up, or a process gone since) never is. A Node
+// replaces an unconfirmed link first (WithMaxPeerSessions); an endpoint
+// shutting down need not wait for one.
+func (c *Conn) Confirmed() bool { return c.confirmed.Load() }
+
+func (c *Conn) confirm() { c.confirmed.Store(true) }
+
+// busy reports whether a request of the peer's is being answered.
+func (c *Conn) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inflight) > 0
+}
 
 func (c *Conn) isBound() bool {
 	c.mu.Lock()
@@ -309,14 +333,41 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 // takeRequest sets the deadline of a fabric requester's request from the
 // budget of its reply subject r, and records it (delivery.Served). It
 // reports false for a request not to be handled: refused, or a copy of one
-// taken before.
+// taken before. What a peer may make the connector remember is bounded
+// (delivery.Served): the requester must be the link's peer session, its
+// budget is clipped to WithMaxRequestBudget, and a request too far past
+// the requester's low mark is refused.
 func (c *Conn) takeRequest(m *link.Envelope, msg *natsgo.Msg, r subject) bool {
 	if r.budget > uint64(maxBudget.Milliseconds()) {
 		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget))
 		return false
 	}
-	m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
-	return c.take(requestFrom{from: delivery.Requester{Session: r.session, Conn: r.conn}, id: r.seq, low: r.low, deadline: m.Deadline})
+	if ps := c.peerSession(); r.session != ps || ps == "" {
+		// Only the link's peer asks on it: a reply subject naming another
+		// requester (made up, with numbers never meant to rise) would
+		// otherwise be remembered for as long as the link lives.
+		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "the reply subject names another session than the request's sender"))
+		return false
+	}
+	budget := min(time.Duration(r.budget)*time.Millisecond, c.n.opts.maxBudget)
+	m.Deadline = time.Now().Add(budget)
+	c.mu.Lock()
+	verdict, resp := c.served.Take(r.requester(), r.seq, r.low, m.Deadline)
+	c.mu.Unlock()
+	switch verdict {
+	case delivery.Handle:
+		c.confirm() // a fabric requester, its own session in its reply subject
+		return true
+	case delivery.Answer:
+		if c.n.gateOpen() {
+			_ = c.n.nc.PublishMsg(resp)
+		}
+	case delivery.TooFarAhead:
+		c.refuse(msg, link.Errorf(link.CodeUnavailable, "%d or more requests sent since the oldest still waiting: send it again once that one has ended", delivery.RequestWindow))
+	case delivery.OtherRequester:
+		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "the reply subject names another connector than the one that asks on this link"))
+	}
+	return false
 }
 
 // deliverRequest hands a request to the link, counted in flight until it
@@ -556,6 +607,24 @@ func (c *Conn) peerClosed() {
 	c.enqueue(closeNotice) // after what the peer sent before it
 }
 
+// errReplaced ends a link to an unconfirmed session that a newer session
+// of its peer's address replaced (WithMaxPeerSessions).
+var errReplaced = errors.New("replaced by a newer session of the peer's address")
+
+// evict ends the link to make room for a newer session of the peer's
+// address: the link hears that it closed, and the peer (if it is there)
+// is sent a close notice.
+func (c *Conn) evict() {
+	c.mu.Lock()
+	r := c.receiver
+	c.mu.Unlock()
+	c.stopReceiving()
+	if r != nil {
+		r.Status(link.StatusClosed, errReplaced)
+	}
+	_ = c.Close()
+}
+
 // peerRestarted ends the link to a peer that came back with a new session.
 func (c *Conn) peerRestarted() { c.status(link.StatusClosed, errPeerRestarted) }
 
@@ -598,6 +667,7 @@ func (c *Conn) Close() error {
 	notify := !c.peerGone
 	peerSession := c.session
 	c.reqs.Close() // the link fails its pending requests itself
+	c.wakeLocked()
 	if c.retry != nil {
 		c.retry.Stop()
 	}

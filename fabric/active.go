@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +66,9 @@ type activeMaster struct {
 	bans      map[string]messages.Ban
 	lastID    int64 // the highest instance id ever given out
 	outputs   map[int64]*outputBuffer
+	// The update events' feeds, and their stamps (subscriptions.go).
+	feeds  map[string]*feed
+	stamps stamper
 }
 
 type slaveState struct {
@@ -83,6 +85,7 @@ type slaveState struct {
 	// timeout, takes over the events it never acknowledged.
 	lastConn session
 	lostAt   time.Time
+	plugins  []string // what its registration named
 }
 
 // connected reports whether the slave has a session and is heard from.
@@ -100,14 +103,25 @@ func (i *instanceState) record() instanceRecord {
 }
 
 type controlState struct {
-	user   string
-	follow map[int64]bool
-	watch  liveness
+	since   time.Time // when its link began
+	plugins []string  // what it said it has (set_plugins)
+	user    string
+	conn    session // the link's connector
+	follow  map[int64]bool
+	watch   liveness
 	// While the master relays to this control the output it asked to be
 	// replayed (set_instance_output_subscriptions with since), new lines
 	// wait here, so that they arrive after the replay, in order.
 	replaying bool
 	pending   []*link.Envelope
+	// subs are the update events the control subscribed to; out is what
+	// the master has queued for it of them.
+	subs map[string]bool
+	out  *outbox
+}
+
+func newControlState(user string, conn session) *controlState {
+	return &controlState{user: user, conn: conn, follow: map[int64]bool{}, subs: map[string]bool{}, out: newOutbox(), since: time.Now()}
 }
 
 // liveness notices a peer that has gone quiet: any message received
@@ -199,6 +213,7 @@ func newActiveMaster(p *Master, snap snapshot) *activeMaster {
 	for _, r := range snap.slaves {
 		m.slaves[r.ID] = &slaveState{id: r.ID, name: r.Name}
 	}
+	m.initFeeds(snap)
 	m.open.Store(true)
 	return m
 }
@@ -211,6 +226,7 @@ func (m *activeMaster) gate() bool { return m.open.Load() && m.lease.valid() }
 func (m *activeMaster) start() {
 	m.routines.start(m.watchPeers)
 	m.routines.start(m.watchStart)
+	m.routines.start(m.keepStamps)
 }
 
 // startWindow bounds how long a new term waits for the slaves it knows
@@ -451,14 +467,14 @@ func (m *activeMaster) accept(c session) error {
 }
 
 func (m *activeMaster) newLink(c session, opts ...link.Option) (*link.Link, error) {
-	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics)}, opts...)
+	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics), link.WithRouter(masterRouter{m})}, opts...)
 	return link.New(c, link.MasterAddress, c.Peer(), m.catalog, opts...)
 }
 
 func (m *activeMaster) acceptSlave(c session) error {
-	id, err := strconv.ParseInt(c.Peer().ID, 10, 64)
-	if err != nil || id < 1 {
-		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers, not %q", c.Peer().ID)
+	id, ok := parseID(c.Peer().ID)
+	if !ok {
+		return link.Errorf(link.CodeInvalidMessage, "slave ids are positive integers written without a sign or leading zeros, not %q", c.Peer().ID)
 	}
 	l, err := m.newLink(c)
 	if err != nil {
@@ -661,9 +677,11 @@ func (m *activeMaster) bind(l *link.Link, c session, id int64, r messages.SlaveR
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s.name, s.version, s.link, s.conn, s.since, s.lost = r.Name, r.Version, l, c, time.Now(), false
+	s.plugins = r.Plugins
 	s.lastConn, s.lostAt = nil, time.Time{}
 	s.watch = liveness{}
 	m.setInstancesLocked(id, r.Instances)
+	m.reconcileLocked()
 	return messages.SlaveWelcome{Bans: m.banListLocked()}
 }
 
@@ -793,6 +811,7 @@ func (m *activeMaster) updateInstances(ctx context.Context, l *link.Link, id int
 	defer m.mu.Unlock()
 	if m.registeredLocked(l, id) == nil {
 		m.setInstancesLocked(id, hosted)
+		m.reconcileLocked()
 	}
 }
 
@@ -801,6 +820,7 @@ func (m *activeMaster) setStatus(l *link.Link, slaveID, instanceID int64, status
 	ok := m.speaksForLocked(l, slaveID, instanceID)
 	if ok {
 		m.instances[instanceID].status = status
+		m.reconcileLocked()
 	}
 	m.mu.Unlock()
 	if ok {
@@ -814,6 +834,7 @@ func (m *activeMaster) slaveGone(id int64, l *link.Link) {
 	if s := m.slaves[id]; s != nil && s.link == l {
 		s.link, s.lastConn, s.conn, s.lostAt = nil, s.conn, nil, time.Now()
 		m.log.Info("slave disconnected", "slave", id, "name", s.name)
+		m.reconcileLocked()
 	}
 }
 
@@ -840,7 +861,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	if err != nil {
 		return err
 	}
-	st := &controlState{user: user, follow: map[int64]bool{}}
+	st := newControlState(user, c)
 	m.wireControl(l, st)
 	if err := l.Start(); err != nil {
 		return err
@@ -848,7 +869,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	m.mu.Lock()
 	m.controls[l] = st
 	m.mu.Unlock()
-	if !m.routines.start(func() { m.watchControlLink(l) }) {
+	if !m.routines.start(func() { m.watchControlLink(l, st) }) {
 		m.forgetControl(l)
 		_ = l.Close()
 		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
@@ -856,13 +877,19 @@ func (m *activeMaster) acceptControl(c session) error {
 	return nil
 }
 
-// watchControlLink forgets a control's link when it ends, unless the term
-// ends first.
-func (m *activeMaster) watchControlLink(l *link.Link) {
-	select {
-	case <-l.Done():
-		m.forgetControl(l)
-	case <-m.stop:
+// watchControlLink sends the control the updates queued for it (st.out),
+// and forgets its link when it ends, unless the term ends first.
+func (m *activeMaster) watchControlLink(l *link.Link, st *controlState) {
+	for {
+		select {
+		case <-l.Done():
+			m.forgetControl(l)
+			return
+		case <-m.stop:
+			return
+		case <-st.out.wake:
+			st.out.send(m, l)
+		}
 	}
 }
 
@@ -895,10 +922,19 @@ func (m *activeMaster) wireControl(l *link.Link, st *controlState) {
 	link.HandleRequest(l, messages.SetInstanceOutputSubscriptions, func(ctx context.Context, r messages.OutputSubscriptions) (messages.Empty, error) {
 		return messages.Empty{}, m.follow(ctx, l, st, r)
 	})
+	link.HandleRequest(l, messages.Subscribe, func(ctx context.Context, r messages.Subscription) (messages.Empty, error) {
+		return messages.Empty{}, m.subscribe(ctx, l, st, r)
+	})
 	link.HandleRequest(l, messages.ListBannedPlayers, func(context.Context, messages.Empty) (messages.BanList, error) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return messages.BanList{Bans: m.banListLocked()}, nil
+	}, link.NonBlocking()) // only m.mu: no hand-off
+	link.HandleRequest(l, messages.SetPlugins, func(_ context.Context, p messages.PluginList) (messages.Empty, error) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		st.plugins = p.Plugins
+		return messages.Empty{}, nil
 	}, link.NonBlocking()) // only m.mu: no hand-off
 	link.HandleRequest(l, messages.SetPlayerBanned, func(ctx context.Context, b messages.Ban) (messages.Empty, error) {
 		return messages.Empty{}, m.setBanned(ctx, l, st, b)
@@ -945,11 +981,17 @@ func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstanc
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
-	id := m.lastID + 1
+	highest := m.lastID
 	for existing := range m.instances {
-		id = max(id, existing+1)
+		highest = max(highest, existing)
 	}
 	m.mu.Unlock()
+	// A slave may bring any id up to messages.MaxInstanceID (the schema
+	// refuses larger ones): past it there is no id to give out.
+	if highest >= messages.MaxInstanceID {
+		return messages.InstanceRef{}, link.Errorf(CodeConflict, "no instance id is left: a slave brought instance id %d, the largest there is", highest)
+	}
+	id := highest + 1
 	rec := instanceRecord{V: stateVersion, ID: id, Name: r.Name}
 	if err := m.save(ctx, change{keyNextID, counterRecord{V: stateVersion, Last: id}}, change{instanceKey(id), rec}); err != nil {
 		return messages.InstanceRef{}, err
@@ -957,6 +999,7 @@ func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstanc
 	m.mu.Lock()
 	m.lastID = id
 	m.instances[id] = &instanceState{id: id, name: r.Name, status: messages.StatusUnassigned}
+	m.reconcileLocked()
 	m.mu.Unlock()
 	m.log.Info("instance created", "instance", id, "name", r.Name)
 	return messages.InstanceRef{InstanceID: id}, nil
@@ -1000,6 +1043,7 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 	if i != nil && i.slaveID == 0 {
 		i.slaveID, i.status = a.SlaveID, messages.StatusStopped
 	}
+	m.reconcileLocked()
 	m.mu.Unlock()
 	m.log.Info("instance assigned", "instance", a.InstanceID, "slave", a.SlaveID)
 	return messages.Empty{}, nil
@@ -1050,12 +1094,21 @@ func (m *activeMaster) deleteInstance(ctx context.Context, r messages.InstanceRe
 	}
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	if err := m.save(ctx, change{key: instanceKey(r.InstanceID)}); err != nil {
+	// The deletion is kept (gone.instance.<id>), written first, so that a
+	// later term tells subscribers of it (subscriptions.go).
+	gone := goneRecord{V: stateVersion, ID: r.InstanceID, At: time.Now().UTC()}
+	m.mu.Lock()
+	if i := m.instances[r.InstanceID]; i != nil {
+		gone.Name, gone.SlaveID = i.name, i.slaveID
+	}
+	m.mu.Unlock()
+	if err := m.save(ctx, change{goneKey(r.InstanceID), gone}, change{key: instanceKey(r.InstanceID)}); err != nil {
 		return messages.Empty{}, err
 	}
 	m.mu.Lock()
 	delete(m.instances, r.InstanceID)
 	delete(m.outputs, r.InstanceID)
+	m.reconcileLocked()
 	m.mu.Unlock()
 	m.log.Info("instance deleted", "instance", r.InstanceID)
 	return messages.Empty{}, nil
@@ -1083,6 +1136,13 @@ func (m *activeMaster) follow(ctx context.Context, l *link.Link, st *controlStat
 	for _, c := range r.Since {
 		if b := m.outputs[c.InstanceID]; b != nil && st.follow[c.InstanceID] {
 			replay = append(replay, b.since(c.Time)...)
+		}
+	}
+	if r.SinceMS > 0 {
+		for _, id := range r.InstanceIDs {
+			if b := m.outputs[id]; b != nil && !slices.ContainsFunc(r.Since, func(c messages.OutputCursor) bool { return c.InstanceID == id }) {
+				replay = append(replay, b.since(r.SinceMS+1)...) // printed after since_ms
+			}
 		}
 	}
 	if len(replay) == 0 {
@@ -1150,9 +1210,9 @@ func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Envelope) bool {
 		ev.Origin = peer
 		return true
 	case peer.Type == messages.Slave && ev.Origin.Type == messages.Instance:
-		slaveID, err1 := strconv.ParseInt(peer.ID, 10, 64)
-		instanceID, err2 := strconv.ParseInt(ev.Origin.ID, 10, 64)
-		if err1 == nil && err2 == nil && m.speaksFor(l, slaveID, instanceID) {
+		slaveID, ok1 := parseID(peer.ID)
+		instanceID, ok2 := parseID(ev.Origin.ID)
+		if ok1 && ok2 && m.speaksFor(l, slaveID, instanceID) {
 			return true
 		}
 		return false
@@ -1384,6 +1444,7 @@ func (m *activeMaster) checkPeers(now time.Time) (dead []*link.Link) {
 			dead = append(dead, l)
 		}
 	}
+	m.reconcileLocked()
 	return dead
 }
 
@@ -1421,7 +1482,11 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 		}
 	}
 	for l, st := range m.controls {
-		if st.watch.quietFor(l, now) > m.quietLimit() {
+		// A session that never showed it hears the master (a session
+		// named in one plain message: made up, or of a process gone since)
+		// would never answer prepare_disconnect; the master's peer of that
+		// address, if any, drops it as another session's.
+		if st.watch.quietFor(l, now) > m.quietLimit() || !st.conn.Confirmed() {
 			quiet = append(quiet, l)
 		} else {
 			drain = append(drain, l)
@@ -1430,9 +1495,7 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stop) })
 	m.routines.stop()
-	if len(quiet) > 0 {
-		m.log.Info("closing the links of silent peers without waiting for them", "links", len(quiet))
-	}
+	m.log.Info("draining the links of live peers; closing the others without waiting for them", "drained", len(drain), "closed", len(quiet))
 	for _, l := range quiet {
 		_ = l.Close()
 	}

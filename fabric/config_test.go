@@ -71,6 +71,8 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"lease not a duration", loadMaster, "FABRIC_MASTER_LEASE=soon", "FABRIC_MASTER_LEASE", "duration"},
 		{"zero replicas", loadMaster, "FABRIC_KV_REPLICAS=0", "FABRIC_KV_REPLICAS", "1 to 5"},
 		{"too many replicas", loadMaster, "FABRIC_KV_REPLICAS=7", "FABRIC_KV_REPLICAS", "1 to 5"},
+		{"zero sessions per peer", loadMaster, "FABRIC_MAX_PEER_SESSIONS=0", "FABRIC_MAX_PEER_SESSIONS", "1 to 10000"},
+		{"negative sessions per peer", loadMaster, "FABRIC_MAX_PEER_SESSIONS=-1", "FABRIC_MAX_PEER_SESSIONS", "1 to 10000"},
 		{"replicas on the embedded server", loadMaster, "FABRIC_KV_REPLICAS=3", "FABRIC_KV_REPLICAS", "NATS cluster"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,7 +159,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := (fabric.MasterConfig{NATS: nats, Listen: "127.0.0.1:4222", Grants: fabric.AllGrants(), Timing: timing, Log: log,
-		DataDir: "/home/ann/.local/state/linkfabric", KVReplicas: 1, Lease: 2 * time.Second}); !reflect.DeepEqual(m, want) {
+		DataDir: "/home/ann/.local/state/linkfabric", KVReplicas: 1, Lease: 2 * time.Second, MaxPeerSessions: fabric.DefaultMaxPeerSessions}); !reflect.DeepEqual(m, want) {
 		t.Errorf("master defaults %+v, want %+v", m, want)
 	}
 	m, err = fabric.LoadMasterConfig([]string{"HOME=/home/ann", "XDG_STATE_HOME=/var/state"})

@@ -136,6 +136,20 @@ func (g Grants) Unknown(catalog *messages.Catalog) []string {
 	return out
 }
 
+// unknownGrants is g.Unknown(catalog), less the permissions of the
+// master's update events (topics), which a grant may name too.
+func unknownGrants(g Grants, catalog *messages.Catalog, topics map[string]topic) []string {
+	return slices.DeleteFunc(g.Unknown(catalog), func(grant string) bool {
+		prefix, wild := strings.CutSuffix(grant, "*")
+		for _, t := range topics {
+			if t.permission == grant || wild && strings.HasPrefix(t.permission, prefix) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // ParseInstances parses the text form of FABRIC_SLAVE_INSTANCES,
 // "id:name,id:name", the instances a slave hosts from the start.
 func ParseInstances(s string) ([]messages.HostedInstance, error) {
@@ -148,8 +162,8 @@ func ParseInstances(s string) ([]messages.HostedInstance, error) {
 		idText, name, ok := strings.Cut(item, ":")
 		id, err := strconv.ParseInt(strings.TrimSpace(idText), 10, 64)
 		name = strings.TrimSpace(name)
-		if !ok || err != nil || id < 1 || name == "" || len(name) > 128 {
-			return nil, fmt.Errorf("%q: want id:name with a positive integer id, such as 101:alpha", item)
+		if !ok || err != nil || id < 1 || id > messages.MaxInstanceID || name == "" || len(name) > 128 {
+			return nil, fmt.Errorf("%q: want id:name with an integer id from 1 to %d, such as 101:alpha", item, int64(messages.MaxInstanceID))
 		}
 		if slices.ContainsFunc(out, func(h messages.HostedInstance) bool { return h.ID == id }) {
 			return nil, errors.New("instance " + idText + " is listed twice")

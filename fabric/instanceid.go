@@ -3,6 +3,7 @@ package fabric
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -198,6 +199,18 @@ func (s *idScanner) integer() (int64, valueKind) {
 	}
 	s.i = end
 	return n, valueInt
+}
+
+// parseID parses the id of a slave's or an instance's address: a positive
+// decimal integer written as the fabric writes it (no sign, no leading
+// zero), so that one endpoint has one address: "00001" and "+1" are not
+// slave 1.
+func parseID(text string) (int64, bool) {
+	id, err := strconv.ParseInt(text, 10, 64)
+	if err != nil || id < 1 || strconv.FormatInt(id, 10) != text {
+		return 0, false
+	}
+	return id, true
 }
 
 // parseInt64 parses an optional minus and decimal digits, as

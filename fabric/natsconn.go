@@ -54,6 +54,9 @@ type session interface {
 	link.Connector
 	// Peer returns the address of the endpoint at the other end.
 	Peer() link.Address
+	// Confirmed reports whether the peer has shown it is a live fabric
+	// peer that hears this end; see lfnats.Conn.Confirmed.
+	Confirmed() bool
 	// Adopt takes this session for the peer's, in place of old, an
 	// earlier session of the same peer that has ended, or of none (nil):
 	// what old's peer never acknowledged comes first on this one, and
@@ -90,6 +93,9 @@ type role struct {
 	// connector's own acknowledgements and notices included (a master
 	// whose lease may have lapsed). It must be cheap and must not block.
 	gate func() bool
+	// maxSessions bounds the sessions of one peer address it keeps links
+	// to at once (lfnats.WithMaxPeerSessions); 0: the connector's default.
+	maxSessions int
 	// local, if not nil, is a broker running in this process: when the
 	// endpoint connects to its URL, it connects in-process (see
 	// WithLocalBroker).
@@ -121,6 +127,9 @@ func connect(ctx context.Context, self link.Address, c NATSConfig, url string, l
 	}
 	if r.unique {
 		opts = append(opts, lfnats.WithAnswerStale())
+	}
+	if r.maxSessions > 0 {
+		opts = append(opts, lfnats.WithMaxPeerSessions(r.maxSessions))
 	}
 	if r.connectWait > 0 {
 		opts = append(opts, lfnats.WithConnectWait(r.connectWait))

@@ -884,7 +884,9 @@ func TestTLSClientCertificates(t *testing.T) {
 // inbox): the broker cannot tell a response from the master's own
 // messages, so the master must answer only on the requester's own reply
 // subjects (<p>.master.0.<requester>._reply...) or its inbox
-// (<p>._inbox.<requester>...), or outside the prefix.
+// (<p>._inbox.<requester>...); a plain nats.go inbox (_INBOX...) is
+// answered too, but the broker lets no identity read _INBOX.>, nor the
+// master publish there (internal/natsauth).
 func TestResponsesOnlyToTheRequester(t *testing.T) {
 	b := startSecureBroker(t, nil)
 	newSecureCluster(t, b, "*=*")

@@ -112,18 +112,21 @@ func (l *Link) receiveResponse(m *Envelope) {
 	}
 }
 
-// inline returns the handler of messages of type typ, and whether such a
-// message is handled on the delivering goroutine: its handler is
-// NonBlocking, or it has none (it is refused or dropped at once). The
-// inline path hands the handler on, so that a message costs one lookup of
-// it.
-func (l *Link) inline(typ string) (*handler, bool) {
-	h := l.handlers[typ]
+// inline returns the handler of m's type, and whether m is handled on
+// the delivering goroutine: its handler is NonBlocking, or it has none (it
+// is refused or dropped at once); a message passing on to another
+// endpoint is not (routing waits for the next hop). The inline path hands
+// the handler on, so that a message costs one lookup of it.
+func (l *Link) inline(m *Envelope) (*handler, bool) {
+	if l.passing(m) {
+		return nil, false // routing waits for the next hop
+	}
+	h := l.handlers[m.Type]
 	return h, h == nil || h.nonBlocking
 }
 
 func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
-	h, inline := l.inline(m.Type)
+	h, inline := l.inline(m)
 	l.mu.Lock()
 	if l.state == stateClosed {
 		l.mu.Unlock()
@@ -201,7 +204,7 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 		l.drop(m, "no event is valid on "+l.in.String())
 		return nil
 	}
-	h, inline := l.inline(m.Type)
+	h, inline := l.inline(m)
 	l.mu.Lock()
 	if l.state == stateClosed {
 		l.mu.Unlock()
@@ -218,14 +221,19 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 		case !l.eventBusy && inline:
 			l.eventBusy = true
 			l.mu.Unlock()
-			l.handleEvent(l.eventCtxFrom(ctx), m, h)
+			l.handleEvent(l.eventCtxFrom(ctx, m), m, h)
 			l.mu.Lock()
 			l.endLocked()
-			if l.events.len() > 0 {
+			switch {
+			case l.events.len() > 0:
 				// What arrived meanwhile goes to a goroutine of the
 				// link's: the sender has waited for its own event only.
 				l.goLocked(l.drainEvents)
-			} else {
+			case l.endAfterEvents:
+				l.eventBusy, l.endAfterEvents = false, false
+				l.finishLocked()
+				return nil
+			default:
 				l.eventBusy = false
 				l.roomLocked()
 			}
@@ -258,13 +266,14 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 	}
 }
 
-// eventCtxFrom returns the context of an event handled on the goroutine
-// that delivered it with from. Only a from inside a handler's chain
-// (nestedIn) needs a context of its own; for any other the trace ends at
-// this handler either way, and the link's one eventCtx, which never
-// changes, serves with no allocation.
-func (l *Link) eventCtxFrom(from context.Context) *eventCtx {
-	if from.Value(chainKey{}) == nil {
+// eventCtxFrom returns the context of m, an event handled on the
+// goroutine that delivered it with from. An event between the link's two
+// ends (no Origin or Dst), from a sender outside any handler's chain
+// (nestedIn: the trace ends at this handler either way), gets the link's
+// one eventCtx, which never changes, with no allocation; any other a
+// context of its own.
+func (l *Link) eventCtxFrom(from context.Context, m *Envelope) *eventCtx {
+	if m.Origin.IsZero() && m.Dst.IsZero() && from.Value(chainKey{}) == nil {
 		return &l.eventCtx
 	}
 	return &eventCtx{l: l, from: from}
@@ -273,17 +282,27 @@ func (l *Link) eventCtxFrom(from context.Context) *eventCtx {
 // drainEvents handles the queued events in order, on a goroutine of the
 // link's, and gives up the event turn when there are none.
 func (l *Link) drainEvents() {
-	ctx := &l.eventCtx
 	l.mu.Lock()
 	for {
 		m, ok := l.events.pop()
 		l.roomLocked()
 		if !ok {
 			l.eventBusy = false
+			if l.endAfterEvents {
+				l.endAfterEvents = false
+				l.finishLocked()
+				return
+			}
 			l.mu.Unlock()
 			return
 		}
 		l.mu.Unlock()
+		ctx := &l.eventCtx
+		if !m.Origin.IsZero() || !m.Dst.IsZero() {
+			// Its own: its ends are the event's, and a handler may keep
+			// its context past the next event.
+			ctx = &eventCtx{l: l}
+		}
 		l.handleEvent(ctx, m, nil)
 		l.mu.Lock()
 		l.endLocked()
@@ -391,7 +410,15 @@ func (l *Link) serve(from context.Context, m *Envelope, h *handler) {
 	sv.ctx = requestCtx{lazyDeadline: lazyDeadline{parent: l.ctx, deadline: deadline}, l: l, from: from}
 	sv.resp = Envelope{Kind: messages.KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply}
 	ctx, resp := &sv.ctx, &sv.resp
-	data, value, err := l.dispatch(ctx, m, h)
+	ctx.src, ctx.dst = l.ends(m)
+	var data []byte
+	var value any
+	var err error
+	if l.passing(m) {
+		data, err = l.routeRequest(ctx, m)
+	} else {
+		data, value, err = l.dispatch(ctx, m, h)
+	}
 	ctx.finish()
 
 	if err != nil {
@@ -477,19 +504,47 @@ func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Enve
 	return &Error{Code: CodePermissionDenied, Message: fmt.Sprintf("%s needs permission %s: %v", def.Name(), perm, err), cause: err}
 }
 
-// lookup checks that an inbound message is known, of the right kind, valid
-// on this link towards this side, and matches its schema, and returns its
-// definition and handler. h is the handler of m.Type, if the caller has it
-// already (nil: look it up).
-func (l *Link) lookup(m *Envelope, kind messages.Kind, h *handler) (*messages.Definition, *handler, error) {
+// known checks that an inbound message is known, of the right kind, and
+// valid on this link towards this side.
+func (l *Link) known(m *Envelope, kind messages.Kind) (*messages.Definition, error) {
 	def, ok := l.catalog.Lookup(m.Type)
 	switch {
 	case !ok:
-		return nil, nil, Errorf(CodeInvalidMessage, "unknown message type %q", m.Type)
+		return nil, Errorf(CodeInvalidMessage, "unknown message type %q", m.Type)
 	case def.Kind() != kind:
-		return nil, nil, Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
+		return nil, Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
 	case !def.ValidOn(l.in):
-		return nil, nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
+		return nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
+	}
+	return def, nil
+}
+
+// check is known, and checks the payload against its schema, as JSON (a
+// message passed on travels as JSON).
+func (l *Link) check(m *Envelope, kind messages.Kind) (*messages.Definition, error) {
+	def, err := l.known(m, kind)
+	if err != nil {
+		return nil, err
+	}
+	if m.Value != nil {
+		data, err := codec.Marshal(def, false, m.Value)
+		if err != nil {
+			return nil, invalid(err)
+		}
+		m.Data, m.Value = data, nil
+	} else if err := def.ValidatePayload(m.Data); err != nil {
+		return nil, invalid(err)
+	}
+	return def, nil
+}
+
+// lookup is known, checks the payload against its schema, and finds the
+// message's handler. h is the handler of m.Type, if the caller has it
+// already (nil: look it up).
+func (l *Link) lookup(m *Envelope, kind messages.Kind, h *handler) (*messages.Definition, *handler, error) {
+	def, err := l.known(m, kind)
+	if err != nil {
+		return nil, nil, err
 	}
 	if h == nil {
 		h = l.handlers[def.Name()]
@@ -521,6 +576,20 @@ func (l *Link) lookup(m *Envelope, kind messages.Kind, h *handler) (*messages.De
 }
 
 func (l *Link) handleEvent(ctx *eventCtx, m *Envelope, h *handler) {
+	if ctx != &l.eventCtx {
+		ctx.src, ctx.dst = l.ends(m) // the link's own has its ends already (eventCtxFrom)
+	}
+	switch {
+	case m.Dst.IsBroadcast() && m.Origin == l.self:
+		return // its own broadcast, back: never delivered to its sender
+	case l.passing(m):
+		l.routeEvent(ctx, m, true)
+		return
+	case m.Dst.IsBroadcast() && l.opts.router != nil:
+		// For every endpoint of this one's type: this one, and the
+		// others the router reaches (none, if it came from a router).
+		defer l.routeEvent(ctx, m, false)
+	}
 	def, h, err := l.lookup(m, messages.KindEvent, h)
 	if err != nil {
 		l.drop(m, err.Error())

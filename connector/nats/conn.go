@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -25,7 +26,8 @@ const (
 	hdrID      = "Lf-Id"      // a plain client's request id, echoed in its response
 	hdrTimeout = "Lf-Timeout" // milliseconds a plain client waits
 	hdrError   = "Lf-Error"   // the error code of a failed response; the body is its text
-	hdrOrigin  = "Lf-Origin"  // where a plain client's event started, type/id
+	hdrOrigin  = "Lf-Origin"  // where a routed request or a plain client's event started, type/id
+	hdrDst     = "Lf-Dst"     // where a routed request or a plain client's event goes, type/id or type/*
 	hdrStatus  = "Status"     // set by the server: 503 means no responders
 )
 
@@ -68,9 +70,14 @@ type Conn struct {
 	reqs     *delivery.Requests[outRequest]
 	served   *delivery.Served[*natsgo.Msg] // requests taken from the peer, until the requester has the response
 	retry    *time.Timer                   // the table's next no-responders retry
+	room     chan struct{}                 // closed when a request ends, for a Send waiting for the window (nil if none waits)
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
 	inflight map[string]int
+
+	// The peer has shown it is a live fabric peer that hears this end
+	// (Confirmed).
+	confirmed atomic.Bool
 
 	inMu sync.Mutex                         // guards in, and is held while what it delivers is handed on
 	in   *delivery.Receiver[*link.Envelope] // the peer's streams to this end; nil for a plain client
@@ -126,6 +133,24 @@ func (c *Conn) Session() string { return c.mine }
 
 // Node returns the Node the connector belongs to.
 func (c *Conn) Node() *Node { return c.n }
+
+// Confirmed reports whether the peer has shown it is a live fabric peer:
+// it named this end's session (a message or an acknowledgement after
+// hearing from it), answered one of its requests, or asked on its own
+// reply subjects, as a fabric requester does. A session named in one
+// plain message (made up, or a process gone since) never is. A Node
+// replaces an unconfirmed link first (WithMaxPeerSessions); an endpoint
+// shutting down need not wait for one.
+func (c *Conn) Confirmed() bool { return c.confirmed.Load() }
+
+func (c *Conn) confirm() { c.confirmed.Store(true) }
+
+// busy reports whether a request of the peer's is being answered.
+func (c *Conn) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inflight) > 0
+}
 
 func (c *Conn) isBound() bool {
 	c.mu.Lock()
@@ -275,6 +300,13 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		return
 	}
 	m := &link.Envelope{Kind: messages.KindRequest, Type: sub.msgType, Data: msg.Data, Reply: msg.Reply}
+	if msg.Header != nil {
+		var err error
+		if m.Origin, m.Dst, err = parseEnds(msg.Header.Get(hdrOrigin), msg.Header.Get(hdrDst)); err != nil {
+			c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "%v", err))
+			return
+		}
+	}
 	if v := msg.Header.Get(hdrID); v != "" {
 		id, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -301,14 +333,41 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 // takeRequest sets the deadline of a fabric requester's request from the
 // budget of its reply subject r, and records it (delivery.Served). It
 // reports false for a request not to be handled: refused, or a copy of one
-// taken before.
+// taken before. What a peer may make the connector remember is bounded
+// (delivery.Served): the requester must be the link's peer session, its
+// budget is clipped to WithMaxRequestBudget, and a request too far past
+// the requester's low mark is refused.
 func (c *Conn) takeRequest(m *link.Envelope, msg *natsgo.Msg, r subject) bool {
 	if r.budget > uint64(maxBudget.Milliseconds()) {
 		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "a budget of %d ms in the reply subject is more than a day", r.budget))
 		return false
 	}
-	m.Deadline = time.Now().Add(time.Duration(r.budget) * time.Millisecond)
-	return c.take(requestFrom{from: delivery.Requester{Session: r.session, Conn: r.conn}, id: r.seq, low: r.low, deadline: m.Deadline})
+	if ps := c.peerSession(); r.session != ps || ps == "" {
+		// Only the link's peer asks on it: a reply subject naming another
+		// requester (made up, with numbers never meant to rise) would
+		// otherwise be remembered for as long as the link lives.
+		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "the reply subject names another session than the request's sender"))
+		return false
+	}
+	budget := min(time.Duration(r.budget)*time.Millisecond, c.n.opts.maxBudget)
+	m.Deadline = time.Now().Add(budget)
+	c.mu.Lock()
+	verdict, resp := c.served.Take(r.requester(), r.seq, r.low, m.Deadline)
+	c.mu.Unlock()
+	switch verdict {
+	case delivery.Handle:
+		c.confirm() // a fabric requester, its own session in its reply subject
+		return true
+	case delivery.Answer:
+		if c.n.gateOpen() {
+			_ = c.n.nc.PublishMsg(resp)
+		}
+	case delivery.TooFarAhead:
+		c.refuse(msg, link.Errorf(link.CodeUnavailable, "%d or more requests sent since the oldest still waiting: send it again once that one has ended", delivery.RequestWindow))
+	case delivery.OtherRequester:
+		c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "the reply subject names another connector than the one that asks on this link"))
+	}
+	return false
 }
 
 // deliverRequest hands a request to the link, counted in flight until it
@@ -334,11 +393,9 @@ func (c *Conn) deliverRequest(m *link.Envelope, msg *natsgo.Msg) {
 // what is delivered.
 func (c *Conn) inboundNumbered(sub subject, msg *natsgo.Msg) {
 	h, payload, err := delivery.ParseHead(msg.Data)
-	var origin link.Address
-	if err == nil && h.Origin != "" {
-		if origin, err = link.ParseAddress(h.Origin); err == nil && origin.String() != h.Origin {
-			err = fmt.Errorf("origin %q is not written as the fabric writes it", h.Origin)
-		}
+	var origin, dst link.Address
+	if err == nil {
+		origin, dst, err = parseEnds(h.Origin, h.Dst)
 	}
 	if err == nil && c.in == nil {
 		err = errors.New("numbered events from a peer without a session")
@@ -348,20 +405,19 @@ func (c *Conn) inboundNumbered(sub subject, msg *natsgo.Msg) {
 		c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", sub.msgType, "error", err)
 		return
 	}
-	c.receive(h, &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: payload, Origin: origin}, sub.dst.ID == BroadcastID)
+	c.receive(h, &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: payload, Origin: origin, Dst: dst}, sub.dst.ID == BroadcastID)
 }
 
 // inboundPlain takes a plain client's event: no numbers, its origin in a
 // header. It gets what NATS delivers.
 func (c *Conn) inboundPlain(sub subject, msg *natsgo.Msg) {
 	m := &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: msg.Data}
-	if v := msg.Header.Get(hdrOrigin); v != "" {
-		origin, err := link.ParseAddress(v)
-		if err != nil {
+	if msg.Header != nil {
+		var err error
+		if m.Origin, m.Dst, err = parseEnds(msg.Header.Get(hdrOrigin), msg.Header.Get(hdrDst)); err != nil {
 			c.n.dropped.Add(1)
 			return
 		}
-		m.Origin = origin
 	}
 	if c.isStopped() {
 		c.n.dropped.Add(1)
@@ -486,10 +542,7 @@ func (c *Conn) sendResponse(ctx context.Context, m *link.Envelope) error {
 // origin in a header.
 func (c *Conn) sendPlainEvent(ctx context.Context, m *link.Envelope) error {
 	n := c.n
-	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", ""), Data: m.Data}
-	if !m.Origin.IsZero() {
-		msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
-	}
+	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", ""), Data: m.Data, Header: routeHeader(m)}
 	return n.publish(ctx, msg, m.Type)
 }
 
@@ -554,6 +607,24 @@ func (c *Conn) peerClosed() {
 	c.enqueue(closeNotice) // after what the peer sent before it
 }
 
+// errReplaced ends a link to an unconfirmed session that a newer session
+// of its peer's address replaced (WithMaxPeerSessions).
+var errReplaced = errors.New("replaced by a newer session of the peer's address")
+
+// evict ends the link to make room for a newer session of the peer's
+// address: the link hears that it closed, and the peer (if it is there)
+// is sent a close notice.
+func (c *Conn) evict() {
+	c.mu.Lock()
+	r := c.receiver
+	c.mu.Unlock()
+	c.stopReceiving()
+	if r != nil {
+		r.Status(link.StatusClosed, errReplaced)
+	}
+	_ = c.Close()
+}
+
 // peerRestarted ends the link to a peer that came back with a new session.
 func (c *Conn) peerRestarted() { c.status(link.StatusClosed, errPeerRestarted) }
 
@@ -596,6 +667,7 @@ func (c *Conn) Close() error {
 	notify := !c.peerGone
 	peerSession := c.session
 	c.reqs.Close() // the link fails its pending requests itself
+	c.wakeLocked()
 	if c.retry != nil {
 		c.retry.Stop()
 	}
@@ -621,4 +693,43 @@ func (c *Conn) Close() error {
 		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession), nil)
 	}
 	return nil
+}
+
+// routeHeader returns the headers that say a routed message's ends, or nil
+// for one that travels between the link's ends.
+func routeHeader(m *link.Envelope) natsgo.Header {
+	if m.Origin.IsZero() && m.Dst.IsZero() {
+		return nil
+	}
+	h := natsgo.Header{}
+	if !m.Origin.IsZero() {
+		h[hdrOrigin] = []string{m.Origin.String()}
+	}
+	if !m.Dst.IsZero() {
+		h[hdrDst] = []string{m.Dst.String()}
+	}
+	return h
+}
+
+// parseEnds reads a routed message's origin (one endpoint) and destination
+// (one endpoint, or a broadcast address), either of which may be absent,
+// written as the fabric writes them.
+func parseEnds(origin, dst string) (o, d link.Address, err error) {
+	if origin != "" {
+		if o, err = link.ParseAddress(origin); err == nil && (o.String() != origin || o.IsBroadcast()) {
+			err = errors.New("not one endpoint as the fabric writes it")
+		}
+		if err != nil {
+			return o, d, fmt.Errorf("origin %q: %w", origin, err)
+		}
+	}
+	if dst != "" {
+		if d, err = link.ParseAddress(dst); err == nil && d.String() != dst {
+			err = errors.New("not written as the fabric writes it")
+		}
+		if err != nil {
+			return o, d, fmt.Errorf("destination %q: %w", dst, err)
+		}
+	}
+	return o, d, nil
 }

@@ -86,6 +86,7 @@ func newNode(self link.Address, o options) *Node {
 		byID:      map[uint64]*Conn{},
 		bySess:    map[peerKey]*Conn{},
 		dialed:    map[link.Address]*Conn{},
+		accepted:  map[link.Address][]*Conn{},
 		epochs:    map[link.Address]uint64{},
 	}
 	n.st = newStreams(o.maxUnacked)

@@ -41,7 +41,11 @@
 // with link.ErrSessionLost. Once a link has closed, the Node refuses its
 // peer session's late messages as it does those addressed to an ended
 // session of its own: silently, or, for an endpoint no other live process
-// may speak as, with session_lost (WithAnswerStale).
+// may speak as, with session_lost (WithAnswerStale). A Node keeps links
+// to at most WithMaxPeerSessions sessions of one peer address at once: one
+// identity naming a fresh session in every message replaces its own
+// unconfirmed ones (Conn.Confirmed), and cannot make the Node keep a link
+// for each.
 //
 // A peer's next session may take over what its ended one was never
 // acknowledged (WithSessionTimeout, Conn.Adopt): the endpoint says which

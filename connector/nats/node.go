@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,11 +55,12 @@ type Node struct {
 	mu       sync.Mutex // guards what follows; held before a Conn's mu, never with st.mu
 	closed   bool
 	nextConn uint64
-	byID     map[uint64]*Conn        // every open connector, by its number
-	bySess   map[peerKey]*Conn       // connectors bound to a peer session
-	dialed   map[link.Address]*Conn  // the connector Dial made for each peer
-	ended    endedSessions           // peer sessions whose links have closed
-	epochs   map[link.Address]uint64 // the highest epoch heard from each peer address (WithEpoch)
+	byID     map[uint64]*Conn         // every open connector, by its number
+	bySess   map[peerKey]*Conn        // connectors bound to a peer session
+	dialed   map[link.Address]*Conn   // the connector Dial made for each peer
+	accepted map[link.Address][]*Conn // the open connectors accepted from each peer address, oldest first
+	ended    endedSessions            // peer sessions whose links have closed
+	epochs   map[link.Address]uint64  // the highest epoch heard from each peer address (WithEpoch)
 
 	st streams // the outbound streams (streams.go)
 
@@ -207,6 +209,13 @@ func (n *Node) forget(c *Conn) {
 	if n.bySess[k] == c {
 		delete(n.bySess, k)
 	}
+	if a := n.accepted[c.peer]; slices.Contains(a, c) {
+		if a = slices.DeleteFunc(a, func(o *Conn) bool { return o == c }); len(a) == 0 {
+			delete(n.accepted, c.peer)
+		} else {
+			n.accepted[c.peer] = a
+		}
+	}
 	if n.dialed[c.peer] == c {
 		delete(n.dialed, c.peer)
 	}
@@ -330,6 +339,7 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 			n.dropped.Add(1) // for a link that has ended
 			return
 		}
+		c.confirm()
 		n.acked(c, sub.ackSeq, sub.gap, sub.all)
 	case subjClose:
 		c := n.lookup(sub.src, sub.srcSession)
@@ -432,6 +442,9 @@ func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Err
 		if dst != "" && dst != c.mine {
 			return nil, errStale
 		}
+		if dst != "" {
+			c.confirm() // the peer heard from this end
+		}
 		return c, nil
 	}
 	// A dialed link binds to the peer session that names it: its session
@@ -463,8 +476,18 @@ func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Err
 		n.mu.Unlock()
 		return nil, link.Errorf(link.CodeNotConnected, "%s does not accept links from %s", n.self, peer)
 	}
+	victim, ok := n.roomForLocked(peer)
+	if !ok {
+		n.mu.Unlock()
+		return nil, link.Errorf(link.CodeUnavailable, "%s has links to %d sessions of %s, each live: close one, or try again later", n.self, n.opts.maxSessions, peer)
+	}
 	c := n.newConnLocked(peer, session, true)
+	n.accepted[peer] = append(n.accepted[peer], c)
 	n.mu.Unlock()
+	if victim != nil {
+		n.opts.logger.Debug("link to an unconfirmed session replaced by a newer session", "node", n.self.String(), "peer", peer.String(), "session", victim.peerSession())
+		victim.evict()
+	}
 	n.openStream(c)
 	if err := accept(c); err != nil {
 		_ = c.Close()
@@ -475,6 +498,24 @@ func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Err
 		return nil, link.Errorf(link.CodeNotConnected, "%s refused a link from %s: %v", n.self, peer, err)
 	}
 	return c, nil
+}
+
+// roomForLocked makes room for a new session of peer among the links
+// accepted from it (WithMaxPeerSessions): it returns the connector to
+// close for it, the oldest that is neither confirmed nor answering a
+// request, or nil if there is room already; false if every one is
+// confirmed or busy. n.mu must be held.
+func (n *Node) roomForLocked(peer link.Address) (*Conn, bool) {
+	a := n.accepted[peer]
+	if len(a) < n.opts.maxSessions {
+		return nil, true
+	}
+	for _, c := range a {
+		if !c.Confirmed() && !c.busy() {
+			return c, true
+		}
+	}
+	return nil, false
 }
 
 // stale handles a message addressed to an ended session of this

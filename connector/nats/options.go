@@ -2,6 +2,7 @@ package nats
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -34,6 +35,8 @@ type options struct {
 	answerStale     bool
 	sessionTimeout  time.Duration
 	hint            func(error) string
+	maxBudget       time.Duration
+	maxSessions     int
 }
 
 func defaultOptions() options {
@@ -47,6 +50,8 @@ func defaultOptions() options {
 		noRespondersFor: delivery.DefaultNoRespondersFor,
 		drainTimeout:    5 * time.Second,
 		connectWait:     5 * time.Second,
+		maxBudget:       DefaultMaxRequestBudget,
+		maxSessions:     DefaultMaxPeerSessions,
 	}
 }
 
@@ -172,6 +177,45 @@ func WithMaxUnacked(n int) Option {
 			return errors.New("nats: at least one event must be allowed unacknowledged")
 		}
 		o.maxUnacked = n
+		return nil
+	}
+}
+
+// DefaultMaxRequestBudget is the longest a fabric requester may have a
+// request of its handled (WithMaxRequestBudget).
+const DefaultMaxRequestBudget = 10 * time.Minute
+
+// WithMaxRequestBudget sets the longest a peer's request is given: a
+// fabric requester's budget beyond it is clipped, so the request's handler
+// gets at most d and its response is kept for its copies at most d and
+// delivery.ServedOverdue. Defaults to DefaultMaxRequestBudget.
+func WithMaxRequestBudget(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 || d > maxBudget {
+			return fmt.Errorf("nats: a request budget is between 1 ms and %s", maxBudget)
+		}
+		o.maxBudget = d
+		return nil
+	}
+}
+
+// DefaultMaxPeerSessions is how many sessions of one peer address a Node
+// keeps links for at once (WithMaxPeerSessions).
+const DefaultMaxPeerSessions = 16
+
+// WithMaxPeerSessions bounds the links a Node accepts from the sessions of
+// one peer address at once, so that one identity naming a fresh session
+// in each message cannot make it keep a link for each. A new session
+// beyond n replaces the oldest one that has not shown it is a live fabric
+// peer (Conn.Confirmed) and has no request in flight; if every one has,
+// the new session is refused with link.CodeUnavailable, and its client
+// tries again. Defaults to DefaultMaxPeerSessions.
+func WithMaxPeerSessions(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return errors.New("nats: at least one session per peer must be allowed")
+		}
+		o.maxSessions = n
 		return nil
 	}
 }

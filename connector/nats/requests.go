@@ -25,36 +25,73 @@ type outRequest struct {
 	typ     string
 	subject string
 	data    []byte
+	hdr     natsgo.Header // Lf-Origin and Lf-Dst of a routed request; nil for a direct one
 }
 
-// sendRequest keeps a request until its response and publishes it.
+// sendRequest keeps a request until its response and publishes it. While
+// delivery.RequestWindow requests have been sent since the oldest still
+// waiting (a responder would refuse the next), it waits for one to end,
+// until the request's deadline or ctx.
 func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession string) error {
 	now := time.Now()
 	if m.Deadline.IsZero() || !m.Deadline.After(now) {
 		return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
 	}
 	n := c.n
-	r := outRequest{id: m.ID, typ: m.Type, data: m.Data, subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, c.mine, peerSession)}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
-	}
-	ask, err := c.reqs.Send(r, m.Deadline, now)
-	c.mu.Unlock()
-	if err != nil { // the deadline passed just now
-		return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
-	}
-	if err := c.publishAsk(ctx, ask); err != nil {
-		if transient(err) {
-			return nil // kept: sent again when the connection is back
-		}
+	r := outRequest{id: m.ID, typ: m.Type, data: m.Data, subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, c.mine, peerSession), hdr: routeHeader(m)}
+	var deadline *time.Timer
+	for {
 		c.mu.Lock()
-		c.reqs.End(ask.Wire)
+		if c.closed {
+			c.mu.Unlock()
+			return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
+		}
+		ask, err := c.reqs.Send(r, m.Deadline, now)
+		if errors.Is(err, delivery.ErrWindow) {
+			if c.room == nil {
+				c.room = make(chan struct{})
+			}
+			room := c.room
+			c.mu.Unlock()
+			if deadline == nil {
+				deadline = time.NewTimer(time.Until(m.Deadline))
+				defer deadline.Stop()
+			}
+			select {
+			case <-room:
+				now = time.Now()
+				continue
+			case <-deadline.C:
+				return link.Errorf(link.CodeTimeout, "%s: deadline passed while %d requests to %s sent since the oldest still waiting were answered first", m.Type, delivery.RequestWindow, c.peer)
+			case <-ctx.Done():
+				return link.Errorf(link.CodeUnavailable, "%s: not sent: %d requests to %s sent since the oldest still waiting: %v", m.Type, delivery.RequestWindow, c.peer, ctx.Err())
+			}
+		}
 		c.mu.Unlock()
-		return err
+		if err != nil { // the deadline passed just now
+			return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
+		}
+		if err := c.publishAsk(ctx, ask); err != nil {
+			if transient(err) {
+				return nil // kept: sent again when the connection is back
+			}
+			c.mu.Lock()
+			c.reqs.End(ask.Wire)
+			c.wakeLocked()
+			c.mu.Unlock()
+			return err
+		}
+		return nil
 	}
-	return nil
+}
+
+// wakeLocked wakes the Sends waiting for the request window: a request
+// ended. c.mu must be held.
+func (c *Conn) wakeLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
 }
 
 // publishAsk publishes a request, with a reply subject that names it and
@@ -63,7 +100,7 @@ func (c *Conn) publishAsk(ctx context.Context, a delivery.Ask[outRequest]) error
 	n := c.n
 	budget := uint64(max(a.Budget.Milliseconds(), 1))
 	reply := replySubject(n.opts.prefix, c.peer, n.self, c.mine, c.id, a.Wire, budget, a.Low)
-	return n.publishParts(ctx, a.Req.subject, reply, nil, a.Req.data, a.Req.typ)
+	return n.publishParts(ctx, a.Req.subject, reply, a.Req.hdr, a.Req.data, a.Req.typ)
 }
 
 // publishAsks publishes requests again; one the broker refuses for good
@@ -74,6 +111,7 @@ func (c *Conn) publishAsks(asks []delivery.Ask[outRequest]) {
 		if err := c.publishAsk(context.Background(), a); err != nil && !transient(err) {
 			c.mu.Lock()
 			_, ok := c.reqs.End(a.Wire)
+			c.wakeLocked()
 			c.mu.Unlock()
 			if ok {
 				c.fail(a.Req.id, err)
@@ -115,6 +153,9 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 	c.n.mu.Lock()
 	ok := c.bindLocked(session)
 	c.n.mu.Unlock()
+	if ok {
+		c.confirm() // its peer answered
+	}
 	if !ok {
 		if c.mine == c.n.session {
 			// A link this end accepted is bound to the peer session that
@@ -132,6 +173,7 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 	}
 	c.mu.Lock()
 	r, ok := c.reqs.End(wire)
+	c.wakeLocked()
 	c.mu.Unlock()
 	if !ok {
 		return // answered meanwhile by a copy
@@ -158,6 +200,9 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 func (c *Conn) noResponders(wire uint64) {
 	c.mu.Lock()
 	ended, failed := c.reqs.NoResponders(wire, time.Now())
+	if failed {
+		c.wakeLocked()
+	}
 	at, retry := c.reqs.NextRetry()
 	if retry && !c.closed {
 		c.retryAtLocked(at)
@@ -190,7 +235,10 @@ func (c *Conn) tickRequests(now time.Time) {
 		c.mu.Unlock()
 		return
 	}
-	asks, _ := c.reqs.Tick(now)
+	asks, ended := c.reqs.Tick(now)
+	if len(ended) > 0 {
+		c.wakeLocked()
+	}
 	asks = append([]delivery.Ask[outRequest](nil), asks...) // the table's slice
 	if at, ok := c.reqs.NextRetry(); ok {
 		c.retryAtLocked(at)
@@ -213,26 +261,6 @@ func (c *Conn) resendRequests(now time.Time) {
 	c.publishAsks(asks)
 }
 
-// requestFrom is what a responder learns from a request's reply subject.
-type requestFrom struct {
-	from     delivery.Requester
-	id, low  uint64
-	deadline time.Time
-}
-
-// take records a request of a fabric requester before it is handled, and
-// reports false for a copy of one taken before, which it answers with the
-// response already given, if there is one yet.
-func (c *Conn) take(rf requestFrom) bool {
-	c.mu.Lock()
-	verdict, resp := c.served.Take(rf.from, rf.id, rf.low, rf.deadline)
-	c.mu.Unlock()
-	if verdict == delivery.Answer && c.n.gateOpen() {
-		_ = c.n.nc.PublishMsg(resp)
-	}
-	return verdict == delivery.Handle
-}
-
 // answered keeps the response to a request taken, for its copies.
 func (c *Conn) answered(reply string, resp *natsgo.Msg) {
 	r, err := parseSubject(c.n.prefixDot, reply)
@@ -240,6 +268,6 @@ func (c *Conn) answered(reply string, resp *natsgo.Msg) {
 		return
 	}
 	c.mu.Lock()
-	c.served.Answered(delivery.Requester{Session: r.session, Conn: r.conn}, r.seq, resp)
+	c.served.Answered(r.requester(), r.seq, resp)
 	c.mu.Unlock()
 }

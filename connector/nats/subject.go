@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -93,6 +94,12 @@ type subject struct {
 	budget      uint64       // subjReply: milliseconds the requester waits; 0 if it did not say
 	low         uint64       // subjReply: the requester has every response below this id; 0 if it did not say
 	respSession string       // subjReply: the responder's session, if it added it
+}
+
+// requester names the requesting connector a reply subject's request
+// came from.
+func (s subject) requester() delivery.Requester {
+	return delivery.Requester{Session: s.session, Conn: s.conn}
 }
 
 var errSubject = errors.New("not a fabric subject")

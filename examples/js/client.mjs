@@ -79,6 +79,14 @@ async function main() {
     } catch (e) {
       check(e instanceof FabricError && e.code === "invalid_message", `a payload that breaks the schema fails with ${e.code}`);
     }
+    try {
+      // Instance ids are at most 2^53-1 (Number.MAX_SAFE_INTEGER): every id
+      // the fabric gives out or takes reads exactly as a JavaScript number.
+      await request(nc, "start_instance", { instance_id: Number.MAX_SAFE_INTEGER + 1 });
+      check(false, "an instance id past 2^53-1 fails");
+    } catch (e) {
+      check(e instanceof FabricError && e.code === "invalid_message", `an instance id past 2^53-1 fails with ${e.code}`);
+    }
 
     // Following: the master sends instance_output events to this control
     // once asked; each request replaces the list, and [] stops.

@@ -156,6 +156,13 @@
 //     ServedOverdue (1 s) past its deadline a request's response is
 //     dropped, but its id is kept until the low mark passes it, so that
 //     a copy held up for longer still does not run the handler again.
+//   - What a peer can make Served keep is bounded whatever it claims: one
+//     requester per link (MaxRequesters; the connector also requires it
+//     to be the link's peer session), RequestWindow (4,096) ids past its
+//     low mark; Requests.Send returns ErrWindow rather than go further
+//     (the caller waits for Room), and Take refuses (TooFarAhead,
+//     OtherRequester) before keeping anything. The connector clips a
+//     requester's budget (WithMaxRequestBudget).
 //
 // # Promises, the rules that keep them, the tests that check them
 //
@@ -197,7 +204,9 @@
 //   - Bounded memory: the sender's by maxUnacked per stream
 //     (TestSenderBackPressure), the receiver's by MaxHeld
 //     (TestOrderHoldsAtMostMaxHeld), the responder's by the requests in
-//     flight (TestServedAfterTheDeadline).
+//     flight (TestServedAfterTheDeadline), and by RequestWindow per
+//     requester whatever a peer claims (TestServedBounded,
+//     TestRequestsWindow).
 //
 // # What the caller does
 //
@@ -213,7 +222,7 @@
 //   - Refuses an event too large for max_payload with a head of
 //     MaxHeadLen before Send or Broadcast: a numbered event is kept until
 //     acknowledged.
-//   - Maps ErrFull to waiting (then unavailable), ErrClosed and
+//   - Maps ErrFull and ErrWindow to waiting (then unavailable), ErrClosed and
 //     ErrSessionLost to session_lost, ErrTimeout to timeout,
 //     ErrNoResponders to not_connected.
 package delivery

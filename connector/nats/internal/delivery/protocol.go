@@ -51,6 +51,16 @@ const (
 	// deadline a request is remembered.
 	ServedSweep   = time.Second
 	ServedOverdue = time.Second
+	// RequestWindow bounds how far past its low mark (its oldest request
+	// still waiting) a requester names a request: Requests.Send refuses
+	// with ErrFull beyond it, and Served refuses such a request
+	// (TooFarAhead), so that a responder remembers at most this many
+	// requests of a requester, whatever a peer claims.
+	RequestWindow = 4096
+	// MaxRequesters bounds the requesters a Served remembers: a link's
+	// peer has one (its connector); a request from another is refused
+	// (OtherRequester).
+	MaxRequesters = 1
 )
 
 // Errors the state machines return. The connector maps them to the
@@ -63,6 +73,10 @@ var (
 	// holds; the caller waits for an acknowledgement (Room) and tries
 	// again, or gives up.
 	ErrFull = errors.New("delivery: too many events unacknowledged")
+	// ErrWindow: RequestWindow requests have been sent since the oldest
+	// still waiting; the caller waits for a request to end (Requests.Room)
+	// and tries again, or gives up.
+	ErrWindow = errors.New("delivery: too many requests sent since the oldest still waiting")
 	// ErrTimeout: a request's deadline passed before its response came.
 	ErrTimeout = errors.New("delivery: deadline passed")
 	// ErrNoResponders: nothing subscribed to a request's subject for as

@@ -67,6 +67,12 @@ func NewRequests[R any](noRespondersFor time.Duration) *Requests[R] {
 // Low returns the oldest wire id still waiting, or the next to be given.
 func (t *Requests[R]) Low() uint64 { return t.low }
 
+// Room reports whether Send may give the next wire id: it is less than
+// RequestWindow past the oldest request still waiting.
+func (t *Requests[R]) Room() bool {
+	return len(t.byWire) == 0 || t.last+1-t.low < RequestWindow
+}
+
 // Waiting reports whether request wire waits for its response.
 func (t *Requests[R]) Waiting(wire uint64) bool {
 	_, ok := t.byWire[wire]
@@ -78,13 +84,18 @@ func (t *Requests[R]) Len() int { return len(t.byWire) }
 
 // Send gives req the next wire id and returns it to publish. It returns
 // ErrTimeout if deadline is not after now, ErrClosed once the table is
-// closed.
+// closed, and ErrWindow while the next id would be RequestWindow or more
+// past the oldest request still waiting (a responder refuses it: it
+// remembers no more of one requester).
 func (t *Requests[R]) Send(req R, deadline, now time.Time) (Ask[R], error) {
 	if t.closed {
 		return Ask[R]{}, ErrClosed
 	}
 	if !deadline.After(now) {
 		return Ask[R]{}, ErrTimeout
+	}
+	if !t.Room() {
+		return Ask[R]{}, ErrWindow
 	}
 	t.last++
 	if len(t.byWire) == 0 {

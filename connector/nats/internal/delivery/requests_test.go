@@ -130,6 +130,39 @@ func TestRequestsLowMark(t *testing.T) {
 	}
 }
 
+// A requester sends no request RequestWindow or more past its oldest
+// still waiting (a responder would refuse it): Send says ErrWindow until
+// the oldest ends, and the one it then gives is within the window.
+func TestRequestsWindow(t *testing.T) {
+	tab := delivery.NewRequests[int](0)
+	for i := 1; i <= delivery.RequestWindow; i++ {
+		a, err := tab.Send(i, at(5000), t0)
+		if err != nil {
+			t.Fatalf("request %d of the first %d: %v", i, delivery.RequestWindow, err)
+		}
+		tab.End(a.Wire) // answered at once: the window moves with it
+	}
+	slow, _ := tab.Send(0, at(5000), t0) // stays waiting
+	for i := 1; i < delivery.RequestWindow; i++ {
+		a, err := tab.Send(i, at(5000), t0)
+		if err != nil {
+			t.Fatalf("request %d behind the slow one: %v", i, err)
+		}
+		tab.End(a.Wire)
+	}
+	if tab.Room() {
+		t.Errorf("Room with %d requests sent since the oldest waiting", delivery.RequestWindow-1)
+	}
+	if _, err := tab.Send(-1, at(5000), t0); !errors.Is(err, delivery.ErrWindow) {
+		t.Fatalf("a request %d past the oldest waiting: %v, want ErrWindow", delivery.RequestWindow, err)
+	}
+	tab.End(slow.Wire)
+	a, err := tab.Send(-1, at(5000), t0)
+	if err != nil || a.Wire-a.Low >= delivery.RequestWindow {
+		t.Errorf("once the oldest ended: %+v, %v; want a request within the window", a, err)
+	}
+}
+
 // When the connection comes back every request waiting is sent again;
 // when the link closes every one ends with ErrSessionLost, and the table
 // takes no more.

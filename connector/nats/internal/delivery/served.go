@@ -16,6 +16,12 @@ import "time"
 // caller drops the Served with it): the memory follows the requests in
 // flight, not the request rate.
 //
+// What a peer may make it keep is bounded whatever the peer claims: at
+// most MaxRequesters requesters, and of each at most RequestWindow
+// requests, those from its low mark on; a request beyond is refused
+// before anything of it is kept. (A responder also bounds the deadline a
+// requester may claim: the caller clips it.)
+//
 // Served is not safe for concurrent use.
 type Served[R any] struct {
 	from      map[Requester]*takenFrom[R]
@@ -56,6 +62,13 @@ const (
 	// Answer: a copy of a request answered before; send the response
 	// Take returned again.
 	Answer
+	// TooFarAhead: the request is RequestWindow or more past the
+	// requester's low mark, which an honest requester never sends
+	// (Requests.Send waits): refuse it; nothing of it is kept.
+	TooFarAhead
+	// OtherRequester: MaxRequesters requesters are remembered already,
+	// and this is another: refuse it; nothing of it is kept.
+	OtherRequester
 )
 
 // NewServed returns an empty memory.
@@ -67,6 +80,17 @@ func NewServed[R any]() *Served[R] { return &Served[R]{from: map[Requester]*take
 func (s *Served[R]) Take(from Requester, id, low uint64, deadline time.Time) (Verdict, R) {
 	var zero R
 	t := s.from[from]
+	if t == nil && len(s.from) >= MaxRequesters {
+		return OtherRequester, zero
+	}
+	// Checked before anything is kept or the low mark moves: a request
+	// that is refused changes nothing.
+	if t != nil {
+		low = max(low, t.low)
+	}
+	if id >= low && id-low >= RequestWindow {
+		return TooFarAhead, zero
+	}
 	if t == nil {
 		t = &takenFrom[R]{byID: map[uint64]*taken[R]{}}
 		s.from[from] = t

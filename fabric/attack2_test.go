@@ -166,3 +166,21 @@ func TestAttack2WebSocketOrigins(t *testing.T) {
 		})
 	}
 }
+
+// TestAttack2SubscribeHonoursAuthorizer: a user the master's
+// ControlAuthorizer refuses list_instances must not get the same list,
+// and every change to it, by subscribing to instance_updates.
+func TestAttack2SubscribeHonoursAuthorizer(t *testing.T) {
+	b := startBroker(t)
+	startMaster(t, b.ClientURL(), "*=*", fabric.WithControlAuthorizer(func(_ context.Context, user string, def *messages.Definition, _ *link.Envelope) error {
+		if user == "bob" && def == messages.ListInstances.Def() {
+			return link.Errorf(link.CodePermissionDenied, "bob may not list instances")
+		}
+		return nil
+	}))
+	bob, _ := dialControl(t, b.ClientURL(), "bob")
+	_, err := requestErr(t, bob.Link(), messages.ListInstances, messages.Empty{})
+	testkit.WantCode(t, err, link.CodePermissionDenied)
+	_, err = requestErr(t, bob.Link(), messages.Subscribe, messages.Subscription{Event: messages.InstanceUpdates.Name(), Subscribe: true})
+	testkit.WantCode(t, err, link.CodePermissionDenied)
+}

@@ -145,25 +145,22 @@ func wsStatus(t *testing.T, wsURL, origin string) int {
 // user's browser, must not reach the embedded (open) broker through its
 // WebSocket listener, whatever the master's console configuration.
 func TestAttack2WebSocketOrigins(t *testing.T) {
-	for _, c := range []struct {
-		name    string
-		console fabric.ConsoleConfig
-	}{
-		{"console on loopback", fabric.ConsoleConfig{Addr: "127.0.0.1:0"}},
-		{"WebSocket listener without the console", fabric.ConsoleConfig{WSListen: "127.0.0.1:0"}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			m := startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", DataDir: t.TempDir(), Grants: grants(t, "*=*"), Timing: testTiming(), Log: logConfig(), Console: c.console})
-			ws := m.Broker().WebSocketURL()
-			if got := wsStatus(t, ws, "http://evil.example"); got == http.StatusSwitchingProtocols {
-				t.Errorf("a page of http://evil.example connected to the broker's WebSocket listener %s", ws)
-			}
-			if u := m.ConsoleURL(); u != "" {
-				if got := wsStatus(t, ws, strings.TrimSuffix(u, "/")); got != http.StatusSwitchingProtocols {
-					t.Errorf("the console's own page %s was refused: %d", u, got)
-				}
-			}
-		})
+	m := startMasterConfig(t, fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", DataDir: t.TempDir(), Grants: grants(t, "*=*"), Timing: testTiming(), Log: logConfig(), Console: fabric.ConsoleConfig{Addr: "127.0.0.1:0"}})
+	ws := m.Broker().WebSocketURL()
+	if got := wsStatus(t, ws, "http://evil.example"); got == http.StatusSwitchingProtocols {
+		t.Errorf("a page of http://evil.example connected to the broker's WebSocket listener %s", ws)
+	}
+	if u := m.ConsoleURL(); u == "" {
+		t.Error("no console URL")
+	} else if got := wsStatus(t, ws, strings.TrimSuffix(u, "/")); got != http.StatusSwitchingProtocols {
+		t.Errorf("the console's own page %s was refused: %d", u, got)
+	}
+
+	// Without the console there is no origin to admit, and nats-server
+	// would admit every page: the listener alone is refused at start.
+	_, err := fabric.StartMaster(testkit.Ctx(t, waitLong), fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", DataDir: t.TempDir(), Grants: grants(t, "*=*"), Timing: testTiming(), Log: logConfig(), Console: fabric.ConsoleConfig{WSListen: "127.0.0.1:0"}})
+	if err == nil || !strings.Contains(err.Error(), "FABRIC_NATS_WS_LISTEN") || !strings.Contains(err.Error(), "FABRIC_CONSOLE_ADDR") {
+		t.Errorf("a WebSocket listener without the console: StartMaster returned %v, want a refusal naming FABRIC_NATS_WS_LISTEN and FABRIC_CONSOLE_ADDR", err)
 	}
 }
 

@@ -163,10 +163,18 @@ func (c MasterConfig) validateConsole() []error {
 		errs = append(errs, fmt.Errorf("FABRIC_CONSOLE_NATS_URL is not set: with FABRIC_NATS_URL, the console needs the WebSocket URLs of those servers (their websocket { } blocks), such as wss://nats1.example:443"))
 	}
 	if c.Console.WSListen != "" {
-		if c.NATS.URL != "" {
+		switch {
+		case c.NATS.URL != "":
 			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: only the embedded NATS server listens, and FABRIC_NATS_URL is set", c.Console.WSListen))
-		} else if err := checkLoopback(c.Console.WSListen); err != nil {
-			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: %v", c.Console.WSListen, err))
+		case c.Console.Addr == "":
+			// nats-server checks a browser's Origin only against a list;
+			// without the console's origin to list, it would admit a page
+			// of any web site the user visits.
+			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: needs FABRIC_CONSOLE_ADDR: the WebSocket listener admits browsers only from the console's origin, and with no console it would admit every page", c.Console.WSListen))
+		default:
+			if err := checkLoopback(c.Console.WSListen); err != nil {
+				errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: %v", c.Console.WSListen, err))
+			}
 		}
 	}
 	return errs

@@ -155,6 +155,15 @@ type SlaveConfig struct {
 	// FABRIC_SLAVE_INSTANCES writes them "id:name,id:name"
 	// (ParseInstances).
 	Instances []messages.HostedInstance `env:"FABRIC_SLAVE_INSTANCES"`
+	// AllowPrograms are the programs the slave's instances may run, by
+	// absolute path: an instance whose program (messages.Program) is not
+	// one of them, literally, is neither assigned to nor started on this
+	// slave. Empty, the default, allows none.
+	// FABRIC_SLAVE_ALLOW_PROGRAMS writes them comma-separated.
+	AllowPrograms []string `env:"FABRIC_SLAVE_ALLOW_PROGRAMS"`
+	// StopTimeout bounds how long a program has to exit after SIGTERM
+	// before it is killed (SIGKILL), with the rest of its process group.
+	StopTimeout time.Duration `env:"FABRIC_SLAVE_STOP_TIMEOUT" envDefault:"5s"`
 	// MetricsAddr, if set, is the host:port where Prometheus metrics are
 	// served on /metrics.
 	MetricsAddr string `env:"FABRIC_METRICS_ADDR"`
@@ -287,6 +296,15 @@ func (c SlaveConfig) Validate() error {
 	}
 	if err := validInstances(c.Instances); err != nil {
 		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_INSTANCES: %v", err))
+	}
+	for _, p := range c.AllowPrograms {
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			errs = append(errs, fmt.Errorf("FABRIC_SLAVE_ALLOW_PROGRAMS: %q: want absolute paths such as /usr/bin/factorio, comma-separated", p))
+			break
+		}
+	}
+	if c.StopTimeout <= 0 || c.StopTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_STOP_TIMEOUT=%s: want a duration from 1ms to 1h, such as 5s", c.StopTimeout))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
 	return joinConfig(errs)

@@ -160,6 +160,12 @@ func (p *programInstance) start(ctx context.Context, _ messages.InstanceRef) (me
 // spawn starts the program in a process group of its own, and returns it
 // with the read ends of its standard output and error.
 func (p *programInstance) spawn() (*process, *os.File, *os.File, error) {
+	if p.program.Dir != "" {
+		// Else exec says the program is missing.
+		if _, err := os.Stat(p.program.Dir); err != nil {
+			return nil, nil, nil, fmt.Errorf("its working directory: %w", err)
+		}
+	}
 	cmd := exec.Command(p.program.Command, p.program.Args...)
 	cmd.Dir = p.program.Dir
 	cmd.Env = programEnviron(os.Environ())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -951,6 +952,9 @@ func (m *activeMaster) setBanned(ctx context.Context, l *link.Link, st *controlS
 }
 
 func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstance) (messages.InstanceRef, error) {
+	if p := r.Program; p != nil && (!filepath.IsAbs(p.Command) || (p.Dir != "" && !filepath.IsAbs(p.Dir))) {
+		return messages.InstanceRef{}, link.Errorf(link.CodeInvalidMessage, "instance %s was not created: its program (%q) and working directory (%q) must be absolute paths", r.Name, p.Command, p.Dir)
+	}
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()

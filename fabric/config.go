@@ -162,7 +162,8 @@ type SlaveConfig struct {
 	// FABRIC_SLAVE_ALLOW_PROGRAMS writes them comma-separated.
 	AllowPrograms []string `env:"FABRIC_SLAVE_ALLOW_PROGRAMS"`
 	// StopTimeout bounds how long a program has to exit after SIGTERM
-	// before it is killed (SIGKILL), with the rest of its process group.
+	// before it is killed (SIGKILL), with the rest of its process group;
+	// 0 means DefaultStopTimeout.
 	StopTimeout time.Duration `env:"FABRIC_SLAVE_STOP_TIMEOUT" envDefault:"5s"`
 	// MetricsAddr, if set, is the host:port where Prometheus metrics are
 	// served on /metrics.
@@ -243,10 +244,30 @@ func LoadMasterConfig(environ []string) (MasterConfig, error) {
 
 // LoadSlaveConfig reads a slave's configuration from environ (nil means the
 // process environment) and validates it.
+//
+// FABRIC_SLAVE_STOP_TIMEOUT, unlike the field it fills, may not be 0.
 func LoadSlaveConfig(environ []string) (SlaveConfig, error) {
 	var c SlaveConfig
-	err := load(&c, environ, func() error { return errors.Join(c.Validate(), c.NATS.validateVariables()) })
+	err := load(&c, environ, func() error {
+		var errs []error
+		if c.StopTimeout == 0 {
+			errs = append(errs, errors.New("FABRIC_SLAVE_STOP_TIMEOUT=0s: want a duration from 1ms to 1h, such as 5s"))
+		}
+		return errors.Join(append(errs, c.Validate(), c.NATS.validateVariables())...)
+	})
 	return c, err
+}
+
+// DefaultStopTimeout is how long a program has to exit after SIGTERM
+// when SlaveConfig.StopTimeout is 0.
+const DefaultStopTimeout = 5 * time.Second
+
+// stopTimeout returns StopTimeout, or its default.
+func (c SlaveConfig) stopTimeout() time.Duration {
+	if c.StopTimeout == 0 {
+		return DefaultStopTimeout
+	}
+	return c.StopTimeout
 }
 
 // LoadControlConfig reads a control's configuration from environ (nil
@@ -303,7 +324,7 @@ func (c SlaveConfig) Validate() error {
 			break
 		}
 	}
-	if c.StopTimeout <= 0 || c.StopTimeout > time.Hour {
+	if c.StopTimeout < 0 || c.StopTimeout > time.Hour {
 		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_STOP_TIMEOUT=%s: want a duration from 1ms to 1h, such as 5s", c.StopTimeout))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)

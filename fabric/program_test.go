@@ -13,6 +13,7 @@ import (
 
 	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/internal/testkit"
+	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
 
@@ -164,8 +165,12 @@ func TestProgramInstance(t *testing.T) {
 	_, err = requestErr(t, l, messages.StopInstance, messages.InstanceRef{InstanceID: id})
 	testkit.WantCode(t, err, fabric.CodeInstanceNotRunning)
 
+	c.out.mu.Lock()
+	c.out.lines = nil
+	c.out.mu.Unlock()
 	request(t, l, messages.StartInstance, messages.InstanceRef{InstanceID: id})
 	waitStatus(t, l, id, messages.StatusRunning)
+	c.line(t, id, "info", regexp.MustCompile(`^ready$`)) // before the command: it would be in the answer
 	if got := c.command(t, id, "again"); got != "got again" {
 		t.Errorf("after a restart, again answered %q", got)
 	}
@@ -233,6 +238,13 @@ func TestProgramNotAllowed(t *testing.T) {
 	testkit.NoErr(t, err, "list")
 	if info.Status != messages.StatusUnassigned {
 		t.Errorf("a refused instance is %s, want unassigned", info.Status)
+	}
+	// The master takes only absolute paths.
+	for _, p := range []messages.Program{{Command: "sh"}, {Command: "/bin/sh", Dir: "tmp"}} {
+		_, err := requestErr(t, c.ctl.Link(), messages.CreateInstance, messages.NewInstance{Name: "relative", Program: &p})
+		if le := testkit.WantCode(t, err, link.CodeInvalidMessage); !strings.Contains(le.Message, "absolute paths") {
+			t.Errorf("a relative path: %q", le.Message)
+		}
 	}
 	// A program that cannot start says why.
 	id, err = c.create(t, messages.Program{Command: "/bin/echo", Dir: "/nonexistent"})

@@ -883,7 +883,7 @@ func (s *Slave) launch(h *hosted) (*link.Link, error) {
 	}
 	var made Instance
 	if h.program != nil {
-		made = newProgramInstance(h.id, h.name, *h.program, s.cfg.StopTimeout, s.log)
+		made = newProgramInstance(h.id, h.name, *h.program, s.cfg.stopTimeout(), s.log)
 	} else {
 		made = s.factory(h.id, h.name)
 	}

@@ -257,13 +257,15 @@ type HostedInstance struct {
 // programs its allow-list names (FABRIC_SLAVE_ALLOW_PROGRAMS).
 type Program struct {
 	// Command is the program's absolute path, as the slave's allow-list
-	// must name it.
-	Command string `json:"command" schema:"minLength=2,maxLength=4096,pattern=^/"`
+	// must name it. (The master checks that it is absolute: a schema
+	// pattern would need the validator's regexp, which it compiles
+	// lazily and racily.)
+	Command string `json:"command" schema:"minLength=2,maxLength=4096"`
 	// Args are its arguments, after the command.
 	Args []string `json:"args,omitempty" schema:"maxItems=256"`
 	// Dir is the absolute path of its working directory; empty means the
 	// slave's.
-	Dir string `json:"dir,omitempty" schema:"maxLength=4096,pattern=^/"`
+	Dir string `json:"dir,omitempty" schema:"maxLength=4096"`
 }
 
 // SlaveRegistration is the payload of register_slave.

@@ -324,7 +324,9 @@ func (p *programInstance) stop(ctx context.Context, _ messages.InstanceRef) (mes
 	p.mu.Unlock()
 	_ = p.print(ctx, "info", fmt.Sprintf("stopping %s (SIGTERM)", p.program.Command))
 	p.halt(ctx, proc)
-	return messages.Empty{}, link.Emit(ctx, p.l, messages.InstanceStopped, messages.InstanceRef{InstanceID: p.id})
+	// Not bounded by ctx, which may have ended the wait: the program has
+	// exited, and the slave must hear it whatever the requester does.
+	return messages.Empty{}, link.Emit(p.life, p.l, messages.InstanceStopped, messages.InstanceRef{InstanceID: p.id})
 }
 
 func (p *programInstance) command(ctx context.Context, c messages.Command) (messages.CommandResult, error) {

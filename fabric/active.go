@@ -68,6 +68,9 @@ type activeMaster struct {
 	bans      map[string]messages.Ban
 	lastID    int64 // the highest instance id ever given out
 	outputs   map[int64]*outputBuffer
+	// The update events' feeds, and their stamps (subscriptions.go).
+	feeds  map[string]*feed
+	stamps stamper
 }
 
 type slaveState struct {
@@ -84,6 +87,7 @@ type slaveState struct {
 	// timeout, takes over the events it never acknowledged.
 	lastConn session
 	lostAt   time.Time
+	plugins  []string // what its registration named
 }
 
 // connected reports whether the slave has a session and is heard from.
@@ -102,14 +106,24 @@ func (i *instanceState) record() instanceRecord {
 }
 
 type controlState struct {
-	user   string
-	follow map[int64]bool
-	watch  liveness
+	since   time.Time // when its link began
+	plugins []string  // what it said it has (set_plugins)
+	user    string
+	follow  map[int64]bool
+	watch   liveness
 	// While the master relays to this control the output it asked to be
 	// replayed (set_instance_output_subscriptions with since), new lines
 	// wait here, so that they arrive after the replay, in order.
 	replaying bool
 	pending   []*link.Envelope
+	// subs are the update events the control subscribed to; out is what
+	// the master has queued for it of them.
+	subs map[string]bool
+	out  *outbox
+}
+
+func newControlState(user string) *controlState {
+	return &controlState{user: user, follow: map[int64]bool{}, subs: map[string]bool{}, out: newOutbox(), since: time.Now()}
 }
 
 // liveness notices a peer that has gone quiet: any message received
@@ -201,6 +215,7 @@ func newActiveMaster(p *Master, snap snapshot) *activeMaster {
 	for _, r := range snap.slaves {
 		m.slaves[r.ID] = &slaveState{id: r.ID, name: r.Name}
 	}
+	m.initFeeds(snap)
 	m.open.Store(true)
 	return m
 }
@@ -213,6 +228,7 @@ func (m *activeMaster) gate() bool { return m.open.Load() && m.lease.valid() }
 func (m *activeMaster) start() {
 	m.routines.start(m.watchPeers)
 	m.routines.start(m.watchStart)
+	m.routines.start(m.keepStamps)
 }
 
 // startWindow bounds how long a new term waits for the slaves it knows
@@ -453,7 +469,7 @@ func (m *activeMaster) accept(c session) error {
 }
 
 func (m *activeMaster) newLink(c session, opts ...link.Option) (*link.Link, error) {
-	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics)}, opts...)
+	opts = append([]link.Option{link.WithLogger(m.log), link.WithRequestTimeout(m.cfg.Timing.RequestTimeout), link.WithObserver(m.metrics), link.WithRouter(masterRouter{m})}, opts...)
 	return link.New(c, link.MasterAddress, c.Peer(), m.catalog, opts...)
 }
 
@@ -663,9 +679,11 @@ func (m *activeMaster) bind(l *link.Link, c session, id int64, r messages.SlaveR
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s.name, s.version, s.link, s.conn, s.since, s.lost = r.Name, r.Version, l, c, time.Now(), false
+	s.plugins = r.Plugins
 	s.lastConn, s.lostAt = nil, time.Time{}
 	s.watch = liveness{}
 	m.setInstancesLocked(id, r.Instances)
+	m.reconcileLocked()
 	return messages.SlaveWelcome{Bans: m.banListLocked()}
 }
 
@@ -803,6 +821,7 @@ func (m *activeMaster) updateInstances(ctx context.Context, l *link.Link, id int
 	defer m.mu.Unlock()
 	if m.registeredLocked(l, id) == nil {
 		m.setInstancesLocked(id, hosted)
+		m.reconcileLocked()
 	}
 }
 
@@ -811,6 +830,7 @@ func (m *activeMaster) setStatus(l *link.Link, slaveID, instanceID int64, status
 	ok := m.speaksForLocked(l, slaveID, instanceID)
 	if ok {
 		m.instances[instanceID].status = status
+		m.reconcileLocked()
 	}
 	m.mu.Unlock()
 	if ok {
@@ -824,6 +844,7 @@ func (m *activeMaster) slaveGone(id int64, l *link.Link) {
 	if s := m.slaves[id]; s != nil && s.link == l {
 		s.link, s.lastConn, s.conn, s.lostAt = nil, s.conn, nil, time.Now()
 		m.log.Info("slave disconnected", "slave", id, "name", s.name)
+		m.reconcileLocked()
 	}
 }
 
@@ -850,7 +871,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	if err != nil {
 		return err
 	}
-	st := &controlState{user: user, follow: map[int64]bool{}}
+	st := newControlState(user)
 	m.wireControl(l, st)
 	if err := l.Start(); err != nil {
 		return err
@@ -858,7 +879,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	m.mu.Lock()
 	m.controls[l] = st
 	m.mu.Unlock()
-	if !m.routines.start(func() { m.watchControlLink(l) }) {
+	if !m.routines.start(func() { m.watchControlLink(l, st) }) {
 		m.forgetControl(l)
 		_ = l.Close()
 		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
@@ -866,13 +887,19 @@ func (m *activeMaster) acceptControl(c session) error {
 	return nil
 }
 
-// watchControlLink forgets a control's link when it ends, unless the term
-// ends first.
-func (m *activeMaster) watchControlLink(l *link.Link) {
-	select {
-	case <-l.Done():
-		m.forgetControl(l)
-	case <-m.stop:
+// watchControlLink sends the control the updates queued for it (st.out),
+// and forgets its link when it ends, unless the term ends first.
+func (m *activeMaster) watchControlLink(l *link.Link, st *controlState) {
+	for {
+		select {
+		case <-l.Done():
+			m.forgetControl(l)
+			return
+		case <-m.stop:
+			return
+		case <-st.out.wake:
+			st.out.send(m, l)
+		}
 	}
 }
 
@@ -905,10 +932,19 @@ func (m *activeMaster) wireControl(l *link.Link, st *controlState) {
 	link.HandleRequest(l, messages.SetInstanceOutputSubscriptions, func(ctx context.Context, r messages.OutputSubscriptions) (messages.Empty, error) {
 		return messages.Empty{}, m.follow(ctx, l, st, r)
 	})
+	link.HandleRequest(l, messages.Subscribe, func(ctx context.Context, r messages.Subscription) (messages.Empty, error) {
+		return messages.Empty{}, m.subscribe(ctx, l, st, r)
+	})
 	link.HandleRequest(l, messages.ListBannedPlayers, func(context.Context, messages.Empty) (messages.BanList, error) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return messages.BanList{Bans: m.banListLocked()}, nil
+	}, link.NonBlocking()) // only m.mu: no hand-off
+	link.HandleRequest(l, messages.SetPlugins, func(_ context.Context, p messages.PluginList) (messages.Empty, error) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		st.plugins = p.Plugins
+		return messages.Empty{}, nil
 	}, link.NonBlocking()) // only m.mu: no hand-off
 	link.HandleRequest(l, messages.SetPlayerBanned, func(ctx context.Context, b messages.Ban) (messages.Empty, error) {
 		return messages.Empty{}, m.setBanned(ctx, l, st, b)
@@ -970,6 +1006,7 @@ func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstanc
 	m.mu.Lock()
 	m.lastID = id
 	m.instances[id] = &instanceState{id: id, name: r.Name, status: messages.StatusUnassigned, program: r.Program}
+	m.reconcileLocked()
 	m.mu.Unlock()
 	if r.Program != nil {
 		m.log.Info("instance created", "instance", id, "name", r.Name, "program", r.Program.Command)
@@ -1017,6 +1054,7 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 	if i != nil && i.slaveID == 0 {
 		i.slaveID, i.status = a.SlaveID, messages.StatusStopped
 	}
+	m.reconcileLocked()
 	m.mu.Unlock()
 	m.log.Info("instance assigned", "instance", a.InstanceID, "slave", a.SlaveID)
 	return messages.Empty{}, nil
@@ -1068,12 +1106,21 @@ func (m *activeMaster) deleteInstance(ctx context.Context, r messages.InstanceRe
 	}
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	if err := m.save(ctx, change{key: instanceKey(r.InstanceID)}); err != nil {
+	// The deletion is kept (gone.instance.<id>), written first, so that a
+	// later term tells subscribers of it (subscriptions.go).
+	gone := goneRecord{V: stateVersion, ID: r.InstanceID, At: time.Now().UTC()}
+	m.mu.Lock()
+	if i := m.instances[r.InstanceID]; i != nil {
+		gone.Name, gone.SlaveID = i.name, i.slaveID
+	}
+	m.mu.Unlock()
+	if err := m.save(ctx, change{goneKey(r.InstanceID), gone}, change{key: instanceKey(r.InstanceID)}); err != nil {
 		return messages.Empty{}, err
 	}
 	m.mu.Lock()
 	delete(m.instances, r.InstanceID)
 	delete(m.outputs, r.InstanceID)
+	m.reconcileLocked()
 	m.mu.Unlock()
 	m.log.Info("instance deleted", "instance", r.InstanceID)
 	return messages.Empty{}, nil
@@ -1101,6 +1148,13 @@ func (m *activeMaster) follow(ctx context.Context, l *link.Link, st *controlStat
 	for _, c := range r.Since {
 		if b := m.outputs[c.InstanceID]; b != nil && st.follow[c.InstanceID] {
 			replay = append(replay, b.since(c.Time)...)
+		}
+	}
+	if r.SinceMS > 0 {
+		for _, id := range r.InstanceIDs {
+			if b := m.outputs[id]; b != nil && !slices.ContainsFunc(r.Since, func(c messages.OutputCursor) bool { return c.InstanceID == id }) {
+				replay = append(replay, b.since(r.SinceMS+1)...) // printed after since_ms
+			}
 		}
 	}
 	if len(replay) == 0 {
@@ -1402,6 +1456,7 @@ func (m *activeMaster) checkPeers(now time.Time) (dead []*link.Link) {
 			dead = append(dead, l)
 		}
 	}
+	m.reconcileLocked()
 	return dead
 }
 

@@ -18,6 +18,29 @@ import (
 type Broker struct {
 	s       *server.Server
 	tempDir string // removed by Close; "" when the data directory is the caller's
+	ws      bool   // it accepts WebSocket clients
+}
+
+// BrokerOption configures StartBroker.
+type BrokerOption func(*brokerOptions)
+
+type brokerOptions struct {
+	wsListen  string
+	wsOrigins []string
+}
+
+// WithWebSocket makes the broker accept NATS clients over WebSocket too
+// (browsers: the web console), on listen, a loopback host:port (port 0
+// picks a free one), without TLS since it is loopback only. A browser's
+// connection is accepted only from a page of one of origins (such as
+// "http://127.0.0.1:4280"), so that no other web site the user visits can
+// reach the broker; clients that are not browsers send no origin and are
+// not checked. No origins: every page may connect.
+func WithWebSocket(listen string, origins ...string) BrokerOption {
+	return func(o *brokerOptions) {
+		o.wsListen = listen
+		o.wsOrigins = origins
+	}
 }
 
 // brokerStartTimeout bounds how long StartBroker waits for the server to
@@ -31,19 +54,31 @@ const brokerStartTimeout = 10 * time.Second
 // not block after that; call Close to stop it. Only one broker may use a
 // data directory at a time. An address that is taken fails at once, with
 // an error that matches syscall.EADDRINUSE.
-func StartBroker(listen, dataDir string) (*Broker, error) {
+func StartBroker(listen, dataDir string, options ...BrokerOption) (*Broker, error) {
+	var bo brokerOptions
+	for _, o := range options {
+		o(&bo)
+	}
 	if err := checkLoopback(listen); err != nil {
 		return nil, fmt.Errorf("fabric: embedded NATS on %q: %w", listen, err)
 	}
-	host, portText, _ := net.SplitHostPort(listen)
-	port, _ := strconv.Atoi(portText)
-	if port == 0 {
-		port = server.RANDOM_PORT
-	} else if err := portFree(listen); err != nil {
+	host, port, err := loopbackPort(listen)
+	if err != nil {
 		// Checked before the server starts: it opens its JetStream store
 		// before it listens, and must not touch the files of a broker that
 		// is already running there.
 		return nil, err
+	}
+	var ws server.WebsocketOpts
+	if bo.wsListen != "" {
+		if err := checkLoopback(bo.wsListen); err != nil {
+			return nil, fmt.Errorf("fabric: embedded NATS, WebSocket on %q: %w", bo.wsListen, err)
+		}
+		if ws.Host, ws.Port, err = loopbackPort(bo.wsListen); err != nil {
+			return nil, err
+		}
+		ws.NoTLS = true // loopback only
+		ws.AllowedOrigins = bo.wsOrigins
 	}
 	b := &Broker{}
 	if dataDir == "" {
@@ -62,6 +97,7 @@ func StartBroker(listen, dataDir string) (*Broker, error) {
 		NoLog:     true,
 		JetStream: true,
 		StoreDir:  dataDir,
+		Websocket: ws,
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -98,7 +134,19 @@ func StartBroker(listen, dataDir string) (*Broker, error) {
 		return nil, fmt.Errorf("%w: FABRIC_DATA_DIR=%q: the embedded NATS server could not start JetStream there (is the directory writable, and not used by another master?)", ErrConfig, dataDir)
 	}
 	b.s = s
+	b.ws = bo.wsListen != ""
 	return b, nil
+}
+
+// loopbackPort splits a checked loopback address into the host and the
+// port nats-server takes, refusing a fixed port that is already taken.
+func loopbackPort(addr string) (string, int, error) {
+	host, portText, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portText)
+	if port == 0 {
+		return host, server.RANDOM_PORT, nil
+	}
+	return host, port, portFree(addr)
 }
 
 // portFree reports whether something already listens on addr, as an
@@ -129,6 +177,16 @@ func (fatalLogger) Tracef(string, ...any)  {}
 
 // ClientURL returns the URL clients connect to, e.g. nats://127.0.0.1:4222.
 func (b *Broker) ClientURL() string { return b.s.ClientURL() }
+
+// WebSocketURL returns the URL WebSocket clients connect to, such as
+// ws://127.0.0.1:4223, or "" if the broker does not accept them
+// (WithWebSocket).
+func (b *Broker) WebSocketURL() string {
+	if !b.ws {
+		return ""
+	}
+	return b.s.WebsocketURL()
+}
 
 // Server returns the embedded server, for inspection.
 func (b *Broker) Server() *server.Server { return b.s }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caarlos0/env/v10"
 
+	"github.com/linkfabric/linkfabric/console"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -104,9 +105,62 @@ type MasterConfig struct {
 	// renewed: a standby takes over at most this long after the active
 	// master stopped renewing it (it crashed, hung, or lost NATS). Every
 	// master of a cluster must have the same. 0 means DefaultLease.
-	Lease  time.Duration `env:"FABRIC_MASTER_LEASE" envDefault:"2s"`
-	Timing TimingConfig
-	Log    LogConfig
+	Lease time.Duration `env:"FABRIC_MASTER_LEASE" envDefault:"2s"`
+	// Console configures the web console the master serves.
+	Console ConsoleConfig
+	Timing  TimingConfig
+	Log     LogConfig
+}
+
+// ConsoleConfig configures the web console (package console): a page the
+// master serves, from which a browser is a control endpoint of its own,
+// talking to the master over NATS through a WebSocket listener.
+type ConsoleConfig struct {
+	// Addr, if set, is the host:port where the master serves the page.
+	// Empty: no console.
+	Addr string `env:"FABRIC_CONSOLE_ADDR"`
+	// NATSURL is the NATS WebSocket URLs (ws:// or wss://, comma-separated)
+	// the page connects to, and the only places it may connect to. Empty:
+	// the embedded server's WebSocket listener; with FABRIC_NATS_URL it
+	// must be set (the servers' websocket { } blocks, see deploy/nats).
+	NATSURL string `env:"FABRIC_CONSOLE_NATS_URL"`
+	// WSListen is where the embedded NATS server accepts WebSocket
+	// clients, a loopback host:port (port 0 picks a free one). Empty:
+	// nowhere, unless the console is on, and then a free port on the
+	// host of FABRIC_NATS_LISTEN. A fixed port lets an open page
+	// reconnect across a restart of the master that embeds the server.
+	WSListen string `env:"FABRIC_NATS_WS_LISTEN"`
+}
+
+// servers returns the WebSocket URLs of NATSURL, or nil.
+func (c ConsoleConfig) servers() []string {
+	var out []string
+	for u := range strings.SplitSeq(c.NATSURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func (c MasterConfig) validateConsole() []error {
+	var errs []error
+	errs = append(errs, checkHostPort("FABRIC_CONSOLE_ADDR", c.Console.Addr)...)
+	if c.Console.NATSURL != "" {
+		if err := console.CheckServers(c.Console.servers()); err != nil {
+			errs = append(errs, fmt.Errorf("FABRIC_CONSOLE_NATS_URL=%q: want ws:// or wss:// URLs, comma-separated, such as wss://nats1.example:443", c.Console.NATSURL))
+		}
+	} else if c.Console.Addr != "" && c.NATS.URL != "" {
+		errs = append(errs, fmt.Errorf("FABRIC_CONSOLE_NATS_URL is not set: with FABRIC_NATS_URL, the console needs the WebSocket URLs of those servers (their websocket { } blocks), such as wss://nats1.example:443"))
+	}
+	if c.Console.WSListen != "" {
+		if c.NATS.URL != "" {
+			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: only the embedded NATS server listens, and FABRIC_NATS_URL is set", c.Console.WSListen))
+		} else if err := checkLoopback(c.Console.WSListen); err != nil {
+			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: %v", c.Console.WSListen, err))
+		}
+	}
+	return errs
 }
 
 // DefaultLease is the master's lease unless FABRIC_MASTER_LEASE says
@@ -292,6 +346,7 @@ func (c MasterConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("FABRIC_CONTROL_PERMISSIONS=%q: %v", c.Grants.String(), err))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
+	errs = append(errs, c.validateConsole()...)
 	switch {
 	case c.KVReplicas < 0 || c.KVReplicas > 5:
 		errs = append(errs, fmt.Errorf("FABRIC_KV_REPLICAS=%d: want 1 to 5", c.KVReplicas))
@@ -472,13 +527,17 @@ func (c LogConfig) NewLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-func checkMetricsAddr(addr string) []error {
+func checkMetricsAddr(addr string) []error { return checkHostPort("FABRIC_METRICS_ADDR", addr) }
+
+// checkHostPort checks the address of an HTTP server, variable name's
+// value; "" is none.
+func checkHostPort(name, addr string) []error {
 	if addr == "" {
 		return nil
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
-		return []error{fmt.Errorf("FABRIC_METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9090 or :9090", addr)}
+		return []error{fmt.Errorf("%s=%q: want host:port, such as 127.0.0.1:9090 or :9090", name, addr)}
 	}
 	return nil
 }

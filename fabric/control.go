@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ type Control struct {
 	node     transport
 	output   func(messages.OutputLine)
 	handlers handlerSet
+	plugins  []string // the names of its plugins, told to the master
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -51,6 +53,7 @@ type Control struct {
 	// Until dedupeUntil, lines the control has seen already (relayed by
 	// the previous master and again by the next) are dropped.
 	dedupeUntil time.Time
+	subs        map[string]*Subscription // by update event
 }
 
 // recentLines is what a control has seen of one instance's output lately.
@@ -106,7 +109,8 @@ func DialControl(ctx context.Context, cfg ControlConfig, opts ...Option) (*Contr
 	self := link.Address{Type: messages.Control, ID: cfg.User}
 	c := &Control{
 		cfg: cfg, log: o.logger.With("endpoint", self.String()), self: self, catalog: catalog,
-		output: o.output, handlers: o.handlers, stop: make(chan struct{}), seen: map[int64]*recentLines{},
+		output: o.output, handlers: o.handlers, plugins: pluginNames(o.plugins), stop: make(chan struct{}), seen: map[int64]*recentLines{},
+		subs: map[string]*Subscription{},
 	}
 	url := cfg.NATS.URL
 	if url == "" {
@@ -152,16 +156,41 @@ func (c *Control) dial() (*link.Link, error) {
 		return nil
 	})
 	c.handlers.attach(l)
-	// Plugin events for controls that no one here handles are let go.
+	// Update events go to their subscription (Subscribe...), if any; so
+	// do plugin events for controls that no one here handles (a plugin's
+	// update event), or they are let go. On the receiving goroutine, so
+	// that the updates the master sends before it answers a subscribe
+	// are passed on before the subscribe returns.
 	for _, def := range c.catalog.On(messages.Direction{Source: messages.Master, Target: messages.Control}) {
 		if !l.Handles(def) && def.Kind() == messages.KindEvent {
-			l.HandleEventJSON(def, func(context.Context, *link.Envelope) error { return nil })
+			l.HandleEventJSON(def, func(_ context.Context, ev *link.Envelope) error { return c.receivedUpdates(ev) }, link.NonBlocking())
 		}
 	}
 	if err := l.Start(); err != nil {
 		return nil, err
 	}
+	if len(c.plugins) > 0 {
+		// Before anything is addressed to it: the master sends a control
+		// the messages of the plugins it has said it has, and no others.
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.RequestTimeout)
+		defer cancel()
+		if _, err := link.Request(ctx, l, messages.SetPlugins, messages.PluginList{Plugins: c.plugins}); err != nil {
+			_ = l.Close()
+			return nil, err
+		}
+	}
 	return l, nil
+}
+
+// Address returns the control's address.
+func (c *Control) Address() link.Address { return c.self }
+
+func (c *Control) sendRequest(ctx context.Context, req *link.Envelope) ([]byte, error) {
+	return c.Link().ForwardRequest(ctx, req)
+}
+
+func (c *Control) sendEvent(ctx context.Context, ev *link.Envelope) error {
+	return c.Link().ForwardEvent(ctx, ev)
 }
 
 // received passes a relayed output line on, unless it is one the control
@@ -201,15 +230,28 @@ func (c *Control) Link() *link.Link {
 // control follows them on every link it dials afterwards, until the next
 // call.
 func (c *Control) Follow(ctx context.Context, instanceIDs ...int64) error {
+	return c.FollowSince(ctx, time.Time{}, instanceIDs...)
+}
+
+// FollowSince is Follow, and asks the master first for the lines of
+// each instance printed after since that it still keeps (its latest
+// 1,000 lines of each, 1 MiB at most); the zero time asks for none.
+func (c *Control) FollowSince(ctx context.Context, since time.Time, instanceIDs ...int64) error {
+	now := time.Now().UnixMilli()
+	req := messages.OutputSubscriptions{InstanceIDs: instanceIDs}
+	if !since.IsZero() {
+		req.SinceMS = max(0, since.UnixMilli())
+		now = req.SinceMS
+	}
 	c.mu.Lock()
 	prev, prevAt := c.following, c.followAt
-	c.following, c.followAt = slices.Clone(instanceIDs), time.Now().UnixMilli()
+	c.following, c.followAt = slices.Clone(instanceIDs), now
 	if c.following == nil {
 		c.following = []int64{}
 	}
 	l := c.l
 	c.mu.Unlock()
-	_, err := link.Request(ctx, l, messages.SetInstanceOutputSubscriptions, messages.OutputSubscriptions{InstanceIDs: instanceIDs})
+	_, err := link.Request(ctx, l, messages.SetInstanceOutputSubscriptions, req)
 	if err != nil {
 		c.mu.Lock()
 		if c.l == l {
@@ -326,10 +368,14 @@ func (c *Control) keep() {
 		c.mu.Lock()
 		c.l = next
 		following := c.following != nil
+		subscribed := len(c.subs) > 0
 		c.mu.Unlock()
 		c.log.Info("link to the master ended; dialed it again")
 		if following {
 			c.routines.start(func() { c.refollow(next) })
+		}
+		if subscribed {
+			c.routines.start(func() { c.resubscribe(next) })
 		}
 		// A link that ends at once, again and again, is not dialed in a
 		// busy loop.
@@ -383,6 +429,13 @@ func (c *Control) Done() <-chan struct{} { return c.stop }
 // closes the NATS connection. The control dials no more.
 func (c *Control) Close(ctx context.Context) error {
 	c.stopOnce.Do(func() { close(c.stop) })
+	c.mu.Lock()
+	subs := slices.Collect(maps.Values(c.subs))
+	clear(c.subs)
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.end(nil)
+	}
 	err := c.Link().Disconnect(ctx)
 	c.routines.stop()
 	if errors.Is(err, link.ErrSessionLost) {

@@ -21,7 +21,10 @@
 //     (SlaveConfig.AllowPrograms) names it.
 //   - Control (DialControl) is a client of the master, as a user whose
 //     permissions the master checks (Grants): tools send it requests on
-//     Control.Link and follow instance output (Control.Follow).
+//     Control.Link, follow instance output (Control.Follow, FollowSince),
+//     and subscribe to updates (Control.SubscribeSlaves,
+//     SubscribeInstances, SubscribeUpdates), which go on, each once and
+//     in order, across the master's restarts and failovers.
 //
 // # How they find each other
 //
@@ -48,5 +51,7 @@
 // is a plain struct per endpoint (DefaultMasterConfig, LoadMasterConfig
 // from the environment, and so on); Close stops an endpoint gracefully,
 // waiting for what it started. The Example runs a master and a control on
-// an embedded broker, with a request of a plugin's.
+// an embedded broker, with a request of a plugin's. A plugin's data that
+// controls follow is an update event (messages.Updates) the master makes
+// subscribable (WithSubscribable) and publishes changes of (Publish).
 package fabric

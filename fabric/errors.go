@@ -45,4 +45,10 @@ const (
 	// heard from every slave it knows yet; the request certainly did not
 	// run. It waits (a bounded time) before it says so.
 	CodeMasterStarting link.Code = "master_starting"
+	// CodePluginMissing: the endpoint an addressed request is for does
+	// not have the request's plugin; the request did not reach it.
+	CodePluginMissing link.Code = "plugin_missing"
+	// CodeControlNotConnected: no control of the user an addressed
+	// request is for is linked to the master; it reached no one.
+	CodeControlNotConnected link.Code = "control_not_connected"
 )

@@ -38,9 +38,10 @@ func TestEndpointGoroutines(t *testing.T) {
 	s := startSlave(t, b.ClientURL(), 1, "101:alpha", plugin)
 	ctl, _ := dialControl(t, b.ClientURL(), "admin", plugin)
 
-	// The master's run, its term's watchPeers, and a watcher for each of
-	// the two links (watchStart ends once slave 1 has registered).
-	const want = 4
+	// The master's run, its term's watchPeers and keepStamps, and a
+	// watcher for each of the two links (watchStart ends once slave 1 has
+	// registered).
+	const want = 5
 	testkit.Eventually(t, waitLong, "the master's goroutines", func() error {
 		if n := m.Goroutines(); n != want {
 			return fmt.Errorf("%d goroutines, want %d", n, want)

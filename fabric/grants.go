@@ -136,6 +136,20 @@ func (g Grants) Unknown(catalog *messages.Catalog) []string {
 	return out
 }
 
+// unknownGrants is g.Unknown(catalog), less the permissions of the
+// master's update events (topics), which a grant may name too.
+func unknownGrants(g Grants, catalog *messages.Catalog, topics map[string]topic) []string {
+	return slices.DeleteFunc(g.Unknown(catalog), func(grant string) bool {
+		prefix, wild := strings.CutSuffix(grant, "*")
+		for _, t := range topics {
+			if t.permission == grant || wild && strings.HasPrefix(t.permission, prefix) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // ParseInstances parses the text form of FABRIC_SLAVE_INSTANCES,
 // "id:name,id:name", the instances a slave hosts from the start.
 func ParseInstances(s string) ([]messages.HostedInstance, error) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/linkfabric/linkfabric/console"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -52,8 +55,16 @@ type Master struct {
 	metrics   *metrics
 	claims    *claims
 	httpSrv   *http.Server      // serves metrics; nil when not asked for
+	consoleLn net.Listener      // the web console's; nil when not asked for
+	console   *http.Server      // serves the web console on consoleLn
 	handlers  handlerSet        // the plugins' (WithHandlers)
 	authorize ControlAuthorizer // WithControlAuthorizer's; may be nil
+	topics    map[string]topic  // the update events controls may subscribe to
+
+	// published is what the plugins published (Publish), by event and
+	// key; nil values are deleted keys. Each term begins with it.
+	pubMu     sync.Mutex
+	published map[string]map[string]json.RawMessage
 
 	started time.Time     // when the process started the master
 	stop    chan struct{} // closed by Close: stop standing by, or serving
@@ -88,8 +99,12 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	if err != nil {
 		return nil, err
 	}
+	topics, err := buildTopics(catalog, o.subscribable)
+	if err != nil {
+		return nil, err
+	}
 	perms := cfg.Grants.clone()
-	if unknown := perms.Unknown(catalog); len(unknown) > 0 {
+	if unknown := unknownGrants(perms, catalog, topics); len(unknown) > 0 {
 		return nil, fmt.Errorf("%w: FABRIC_CONTROL_PERMISSIONS=%q: %s grants nothing: no message needs such a permission (fabric messages lists them)",
 			ErrConfig, perms.String(), strings.Join(unknown, ", "))
 	}
@@ -102,6 +117,8 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		metrics:   newMetrics(catalog),
 		handlers:  o.handlers,
 		authorize: o.authorize,
+		topics:    topics,
+		published: map[string]map[string]json.RawMessage{},
 		started:   time.Now(),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -123,10 +140,23 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 			p.broker.Close()
 		}
 		_ = stopServing(context.Background(), p.httpSrv)
+		_ = stopServing(context.Background(), p.console)
+		if p.consoleLn != nil {
+			_ = p.consoleLn.Close()
+		}
 		return nil, err
 	}
+	if cfg.Console.Addr != "" {
+		// Listening first tells the embedded broker the page's origin.
+		if p.consoleLn, err = net.Listen("tcp", cfg.Console.Addr); err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("%w: FABRIC_CONSOLE_ADDR=%q: address already in use: another process listens there; pick a free port", ErrConfig, cfg.Console.Addr)
+			}
+			return nil, fmt.Errorf("fabric: console on %s: %w", cfg.Console.Addr, err)
+		}
+	}
 	if err := p.embedBroker(); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if err := p.openState(ctx); err != nil {
 		return fail(err)
@@ -135,6 +165,9 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 		if p.httpSrv, err = p.metrics.serve(cfg.MetricsAddr, p.log, &p.routines); err != nil {
 			return fail(err)
 		}
+	}
+	if err := p.serveConsole(); err != nil {
+		return fail(err)
 	}
 	won, err := p.lease.acquire(ctx)
 	if err != nil {
@@ -160,7 +193,7 @@ func (p *Master) checkWiring() error {
 		return err
 	}
 	return checkWiring(p.catalog, link.MasterAddress, link.Address{Type: messages.Control, ID: "check"}, func(l *link.Link) {
-		probe.wireControl(l, &controlState{follow: map[int64]bool{}})
+		probe.wireControl(l, newControlState("check"))
 	})
 }
 
@@ -171,10 +204,21 @@ func (p *Master) embedBroker() error {
 	if p.url != "" {
 		return nil
 	}
+	var opts []BrokerOption
+	if ws := p.cfg.Console.WSListen; ws != "" || p.consoleLn != nil {
+		if ws == "" {
+			host, _, _ := net.SplitHostPort(p.cfg.Listen)
+			ws = net.JoinHostPort(host, "0")
+		}
+		opts = append(opts, WithWebSocket(ws, p.consoleOrigins()...))
+	}
 	var err error
-	if p.broker, err = StartBroker(p.cfg.Listen, p.cfg.DataDir); err != nil {
+	if p.broker, err = StartBroker(p.cfg.Listen, p.cfg.DataDir, opts...); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%w: FABRIC_NATS_LISTEN=%q: address already in use: another process listens there. If it is another master, set FABRIC_NATS_URL=nats://%s to run this one as its standby; otherwise pick a free port (0 for any), or set FABRIC_NATS_URL to use a NATS server that runs already", ErrConfig, p.cfg.Listen, p.cfg.Listen)
+		}
+		if errors.Is(err, syscall.EADDRINUSE) && p.cfg.Console.WSListen != "" {
+			return fmt.Errorf("%w: FABRIC_NATS_LISTEN=%q or FABRIC_NATS_WS_LISTEN=%q: address already in use: pick free ports (0 for any)", ErrConfig, p.cfg.Listen, p.cfg.Console.WSListen)
 		}
 		return err
 	}
@@ -182,6 +226,69 @@ func (p *Master) embedBroker() error {
 	p.url = p.broker.ClientURL()
 	p.log.Info("embedded NATS server started", "url", p.url, "data", p.cfg.DataDir)
 	return nil
+}
+
+// consoleOrigins returns the origins of the console's page, which the
+// embedded broker accepts WebSocket clients from: its listener's address,
+// and localhost's for a loopback one. None (no check) when the console is
+// off, or listens on every interface and so has no one name.
+func (p *Master) consoleOrigins() []string {
+	if p.consoleLn == nil {
+		return nil
+	}
+	addr := p.consoleLn.Addr().(*net.TCPAddr)
+	if addr.IP.IsUnspecified() {
+		return nil
+	}
+	port := strconv.Itoa(addr.Port)
+	origins := []string{"http://" + net.JoinHostPort(addr.IP.String(), port)}
+	if addr.IP.IsLoopback() {
+		origins = append(origins, "http://"+net.JoinHostPort("localhost", port))
+	}
+	return origins
+}
+
+// serveConsole serves the web console on its listener, if there is one:
+// the page, told to connect to FABRIC_CONSOLE_NATS_URL or to the embedded
+// broker's WebSocket listener.
+func (p *Master) serveConsole() error {
+	if p.consoleLn == nil {
+		return nil
+	}
+	servers := p.cfg.Console.servers()
+	if len(servers) == 0 {
+		servers = []string{p.broker.WebSocketURL()}
+	}
+	h, err := console.Handler(console.Config{Servers: servers, Prefix: p.cfg.NATS.Prefix, Version: Version})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	ln := p.consoleLn
+	if !p.routines.start(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("console server stopped", "error", err)
+		}
+	}) {
+		return errors.New("fabric: console: the master is closing")
+	}
+	p.console = srv
+	p.log.Info("serving the web console", "url", p.ConsoleURL(), "nats", strings.Join(servers, ","))
+	return nil
+}
+
+// ConsoleURL returns the web console's URL, such as http://127.0.0.1:4280/,
+// or "" if the master serves none (FABRIC_CONSOLE_ADDR).
+func (p *Master) ConsoleURL() string {
+	if p.consoleLn == nil {
+		return ""
+	}
+	addr := p.consoleLn.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port)) + "/"
 }
 
 // openState connects to NATS for JetStream and opens the state and lease
@@ -327,6 +434,9 @@ func (p *Master) activate(ctx context.Context) error {
 	}
 	logged := []any{"instances", len(snap.instances), "slaves_known", len(snap.slaves), "bans", len(snap.bans), "nats", p.url}
 	m := newActiveMaster(p, snap)
+	if err := m.reserveStamps(ctx); err != nil {
+		return err
+	}
 	session := "m" + strconv.FormatUint(snap.term, 10) + "x" + randomHex(4)
 	node, err := connect(ctx, link.MasterAddress, p.cfg.NATS, p.url, m.log, role{
 		accept: m.accept, unique: true, sessionTimeout: p.cfg.Timing.SessionTimeout,
@@ -343,7 +453,7 @@ func (p *Master) activate(ctx context.Context) error {
 		return err
 	}
 	m.start()
-	p.setCurrent(m)
+	p.adoptPublished(m) // and makes it current
 	for _, to := range []messages.Endpoint{messages.Slave, messages.Control} {
 		if err := m.node.Announce(ctx, to); err != nil {
 			m.log.Warn("could not announce the new term", "to", to.String(), "error", err)
@@ -675,7 +785,7 @@ func (p *Master) Close(ctx context.Context) error {
 	// run has returned, so nothing starts a goroutine now but the metrics
 	// server, which has its own: shut it, and wait for all of them (the
 	// aborts of terms that ended) before the lease and NATS go.
-	errs = append(errs, stopServing(ctx, p.httpSrv))
+	errs = append(errs, stopServing(ctx, p.httpSrv), stopServing(ctx, p.console))
 	p.routines.stop()
 	if err := p.lease.release(ctx); err != nil {
 		p.log.Warn("could not give the lease up; a standby takes over when it expires", "error", err)

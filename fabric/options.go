@@ -23,6 +23,8 @@ type options struct {
 	output    func(messages.OutputLine)
 	authorize ControlAuthorizer
 	broker    *Broker
+	// subscribable are the plugins' update events (WithSubscribable).
+	subscribable []subscribable
 }
 
 func buildOptions(opts []Option) (options, error) {

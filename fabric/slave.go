@@ -32,6 +32,7 @@ type Slave struct {
 	log      *slog.Logger
 	catalog  *messages.Catalog
 	factory  InstanceFactory
+	plugins  []string   // the names of its plugins, told to the master
 	handlers handlerSet // the plugins' (WithHandlers)
 	node     transport
 	metrics  *metrics
@@ -114,6 +115,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		self:      link.Address{Type: messages.Slave, ID: strconv.FormatInt(cfg.ID, 10)},
 		catalog:   catalog,
 		factory:   o.instances,
+		plugins:   pluginNames(o.plugins),
 		handlers:  o.handlers,
 		stop:      make(chan struct{}),
 		instances: map[int64]*hosted{},
@@ -287,7 +289,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	l, err = link.New(c, s.self, link.MasterAddress, s.catalog,
 		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout),
 		link.WithObserver(masterObserver{s.metrics, func() { s.heard(l, time.Now()); s.masterLeaving(l) }}),
-		link.WithStatusHandler(func(st link.Status) { s.masterStatus(l, st) }))
+		link.WithStatusHandler(func(st link.Status) { s.masterStatus(l, st) }), link.WithRouter(slaveRouter{s}))
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +298,7 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	reg := messages.SlaveRegistration{ID: s.cfg.ID, Name: s.cfg.SlaveName(), Version: Version, Instances: s.hostedLocked()}
+	reg := messages.SlaveRegistration{ID: s.cfg.ID, Name: s.cfg.SlaveName(), Version: Version, Instances: s.hostedLocked(), Plugins: s.plugins}
 	s.mu.Unlock()
 	welcome, err := link.Request(ctx, l, messages.RegisterSlave, reg)
 	if err != nil {
@@ -779,7 +781,7 @@ func (s *Slave) holdLocked(ev *link.Envelope) error {
 	if len(s.outbox) >= maxOutbox {
 		return link.Errorf(link.CodeUnavailable, "slave %d holds %d events for a master that is away", s.cfg.ID, maxOutbox)
 	}
-	s.outbox = append(s.outbox, &link.Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	s.outbox = append(s.outbox, &link.Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin, Dst: ev.Dst})
 	return nil
 }
 
@@ -900,7 +902,7 @@ func (s *Slave) launch(h *hosted) (*link.Link, error) {
 		closeInstance(context.Background(), made)
 		return nil, fmt.Errorf("instance %d (%s): %w", h.id, h.name, err)
 	}
-	to, err := link.New(a, s.self, addr, s.catalog, link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout), link.WithObserver(s.metrics))
+	to, err := link.New(a, s.self, addr, s.catalog, link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout), link.WithObserver(s.metrics), link.WithRouter(slaveRouter{s}), link.WithBroadcastsUp())
 	if err != nil {
 		_ = inst.Close()
 		closeInstance(context.Background(), made)

@@ -52,7 +52,9 @@ const readVersion = programVersion
 const (
 	keyTerm        = "term"
 	keyNextID      = "counter.instance"
+	keyStamps      = "counter.stamp"
 	prefixInstance = "instance."
+	prefixGone     = "gone.instance."
 	prefixSlave    = "slave."
 	prefixBan      = "ban."
 )
@@ -103,6 +105,23 @@ type (
 		ID   int64  `json:"id"`
 		Name string `json:"name"`
 	}
+	// stampRecord bounds the update stamps a term hands out
+	// (subscriptions.go): every stamp of the terms that wrote it is at
+	// most Reserved, so the next term starts above it.
+	stampRecord struct {
+		V        int   `json:"v"`
+		Reserved int64 `json:"reserved"` // Unix milliseconds
+	}
+	// goneRecord is an instance deleted for good, so that a control that
+	// subscribed to instance_updates hears of the deletion from a later
+	// term too.
+	goneRecord struct {
+		V       int       `json:"v"`
+		ID      int64     `json:"id"`
+		Name    string    `json:"name"`
+		SlaveID int64     `json:"slave_id,omitempty"`
+		At      time.Time `json:"at"`
+	}
 	banRecord struct {
 		V      int    `json:"v"`
 		Name   string `json:"name"`
@@ -117,6 +136,8 @@ type snapshot struct {
 	instances map[int64]instanceRecord
 	slaves    map[int64]slaveRecord
 	bans      map[string]messages.Ban
+	gone      map[int64]goneRecord // deleted instances
+	reserved  int64                // the highest update stamp any term may have handed out
 }
 
 // newInstanceRecord returns the record of an instance, at the schema
@@ -131,6 +152,7 @@ func newInstanceRecord(id int64, name string, slaveID int64, program *messages.P
 
 func instanceKey(id int64) string { return prefixInstance + strconv.FormatInt(id, 10) }
 func slaveKey(id int64) string    { return prefixSlave + strconv.FormatInt(id, 10) }
+func goneKey(id int64) string     { return prefixGone + strconv.FormatInt(id, 10) }
 
 // banKey names a player's ban: player names may hold characters keys may
 // not, so the name is base64url-encoded.
@@ -259,7 +281,7 @@ func (s *store) info(ctx context.Context) (*jetstream.StreamInfo, error) {
 
 // load reads every value of the bucket.
 func (s *store) load(ctx context.Context) (snapshot, error) {
-	snap := snapshot{instances: map[int64]instanceRecord{}, slaves: map[int64]slaveRecord{}, bans: map[string]messages.Ban{}}
+	snap := snapshot{instances: map[int64]instanceRecord{}, slaves: map[int64]slaveRecord{}, bans: map[string]messages.Ban{}, gone: map[int64]goneRecord{}}
 	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return snap, fmt.Errorf("fabric: read the state bucket: %w", err)
@@ -273,6 +295,13 @@ func (s *store) load(ctx context.Context) (snapshot, error) {
 			return snap, fmt.Errorf("fabric: read the state bucket: %w", ctx.Err())
 		}
 		if e == nil {
+			// A deletion whose second write (the instance's key) was not
+			// made: the instance is still there.
+			for id := range snap.gone {
+				if _, ok := snap.instances[id]; ok {
+					delete(snap.gone, id)
+				}
+			}
 			return snap, nil
 		}
 		switch key := e.Key(); {
@@ -283,6 +312,18 @@ func (s *store) load(ctx context.Context) (snapshot, error) {
 				return snap, err
 			}
 			snap.lastID = r.Last
+		case key == keyStamps:
+			var r stampRecord
+			if err := decodeRecord(e, &r.V, &r); err != nil {
+				return snap, err
+			}
+			snap.reserved = r.Reserved
+		case strings.HasPrefix(key, prefixGone):
+			var r goneRecord
+			if err := decodeRecord(e, &r.V, &r); err != nil {
+				return snap, err
+			}
+			snap.gone[r.ID] = r
 		case strings.HasPrefix(key, prefixInstance):
 			var r instanceRecord
 			if err := decodeRecord(e, &r.V, &r); err != nil {

@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/linkfabric/linkfabric/messages"
@@ -16,6 +17,36 @@ type Address struct {
 
 // MasterAddress is the address of the cluster's master.
 var MasterAddress = Address{Type: messages.Master, ID: "0"}
+
+// BroadcastID is the id of a broadcast address: every endpoint of a type.
+// ValidID refuses it, so it never names one endpoint.
+const BroadcastID = "*"
+
+// SlaveAddress returns the address of slave id.
+func SlaveAddress(id int64) Address {
+	return Address{Type: messages.Slave, ID: strconv.FormatInt(id, 10)}
+}
+
+// InstanceAddress returns the address of instance id.
+func InstanceAddress(id int64) Address {
+	return Address{Type: messages.Instance, ID: strconv.FormatInt(id, 10)}
+}
+
+// ControlAddress returns the address of the controls of user.
+func ControlAddress(user string) Address { return Address{Type: messages.Control, ID: user} }
+
+// All returns the broadcast address of every endpoint of type t, such as
+// All(messages.Instance): every instance of the cluster.
+func All(t messages.Endpoint) Address { return Address{Type: t, ID: BroadcastID} }
+
+// IsBroadcast reports whether a addresses every endpoint of its type.
+func (a Address) IsBroadcast() bool { return a.ID == BroadcastID }
+
+// Includes reports whether a message to a reaches b: a is b, or a
+// broadcast to b's type.
+func (a Address) Includes(b Address) bool {
+	return a == b || a.IsBroadcast() && a.Type == b.Type
+}
 
 // ValidID reports whether id may name an endpoint: 1 to 64 letters, digits,
 // '-' or '_', starting with a letter or digit. Ids are used as they are in
@@ -51,7 +82,8 @@ func (a Address) Validate() error {
 	return nil
 }
 
-// ParseAddress parses the "type/id" form returned by String.
+// ParseAddress parses the "type/id" form returned by String; "type/*" is
+// the broadcast address All(type).
 func ParseAddress(s string) (Address, error) {
 	typ, id, ok := strings.Cut(s, "/")
 	if !ok {
@@ -62,5 +94,8 @@ func ParseAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("link: address %q: %w", s, err)
 	}
 	a := Address{Type: e, ID: id}
+	if a.IsBroadcast() {
+		return a, nil
+	}
 	return a, a.Validate()
 }

@@ -46,7 +46,7 @@ func NewBroadcaster(fan Fanout, self Address, to messages.Endpoint, catalog *mes
 }
 
 // ForwardEvent broadcasts an event that arrived on a link, keeping its
-// type, payload and origin. The payload was validated on arrival and is
+// type, payload, origin and destination (a broadcast address). The payload was validated on arrival and is
 // not checked again. It returns once the transport has taken the event.
 func (b *Broadcaster) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	def, ok := b.catalog.Lookup(ev.Type)
@@ -56,7 +56,7 @@ func (b *Broadcaster) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	if err := checkKind(def, messages.KindEvent, b.out); err != nil {
 		return err
 	}
-	if err := b.fan.Broadcast(ctx, b.to, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin}); err != nil {
+	if err := b.fan.Broadcast(ctx, b.to, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin, Dst: ev.Dst}); err != nil {
 		return sendError(ev.Type, err)
 	}
 	return nil

@@ -40,9 +40,15 @@ type Envelope struct {
 	// Deadline is when the requester stops waiting (requests only). A
 	// connector that crosses machines sends the time remaining.
 	Deadline time.Time
-	// Origin is the endpoint a broadcast event started from, so that it is
-	// never delivered back there. Zero when not a broadcast.
+	// Origin is the endpoint a routed message started from (an addressed
+	// message, a broadcast event), so that its receiver knows its sender
+	// and a broadcast is never delivered back there; each hop checks it
+	// against the peer it came from. Zero: it started at the link's peer.
 	Origin Address
+	// Dst is where an addressed message goes: one endpoint, or every
+	// endpoint of a type (All). Zero: the link's peer, as for every
+	// message that is not addressed.
+	Dst Address
 	// Reply is the connector's own return address for a request, copied
 	// by the link into the response. Links do not interpret it.
 	Reply string

@@ -55,8 +55,9 @@ func nestedIn(ctx context.Context, l *Link, event bool) bool {
 
 // eventCtx is an event handler's context: it ends when the link closes.
 type eventCtx struct {
-	l    *Link
-	from context.Context
+	l        *Link
+	from     context.Context
+	src, dst Address // the event's ends (Source, Destination)
 }
 
 func (c *eventCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -183,6 +184,8 @@ type requestCtx struct {
 	l    *Link
 	from context.Context
 	def  *messages.Definition
+
+	src, dst Address // the request's ends (Source, Destination)
 
 	checked []byte // guarded by mu: a response of def already checked where it arrived
 	value   any    // a typed handler's response as a Go value, checked; set on the handler's goroutine before it returns

@@ -336,3 +336,62 @@ func TestDisconnectRunsWhatTheConnectorDelivered(t *testing.T) {
 		}
 	}
 }
+
+// When the peer closes a link, the events the connector delivered before
+// it (and acknowledged to the peer: connector/nats does as it delivers)
+// are still handled, in order, before the link is done; requests waiting
+// for a handler are not, as their responses could not be sent.
+func TestPeerCloseRunsQueuedEvents(t *testing.T) {
+	a, b := virtual.Pair()
+	const n = 20
+	release := make(chan struct{})
+	first := make(chan struct{})
+	var mu sync.Mutex
+	var got []int
+	toMaster := newLink(t, a, controlAddr, masterAddr)
+	link.HandleEvent(toMaster, testTick, func(ctx context.Context, ev tick) error {
+		if ev.Seq == 0 {
+			close(first)
+			<-release
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, ev.Seq)
+		if ctx.Err() != nil {
+			t.Errorf("event %d: the handler's context ended before the queued events were handled: %v", ev.Seq, ctx.Err())
+		}
+		return nil
+	})
+	start(t, toMaster, testTick)
+	toControl := newLink(t, b, masterAddr, controlAddr)
+	start(t, toControl)
+	ctx := testkit.Ctx(t, 10*time.Second)
+	for i := range n {
+		testkit.NoErr(t, link.Emit(ctx, toControl, testTick, tick{Seq: i, Items: []string{}}), "emit")
+		if i == 0 {
+			testkit.Recv(t, first, 5*time.Second, "the first handler to start")
+		}
+	}
+	testkit.NoErr(t, toControl.Close(), "the peer's close")
+	testkit.WaitFor(t, 5*time.Second, "the link to see its peer's close", func() bool {
+		_, err := link.Request(ctx, toMaster, testEcho, echoReq{})
+		return errors.Is(err, link.ErrSessionLost)
+	})
+	select {
+	case <-toMaster.Done():
+		t.Fatal("the link was done while the events its connector delivered waited for a handler")
+	default:
+	}
+	close(release)
+	testkit.Recv(t, toMaster.Done(), 5*time.Second, "the link to be done")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n {
+		t.Fatalf("handled %d of the %d events delivered before the peer closed: %v", len(got), n, got)
+	}
+	for i, seq := range got {
+		if seq != i {
+			t.Fatalf("handled %v: out of order", got)
+		}
+	}
+}

@@ -116,13 +116,16 @@ func (l *Link) receiveResponse(m *Envelope) {
 // inline reports whether a message of type typ is handled on the
 // delivering goroutine: its handler is NonBlocking, or it has none (it is
 // refused or dropped at once).
-func (l *Link) inline(typ string) bool {
-	h := l.handlers[typ]
+func (l *Link) inline(m *Envelope) bool {
+	if l.passing(m) {
+		return false // routing waits for the next hop
+	}
+	h := l.handlers[m.Type]
 	return h == nil || h.nonBlocking
 }
 
 func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
-	inline := l.inline(m.Type)
+	inline := l.inline(m)
 	l.mu.Lock()
 	if l.state == stateClosed {
 		l.mu.Unlock()
@@ -200,7 +203,7 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 		l.drop(m, "no event is valid on "+l.in.String())
 		return nil
 	}
-	inline := l.inline(m.Type)
+	inline := l.inline(m)
 	l.mu.Lock()
 	if l.state == stateClosed {
 		l.mu.Unlock()
@@ -220,11 +223,16 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 			l.handleEvent(&eventCtx{l: l, from: ctx}, m)
 			l.mu.Lock()
 			l.endLocked()
-			if l.events.len() > 0 {
+			switch {
+			case l.events.len() > 0:
 				// What arrived meanwhile goes to a goroutine of the
 				// link's: the sender has waited for its own event only.
 				l.goLocked(l.drainEvents)
-			} else {
+			case l.endAfterEvents:
+				l.eventBusy, l.endAfterEvents = false, false
+				l.finishLocked()
+				return nil
+			default:
 				l.eventBusy = false
 				l.roomLocked()
 			}
@@ -260,17 +268,27 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 // drainEvents handles the queued events in order, on a goroutine of the
 // link's, and gives up the event turn when there are none.
 func (l *Link) drainEvents() {
-	ctx := &eventCtx{l: l}
+	shared := &eventCtx{l: l}
 	l.mu.Lock()
 	for {
 		m, ok := l.events.pop()
 		l.roomLocked()
 		if !ok {
 			l.eventBusy = false
+			if l.endAfterEvents {
+				l.endAfterEvents = false
+				l.finishLocked()
+				return
+			}
 			l.mu.Unlock()
 			return
 		}
 		l.mu.Unlock()
+		ctx := shared
+		if !m.Origin.IsZero() || !m.Dst.IsZero() {
+			// Its own: a handler may keep its context past the next event.
+			ctx = &eventCtx{l: l}
+		}
 		l.handleEvent(ctx, m)
 		l.mu.Lock()
 		l.endLocked()
@@ -362,7 +380,15 @@ func (l *Link) serve(from context.Context, m *Envelope) {
 		resp: Envelope{Kind: messages.KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply},
 	}
 	ctx, resp := &sv.ctx, &sv.resp
-	data, value, err := l.dispatch(ctx, m)
+	ctx.src, ctx.dst = l.ends(m)
+	var data []byte
+	var value any
+	var err error
+	if l.passing(m) {
+		data, err = l.routeRequest(ctx, m)
+	} else {
+		data, value, err = l.dispatch(ctx, m)
+	}
 	ctx.finish()
 
 	if err != nil {
@@ -449,17 +475,46 @@ func (l *Link) authorized(ctx context.Context, def *messages.Definition, m *Enve
 	return &Error{Code: CodePermissionDenied, Message: fmt.Sprintf("%s needs permission %s: %v", def.Name(), perm, err), cause: err}
 }
 
-// lookup checks that an inbound message is known, of the right kind, valid
-// on this link towards this side, and matches its schema.
-func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *handler, error) {
+// known checks that an inbound message is known, of the right kind, and
+// valid on this link towards this side.
+func (l *Link) known(m *Envelope, kind messages.Kind) (*messages.Definition, error) {
 	def, ok := l.catalog.Lookup(m.Type)
 	switch {
 	case !ok:
-		return nil, nil, Errorf(CodeInvalidMessage, "unknown message type %q", m.Type)
+		return nil, Errorf(CodeInvalidMessage, "unknown message type %q", m.Type)
 	case def.Kind() != kind:
-		return nil, nil, Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
+		return nil, Errorf(CodeInvalidMessage, "%s is %s, not %s", def.Name(), withArticle(def.Kind().String()), withArticle(kind.String()))
 	case !def.ValidOn(l.in):
-		return nil, nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
+		return nil, Errorf(CodeInvalidMessage, "%s is not valid on %s", def.Name(), l.in)
+	}
+	return def, nil
+}
+
+// check is known, and checks the payload against its schema, as JSON (a
+// message passed on travels as JSON).
+func (l *Link) check(m *Envelope, kind messages.Kind) (*messages.Definition, error) {
+	def, err := l.known(m, kind)
+	if err != nil {
+		return nil, err
+	}
+	if m.Value != nil {
+		data, err := codec.Marshal(def, false, m.Value)
+		if err != nil {
+			return nil, invalid(err)
+		}
+		m.Data, m.Value = data, nil
+	} else if err := def.ValidatePayload(m.Data); err != nil {
+		return nil, invalid(err)
+	}
+	return def, nil
+}
+
+// lookup is known, checks the payload against its schema, and finds the
+// message's handler.
+func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *handler, error) {
+	def, err := l.known(m, kind)
+	if err != nil {
+		return nil, nil, err
 	}
 	h := l.handlers[def.Name()]
 	if m.Value != nil {
@@ -489,6 +544,18 @@ func (l *Link) lookup(m *Envelope, kind messages.Kind) (*messages.Definition, *h
 }
 
 func (l *Link) handleEvent(ctx *eventCtx, m *Envelope) {
+	ctx.src, ctx.dst = l.ends(m)
+	switch {
+	case m.Dst.IsBroadcast() && m.Origin == l.self:
+		return // its own broadcast, back: never delivered to its sender
+	case l.passing(m):
+		l.routeEvent(ctx, m, true)
+		return
+	case m.Dst.IsBroadcast() && l.opts.router != nil:
+		// For every endpoint of this one's type: this one, and the
+		// others the router reaches (none, if it came from a router).
+		defer l.routeEvent(ctx, m, false)
+	}
 	def, h, err := l.lookup(m, messages.KindEvent)
 	if err != nil {
 		l.drop(m, err.Error())

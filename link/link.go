@@ -107,6 +107,8 @@ type Link struct {
 	opts    options
 
 	handlers  map[string]*handler
+	snoopers  map[string][]EventHandler // addressed events passing through, by type
+	fallbacks map[string]RequestHandler // addressed requests the router cannot deliver, by type
 	setupErrs []error
 
 	ctx       context.Context // ends when the link closes; parent of handler contexts
@@ -127,11 +129,14 @@ type Link struct {
 	idle       chan struct{} // closed when outbound, inbound or goroutines reach zero
 
 	// Inbound requests and events on their way to handlers (dispatch.go).
-	workers   int             // request handlers running on the link's goroutines
-	waiting   fifo[delivery]  // requests waiting for one of them
-	eventBusy bool            // an event is being handled, or a goroutine is on its way to the queue
-	events    fifo[*Envelope] // events waiting for the one being handled
-	room      chan struct{}   // closed when waiting or events may have room
+	workers   int            // request handlers running on the link's goroutines
+	waiting   fifo[delivery] // requests waiting for one of them
+	eventBusy bool           // an event is being handled, or a goroutine is on its way to the queue
+	// endAfterEvents: the peer closed the link while events were queued;
+	// the holder of the event turn ends the link when they are handled.
+	endAfterEvents bool
+	events         fifo[*Envelope] // events waiting for the one being handled
+	room           chan struct{}   // closed when waiting or events may have room
 
 	stats struct {
 		sent, received, invalid, refused, late, handlerErrors atomic.Uint64
@@ -162,18 +167,20 @@ func New(conn Connector, self, peer Address, catalog *messages.Catalog, opts ...
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Link{
-		conn:     conn,
-		self:     self,
-		peer:     peer,
-		in:       messages.Direction{Source: peer.Type, Target: self.Type},
-		out:      messages.Direction{Source: self.Type, Target: peer.Type},
-		catalog:  catalog,
-		opts:     o,
-		handlers: map[string]*handler{},
-		ctx:      ctx,
-		cancel:   cancel,
-		done:     make(chan struct{}),
-		pending:  map[uint64]*call{},
+		conn:      conn,
+		self:      self,
+		peer:      peer,
+		in:        messages.Direction{Source: peer.Type, Target: self.Type},
+		out:       messages.Direction{Source: self.Type, Target: peer.Type},
+		catalog:   catalog,
+		opts:      o,
+		handlers:  map[string]*handler{},
+		snoopers:  map[string][]EventHandler{},
+		fallbacks: map[string]RequestHandler{},
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		pending:   map[uint64]*call{},
 	}
 	if vc, ok := conn.(ValueCarrier); ok {
 		l.values = vc.CarriesValues()
@@ -261,7 +268,10 @@ func (l *Link) Start() error {
 	var missing []string
 	hasEvents := false
 	for _, def := range l.catalog.On(l.in) {
-		if l.handlers[def.Name()] == nil {
+		// An addressed message only passes through an endpoint of a type
+		// it is not sent to (the router's).
+		passesOnly := def.Addressed() && !slices.Contains(def.Dst(), l.self.Type)
+		if l.handlers[def.Name()] == nil && !passesOnly {
 			missing = append(missing, def.Name())
 		}
 		hasEvents = hasEvents || def.Kind() == messages.KindEvent
@@ -298,11 +308,12 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 	if err := def.ValidatePayload(payload); err != nil {
 		return nil, invalid(err)
 	}
-	return l.requestData(ctx, def, payload, false)
+	return l.requestData(ctx, def, payload, outbound{})
 }
 
 // ForwardRequest sends a request that arrived on another link on to this
-// link's peer, keeping its type and payload, and returns the response. The
+// link's peer, keeping its type, payload, origin and destination (unless
+// that is the peer), and returns the response. The
 // payload was validated on arrival and is not checked again; the response
 // is checked as it arrives here. ctx should be the handler's (or derived
 // from it), so that the original deadline carries over, and so that the
@@ -316,7 +327,7 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error
 	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
 		return nil, err
 	}
-	data, err := l.requestData(ctx, def, req.Data, false)
+	data, err := l.requestData(ctx, def, req.Data, l.onward(req))
 	if err == nil {
 		if hc, ok := ctx.Value(chainKey{}).(*requestCtx); ok {
 			hc.markChecked(def, data)
@@ -339,7 +350,8 @@ func (l *Link) EmitJSON(ctx context.Context, m messages.Message, payload []byte)
 }
 
 // ForwardEvent sends an event that arrived on another link on to this
-// link's peer, keeping its type, payload and origin. The payload was
+// link's peer, keeping its type, payload, origin and destination (unless
+// that is the peer). The payload was
 // validated on arrival and is not checked again.
 func (l *Link) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	def, ok := l.catalog.Lookup(ev.Type)
@@ -349,7 +361,19 @@ func (l *Link) ForwardEvent(ctx context.Context, ev *Envelope) error {
 	if err := l.checkOutbound(def, messages.KindEvent); err != nil {
 		return err
 	}
-	return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: ev.Origin})
+	o := l.onward(ev)
+	return l.emit(ctx, &Envelope{Kind: messages.KindEvent, Type: ev.Type, Data: ev.Data, Origin: o.origin, Dst: o.dst})
+}
+
+// onward returns the ends a message that arrived on another link keeps as
+// it goes on over this one: its origin, and its destination unless that
+// is this link's peer.
+func (l *Link) onward(m *Envelope) outbound {
+	o := outbound{origin: m.Origin, dst: m.Dst}
+	if o.dst == l.peer {
+		o.dst = Address{}
+	}
+	return o
 }
 
 func (l *Link) emit(ctx context.Context, m *Envelope) error {
@@ -411,8 +435,8 @@ func invalid(err error) *Error {
 }
 
 // requestData is request with a JSON payload, for a JSON response.
-func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, internal bool) ([]byte, error) {
-	data, value, err := l.request(ctx, def, payload, nil, internal)
+func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, o outbound) ([]byte, error) {
+	data, value, err := l.request(ctx, def, payload, nil, o)
 	if err == nil && value != nil {
 		if data, err = codec.Marshal(def, true, value); err != nil {
 			return nil, invalid(err)
@@ -423,9 +447,9 @@ func (l *Link) requestData(ctx context.Context, def *messages.Definition, payloa
 
 // request sends a checked request, its payload as JSON or, when value is
 // not nil, as that Go value, and waits for its end. The response is JSON,
-// or a Go value that has passed its check. internal requests
+// or a Go value that has passed its check. Internal requests
 // (prepare_disconnect) are allowed while the link is closing.
-func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, value any, internal bool) (data []byte, respValue any, err error) {
+func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, value any, o outbound) (data []byte, respValue any, err error) {
 	if o := l.opts.observer; o != nil {
 		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
@@ -450,7 +474,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	case l.state == stateClosed:
 		l.mu.Unlock()
 		return nil, nil, Errorf(CodeSessionLost, "%s: link %s is closed", def.Name(), l)
-	case l.state == stateClosing && !internal:
+	case l.state == stateClosing && !o.internal:
 		l.mu.Unlock()
 		return nil, nil, Errorf(CodeUnavailable, "%s: link %s is disconnecting", def.Name(), l)
 	}
@@ -462,7 +486,7 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	defer l.endCall(id, c)
 
 	start := time.Now()
-	m := &Envelope{Kind: messages.KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline}
+	m := &Envelope{Kind: messages.KindRequest, Type: def.Name(), ID: id, Data: payload, Value: value, Deadline: deadline, Origin: o.origin, Dst: o.dst}
 	if err := l.conn.Send(ctx, m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
@@ -549,7 +573,7 @@ func (r receiver) Status(s Status, err error) {
 		if err != nil {
 			reason = Errorf(CodeSessionLost, "link %s closed: %v", l, err)
 		}
-		l.closeWith(reason)
+		l.endWith(reason, true)
 		_ = l.conn.Close()
 	}
 	if l.opts.onStatus != nil {
@@ -657,7 +681,7 @@ func (l *Link) Drain(ctx context.Context) error {
 func (l *Link) drain(ctx context.Context) error {
 	var errs []error
 	if messages.PrepareDisconnect.ValidOn(l.out) {
-		if _, err := l.requestData(ctx, messages.PrepareDisconnect.Definition, []byte("{}"), true); err != nil {
+		if _, err := l.requestData(ctx, messages.PrepareDisconnect.Definition, []byte("{}"), outbound{internal: true}); err != nil {
 			errs = append(errs, fmt.Errorf("prepare_disconnect: %w", err))
 		}
 	}
@@ -739,10 +763,24 @@ func (l *Link) CloseWait(ctx context.Context) error {
 	return err
 }
 
-func (l *Link) closeWith(reason *Error) {
+func (l *Link) closeWith(reason *Error) { l.endWith(reason, false) }
+
+// endWith closes the link. With keepEvents (the peer closed it), the events
+// already taken are handled before the link is done: the connector
+// acknowledged them to the peer as it delivered them, and a peer that
+// closed gracefully counts them as arrived. Requests waiting for a handler
+// are dropped either way: their responses could not be sent.
+func (l *Link) endWith(reason *Error, keepEvents bool) {
 	l.mu.Lock()
 	if l.state == stateClosed {
-		l.mu.Unlock()
+		if !l.endAfterEvents || keepEvents {
+			l.mu.Unlock()
+			return
+		}
+		// Close while the events a peer's close left run: drop the rest.
+		l.endAfterEvents = false
+		l.inbound -= l.events.drop()
+		l.finishLocked()
 		return
 	}
 	l.state = stateClosed
@@ -753,16 +791,26 @@ func (l *Link) closeWith(reason *Error) {
 		}
 	}
 	clear(l.pending)
-	// Nothing waiting for a handler will be handled: its response could
-	// not be sent.
-	l.inbound -= l.waiting.drop() + l.events.drop()
+	l.inbound -= l.waiting.drop()
+	if keepEvents && l.eventBusy {
+		l.endAfterEvents = true // the event turn's holder finishes
+		l.roomLocked()
+		l.mu.Unlock()
+		return
+	}
+	l.inbound -= l.events.drop()
+	l.finishLocked()
+}
+
+// finishLocked ends the link's context and wakes whoever waits on it. It
+// is called with l.mu held, and releases it.
+func (l *Link) finishLocked() {
 	l.roomLocked()
 	if l.idle != nil {
 		close(l.idle)
 		l.idle = nil
 	}
 	l.mu.Unlock()
-
 	close(l.done)
 	l.cancel()
 }

@@ -20,6 +20,8 @@ type options struct {
 	onStatus       func(Status)
 	eventQueue     int
 	maxHandlers    int
+	router         Router
+	broadcastsUp   bool
 }
 
 func defaultOptions() options {

@@ -35,7 +35,7 @@ func TestSetupMissingHandlers(t *testing.T) {
 		},
 		{
 			name: "master from control, builtins aside", self: masterAddr, peer: controlAddr,
-			missing: []string{"assign_instance_command", "create_instance", "delete_instance", "get_cluster_status", "list_banned_players", "list_instances", "list_slaves", "send_command", "set_instance_output_subscriptions", "set_player_banned", "start_instance", "stop_instance", "test:echo", "test:guarded", "test:tick"},
+			missing: []string{"assign_instance_command", "create_instance", "delete_instance", "get_cluster_status", "list_banned_players", "list_instances", "list_slaves", "send_command", "set_instance_output_subscriptions", "set_player_banned", "set_plugins", "start_instance", "stop_instance", "subscribe", "test:echo", "test:guarded", "test:tick"},
 		},
 		{
 			name: "slave from master", self: slaveAddr, peer: masterAddr,

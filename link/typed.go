@@ -28,7 +28,7 @@ func Request[Req, Resp any](ctx context.Context, l *Link, m *messages.Request[Re
 			return resp, invalid(err)
 		}
 	}
-	data, respValue, err := l.request(ctx, def, payload, value, false)
+	data, respValue, err := l.request(ctx, def, payload, value, outbound{})
 	if err != nil {
 		return resp, err
 	}

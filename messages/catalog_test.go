@@ -18,7 +18,8 @@ var coreMessages = []messages.Message{
 	messages.StartInstance, messages.StopInstance, messages.SendCommand,
 	messages.InstanceStarted, messages.InstanceStopped, messages.InstanceOutput,
 	messages.SetInstanceOutputSubscriptions, messages.PlayerEvent,
-	messages.SetPlayerBanned, messages.BanlistUpdate,
+	messages.SetPlayerBanned, messages.BanlistUpdate, messages.SetPlugins,
+	messages.Subscribe, messages.SlaveUpdates, messages.InstanceUpdates,
 }
 
 func TestCatalogHoldsCoreMessages(t *testing.T) {

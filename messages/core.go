@@ -203,6 +203,14 @@ var (
 		Links:       []Direction{ControlToMaster},
 		Permission:  "core.user.list_banned",
 	})
+	// SetPlugins tells the master which plugins a control has: addressed
+	// messages of another plugin are not sent to it (plugin_missing).
+	SetPlugins = MustRequest[PluginList, Empty](Spec{
+		Name:        "set_plugins",
+		Description: "Tell the master which plugins the control has, so that it is sent only their messages.",
+		Links:       []Direction{ControlToMaster},
+		Permission:  Unrestricted,
+	})
 	// BanlistUpdate carries a ban to every instance.
 	BanlistUpdate = MustEvent[Ban](Spec{
 		Name:        "banlist_update",
@@ -212,13 +220,53 @@ var (
 	})
 )
 
+// Subscriptions, control -> master, and the updates the master sends
+// (after Clusterio's later SubscriptionRequest, SlaveUpdatesEvent and
+// InstanceDetailsUpdatesEvent).
+var (
+	// Subscribe starts (subscribe true) or ends (false) a control's
+	// subscription to an update event: slave_updates, instance_updates or
+	// a plugin's (fabric.WithSubscribable). The master first sends, as
+	// that event, the current state of every entry updated after SinceMS
+	// (every entry for 0), then each change as it happens, until the
+	// control unsubscribes or its link ends; it answers once the first
+	// part is sent. Anyone may send it: the master checks the permission
+	// of the event named (slave_updates: core.slave.list,
+	// instance_updates: core.instance.list).
+	Subscribe = MustRequest[Subscription, Empty](Spec{
+		Name:        "subscribe",
+		Description: "Subscribe to (or unsubscribe from) an update event: what changed since a time, then every change as it happens.",
+		Links:       []Direction{ControlToMaster},
+		Permission:  Unrestricted,
+	})
+	// SlaveUpdates carries changed slaves to the controls subscribed.
+	SlaveUpdates = MustEvent[SlaveChanges](Spec{
+		Name:        "slave_updates",
+		Description: "Slaves that changed (connected, name, instances, version, added), to the controls subscribed.",
+		Links:       []Direction{MasterToControl},
+	})
+	// InstanceUpdates carries changed instances to the controls subscribed.
+	InstanceUpdates = MustEvent[InstanceChanges](Spec{
+		Name:        "instance_updates",
+		Description: "Instances that changed (status, slave, name, created, deleted), to the controls subscribed.",
+		Links:       []Direction{MasterToControl},
+	})
+)
+
 var coreMessages = []Message{
 	Ping, PrepareDisconnect, PrepareMasterDisconnect, MasterConnectionEvent,
 	RegisterSlave, UpdateInstances, ListSlaves, ListInstances, GetClusterStatus,
 	CreateInstance, AssignInstanceCommand, AssignInstance, DeleteInstance,
 	StartInstance, StopInstance, SendCommand,
 	InstanceStarted, InstanceStopped, InstanceOutput, SetInstanceOutputSubscriptions, PlayerEvent,
-	SetPlayerBanned, ListBannedPlayers, BanlistUpdate,
+	SetPlayerBanned, ListBannedPlayers, BanlistUpdate, SetPlugins,
+	Subscribe, SlaveUpdates, InstanceUpdates,
+}
+
+// PluginList is the payload of set_plugins: the names of the plugins an
+// endpoint has (messages.Plugin.Name).
+type PluginList struct {
+	Plugins []string `json:"plugins" schema:"maxItems=1000"`
 }
 
 // ConnectionEvent is the payload of master_connection_event.
@@ -274,6 +322,11 @@ type SlaveRegistration struct {
 	Name      string           `json:"name" schema:"minLength=1,maxLength=128"`
 	Version   string           `json:"version" schema:"maxLength=64"`
 	Instances []HostedInstance `json:"instances" schema:"maxItems=10000"`
+	// Plugins names the slave's plugins (and so its instances'): the
+	// master sends them addressed messages of these plugins only. Absent
+	// from a slave that has none, so that a master of an earlier version
+	// still takes its registration.
+	Plugins []string `json:"plugins,omitempty" schema:"maxItems=1000"`
 }
 
 // SlaveWelcome is the response of register_slave.
@@ -420,6 +473,10 @@ type OutputSubscriptions struct {
 	// is at or after Time: what a control that followed it before missed
 	// while it moved to this master.
 	Since []OutputCursor `json:"since,omitempty" schema:"maxItems=10000"`
+	// SinceMS, if not 0, asks the same for every instance named in
+	// InstanceIDs: the lines it still holds whose time is after SinceMS
+	// (Unix milliseconds). A cursor in Since wins for its instance.
+	SinceMS int64 `json:"since_ms,omitempty" schema:"minimum=0"`
 }
 
 // OutputCursor is where a control's view of an instance's output ends.
@@ -445,4 +502,75 @@ type Ban struct {
 	Name   string `json:"name" schema:"minLength=1,maxLength=64"`
 	Banned bool   `json:"banned"`
 	Reason string `json:"reason,omitempty" schema:"maxLength=1024"`
+}
+
+// Subscription is the payload of subscribe.
+type Subscription struct {
+	// Event is the update event subscribed to: slave_updates,
+	// instance_updates, or a plugin's.
+	Event     string `json:"event" schema:"minLength=1,maxLength=128"`
+	Subscribe bool   `json:"subscribe"`
+	// SinceMS, on subscribe, asks for the entries updated after it (an
+	// updated_at_ms the control has seen), deletions included; 0: every
+	// entry there is.
+	SinceMS int64 `json:"since_ms,omitempty" schema:"minimum=0"`
+}
+
+// UpdateStamp is what every entry of an update event carries.
+// UpdatedAtMS grows strictly with each update the master hands out,
+// across its restarts and failovers, so that a subscriber keeps the
+// newest it has seen and drops anything not newer. IsDeleted says the
+// entry is gone (its other fields are as they were last).
+type UpdateStamp struct {
+	UpdatedAtMS int64 `json:"updated_at_ms" schema:"minimum=0"`
+	IsDeleted   bool  `json:"is_deleted"`
+}
+
+// SlaveChange is one slave in slave_updates.
+type SlaveChange struct {
+	ID        int64  `json:"slave_id"`
+	Name      string `json:"name"`
+	Connected bool   `json:"connected"`
+	Instances int    `json:"instances"`
+	Version   string `json:"version" schema:"maxLength=64"`
+	// LastSeenMS is when the master last heard from the slave, as it was
+	// when the entry changed: it changing alone makes no update.
+	LastSeenMS int64 `json:"last_seen_ms" schema:"minimum=0"`
+	UpdateStamp
+}
+
+// SlaveChanges is the payload of slave_updates, oldest update first.
+type SlaveChanges struct {
+	Updates []SlaveChange `json:"updates" schema:"maxItems=10000"`
+}
+
+// InstanceChange is one instance in instance_updates.
+type InstanceChange struct {
+	ID      int64  `json:"instance_id"`
+	Name    string `json:"name"`
+	SlaveID int64  `json:"slave_id,omitempty"` // 0: not assigned
+	Status  string `json:"status" schema:"enum=unassigned|unknown|stopped|starting|running|stopping"`
+	UpdateStamp
+}
+
+// InstanceChanges is the payload of instance_updates, oldest update
+// first.
+type InstanceChanges struct {
+	Updates []InstanceChange `json:"updates" schema:"maxItems=10000"`
+}
+
+// Update is one entry of a plugin's update event: the entry's key, its
+// value (absent when deleted), and its stamp.
+type Update[T any] struct {
+	Key   string `json:"key" schema:"minLength=1,maxLength=256"`
+	Value *T     `json:"value,omitempty"`
+	UpdateStamp
+}
+
+// Updates is the payload of a plugin's update event, oldest update
+// first: define the event as messages.MustEvent[messages.Updates[T]],
+// on MasterToControl, and make it subscribable on the master
+// (fabric.WithSubscribable).
+type Updates[T any] struct {
+	Updates []Update[T] `json:"updates" schema:"maxItems=10000"`
 }

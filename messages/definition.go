@@ -81,6 +81,13 @@ type Spec struct {
 	// BroadcastTo is Instance for an event that also reaches every
 	// instance downstream of the endpoint that receives it.
 	BroadcastTo Endpoint
+	// Src and Dst, given together in place of Links, ForwardTo and
+	// BroadcastTo, make an addressed message: one that any endpoint of a
+	// type in Src may send to any endpoint of a type in Dst (a request to
+	// one endpoint, an event to one or to every endpoint of the type),
+	// however many hops apart (link.RequestTo, fabric.Request). Its links
+	// are derived from the routes between them (see Route).
+	Src, Dst []Endpoint
 	// Schema, if set, is a hand-written JSON Schema for the request or
 	// event payload, replacing the one generated from the Go type.
 	Schema string
@@ -106,6 +113,7 @@ type Definition struct {
 	permission  string
 	forwardTo   Endpoint
 	broadcastTo Endpoint
+	src, dst    []Endpoint // an addressed message's; nil otherwise
 	payload     *Schema
 	response    *Schema // requests only
 
@@ -139,6 +147,25 @@ func (d *Definition) Kind() Kind { return d.kind }
 
 // Links returns the directions the message is valid on, in the order given.
 func (d *Definition) Links() []Direction { return slices.Clone(d.links) }
+
+// Addressed reports whether the message was defined with Src and Dst: it
+// may be sent to an address (link.RequestTo) rather than only to the peer
+// of a link.
+func (d *Definition) Addressed() bool { return d.src != nil }
+
+// Src returns the endpoint types an addressed message may be sent from
+// (nil for another message).
+func (d *Definition) Src() []Endpoint { return slices.Clone(d.src) }
+
+// Dst returns the endpoint types an addressed message may be sent to
+// (nil for another message).
+func (d *Definition) Dst() []Endpoint { return slices.Clone(d.dst) }
+
+// Allows reports whether an addressed message may be sent by an endpoint
+// of type from to one of type to.
+func (d *Definition) Allows(from, to Endpoint) bool {
+	return slices.Contains(d.src, from) && slices.Contains(d.dst, to)
+}
 
 // ValidOn reports whether the message may be sent in direction dir.
 func (d *Definition) ValidOn(dir Direction) bool { return slices.Contains(d.links, dir) }
@@ -368,10 +395,17 @@ func define(spec Spec, kind Kind, payloadType, responseType reflect.Type) (*Defi
 		forwardTo:   spec.ForwardTo,
 		broadcastTo: spec.BroadcastTo,
 	}
-	if len(spec.Links) == 0 {
+	links := spec.Links
+	if spec.Src != nil || spec.Dst != nil {
+		var err error
+		if links, err = d.address(spec); err != nil {
+			return nil, fail("%v", err)
+		}
+	}
+	if len(links) == 0 {
 		return nil, fail("no links given; a message must be valid on at least one")
 	}
-	for _, dir := range spec.Links {
+	for _, dir := range links {
 		if !dir.Valid() {
 			return nil, fail("link %s does not join two endpoint types (want one such as ControlToMaster)", dir)
 		}
@@ -415,6 +449,53 @@ func define(spec Spec, kind Kind, payloadType, responseType reflect.Type) (*Defi
 	}
 	d.compileValues(payloadType, responseType)
 	return d, nil
+}
+
+// address checks an addressed message's Src and Dst, keeps them, and
+// returns the links of every route between them.
+func (d *Definition) address(spec Spec) ([]Direction, error) {
+	switch {
+	case len(spec.Links) > 0 || spec.ForwardTo != 0 || spec.BroadcastTo != 0:
+		return nil, errors.New("Src and Dst replace Links, ForwardTo and BroadcastTo: give one form or the other")
+	case len(spec.Src) == 0 || len(spec.Dst) == 0:
+		return nil, errors.New("an addressed message needs both Src and Dst")
+	}
+	var links []Direction
+	for _, list := range [][]Endpoint{spec.Src, spec.Dst} {
+		for i, e := range list {
+			if !e.Valid() || slices.Contains(list[:i], e) {
+				return nil, fmt.Errorf("Src and Dst list endpoint types, each once; %s is not one or is listed twice", e)
+			}
+		}
+	}
+	d.src, d.dst = slices.Clone(spec.Src), slices.Clone(spec.Dst)
+	for _, s := range d.src {
+		for _, t := range d.dst {
+			for _, dir := range Route(s, t) {
+				if !slices.Contains(links, dir) {
+					links = append(links, dir)
+				}
+			}
+		}
+	}
+	return links, nil
+}
+
+// Route returns the hops an addressed message takes from an endpoint of
+// type src to one of type dst, by way of the master, which alone knows
+// where every endpoint is, checks every claim of a source, and holds a
+// link to every slave and control (docs/protocol.md, "Addressed
+// messages"). A slave shortens the route to, and between, its own
+// instances: those hops are among these.
+func Route(src, dst Endpoint) []Direction {
+	up := map[Endpoint][]Endpoint{Master: {Master}, Slave: {Slave, Master}, Instance: {Instance, Slave, Master}, Control: {Control, Master}}
+	down := map[Endpoint][]Endpoint{Master: nil, Slave: {Slave}, Instance: {Slave, Instance}, Control: {Control}}
+	path := append(slices.Clone(up[src]), down[dst]...)
+	var dirs []Direction
+	for i := 1; i < len(path); i++ {
+		dirs = append(dirs, Direction{Source: path[i-1], Target: path[i]})
+	}
+	return dirs
 }
 
 func checkName(name string) error {

@@ -61,8 +61,18 @@ func (a *app) ctlCommand() *cobra.Command {
 	pf.StringVarP(&r.server, "server", "s", "", "NATS servers, comma-separated (stronger than FABRIC_NATS_URL and the context)")
 	pf.StringVar(&r.context, "context", "", "use this context rather than the selected one (fabric context ls)")
 
+	var watch bool
+	var since time.Duration
 	slave := group(&cobra.Command{Use: "slave", Short: "The slaves: list"})
-	slave.AddCommand(r.leaf("list", "List the slaves the master knows", argsBetween(0, 0, ""), r.slaveList))
+	slaveList := r.leaf("list", "List the slaves the master knows", argsBetween(0, 0, ""), func(ctx context.Context, args []string) error {
+		if watch {
+			return r.watchSlaves(ctx)
+		}
+		return r.slaveList(ctx, args)
+	})
+	slaveList.Long = "List the slaves the master knows. With --watch, print the list, then each\nslave that changes as a line of the same columns, until Ctrl-C; with --json,\none JSON object a line per slave, then per change (slave_updates entries)."
+	slaveList.Flags().BoolVarP(&watch, "watch", "w", false, "print the list, then every change as it happens, until Ctrl-C")
+	slave.AddCommand(slaveList)
 
 	instance := group(&cobra.Command{Use: "instance", Short: "The instances: list, create, assign, delete, start, stop, command, output"})
 	command := r.leaf("command ID TEXT...", "Run a command on an instance and print what it answered", argsBetween(2, -1, "ID TEXT..."), r.instanceCommand)
@@ -70,8 +80,11 @@ func (a *app) ctlCommand() *cobra.Command {
 	command.Flags().SetInterspersed(false)
 	deleteCmd := r.leaf("delete ID", "Delete an instance for good (its slave stops it first)", argsBetween(1, 1, "ID"), r.instanceDelete)
 	deleteCmd.Long = "Delete an instance for good: the slave that hosts it stops it if it runs and\nforgets it, then the master does. Its id is never given out again. An\ninstance whose slave is not connected is not deleted; one listed in a\nslave's FABRIC_SLAVE_INSTANCES comes back when that slave starts again."
-	output := r.leaf("output ID...", "Follow the output of instances until Ctrl-C", argsBetween(1, -1, "ID..."), r.instanceOutput)
-	output.Long = "Follow the output of instances until Ctrl-C. It follows on across a master's\nrestart or a failover to a standby, and is given the lines it missed\nmeanwhile (as many as the master keeps)."
+	output := r.leaf("output ID...", "Follow the output of instances until Ctrl-C", argsBetween(1, -1, "ID..."), func(ctx context.Context, args []string) error {
+		return r.instanceOutput(ctx, args, since)
+	})
+	output.Long = "Follow the output of instances until Ctrl-C. It follows on across a master's\nrestart or a failover to a standby, and is given the lines it missed\nmeanwhile (as many as the master keeps). With --since 5m, it first prints\nwhat the master still keeps of the last 5 minutes (its latest 1,000 lines\nof each instance)."
+	output.Flags().DurationVar(&since, "since", 0, "first print the lines of this long ago on (such as 5m) that the master keeps")
 	var create *cobra.Command
 	var dir string
 	create = r.leaf("create NAME [--dir DIR] [-- PROGRAM ARG...]", "Create an instance on the master, not yet assigned to a slave", argsBetween(1, -1, "NAME [-- PROGRAM ARG...]"), func(ctx context.Context, args []string) error {
@@ -79,8 +92,16 @@ func (a *app) ctlCommand() *cobra.Command {
 	})
 	create.Long = createLong
 	create.Flags().StringVar(&dir, "dir", "", "the program's working directory, an absolute path on the slave (default: the slave's)")
+	instanceList := r.leaf("list", "List the instances the master knows", argsBetween(0, 0, ""), func(ctx context.Context, args []string) error {
+		if watch {
+			return r.watchInstances(ctx)
+		}
+		return r.instanceList(ctx, args)
+	})
+	instanceList.Long = "List the instances the master knows. With --watch, print the list, then each\ninstance that changes as a line of the same columns (status \"deleted\" when\ndeleted), until Ctrl-C; with --json, one JSON object a line per instance,\nthen per change (instance_updates entries)."
+	instanceList.Flags().BoolVarP(&watch, "watch", "w", false, "print the list, then every change as it happens, until Ctrl-C")
 	instance.AddCommand(
-		r.leaf("list", "List the instances the master knows", argsBetween(0, 0, ""), r.instanceList),
+		instanceList,
 		create,
 		r.leaf("assign ID SLAVE", "Assign an instance to a slave", argsBetween(2, 2, "ID SLAVE"), r.instanceAssign),
 		deleteCmd,
@@ -386,7 +407,10 @@ func (r *ctlRun) instanceCommand(ctx context.Context, args []string) error {
 	return err
 }
 
-func (r *ctlRun) instanceOutput(ctx context.Context, args []string) error {
+func (r *ctlRun) instanceOutput(ctx context.Context, args []string, since time.Duration) error {
+	if since < 0 {
+		return usagef("--since %s: want a positive duration, such as 5m", since)
+	}
 	var ids []int64
 	for _, arg := range args {
 		n, err := id(arg, "instance id")
@@ -410,7 +434,11 @@ func (r *ctlRun) instanceOutput(ctx context.Context, args []string) error {
 		return err
 	}
 	defer r.close()
-	if err := r.ctl.Follow(ctx, ids...); err != nil {
+	var from time.Time
+	if since > 0 {
+		from = time.Now().Add(-since)
+	}
+	if err := r.ctl.FollowSince(ctx, from, ids...); err != nil {
 		return r.noMaster(err)
 	}
 	// Said on stderr, so that stdout holds the output lines alone.

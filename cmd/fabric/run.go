@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,11 @@ const devLong = `Run a whole cluster in one process: an embedded NATS server, a 
 two slaves with two simulated instances each. It prints the NATS URL and
 commands to try from another terminal, and runs until Ctrl-C or SIGTERM,
 then shuts down gracefully.
+
+It serves the web console too, and prints its URL: FABRIC_CONSOLE_ADDR
+defaults to port 4280 on the host of FABRIC_NATS_LISTEN (a free port if
+that port is 0); set it empty for no console. The page logs in as control
+user FABRIC_CONTROL_USER (admin).
 
 Configured like the master (FABRIC_NATS_LISTEN, FABRIC_LOG_LEVEL, ...);
 FABRIC_NATS_URL is ignored: dev always embeds its NATS server. Its state
@@ -48,8 +54,12 @@ func (a *app) dev(ctx context.Context) error {
 		return err
 	}
 	cfg.NATS.URL = ""
+	cfg.Console.NATSURL = "" // the embedded server's
 	if !hasEnv(a.environ, "FABRIC_DATA_DIR") {
 		cfg.DataDir = "" // a temporary directory: a dev cluster starts afresh
+	}
+	if !hasEnv(a.environ, "FABRIC_CONSOLE_ADDR") {
+		cfg.Console.Addr = devConsoleAddr(cfg.Listen)
 	}
 	log := cfg.Log.NewLogger()
 	m, err := fabric.StartMaster(ctx, cfg, fabric.WithLogger(log))
@@ -77,10 +87,14 @@ func (a *app) dev(ctx context.Context) error {
 	if url != "nats://127.0.0.1:4222" {
 		ctl += " -s " + url
 	}
+	consoleLine := ""
+	if u := m.ConsoleURL(); u != "" {
+		consoleLine = fmt.Sprintf("  console:   %s#user=%s\n", u, envOr(a.environ, "FABRIC_CONTROL_USER", "admin"))
+	}
 	fmt.Fprintf(a.stdout, `Linkfabric dev cluster running.
 
   NATS:      %s (embedded)
-  slaves:    1 with instances 101 alpha, 102 beta
+%s  slaves:    1 with instances 101 alpha, 102 beta
              2 with instances 201 gamma, 202 delta
 
 Try, from another terminal:
@@ -90,9 +104,22 @@ Try, from another terminal:
   %s instance command 101 /join alice
 
 Press Ctrl-C to stop.
-`, url, ctl, ctl, ctl)
+`, url, consoleLine, ctl, ctl, ctl)
 	<-ctx.Done()
 	return a.shutdown(log, slaves, m)
+}
+
+// devConsoleAddr is where fabric dev serves the console unless told:
+// port 4280 on the NATS server's host, or a free port if NATS has one.
+func devConsoleAddr(natsListen string) string {
+	host, port, err := net.SplitHostPort(natsListen)
+	if err != nil {
+		return "" // refused by the master's checks, naming FABRIC_NATS_LISTEN
+	}
+	if port == "0" {
+		return net.JoinHostPort(host, "0")
+	}
+	return net.JoinHostPort(host, "4280")
 }
 
 // ctlInvocation is how to run fabric ctl from wherever this process was

@@ -25,7 +25,8 @@ const (
 	hdrID      = "Lf-Id"      // a plain client's request id, echoed in its response
 	hdrTimeout = "Lf-Timeout" // milliseconds a plain client waits
 	hdrError   = "Lf-Error"   // the error code of a failed response; the body is its text
-	hdrOrigin  = "Lf-Origin"  // where a plain client's event started, type/id
+	hdrOrigin  = "Lf-Origin"  // where a routed request or a plain client's event started, type/id
+	hdrDst     = "Lf-Dst"     // where a routed request or a plain client's event goes, type/id or type/*
 	hdrStatus  = "Status"     // set by the server: 503 means no responders
 )
 
@@ -275,6 +276,13 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		return
 	}
 	m := &link.Envelope{Kind: messages.KindRequest, Type: sub.msgType, Data: msg.Data, Reply: msg.Reply}
+	if msg.Header != nil {
+		var err error
+		if m.Origin, m.Dst, err = parseEnds(msg.Header.Get(hdrOrigin), msg.Header.Get(hdrDst)); err != nil {
+			c.refuse(msg, link.Errorf(link.CodeInvalidMessage, "%v", err))
+			return
+		}
+	}
 	if v := msg.Header.Get(hdrID); v != "" {
 		id, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -334,11 +342,9 @@ func (c *Conn) deliverRequest(m *link.Envelope, msg *natsgo.Msg) {
 // what is delivered.
 func (c *Conn) inboundNumbered(sub subject, msg *natsgo.Msg) {
 	h, payload, err := delivery.ParseHead(msg.Data)
-	var origin link.Address
-	if err == nil && h.Origin != "" {
-		if origin, err = link.ParseAddress(h.Origin); err == nil && origin.String() != h.Origin {
-			err = fmt.Errorf("origin %q is not written as the fabric writes it", h.Origin)
-		}
+	var origin, dst link.Address
+	if err == nil {
+		origin, dst, err = parseEnds(h.Origin, h.Dst)
 	}
 	if err == nil && c.in == nil {
 		err = errors.New("numbered events from a peer without a session")
@@ -348,20 +354,19 @@ func (c *Conn) inboundNumbered(sub subject, msg *natsgo.Msg) {
 		c.n.opts.logger.Warn("numbered event dropped", "node", c.n.self.String(), "peer", c.peer.String(), "type", sub.msgType, "error", err)
 		return
 	}
-	c.receive(h, &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: payload, Origin: origin}, sub.dst.ID == BroadcastID)
+	c.receive(h, &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: payload, Origin: origin, Dst: dst}, sub.dst.ID == BroadcastID)
 }
 
 // inboundPlain takes a plain client's event: no numbers, its origin in a
 // header. It gets what NATS delivers.
 func (c *Conn) inboundPlain(sub subject, msg *natsgo.Msg) {
 	m := &link.Envelope{Kind: messages.KindEvent, Type: sub.msgType, Data: msg.Data}
-	if v := msg.Header.Get(hdrOrigin); v != "" {
-		origin, err := link.ParseAddress(v)
-		if err != nil {
+	if msg.Header != nil {
+		var err error
+		if m.Origin, m.Dst, err = parseEnds(msg.Header.Get(hdrOrigin), msg.Header.Get(hdrDst)); err != nil {
 			c.n.dropped.Add(1)
 			return
 		}
-		m.Origin = origin
 	}
 	if c.isStopped() {
 		c.n.dropped.Add(1)
@@ -486,10 +491,7 @@ func (c *Conn) sendResponse(ctx context.Context, m *link.Envelope) error {
 // origin in a header.
 func (c *Conn) sendPlainEvent(ctx context.Context, m *link.Envelope) error {
 	n := c.n
-	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", ""), Data: m.Data}
-	if !m.Origin.IsZero() {
-		msg.Header = natsgo.Header{hdrOrigin: {m.Origin.String()}}
-	}
+	msg := &natsgo.Msg{Subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, "", ""), Data: m.Data, Header: routeHeader(m)}
 	return n.publish(ctx, msg, m.Type)
 }
 
@@ -621,4 +623,43 @@ func (c *Conn) Close() error {
 		_ = c.n.nc.Publish(closeSubject(c.n.opts.prefix, c.n.self, c.peer, c.mine, peerSession), nil)
 	}
 	return nil
+}
+
+// routeHeader returns the headers that say a routed message's ends, or nil
+// for one that travels between the link's ends.
+func routeHeader(m *link.Envelope) natsgo.Header {
+	if m.Origin.IsZero() && m.Dst.IsZero() {
+		return nil
+	}
+	h := natsgo.Header{}
+	if !m.Origin.IsZero() {
+		h[hdrOrigin] = []string{m.Origin.String()}
+	}
+	if !m.Dst.IsZero() {
+		h[hdrDst] = []string{m.Dst.String()}
+	}
+	return h
+}
+
+// parseEnds reads a routed message's origin (one endpoint) and destination
+// (one endpoint, or a broadcast address), either of which may be absent,
+// written as the fabric writes them.
+func parseEnds(origin, dst string) (o, d link.Address, err error) {
+	if origin != "" {
+		if o, err = link.ParseAddress(origin); err == nil && (o.String() != origin || o.IsBroadcast()) {
+			err = errors.New("not one endpoint as the fabric writes it")
+		}
+		if err != nil {
+			return o, d, fmt.Errorf("origin %q: %w", origin, err)
+		}
+	}
+	if dst != "" {
+		if d, err = link.ParseAddress(dst); err == nil && d.String() != dst {
+			err = errors.New("not written as the fabric writes it")
+		}
+		if err != nil {
+			return o, d, fmt.Errorf("destination %q: %w", dst, err)
+		}
+	}
+	return o, d, nil
 }

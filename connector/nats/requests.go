@@ -25,6 +25,7 @@ type outRequest struct {
 	typ     string
 	subject string
 	data    []byte
+	hdr     natsgo.Header // Lf-Origin and Lf-Dst of a routed request; nil for a direct one
 }
 
 // sendRequest keeps a request until its response and publishes it.
@@ -34,7 +35,7 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 		return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
 	}
 	n := c.n
-	r := outRequest{id: m.ID, typ: m.Type, data: m.Data, subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, c.mine, peerSession)}
+	r := outRequest{id: m.ID, typ: m.Type, data: m.Data, subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, c.mine, peerSession), hdr: routeHeader(m)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -63,7 +64,7 @@ func (c *Conn) publishAsk(ctx context.Context, a delivery.Ask[outRequest]) error
 	n := c.n
 	budget := uint64(max(a.Budget.Milliseconds(), 1))
 	reply := replySubject(n.opts.prefix, c.peer, n.self, c.mine, c.id, a.Wire, budget, a.Low)
-	return n.publishParts(ctx, a.Req.subject, reply, nil, a.Req.data, a.Req.typ)
+	return n.publishParts(ctx, a.Req.subject, reply, a.Req.hdr, a.Req.data, a.Req.typ)
 }
 
 // publishAsks publishes requests again; one the broker refuses for good

@@ -30,6 +30,7 @@ type outEvent struct {
 	typ    string
 	data   []byte
 	origin string // where a forwarded event started, "<type>/<id>", or ""
+	dst    string // where a routed event goes, "<type>/<id>" or "<type>/*", or ""
 }
 
 // streams is the Node's outbound side.
@@ -220,13 +221,10 @@ func (n *Node) giveUpEnded() {
 // until ctx ends.
 func (c *Conn) sendEvent(ctx context.Context, m *link.Envelope) error {
 	n := c.n
-	ev := outEvent{typ: m.Type, data: m.Data}
-	if !m.Origin.IsZero() {
-		ev.origin = m.Origin.String()
-	}
+	ev := newOutEvent(m)
 	// The head is written when the event is published, and again each
 	// time it is sent again: refuse now what the broker would refuse then.
-	if err := n.fits(m.Type, len(m.Data)+linkHeadLen(ev.origin)); err != nil {
+	if err := n.fits(m.Type, len(m.Data)+linkHeadLen(ev)); err != nil {
 		return err
 	}
 	if !n.gateOpen() {
@@ -270,9 +268,23 @@ func streamError(err error) error {
 	return err
 }
 
-// linkHeadLen bounds the head of an event on a link from origin: its
-// numbers, its origin, the broadcast it comes after.
-func linkHeadLen(origin string) int { return 1 + 20 + 1 + 20 + 1 + len(origin) + 3 + 20 + 1 }
+// linkHeadLen bounds the head of an event on a link: its numbers, its
+// origin and destination, the broadcast it comes after.
+func linkHeadLen(ev outEvent) int {
+	return 1 + 20 + 1 + 20 + 1 + len(ev.origin) + 3 + len(ev.dst) + 3 + 20 + 1
+}
+
+// newOutEvent is m as the Sender keeps it.
+func newOutEvent(m *link.Envelope) outEvent {
+	ev := outEvent{typ: m.Type, data: m.Data}
+	if !m.Origin.IsZero() {
+		ev.origin = m.Origin.String()
+	}
+	if !m.Dst.IsZero() {
+		ev.dst = m.Dst.String()
+	}
+	return ev
+}
 
 // fits refuses an event the broker would refuse, payload and head.
 func (n *Node) fits(what string, size int) error {
@@ -306,10 +318,7 @@ func (n *Node) Broadcast(ctx context.Context, to link.Address, m *link.Envelope)
 	if err := n.fits(m.Type, len(m.Data)+delivery.MaxHeadLen); err != nil {
 		return err
 	}
-	ev := outEvent{typ: m.Type, data: m.Data}
-	if !m.Origin.IsZero() {
-		ev.origin = m.Origin.String()
-	}
+	ev := newOutEvent(m)
 	typ := to.Type.String()
 	n.st.mu.Lock()
 	defer n.st.mu.Unlock()
@@ -345,7 +354,7 @@ func (n *Node) publishOneLocked(p *delivery.Publish[outEvent]) error {
 		subject = c.eventSubjectLocked(p.Event.typ)
 	}
 	h := p.Head
-	h.Origin = p.Event.origin
+	h.Origin, h.Dst = p.Event.origin, p.Event.dst
 	// nats.go copies the payload before Publish returns: the buffer serves
 	// the next message too.
 	n.st.buf = append(delivery.AppendHead(n.st.buf[:0], h), p.Event.data...)

@@ -173,16 +173,9 @@ func testHandlerErrors(t *testing.T, newPair NewPair, cat *messages.Catalog, f F
 // once.
 func testEventOrder(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	const n = 1000
-	var mu sync.Mutex
-	got := map[link.Address][]int{}
+	ticks := newTicks()
 	record := setup(cat, func(l *link.Link) {
-		self := l.Self()
-		link.HandleEvent(l, Tick, func(_ context.Context, ev TickEvent) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got[self] = append(got[self], ev.Seq)
-			return nil
-		})
+		link.HandleEvent(l, Tick, ticks.handler(l.Self()))
 	})
 	a, b := newPair(t, cat, record, record)
 	ctx := testkit.Ctx(t, 60*time.Second)
@@ -201,21 +194,47 @@ func testEventOrder(t *testing.T, newPair NewPair, cat *messages.Catalog, f Feat
 	for range 2 {
 		testkit.NoErr(t, testkit.Recv(t, errc, 60*time.Second, "the emitters"), "emit")
 	}
-	count := func(at link.Address) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got[at])
+	ticks.wantInOrder(t, n)
+}
+
+// ticks records the Tick events each end of a pair handled, in the order
+// handled.
+type ticks struct {
+	mu  sync.Mutex
+	got map[link.Address][]int
+}
+
+func newTicks() *ticks { return &ticks{got: map[link.Address][]int{}} }
+
+func (k *ticks) handler(self link.Address) func(context.Context, TickEvent) error {
+	return func(_ context.Context, ev TickEvent) error {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		k.got[self] = append(k.got[self], ev.Seq)
+		return nil
 	}
-	testkit.WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return count(AddrA) >= n && count(AddrB) >= n })
+}
+
+func (k *ticks) count(at link.Address) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.got[at])
+}
+
+// wantInOrder waits until both ends handled n ticks, then checks that each
+// handled 0..n-1, once each and in order.
+func (k *ticks) wantInOrder(t *testing.T, n int) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return k.count(AddrA) >= n && k.count(AddrB) >= n })
 	want := make([]int, n)
 	for i := range want {
 		want[i] = i
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	for _, at := range []link.Address{AddrA, AddrB} {
-		if !slices.Equal(got[at], want) {
-			t.Errorf("events at %s: %d, out of order or repeated; first differences at %d", at, len(got[at]), firstDiff(got[at], want))
+		if !slices.Equal(k.got[at], want) {
+			t.Errorf("events at %s: %d, out of order or repeated; first difference at %d", at, len(k.got[at]), firstDiff(k.got[at], want))
 		}
 	}
 }
@@ -499,17 +518,10 @@ func testConcurrentRequests(t *testing.T, newPair NewPair, cat *messages.Catalog
 // at once.
 func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalog, f Features) {
 	const goroutines, each, events = 8, 25, 300
-	var mu sync.Mutex
-	got := map[link.Address][]int{}
+	ticks := newTicks()
 	attach := setup(cat, func(l *link.Link) {
-		self := l.Self()
 		link.HandleRequest(l, Echo, EchoHandler(l), link.NonBlocking())
-		link.HandleEvent(l, Tick, func(_ context.Context, ev TickEvent) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got[self] = append(got[self], ev.Seq)
-			return nil
-		}, link.NonBlocking())
+		link.HandleEvent(l, Tick, ticks.handler(l.Self()), link.NonBlocking())
 	})
 	a, b := newPair(t, cat, attach, attach)
 	ctx := testkit.Ctx(t, 60*time.Second)
@@ -550,21 +562,5 @@ func testNonBlockingHandlers(t *testing.T, newPair NewPair, cat *messages.Catalo
 			t.Error(err)
 		}
 	}
-	count := func(at link.Address) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got[at])
-	}
-	testkit.WaitFor(t, 30*time.Second, "every event at both ends", func() bool { return count(AddrA) >= events && count(AddrB) >= events })
-	want := make([]int, events)
-	for i := range want {
-		want[i] = i
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, at := range []link.Address{AddrA, AddrB} {
-		if !slices.Equal(got[at], want) {
-			t.Errorf("events at %s: %d, out of order or repeated; first difference at %d", at, len(got[at]), firstDiff(got[at], want))
-		}
-	}
+	ticks.wantInOrder(t, events)
 }

@@ -9,10 +9,10 @@ import (
 
 // Head is the line that starts the payload of a numbered event:
 //
-//	[*]<seq> <floor>[ <origin>][ a=<after>][ f=<key>:<seq>[,<key>:<seq>...][,+]]
+//	[*]<seq> <floor>[ <origin>][ d=<dst>][ a=<after>][ f=<key>:<seq>[,<key>:<seq>...][,+]]
 //
-// The first three fields are the protocol's since the streams began; a=
-// and f= are the ordering extension (see the package doc, "Order across
+// The first three fields are the protocol's since the streams began; d=
+// is where an addressed event goes; a= and f= are the ordering extension (see the package doc, "Order across
 // the link and the broadcast stream"). A reader ignores any other
 // <name>=<value> token, so a later extension does not break it.
 type Head struct {
@@ -24,6 +24,9 @@ type Head struct {
 	// Origin is the endpoint a forwarded event started from ("instance/101"),
 	// or "". This package carries it and does not read it.
 	Origin string
+	// Dst is where an addressed event goes ("instance/101", "slave/*"),
+	// or "". This package carries it and does not read it.
+	Dst string
 	// After, on a link event, is the last broadcast (to the receiver's
 	// type) sent before it that the receiver is owed: the receiver
 	// delivers the event only after that broadcast. 0: none.
@@ -55,6 +58,7 @@ const (
 // acknowledged, and one the broker refuses would be sent again for ever.
 const MaxHeadLen = 1 + 20 + 1 + 20 + // [*]<seq> <floor>
 	1 + maxOrigin + // ' '<origin>
+	3 + maxOrigin + // ' d='<dst>
 	3 + 20 + // ' a='<after>
 	3 + MaxFence*(maxKey+1+20+1) + 1 + // ' f='<key>:<seq>, ... +
 	1 // '\n'
@@ -74,6 +78,10 @@ func AppendHead(b []byte, h Head) []byte {
 	if h.Origin != "" {
 		b = append(b, ' ')
 		b = append(b, h.Origin...)
+	}
+	if h.Dst != "" {
+		b = append(b, " d="...)
+		b = append(b, h.Dst...)
 	}
 	if h.After != 0 {
 		b = append(b, " a="...)
@@ -122,7 +130,7 @@ func ParseHead(data []byte) (h Head, payload []byte, err error) {
 	if h.Floor, err = parseNumber(floorTok); err != nil || h.Floor == 0 || h.Floor > h.Seq {
 		return Head{}, nil, ErrHead
 	}
-	first, seenAfter, seenFence := true, false, false
+	first, seenAfter, seenFence, seenDst := true, false, false, false
 	for more {
 		var tok []byte
 		tok, rest, more = bytes.Cut(rest, space)
@@ -133,6 +141,12 @@ func ParseHead(data []byte) (h Head, payload []byte, err error) {
 				return Head{}, nil, ErrHead
 			}
 			h.Origin = string(tok)
+		case string(name) == "d":
+			if seenDst || !validOrigin(value) {
+				return Head{}, nil, ErrHead
+			}
+			seenDst = true
+			h.Dst = string(value)
 		case string(name) == "a":
 			if seenAfter {
 				return Head{}, nil, ErrHead

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -96,10 +97,11 @@ type instanceState struct {
 	name    string
 	slaveID int64 // 0: not assigned
 	status  string
+	program *messages.Program // nil: the slave's default kind; never changed once made
 }
 
 func (i *instanceState) record() instanceRecord {
-	return instanceRecord{V: stateVersion, ID: i.id, Name: i.name, SlaveID: i.slaveID}
+	return newInstanceRecord(i.id, i.name, i.slaveID, i.program)
 }
 
 type controlState struct {
@@ -208,7 +210,7 @@ func newActiveMaster(p *Master, snap snapshot) *activeMaster {
 		if r.SlaveID != 0 {
 			status = messages.StatusUnknown
 		}
-		m.instances[r.ID] = &instanceState{id: r.ID, name: r.Name, slaveID: r.SlaveID, status: status}
+		m.instances[r.ID] = &instanceState{id: r.ID, name: r.Name, slaveID: r.SlaveID, status: status, program: r.Program}
 	}
 	for _, r := range snap.slaves {
 		m.slaves[r.ID] = &slaveState{id: r.ID, name: r.Name}
@@ -700,8 +702,12 @@ func (m *activeMaster) hostingChangesLocked(id int64, hosted []messages.HostedIn
 	}
 	last := m.lastID
 	for _, h := range hosted {
-		if i := m.instances[h.ID]; i == nil || i.name != h.Name || i.slaveID != id {
-			out = append(out, change{instanceKey(h.ID), instanceRecord{V: stateVersion, ID: h.ID, Name: h.Name, SlaveID: id}})
+		if i := m.instances[h.ID]; i == nil {
+			out = append(out, change{instanceKey(h.ID), newInstanceRecord(h.ID, h.Name, id, nil)})
+		} else if i.name != h.Name || i.slaveID != id {
+			// A slave does not say what program an instance runs: the
+			// master's record does.
+			out = append(out, change{instanceKey(h.ID), newInstanceRecord(h.ID, h.Name, id, i.program)})
 		}
 		last = max(last, h.ID)
 	}
@@ -724,7 +730,11 @@ func (m *activeMaster) setInstancesLocked(id int64, hosted []messages.HostedInst
 		if status == "" {
 			status = messages.StatusStopped
 		}
-		m.instances[h.ID] = &instanceState{id: h.ID, name: h.Name, slaveID: id, status: status}
+		var program *messages.Program
+		if i := m.instances[h.ID]; i != nil {
+			program = i.program
+		}
+		m.instances[h.ID] = &instanceState{id: h.ID, name: h.Name, slaveID: id, status: status, program: program}
 		m.lastID = max(m.lastID, h.ID)
 	}
 }
@@ -978,6 +988,9 @@ func (m *activeMaster) setBanned(ctx context.Context, l *link.Link, st *controlS
 }
 
 func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstance) (messages.InstanceRef, error) {
+	if p := r.Program; p != nil && (!filepath.IsAbs(p.Command) || (p.Dir != "" && !filepath.IsAbs(p.Dir))) {
+		return messages.InstanceRef{}, link.Errorf(link.CodeInvalidMessage, "instance %s was not created: its program (%q) and working directory (%q) must be absolute paths", r.Name, p.Command, p.Dir)
+	}
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
@@ -992,16 +1005,20 @@ func (m *activeMaster) createInstance(ctx context.Context, r messages.NewInstanc
 		return messages.InstanceRef{}, link.Errorf(CodeConflict, "no instance id is left: a slave brought instance id %d, the largest there is", highest)
 	}
 	id := highest + 1
-	rec := instanceRecord{V: stateVersion, ID: id, Name: r.Name}
+	rec := newInstanceRecord(id, r.Name, 0, r.Program)
 	if err := m.save(ctx, change{keyNextID, counterRecord{V: stateVersion, Last: id}}, change{instanceKey(id), rec}); err != nil {
 		return messages.InstanceRef{}, err
 	}
 	m.mu.Lock()
 	m.lastID = id
-	m.instances[id] = &instanceState{id: id, name: r.Name, status: messages.StatusUnassigned}
+	m.instances[id] = &instanceState{id: id, name: r.Name, status: messages.StatusUnassigned, program: r.Program}
 	m.reconcileLocked()
 	m.mu.Unlock()
-	m.log.Info("instance created", "instance", id, "name", r.Name)
+	if r.Program != nil {
+		m.log.Info("instance created", "instance", id, "name", r.Name, "program", r.Program.Command)
+	} else {
+		m.log.Info("instance created", "instance", id, "name", r.Name)
+	}
 	return messages.InstanceRef{InstanceID: id}, nil
 }
 
@@ -1014,11 +1031,11 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 			return messages.Empty{}, err
 		}
 	}
-	name, sl, err := m.assignee(a)
+	hosted, sl, err := m.assignee(a)
 	if err != nil || sl == nil {
 		return messages.Empty{}, err
 	}
-	if _, err := link.Request(ctx, sl, messages.AssignInstance, messages.HostedInstance{ID: a.InstanceID, Name: name}); err != nil {
+	if _, err := link.Request(ctx, sl, messages.AssignInstance, hosted); err != nil {
 		if errors.Is(err, link.ErrNotConnected) {
 			m.log.Debug("assign_instance not passed to the slave", "slave", a.SlaveID, "error", err)
 			return messages.Empty{}, link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
@@ -1052,24 +1069,25 @@ func (m *activeMaster) assignInstance(ctx context.Context, a messages.Assignment
 // assignee returns the name of the instance a assigns and the link to the
 // slave it is assigned to; no link and no error when it is that slave's
 // already, and an error that says why when it cannot be assigned.
-func (m *activeMaster) assignee(a messages.Assignment) (string, *link.Link, error) {
+func (m *activeMaster) assignee(a messages.Assignment) (messages.HostedInstance, *link.Link, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	i := m.instances[a.InstanceID]
 	s := m.slaves[a.SlaveID]
+	var none messages.HostedInstance
 	switch {
 	case i == nil:
-		return "", nil, link.Errorf(CodeInstanceNotFound, "instance %d does not exist", a.InstanceID)
+		return none, nil, link.Errorf(CodeInstanceNotFound, "instance %d does not exist", a.InstanceID)
 	case s == nil:
-		return "", nil, link.Errorf(CodeSlaveNotFound, "slave %d does not exist: no slave with that id has registered with the master", a.SlaveID)
+		return none, nil, link.Errorf(CodeSlaveNotFound, "slave %d does not exist: no slave with that id has registered with the master", a.SlaveID)
 	case i.slaveID == a.SlaveID:
-		return "", nil, nil
+		return none, nil, nil
 	case i.slaveID != 0:
-		return "", nil, link.Errorf(CodeConflict, "instance %d is assigned to slave %d already", a.InstanceID, i.slaveID)
+		return none, nil, link.Errorf(CodeConflict, "instance %d is assigned to slave %d already", a.InstanceID, i.slaveID)
 	case !s.connected():
-		return "", nil, link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
+		return none, nil, link.Errorf(CodeSlaveNotConnected, "slave %d is not connected", a.SlaveID)
 	}
-	return i.name, s.link, nil
+	return messages.HostedInstance{ID: i.id, Name: i.name, Program: i.program}, s.link, nil
 }
 
 // deleteInstance deletes an instance: the slave that hosts it stops it if

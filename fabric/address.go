@@ -427,6 +427,9 @@ func (s *Slave) passEvent(ctx context.Context, ev *link.Envelope, fromMaster boo
 		}
 		return s.broadcast(ctx, ev, link.Address{})
 	}
+	if fromMaster && ev.Dst == link.All(messages.Slave) {
+		return nil // to every slave: delivered here, and the master sent the others theirs
+	}
 	to, hosted, err := s.local(ev.Dst)
 	switch {
 	case err != nil:

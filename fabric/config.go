@@ -163,10 +163,18 @@ func (c MasterConfig) validateConsole() []error {
 		errs = append(errs, fmt.Errorf("FABRIC_CONSOLE_NATS_URL is not set: with FABRIC_NATS_URL, the console needs the WebSocket URLs of those servers (their websocket { } blocks), such as wss://nats1.example:443"))
 	}
 	if c.Console.WSListen != "" {
-		if c.NATS.URL != "" {
+		switch {
+		case c.NATS.URL != "":
 			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: only the embedded NATS server listens, and FABRIC_NATS_URL is set", c.Console.WSListen))
-		} else if err := checkLoopback(c.Console.WSListen); err != nil {
-			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: %v", c.Console.WSListen, err))
+		case c.Console.Addr == "":
+			// nats-server checks a browser's Origin only against a list;
+			// without the console's origin to list, it would admit a page
+			// of any web site the user visits.
+			errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: needs FABRIC_CONSOLE_ADDR: the WebSocket listener admits browsers only from the console's origin, and with no console it would admit every page", c.Console.WSListen))
+		default:
+			if err := checkLoopback(c.Console.WSListen); err != nil {
+				errs = append(errs, fmt.Errorf("FABRIC_NATS_WS_LISTEN=%q: %v", c.Console.WSListen, err))
+			}
 		}
 	}
 	return errs
@@ -232,6 +240,16 @@ type SlaveConfig struct {
 	// FABRIC_SLAVE_INSTANCES writes them "id:name,id:name"
 	// (ParseInstances).
 	Instances []messages.HostedInstance `env:"FABRIC_SLAVE_INSTANCES"`
+	// AllowPrograms are the programs the slave's instances may run, by
+	// absolute path: an instance whose program (messages.Program) is not
+	// one of them, literally, is neither assigned to nor started on this
+	// slave. Empty, the default, allows none.
+	// FABRIC_SLAVE_ALLOW_PROGRAMS writes them comma-separated.
+	AllowPrograms []string `env:"FABRIC_SLAVE_ALLOW_PROGRAMS"`
+	// StopTimeout bounds how long a program has to exit after SIGTERM
+	// before it is killed (SIGKILL), with the rest of its process group;
+	// 0 means DefaultStopTimeout.
+	StopTimeout time.Duration `env:"FABRIC_SLAVE_STOP_TIMEOUT" envDefault:"5s"`
 	// MetricsAddr, if set, is the host:port where Prometheus metrics are
 	// served on /metrics.
 	MetricsAddr string `env:"FABRIC_METRICS_ADDR"`
@@ -315,10 +333,30 @@ func LoadMasterConfig(environ []string) (MasterConfig, error) {
 
 // LoadSlaveConfig reads a slave's configuration from environ (nil means the
 // process environment) and validates it.
+//
+// FABRIC_SLAVE_STOP_TIMEOUT, unlike the field it fills, may not be 0.
 func LoadSlaveConfig(environ []string) (SlaveConfig, error) {
 	var c SlaveConfig
-	err := load(&c, environ, func() error { return errors.Join(c.Validate(), c.NATS.validateVariables()) })
+	err := load(&c, environ, func() error {
+		var errs []error
+		if c.StopTimeout == 0 {
+			errs = append(errs, errors.New("FABRIC_SLAVE_STOP_TIMEOUT=0s: want a duration from 1ms to 1h, such as 5s"))
+		}
+		return errors.Join(append(errs, c.Validate(), c.NATS.validateVariables())...)
+	})
 	return c, err
+}
+
+// DefaultStopTimeout is how long a program has to exit after SIGTERM
+// when SlaveConfig.StopTimeout is 0.
+const DefaultStopTimeout = 5 * time.Second
+
+// stopTimeout returns StopTimeout, or its default.
+func (c SlaveConfig) stopTimeout() time.Duration {
+	if c.StopTimeout == 0 {
+		return DefaultStopTimeout
+	}
+	return c.StopTimeout
 }
 
 // LoadControlConfig reads a control's configuration from environ (nil
@@ -372,6 +410,15 @@ func (c SlaveConfig) Validate() error {
 	}
 	if err := validInstances(c.Instances); err != nil {
 		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_INSTANCES: %v", err))
+	}
+	for _, p := range c.AllowPrograms {
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			errs = append(errs, fmt.Errorf("FABRIC_SLAVE_ALLOW_PROGRAMS: %q: want absolute paths such as /usr/bin/factorio, comma-separated", p))
+			break
+		}
+	}
+	if c.StopTimeout < 0 || c.StopTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("FABRIC_SLAVE_STOP_TIMEOUT=%s: want a duration from 1ms to 1h, such as 5s", c.StopTimeout))
 	}
 	errs = append(errs, checkMetricsAddr(c.MetricsAddr)...)
 	return joinConfig(errs)

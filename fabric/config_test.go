@@ -62,6 +62,9 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"instances not id:name", loadSlave, "FABRIC_SLAVE_INSTANCES=x:y", "FABRIC_SLAVE_INSTANCES", "id:name"},
 		{"instance without a name", loadSlave, "FABRIC_SLAVE_INSTANCES=11:", "FABRIC_SLAVE_INSTANCES", "id:name"},
 		{"instance listed twice", loadSlave, "FABRIC_SLAVE_INSTANCES=11:a,11:b", "FABRIC_SLAVE_INSTANCES", "listed twice"},
+		{"relative program", loadSlave, "FABRIC_SLAVE_ALLOW_PROGRAMS=/bin/sh,sh", "FABRIC_SLAVE_ALLOW_PROGRAMS", "absolute paths"},
+		{"program path not clean", loadSlave, "FABRIC_SLAVE_ALLOW_PROGRAMS=/bin/../bin/sh", "FABRIC_SLAVE_ALLOW_PROGRAMS", "absolute paths"},
+		{"zero stop timeout", loadSlave, "FABRIC_SLAVE_STOP_TIMEOUT=0s", "FABRIC_SLAVE_STOP_TIMEOUT", "from 1ms to 1h"},
 		{"permissions without =", loadMaster, "FABRIC_CONTROL_PERMISSIONS=bad", "FABRIC_CONTROL_PERMISSIONS", "user=permission"},
 		{"permission that is no permission", loadMaster, "FABRIC_CONTROL_PERMISSIONS=alice=Core.Start", "FABRIC_CONTROL_PERMISSIONS", "prefix ending in .*"},
 		{"control user with a space", loadControl, "FABRIC_CONTROL_USER=bad user", "FABRIC_CONTROL_USER", "letters, digits"},
@@ -134,11 +137,13 @@ func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 	if want := (fabric.Grants{"alice": {"*"}, "bob": {"core.instance.*", "core.slave.list"}, "*": {"core.instance.list"}}); !reflect.DeepEqual(m.Grants, want) {
 		t.Errorf("grants %v, want %v", m.Grants, want)
 	}
-	s, err := fabric.LoadSlaveConfig([]string{"FABRIC_SLAVE_ID=42", "FABRIC_SLAVE_NAME=north", "FABRIC_SLAVE_INSTANCES=101:alpha, 102:beta", "FABRIC_SUBJECT_PREFIX=acme_lf", "FABRIC_NATS_PING_INTERVAL=500ms"})
+	s, err := fabric.LoadSlaveConfig([]string{"FABRIC_SLAVE_ID=42", "FABRIC_SLAVE_NAME=north", "FABRIC_SLAVE_INSTANCES=101:alpha, 102:beta", "FABRIC_SUBJECT_PREFIX=acme_lf", "FABRIC_NATS_PING_INTERVAL=500ms",
+		"FABRIC_SLAVE_ALLOW_PROGRAMS=/bin/sh,/opt/factorio/bin/x64/factorio", "FABRIC_SLAVE_STOP_TIMEOUT=30s"})
 	if err != nil {
 		t.Fatalf("LoadSlaveConfig: %v", err)
 	}
-	if s.ID != 42 || s.SlaveName() != "north" || s.NATS.Prefix != "acme_lf" || s.NATS.PingInterval != fabric.MinPingInterval {
+	if s.ID != 42 || s.SlaveName() != "north" || s.NATS.Prefix != "acme_lf" || s.NATS.PingInterval != fabric.MinPingInterval ||
+		!slices.Equal(s.AllowPrograms, []string{"/bin/sh", "/opt/factorio/bin/x64/factorio"}) || s.StopTimeout != 30*time.Second {
 		t.Errorf("slave config %+v", s)
 	}
 	want := []messages.HostedInstance{{ID: 101, Name: "alpha", Status: messages.StatusStopped}, {ID: 102, Name: "beta", Status: messages.StatusStopped}}
@@ -170,7 +175,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (fabric.SlaveConfig{NATS: nats, ID: 1, Timing: timing, Log: log}); !reflect.DeepEqual(s, want) {
+	if want := (fabric.SlaveConfig{NATS: nats, ID: 1, StopTimeout: 5 * time.Second, Timing: timing, Log: log}); !reflect.DeepEqual(s, want) {
 		t.Errorf("slave defaults %+v, want %+v", s, want)
 	}
 	if s.SlaveName() != "slave-1" {

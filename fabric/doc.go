@@ -15,7 +15,10 @@
 //     and what an instance sends the master.
 //   - Instance is what an application runs as one instance (a game
 //     server); a slave makes them with an InstanceFactory
-//     (WithInstanceFactory; SimulatedInstances by default).
+//     (WithInstanceFactory; SimulatedInstances by default), except an
+//     instance created with a program (messages.Program), which runs that
+//     program in a process of its own if the slave's allow-list
+//     (SlaveConfig.AllowPrograms) names it.
 //   - Control (DialControl) is a client of the master, as a user whose
 //     permissions the master checks (Grants): tools send it requests on
 //     Control.Link, follow instance output (Control.Follow, FollowSince),

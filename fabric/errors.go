@@ -31,6 +31,16 @@ const (
 	// CodeConflict: the request contradicts the cluster's state, such as
 	// assigning an instance that another slave hosts.
 	CodeConflict link.Code = "conflict"
+	// CodeProgramNotAllowed: the instance runs a program that its slave's
+	// allow-list (FABRIC_SLAVE_ALLOW_PROGRAMS) does not name; nothing was
+	// run.
+	CodeProgramNotAllowed link.Code = "program_not_allowed"
+	// CodeProgramFailed: the instance's program could not be started, or
+	// does not read its standard input.
+	CodeProgramFailed link.Code = "program_failed"
+	// CodeInvalidCommand: a command for a program holds a line break,
+	// which would make it more than one line of input.
+	CodeInvalidCommand link.Code = "invalid_command"
 	// CodeMasterStarting: the master has just become active and has not
 	// heard from every slave it knows yet; the request certainly did not
 	// run. It waits (a bounded time) before it says so.

@@ -20,3 +20,17 @@ func (s *Slave) Goroutines() int { return s.routines.count() }
 // Goroutines returns how many goroutines the control has started and not
 // yet ended.
 func (c *Control) Goroutines() int { return c.routines.count() }
+
+// ProgramGoroutines returns how many goroutines the slave's program
+// instances have started and not yet ended.
+func (s *Slave) ProgramGoroutines() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, h := range s.instances {
+		if p, ok := h.made.(*programInstance); ok {
+			n += p.routines.count()
+		}
+	}
+	return n
+}

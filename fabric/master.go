@@ -230,17 +230,20 @@ func (p *Master) embedBroker() error {
 
 // consoleOrigins returns the origins of the console's page, which the
 // embedded broker accepts WebSocket clients from: its listener's address,
-// and localhost's for a loopback one. None (no check) when the console is
-// off, or listens on every interface and so has no one name.
+// and localhost's for a loopback one. A console on every interface is
+// given its loopback origins (where ConsoleURL points): the broker's
+// WebSocket listener is on loopback, so only a browser on this machine
+// can use it anyway, and no check at all would let every web site the
+// user visits drive the cluster. None (no check) when the console is off.
 func (p *Master) consoleOrigins() []string {
 	if p.consoleLn == nil {
 		return nil
 	}
 	addr := p.consoleLn.Addr().(*net.TCPAddr)
-	if addr.IP.IsUnspecified() {
-		return nil
-	}
 	port := strconv.Itoa(addr.Port)
+	if addr.IP.IsUnspecified() {
+		return []string{"http://" + net.JoinHostPort("127.0.0.1", port), "http://" + net.JoinHostPort("::1", port), "http://" + net.JoinHostPort("localhost", port)}
+	}
 	origins := []string{"http://" + net.JoinHostPort(addr.IP.String(), port)}
 	if addr.IP.IsLoopback() {
 		origins = append(origins, "http://"+net.JoinHostPort("localhost", port))

@@ -143,7 +143,11 @@ func WithLocalBroker(b *Broker) Option {
 // already checked against the schema), so it can allow a user some
 // instances and not others. The user is the one the broker lets publish on
 // the control's subjects, never a field the control wrote. A nil error
-// allows the message; see link.Authorizer for what a refusal does.
+// allows the message; see link.Authorizer for what a refusal does. A
+// subscription (the subscribe request) is shown to it as the request that
+// reads the same data, list_slaves for slave_updates and list_instances
+// for instance_updates, with the subscribe request as m; a plugin's update
+// event as itself.
 type ControlAuthorizer func(ctx context.Context, user string, def *messages.Definition, m *link.Envelope) error
 
 // WithControlAuthorizer adds authorize to the master's permission check of

@@ -84,8 +84,10 @@ type hosted struct {
 	id         int64
 	name       string
 	status     string
-	toInstance *link.Link // the slave's side of the virtual link
-	instance   *link.Link // the instance's side
+	program    *messages.Program // nil: made by the slave's InstanceFactory
+	toInstance *link.Link        // the slave's side of the virtual link
+	instance   *link.Link        // the instance's side
+	made       Instance          // what runs on the instance's side
 }
 
 // ErrAlreadyConnected is matched by the error StartSlave returns when the
@@ -203,7 +205,15 @@ func (s *Slave) registerGauges() {
 		return float64(len(s.instances))
 	})
 	s.metrics.gauge("linkfabric_instances_running", "Instances the slave is running.", func() float64 {
-		return float64(len(s.running()))
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		n := 0
+		for _, h := range s.instances {
+			if h.status == messages.StatusRunning {
+				n++
+			}
+		}
+		return float64(n)
 	})
 }
 
@@ -567,9 +577,12 @@ func (s *Slave) masterLink() (*link.Link, error) {
 }
 
 func (s *Slave) assign(ctx context.Context, h messages.HostedInstance) (messages.Empty, error) {
+	if err := s.allowed(h.ID, h.Name, h.Program); err != nil {
+		return messages.Empty{}, err
+	}
 	s.mu.Lock()
 	if _, ok := s.instances[h.ID]; !ok {
-		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped}
+		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped, program: h.Program}
 	}
 	update := messages.InstanceUpdate{Instances: s.hostedLocked()}
 	master := s.master
@@ -581,6 +594,15 @@ func (s *Slave) assign(ctx context.Context, h messages.HostedInstance) (messages
 		}
 	}
 	return messages.Empty{}, nil
+}
+
+// allowed reports whether the slave may run the program of an instance:
+// one its allow-list names, or none.
+func (s *Slave) allowed(id int64, name string, program *messages.Program) error {
+	if program == nil || slices.Contains(s.cfg.AllowPrograms, program.Command) {
+		return nil
+	}
+	return link.Errorf(CodeProgramNotAllowed, "slave %d does not run %s, the program of instance %d (%s): add it to FABRIC_SLAVE_ALLOW_PROGRAMS (absolute paths, comma-separated) in that slave's environment and restart the slave", s.cfg.ID, program.Command, id, name)
 }
 
 // deleteInstance stops an instance if it runs, and forgets it: the master
@@ -804,6 +826,9 @@ func (s *Slave) forwardRequest(ctx context.Context, req *link.Envelope) ([]byte,
 		if closing {
 			return nil, link.Errorf(CodeSlaveShuttingDown, "slave %d is shutting down: instance %d (%s) was not started", s.cfg.ID, h.id, h.name)
 		}
+		if err := s.allowed(h.id, h.name, h.program); err != nil {
+			return nil, err
+		}
 		launched, err := s.launch(h)
 		if err != nil {
 			return nil, err
@@ -858,7 +883,13 @@ func (s *Slave) launch(h *hosted) (*link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.factory(h.id, h.name).Attach(inst)
+	var made Instance
+	if h.program != nil {
+		made = newProgramInstance(h.id, h.name, *h.program, s.cfg.stopTimeout(), s.log)
+	} else {
+		made = s.factory(h.id, h.name)
+	}
+	made.Attach(inst)
 	if !inst.Handles(messages.PrepareMasterDisconnect) {
 		link.HandleRequest(inst, messages.PrepareMasterDisconnect, func(context.Context, messages.Empty) (messages.Empty, error) {
 			return messages.Empty{}, nil
@@ -868,19 +899,22 @@ func (s *Slave) launch(h *hosted) (*link.Link, error) {
 		link.HandleEvent(inst, messages.MasterConnectionEvent, func(context.Context, messages.ConnectionEvent) error { return nil })
 	}
 	if err := inst.Start(); err != nil {
+		closeInstance(context.Background(), made)
 		return nil, fmt.Errorf("instance %d (%s): %w", h.id, h.name, err)
 	}
 	to, err := link.New(a, s.self, addr, s.catalog, link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout), link.WithObserver(s.metrics), link.WithRouter(slaveRouter{s}), link.WithBroadcastsUp())
 	if err != nil {
 		_ = inst.Close()
+		closeInstance(context.Background(), made)
 		return nil, err
 	}
 	s.wireInstance(to, h.id)
 	if err := to.Start(); err != nil {
 		_ = inst.Close()
+		closeInstance(context.Background(), made)
 		return nil, err
 	}
-	h.toInstance, h.instance = to, inst
+	h.toInstance, h.instance, h.made = to, inst, made
 	return to, nil
 }
 
@@ -923,12 +957,31 @@ func (s *Slave) relayStatus(ctx context.Context, id int64, status string, ev *me
 // sent on the way out has been handled.
 func (s *Slave) retire(ctx context.Context, h *hosted, to *link.Link) {
 	s.mu.Lock()
+	var made Instance
 	if h.toInstance == to {
-		h.toInstance, h.instance = nil, nil
+		made = h.made
+		h.toInstance, h.instance, h.made = nil, nil, nil
 	}
 	s.mu.Unlock()
 	if err := to.Disconnect(ctx); err != nil {
 		s.log.Debug("instance link did not close cleanly", "instance", h.id, "error", err)
+	}
+	closeInstance(ctx, made)
+}
+
+// InstanceCloser is an Instance that holds what must be released when its
+// link has closed, such as a process: its slave calls Close then, and
+// waits (within ctx) for it to return. The instances that run a program
+// (messages.Program) are InstanceClosers: Close stops the program.
+type InstanceCloser interface {
+	Instance
+	Close(ctx context.Context) error
+}
+
+// closeInstance closes inst if it is an InstanceCloser.
+func closeInstance(ctx context.Context, inst Instance) {
+	if c, ok := inst.(InstanceCloser); ok {
+		_ = c.Close(ctx)
 	}
 }
 

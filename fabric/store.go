@@ -32,9 +32,21 @@ import (
 // term, since this master no longer knows what the bucket holds; the next
 // term, this process's or another's, reads it afresh.
 
-// stateVersion is the schema version of the values the master writes.
-// A master refuses to start on a bucket with values of a later version.
+// stateVersion is the schema version of the values the master writes,
+// but for an instance that runs a program (programVersion). A master
+// refuses to start on a bucket with values of a later version than
+// readVersion.
 const stateVersion = 1
+
+// programVersion is the schema version of an instance record with a
+// program: a master of an earlier version would read it as a simulated
+// instance and drop its program on its next write, so it refuses the
+// bucket instead. Records without a program stay at stateVersion, which
+// such a master reads.
+const programVersion = 2
+
+// readVersion is the latest schema version this master reads.
+const readVersion = programVersion
 
 // Keys of the state bucket.
 const (
@@ -82,10 +94,11 @@ type (
 		Last int64 `json:"last"` // the highest instance id ever given out
 	}
 	instanceRecord struct {
-		V       int    `json:"v"`
-		ID      int64  `json:"id"`
-		Name    string `json:"name"`
-		SlaveID int64  `json:"slave_id,omitempty"` // 0: not assigned
+		V       int               `json:"v"`
+		ID      int64             `json:"id"`
+		Name    string            `json:"name"`
+		SlaveID int64             `json:"slave_id,omitempty"` // 0: not assigned
+		Program *messages.Program `json:"program,omitempty"`  // nil: the slave's default kind
 	}
 	slaveRecord struct {
 		V    int    `json:"v"`
@@ -125,6 +138,16 @@ type snapshot struct {
 	bans      map[string]messages.Ban
 	gone      map[int64]goneRecord // deleted instances
 	reserved  int64                // the highest update stamp any term may have handed out
+}
+
+// newInstanceRecord returns the record of an instance, at the schema
+// version its content needs.
+func newInstanceRecord(id int64, name string, slaveID int64, program *messages.Program) instanceRecord {
+	v := stateVersion
+	if program != nil {
+		v = programVersion
+	}
+	return instanceRecord{V: v, ID: id, Name: name, SlaveID: slaveID, Program: program}
 }
 
 func instanceKey(id int64) string { return prefixInstance + strconv.FormatInt(id, 10) }
@@ -332,8 +355,8 @@ func decodeRecord(e jetstream.KeyValueEntry, v *int, r any) error {
 	if err := json.Unmarshal(e.Value(), r); err != nil {
 		return fmt.Errorf("fabric: the state bucket's %s is not what a master writes: %w", e.Key(), err)
 	}
-	if *v < 1 || *v > stateVersion {
-		return fmt.Errorf("fabric: the state bucket's %s has schema version %d, and this master reads 1 to %d: run a master of the version that wrote it", e.Key(), *v, stateVersion)
+	if *v < 1 || *v > readVersion {
+		return fmt.Errorf("fabric: the state bucket's %s has schema version %d, and this master reads 1 to %d: run a master of the version that wrote it", e.Key(), *v, readVersion)
 	}
 	return nil
 }

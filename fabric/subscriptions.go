@@ -56,6 +56,11 @@ const updatesPerEvent = 500
 type topic struct {
 	def        *messages.Definition
 	permission string
+	// asked is what a ControlAuthorizer is shown for a subscription: the
+	// request that reads the same (list_slaves, list_instances), so that
+	// an authorizer that refuses a user the list refuses its updates too;
+	// a plugin's own update event.
+	asked *messages.Definition
 }
 
 // subscribable is one topic a master option adds (WithSubscribable).
@@ -85,8 +90,8 @@ func WithSubscribable(event messages.Message, permission string) Option {
 // instance_updates, and the plugins' of opts, checked against catalog.
 func buildTopics(catalog *messages.Catalog, opts []subscribable) (map[string]topic, error) {
 	topics := map[string]topic{
-		messages.SlaveUpdates.Name():    {def: messages.SlaveUpdates.Def(), permission: messages.ListSlaves.Def().Permission()},
-		messages.InstanceUpdates.Name(): {def: messages.InstanceUpdates.Def(), permission: messages.ListInstances.Def().Permission()},
+		messages.SlaveUpdates.Name():    {def: messages.SlaveUpdates.Def(), permission: messages.ListSlaves.Def().Permission(), asked: messages.ListSlaves.Def()},
+		messages.InstanceUpdates.Name(): {def: messages.InstanceUpdates.Def(), permission: messages.ListInstances.Def().Permission(), asked: messages.ListInstances.Def()},
 	}
 	for _, s := range opts {
 		def := s.event.Def()
@@ -98,7 +103,7 @@ func buildTopics(catalog *messages.Catalog, opts []subscribable) (map[string]top
 		case topics[def.Name()].def != nil:
 			return nil, fmt.Errorf("%w: WithSubscribable: %s is subscribable already", ErrConfig, def.Name())
 		}
-		topics[def.Name()] = topic{def: def, permission: s.permission}
+		topics[def.Name()] = topic{def: def, permission: s.permission, asked: def}
 	}
 	return topics, nil
 }
@@ -368,6 +373,15 @@ func (m *activeMaster) subscribe(ctx context.Context, l *link.Link, st *controlS
 	}
 	if !m.perms.Allows(st.user, t.permission) {
 		return link.Errorf(link.CodePermissionDenied, "user %s does not have permission %s, which %s needs", st.user, t.permission, r.Event)
+	}
+	if r.Subscribe && m.authorize != nil {
+		data, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := m.authorize(ctx, st.user, t.asked, &link.Envelope{Kind: messages.KindRequest, Type: messages.Subscribe.Name(), Data: data}); err != nil {
+			return err
+		}
 	}
 	if !r.Subscribe {
 		m.mu.Lock()

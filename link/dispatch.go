@@ -585,10 +585,6 @@ func (l *Link) handleEvent(ctx *eventCtx, m *Envelope, h *handler) {
 	case l.passing(m):
 		l.routeEvent(ctx, m, true)
 		return
-	case m.Dst.IsBroadcast() && l.opts.router != nil:
-		// For every endpoint of this one's type: this one, and the
-		// others the router reaches (none, if it came from a router).
-		defer l.routeEvent(ctx, m, false)
 	}
 	def, h, err := l.lookup(m, messages.KindEvent, h)
 	if err != nil {
@@ -599,6 +595,12 @@ func (l *Link) handleEvent(ctx *eventCtx, m *Envelope, h *handler) {
 		l.stats.refused.Add(1)
 		l.opts.logger.Debug("refused event", "link", l.String(), "type", m.Type, "error", err.Message)
 		return
+	}
+	if m.Dst.IsBroadcast() && l.opts.router != nil {
+		// For every endpoint of this one's type: this one, and the
+		// others the router reaches (none, if it came from a router).
+		// Only once it was taken here: a refused event goes nowhere.
+		defer l.routeEvent(ctx, m, false)
 	}
 	if o, ok := l.opts.observer.(HandlerObserver); ok {
 		start := time.Now()

@@ -85,7 +85,9 @@ func CheckAddress(def *messages.Definition, from, to Address) error {
 		if err := to.Validate(); err != nil {
 			return Errorf(CodeInvalidMessage, "%s: %v", def.Name(), err)
 		}
-	} else if !to.Type.Valid() {
+	} else if !to.Type.Valid() || to.Type == messages.Master {
+		// There is one master: master/* would be a broadcast to it and
+		// to every slave (the master's router broadcasts what it passes on).
 		return Errorf(CodeInvalidMessage, "%s: %s is not an address", def.Name(), to)
 	}
 	switch {

@@ -292,11 +292,34 @@ const (
 // (invalid_message), so no peer can use the id space up.
 const MaxInstanceID = 1<<53 - 1
 
-// HostedInstance is an instance as its slave describes it.
+// HostedInstance is an instance as its slave describes it, or as the
+// master gives it to a slave (assign_instance), with its program if it
+// runs one.
 type HostedInstance struct {
 	ID     int64  `json:"instance_id" schema:"minimum=1,maximum=9007199254740991"`
 	Name   string `json:"name" schema:"minLength=1,maxLength=128"`
 	Status string `json:"status,omitempty" schema:"enum=stopped|starting|running|stopping"`
+	// Program, if set, is what the instance runs; nil means the slave's
+	// default kind of instance (simulated, for the fabric command).
+	Program *Program `json:"program,omitempty"`
+}
+
+// Program is the configuration of an instance that runs a program on its
+// slave: the program is started by start_instance and stopped by
+// stop_instance, each line it prints is an instance_output, and
+// send_command writes a line to its standard input. A slave runs only
+// programs its allow-list names (FABRIC_SLAVE_ALLOW_PROGRAMS).
+type Program struct {
+	// Command is the program's absolute path, as the slave's allow-list
+	// must name it. (The master checks that it is absolute: a schema
+	// pattern would need the validator's regexp, which it compiles
+	// lazily and racily.)
+	Command string `json:"command" schema:"minLength=2,maxLength=4096"`
+	// Args are its arguments, after the command.
+	Args []string `json:"args,omitempty" schema:"maxItems=256"`
+	// Dir is the absolute path of its working directory; empty means the
+	// slave's.
+	Dir string `json:"dir,omitempty" schema:"maxLength=4096"`
 }
 
 // SlaveRegistration is the payload of register_slave.
@@ -418,6 +441,9 @@ type InstanceRef struct {
 // NewInstance is the payload of create_instance.
 type NewInstance struct {
 	Name string `json:"name" schema:"minLength=1,maxLength=128"`
+	// Program, if set, makes an instance that runs this program; without
+	// it the instance is of its slave's default kind (simulated).
+	Program *Program `json:"program,omitempty"`
 }
 
 // Assignment is the payload of assign_instance_command.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +85,13 @@ func (a *app) ctlCommand() *cobra.Command {
 	})
 	output.Long = "Follow the output of instances until Ctrl-C. It follows on across a master's\nrestart or a failover to a standby, and is given the lines it missed\nmeanwhile (as many as the master keeps). With --since 5m, it first prints\nwhat the master still keeps of the last 5 minutes (its latest 1,000 lines\nof each instance)."
 	output.Flags().DurationVar(&since, "since", 0, "first print the lines of this long ago on (such as 5m) that the master keeps")
+	var create *cobra.Command
+	var dir string
+	create = r.leaf("create NAME [--dir DIR] [-- PROGRAM ARG...]", "Create an instance on the master, not yet assigned to a slave", argsBetween(1, -1, "NAME [-- PROGRAM ARG...]"), func(ctx context.Context, args []string) error {
+		return r.instanceCreate(ctx, args, create.ArgsLenAtDash(), dir)
+	})
+	create.Long = createLong
+	create.Flags().StringVar(&dir, "dir", "", "the program's working directory, an absolute path on the slave (default: the slave's)")
 	instanceList := r.leaf("list", "List the instances the master knows", argsBetween(0, 0, ""), func(ctx context.Context, args []string) error {
 		if watch {
 			return r.watchInstances(ctx)
@@ -94,7 +102,7 @@ func (a *app) ctlCommand() *cobra.Command {
 	instanceList.Flags().BoolVarP(&watch, "watch", "w", false, "print the list, then every change as it happens, until Ctrl-C")
 	instance.AddCommand(
 		instanceList,
-		r.leaf("create NAME", "Create an instance on the master, not yet assigned to a slave", argsBetween(1, 1, "NAME"), r.instanceCreate),
+		create,
 		r.leaf("assign ID SLAVE", "Assign an instance to a slave", argsBetween(2, 2, "ID SLAVE"), r.instanceAssign),
 		deleteCmd,
 		r.leaf("start ID", "Start an instance", argsBetween(1, 1, "ID"), r.instanceStart),
@@ -286,13 +294,51 @@ func (r *ctlRun) instanceList(ctx context.Context, _ []string) error {
 	return table(r.a.stdout, "ID\tNAME\tSLAVE\tSTATUS", rows)
 }
 
-func (r *ctlRun) instanceCreate(ctx context.Context, args []string) error {
-	res, err := call(ctx, r, messages.CreateInstance, messages.NewInstance{Name: args[0]})
+const createLong = `Create an instance on the master, not yet assigned to a slave.
+
+Without a program it is a simulated instance. With one, after --, the
+instance runs that program on the slave it is assigned to: PROGRAM is its
+absolute path, which the slave's FABRIC_SLAVE_ALLOW_PROGRAMS must name, and
+the words after it are its arguments, passed as they are (no shell reads
+them). instance start runs it, instance stop sends it SIGTERM (SIGKILL after
+the slave's FABRIC_SLAVE_STOP_TIMEOUT), each line it prints is output, and
+instance command writes a line to its standard input and prints what the
+program printed until it was quiet for 250ms (waiting up to 2s for the
+first line). For example:
+
+  fabric ctl instance create ticker --dir /tmp -- /bin/sh -c 'while read l; do echo "got $l"; done'`
+
+// instanceCreate creates instance args[0]; the program, if any, is what
+// comes after -- (at dash).
+func (r *ctlRun) instanceCreate(ctx context.Context, args []string, dash int, dir string) error {
+	req := messages.NewInstance{Name: args[0]}
+	switch {
+	case dash < 0 && len(args) > 1:
+		return usagef("instance create: the program comes after --, as in: instance create %s -- %s", args[0], strings.Join(args[1:], " "))
+	case dash > 1:
+		return usagef("instance create: want one NAME before --, got %q", args[:dash])
+	case dash == 1 && len(args) == 1:
+		return usagef("instance create: want the program's absolute path after --")
+	case dash == 1:
+		req.Program = &messages.Program{Command: args[1], Args: args[2:], Dir: dir}
+		if !filepath.IsAbs(args[1]) {
+			return usagef("instance create: the program %q is not an absolute path: want one such as /bin/sh, as the slave's FABRIC_SLAVE_ALLOW_PROGRAMS names it", args[1])
+		}
+		if dir != "" && !filepath.IsAbs(dir) {
+			return usagef("instance create: --dir %q is not an absolute path", dir)
+		}
+	case dir != "":
+		return usagef("instance create: --dir is the working directory of a program: give the program after --")
+	}
+	res, err := call(ctx, r, messages.CreateInstance, req)
 	if err != nil {
 		return err
 	}
 	if r.json {
 		return printJSON(r.a.stdout, res)
+	}
+	if req.Program != nil {
+		return r.done("created instance %d (%s) to run %s", res.InstanceID, args[0], req.Program.Command)
 	}
 	return r.done("created instance %d (%s)", res.InstanceID, args[0])
 }

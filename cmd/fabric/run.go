@@ -231,7 +231,12 @@ func (a *app) master(ctx context.Context) error {
 const slaveLong = `Run a slave: it registers with the master as FABRIC_SLAVE_ID, hosts the
 simulated instances listed in FABRIC_SLAVE_INSTANCES ("id:name,id:name")
 and any the master assigns to it, and runs until Ctrl-C or SIGTERM.
-See README.md for every FABRIC_* variable.
+
+An instance made to run a program (fabric ctl instance create NAME --
+PROGRAM ARG...) runs here only if FABRIC_SLAVE_ALLOW_PROGRAMS names
+PROGRAM (absolute paths, comma-separated; none by default). Stopping the
+slave stops its programs: SIGTERM, then SIGKILL after
+FABRIC_SLAVE_STOP_TIMEOUT (5s). See README.md for every FABRIC_* variable.
 `
 
 func (a *app) slaveCommand() *cobra.Command {

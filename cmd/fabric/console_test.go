@@ -5,6 +5,8 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"image/png"
 	"net"
@@ -24,6 +26,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // The web console's tests drive the page in headless Chromium (Debian's
@@ -407,4 +410,119 @@ func TestConsoleOff(t *testing.T) {
 	if code := dev.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("fabric dev exited with status %d: %s", code, dev)
 	}
+}
+
+// secureWSNATS starts nats-server, in the test's process, from what
+// `fabric nats-config --slaves 1 --controls alice` prints, with JetStream
+// and a websocket { } block on a free loopback port that admits browsers
+// from origin alone, as docs/console.md tells an operator to run it. It
+// returns the server's nats:// and ws:// URLs and each NATS user's
+// password. The passwords are variables defined in the file rather than in
+// the server's environment (nats-server looks in both), so that parallel
+// tests do not share them.
+func secureWSNATS(t *testing.T, origin string) (natsURL, wsURL string, pw map[string]string) {
+	t.Helper()
+	auth := ok(t, nil, "nats-config", "--slaves", "1", "--controls", "alice")
+	pw = map[string]string{}
+	var conf strings.Builder
+	for user, v := range map[string]string{"master": "MASTER", "slave-1": "SLAVE_1", "control-alice": "CONTROL_ALICE"} {
+		var r [12]byte
+		_, _ = rand.Read(r[:])
+		pw[user] = "pw" + hex.EncodeToString(r[:])
+		fmt.Fprintf(&conf, "LF_PASS_%s: %q\n", v, pw[user])
+	}
+	conf.WriteString(auth)
+	fmt.Fprintf(&conf, "jetstream {\n  store_dir: %q\n}\n", t.TempDir())
+	fmt.Fprintf(&conf, "websocket {\n  listen: \"127.0.0.1:-1\"\n  no_tls: true\n  allowed_origins: [%q]\n}\n", origin)
+	opts := loadNATSConfig(t, conf.String())
+	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(waitLong) {
+		s.Shutdown()
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s.ClientURL(), s.WebsocketURL(), pw
+}
+
+// TestConsoleLogin: the page against a cluster whose NATS server requires
+// the authorization fabric nats-config generates, the console served by
+// the master and pointed at that server's WebSocket listener. The page
+// logs in as control-alice with its password and does what a control
+// does; a wrong password is an error the user can retry after; a slave's
+// NATS user is refused by the broker, and the page says so.
+func TestConsoleLogin(t *testing.T) {
+	t.Parallel()
+	consoleAddr := freePort(t)
+	natsURL, wsURL, pw := secureWSNATS(t, "http://"+consoleAddr)
+	login := func(user string) []string {
+		return []string{"FABRIC_NATS_URL=" + natsURL, "FABRIC_NATS_USER=" + user, "FABRIC_NATS_PASSWORD=" + pw[user]}
+	}
+	master := start(t, slices.Concat(login("master"), fastTimings, []string{"FABRIC_CONSOLE_ADDR=" + consoleAddr, "FABRIC_CONSOLE_NATS_URL=" + wsURL}), "master")
+	master.waitStdout(t, masterRunning)
+	slave := start(t, slices.Concat(login("slave-1"), fastTimings, []string{"FABRIC_SLAVE_ID=1", "FABRIC_SLAVE_INSTANCES=101:alpha,102:beta"}), "slave")
+	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 1 running`))
+	c := ctl{env: slices.Concat(newCtl(natsURL).env, login("control-alice"), []string{"FABRIC_CONTROL_USER=alice"})}
+	c.waitInstance(t, instanceJSON{ID: 102, Name: "beta", SlaveID: 1, Status: "stopped"})
+
+	p := newBrowser(t).open(t, "http://"+consoleAddr+"/#user=alice&nats_user=control-alice")
+	loginAs := func(natsUser, password string) {
+		p.t.Helper()
+		p.do(chromedp.SetValue("#user", "alice"), chromedp.SetValue("#nats-user", natsUser), chromedp.SetValue("#password", password), chromedp.Click(`#login-form button[type="submit"]`))
+	}
+	errorShown := `!document.querySelector("#error").hidden && document.querySelector("#error-text").textContent`
+
+	// A wrong password: refused by the broker, said so, and the form stays.
+	loginAs("control-alice", pw["control-alice"]+"x")
+	p.waitFor(waitLong, "the refused login", errorShown+`.includes("(not_connected)")`)
+	want := "cannot connect to NATS at " + wsURL + ": it does not accept this password for NATS user control-alice: check it and connect again (not_connected)"
+	if msg := eval[string](p, `document.querySelector("#error-text").textContent`); msg != want {
+		t.Errorf("a wrong password shows %q, want %q", msg, want)
+	}
+	atForm := `!document.querySelector("#login").hidden && document.querySelector("#cluster").hidden && document.querySelector("#status").textContent === "not connected"`
+	if !eval[bool](p, atForm) {
+		t.Errorf("after a wrong password the page is not back at the login form:\n%s", p.text())
+	}
+
+	// Retry with the right one: the lists, and a command.
+	loginAs("control-alice", pw["control-alice"])
+	p.waitFor(waitLong, "the lists as control-alice", fmt.Sprintf(`%s === "1 slave-1 yes 2" && %s === "101 alpha 1 stopped|102 beta 1 stopped"`, rows("slaves", 4), rows("instances", 4)))
+	p.waitFor(waitLong, "connected as alice", `document.querySelector("#status").textContent === "connected as alice" && document.querySelector("#error").hidden`)
+	p.do(chromedp.Click("#instance-101 .start"))
+	p.waitFor(waitLong, "instance 101 running", `document.querySelector("#instance-101 .status").textContent === "running"`)
+	c.waitInstance(t, instanceJSON{ID: 101, Name: "alpha", SlaveID: 1, Status: "running"})
+	p.do(chromedp.Click("#instance-101 .open-console"), chromedp.WaitVisible("#console"), chromedp.SendKeys("#command", "/join alice"+kb.Enter))
+	p.waitFor(waitLong, "the answer to /join alice", `[...document.querySelectorAll("#output .answer")].some(d => d.textContent === "alice joined")`)
+	p.waitFor(waitLong, "the output of /join alice", `document.querySelector("#output").textContent.includes("[info] alice joined the game")`)
+	// The broker answers a refused subscription before the requests sent
+	// after it: none of the page's subscriptions was refused.
+	if msg := eval[string](p, `document.querySelector("#error").hidden ? "" : document.querySelector("#error-text").textContent`); msg != "" {
+		t.Errorf("as control-alice, the page shows the error %q", msg)
+	}
+
+	// A slave's NATS user may not act as a control: the broker refuses
+	// the page's subjects, and the page goes back to the form and says
+	// which user to log in with, showing no data.
+	p.do(chromedp.Click("#logout"))
+	p.waitFor(waitLong, "the login form", atForm)
+	loginAs("slave-1", pw["slave-1"])
+	p.waitFor(waitLong, "the broker's refusal", errorShown+`.includes("(permission_denied)") && `+atForm)
+	want = "the NATS server does not let NATS user slave-1 act as control alice: log in with that control's own NATS user (control-alice, from fabric nats-config --controls alice) (permission_denied)"
+	if msg := eval[string](p, `document.querySelector("#error-text").textContent`); msg != want {
+		t.Errorf("logged in as slave-1, the page says %q, want %q", msg, want)
+	}
+	if n := eval[int](p, `document.querySelectorAll("#slaves tbody tr, #instances tbody tr").length`); n != 0 {
+		t.Errorf("logged in as slave-1, the page lists %d slaves and instances:\n%s", n, p.text())
+	}
+
+	// And the form still works: alice again.
+	loginAs("control-alice", pw["control-alice"])
+	p.waitFor(waitLong, "the lists as control-alice again", fmt.Sprintf(`%s === "101 alpha 1 running|102 beta 1 stopped" && document.querySelector("#error").hidden`, rows("instances", 4)))
 }

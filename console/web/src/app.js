@@ -26,6 +26,7 @@ class FabricError extends Error {
 const state = {
   nc: null,
   user: "",
+  login: "", // who the page logged in to NATS as, in words
   session: "", // the master session that answered last
   slaves: new Map(), // slave_id -> entry of slave_updates
   instances: new Map(), // instance_id -> entry of instance_updates
@@ -74,7 +75,9 @@ function natsFailure(e, type) {
     return new FabricError("not_connected", `no master answers ${type}: none is running; nothing was done`);
   }
   if (e instanceof natsErrors.PermissionViolationError || e?.cause instanceof natsErrors.PermissionViolationError) {
-    return new FabricError("permission_denied", `the NATS server does not let this user send ${type}: nothing was done`);
+    const f = new FabricError("permission_denied", `the NATS server does not let this user send ${type}: nothing was done`);
+    f.broker = true;
+    return f;
   }
   if (e instanceof natsErrors.TimeoutError || e?.cause instanceof natsErrors.TimeoutError) {
     return new FabricError("timeout", `no answer to ${type} in time: it may or may not have run`);
@@ -170,6 +173,10 @@ function resync() {
           showError(e, "resync"); // a fault of the page's own
           return;
         }
+        if (e.broker) {
+          brokerRefused(state.nc);
+          return;
+        }
         if (e.code === "permission_denied" || e.code === "invalid_message") {
           showError(e, "subscribe");
           setStatus(`connected as ${state.user}`, "ok");
@@ -223,6 +230,7 @@ async function connect(form) {
     reconnectTimeWait: 1000,
     pingInterval: 10000,
   };
+  const login = form.natsUser ? `NATS user ${form.natsUser}` : form.token ? "the token" : "a connection without credentials";
   if (form.natsUser) {
     opts.user = form.natsUser;
     opts.pass = form.password;
@@ -235,10 +243,13 @@ async function connect(form) {
     nc = await wsconnect(opts);
   } catch (e) {
     setStatus("not connected", "bad");
-    showError(new FabricError("not_connected", `cannot connect to NATS at ${cfg.servers.join(", ")}: ${e.message}`));
+    const why = e instanceof natsErrors.AuthorizationError || e?.cause instanceof natsErrors.AuthorizationError
+      ? `it does not accept ${form.natsUser ? `this password for ${login}` : login}: check it and connect again`
+      : e.message;
+    showError(new FabricError("not_connected", `cannot connect to NATS at ${cfg.servers.join(", ")}: ${why}`));
     return;
   }
-  Object.assign(state, { nc, user: form.user, session: "" });
+  Object.assign(state, { nc, user: form.user, login, session: "" });
   state.slaves.clear();
   state.instances.clear();
   state.seen = { slave_updates: 0, instance_updates: 0 };
@@ -269,7 +280,7 @@ async function watchStatus(nc) {
     } else if (s.type === "reconnect") {
       resync();
     } else if (s.type === "error" && s.error instanceof natsErrors.PermissionViolationError) {
-      showError(new FabricError("permission_denied", `the NATS server refused: ${s.error.message}`));
+      brokerRefused(nc);
     }
   }
 }
@@ -289,6 +300,19 @@ async function keepAlive(nc) {
       resync();
     }
   }
+}
+
+// brokerRefused ends a login whose NATS user the server does not let
+// subscribe or publish what control state.user needs: it is not that
+// control's user (say a slave's, or another control's), and the page could
+// show nothing. Back at the form, it says which user to log in with.
+async function brokerRefused(nc) {
+  if (!nc || state.nc !== nc) {
+    return; // already logged out
+  }
+  const { user, login } = state;
+  await logout();
+  showError(new FabricError("permission_denied", `the NATS server does not let ${login} act as control ${user}: log in with that control's own NATS user (control-${user}, from fabric nats-config --controls ${user})`));
 }
 
 async function logout() {

@@ -1,5 +1,10 @@
 package fabric
 
+import (
+	"github.com/linkfabric/linkfabric/link"
+	"github.com/linkfabric/linkfabric/messages"
+)
+
 // InstanceID exposes instanceID to the tests of package fabric_test.
 var InstanceID = instanceID
 
@@ -34,3 +39,16 @@ func (s *Slave) ProgramGoroutines() int {
 	}
 	return n
 }
+
+// HoldRegistrations makes the slave's next registrations call welcomed
+// with their link once the master's welcome has arrived, before the slave
+// applies it (welcomed may block, holding the registration there), and
+// applied once it has. Call it before the registrations it is for.
+func (s *Slave) HoldRegistrations(welcomed, applied func(*link.Link)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hooks = &registrationHooks{welcomed: welcomed, applied: applied}
+}
+
+// Bans returns the bans the slave holds in force, sorted by player.
+func (s *Slave) Bans() []messages.Ban { return s.banList() }

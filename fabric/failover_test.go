@@ -478,6 +478,54 @@ func TestNewMasterWaitsForItsSlaves(t *testing.T) {
 	waitSlaves(t, m2, waitLong, 1, 2)
 }
 
+// A ban broadcast by a new master while a slave's registration with it
+// is under way is not undone by the registration's ban list (its
+// welcome), which the master composed before the ban was saved, and which
+// the slave may apply after the broadcast has arrived: the welcome and the
+// broadcast reach the slave by different paths. The registration is held
+// between its welcome and the welcome's application until the broadcast
+// has reached the slave's link.
+func TestBanDuringRegistrationKeptOverTheWelcome(t *testing.T) {
+	c := newCluster(t, clusterConfig{})
+	c.start(t, 11)
+	held := make(chan *link.Link, 1)
+	applied := make(chan struct{}, 1)
+	release := make(chan struct{})
+	c.slave1.HoldRegistrations(func(l *link.Link) {
+		select {
+		case held <- l:
+		default: // a later registration (at the test's end): not held
+		}
+		<-release
+	}, func(*link.Link) {
+		select {
+		case applied <- struct{}{}:
+		default:
+		}
+	})
+	closeMaster(t, c.master)
+	startMaster(t, c.url, "*=*")
+	l := testkit.Recv(t, held, waitLong, "slave 1's registration with the new master")
+	ctl, _ := dialControl(t, c.url, "carol")
+	before := l.Stats().Received
+	request(t, ctl.Link(), messages.SetPlayerBanned, messages.Ban{Name: "eve", Banned: true, Reason: "r"})
+	testkit.WaitFor(t, waitLong, "the ban reaches slave 1's new link", func() bool {
+		st := l.Stats()
+		return st.Received > before && (st.Handling > 0 || slices.ContainsFunc(c.slave1.Bans(), func(b messages.Ban) bool { return b.Name == "eve" }))
+	})
+	close(release)
+	testkit.Recv(t, applied, waitLong, "slave 1 applying the welcome")
+	testkit.Eventually(t, waitLong, "the ban reaches the instance", func() error {
+		if bans := c.slave1.Bans(); len(bans) != 1 || bans[0].Name != "eve" {
+			return fmt.Errorf("slave 1 holds bans %+v; want eve", bans)
+		}
+		if out := c.command(t, 11, "/bans"); out != "banned: eve" {
+			return fmt.Errorf("/bans = %q", out)
+		}
+		return nil
+	})
+}
+
 // The third report: a control that died without a word, while
 // another process of the same user lives, does not hold up the master's
 // graceful stop.

@@ -1,6 +1,8 @@
 package fabric
 
 import (
+	"time"
+
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
 )
@@ -52,3 +54,21 @@ func (s *Slave) HoldRegistrations(welcomed, applied func(*link.Link)) {
 
 // Bans returns the bans the slave holds in force, sorted by player.
 func (s *Slave) Bans() []messages.Ban { return s.banList() }
+
+// SkipsControlOnClose reports whether the active master, stopping now,
+// would close the link of the control session session without waiting
+// for it (controlQuietLocked); false if it has no link to that session.
+func (p *Master) SkipsControlOnClose(session string) bool {
+	m := p.current()
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for l, st := range m.controls {
+		if c, ok := st.conn.(interface{ PeerSession() string }); ok && c.PeerSession() == session {
+			return m.controlQuietLocked(l, st, time.Now())
+		}
+	}
+	return false
+}

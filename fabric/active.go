@@ -1474,6 +1474,16 @@ func (m *activeMaster) quietLimit() time.Duration {
 	return 2*m.cfg.Timing.HeartbeatInterval + 500*time.Millisecond
 }
 
+// controlQuietLocked reports whether the control at the other end of l
+// is one a graceful stop does not wait for: silent for longer than
+// quietLimit, or a session that never showed it hears the master (named in
+// one plain message: made up, or of a process gone since), which would
+// never answer prepare_disconnect (the master's peer of that address, if
+// any, drops it as another session's). The caller holds m.mu.
+func (m *activeMaster) controlQuietLocked(l *link.Link, st *controlState, now time.Time) bool {
+	return st.watch.quietFor(l, now) > m.quietLimit() || !st.conn.Confirmed()
+}
+
 // shutdown ends the term gracefully: each live slave and control is told
 // (prepare_disconnect) and its in-flight requests end, within ctx; the
 // links of peers that have gone quiet are closed at once; then the Node
@@ -1500,11 +1510,7 @@ func (m *activeMaster) shutdown(ctx context.Context) error {
 		}
 	}
 	for l, st := range m.controls {
-		// A session that never showed it hears the master (a session
-		// named in one plain message: made up, or of a process gone since)
-		// would never answer prepare_disconnect; the master's peer of that
-		// address, if any, drops it as another session's.
-		if st.watch.quietFor(l, now) > m.quietLimit() || !st.conn.Confirmed() {
+		if m.controlQuietLocked(l, st, now) {
 			quiet = append(quiet, l)
 		} else {
 			drain = append(drain, l)

@@ -74,6 +74,16 @@ type Slave struct {
 	// The bans in force, as the master last said (its welcome, and the
 	// bans it broadcast since): given to every instance the slave starts.
 	bans map[string]messages.Ban
+	// hooks hold a registration at its steps, for the package's tests
+	// (export_test.go); nil otherwise.
+	hooks *registrationHooks
+}
+
+// registrationHooks are called by connectMaster: welcomed once the
+// master's welcome has arrived on l, before it is applied; applied once it
+// has been.
+type registrationHooks struct {
+	welcomed, applied func(l *link.Link)
 }
 
 // maxOutbox bounds the events kept for a master that is away.
@@ -130,7 +140,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		}
 		return nil
 	}
-	if err := checkWiring(catalog, s.self, link.MasterAddress, s.wireMaster); err != nil {
+	if err := checkWiring(catalog, s.self, link.MasterAddress, func(l *link.Link) { s.wireMaster(l, nil) }); err != nil {
 		return nil, err
 	}
 	if err := checkWiring(catalog, s.self, link.Address{Type: messages.Instance, ID: "1"}, func(l *link.Link) { s.wireInstance(l, 1) }); err != nil {
@@ -285,6 +295,10 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The bans the master broadcasts on this link wait for its welcome to
+	// be applied (see routeFromMaster).
+	welcomed := make(chan struct{})
+	defer close(welcomed)
 	var l *link.Link
 	l, err = link.New(c, s.self, link.MasterAddress, s.catalog,
 		link.WithLogger(s.log), link.WithRequestTimeout(s.cfg.Timing.RequestTimeout),
@@ -293,22 +307,29 @@ func (s *Slave) connectMaster(ctx context.Context) (*link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.wireMaster(l)
+	s.wireMaster(l, welcomed)
 	if err := l.Start(); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	reg := messages.SlaveRegistration{ID: s.cfg.ID, Name: s.cfg.SlaveName(), Version: Version, Instances: s.hostedLocked(), Plugins: s.plugins}
+	hooks := s.hooks
 	s.mu.Unlock()
 	welcome, err := link.Request(ctx, l, messages.RegisterSlave, reg)
 	if err != nil {
 		_ = l.Close()
 		return nil, err
 	}
+	if hooks != nil {
+		hooks.welcomed(l)
+	}
 	passed := s.passOn(ctx, l, c)
 	s.log.Info("registered with the master", "instances", len(reg.Instances), "events_passed_on", passed, "bans", len(welcome.Bans))
 	s.tellInstances("connect")
 	s.setBans(ctx, welcome.Bans)
+	if hooks != nil {
+		hooks.applied(l)
+	}
 	return l, nil
 }
 
@@ -636,14 +657,14 @@ func (s *Slave) deleteInstance(ctx context.Context, r messages.InstanceRef) (mes
 
 // route attaches the fabric's routing to every message arriving from the
 // master (from == Master) or from an instance (from == Instance) that has
-// no handler of its own.
-func (s *Slave) route(l *link.Link, from messages.Endpoint) {
+// no handler of its own. From the master, bans wait for welcomed to close.
+func (s *Slave) route(l *link.Link, from messages.Endpoint, welcomed <-chan struct{}) {
 	in := messages.Direction{Source: from, Target: messages.Slave}
 	for _, def := range s.catalog.On(in) {
 		switch {
 		case l.Handles(def):
 		case from == messages.Master:
-			s.routeFromMaster(l, def)
+			s.routeFromMaster(l, def, welcomed)
 		case from == messages.Instance:
 			s.routeFromInstance(l, def)
 		}
@@ -652,8 +673,9 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint) {
 
 // routeFromMaster routes def, arriving from the master on l: to the
 // instance it is forwarded to, or to every instance but the one a
-// broadcast came from.
-func (s *Slave) routeFromMaster(l *link.Link, def *messages.Definition) {
+// broadcast came from. A ban waits until welcomed closes: the
+// registration on l has applied the master's welcome.
+func (s *Slave) routeFromMaster(l *link.Link, def *messages.Definition, welcomed <-chan struct{}) {
 	switch {
 	case def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
 		l.HandleRequestJSON(def, s.forwardRequest)
@@ -663,6 +685,17 @@ func (s *Slave) routeFromMaster(l *link.Link, def *messages.Definition) {
 		isBan := def == messages.BanlistUpdate.Def()
 		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
 			if isBan {
+				// The welcome's ban list may be older than this ban: the
+				// master answers a registration, then broadcasts the bans
+				// saved after it, and the response and the broadcast
+				// reach this slave by different paths, in either order.
+				// Applied after this ban, the welcome would undo it
+				// (docs/reliability.md: bans reach every slave).
+				select {
+				case <-welcomed:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 				var b messages.Ban
 				if err := json.Unmarshal(ev.Data, &b); err == nil {
 					s.noteBan(b)
@@ -918,12 +951,13 @@ func (s *Slave) launch(h *hosted) (*link.Link, error) {
 	return to, nil
 }
 
-// wireMaster attaches the slave's handlers to its link to the master.
-func (s *Slave) wireMaster(l *link.Link) {
+// wireMaster attaches the slave's handlers to its link to the master; the
+// bans it receives wait for welcomed to close (routeFromMaster).
+func (s *Slave) wireMaster(l *link.Link, welcomed <-chan struct{}) {
 	link.HandleRequest(l, messages.AssignInstance, s.assign)
 	link.HandleRequest(l, messages.DeleteInstance, s.deleteInstance)
 	s.handlers.attach(l)
-	s.route(l, messages.Master)
+	s.route(l, messages.Master, welcomed)
 }
 
 // wireInstance attaches the slave's handlers to its link to instance id.
@@ -935,7 +969,7 @@ func (s *Slave) wireInstance(to *link.Link, id int64) {
 		return s.relayStatus(ctx, id, messages.StatusStopped, messages.InstanceStopped)
 	})
 	s.handlers.attach(to)
-	s.route(to, messages.Instance)
+	s.route(to, messages.Instance, nil)
 }
 
 // relayStatus records an instance's new status and tells the master. The

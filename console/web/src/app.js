@@ -156,7 +156,8 @@ function resync() {
     return syncing;
   }
   syncing = (async () => {
-    for (let wait = 250; state.nc; wait = Math.min(wait * 2, 4000)) {
+    const nc = state.nc;
+    for (let wait = 250; state.nc && state.nc === nc; wait = Math.min(wait * 2, 4000)) {
       syncAgain = false;
       try {
         for (const event of ["slave_updates", "instance_updates"]) {
@@ -169,6 +170,9 @@ function resync() {
           return;
         }
       } catch (e) {
+        if (state.nc !== nc) {
+          return; // logged out (or in again) meanwhile: this login's failures are moot
+        }
         if (!(e instanceof FabricError)) {
           showError(e, "resync"); // a fault of the page's own
           return;
@@ -255,9 +259,17 @@ async function connect(form) {
   state.seen = { slave_updates: 0, instance_updates: 0 };
   localStorage.setItem("linkfabric.user", form.user);
   localStorage.setItem("linkfabric.natsUser", form.natsUser || "");
-  nc.subscribe(`${prefix}.*.*.control.${form.user}.>`, { callback: (err, m) => err || onMessage(m) });
+  // The server refuses a subscription to a user who may not make it: that
+  // error comes to the subscription's callback (not always also to the
+  // status stream), and means this user is not control form.user's.
+  const refused = (err) => {
+    if (err instanceof natsErrors.PermissionViolationError || err?.cause instanceof natsErrors.PermissionViolationError) {
+      brokerRefused(nc);
+    }
+  };
+  nc.subscribe(`${prefix}.*.*.control.${form.user}.>`, { callback: (err, m) => (err ? refused(err) : onMessage(m)) });
   // A master that has just become active says so to every control.
-  nc.subscribe(`${prefix}.master.0.control._all._hello.>`, { callback: (err) => err || resync() });
+  nc.subscribe(`${prefix}.master.0.control._all._hello.>`, { callback: (err) => (err ? refused(err) : resync()) });
   watchStatus(nc);
   keepAlive(nc);
   $("login").hidden = true;

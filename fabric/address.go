@@ -12,7 +12,9 @@ import (
 
 // Addressed messages (messages.Spec's Src and Dst) between any two
 // endpoints. Every route that leaves a slave goes by way of the master
-// (docs/protocol.md, "Addressed messages"): only the master knows where
+// (docs/protocol.md, "Addressed messages"), but a slave's own messages to
+// another slave, which take the direct link between them (direct.go):
+// only the master knows where
 // each instance lives, which plugins each endpoint has, and the user of
 // each control, and its links to slaves are the ones whose sessions,
 // acknowledgements and ordering the fabric keeps across faults. A slave
@@ -398,6 +400,9 @@ func (s *Slave) local(a link.Address) (to *link.Link, hosted bool, err error) {
 // unless it came from the master, to the master, which knows where
 // everything else is.
 func (s *Slave) passRequest(ctx context.Context, req *link.Envelope, fromMaster bool) ([]byte, error) {
+	if id, ok := s.directTo(req.Origin, req.Dst); ok && !fromMaster {
+		return s.directRequest(ctx, id, req)
+	}
 	to, hosted, err := s.local(req.Dst)
 	switch {
 	case err != nil:
@@ -426,6 +431,9 @@ func (s *Slave) passEvent(ctx context.Context, ev *link.Envelope, fromMaster boo
 			return nil // back from the master: given to these instances already
 		}
 		return s.broadcast(ctx, ev, link.Address{})
+	}
+	if id, ok := s.directTo(ev.Origin, ev.Dst); ok && !fromMaster {
+		return s.directEvent(ctx, id, ev)
 	}
 	if fromMaster && ev.Dst == link.All(messages.Slave) {
 		return nil // to every slave: delivered here, and the master sent the others theirs

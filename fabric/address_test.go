@@ -68,6 +68,10 @@ type addrFixture struct {
 	rec      *deliveries
 	ask      *messages.Request[probeReq, probeResp]
 	tell     *messages.Event[probeReq]
+	plugin   messages.Plugin
+	// attach attaches, to a link of the endpoint self, the handlers that
+	// record what reaches it.
+	attach func(self link.Address) func(*link.Link)
 
 	mu        sync.Mutex
 	instances map[int64]*link.Link // each instance's side of its link
@@ -92,6 +96,7 @@ func newAddrFixture(t *testing.T, masterOpts func(*messages.Request[probeReq, pr
 		}
 	}
 	// attach handles ask and tell at self, on every link they arrive on.
+	f.plugin = plugin
 	attach := func(self link.Address) func(*link.Link) {
 		return func(l *link.Link) {
 			if !ask.ValidOn(messages.Direction{Source: l.Peer().Type, Target: l.Self().Type}) {
@@ -107,6 +112,7 @@ func newAddrFixture(t *testing.T, masterOpts func(*messages.Request[probeReq, pr
 			})
 		}
 	}
+	f.attach = attach
 	with := func(self link.Address, peers ...messages.Endpoint) []fabric.Option {
 		if f.lacking[self] {
 			return nil
@@ -126,7 +132,7 @@ func newAddrFixture(t *testing.T, masterOpts func(*messages.Request[probeReq, pr
 	f.master = startMaster(t, f.url, "alice=*;bob=*", append(with(link.MasterAddress, messages.Slave, messages.Control), extra...)...)
 	for _, id := range []int64{1, 2} {
 		self := link.SlaveAddress(id)
-		opts := append(with(self, messages.Master, messages.Instance), fabric.WithInstanceFactory(func(iid int64, name string) fabric.Instance {
+		opts := append(with(self, messages.Master, messages.Instance, messages.Slave), fabric.WithInstanceFactory(func(iid int64, name string) fabric.Instance {
 			return probeInstance{f: f, id: iid, sim: fabric.SimulatedInstances(iid, name), attach: attach(link.InstanceAddress(iid)), plugin: !f.lacking[self]}
 		}))
 		f.slaves[id] = startSlave(t, f.url, id, fmt.Sprintf("%d1:a%d,%d2:b%d", id, id, id, id), opts...)

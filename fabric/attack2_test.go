@@ -64,7 +64,7 @@ func TestAttack2BroadcastToMasterSkipsPermission(t *testing.T) {
 	b := startBroker(t)
 	startMaster(t, b.ClientURL(), "alice=*;bob=core.instance.list", fabric.WithPlugins(plugin),
 		fabric.WithHandlers(messages.Control, watch("master")), fabric.WithHandlers(messages.Slave, watch("master")))
-	startSlave(t, b.ClientURL(), 1, "11:a", fabric.WithPlugins(plugin), fabric.WithHandlers(messages.Master, watch("slave")), fabric.WithHandlers(messages.Instance, watch("slave")))
+	startSlave(t, b.ClientURL(), 1, "11:a", fabric.WithPlugins(plugin), fabric.WithHandlers(messages.Master, watch("slave")), fabric.WithHandlers(messages.Instance, watch("slave")), fabric.WithHandlers(messages.Slave, watch("slave")))
 	nc, err := natsgo.Connect(b.ClientURL())
 	testkit.NoErr(t, err, "connect")
 	t.Cleanup(nc.Close)
@@ -109,7 +109,7 @@ func TestAttack2SlaveBroadcastQuiet(t *testing.T) {
 	m := startMaster(t, b.ClientURL(), "*=*", fabric.WithPlugins(plugin), fabric.WithHandlers(messages.Control, handle("master")), fabric.WithHandlers(messages.Slave, handle("master")))
 	logs := newLogRecords()
 	startSlave(t, b.ClientURL(), 1, "11:a", fabric.WithLogger(slog.New(logs)), fabric.WithPlugins(plugin),
-		fabric.WithHandlers(messages.Master, handle("slave")), fabric.WithHandlers(messages.Instance, handle("slave")))
+		fabric.WithHandlers(messages.Master, handle("slave")), fabric.WithHandlers(messages.Instance, handle("slave")), fabric.WithHandlers(messages.Slave, handle("slave")))
 	waitSlaves(t, m, waitLong, 1)
 	ctx := testkit.Ctx(t, waitLong)
 	// The second is handled after the first was passed on (or not).

@@ -74,6 +74,12 @@ type role struct {
 	// master), so a message to an earlier session of it is answered
 	// session_lost.
 	unique bool
+	// answerStale, if set, is unique for the peers it reports true of
+	// (a slave's links from other slaves).
+	answerStale func(peer link.Address) bool
+	// broadcastsFrom, if set, says from which peers a broadcast is taken
+	// (a slave: from the master, not from the slaves it links with).
+	broadcastsFrom func(peer link.Address) bool
 	// sessionTimeout: how long what a peer's ended session never
 	// acknowledged waits for its next session; 0 for an endpoint that
 	// never takes a session over (a control).
@@ -127,6 +133,11 @@ func connect(ctx context.Context, self link.Address, c NATSConfig, url string, l
 	}
 	if r.unique {
 		opts = append(opts, lfnats.WithAnswerStale())
+	} else if r.answerStale != nil {
+		opts = append(opts, lfnats.WithAnswerStaleFrom(r.answerStale))
+	}
+	if r.broadcastsFrom != nil {
+		opts = append(opts, lfnats.WithBroadcastsFrom(r.broadcastsFrom))
 	}
 	if r.maxSessions > 0 {
 		opts = append(opts, lfnats.WithMaxPeerSessions(r.maxSessions))

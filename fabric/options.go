@@ -63,8 +63,10 @@ func WithPlugins(plugins ...messages.Plugin) Option {
 // WithHandlers adds attach, a function that attaches a plugin's handlers
 // to each link the endpoint makes to an endpoint of type peer, before the
 // link starts: the master's links to slaves and to controls, a slave's
-// link to the master and to each of its instances, a control's link to the
-// master. Handlers compose: every function given for a peer type runs, in
+// link to the master, to each of its instances and, when the catalog has
+// messages from slave to slave, with each other slave (peer
+// messages.Slave: the direct links, where those arrive), a control's link
+// to the master. Handlers compose: every function given for a peer type runs, in
 // the order given, so that each plugin attaches its own; attaching a
 // second handler for one message is a mistake that the endpoint reports
 // as it starts. The fabric routes what the functions leave unhandled

@@ -56,6 +56,9 @@ type Slave struct {
 	// arrive while it closes its links.
 	leaving   bool
 	instances map[int64]*hosted
+	// direct holds the links this slave dialed to other slaves (direct.go).
+	direct   map[int64]*directEnd
+	accepted map[*link.Link]*directEnd
 	// While the slave has no session with a master, what its instances send
 	// the master waits here, and in the connector of the session that ended
 	// (events it never had acknowledged), for the next session, for up to
@@ -129,6 +132,8 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		handlers:  o.handlers,
 		stop:      make(chan struct{}),
 		instances: map[int64]*hosted{},
+		direct:    map[int64]*directEnd{},
+		accepted:  map[*link.Link]*directEnd{},
 		metrics:   newMetrics(catalog),
 		bans:      map[string]messages.Ban{},
 	}
@@ -146,6 +151,11 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	if err := checkWiring(catalog, s.self, link.Address{Type: messages.Instance, ID: "1"}, func(l *link.Link) { s.wireInstance(l, 1) }); err != nil {
 		return nil, err
 	}
+	if len(catalog.On(messages.SlaveToSlave)) > 0 {
+		if err := checkWiring(catalog, s.self, link.SlaveAddress(cfg.ID+1), s.wireSlave); err != nil {
+			return nil, err
+		}
+	}
 	for _, h := range cfg.Instances {
 		s.instances[h.ID] = &hosted{id: h.ID, name: h.Name, status: messages.StatusStopped}
 	}
@@ -155,7 +165,15 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	}
 	// A master of an older term than one heard from is ignored (see
 	// Master): its links end, and the slave registers with the newer.
-	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{sessionTimeout: cfg.Timing.SessionTimeout, epoch: masterTerm, local: o.broker}); err != nil {
+	if s.node, err = connect(ctx, s.self, cfg.NATS, url, s.log, role{
+		sessionTimeout: cfg.Timing.SessionTimeout, epoch: masterTerm, local: o.broker,
+		// Other slaves' direct links (direct.go): a slave's address is its
+		// own, the master refuses a second process of it, so a message for
+		// an earlier session is answered session_lost, as the master does.
+		accept: s.acceptSlave, maxSessions: maxDirectSessions,
+		answerStale:    func(peer link.Address) bool { return peer.Type == messages.Slave },
+		broadcastsFrom: func(peer link.Address) bool { return peer.Type == messages.Master },
+	}); err != nil {
 		return nil, err
 	}
 	l, err := s.connectMaster(ctx)
@@ -177,6 +195,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.routines.start(func() { s.run(l) })
+	s.routines.start(s.reapDirect)
 	return s, nil
 }
 
@@ -1038,6 +1057,7 @@ func (s *Slave) Close(ctx context.Context) error {
 		}
 	}
 	var errs []error
+	errs = append(errs, s.closeDirect(ctx))
 	if master != nil {
 		errs = append(errs, master.Disconnect(ctx))
 	}

@@ -177,7 +177,9 @@ func New(conn Connector, self, peer Address, catalog *messages.Catalog, opts ...
 	if err := peer.Validate(); err != nil {
 		return nil, err
 	}
-	if self.Type == peer.Type {
+	if self.Type == peer.Type && (self.Type != messages.Slave || self == peer) {
+		// Two slaves may link (messages.SlaveToSlave); no other type links
+		// to its own.
 		return nil, fmt.Errorf("link: %s and %s are the same endpoint type", self, peer)
 	}
 	if conn == nil || catalog == nil {

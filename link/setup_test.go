@@ -235,7 +235,8 @@ func TestSetupNew(t *testing.T) {
 		catalog    *messages.Catalog
 		opts       []link.Option
 	}{
-		{name: "same endpoint type", conn: a, self: slaveAddr, peer: link.Address{Type: messages.Slave, ID: "2"}, catalog: testCat},
+		{name: "same endpoint type", conn: a, self: link.ControlAddress("alice"), peer: link.ControlAddress("bob"), catalog: testCat},
+		{name: "slave to itself", conn: a, self: slaveAddr, peer: slaveAddr, catalog: testCat},
 		{name: "bad self id", conn: a, self: link.Address{Type: messages.Slave, ID: "a b"}, peer: instanceAddr, catalog: testCat},
 		{name: "zero peer", conn: a, self: slaveAddr, catalog: testCat},
 		{name: "no connector", self: slaveAddr, peer: instanceAddr, catalog: testCat},

@@ -482,12 +482,16 @@ func (d *Definition) address(spec Spec) ([]Direction, error) {
 }
 
 // Route returns the hops an addressed message takes from an endpoint of
-// type src to one of type dst, by way of the master, which alone knows
-// where every endpoint is, checks every claim of a source, and holds a
-// link to every slave and control (docs/protocol.md, "Addressed
-// messages"). A slave shortens the route to, and between, its own
-// instances: those hops are among these.
+// type src to one of type dst (docs/protocol.md, "Addressed messages"):
+// from a slave to a slave, the direct link between them; everything else
+// by way of the master, which alone knows where every endpoint is, checks
+// every claim of a source, and holds a link to every slave and control. A
+// slave shortens the route to, and between, its own instances: those hops
+// are among these.
 func Route(src, dst Endpoint) []Direction {
+	if src == Slave && dst == Slave {
+		return []Direction{SlaveToSlave}
+	}
 	up := map[Endpoint][]Endpoint{Master: {Master}, Slave: {Slave, Master}, Instance: {Instance, Slave, Master}, Control: {Control, Master}}
 	down := map[Endpoint][]Endpoint{Master: nil, Slave: {Slave}, Instance: {Slave, Instance}, Control: {Control}}
 	path := append(slices.Clone(up[src]), down[dst]...)

@@ -66,6 +66,9 @@ var (
 	SlaveToMaster   = Direction{Source: Slave, Target: Master}
 	SlaveToInstance = Direction{Source: Slave, Target: Instance}
 	InstanceToSlave = Direction{Source: Instance, Target: Slave}
+	// SlaveToSlave is the direct link between two slaves, which carries
+	// the addressed messages a slave sends another (Route).
+	SlaveToSlave = Direction{Source: Slave, Target: Slave}
 
 	MasterToInstance  = Direction{Source: Master, Target: Instance}
 	InstanceToMaster  = Direction{Source: Instance, Target: Master}
@@ -75,10 +78,10 @@ var (
 	ControlToInstance = Direction{Source: Control, Target: Instance}
 )
 
-// Valid reports whether d joins two different endpoint types: whether it
-// is one of the directions above.
+// Valid reports whether d is one of the directions above: it joins two
+// different endpoint types, or two slaves.
 func (d Direction) Valid() bool {
-	return d.Source.Valid() && d.Target.Valid() && d.Source != d.Target
+	return d.Source.Valid() && d.Target.Valid() && (d.Source != d.Target || d.Source == Slave)
 }
 
 // String returns the "source-target" form.
@@ -102,7 +105,7 @@ func ParseDirection(s string) (Direction, error) {
 	if err != nil {
 		return Direction{}, fmt.Errorf("messages: link %q: %w", s, err)
 	}
-	if source == target {
+	if source == target && source != Slave {
 		return Direction{}, fmt.Errorf("messages: link %q joins an endpoint type to itself", s)
 	}
 	return Direction{Source: source, Target: target}, nil

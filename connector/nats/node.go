@@ -351,10 +351,14 @@ func (n *Node) dispatch(sub subject, msg *natsgo.Msg) {
 	case subjHello:
 		// Only news of a session: fenced above.
 	case subjMessage:
+		if sub.dst.ID == BroadcastID && n.opts.broadcastsFrom != nil && !n.opts.broadcastsFrom(sub.src) {
+			n.refuse(msg, link.Errorf(link.CodeInvalidMessage, "%s takes no broadcast from %s", n.self, sub.src))
+			return
+		}
 		c, err := n.connFor(sub.src, sub.srcSession, sub.dstSession)
 		switch {
 		case err == errStale:
-			n.stale(msg)
+			n.stale(sub.src, msg)
 		case err != nil:
 			n.refuse(msg, err)
 		default:
@@ -518,12 +522,12 @@ func (n *Node) roomForLocked(peer link.Address) (*Conn, bool) {
 	return nil, false
 }
 
-// stale handles a message addressed to an ended session of this
+// stale handles a message from peer addressed to an ended session of this
 // endpoint's address, or sent by a peer session whose link has ended:
-// answered with session_lost if the Node is told to (WithAnswerStale),
-// dropped otherwise.
-func (n *Node) stale(msg *natsgo.Msg) {
-	if n.opts.answerStale {
+// answered with session_lost if the Node is told to (WithAnswerStale,
+// WithAnswerStaleFrom), dropped otherwise.
+func (n *Node) stale(peer link.Address, msg *natsgo.Msg) {
+	if n.opts.answerStale != nil && n.opts.answerStale(peer) {
 		n.refuse(msg, link.Errorf(link.CodeSessionLost, "%s restarted or ended the link: the session this message was sent to has ended", n.self))
 		return
 	}

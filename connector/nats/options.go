@@ -32,7 +32,8 @@ type options struct {
 	session         string
 	epoch           EpochFunc
 	gate            func() bool
-	answerStale     bool
+	answerStale     func(peer link.Address) bool
+	broadcastsFrom  func(peer link.Address) bool
 	sessionTimeout  time.Duration
 	hint            func(error) string
 	maxBudget       time.Duration
@@ -290,8 +291,30 @@ func WithName(name string) Option {
 // yet gone), and the answer would end that process's link. Defaults to
 // silence: such messages are dropped and counted.
 func WithAnswerStale() Option {
+	return WithAnswerStaleFrom(func(link.Address) bool { return true })
+}
+
+// WithAnswerStaleFrom is WithAnswerStale for the peers answer reports
+// true of only: a slave answers other slaves, whose links to it are its
+// own (see fabric's direct links), and stays silent to the master, whose
+// link may be another live process's. answer must be cheap, must not
+// block, and is called from the Node's routing goroutine.
+func WithAnswerStaleFrom(answer func(peer link.Address) bool) Option {
 	return func(o *options) error {
-		o.answerStale = true
+		o.answerStale = answer
+		return nil
+	}
+}
+
+// WithBroadcastsFrom makes the Node take a message on a broadcast subject
+// (to every endpoint of its type) only from the peers from reports true
+// of, and drop the others' (a request is answered invalid_message): a
+// slave that links with other slaves takes broadcasts from the master
+// alone. from must be cheap, must not block, and is called from the
+// Node's routing goroutine. Defaults to taking them from every peer.
+func WithBroadcastsFrom(from func(peer link.Address) bool) Option {
+	return func(o *options) error {
+		o.broadcastsFrom = from
 		return nil
 	}
 }

@@ -15,6 +15,7 @@ import (
 //	            publish   <p>._inbox.<peerType>.*.>     for each peer type that sends it requests
 //	            subscribe <p>.*.*.master.0.>, <p>.*.*.master._all.>, <p>._inbox.master.0.>
 //	slave N     publish   <p>.slave.N.master.0.>
+//	            publish   <p>.slave.N.slave.*.>         only if the catalog has messages from slave to slave
 //	            subscribe <p>.*.*.slave.N.>, <p>.*.*.slave._all.>, <p>._inbox.slave.N.>
 //	control U   publish   <p>.control.U.master.0.>
 //	            subscribe <p>.*.*.control.U.>, <p>.*.*.control._all.>, <p>._inbox.control.U.>
@@ -54,7 +55,9 @@ func AllowLists(catalog *messages.Catalog, prefix string, self link.Address) (pu
 		publish = append(publish, lfnats.PeerSubjects(prefix, self, peer, id))
 	}
 	for _, peer := range peers {
-		if peer != messages.Master && sendsRequests(catalog, peer, self.Type) {
+		// The master answers plain clients on their inboxes; a slave's
+		// direct links are between fabric slaves only.
+		if peer != messages.Master && peer != self.Type && sendsRequests(catalog, peer, self.Type) {
 			publish = append(publish, lfnats.InboxPrefix(prefix, link.Address{Type: peer, ID: "*"})+".>")
 		}
 	}
@@ -66,14 +69,15 @@ func AllowLists(catalog *messages.Catalog, prefix string, self link.Address) (pu
 // messages with over NATS, according to catalog, in the order of
 // messages.Endpoints: every type with messages in the catalog from self to
 // it or from it to self, except instances (their links never leave a
-// slave's process) and self's own type.
+// slave's process) and self's own type, but for slaves: two slaves link
+// directly when the catalog has messages from slave to slave.
 func Peers(catalog *messages.Catalog, self messages.Endpoint) []messages.Endpoint {
 	if self == messages.Instance {
 		return nil
 	}
 	var out []messages.Endpoint
 	for _, peer := range messages.Endpoints() {
-		if peer == self || peer == messages.Instance {
+		if peer == self && peer != messages.Slave || peer == messages.Instance {
 			continue
 		}
 		if len(catalog.On(messages.Direction{Source: self, Target: peer})) > 0 ||

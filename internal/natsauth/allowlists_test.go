@@ -30,6 +30,12 @@ func TestAllowLists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A plugin with messages from slave to slave: two slaves link directly.
+	gossip := messages.MustRequest[messages.Empty, messages.Empty](messages.Spec{Name: "gossip:ask", Src: []messages.Endpoint{messages.Slave}, Dst: []messages.Endpoint{messages.Slave}})
+	withDirect, err := messages.NewCatalog(messages.Plugin{Name: "gossip", Messages: []messages.Message{gossip}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	slave7 := link.Address{Type: messages.Slave, ID: "7"}
 	alice := link.Address{Type: messages.Control, ID: "alice"}
 	tests := []struct {
@@ -79,6 +85,18 @@ func TestAllowLists(t *testing.T) {
 			name: "control, plugin with a slave-control link", catalog: withPlugin, prefix: "lf", self: alice,
 			pub: []string{"lf.control.alice.master.0.>", "lf.control.alice.slave.*.>"},
 			sub: []string{"lf.*.*.control.alice.>", "lf.*.*.control._all.>", "lf._inbox.control.alice.>"},
+		},
+		{
+			// Its own direct links: publish as itself to any slave; no
+			// inbox of another (plain clients go by way of the master).
+			name: "slave, plugin with slave-to-slave messages", catalog: withDirect, prefix: "lf", self: slave7,
+			pub: []string{"lf.slave.7.master.0.>", "lf.slave.7.slave.*.>"},
+			sub: []string{"lf.*.*.slave.7.>", "lf.*.*.slave._all.>", "lf._inbox.slave.7.>"},
+		},
+		{
+			name: "master, plugin with slave-to-slave messages", catalog: withDirect, prefix: "lf", self: link.MasterAddress,
+			pub: []string{"lf.master.0.slave.*.>", "lf.master.0.control.*.>", "lf._inbox.slave.*.>", "lf._inbox.control.*.>"},
+			sub: []string{"lf.*.*.master.0.>", "lf.*.*.master._all.>", "lf._inbox.master.0.>"},
 		},
 		{
 			name: "master, plugin with a slave-control link", catalog: withPlugin, prefix: "lf", self: link.MasterAddress,
@@ -261,5 +279,49 @@ func TestAllowListsLetNodesWork(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("publishing as the master with the slave's credentials: no permissions violation")
+	}
+}
+
+// TestDirectSubjectSpoofing: with a catalog that has slave-to-slave
+// messages, slave 1's credentials may publish on its own direct subjects
+// to slave 2, and not as slave 2 to slave 1 (the broker enforces the
+// sender of the direct path, as of every other).
+func TestDirectSubjectSpoofing(t *testing.T) {
+	gossip := messages.MustEvent[messages.Empty](messages.Spec{Name: "gossip:tell", Src: []messages.Endpoint{messages.Slave}, Dst: []messages.Endpoint{messages.Slave}})
+	cat, err := messages.NewCatalog(messages.Plugin{Name: "gossip", Messages: []messages.Message{gossip}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &server.Options{}
+	for _, id := range []string{"1", "2"} {
+		pub, sub := natsauth.AllowLists(cat, "lf", link.Address{Type: messages.Slave, ID: id})
+		opts.Users = append(opts.Users, &server.User{Username: "slave-" + id, Password: "pw-" + id, Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: pub},
+			Subscribe: &server.SubjectPermission{Allow: sub},
+		}})
+	}
+	s := run(t, opts)
+	violations := make(chan string, 4)
+	onErr := natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { violations <- err.Error() })
+	slave1, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo("slave-1", "pw-1"), onErr)
+	testkit.NoErr(t, err, "slave 1 logs in")
+	defer slave1.Close()
+	slave2, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo("slave-2", "pw-2"))
+	testkit.NoErr(t, err, "slave 2 logs in")
+	defer slave2.Close()
+	got := make(chan string, 4)
+	sub, err := slave2.Subscribe("lf.*.*.slave.2.>", func(m *natsgo.Msg) { got <- m.Subject })
+	testkit.NoErr(t, err, "slave 2 subscribes")
+	defer func() { _ = sub.Unsubscribe() }()
+	testkit.NoErr(t, slave2.Flush(), "flush")
+
+	testkit.NoErr(t, slave1.Publish("lf.slave.2.slave.1.gossip:tell", []byte("{}")), "publish as slave 2")
+	testkit.NoErr(t, slave1.Publish("lf.slave.1.slave.2.gossip:tell", []byte("{}")), "publish as itself")
+	testkit.NoErr(t, slave1.Flush(), "flush")
+	if v := testkit.Recv(t, violations, 10*time.Second, "a violation"); !strings.Contains(v, `Permissions Violation for Publish to "lf.slave.2.slave.1.gossip:tell"`) {
+		t.Errorf("violation %q, want one for lf.slave.2.slave.1.gossip:tell", v)
+	}
+	if subj := testkit.Recv(t, got, 10*time.Second, "slave 1's own message"); subj != "lf.slave.1.slave.2.gossip:tell" {
+		t.Errorf("slave 2 got %q", subj)
 	}
 }

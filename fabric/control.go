@@ -295,14 +295,9 @@ func (c *Control) refollow(l *link.Link) {
 			continue
 		}
 		c.log.Debug("could not follow output on the new link yet", "error", err)
-		select {
-		case <-c.stop:
+		if !c.pause(l, &backoff) {
 			return
-		case <-l.Done():
-			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, c.cfg.Timing.HeartbeatInterval)
 	}
 }
 
@@ -442,4 +437,19 @@ func (c *Control) Close(ctx context.Context) error {
 		err = nil // the link had ended already
 	}
 	return errors.Join(err, c.node.Close())
+}
+
+// pause waits backoff before the next try on l, then doubles it, up to the
+// heartbeat interval; it reports false if the control stopped or l ended
+// meanwhile.
+func (c *Control) pause(l *link.Link, backoff *time.Duration) bool {
+	select {
+	case <-c.stop:
+		return false
+	case <-l.Done():
+		return false
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, c.cfg.Timing.HeartbeatInterval)
+	return true
 }

@@ -228,6 +228,23 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 	return kv, nil
 }
 
+// getSoon reads key, and tries again while nothing answers yet: a bucket
+// just created on a cluster may not serve reads (direct gets) on every
+// node at once, and until then a read finds no responders.
+func (s *store) getSoon(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	for {
+		e, err := s.kv.Get(ctx, key)
+		if !errors.Is(err, natsgo.ErrNoResponders) {
+			return e, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // claim begins term+1 of the bucket for holder: it writes the term
 // (conditional on the bucket's last sequence, so that a write of the
 // previous term's master either came before, and is read below, or fails
@@ -244,7 +261,7 @@ func (s *store) claim(ctx context.Context, holder string) (snapshot, error) {
 			return snapshot{}, err
 		}
 		var prev termRecord
-		if e, err := s.kv.Get(ctx, keyTerm); err == nil {
+		if e, err := s.getSoon(ctx, keyTerm); err == nil {
 			if err := decodeRecord(e, &prev.V, &prev); err != nil {
 				return snapshot{}, err
 			}

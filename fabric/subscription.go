@@ -231,13 +231,8 @@ func (c *Control) resubscribe(l *link.Link) {
 		if len(again) == 0 {
 			return
 		}
-		select {
-		case <-c.stop:
+		if !c.pause(l, &backoff) {
 			return
-		case <-l.Done():
-			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, c.cfg.Timing.HeartbeatInterval)
 	}
 }

@@ -77,6 +77,11 @@ type role struct {
 	// answerStale, if set, is unique for the peers it reports true of
 	// (a slave's links from other slaves).
 	answerStale func(peer link.Address) bool
+	// singlePeer, if set, says which peers one live process at most
+	// holds (a slave's other slaves: the master refuses a second process
+	// of an id), whose newer sessions replace the idle older ones
+	// (lfnats.WithSinglePeers).
+	singlePeer func(peer link.Address) bool
 	// broadcastsFrom, if set, says from which peers a broadcast is taken
 	// (a slave: from the master, not from the slaves it links with).
 	broadcastsFrom func(peer link.Address) bool
@@ -135,6 +140,9 @@ func connect(ctx context.Context, self link.Address, c NATSConfig, url string, l
 		opts = append(opts, lfnats.WithAnswerStale())
 	} else if r.answerStale != nil {
 		opts = append(opts, lfnats.WithAnswerStaleFrom(r.answerStale))
+	}
+	if r.singlePeer != nil {
+		opts = append(opts, lfnats.WithSinglePeers(r.singlePeer))
 	}
 	if r.broadcastsFrom != nil {
 		opts = append(opts, lfnats.WithBroadcastsFrom(r.broadcastsFrom))

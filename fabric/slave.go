@@ -172,6 +172,7 @@ func StartSlave(ctx context.Context, cfg SlaveConfig, opts ...Option) (*Slave, e
 		// an earlier session is answered session_lost, as the master does.
 		accept: s.acceptSlave, maxSessions: maxDirectSessions,
 		answerStale:    func(peer link.Address) bool { return peer.Type == messages.Slave },
+		singlePeer:     func(peer link.Address) bool { return peer.Type == messages.Slave },
 		broadcastsFrom: func(peer link.Address) bool { return peer.Type == messages.Master },
 	}); err != nil {
 		return nil, err

@@ -508,7 +508,8 @@ func (n *Node) connFor(peer link.Address, session, dst string) (*Conn, *link.Err
 // accepted from it (WithMaxPeerSessions): it returns the connector to
 // close for it, the oldest that is neither confirmed nor answering a
 // request, or nil if there is room already; false if every one is
-// confirmed or busy. n.mu must be held.
+// confirmed or busy (for a single peer, WithSinglePeers: busy). n.mu must
+// be held.
 func (n *Node) roomForLocked(peer link.Address) (*Conn, bool) {
 	a := n.accepted[peer]
 	if len(a) < n.opts.maxSessions {
@@ -517,6 +518,15 @@ func (n *Node) roomForLocked(peer link.Address) (*Conn, bool) {
 	for _, c := range a {
 		if !c.Confirmed() && !c.busy() {
 			return c, true
+		}
+	}
+	if n.opts.singlePeer != nil && n.opts.singlePeer(peer) {
+		// Confirmed links of a peer that one process holds at most are
+		// of its earlier runs, or idle (WithSinglePeers).
+		for _, c := range a {
+			if !c.busy() {
+				return c, true
+			}
 		}
 	}
 	return nil, false

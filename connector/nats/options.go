@@ -34,6 +34,7 @@ type options struct {
 	gate            func() bool
 	answerStale     func(peer link.Address) bool
 	broadcastsFrom  func(peer link.Address) bool
+	singlePeer      func(peer link.Address) bool
 	sessionTimeout  time.Duration
 	hint            func(error) string
 	maxBudget       time.Duration
@@ -217,6 +218,20 @@ func WithMaxPeerSessions(n int) Option {
 			return errors.New("nats: at least one session per peer must be allowed")
 		}
 		o.maxSessions = n
+		return nil
+	}
+}
+
+// WithSinglePeers names the peer addresses that one live process at most
+// holds (a slave's: the master refuses a second process of its id). A new
+// session of such a peer beyond WithMaxPeerSessions replaces the oldest of
+// its links with no request in flight, confirmed or not: that a newer run
+// speaks says the older ones went away, killed without a close notice,
+// and were it still there, its next message is answered session_lost (if
+// WithAnswerStaleFrom says so) and it dials again.
+func WithSinglePeers(single func(peer link.Address) bool) Option {
+	return func(o *options) error {
+		o.singlePeer = single
 		return nil
 	}
 }

@@ -4,7 +4,6 @@ package fabric_test
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -96,18 +95,6 @@ func (c *programCluster) line(t *testing.T, id int64, level string, re *regexp.R
 	return found
 }
 
-// alive reports whether process pid runs (a zombie does not).
-func alive(t *testing.T, pid int) bool {
-	t.Helper()
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if os.IsNotExist(err) {
-		return false
-	}
-	testkit.NoErr(t, err, "read the process's state")
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return !strings.HasPrefix(rest, "Z")
-}
-
 // An operator's program, as a new user drives it: started, answering
 // commands, its output (standard error marked warn, long lines cut) and
 // working directory, an exit nobody asked for reported with its status,
@@ -195,13 +182,13 @@ func TestProgramStopKillsGroup(t *testing.T) {
 	c.line(t, id, "info", regexp.MustCompile(`^ready$`)) // before the command: it would be in the answer
 	child, err := strconv.Atoi(strings.TrimPrefix(c.command(t, id, "child"), "child "))
 	testkit.NoErr(t, err, "the child's pid")
-	if !alive(t, child) {
+	if !testkit.ProcessAlive(t, child) {
 		t.Fatalf("the program's child %d does not run", child)
 	}
 	request(t, l, messages.StopInstance, messages.InstanceRef{InstanceID: id})
 	c.line(t, id, "warn", regexp.MustCompile(`^/bin/sh did not exit within 300ms of SIGTERM: killing it$`))
 	c.line(t, id, "info", regexp.MustCompile(`^/bin/sh exited \(signal: killed\)$`))
-	testkit.WaitFor(t, waitLong, "the program's child is killed", func() bool { return !alive(t, child) })
+	testkit.WaitFor(t, waitLong, "the program's child is killed", func() bool { return !testkit.ProcessAlive(t, child) })
 
 	// Running again, with a child, when the slave stops.
 	c.out.mu.Lock()
@@ -214,7 +201,7 @@ func TestProgramStopKillsGroup(t *testing.T) {
 	ctx, cancel := closeCtx()
 	defer cancel()
 	testkit.NoErr(t, c.slave.Close(ctx), "close the slave")
-	if alive(t, child) {
+	if testkit.ProcessAlive(t, child) {
 		t.Errorf("the program's child %d runs after its slave stopped", child)
 	}
 	if n := c.slave.Goroutines() + c.slave.ProgramGoroutines(); n != 0 {

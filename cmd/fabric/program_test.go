@@ -32,18 +32,6 @@ const loopScript = `while read -r l; do
   esac
 done`
 
-// processAlive reports whether process pid runs (a zombie does not).
-func processAlive(t *testing.T, pid int) bool {
-	t.Helper()
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if os.IsNotExist(err) {
-		return false
-	}
-	testkit.NoErr(t, err, "read the process's state")
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return !strings.HasPrefix(rest, "Z")
-}
-
 // A new user runs a shell loop as an instance on a slave, and drives it
 // from fabric ctl: created with its command line and directory (kept
 // across a restart of the master), refused by a slave that does not allow
@@ -132,13 +120,13 @@ func TestProgramInstances(t *testing.T) {
 	c.ok(t, "instance", "start", "1")
 	child, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(c.ok(t, "instance", "command", "1", "child"), "child ")))
 	testkit.NoErr(t, err, "the child's pid")
-	if !processAlive(t, child) {
+	if !testkit.ProcessAlive(t, child) {
 		t.Fatalf("the program's child %d does not run", child)
 	}
 	if code := slave.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("the slave exited with status %d after SIGTERM: %s", code, slave)
 	}
-	if processAlive(t, child) {
+	if testkit.ProcessAlive(t, child) {
 		t.Errorf("the program's child %d runs after its slave stopped", child)
 	}
 }

@@ -88,7 +88,9 @@ func TestAttack3DirectRepliesElsewhere(t *testing.T) {
 	nc := attack3Client(t, f.url)
 	var mu sync.Mutex
 	var seen []string
-	replies := []string{"lf.slave.2.master.0._close", "lf.slave.2.master.0.instance_output", "lf.slave.2.slave.3._reply.x.1.1.5000.1",
+	// Slave 2's own messages to the master (its instances' output) pass on
+	// lf.slave.2.>: the reply subjects name sessions no one has.
+	replies := []string{"lf.slave.2.master.0._close.attack3", "lf.slave.2.master.0.instance_output.attack3x.attack3y", "lf.slave.2.slave.3._reply.x.1.1.5000.1",
 		"lf.slave.2.slave.3.probe:tell", "lf._inbox.slave.3.x", "lf.slave.2.master.0._reply.x.1.1"}
 	watch, err := nc.Subscribe("lf.slave.2.>", func(m *natsgo.Msg) {
 		for _, r := range replies {

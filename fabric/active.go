@@ -382,19 +382,25 @@ func (m *activeMaster) slaveList() []messages.SlaveInfo {
 	return out
 }
 
+// shownStatusLocked is the status a list shows for i: unassigned without
+// a slave, unknown while its slave is not connected, else its own. m.mu
+// must be held.
+func (m *activeMaster) shownStatusLocked(i *instanceState) string {
+	switch {
+	case i.slaveID == 0:
+		return messages.StatusUnassigned
+	case !m.slaves[i.slaveID].connected():
+		return messages.StatusUnknown
+	}
+	return i.status
+}
+
 func (m *activeMaster) instanceList() []messages.InstanceInfo {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]messages.InstanceInfo, 0, len(m.instances))
 	for _, i := range m.instances {
-		info := messages.InstanceInfo{ID: i.id, Name: i.name, SlaveID: i.slaveID, Status: i.status}
-		switch s := m.slaves[i.slaveID]; {
-		case i.slaveID == 0:
-			info.Status = messages.StatusUnassigned
-		case !s.connected():
-			info.Status = messages.StatusUnknown
-		}
-		out = append(out, info)
+		out = append(out, messages.InstanceInfo{ID: i.id, Name: i.name, SlaveID: i.slaveID, Status: m.shownStatusLocked(i)})
 	}
 	slices.SortFunc(out, func(a, b messages.InstanceInfo) int { return cmpInt(a.ID, b.ID) })
 	return out

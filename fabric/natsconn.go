@@ -115,7 +115,7 @@ type role struct {
 
 // connect connects an endpoint to NATS as configured.
 func connect(ctx context.Context, self link.Address, c NATSConfig, url string, log *slog.Logger, r role) (*natsTransport, error) {
-	natsOpts, err := natsOptions(c)
+	natsOpts, err := c.Options()
 	if err != nil {
 		return nil, err
 	}
@@ -178,8 +178,10 @@ func splitURLs(url string) []string {
 	return urls
 }
 
-// natsOptions are the nats.go options of c: credentials, TLS, pings.
-func natsOptions(c NATSConfig) ([]natsgo.Option, error) {
+// Options returns the nats.go options the fabric connects to c's servers
+// with: credentials, TLS and pings. Tools that speak to the same servers
+// beside an endpoint (a wiretap, a test client) use them too.
+func (c NATSConfig) Options() ([]natsgo.Option, error) {
 	opts := []natsgo.Option{
 		natsgo.PingInterval(c.PingInterval),
 		natsgo.MaxPingsOutstanding(2),
@@ -268,7 +270,7 @@ func (s natsSession) Adopt(old session) error {
 // JetStream answers on the requester's inbox. It waits for the first
 // connection as long as ctx allows, and reconnects for ever afterwards.
 func connectJetStream(ctx context.Context, c NATSConfig, url string, log *slog.Logger) (*natsgo.Conn, error) {
-	opts, err := natsOptions(c)
+	opts, err := c.Options()
 	if err != nil {
 		return nil, err
 	}

@@ -291,13 +291,7 @@ func (m *activeMaster) reconcileLocked() {
 	inf := m.feeds[messages.InstanceUpdates.Name()]
 	changedInstances := map[int64]messages.InstanceChange{}
 	for id, i := range m.instances {
-		v := messages.InstanceChange{ID: i.id, Name: i.name, SlaveID: i.slaveID, Status: i.status}
-		switch s := m.slaves[i.slaveID]; {
-		case i.slaveID == 0:
-			v.Status = messages.StatusUnassigned
-		case !s.connected():
-			v.Status = messages.StatusUnknown
-		}
+		v := messages.InstanceChange{ID: i.id, Name: i.name, SlaveID: i.slaveID, Status: m.shownStatusLocked(i)}
 		if e := inf.entries[strconv.FormatInt(id, 10)]; e == nil || e.deleted || e.view != v {
 			changedInstances[id] = v
 		}

@@ -125,14 +125,23 @@ func (l *Link) inline(m *Envelope) (*handler, bool) {
 	return h, h == nil || h.nonBlocking
 }
 
-func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
-	h, inline := l.inline(m)
+// takeIn counts a message in and returns with l.mu held, or reports false
+// (l.mu released) if the link has closed: the message is dropped.
+func (l *Link) takeIn() bool {
 	l.mu.Lock()
 	if l.state == stateClosed {
 		l.mu.Unlock()
-		return nil
+		return false
 	}
 	l.inbound++
+	return true
+}
+
+func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
+	h, inline := l.inline(m)
+	if !l.takeIn() {
+		return nil
+	}
 	if inline {
 		l.mu.Unlock()
 		l.serve(ctx, m, h)
@@ -205,12 +214,9 @@ func (l *Link) receiveEvent(ctx context.Context, m *Envelope) error {
 		return nil
 	}
 	h, inline := l.inline(m)
-	l.mu.Lock()
-	if l.state == stateClosed {
-		l.mu.Unlock()
+	if !l.takeIn() {
 		return nil
 	}
-	l.inbound++
 	nested, traced := false, false
 	for {
 		switch {

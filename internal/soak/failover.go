@@ -271,15 +271,8 @@ func (fr FailoverReport) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nSTATE  %d changes acknowledged, %d lost; %d requests for changes failed (made or not)\n", fr.State.Acknowledged, len(fr.State.Missing), fr.State.Failed)
 	fmt.Fprintf(w, "ENDED TERMS  %d messages from masters whose term had ended\n", fr.LateMessages)
-	if fr.OK {
-		_, err := fmt.Fprintln(w, "\nOK: nothing lost; broadcasts doubled at most once per change of master, nothing else doubled")
-		return err
-	}
-	fmt.Fprintln(w, "\nFAILED:")
-	for _, p := range fr.Problems {
-		fmt.Fprintf(w, "  %s\n", p)
-	}
-	return nil
+	fmt.Fprintln(w)
+	return writeVerdict(w, fr.OK, "OK: nothing lost; broadcasts doubled at most once per change of master, nothing else doubled", fr.Problems)
 }
 
 // WriteJSON writes the report as JSON.

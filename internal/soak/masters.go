@@ -437,27 +437,11 @@ type wiretap struct {
 }
 
 func startWiretap(cfg fabric.NATSConfig, prefix string) (*wiretap, error) {
-	opts := []natsgo.Option{natsgo.Name("linkfabric soak wiretap"), natsgo.MaxReconnects(-1)}
-	switch {
-	case cfg.User != "":
-		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
-	case cfg.Token != "":
-		opts = append(opts, natsgo.Token(cfg.Token))
-	case cfg.NKeySeedFile != "":
-		o, err := natsgo.NkeyOptionFromSeed(cfg.NKeySeedFile)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, o)
-	case cfg.CredsFile != "":
-		opts = append(opts, natsgo.UserCredentials(cfg.CredsFile))
+	opts, err := cfg.Options()
+	if err != nil {
+		return nil, fmt.Errorf("soak: wiretap: %w", err)
 	}
-	if cfg.TLSCAFile != "" {
-		opts = append(opts, natsgo.RootCAs(cfg.TLSCAFile))
-	}
-	if cfg.TLSCertFile != "" {
-		opts = append(opts, natsgo.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
-	}
+	opts = append(opts, natsgo.Name("linkfabric soak wiretap"), natsgo.MaxReconnects(-1))
 	nc, err := natsgo.Connect(cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("soak: wiretap: %w", err)

@@ -266,12 +266,18 @@ func (r Report) WriteText(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "\nran for %s\n", r.Duration.Round(time.Millisecond))
-	if r.OK {
-		_, err := fmt.Fprintln(w, "OK: nothing lost, duplicated or reordered; every request ended once; the view is right")
+	return writeVerdict(w, r.OK, "OK: nothing lost, duplicated or reordered; every request ended once; the view is right", r.Problems)
+}
+
+// writeVerdict ends a report: the line that says it passed, or each
+// problem.
+func writeVerdict(w io.Writer, ok bool, okLine string, problems []string) error {
+	if ok {
+		_, err := fmt.Fprintln(w, okLine)
 		return err
 	}
 	fmt.Fprintln(w, "FAILED:")
-	for _, p := range r.Problems {
+	for _, p := range problems {
 		fmt.Fprintf(w, "  %s\n", p)
 	}
 	return nil

@@ -159,7 +159,7 @@ func (l *lease) renew(ctx context.Context, term uint64) error {
 	}
 	// Our previous renewal may have been stored without our hearing of
 	// it: then the key is still ours, at a revision we do not know.
-	if e, gerr := l.kv.Get(ctx, keyActive); gerr == nil {
+	if e, gerr := getSoon(ctx, l.kv, keyActive); gerr == nil {
 		var cur memberRecord
 		if json.Unmarshal(e.Value(), &cur) == nil && cur.ID == l.self.ID {
 			l.rev = e.Revision()

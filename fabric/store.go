@@ -228,12 +228,13 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 	return kv, nil
 }
 
-// getSoon reads key, and tries again while nothing answers yet: a bucket
-// just created on a cluster may not serve reads (direct gets) on every
-// node at once, and until then a read finds no responders.
-func (s *store) getSoon(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+// getSoon reads key from kv, and tries again while nothing answers yet: a
+// bucket just created, or whose leader is being elected, on a cluster may
+// not serve reads (direct gets) on every node, and until then a read finds
+// no responders, which says nothing of the key.
+func getSoon(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
 	for {
-		e, err := s.kv.Get(ctx, key)
+		e, err := kv.Get(ctx, key)
 		if !errors.Is(err, natsgo.ErrNoResponders) {
 			return e, err
 		}
@@ -261,7 +262,7 @@ func (s *store) claim(ctx context.Context, holder string) (snapshot, error) {
 			return snapshot{}, err
 		}
 		var prev termRecord
-		if e, err := s.getSoon(ctx, keyTerm); err == nil {
+		if e, err := getSoon(ctx, s.kv, keyTerm); err == nil {
 			if err := decodeRecord(e, &prev.V, &prev); err != nil {
 				return snapshot{}, err
 			}

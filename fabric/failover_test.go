@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -36,21 +35,9 @@ func TestHelperMasterProcess(t *testing.T) {
 	if os.Getenv("LF_HELPER_MASTER") != "1" {
 		return
 	}
-	cfg, err := fabric.LoadMasterConfig(nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := fabric.StartMaster(ctx, cfg, fabric.WithLogger(cfg.Log.NewLogger()))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it or dies
-	_ = m.Close(ctx)
-	os.Exit(0)
+	serveFromEnv(fabric.LoadMasterConfig, func(ctx context.Context, cfg fabric.MasterConfig) (*fabric.Master, error) {
+		return fabric.StartMaster(ctx, cfg, fabric.WithLogger(cfg.Log.NewLogger()))
+	})
 }
 
 // masterProcess is a master in a child process.

@@ -531,3 +531,26 @@ func (h *logRecords) find(msg string) []map[string]string {
 	}
 	return out
 }
+
+// serveFromEnv is the body of a helper child process (TestHelperMasterProcess,
+// TestHelperSlaveProcess): it loads its configuration from the environment,
+// starts what start starts, and serves until its standard input closes (the
+// parent closed it or died), at most 30s; then it closes it and exits 0. It
+// never returns: it exits 2 if the configuration or the start fails.
+func serveFromEnv[C any, P interface{ Close(context.Context) error }](load func(environ []string) (C, error), start func(context.Context, C) (P, error)) {
+	cfg, err := load(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := start(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it or dies
+	_ = p.Close(ctx)
+	os.Exit(0)
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -157,21 +156,9 @@ func TestHelperSlaveProcess(t *testing.T) {
 	if os.Getenv("LF_HELPER_SLAVE") != "1" {
 		return
 	}
-	cfg, err := fabric.LoadSlaveConfig(nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := fabric.StartSlave(ctx, cfg, fabric.WithLogger(cfg.Log.NewLogger()))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it or dies
-	_ = s.Close(ctx)
-	os.Exit(0)
+	serveFromEnv(fabric.LoadSlaveConfig, func(ctx context.Context, cfg fabric.SlaveConfig) (*fabric.Slave, error) {
+		return fabric.StartSlave(ctx, cfg, fabric.WithLogger(cfg.Log.NewLogger()))
+	})
 }
 
 // startSlaveProcess runs slave id, hosting instances, in a child process

@@ -81,10 +81,7 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 	b.Run("direct", directCommand)
 	for _, tc := range requestCases {
 		b.Run(tc.name, func(b *testing.B) {
-			toInstance, toSlave := newPair(b, slaveAddr, instanceAddr, nil, nil)
-			tc.attach(toSlave)
-			start(b, toSlave, messages.SendCommand)
-			start(b, toInstance)
+			toInstance := commandPair(b, tc.attach)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 			defer cancel()
 			b.ReportAllocs()
@@ -98,10 +95,9 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 	// As `fabric bench` sends: a ctx without deadline, so each request
 	// gets the link's timeout.
 	b.Run("nonblocking-no-deadline", func(b *testing.B) {
-		toInstance, toSlave := newPair(b, slaveAddr, instanceAddr, nil, nil)
-		link.HandleRequest(toSlave, messages.SendCommand, runCommand, link.NonBlocking())
-		start(b, toSlave, messages.SendCommand)
-		start(b, toInstance)
+		toInstance := commandPair(b, func(l *link.Link) {
+			link.HandleRequest(l, messages.SendCommand, runCommand, link.NonBlocking())
+		})
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := sendTyped(context.Background(), toInstance); err != nil {
@@ -126,10 +122,7 @@ func BenchmarkRequestRoundTripParallel(b *testing.B) {
 	})
 	for _, tc := range requestCases {
 		b.Run(tc.name, func(b *testing.B) {
-			toInstance, toSlave := newPair(b, slaveAddr, instanceAddr, nil, nil)
-			tc.attach(toSlave)
-			start(b, toSlave, messages.SendCommand)
-			start(b, toInstance)
+			toInstance := commandPair(b, tc.attach)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 			defer cancel()
 			b.ReportAllocs()

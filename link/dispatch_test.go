@@ -115,21 +115,7 @@ func TestMaxHandlers(t *testing.T) {
 // for room, no longer than its context: then the request fails as never
 // sent, and its handler never runs.
 func TestMaxHandlersBackPressure(t *testing.T) {
-	b := newBlocker()
-	toInstance, toSlave := newPair(t, slaveAddr, instanceAddr, nil, []link.Option{link.WithMaxHandlers(1)})
-	link.HandleRequest(toSlave, testEcho, b.handle)
-	start(t, toSlave, testEcho)
-	start(t, toInstance)
-	ctx := testkit.Ctx(t, 30*time.Second)
-
-	errs := make(chan error, 2)
-	for i := range 2 { // one runs, one waits
-		go func() {
-			_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: i})
-			errs <- err
-		}()
-	}
-	testkit.WaitFor(t, 5*time.Second, "one request running and one waiting", func() bool { return toSlave.Stats().Handling == 2 })
+	b, toInstance, _, ctx, errs := oneRunningOneWaiting(t)
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	_, err := link.Request(short, toInstance, testEcho, echoReq{N: 9})
@@ -145,21 +131,7 @@ func TestMaxHandlersBackPressure(t *testing.T) {
 // its own context allows; requests still waiting for a handler are
 // dropped.
 func TestCloseWait(t *testing.T) {
-	b := newBlocker()
-	toInstance, toSlave := newPair(t, slaveAddr, instanceAddr, nil, []link.Option{link.WithMaxHandlers(1)})
-	link.HandleRequest(toSlave, testEcho, b.handle)
-	start(t, toSlave, testEcho)
-	start(t, toInstance)
-	ctx := testkit.Ctx(t, 30*time.Second)
-
-	errs := make(chan error, 2)
-	for i := range 2 { // one runs, one waits
-		go func() {
-			_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: i})
-			errs <- err
-		}()
-	}
-	testkit.WaitFor(t, 5*time.Second, "one request running and one waiting", func() bool { return toSlave.Stats().Handling == 2 })
+	b, _, toSlave, ctx, errs := oneRunningOneWaiting(t)
 
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()

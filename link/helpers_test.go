@@ -249,3 +249,39 @@ func send(t testing.TB, raw *virtual.Conn, m *link.Envelope) {
 	t.Helper()
 	testkit.NoErr(t, raw.Send(context.Background(), m), "raw send "+m.Type)
 }
+
+// oneRunningOneWaiting connects a pair whose slave end runs at most one
+// handler at a time, b's (which blocks until b.release is closed), and
+// sends two requests from the instance end under ctx (30s). It returns once
+// one request is running and the other waiting for the handler; each
+// request's error arrives on errs.
+func oneRunningOneWaiting(t *testing.T) (b *blocker, toInstance, toSlave *link.Link, ctx context.Context, errs <-chan error) {
+	t.Helper()
+	b = newBlocker()
+	toInstance, toSlave = newPair(t, slaveAddr, instanceAddr, nil, []link.Option{link.WithMaxHandlers(1)})
+	link.HandleRequest(toSlave, testEcho, b.handle)
+	start(t, toSlave, testEcho)
+	start(t, toInstance)
+	ctx = testkit.Ctx(t, 30*time.Second)
+
+	results := make(chan error, 2)
+	for i := range 2 { // one runs, one waits
+		go func() {
+			_, err := link.Request(ctx, toInstance, testEcho, echoReq{N: i})
+			results <- err
+		}()
+	}
+	testkit.WaitFor(t, 5*time.Second, "one request running and one waiting", func() bool { return toSlave.Stats().Handling == 2 })
+	return b, toInstance, toSlave, ctx, results
+}
+
+// commandPair connects a virtual pair, its slave end handling send_command
+// as attach attaches it, and returns the instance end.
+func commandPair(b *testing.B, attach func(toSlave *link.Link)) *link.Link {
+	b.Helper()
+	toInstance, toSlave := newPair(b, slaveAddr, instanceAddr, nil, nil)
+	attach(toSlave)
+	start(b, toSlave, messages.SendCommand)
+	start(b, toInstance)
+	return toInstance
+}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/linkfabric/linkfabric/fabric"
 	"github.com/linkfabric/linkfabric/internal/testkit"
 )
 
@@ -51,17 +50,10 @@ func TestMasterRestartKeepsState(t *testing.T) {
 // says so.
 func TestTwoMasters(t *testing.T) {
 	t.Parallel()
-	b, err := fabric.StartBroker("127.0.0.1:0", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	env := append([]string{"FABRIC_NATS_URL=" + b.ClientURL()}, fastTimings...)
-	first := start(t, env, "master")
-	first.waitStdout(t, masterRunning)
+	url, env, first := brokerAndMaster(t)
 	second := start(t, env, "master")
 	second.waitStdout(t, regexp.MustCompile(`(?m)^master running, standing by: another master is active; NATS at `))
-	c := newCtl(b.ClientURL())
+	c := newCtl(url)
 	testkit.Eventually(t, waitLong, "ctl status lists the active master and the standby", func() error {
 		out := c.ok(t, "status")
 		if !strings.Contains(out, "\nstandbys   1 ready to take over\n") {
@@ -157,15 +149,8 @@ func plainNATS(t *testing.T) string {
 // instance says afterwards, until Ctrl-C.
 func TestFollowerOutlivesMasterRestart(t *testing.T) {
 	t.Parallel()
-	b, err := fabric.StartBroker("127.0.0.1:0", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	env := append([]string{"FABRIC_NATS_URL=" + b.ClientURL()}, fastTimings...)
-	master := start(t, env, "master")
-	master.waitStdout(t, masterRunning)
-	c := newCtl(b.ClientURL())
+	url, env, master := brokerAndMaster(t)
+	c := newCtl(url)
 	slave := start(t, append(slices.Clone(env), "FABRIC_SLAVE_ID=8", "FABRIC_SLAVE_INSTANCES=801:east"), "slave")
 	slave.waitStdout(t, regexp.MustCompile(`(?m)^slave 8 running`))
 	c.waitInstance(t, instanceJSON{801, "east", 8, "stopped"})

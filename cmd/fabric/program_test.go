@@ -158,21 +158,10 @@ func TestReadmeProgramSession(t *testing.T) {
 	testkit.NoErr(t, os.Mkdir(filepath.Join(home, "bin"), 0o755), "mkdir bin")
 	testkit.NoErr(t, os.Symlink(fabricBin, filepath.Join(home, "bin", "fabric")), "link bin/fabric")
 
-	prompt := regexp.MustCompile(`^\$ (.*)$`)
-	lines := strings.Split(strings.TrimSuffix(session, "\n"), "\n")
 	ran := 0
-	for i := 0; i < len(lines); {
-		m := prompt.FindStringSubmatch(lines[i])
-		if m == nil {
-			t.Fatalf("README line %q is not a command", lines[i])
-		}
-		i++
-		var want strings.Builder
-		for ; i < len(lines) && !prompt.MatchString(lines[i]); i++ {
-			want.WriteString(lines[i] + "\n")
-		}
+	for _, step := range readmeSession(t, session) {
 		ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
-		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", m[1])
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", step.line)
 		cmd.Dir, cmd.Env = home, environ(c.env...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out // as a terminal shows them
@@ -180,10 +169,10 @@ func TestReadmeProgramSession(t *testing.T) {
 		cancel()
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
-			t.Fatalf("%s: %v", m[1], err)
+			t.Fatalf("%s: %v", step.line, err)
 		}
-		if out.String() != want.String() {
-			t.Errorf("$ %s\nREADME shows:\n%sthe command prints:\n%s", m[1], want.String(), out.String())
+		if out.String() != step.want {
+			t.Errorf("$ %s\nREADME shows:\n%sthe command prints:\n%s", step.line, step.want, out.String())
 		}
 		ran++
 	}

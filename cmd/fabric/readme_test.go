@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,28 +32,17 @@ func TestReadmeSession(t *testing.T) {
 
 	_, url := startDev(t)
 	env := newCtl(url).env
-	prompt := regexp.MustCompile(`^\$ (.*)$`)
-	lines := strings.Split(strings.TrimSuffix(session, "\n"), "\n")
 	last, ran := 0, 0
-	for i := 0; i < len(lines); {
-		m := prompt.FindStringSubmatch(lines[i])
-		if m == nil {
-			t.Fatalf("README line %q is not a command", lines[i])
-		}
-		i++
-		var want strings.Builder
-		for ; i < len(lines) && !prompt.MatchString(lines[i]); i++ {
-			want.WriteString(lines[i] + "\n")
-		}
-		if m[1] == "echo $?" {
-			if got := strconv.Itoa(last) + "\n"; got != want.String() {
-				t.Errorf("$ echo $?: README shows %q, the command before ended with %q", want.String(), got)
+	for _, step := range readmeSession(t, session) {
+		if step.line == "echo $?" {
+			if got := strconv.Itoa(last) + "\n"; got != step.want {
+				t.Errorf("$ echo $?: README shows %q, the command before ended with %q", step.want, got)
 			}
 			continue
 		}
-		args, ok := strings.CutPrefix(m[1], "go run ./cmd/fabric ")
+		args, ok := strings.CutPrefix(step.line, "go run ./cmd/fabric ")
 		if !ok {
-			t.Fatalf("README command %q is not go run ./cmd/fabric", m[1])
+			t.Fatalf("README command %q is not go run ./cmd/fabric", step.line)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 		cmd := exec.CommandContext(ctx, fabricBin, strings.Fields(args)...)
@@ -68,10 +56,10 @@ func TestReadmeSession(t *testing.T) {
 		if errors.As(err, &ee) {
 			last = ee.ExitCode()
 		} else if err != nil {
-			t.Fatalf("%s: %v", m[1], err)
+			t.Fatalf("%s: %v", step.line, err)
 		}
-		if out.String() != want.String() {
-			t.Errorf("$ %s\nREADME shows:\n%sthe command prints:\n%s", m[1], want.String(), out.String())
+		if out.String() != step.want {
+			t.Errorf("$ %s\nREADME shows:\n%sthe command prints:\n%s", step.line, step.want, out.String())
 		}
 		ran++
 	}

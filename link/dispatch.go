@@ -92,14 +92,19 @@ func (l *Link) receive(ctx context.Context, m *Envelope) error {
 
 // receiveResponse hands a response to the request waiting for it.
 func (l *Link) receiveResponse(m *Envelope) {
+	var ended *asyncCall
 	l.mu.Lock()
 	c := l.pending[m.ID]
 	if c != nil {
 		if m.Type == "" {
 			m.Type = c.typ // a connector need not carry it back
 		}
-		if !c.deliverLocked(m) {
+		switch {
+		case !c.deliverLocked(m):
 			l.stats.invalid.Add(1) // a second response to one request: keep the first
+		case c.async != nil && c.waiting:
+			ended = c.async
+			l.forgetLocked(m.ID)
 		}
 	}
 	l.mu.Unlock()
@@ -109,6 +114,9 @@ func (l *Link) receiveResponse(m *Envelope) {
 	if c == nil {
 		l.stats.late.Add(1)
 		l.opts.logger.Debug("response to no pending request", "link", l.String(), "type", m.Type, "id", m.ID)
+	}
+	if ended != nil {
+		ended.respond(m)
 	}
 }
 
@@ -122,7 +130,7 @@ func (l *Link) inline(m *Envelope) (*handler, bool) {
 		return nil, false // routing waits for the next hop
 	}
 	h := l.handlers[m.Type]
-	return h, h == nil || h.nonBlocking
+	return h, h == nil || h.nonBlocking // an asynchronous handler is NonBlocking
 }
 
 // takeIn counts a message in and returns with l.mu held, or reports false
@@ -395,13 +403,18 @@ type serveState struct {
 	claimed atomic.Bool
 	ctx     requestCtx
 	resp    Envelope
+
+	// An asynchronous handler's (AsyncRequestHandler): whether it has
+	// replied, and when it started (for a HandlerObserver).
+	replied atomic.Bool
+	start   time.Time
 }
 
-// serve runs a request's handler and sends the response. from is the
+// serve runs a request's handler and sends the response, or, for an
+// asynchronous handler, leaves the response to its Reply. from is the
 // context the request was delivered with; h is the handler of m.Type if
 // the caller has it already (nil: look it up).
 func (l *Link) serve(from context.Context, m *Envelope, h *handler) {
-	defer l.end()
 	deadline := m.Deadline
 	if deadline.IsZero() {
 		deadline = time.Now().Add(l.opts.requestTimeout)
@@ -415,7 +428,7 @@ func (l *Link) serve(from context.Context, m *Envelope, h *handler) {
 	m.spare = nil
 	sv.ctx = requestCtx{lazyDeadline: lazyDeadline{parent: l.ctx, deadline: deadline}, l: l, from: from}
 	sv.resp = Envelope{Kind: messages.KindResponse, Type: m.Type, ID: m.ID, Reply: m.Reply}
-	ctx, resp := &sv.ctx, &sv.resp
+	ctx := &sv.ctx
 	ctx.src, ctx.dst = l.ends(m)
 	var data []byte
 	var value any
@@ -423,15 +436,25 @@ func (l *Link) serve(from context.Context, m *Envelope, h *handler) {
 	if l.passing(m) {
 		data, err = l.routeRequest(ctx, m)
 	} else {
-		data, value, err = l.dispatch(ctx, m, h)
+		var later bool
+		if data, value, later, err = l.dispatch(ctx, m, h, sv); later {
+			return // the handler replies
+		}
 	}
-	ctx.finish()
+	l.respond(sv, data, value, err)
+}
 
+// respond ends serving a request: it ends the handler's context, sends
+// the response, and counts the request out.
+func (l *Link) respond(sv *serveState, data []byte, value any, err error) {
+	defer l.end()
+	sv.ctx.finish()
+	resp := &sv.resp
 	if err != nil {
 		resp.Error = asError(err)
 		if resp.Error.Code == CodeInvalidMessage {
 			l.stats.invalid.Add(1)
-			l.opts.logger.Warn("refused invalid request", "link", l.String(), "type", m.Type, "error", resp.Error.Message)
+			l.opts.logger.Warn("refused invalid request", "link", l.String(), "type", resp.Type, "error", resp.Error.Message)
 		}
 	} else {
 		resp.Data, resp.Value = data, value
@@ -440,29 +463,39 @@ func (l *Link) serve(from context.Context, m *Envelope, h *handler) {
 	// it is cheap, and a requester with a longer clock may still want it.
 	// Sending a response does not wait on the peer, so the link's own
 	// context bounds it.
+	typ := resp.Type // the connector owns resp once it is sent
 	if err := l.transmit(l.ctx, resp); err != nil {
 		if resp.Error == nil && errors.Is(err, ErrTooLarge) {
 			// Tell the requester why instead of letting it time out. (A
 			// connector that refused the response did not take it.)
-			resp.Data, resp.Value, resp.Error = nil, nil, Errorf(CodeTooLarge, "%s: response too large: %v", m.Type, err)
+			resp.Data, resp.Value, resp.Error = nil, nil, Errorf(CodeTooLarge, "%s: response too large: %v", typ, err)
 			err = l.transmit(l.ctx, resp)
 		}
 		if err != nil {
-			l.opts.logger.Warn("could not send response", "link", l.String(), "type", m.Type, "error", err)
+			l.opts.logger.Warn("could not send response", "link", l.String(), "type", typ, "error", err)
 		}
 	}
 }
 
 // dispatch checks an inbound request and runs its handler. A panicking
-// handler yields CodeInternal; the process goes on.
-func (l *Link) dispatch(ctx *requestCtx, m *Envelope, h *handler) (data []byte, value any, err error) {
+// handler yields CodeInternal; the process goes on. later reports that
+// the handler is an asynchronous one that has taken the request: it
+// answers with sv.reply, maybe after dispatch returns.
+func (l *Link) dispatch(ctx *requestCtx, m *Envelope, h *handler, sv *serveState) (data []byte, value any, later bool, err error) {
 	def, h, err := l.lookup(m, messages.KindRequest, h)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	ctx.def = def
 	if err := l.authorized(ctx, def, m); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
+	}
+	if h.async != nil {
+		if err := l.startAsync(def); err != nil {
+			return nil, nil, false, err
+		}
+		l.runAsync(ctx, m, h, sv)
+		return nil, nil, true, nil
 	}
 	if o, ok := l.opts.observer.(HandlerObserver); ok {
 		start := time.Now()
@@ -476,20 +509,90 @@ func (l *Link) dispatch(ctx *requestCtx, m *Envelope, h *handler) (data []byte, 
 	}()
 	data, err = h.request(ctx, m)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if ctx.value != nil {
-		return nil, ctx.value, nil // a typed handler's, checked
+		return nil, ctx.value, false, nil // a typed handler's, checked
 	}
 	// A typed handler's response was checked as it was encoded, and a
 	// forwarded one where it arrived.
-	if !h.checked && !ctx.wasChecked(data) {
-		if verr := def.ValidateResponse(data); verr != nil {
-			l.opts.logger.Error("handler returned an invalid response", "link", l.String(), "type", m.Type, "error", verr)
-			return nil, nil, &Error{Code: CodeInternal, Message: verr.Error(), cause: verr}
+	if !h.checked {
+		if err := l.checkResponse(ctx, data); err != nil {
+			return nil, nil, false, err
 		}
 	}
-	return data, nil, nil
+	return data, nil, false, nil
+}
+
+// checkResponse checks data, a handler's response to the request of
+// ctx, unless it was checked where it arrived.
+func (l *Link) checkResponse(ctx *requestCtx, data []byte) error {
+	if ctx.wasChecked(data) {
+		return nil
+	}
+	if verr := ctx.def.ValidateResponse(data); verr != nil {
+		l.opts.logger.Error("handler returned an invalid response", "link", l.String(), "type", ctx.def.Name(), "error", verr)
+		return &Error{Code: CodeInternal, Message: verr.Error(), cause: verr}
+	}
+	return nil
+}
+
+// startAsync counts in a request given to an asynchronous handler, or
+// refuses it when as many wait for their replies as handlers may run.
+func (l *Link) startAsync(def *messages.Definition) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.replies >= l.opts.maxHandlers {
+		return Errorf(CodeUnavailable, "%s: %s has %d requests waiting for their answers already: send it again once fewer are", def.Name(), l.self, l.replies)
+	}
+	l.replies++
+	return nil
+}
+
+// runAsync runs an asynchronous handler. A panic before it replied
+// answers CodeInternal.
+func (l *Link) runAsync(ctx *requestCtx, m *Envelope, h *handler, sv *serveState) {
+	if _, ok := l.opts.observer.(HandlerObserver); ok {
+		sv.start = time.Now()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			l.opts.logger.Error("request handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
+			if sv.replied.CompareAndSwap(false, true) {
+				sv.answer(nil, Errorf(CodeInternal, "%s: handler failed unexpectedly", ctx.def.Name()))
+			}
+		}
+	}()
+	h.async(ctx, m, sv.reply)
+}
+
+// reply is an asynchronous handler's Reply.
+func (sv *serveState) reply(data []byte, err error) {
+	if !sv.replied.CompareAndSwap(false, true) {
+		l := sv.ctx.l
+		l.opts.logger.Error("request answered twice; the second answer is dropped", "link", l.String(), "type", sv.ctx.def.Name())
+		return
+	}
+	sv.answer(data, err)
+}
+
+// answer sends an asynchronous handler's answer, once.
+func (sv *serveState) answer(data []byte, err error) {
+	ctx := &sv.ctx
+	l := ctx.l
+	if err == nil {
+		err = l.checkResponse(ctx, data)
+		if err != nil {
+			data = nil
+		}
+	}
+	if o, ok := l.opts.observer.(HandlerObserver); ok {
+		o.HandlerEnded(messages.KindRequest, ctx.def.Name(), err, time.Since(sv.start))
+	}
+	l.mu.Lock()
+	l.replies--
+	l.mu.Unlock()
+	l.respond(sv, data, nil, err)
 }
 
 // authorized asks the link's authorizer, if any, whether m, which

@@ -31,6 +31,33 @@ var ErrSetup = errors.New("link: bad setup")
 // payload either.
 type RequestHandler func(ctx context.Context, req *Envelope) ([]byte, error)
 
+// AsyncRequestHandler answers a request now or later: it is given reply,
+// which it must call exactly once, before or after it returns, from any
+// goroutine. It runs on the goroutine that delivers the request, as a
+// NonBlocking handler does, and must not block either; it starts what
+// ends later (ForwardRequestAsync) and returns. Until reply is called the
+// request holds its place: ctx (as a RequestHandler's) ends at the
+// requester's deadline, when the link closes, or once reply is called;
+// the link counts the request in flight (Disconnect, Drain and CloseWait
+// wait for it); and it counts against WithMaxHandlers, as many such
+// requests waiting for their replies as handlers may run: past that, a
+// request is refused with CodeUnavailable. A handler that panics before
+// it replies answers CodeInternal. One that never replies leaves its
+// requester to time out and CloseWait to wait until its ctx ends. req is
+// the handler's, as a RequestHandler's is.
+type AsyncRequestHandler func(ctx context.Context, req *Envelope, reply Reply)
+
+// Reply answers the request an AsyncRequestHandler was given: with data,
+// the response payload, or with err, which reaches the requester as a
+// RequestHandler's error does. data is checked against the schema
+// (CodeInternal if it fails), unless it is, unmodified, a response
+// ForwardRequestAsync gave with the handler's ctx: that was checked as it
+// arrived. Reply sends the response and returns: it waits for nothing (it
+// hands the response to the connector), so it may be called from a
+// ForwardRequestAsync done. Only the first call counts; a second is
+// logged and ignored. The link does not keep data.
+type Reply func(data []byte, err error)
+
 // EventHandler handles an event, already checked against the message's
 // schema. Events of one link are handled one at a time, in the order they
 // arrived. An error is logged and counted; the sender does not hear of it.
@@ -40,11 +67,12 @@ type EventHandler func(ctx context.Context, ev *Envelope) error
 
 type handler struct {
 	request RequestHandler
+	async   AsyncRequestHandler
 	event   EventHandler
 	// values: the handler takes Envelope.Value (typed handlers; a typed
 	// request handler may answer with a Go value, see requestCtx.value);
-	// others get Data. (No field more: the master holds a handler per
-	// message for every slave.)
+	// others get Data. (No field more than needed: the master holds a
+	// handler per message for every slave.)
 	values bool
 	// checked: the handler's responses are already validated (typed
 	// handlers encode through the schema).
@@ -99,8 +127,9 @@ type call struct {
 	// delivered during Send (a NonBlocking handler over a virtual pair) is
 	// found here with no channel operation.
 	resp    *Envelope
-	waiting bool          // the requester waits on wake
-	wake    chan struct{} // one signal once resp is set, if waiting
+	waiting bool          // the requester waits on wake, or an asyncCall for its end
+	wake    chan struct{} // one signal once resp is set, if waiting (nil for an asyncCall)
+	async   *asyncCall    // the call's, when it is one (ForwardRequestAsync)
 }
 
 // deliverLocked gives c its response, the first one only, and reports
@@ -110,7 +139,7 @@ func (c *call) deliverLocked(m *Envelope) bool {
 		return false
 	}
 	c.resp = m
-	if c.waiting {
+	if c.waiting && c.async == nil {
 		c.wake <- struct{}{} // buffered, and signalled at most once: never blocks
 	}
 	return true
@@ -154,6 +183,7 @@ type Link struct {
 
 	// Inbound requests and events on their way to handlers (dispatch.go).
 	workers   int            // request handlers running on the link's goroutines
+	replies   int            // requests given to asynchronous handlers, waiting for their replies
 	waiting   fifo[delivery] // requests waiting for one of them
 	eventBusy bool           // an event is being handled, or a goroutine is on its way to the queue
 	// endAfterEvents: the peer closed the link while events were queued;
@@ -249,6 +279,15 @@ func (l *Link) HandleRequestJSON(m messages.Message, h RequestHandler, opts ...H
 	l.attach(m, messages.KindRequest, &handler{request: h}, opts)
 }
 
+// HandleRequestAsync attaches h to answer requests of type m on this
+// link, now or later (see AsyncRequestHandler): it runs on the
+// delivering goroutine, as a NonBlocking handler does, and its answer
+// needs no goroutine of the link's. Mistakes are reported by Start, as
+// HandleRequestJSON's are. Call it before Start.
+func (l *Link) HandleRequestAsync(m messages.Message, h AsyncRequestHandler) {
+	l.attach(m, messages.KindRequest, &handler{async: h, nonBlocking: true}, nil)
+}
+
 // HandleEventJSON attaches h to handle events of type m on this link.
 // Mistakes are reported by Start. Call it before Start.
 func (l *Link) HandleEventJSON(m messages.Message, h EventHandler, opts ...HandlerOption) {
@@ -340,27 +379,165 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 
 // ForwardRequest sends a request that arrived on another link on to this
 // link's peer, keeping its type, payload, origin and destination (unless
-// that is the peer), and returns the response. The
-// payload was validated on arrival and is not checked again; the response
-// is checked as it arrives here. ctx should be the handler's (or derived
-// from it), so that the original deadline carries over, and so that the
-// handler returning this response as it is, unmodified, to a request of
-// the same type does not check it a second time on the way back.
+// that is the peer), and waits for the response: it is
+// ForwardRequestAsync, waiting for done. The payload was validated on
+// arrival and is not checked again; the response is checked as it
+// arrives here. ctx should be the handler's (or derived from it), so that
+// the original deadline carries over, and so that the handler returning
+// this response as it is, unmodified, to a request of the same type does
+// not check it a second time on the way back.
 func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error) {
+	type ended struct {
+		data []byte
+		err  error
+	}
+	ch := make(chan ended, 1)
+	l.ForwardRequestAsync(ctx, req, func(data []byte, err error) { ch <- ended{data, err} })
+	e := <-ch
+	return e.data, e.err
+}
+
+// ForwardRequestAsync is ForwardRequest without the wait, for a handler
+// that answers later (HandleRequestAsync): it sends req on to this link's
+// peer and returns, and calls done exactly once with the response
+// payload, or the error ForwardRequest would return: the peer's, the
+// connector's refusal, ErrTimeout when ctx reaches its deadline (a ctx
+// without one gets the link's request timeout), ctx's error when it is
+// cancelled, ErrSessionLost when this link closes. The response is checked
+// as it arrives, and, ctx being the handler's, not again when the handler
+// answers with it unmodified (see ForwardRequest).
+//
+// done is called on the goroutine that ends the request: the caller's,
+// before ForwardRequestAsync returns, when the request is refused or
+// answered during Send (a NonBlocking or asynchronous handler over a
+// virtual pair); the connector's, which delivers the response (over
+// connector/nats the Node's routing goroutine); the one that closes the
+// link; or, when ctx ends first, a goroutine of the context package's. It
+// must not block: over NATS it holds up everything else the Node
+// delivers. Handing the response to a Reply does not block.
+//
+// req is read before ForwardRequestAsync returns and not kept, but its
+// Data travels on as it is: it must not change until done is called.
+// Sending waits only where an Emit would, while the peer is far behind
+// (over NATS, delivery.RequestWindow requests to it unanswered).
+func (l *Link) ForwardRequestAsync(ctx context.Context, req *Envelope, done func(data []byte, err error)) {
 	def, ok := l.catalog.Lookup(req.Type)
 	if !ok {
-		return nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l)
+		done(nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l))
+		return
 	}
 	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
-		return nil, err
+		done(nil, err)
+		return
 	}
-	data, err := l.requestData(ctx, def, req.Data, l.onward(req))
-	if err == nil {
-		if hc, ok := ctx.Value(chainKey{}).(*requestCtx); ok {
-			hc.markChecked(def, data)
+	a := &asyncCall{l: l, def: def, done: done, start: time.Now()}
+	a.call.async = a
+	a.call.typ = def.Name()
+	out := l.newRequest(def, req.Data, nil)
+	if _, ok := ctx.Deadline(); !ok {
+		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: a.start.Add(l.opts.requestTimeout)}}
+		a.tc = &out.tc
+		ctx = a.tc
+	}
+	a.ctx = ctx
+	o := l.onward(req)
+	id, err := l.open(def, o, &a.call)
+	if err != nil {
+		a.finish(nil, err)
+		return
+	}
+	a.id = id
+	m := &out.m
+	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
+	m.Deadline, _ = ctx.Deadline()
+	if err := l.transmit(ctx, m); err != nil {
+		l.mu.Lock()
+		l.forgetLocked(id)
+		l.mu.Unlock()
+		a.finish(nil, sendError(def.Name(), err))
+		return
+	}
+	l.mu.Lock()
+	if resp := a.resp; resp != nil {
+		// Answered during Send, or the link closed meanwhile.
+		l.forgetLocked(id)
+		l.mu.Unlock()
+		a.respond(resp)
+		return
+	}
+	a.waiting = true
+	// Registered with l.mu held, so that whoever ends the call finds its
+	// stop. On a ctx that ends with an inner context (the link's handler
+	// contexts, once Done is called) it costs no goroutine until it runs.
+	a.stop = context.AfterFunc(ctx, a.expire)
+	l.mu.Unlock()
+}
+
+// asyncCall is a request sent by ForwardRequestAsync: a call ended by
+// whoever takes it out of l.pending while it is waiting (receiveResponse,
+// endWith, expire), or, before, by ForwardRequestAsync itself.
+type asyncCall struct {
+	call
+	l     *Link
+	id    uint64
+	ctx   context.Context
+	tc    *timeoutCtx // ctx, when the link gave it its deadline
+	def   *messages.Definition
+	start time.Time
+	done  func([]byte, error)
+	stop  func() bool // ends the watch on ctx; set with l.mu held once waiting
+}
+
+// forgetLocked takes request id, which was counted out (open), out of
+// the link's pending requests. l.mu must be held.
+func (l *Link) forgetLocked(id uint64) {
+	delete(l.pending, id)
+	l.outbound--
+	l.checkIdle()
+}
+
+// expire ends the request when its ctx ends first.
+func (a *asyncCall) expire() {
+	l := a.l
+	l.mu.Lock()
+	if l.pending[a.id] != &a.call {
+		l.mu.Unlock() // ended already
+		return
+	}
+	l.forgetLocked(a.id)
+	l.mu.Unlock()
+	a.finish(nil, l.ended(a.ctx, a.def, a.start))
+}
+
+// respond ends the request with resp, taken out of l.pending already by
+// the caller.
+func (a *asyncCall) respond(resp *Envelope) {
+	if a.stop != nil {
+		a.stop()
+	}
+	data, value, err := result(a.def, resp)
+	if err == nil && value != nil {
+		data, err = codec.Marshal(a.def, true, value)
+		if err != nil {
+			err = invalid(err)
 		}
 	}
-	return data, err
+	a.finish(data, err)
+}
+
+func (a *asyncCall) finish(data []byte, err error) {
+	if err == nil {
+		if hc, ok := a.ctx.Value(chainKey{}).(*requestCtx); ok {
+			hc.markChecked(a.def, data)
+		}
+	}
+	if o := a.l.opts.observer; o != nil {
+		o.RequestEnded(a.def.Name(), err, time.Since(a.start))
+	}
+	if a.tc != nil {
+		a.tc.finish()
+	}
+	a.done(data, err)
 }
 
 // EmitJSON sends an event of type m with a JSON payload, checked against
@@ -494,54 +671,28 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
 	}
-	// The request, for a ctx without deadline the link's timeout, and over
-	// a connector in this process the peer's serveState, in one
-	// allocation. None is reused: the connector (and over a virtual pair
-	// the peer's handler) owns the envelope once it is sent, and a peer's
-	// handler context may refer to the ctx it was delivered with.
-	var out *requestAlloc
-	if l.values {
-		ol := new(requestLocalAlloc)
-		ol.m.spare = &ol.sv
-		out = &ol.requestAlloc
-	} else {
-		out = new(requestAlloc)
-	}
-	out.m.Kind, out.m.Type, out.m.Data, out.m.Value = messages.KindRequest, def.Name(), payload, value
+	out := l.newRequest(def, payload, value)
 	if _, ok := ctx.Deadline(); !ok {
 		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: time.Now().Add(l.opts.requestTimeout)}}
 		defer out.tc.finish()
 		ctx = &out.tc
 	}
-	deadline, _ := ctx.Deadline()
 	c, _ := l.calls.Get().(*call)
 	if c == nil {
 		c = &call{wake: make(chan struct{}, 1)}
 	}
 	c.typ = def.Name()
-
-	l.mu.Lock()
-	switch {
-	case l.state == stateNew:
-		l.mu.Unlock()
-		return nil, nil, Errorf(CodeUnavailable, "link %s is not started", l)
-	case l.state == stateClosed:
-		l.mu.Unlock()
-		return nil, nil, Errorf(CodeSessionLost, "%s: link %s is closed", def.Name(), l)
-	case l.state == stateClosing && !o.internal:
-		l.mu.Unlock()
-		return nil, nil, Errorf(CodeUnavailable, "%s: link %s is disconnecting", def.Name(), l)
+	id, err := l.open(def, o, c)
+	if err != nil {
+		l.calls.Put(c)
+		return nil, nil, err
 	}
-	l.nextID++
-	id := l.nextID
-	l.pending[id] = c
-	l.outbound++
-	l.mu.Unlock()
 	defer l.endCall(id, c)
 
 	start := time.Now()
 	m := &out.m
-	m.ID, m.Deadline, m.Origin, m.Dst = id, deadline, o.origin, o.dst
+	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
+	m.Deadline, _ = ctx.Deadline()
 	if err := l.transmit(ctx, m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
@@ -557,6 +708,51 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 			return nil, nil, l.ended(ctx, def, start)
 		}
 	}
+	return result(def, resp)
+}
+
+// newRequest allocates a request of def: for a ctx without deadline with
+// the link's timeout, and over a connector in this process with the
+// peer's serveState, in one allocation. None is reused: the connector
+// (and over a virtual pair the peer's handler) owns the envelope once it
+// is sent, and a peer's handler context may refer to the ctx it was
+// delivered with.
+func (l *Link) newRequest(def *messages.Definition, payload []byte, value any) *requestAlloc {
+	var out *requestAlloc
+	if l.values {
+		ol := new(requestLocalAlloc)
+		ol.m.spare = &ol.sv
+		out = &ol.requestAlloc
+	} else {
+		out = new(requestAlloc)
+	}
+	out.m.Kind, out.m.Type, out.m.Data, out.m.Value = messages.KindRequest, def.Name(), payload, value
+	return out
+}
+
+// open puts c, a request of def about to be sent, among the link's
+// pending requests and returns its id, or refuses a request the link
+// cannot send now.
+func (l *Link) open(def *messages.Definition, o outbound, c *call) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.state == stateNew:
+		return 0, Errorf(CodeUnavailable, "link %s is not started", l)
+	case l.state == stateClosed:
+		return 0, Errorf(CodeSessionLost, "%s: link %s is closed", def.Name(), l)
+	case l.state == stateClosing && !o.internal:
+		return 0, Errorf(CodeUnavailable, "%s: link %s is disconnecting", def.Name(), l)
+	}
+	l.nextID++
+	l.pending[l.nextID] = c
+	l.outbound++
+	return l.nextID, nil
+}
+
+// result is what a request of def that ended with resp returns: the
+// response as JSON, or as a Go value that passes its check, or its error.
+func result(def *messages.Definition, resp *Envelope) ([]byte, any, error) {
 	if resp.Error != nil {
 		return nil, nil, resp.Error
 	}
@@ -854,19 +1050,29 @@ func (l *Link) endWith(reason *Error, keepEvents bool) {
 		return
 	}
 	l.state = stateClosed
+	var ended []*asyncCall
 	for _, c := range l.pending {
 		c.deliverLocked(&Envelope{Kind: messages.KindResponse, Error: reason})
+		if c.async != nil && c.waiting {
+			// Ended here; one still being sent is ended by its sender.
+			ended = append(ended, c.async)
+			l.outbound--
+		}
 	}
 	clear(l.pending)
+	l.checkIdle()
 	l.inbound -= l.waiting.drop()
 	if keepEvents && l.eventBusy {
 		l.endAfterEvents = true // the event turn's holder finishes
 		l.roomLocked()
 		l.mu.Unlock()
-		return
+	} else {
+		l.inbound -= l.events.drop()
+		l.finishLocked()
 	}
-	l.inbound -= l.events.drop()
-	l.finishLocked()
+	for _, a := range ended {
+		a.respond(a.resp)
+	}
 }
 
 // finishLocked ends the link's context and wakes whoever waits on it. It

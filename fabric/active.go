@@ -1205,7 +1205,7 @@ func (m *activeMaster) route(l *link.Link) {
 		}
 		switch {
 		case def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
-			l.HandleRequestJSON(def, m.forwardRequest)
+			l.HandleRequestAsync(def, m.forwardRequest)
 		case def.ForwardTo() == messages.Instance:
 			l.HandleEventJSON(def, m.forwardEvent)
 		case def.BroadcastTo() == messages.Instance:
@@ -1306,20 +1306,64 @@ func (m *activeMaster) slaveForReady(ctx context.Context, instanceID int64) (*li
 	return m.slaveFor(instanceID)
 }
 
-func (m *activeMaster) forwardRequest(ctx context.Context, req *link.Envelope) ([]byte, error) {
+// forwardRequest passes a request for an instance on to the slave that
+// hosts it and leaves the slave's answer to reply, with no goroutine: it
+// runs on the goroutine that delivered the request, and reply is called
+// on the one that delivers the answer. Only before the term is ready,
+// when the slave may not have registered yet, does a goroutine of the
+// term's wait for it.
+func (m *activeMaster) forwardRequest(ctx context.Context, req *link.Envelope, reply link.Reply) {
 	id, err := instanceID(req.Data)
 	if err != nil {
-		return nil, err
+		reply(nil, err)
+		return
 	}
-	sl, err := m.slaveForReady(ctx, id)
+	sl, err := m.slaveFor(id)
+	if err == nil {
+		m.forwardTo(ctx, sl, id, req, reply)
+		return
+	}
+	select {
+	case <-m.ready:
+		reply(nil, err)
+		return
+	default:
+	}
+	if !m.routines.start(func() { m.forwardWhenReady(ctx, id, req, reply) }) {
+		reply(nil, link.Errorf(link.CodeUnavailable, "the master is shutting down"))
+	}
+}
+
+// forwardWhenReady waits for the term to be ready (within ctx), then
+// forwards req as forwardRequest does.
+func (m *activeMaster) forwardWhenReady(ctx context.Context, id int64, req *link.Envelope, reply link.Reply) {
+	select {
+	case <-m.ready:
+	case <-m.stop:
+		reply(nil, link.Errorf(link.CodeUnavailable, "the master is shutting down"))
+		return
+	case <-ctx.Done():
+		if err := m.awaitReady(ctx); err != nil { // unless ready just now
+			reply(nil, err)
+			return
+		}
+	}
+	sl, err := m.slaveFor(id)
 	if err != nil {
-		return nil, err
+		reply(nil, err)
+		return
 	}
-	data, err := sl.ForwardRequest(ctx, req)
-	if err != nil {
-		return nil, m.hostUnreachable(err, id)
-	}
-	return data, nil
+	m.forwardTo(ctx, sl, id, req, reply)
+}
+
+// forwardTo forwards req, for instance id, to its slave on sl.
+func (m *activeMaster) forwardTo(ctx context.Context, sl *link.Link, id int64, req *link.Envelope, reply link.Reply) {
+	sl.ForwardRequestAsync(ctx, req, func(data []byte, err error) {
+		if err != nil {
+			err = m.hostUnreachable(err, id)
+		}
+		reply(data, err)
+	})
 }
 
 func (m *activeMaster) forwardEvent(ctx context.Context, ev *link.Envelope) error {

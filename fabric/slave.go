@@ -697,10 +697,15 @@ func (s *Slave) route(l *link.Link, from messages.Endpoint, welcomed <-chan stru
 // registration on l has applied the master's welcome.
 func (s *Slave) routeFromMaster(l *link.Link, def *messages.Definition, welcomed <-chan struct{}) {
 	switch {
+	case def == messages.StartInstance.Def() || def == messages.StopInstance.Def():
+		// They launch and retire the instance: work that waits.
+		l.HandleRequestJSON(def, s.startStop)
 	case def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
-		l.HandleRequestJSON(def, s.forwardRequest)
+		l.HandleRequestAsync(def, s.forwardRequest)
 	case def.ForwardTo() == messages.Instance:
-		l.HandleEventJSON(def, s.forwardEvent)
+		// Passed on over a virtual link, as the instance's handler
+		// takes it: nothing waits but for room in its queue.
+		l.HandleEventJSON(def, s.forwardEvent, link.NonBlocking())
 	case def.BroadcastTo() == messages.Instance:
 		isBan := def == messages.BanlistUpdate.Def()
 		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
@@ -867,7 +872,30 @@ func (s *Slave) target(data []byte) (*hosted, error) {
 	return h, nil
 }
 
-func (s *Slave) forwardRequest(ctx context.Context, req *link.Envelope) ([]byte, error) {
+// forwardRequest passes a request on to the instance it is for and
+// leaves the instance's answer to reply, with no goroutine: it runs on
+// the goroutine that delivered the request, and reply is called on the
+// one that delivers the answer (the instance's own, over the virtual link,
+// for a handler that answers at once).
+func (s *Slave) forwardRequest(ctx context.Context, req *link.Envelope, reply link.Reply) {
+	h, err := s.target(req.Data)
+	if err != nil {
+		reply(nil, err)
+		return
+	}
+	s.mu.Lock()
+	to := h.toInstance
+	s.mu.Unlock()
+	if to == nil {
+		reply(nil, link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name))
+		return
+	}
+	to.ForwardRequestAsync(ctx, req, reply)
+}
+
+// startStop passes start_instance and stop_instance on to their instance,
+// launching it first and retiring it after, as they ask.
+func (s *Slave) startStop(ctx context.Context, req *link.Envelope) ([]byte, error) {
 	h, err := s.target(req.Data)
 	if err != nil {
 		return nil, err

@@ -232,15 +232,35 @@ func BenchmarkForwardedRequest(b *testing.B) {
 			}
 		}
 	})
-	b.Run("one-hop", func(b *testing.B) {
+	forwarders := []struct {
+		name   string
+		attach func(from, to *link.Link)
+	}{
+		{"one-hop", func(from, to *link.Link) {
+			from.HandleRequestJSON(testEcho, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
+				return to.ForwardRequest(ctx, req)
+			})
+		}},
+		{"one-hop-async", func(from, to *link.Link) {
+			from.HandleRequestAsync(testEcho, func(ctx context.Context, req *link.Envelope, reply link.Reply) {
+				to.ForwardRequestAsync(ctx, req, reply)
+			})
+		}},
+	}
+	for _, f := range forwarders {
+		b.Run(f.name, func(b *testing.B) { benchForwarded(b, f.attach) })
+	}
+}
+
+// benchForwarded is BenchmarkForwardedRequest's hop, attach its forwarder.
+func benchForwarded(b *testing.B, attach func(from, to *link.Link)) {
+	{
 		other := link.Address{Type: messages.Instance, ID: "8"}
 		toSlave, fromInstance := newPair(b, instanceAddr, slaveAddr, nil, nil)
 		ca, cb := virtual.Pair()
 		toOther := newLink(b, ca, slaveAddr, other)
 		otherSide := newLink(b, cb, other, slaveAddr)
-		fromInstance.HandleRequestJSON(testEcho, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
-			return toOther.ForwardRequest(ctx, req)
-		})
+		attach(fromInstance, toOther)
 		link.HandleRequest(otherSide, testEcho, echoHandler, link.NonBlocking())
 		start(b, fromInstance, testEcho)
 		start(b, otherSide, testEcho)
@@ -254,5 +274,5 @@ func BenchmarkForwardedRequest(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-	})
+	}
 }

@@ -30,6 +30,11 @@
 //     that delivers the message, with no hand-off: over connector/virtual
 //     that is the sender's, so a request is answered before the sender's
 //     Send returns. It must not wait for anything (see NonBlocking).
+//   - A request handler attached with HandleRequestAsync runs there too,
+//     and answers now or later through its Reply: a hop that forwards
+//     with ForwardRequestAsync holds no goroutine while the next hop
+//     answers. Until it replies the request counts against
+//     WithMaxHandlers, and CloseWait waits for it.
 //   - Other request handlers run on goroutines of the link's, at most
 //     WithMaxHandlers at once (256 by default); requests beyond wait in
 //     arrival order, up to as many again, and beyond that the connector

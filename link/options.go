@@ -147,7 +147,9 @@ func WithEventQueue(n int) Option {
 // run waits for one of them to end, in arrival order, with up to n others;
 // beyond that, the connector waits to deliver it, which slows the sender
 // (Receiver.Receive). Handlers declared NonBlocking run on the delivering
-// goroutine and do not count. A request sent from inside one of the link's
+// goroutine and do not count. Requests given to asynchronous handlers
+// (HandleRequestAsync) are bounded apart: at most n wait for their
+// replies at once, and the next is refused with CodeUnavailable. A request sent from inside one of the link's
 // own handlers (known by the ctx it was sent with) is let past the bound,
 // since the places it would wait for may be held by the handlers waiting
 // for it. Defaults to 256.

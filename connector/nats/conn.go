@@ -58,6 +58,9 @@ type Conn struct {
 	// The prefixes of the reply subjects the peer may have answers sent
 	// to: the fabric's, and its nats.go inbox.
 	replyPrefix, inboxPrefix string
+	// askHead is what every reply subject of this end's requests starts
+	// with: up to the request's number (see replySubject).
+	askHead string
 
 	mu       sync.Mutex // held after the Node's mu and its streams' mu, never before
 	session  string     // the peer's session
@@ -74,6 +77,10 @@ type Conn struct {
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
 	inflight map[string]int
+	// The subjects of requests to the peer, by type, for the peer session
+	// they name: a request's subject is the same every time.
+	askSubjects    map[string]string
+	askSubjectsFor string
 
 	// The peer has shown it is a live fabric peer that hears this end
 	// (Confirmed).
@@ -118,6 +125,7 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 func (c *Conn) setMine(session string) {
 	c.mine = session
 	c.sessionHeader = natsgo.Header{hdrSession: {session}}
+	c.askHead = replyHead(c.n.opts.prefix, c.peer, c.n.self, session, c.id)
 }
 
 // Peer returns the address of the endpoint at the other end.

@@ -76,7 +76,7 @@ type Conn struct {
 	room     chan struct{}                 // closed when a request ends, for a Send waiting for the window (nil if none waits)
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
-	inflight map[string]int
+	inflight map[string]inflightRequest
 	// The subjects of requests to the peer, by type, for the peer session
 	// they name: a request's subject is the same every time.
 	askSubjects    map[string]string
@@ -108,7 +108,7 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		done:     make(chan struct{}),
 		reqs:     delivery.NewRequests[outRequest](n.opts.noRespondersWindow()),
 		served:   delivery.NewServed[*natsgo.Msg](),
-		inflight: map[string]int{},
+		inflight: map[string]inflightRequest{},
 
 		replyPrefix: n.prefixDot + token(n.self) + "." + token(peer) + "." + tokReply + ".",
 		inboxPrefix: n.prefixDot + "_inbox." + token(peer) + ".",
@@ -323,7 +323,11 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		}
 		m.ID = id
 	}
-	if r, err := parseSubject(c.n.prefixDot, msg.Reply); err == nil && r.kind == subjReply && r.budget > 0 {
+	r, err := c.n.heads.parse(c.n.prefixDot, msg.Reply)
+	if err != nil || r.kind != subjReply {
+		r = subject{}
+	}
+	if r.budget > 0 {
 		if !c.takeRequest(m, msg, r) {
 			return
 		}
@@ -335,7 +339,7 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		}
 		m.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
 	}
-	c.deliverRequest(m, msg)
+	c.deliverRequest(m, msg, r)
 }
 
 // takeRequest sets the deadline of a fabric requester's request from the
@@ -379,13 +383,14 @@ func (c *Conn) takeRequest(m *link.Envelope, msg *natsgo.Msg, r subject) bool {
 }
 
 // deliverRequest hands a request to the link, counted in flight until it
-// is answered, so that the Node's Close can let it finish.
-func (c *Conn) deliverRequest(m *link.Envelope, msg *natsgo.Msg) {
+// is answered, so that the Node's Close can let it finish. reply is its
+// reply subject parsed, if it is a fabric reply subject.
+func (c *Conn) deliverRequest(m *link.Envelope, msg *natsgo.Msg, reply subject) {
 	if !c.n.startRequest() {
 		c.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
 		return
 	}
-	if !c.countIn(m.Reply) {
+	if !c.countIn(m.Reply, reply) {
 		c.n.endRequest()
 		c.refuse(msg, link.Errorf(link.CodeSessionLost, "%s has closed its link to %s", c.n.self, c.peer))
 		return
@@ -443,15 +448,33 @@ func (c *Conn) isStopped() bool {
 	return c.stopped || c.closed
 }
 
+// inflightRequest is a request from the peer counted in flight, with
+// what its response needs to know of its reply subject, parsed once as
+// the request arrived.
+type inflightRequest struct {
+	n        int                // copies in flight
+	answer   bool               // a fabric reply subject: the response is remembered for copies
+	from     delivery.Requester // if answer: its requester
+	seq      uint64             // and its number
+	withMine bool               // the response's subject carries this end's session (see fabricReply)
+}
+
 // countIn records a request the Node has counted in flight, unless the
-// connector has stopped delivering.
-func (c *Conn) countIn(reply string) bool {
+// connector has stopped taking them. reply is its reply subject parsed,
+// if it is a fabric reply subject (kind subjReply), else a zero subject.
+func (c *Conn) countIn(reply string, r subject) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.stopped {
 		return false
 	}
-	c.inflight[reply]++
+	e := c.inflight[reply]
+	e.n++
+	if r.kind == subjReply {
+		e.answer, e.from, e.seq = true, r.requester(), r.seq
+		e.withMine = r.budget > 0 && r.low > 0 && r.respSession == ""
+	}
+	c.inflight[reply] = e
 	return true
 }
 
@@ -460,10 +483,11 @@ func (c *Conn) countIn(reply string) bool {
 // counted out is not counted again.
 func (c *Conn) countOut(reply string) {
 	c.mu.Lock()
-	n, ok := c.inflight[reply]
+	e, ok := c.inflight[reply]
 	switch {
-	case n > 1:
-		c.inflight[reply] = n - 1
+	case e.n > 1:
+		e.n--
+		c.inflight[reply] = e
 	case ok:
 		delete(c.inflight, reply)
 	}
@@ -524,8 +548,18 @@ func (c *Conn) sendResponse(ctx context.Context, m *link.Envelope) error {
 	if m.Reply == "" {
 		return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
 	}
+	c.mu.Lock()
+	in, counted := c.inflight[m.Reply]
+	c.mu.Unlock()
+	if !counted { // counted out by Close: read from the subject
+		r, err := parseSubject(c.n.prefixDot, m.Reply)
+		if err == nil && r.kind == subjReply && strings.HasPrefix(m.Reply, c.replyPrefix) {
+			in = inflightRequest{answer: true, from: r.requester(), seq: r.seq}
+		}
+		in.withMine = c.fabricReply(m.Reply)
+	}
 	msg := &natsgo.Msg{Subject: m.Reply, Data: m.Data}
-	if c.fabricReply(m.Reply) {
+	if in.withMine {
 		msg.Subject = responseSubject(m.Reply, c.mine)
 	} else {
 		msg.Header = c.sessionHeader
@@ -540,8 +574,10 @@ func (c *Conn) sendResponse(ctx context.Context, m *link.Envelope) error {
 		msg.Header[hdrError] = []string{string(m.Error.Code)}
 		msg.Data = []byte(m.Error.Message)
 	}
-	if strings.HasPrefix(m.Reply, c.replyPrefix) {
-		c.answered(m.Reply, msg)
+	if in.answer {
+		c.mu.Lock()
+		c.served.Answered(in.from, in.seq, msg)
+		c.mu.Unlock()
 	}
 	return c.n.publish(ctx, msg, m.Type)
 }
@@ -683,8 +719,8 @@ func (c *Conn) Close() error {
 	// handlers, will never be answered from here: the Node's Close need
 	// not wait for them.
 	unanswered := 0
-	for _, n := range c.inflight {
-		unanswered += n
+	for _, r := range c.inflight {
+		unanswered += r.n
 	}
 	clear(c.inflight)
 	c.mu.Unlock()

@@ -274,14 +274,3 @@ func (c *Conn) resendRequests(now time.Time) {
 	c.mu.Unlock()
 	c.publishAsks(asks)
 }
-
-// answered keeps the response to a request taken, for its copies.
-func (c *Conn) answered(reply string, resp *natsgo.Msg) {
-	r, err := parseSubject(c.n.prefixDot, reply)
-	if err != nil || r.kind != subjReply {
-		return
-	}
-	c.mu.Lock()
-	c.served.Answered(r.requester(), r.seq, resp)
-	c.mu.Unlock()
-}

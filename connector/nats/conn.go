@@ -323,7 +323,7 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		}
 		m.ID = id
 	}
-	r, err := c.n.heads.parse(c.n.prefixDot, msg.Reply)
+	r, err := parseSubject(c.n.prefixDot, msg.Reply)
 	if err != nil || r.kind != subjReply {
 		r = subject{}
 	}

@@ -80,7 +80,6 @@ func newNode(self link.Address, o options) *Node {
 		session:   cmp.Or(o.session, newSession()),
 		opts:      o,
 		prefixDot: o.prefix + ".",
-		heads:     replyHeads{},
 		done:      make(chan struct{}),
 		connected: make(chan struct{}),
 		noWait:    doneContext(),

@@ -49,9 +49,6 @@ type Node struct {
 	noWait    context.Context // already done: Receive must not wait
 
 	prefixDot string // the subject prefix and its dot
-	// heads parses the reply subjects of requests and responses; only the
-	// routing goroutine uses it (parse, and the handling of what it routes).
-	heads     replyHeads
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
@@ -251,7 +248,7 @@ func (n *Node) status(s link.Status, err error) {
 // parse parses msg's subject, refusing msg if it is not a fabric subject
 // addressed to this endpoint.
 func (n *Node) parse(msg *natsgo.Msg) (subject, bool) {
-	sub, err := n.heads.parse(n.prefixDot, msg.Subject)
+	sub, err := parseSubject(n.prefixDot, msg.Subject)
 	if err != nil || sub.src == n.self || (sub.dst != n.self && sub.dst != (link.Address{Type: n.self.Type, ID: BroadcastID})) {
 		// The sender chose the subject: quoting it back tells a client
 		// author what was wrong, and tells no one else anything.

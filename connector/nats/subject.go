@@ -203,62 +203,6 @@ func (sub *subject) parseReplyNumbers(toks []string) error {
 	return nil
 }
 
-// replyHeads remembers the parsed heads of reply subjects (see
-// replyHead), so that the reply subjects of one link's requests, which
-// differ only in their numbers, are parsed in full once. It is not safe
-// for concurrent use: the Node's routing goroutine owns its own.
-type replyHeads map[string]subject
-
-// headTokens is how many tokens a reply subject's head has after the
-// prefix: two addresses, _reply, the session and the connector.
-const headTokens = 7
-
-// parse is parseSubject(prefixDot, s), which it returns in every case.
-func (h replyHeads) parse(prefixDot, s string) (subject, error) {
-	end := len(prefixDot)
-	if !strings.HasPrefix(s, prefixDot) {
-		return parseSubject(prefixDot, s)
-	}
-	for range headTokens {
-		i := strings.IndexByte(s[end:], '.')
-		if i < 0 {
-			return parseSubject(prefixDot, s)
-		}
-		end += i + 1
-	}
-	head := s[:end]
-	if sub, ok := h[head]; ok {
-		var toks [4]string
-		n := 0
-		for rest := s[end:]; ; n++ {
-			if n == len(toks) {
-				return subject{}, errSubject // more tokens than a reply subject has
-			}
-			tok, more, found := strings.Cut(rest, ".")
-			toks[n] = tok
-			if !found {
-				n++
-				break
-			}
-			rest = more
-		}
-		if err := sub.parseReplyNumbers(toks[:n]); err != nil {
-			return subject{}, err
-		}
-		return sub, nil
-	}
-	sub, err := parseSubject(prefixDot, s)
-	if err == nil && sub.kind == subjReply {
-		if len(h) >= maxKnownSubjects {
-			clear(h)
-		}
-		base := sub
-		base.seq, base.budget, base.low, base.respSession = 0, 0, 0, ""
-		h[head] = base
-	}
-	return sub, err
-}
-
 // parseClose takes what follows _close: [<srcSession>[.<dstSession>]].
 func (sub *subject) parseClose(toks []string) error {
 	if sub.dst.ID == BroadcastID {

@@ -43,11 +43,12 @@ type metrics struct {
 	handled  *prometheus.HistogramVec
 	failed   *prometheus.CounterVec
 
-	// The series each message type has touched, by type name (every type
-	// of the catalog, and unknownType): built with the metrics and never
-	// changed, so the hot path reads it without a lock, and looks a series
-	// up by index rather than by hashing its labels.
-	types map[string]*typeSeries
+	// The series of each message type, by type name (every type of the
+	// catalog, and unknownType): the map is built with the metrics and
+	// never changed, so the hot path reads it without a lock, and finds a
+	// series by index rather than by hashing its labels. A type's table is
+	// made the first time the type is counted.
+	types map[string]*lazySeries[*typeSeries]
 
 	mu    sync.Mutex
 	codes map[string]bool // the error codes labels have used
@@ -61,19 +62,21 @@ type metrics struct {
 // is used (a series shows in /metrics from then on, not before).
 type typeSeries struct {
 	typ      string
-	messages [nEndpoints][nEndpoints][nKinds][2]lazySeries[prometheus.Counter] // by source, target, kind, sent
+	messages [nEndpoints][nEndpoints][nKinds][2]lazySeries[prometheus.Counter] // by source-1, target-1, kind-1, sent
 	latency  lazySeries[prometheus.Observer]
-	handled  [nKinds]lazySeries[prometheus.Observer]
+	handled  [nKinds]lazySeries[prometheus.Observer] // by kind-1
 }
 
-// The sizes of typeSeries' arrays: endpoint types and kinds start at 1.
+// The sizes of typeSeries' arrays: endpoint types and kinds count from 1.
 const (
-	nEndpoints = int(messages.Control) + 1
-	nKinds     = int(messages.KindResponse) + 1
+	nEndpoints = int(messages.Control)
+	nKinds     = int(messages.KindResponse)
 )
 
-// lazySeries is a series made on first use. Two goroutines that both make
-// it get the same series from the vector, so a lost race costs nothing.
+// lazySeries is a series (or a table of them) made on first use. Two
+// goroutines that both make a series get the same one from its vector, so
+// a lost race costs nothing; a table made twice loses only series
+// pointers that the vector still holds.
 type lazySeries[T any] struct{ p atomic.Pointer[T] }
 
 func (l *lazySeries[T]) get(make func() T) T {
@@ -113,9 +116,9 @@ func newMetrics(catalog *messages.Catalog) *metrics {
 			Help: "Handlers of received requests and events that returned an error, by kind, message type and error code.",
 		}, []string{"kind", "type", "code"}),
 	}
-	m.types = map[string]*typeSeries{unknownType: {typ: unknownType}}
+	m.types = map[string]*lazySeries[*typeSeries]{unknownType: {}}
 	for _, d := range catalog.All() {
-		m.types[d.Name()] = &typeSeries{typ: d.Name()}
+		m.types[d.Name()] = &lazySeries[*typeSeries]{}
 	}
 	m.reg.MustRegister(m.messages, m.errors, m.latency, m.handled, m.failed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -125,10 +128,11 @@ func newMetrics(catalog *messages.Catalog) *metrics {
 // series is the series of message type t: its own if the catalog has t,
 // else those of unknownType.
 func (m *metrics) series(t string) *typeSeries {
-	if ts, ok := m.types[t]; ok {
-		return ts
+	ts, ok := m.types[t]
+	if !ok {
+		t, ts = unknownType, m.types[unknownType]
 	}
-	return m.types[unknownType]
+	return ts.get(func() *typeSeries { return &typeSeries{typ: t} })
 }
 
 // codeLabel is the code of err, bounded by maxCodes.
@@ -150,7 +154,7 @@ func (m *metrics) codeLabel(err error) string {
 }
 
 func (m *metrics) count(dir messages.Direction, msg *link.Envelope, sent bool) {
-	if int(dir.Source) >= nEndpoints || int(dir.Target) >= nEndpoints || int(msg.Kind) >= nKinds {
+	if dir.Source < 1 || int(dir.Source) > nEndpoints || dir.Target < 1 || int(dir.Target) > nEndpoints || msg.Kind < 1 || int(msg.Kind) > nKinds {
 		return // not a direction or kind a link has
 	}
 	ts := m.series(msg.Type)
@@ -158,7 +162,7 @@ func (m *metrics) count(dir messages.Direction, msg *link.Envelope, sent bool) {
 	if sent {
 		s = 1
 	}
-	ts.messages[dir.Source][dir.Target][msg.Kind][s].get(func() prometheus.Counter {
+	ts.messages[dir.Source-1][dir.Target-1][msg.Kind-1][s].get(func() prometheus.Counter {
 		direction := "received"
 		if sent {
 			direction = "sent"
@@ -185,8 +189,8 @@ func (m *metrics) RequestEnded(msgType string, err error, took time.Duration) {
 // HandlerEnded implements link.HandlerObserver.
 func (m *metrics) HandlerEnded(kind messages.Kind, msgType string, err error, took time.Duration) {
 	ts := m.series(msgType)
-	if int(kind) < nKinds {
-		ts.handled[kind].get(func() prometheus.Observer { return m.handled.WithLabelValues(kind.String(), ts.typ) }).Observe(took.Seconds())
+	if kind >= 1 && int(kind) <= nKinds {
+		ts.handled[kind-1].get(func() prometheus.Observer { return m.handled.WithLabelValues(kind.String(), ts.typ) }).Observe(took.Seconds())
 	}
 	if err != nil {
 		m.failed.WithLabelValues(kind.String(), ts.typ, m.codeLabel(err)).Inc()

@@ -58,9 +58,6 @@ type Conn struct {
 	// The prefixes of the reply subjects the peer may have answers sent
 	// to: the fabric's, and its nats.go inbox.
 	replyPrefix, inboxPrefix string
-	// askHead is what every reply subject of this end's requests starts
-	// with: up to the request's number (see replySubject).
-	askHead string
 
 	mu       sync.Mutex // held after the Node's mu and its streams' mu, never before
 	session  string     // the peer's session
@@ -76,11 +73,14 @@ type Conn struct {
 	room     chan struct{}                 // closed when a request ends, for a Send waiting for the window (nil if none waits)
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
-	inflight map[string]inflightRequest
+	inflight map[string]int
 	// The subjects of requests to the peer, by type, for the peer session
-	// they name: a request's subject is the same every time.
+	// they name: a request's subject is the same every time. And what
+	// every reply subject of them starts with (see replyHead). Made by the
+	// first request: many links never carry one this way.
 	askSubjects    map[string]string
 	askSubjectsFor string
+	askHead        string
 
 	// The peer has shown it is a live fabric peer that hears this end
 	// (Confirmed).
@@ -108,7 +108,7 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 		done:     make(chan struct{}),
 		reqs:     delivery.NewRequests[outRequest](n.opts.noRespondersWindow()),
 		served:   delivery.NewServed[*natsgo.Msg](),
-		inflight: map[string]inflightRequest{},
+		inflight: map[string]int{},
 
 		replyPrefix: n.prefixDot + token(n.self) + "." + token(peer) + "." + tokReply + ".",
 		inboxPrefix: n.prefixDot + "_inbox." + token(peer) + ".",
@@ -125,7 +125,6 @@ func newConn(n *Node, id uint64, peer link.Address, session string, bound bool) 
 func (c *Conn) setMine(session string) {
 	c.mine = session
 	c.sessionHeader = natsgo.Header{hdrSession: {session}}
-	c.askHead = replyHead(c.n.opts.prefix, c.peer, c.n.self, session, c.id)
 }
 
 // Peer returns the address of the endpoint at the other end.
@@ -323,11 +322,7 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		}
 		m.ID = id
 	}
-	r, err := parseSubject(c.n.prefixDot, msg.Reply)
-	if err != nil || r.kind != subjReply {
-		r = subject{}
-	}
-	if r.budget > 0 {
+	if r, err := parseSubject(c.n.prefixDot, msg.Reply); err == nil && r.kind == subjReply && r.budget > 0 {
 		if !c.takeRequest(m, msg, r) {
 			return
 		}
@@ -339,7 +334,7 @@ func (c *Conn) inboundRequest(sub subject, msg *natsgo.Msg) {
 		}
 		m.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
 	}
-	c.deliverRequest(m, msg, r)
+	c.deliverRequest(m, msg)
 }
 
 // takeRequest sets the deadline of a fabric requester's request from the
@@ -383,14 +378,13 @@ func (c *Conn) takeRequest(m *link.Envelope, msg *natsgo.Msg, r subject) bool {
 }
 
 // deliverRequest hands a request to the link, counted in flight until it
-// is answered, so that the Node's Close can let it finish. reply is its
-// reply subject parsed, if it is a fabric reply subject.
-func (c *Conn) deliverRequest(m *link.Envelope, msg *natsgo.Msg, reply subject) {
+// is answered, so that the Node's Close can let it finish.
+func (c *Conn) deliverRequest(m *link.Envelope, msg *natsgo.Msg) {
 	if !c.n.startRequest() {
 		c.refuse(msg, link.Errorf(link.CodeUnavailable, "%s is shutting down", c.n.self))
 		return
 	}
-	if !c.countIn(m.Reply, reply) {
+	if !c.countIn(m.Reply) {
 		c.n.endRequest()
 		c.refuse(msg, link.Errorf(link.CodeSessionLost, "%s has closed its link to %s", c.n.self, c.peer))
 		return
@@ -448,33 +442,15 @@ func (c *Conn) isStopped() bool {
 	return c.stopped || c.closed
 }
 
-// inflightRequest is a request from the peer counted in flight, with
-// what its response needs to know of its reply subject, parsed once as
-// the request arrived.
-type inflightRequest struct {
-	n        int                // copies in flight
-	answer   bool               // a fabric reply subject: the response is remembered for copies
-	from     delivery.Requester // if answer: its requester
-	seq      uint64             // and its number
-	withMine bool               // the response's subject carries this end's session (see fabricReply)
-}
-
 // countIn records a request the Node has counted in flight, unless the
-// connector has stopped taking them. reply is its reply subject parsed,
-// if it is a fabric reply subject (kind subjReply), else a zero subject.
-func (c *Conn) countIn(reply string, r subject) bool {
+// connector has stopped delivering.
+func (c *Conn) countIn(reply string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.stopped {
 		return false
 	}
-	e := c.inflight[reply]
-	e.n++
-	if r.kind == subjReply {
-		e.answer, e.from, e.seq = true, r.requester(), r.seq
-		e.withMine = r.budget > 0 && r.low > 0 && r.respSession == ""
-	}
-	c.inflight[reply] = e
+	c.inflight[reply]++
 	return true
 }
 
@@ -483,11 +459,10 @@ func (c *Conn) countIn(reply string, r subject) bool {
 // counted out is not counted again.
 func (c *Conn) countOut(reply string) {
 	c.mu.Lock()
-	e, ok := c.inflight[reply]
+	n, ok := c.inflight[reply]
 	switch {
-	case e.n > 1:
-		e.n--
-		c.inflight[reply] = e
+	case n > 1:
+		c.inflight[reply] = n - 1
 	case ok:
 		delete(c.inflight, reply)
 	}
@@ -548,18 +523,8 @@ func (c *Conn) sendResponse(ctx context.Context, m *link.Envelope) error {
 	if m.Reply == "" {
 		return link.Errorf(link.CodeInvalidMessage, "%s: response without a reply subject", m.Type)
 	}
-	c.mu.Lock()
-	in, counted := c.inflight[m.Reply]
-	c.mu.Unlock()
-	if !counted { // counted out by Close: read from the subject
-		r, err := parseSubject(c.n.prefixDot, m.Reply)
-		if err == nil && r.kind == subjReply && strings.HasPrefix(m.Reply, c.replyPrefix) {
-			in = inflightRequest{answer: true, from: r.requester(), seq: r.seq}
-		}
-		in.withMine = c.fabricReply(m.Reply)
-	}
 	msg := &natsgo.Msg{Subject: m.Reply, Data: m.Data}
-	if in.withMine {
+	if c.fabricReply(m.Reply) {
 		msg.Subject = responseSubject(m.Reply, c.mine)
 	} else {
 		msg.Header = c.sessionHeader
@@ -574,10 +539,8 @@ func (c *Conn) sendResponse(ctx context.Context, m *link.Envelope) error {
 		msg.Header[hdrError] = []string{string(m.Error.Code)}
 		msg.Data = []byte(m.Error.Message)
 	}
-	if in.answer {
-		c.mu.Lock()
-		c.served.Answered(in.from, in.seq, msg)
-		c.mu.Unlock()
+	if strings.HasPrefix(m.Reply, c.replyPrefix) {
+		c.answered(m.Reply, msg)
 	}
 	return c.n.publish(ctx, msg, m.Type)
 }
@@ -719,8 +682,8 @@ func (c *Conn) Close() error {
 	// handlers, will never be answered from here: the Node's Close need
 	// not wait for them.
 	unanswered := 0
-	for _, r := range c.inflight {
-		unanswered += r.n
+	for _, n := range c.inflight {
+		unanswered += n
 	}
 	clear(c.inflight)
 	c.mu.Unlock()

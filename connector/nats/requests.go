@@ -24,6 +24,7 @@ type outRequest struct {
 	id      uint64 // the link's id for it
 	typ     string
 	subject string
+	head    string // of its reply subject (see replyHead)
 	data    []byte
 	hdr     natsgo.Header // Lf-Origin and Lf-Dst of a routed request; nil for a direct one
 }
@@ -46,7 +47,7 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 			return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
 		}
 		if r.subject == "" {
-			r.subject = c.askSubjectLocked(m.Type, peerSession)
+			r.subject, r.head = c.askSubjectLocked(m.Type, peerSession)
 		}
 		ask, err := c.reqs.Send(r, m.Deadline, now)
 		if errors.Is(err, delivery.ErrWindow) {
@@ -87,18 +88,22 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 	}
 }
 
-// askSubjectLocked is the subject of a request of type msgType to the
-// peer's session peerSession. c.mu must be held.
-func (c *Conn) askSubjectLocked(msgType, peerSession string) string {
+// askSubjectLocked returns the subject of a request of type msgType to
+// the peer's session peerSession, and the head of its reply subject. c.mu
+// must be held.
+func (c *Conn) askSubjectLocked(msgType, peerSession string) (subject, head string) {
 	if c.askSubjects == nil || c.askSubjectsFor != peerSession || len(c.askSubjects) >= maxKnownSubjects {
 		c.askSubjects, c.askSubjectsFor = map[string]string{}, peerSession
+	}
+	if c.askHead == "" {
+		c.askHead = replyHead(c.n.opts.prefix, c.peer, c.n.self, c.mine, c.id)
 	}
 	s, ok := c.askSubjects[msgType]
 	if !ok {
 		s = messageSubject(c.n.opts.prefix, c.n.self, c.peer, msgType, c.mine, peerSession)
 		c.askSubjects[msgType] = s
 	}
-	return s
+	return s, c.askHead
 }
 
 // wakeLocked wakes the Sends waiting for the request window: a request
@@ -114,7 +119,7 @@ func (c *Conn) wakeLocked() {
 // says its budget and the table's low mark.
 func (c *Conn) publishAsk(ctx context.Context, a delivery.Ask[outRequest]) error {
 	budget := uint64(max(a.Budget.Milliseconds(), 1))
-	return c.n.publishParts(ctx, a.Req.subject, replyNumbers(c.askHead, a.Wire, budget, a.Low), a.Req.hdr, a.Req.data, a.Req.typ)
+	return c.n.publishParts(ctx, a.Req.subject, replyNumbers(a.Req.head, a.Wire, budget, a.Low), a.Req.hdr, a.Req.data, a.Req.typ)
 }
 
 // publishAsks publishes requests again; one the broker refuses for good
@@ -273,4 +278,15 @@ func (c *Conn) resendRequests(now time.Time) {
 	asks := append([]delivery.Ask[outRequest](nil), c.reqs.Resumed(now)...)
 	c.mu.Unlock()
 	c.publishAsks(asks)
+}
+
+// answered keeps the response to a request taken, for its copies.
+func (c *Conn) answered(reply string, resp *natsgo.Msg) {
+	r, err := parseSubject(c.n.prefixDot, reply)
+	if err != nil || r.kind != subjReply {
+		return
+	}
+	c.mu.Lock()
+	c.served.Answered(r.requester(), r.seq, resp)
+	c.mu.Unlock()
 }

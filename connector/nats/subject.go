@@ -171,34 +171,24 @@ func (sub *subject) parseReply(toks []string) error {
 	if sub.conn, err = parseNumber(toks[1]); err != nil {
 		return err
 	}
-	return sub.parseReplyNumbers(toks[2:])
-}
-
-// parseReplyNumbers takes what follows a reply subject's head (see
-// replyHead): <id>[.<budget>[.<low>[.<srcSession>]]].
-func (sub *subject) parseReplyNumbers(toks []string) error {
-	if len(toks) < 1 || len(toks) > 4 {
-		return errSubject
-	}
-	var err error
-	if sub.seq, err = parseNumber(toks[0]); err != nil {
+	if sub.seq, err = parseNumber(toks[2]); err != nil {
 		return err
 	}
-	if len(toks) > 1 {
-		if sub.budget, err = parseNumber(toks[1]); err != nil || sub.budget == 0 {
-			return errSubject
-		}
-	}
-	if len(toks) > 2 {
-		if sub.low, err = parseNumber(toks[2]); err != nil || sub.low == 0 || sub.low > sub.seq {
-			return errSubject
-		}
-	}
 	if len(toks) > 3 {
-		if !validSession(toks[3]) {
+		if sub.budget, err = parseNumber(toks[3]); err != nil || sub.budget == 0 {
 			return errSubject
 		}
-		sub.respSession = toks[3]
+	}
+	if len(toks) > 4 {
+		if sub.low, err = parseNumber(toks[4]); err != nil || sub.low == 0 || sub.low > sub.seq {
+			return errSubject
+		}
+	}
+	if len(toks) > 5 {
+		if !validSession(toks[5]) {
+			return errSubject
+		}
+		sub.respSession = toks[5]
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,8 +43,12 @@ type metrics struct {
 	handled  *prometheus.HistogramVec
 	failed   *prometheus.CounterVec
 
-	// Label lookups hash every label; the hot path looks counters up here.
-	counters sync.Map // counterKey -> prometheus.Counter
+	// The series of each message type, by type name (every type of the
+	// catalog, and unknownType): the map is built with the metrics and
+	// never changed, so the hot path reads it without a lock, and finds a
+	// series by index rather than by hashing its labels. A type's table is
+	// made the first time the type is counted.
+	types map[string]*lazySeries[*typeSeries]
 
 	mu    sync.Mutex
 	codes map[string]bool // the error codes labels have used
@@ -53,11 +58,34 @@ type metrics struct {
 	ready func() error
 }
 
-type counterKey struct {
-	dir  messages.Direction
-	kind messages.Kind
-	typ  string
-	sent bool
+// typeSeries are one message type's series, each made the first time it
+// is used (a series shows in /metrics from then on, not before).
+type typeSeries struct {
+	typ      string
+	messages [nEndpoints][nEndpoints][nKinds][2]lazySeries[prometheus.Counter] // by source-1, target-1, kind-1, sent
+	latency  lazySeries[prometheus.Observer]
+	handled  [nKinds]lazySeries[prometheus.Observer] // by kind-1
+}
+
+// The sizes of typeSeries' arrays: endpoint types and kinds count from 1.
+const (
+	nEndpoints = int(messages.Control)
+	nKinds     = int(messages.KindResponse)
+)
+
+// lazySeries is a series (or a table of them) made on first use. Two
+// goroutines that both make a series get the same one from its vector, so
+// a lost race costs nothing; a table made twice loses only series
+// pointers that the vector still holds.
+type lazySeries[T any] struct{ p atomic.Pointer[T] }
+
+func (l *lazySeries[T]) get(make func() T) T {
+	if p := l.p.Load(); p != nil {
+		return *p
+	}
+	v := make()
+	l.p.Store(&v)
+	return v
 }
 
 func newMetrics(catalog *messages.Catalog) *metrics {
@@ -88,17 +116,23 @@ func newMetrics(catalog *messages.Catalog) *metrics {
 			Help: "Handlers of received requests and events that returned an error, by kind, message type and error code.",
 		}, []string{"kind", "type", "code"}),
 	}
+	m.types = map[string]*lazySeries[*typeSeries]{unknownType: {}}
+	for _, d := range catalog.All() {
+		m.types[d.Name()] = &lazySeries[*typeSeries]{}
+	}
 	m.reg.MustRegister(m.messages, m.errors, m.latency, m.handled, m.failed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// typeLabel is t if the catalog has it, else unknownType.
-func (m *metrics) typeLabel(t string) string {
-	if _, ok := m.catalog.Lookup(t); ok {
-		return t
+// series is the series of message type t: its own if the catalog has t,
+// else those of unknownType.
+func (m *metrics) series(t string) *typeSeries {
+	ts, ok := m.types[t]
+	if !ok {
+		t, ts = unknownType, m.types[unknownType]
 	}
-	return unknownType
+	return ts.get(func() *typeSeries { return &typeSeries{typ: t} })
 }
 
 // codeLabel is the code of err, bounded by maxCodes.
@@ -120,17 +154,21 @@ func (m *metrics) codeLabel(err error) string {
 }
 
 func (m *metrics) count(dir messages.Direction, msg *link.Envelope, sent bool) {
-	typ := m.typeLabel(msg.Type)
-	k := counterKey{dir: dir, kind: msg.Kind, typ: typ, sent: sent}
-	c, ok := m.counters.Load(k)
-	if !ok {
+	if dir.Source < 1 || int(dir.Source) > nEndpoints || dir.Target < 1 || int(dir.Target) > nEndpoints || msg.Kind < 1 || int(msg.Kind) > nKinds {
+		return // not a direction or kind a link has
+	}
+	ts := m.series(msg.Type)
+	s := 0
+	if sent {
+		s = 1
+	}
+	ts.messages[dir.Source-1][dir.Target-1][msg.Kind-1][s].get(func() prometheus.Counter {
 		direction := "received"
 		if sent {
 			direction = "sent"
 		}
-		c, _ = m.counters.LoadOrStore(k, m.messages.WithLabelValues(direction, dir.String(), msg.Kind.String(), typ))
-	}
-	c.(prometheus.Counter).Inc()
+		return m.messages.WithLabelValues(direction, dir.String(), msg.Kind.String(), ts.typ)
+	}).Inc()
 }
 
 // Sent implements link.Observer.
@@ -141,19 +179,21 @@ func (m *metrics) Received(dir messages.Direction, msg *link.Envelope) { m.count
 
 // RequestEnded implements link.Observer.
 func (m *metrics) RequestEnded(msgType string, err error, took time.Duration) {
-	typ := m.typeLabel(msgType)
-	m.latency.WithLabelValues(typ).Observe(took.Seconds())
+	ts := m.series(msgType)
+	ts.latency.get(func() prometheus.Observer { return m.latency.WithLabelValues(ts.typ) }).Observe(took.Seconds())
 	if err != nil {
-		m.errors.WithLabelValues(typ, m.codeLabel(err)).Inc()
+		m.errors.WithLabelValues(ts.typ, m.codeLabel(err)).Inc()
 	}
 }
 
 // HandlerEnded implements link.HandlerObserver.
 func (m *metrics) HandlerEnded(kind messages.Kind, msgType string, err error, took time.Duration) {
-	typ := m.typeLabel(msgType)
-	m.handled.WithLabelValues(kind.String(), typ).Observe(took.Seconds())
+	ts := m.series(msgType)
+	if kind >= 1 && int(kind) <= nKinds {
+		ts.handled[kind-1].get(func() prometheus.Observer { return m.handled.WithLabelValues(kind.String(), ts.typ) }).Observe(took.Seconds())
+	}
 	if err != nil {
-		m.failed.WithLabelValues(kind.String(), typ, m.codeLabel(err)).Inc()
+		m.failed.WithLabelValues(kind.String(), ts.typ, m.codeLabel(err)).Inc()
 	}
 }
 

@@ -137,6 +137,20 @@ func (c *lazyDeadline) Err() error {
 	return c.err
 }
 
+// pending returns, while c has neither made its timer nor ended, what
+// ends it but the deadline (its parent's Done) and the deadline, so that a
+// goroutine can wait for c with a timer of its own that it reuses (see
+// Link.request), rather than have Done make one per context. ok is false
+// otherwise: then wait on Done.
+func (c *lazyDeadline) pending() (parentDone <-chan struct{}, deadline time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inner != nil || c.err != nil {
+		return nil, time.Time{}, false
+	}
+	return c.parent.Done(), c.deadline, true
+}
+
 // innerValue answers key from the context Done made, if it has.
 func (c *lazyDeadline) innerValue(key any) (any, bool) {
 	c.mu.Lock()

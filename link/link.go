@@ -130,6 +130,33 @@ type call struct {
 	waiting bool          // the requester waits on wake, or an asyncCall for its end
 	wake    chan struct{} // one signal once resp is set, if waiting (nil for an asyncCall)
 	async   *asyncCall    // the call's, when it is one (ForwardRequestAsync)
+	// timer, once made, is the requester's clock while it waits for a
+	// context of the link's own (see lazyDeadline.pending); reused with
+	// the call, stopped when the call ends.
+	timer *time.Timer
+}
+
+// until returns what ends the wait for a response within ctx: ctx's Done,
+// or, for a context of the link's own that has not made its timer, its
+// parent's Done and the call's reusable timer set to its deadline, which
+// spares a context and a timer per request.
+func (c *call) until(ctx context.Context) (done <-chan struct{}, expired <-chan time.Time) {
+	lc, ok := ctx.(interface {
+		pending() (<-chan struct{}, time.Time, bool)
+	})
+	if !ok {
+		return ctx.Done(), nil
+	}
+	parentDone, deadline, ok := lc.pending()
+	if !ok {
+		return ctx.Done(), nil
+	}
+	if c.timer == nil {
+		c.timer = time.NewTimer(time.Until(deadline))
+	} else {
+		c.timer.Reset(time.Until(deadline))
+	}
+	return parentDone, c.timer.C
 }
 
 // deliverLocked gives c its response, the first one only, and reports
@@ -701,10 +728,13 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	c.waiting = resp == nil
 	l.mu.Unlock()
 	if resp == nil {
+		done, expired := c.until(ctx)
 		select {
 		case <-c.wake:
 			resp = c.resp // set before the signal
-		case <-ctx.Done():
+		case <-done:
+			return nil, nil, l.ended(ctx, def, start)
+		case <-expired:
 			return nil, nil, l.ended(ctx, def, start)
 		}
 	}
@@ -808,6 +838,9 @@ func (l *Link) endCall(id uint64, c *call) {
 	}
 	c.resp, c.waiting = nil, false
 	l.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop() // no value is left to read after Stop (Go 1.23)
+	}
 	l.calls.Put(c)
 }
 

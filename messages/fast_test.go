@@ -2,6 +2,7 @@ package messages
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/linkfabric/linkfabric/messages/internal/check"
@@ -128,6 +129,15 @@ func BenchmarkValidate(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := s.Validate(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	long := []byte(`{"instance_id":101,"time":1795822972042,"level":"info","message":"` + strings.Repeat("a line of output from the game server; ", 8) + `"}`)
+	b.Run("fast, a 300-byte string", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := s.Validate(long); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -24,6 +24,7 @@ type outRequest struct {
 	id      uint64 // the link's id for it
 	typ     string
 	subject string
+	head    string // of its reply subject (see replyHead)
 	data    []byte
 	hdr     natsgo.Header // Lf-Origin and Lf-Dst of a routed request; nil for a direct one
 }
@@ -37,14 +38,16 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 	if m.Deadline.IsZero() || !m.Deadline.After(now) {
 		return link.Errorf(link.CodeTimeout, "%s: deadline passed before sending", m.Type)
 	}
-	n := c.n
-	r := outRequest{id: m.ID, typ: m.Type, data: m.Data, subject: messageSubject(n.opts.prefix, n.self, c.peer, m.Type, c.mine, peerSession), hdr: routeHeader(m)}
+	r := outRequest{id: m.ID, typ: m.Type, data: m.Data, hdr: routeHeader(m)}
 	var deadline *time.Timer
 	for {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
 			return link.Errorf(link.CodeSessionLost, "connector to %s is closed", c.peer)
+		}
+		if r.subject == "" {
+			r.subject, r.head = c.askSubjectLocked(m.Type, peerSession)
 		}
 		ask, err := c.reqs.Send(r, m.Deadline, now)
 		if errors.Is(err, delivery.ErrWindow) {
@@ -85,6 +88,24 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 	}
 }
 
+// askSubjectLocked returns the subject of a request of type msgType to
+// the peer's session peerSession, and the head of its reply subject. c.mu
+// must be held.
+func (c *Conn) askSubjectLocked(msgType, peerSession string) (subject, head string) {
+	if c.askSubjects == nil || c.askSubjectsFor != peerSession || len(c.askSubjects) >= maxKnownSubjects {
+		c.askSubjects, c.askSubjectsFor = map[string]string{}, peerSession
+	}
+	if c.askHead == "" {
+		c.askHead = replyHead(c.n.opts.prefix, c.peer, c.n.self, c.mine, c.id)
+	}
+	s, ok := c.askSubjects[msgType]
+	if !ok {
+		s = messageSubject(c.n.opts.prefix, c.n.self, c.peer, msgType, c.mine, peerSession)
+		c.askSubjects[msgType] = s
+	}
+	return s, c.askHead
+}
+
 // wakeLocked wakes the Sends waiting for the request window: a request
 // ended. c.mu must be held.
 func (c *Conn) wakeLocked() {
@@ -97,10 +118,8 @@ func (c *Conn) wakeLocked() {
 // publishAsk publishes a request, with a reply subject that names it and
 // says its budget and the table's low mark.
 func (c *Conn) publishAsk(ctx context.Context, a delivery.Ask[outRequest]) error {
-	n := c.n
 	budget := uint64(max(a.Budget.Milliseconds(), 1))
-	reply := replySubject(n.opts.prefix, c.peer, n.self, c.mine, c.id, a.Wire, budget, a.Low)
-	return n.publishParts(ctx, a.Req.subject, reply, a.Req.hdr, a.Req.data, a.Req.typ)
+	return c.n.publishParts(ctx, a.Req.subject, replyNumbers(a.Req.head, a.Wire, budget, a.Low), a.Req.hdr, a.Req.data, a.Req.typ)
 }
 
 // publishAsks publishes requests again; one the broker refuses for good

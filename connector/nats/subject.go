@@ -345,15 +345,33 @@ func messageSubject(prefix string, src, dst link.Address, msgType, srcSession, d
 // connector conn. budget and low are left out when zero; low only with a
 // budget.
 func replySubject(prefix string, responder, requester link.Address, session string, conn, id, budget, low uint64) string {
-	s := prefix + "." + token(responder) + "." + token(requester) + "." + tokReply + "." +
-		session + "." + strconv.FormatUint(conn, 10) + "." + strconv.FormatUint(id, 10)
+	return replyNumbers(replyHead(prefix, responder, requester, session, conn), id, budget, low)
+}
+
+// replyHead is what the reply subjects of a requester's connector conn
+// start with, up to the request's number.
+func replyHead(prefix string, responder, requester link.Address, session string, conn uint64) string {
+	return prefix + "." + token(responder) + "." + token(requester) + "." + tokReply + "." +
+		session + "." + strconv.FormatUint(conn, 10) + "."
+}
+
+// replyNumbers is replySubject from its head, in one allocation: a
+// requester makes one per request.
+func replyNumbers(head string, id, budget, low uint64) string {
+	var b strings.Builder
+	b.Grow(len(head) + 3*20 + 2)
+	b.WriteString(head)
+	var num [20]byte
+	b.Write(strconv.AppendUint(num[:0], id, 10))
 	if budget > 0 {
-		s += "." + strconv.FormatUint(budget, 10)
+		b.WriteByte('.')
+		b.Write(strconv.AppendUint(num[:0], budget, 10))
 		if low > 0 {
-			s += "." + strconv.FormatUint(low, 10)
+			b.WriteByte('.')
+			b.Write(strconv.AppendUint(num[:0], low, 10))
 		}
 	}
-	return s
+	return b.String()
 }
 
 // eventSubject names the events of type msgType in src's stream to dst.

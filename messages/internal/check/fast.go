@@ -2,6 +2,7 @@ package check
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -611,33 +612,55 @@ func (n *Node) str(s *scanner) Verdict {
 // (valid UTF-8, known escapes, no lone surrogates, no control characters),
 // and returns its raw contents between the quotes.
 func (s *scanner) rawString() (raw []byte, escaped, ok bool) {
-	s.pos++ // "
-	start := s.pos
+	d := s.data
+	start := s.pos + 1 // past the quote
+	p := start
 	ascii := true
-	for s.pos < len(s.data) {
-		c := s.data[s.pos]
-		if plain[c] { // most bytes: nothing to do but move on
-			s.pos++
-			continue
+	for {
+		// Eight plain bytes at a time: most strings are mostly plain.
+		for p+8 <= len(d) && plain8(binary.LittleEndian.Uint64(d[p:])) {
+			p += 8
 		}
-		switch {
+		for p < len(d) && plain[d[p]] {
+			p++
+		}
+		if p >= len(d) {
+			s.pos = p
+			return nil, false, false
+		}
+		switch c := d[p]; {
 		case c == '"':
-			raw = s.data[start:s.pos]
-			s.pos++
+			s.pos = p + 1
+			raw = d[start:p]
 			return raw, escaped, ascii || utf8.Valid(raw) // escapes are ASCII: this checks the rest
 		case c < 0x20:
+			s.pos = p
 			return nil, false, false
 		case c == '\\':
 			escaped = true
+			s.pos = p
 			if !s.escape() {
 				return nil, false, false
 			}
+			p = s.pos
 		default: // a byte of a multi-byte character, checked at the end
 			ascii = false
-			s.pos++
+			p++
 		}
 	}
-	return nil, false, false
+}
+
+// plain8 reports whether all eight bytes of w are plain: none is below
+// 0x20, at or above 0x80, a quote or a backslash. Once no byte has its high
+// bit set, subtracting from each byte sets the high bit of the lowest one
+// that is below the amount (a borrow only spoils the bytes above it), which
+// is all an "any" needs.
+func plain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below20 := w - ones*0x20
+	quote := (w ^ ones*'"') - ones
+	backslash := (w ^ ones*'\\') - ones
+	return (w|below20|quote|backslash)&highs == 0
 }
 
 // plain marks the bytes a string may hold with nothing to check: printable

@@ -703,9 +703,10 @@ func (s *Slave) routeFromMaster(l *link.Link, def *messages.Definition, welcomed
 	case def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
 		l.HandleRequestAsync(def, s.forwardRequest)
 	case def.ForwardTo() == messages.Instance:
-		// Passed on over a virtual link, as the instance's handler
-		// takes it: nothing waits but for room in its queue.
-		l.HandleEventJSON(def, s.forwardEvent, link.NonBlocking())
+		// Not NonBlocking: passing it on waits while the instance's queue
+		// is full, and on the Node's routing goroutine that wait would
+		// hold up every link of this slave, not just this one.
+		l.HandleEventJSON(def, s.forwardEvent)
 	case def.BroadcastTo() == messages.Instance:
 		isBan := def == messages.BanlistUpdate.Def()
 		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {

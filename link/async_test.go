@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -405,5 +406,36 @@ func TestAsyncReplyObserved(t *testing.T) {
 	testkit.NoErr(t, testkit.Recv(t, res, 10*time.Second, "the request"), "the request")
 	if took := testkit.Recv(t, obs.took, 5*time.Second, "HandlerEnded"); took < held {
 		t.Errorf("HandlerEnded says the handler took %s; it replied after %s", took, held)
+	}
+}
+
+// ForwardRequestAsync never waits for room: over a virtual pair whose
+// peer runs as many handlers as it may and has as many requests waiting
+// (WithMaxHandlers), the next request is refused before it returns,
+// unavailable and not sent; a blocking ForwardRequest waits instead, and
+// goes through once the peer makes room.
+func TestAsyncForwardNeverWaits(t *testing.T) {
+	b, toInstance, _, ctx, errs := oneRunningOneWaiting(t)
+	req := &link.Envelope{Kind: messages.KindRequest, Type: testEcho.Name(), Data: []byte(`{"n":3,"text":"x"}`)}
+	var during error
+	returned := false
+	toInstance.ForwardRequestAsync(ctx, req, func(_ []byte, err error) {
+		if !returned {
+			during = err
+		}
+	})
+	returned = true
+	if !errors.Is(during, link.ErrUnavailable) || !strings.Contains(during.Error(), "not sent") {
+		t.Fatalf("a forward to a full peer ended with %v before it returned; want unavailable, not sent", during)
+	}
+	blocking := make(chan error, 1)
+	go func() {
+		_, err := toInstance.ForwardRequest(ctx, &link.Envelope{Kind: messages.KindRequest, Type: testEcho.Name(), Data: []byte(`{"n":4,"text":"x"}`)})
+		blocking <- err
+	}()
+	close(b.release)
+	testkit.NoErr(t, testkit.Recv(t, blocking, 10*time.Second, "the blocking forward"), "the blocking forward, once there was room")
+	for range 2 {
+		testkit.NoErr(t, testkit.Recv(t, errs, 10*time.Second, "the first two requests"), "the first two requests")
 	}
 }

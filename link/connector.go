@@ -84,7 +84,9 @@ type Connector interface {
 	// Send is called (a connector in one process may hand m itself to the
 	// peer's link), unless Send fails. An error means the message was not
 	// sent; an *Error tells why in terms the requester understands
-	// (CodeNotConnected, CodeTooLarge, CodeSessionLost).
+	// (CodeNotConnected, CodeTooLarge, CodeSessionLost). Where Send would
+	// wait for room (the peer far behind), it must not for a ctx that
+	// MayWait refuses: it fails with CodeUnavailable instead.
 	Send(ctx context.Context, m *Envelope) error
 	// Flush waits, at most until ctx ends, until the peer has everything
 	// sent so far, as far as the connector can know: one that keeps
@@ -96,6 +98,29 @@ type Connector interface {
 	// Close releases the transport. The peer's connector reports
 	// StatusClosed to its link. Close is idempotent.
 	Close() error
+}
+
+type noWaitKey struct{}
+
+// WithoutWaiting returns ctx marked for a caller that runs where messages
+// are delivered (an asynchronous handler, a connector's own goroutine):
+// waiting there for the peer to make room could hold up the very
+// messages that make it (over connector/nats, the responses and
+// acknowledgements the Node's routing goroutine delivers). A Send or
+// Receive given such a ctx never waits for room: where it would, the
+// message is not sent, and it fails with CodeUnavailable.
+func WithoutWaiting(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noWaitKey{}, true)
+}
+
+// MayWait reports whether a Send or Receive given ctx may wait for room
+// (see WithoutWaiting).
+func MayWait(ctx context.Context) bool { return ctx.Value(noWaitKey{}) == nil }
+
+// errNoRoom is what a Send or Receive that may not wait says when it
+// would have.
+func errNoRoom(what string) *Error {
+	return Errorf(CodeUnavailable, "%s: not sent: the peer's queue is full", what)
 }
 
 // Stopper is a Connector that can stop delivering before it closes. A

@@ -335,6 +335,9 @@ func (l *Link) waitRoom(ctx context.Context) error {
 	room := l.room
 	l.mu.Unlock()
 	err := ctx.Err()
+	if err == nil && !MayWait(ctx) {
+		err = errNoRoom(l.String())
+	}
 	if err == nil {
 		select {
 		case <-room:

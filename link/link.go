@@ -419,7 +419,7 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error
 		err  error
 	}
 	ch := make(chan ended, 1)
-	l.ForwardRequestAsync(ctx, req, func(data []byte, err error) { ch <- ended{data, err} })
+	l.forward(ctx, req, true, func(data []byte, err error) { ch <- ended{data, err} })
 	e := <-ch
 	return e.data, e.err
 }
@@ -445,9 +445,17 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error
 //
 // req is read before ForwardRequestAsync returns and not kept, but its
 // Data travels on as it is: it must not change until done is called.
-// Sending waits only where an Emit would, while the peer is far behind
-// (over NATS, delivery.RequestWindow requests to it unanswered).
+// It never waits: where sending would wait for room (the peer far behind:
+// over NATS, delivery.RequestWindow requests to it unanswered; over a
+// virtual pair, its link's queue full), the request is not sent and done
+// gets CodeUnavailable (see WithoutWaiting).
 func (l *Link) ForwardRequestAsync(ctx context.Context, req *Envelope, done func(data []byte, err error)) {
+	l.forward(ctx, req, false, done)
+}
+
+// forward is ForwardRequestAsync; with mayWait, sending may wait for room
+// within ctx (ForwardRequest, on a goroutine of its own).
+func (l *Link) forward(ctx context.Context, req *Envelope, mayWait bool, done func(data []byte, err error)) {
 	def, ok := l.catalog.Lookup(req.Type)
 	if !ok {
 		done(nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l))
@@ -477,7 +485,11 @@ func (l *Link) ForwardRequestAsync(ctx context.Context, req *Envelope, done func
 	m := &out.m
 	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
 	m.Deadline, _ = ctx.Deadline()
-	if err := l.transmit(ctx, m); err != nil {
+	sendCtx := ctx
+	if !mayWait {
+		sendCtx = WithoutWaiting(ctx)
+	}
+	if err := l.transmit(sendCtx, m); err != nil {
 		l.mu.Lock()
 		l.forgetLocked(id)
 		l.mu.Unlock()

@@ -2,11 +2,14 @@ package nats_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	lfnats "github.com/linkfabric/linkfabric/connector/nats"
+	"github.com/linkfabric/linkfabric/connector/nats/internal/delivery"
 	"github.com/linkfabric/linkfabric/internal/testkit"
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/link/linktest"
@@ -71,4 +74,56 @@ func TestAsyncForwardOverNATS(t *testing.T) {
 	close(release)
 	testkit.NoErr(t, testkit.Recv(t, res, prompt, "the forwarded request"), "the request forwarded during Close")
 	testkit.NoErr(t, testkit.Recv(t, closed, prompt, "Close"), "the master's Close")
+}
+
+// ForwardRequestAsync never waits: while RequestWindow requests to the
+// peer are unanswered since the oldest still waiting, the next one is
+// refused at once (unavailable, not sent), rather than holding up the
+// goroutine that would deliver the responses making room (over NATS, the
+// Node's routing goroutine). Once the peer answers, requests go again.
+func TestAsyncForwardRefusedWhileWindowFull(t *testing.T) {
+	s := runServer(t, 0, nil)
+	release := make(chan struct{})
+	held := newAcceptor(t, func(l *link.Link) {
+		link.HandleRequest(l, linktest.Hold, func(ctx context.Context, _ messages.Empty) (messages.Empty, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return messages.Empty{}, nil
+		})
+	})
+	connect(t, s, masterAddr, held.option())
+	slave := connect(t, s, slaveAddr)
+	a := dial(t, slave, masterAddr, nil)
+	ping(t, a)
+	held.next(t)
+
+	ctx := testkit.Ctx(t, time.Minute)
+	ended := make(chan error, delivery.RequestWindow+1)
+	req := &link.Envelope{Kind: messages.KindRequest, Type: linktest.Hold.Name(), Data: []byte("{}")}
+	var refused error
+	for i := 0; i <= delivery.RequestWindow && refused == nil; i++ {
+		var now error
+		var during bool // done called before ForwardRequestAsync returned
+		a.ForwardRequestAsync(ctx, req, func(_ []byte, err error) {
+			if !during {
+				now = err
+			}
+			ended <- err
+		})
+		during = true
+		if now != nil && errors.Is(now, &link.Error{Code: link.CodeUnavailable}) && strings.Contains(now.Error(), "not sent") {
+			refused = now
+		}
+	}
+	if refused == nil {
+		t.Fatalf("%d requests forwarded with the oldest unanswered, and none refused at once", delivery.RequestWindow+1)
+	}
+	close(release)
+	// The window moves again once the peer answers.
+	testkit.WaitFor(t, 30*time.Second, "a request to go through again", func() bool {
+		_, err := link.Request(testkit.Ctx(t, 10*time.Second), a, linktest.Hold, messages.Empty{})
+		return err == nil
+	})
 }

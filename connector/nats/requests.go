@@ -51,6 +51,10 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 		}
 		ask, err := c.reqs.Send(r, m.Deadline, now)
 		if errors.Is(err, delivery.ErrWindow) {
+			if !link.MayWait(ctx) {
+				c.mu.Unlock()
+				return link.Errorf(link.CodeUnavailable, "%s: not sent: %d requests to %s sent since the oldest still waiting", m.Type, delivery.RequestWindow, c.peer)
+			}
 			if c.room == nil {
 				c.room = make(chan struct{})
 			}

@@ -248,6 +248,9 @@ func (c *Conn) sendEvent(ctx context.Context, m *link.Envelope) error {
 		}
 		progress, left := n.waitLocked(), c.out.Unacked()
 		n.st.mu.Unlock()
+		if !link.MayWait(ctx) {
+			return link.Errorf(link.CodeUnavailable, "%s: not sent: %s has not acknowledged %d events", m.Type, c.peer, left)
+		}
 		select {
 		case <-progress:
 		case <-ctx.Done():

@@ -1199,15 +1199,18 @@ func (m *activeMaster) follow(ctx context.Context, l *link.Link, st *controlStat
 // has no handler of its own: forwarding to an instance, broadcasting.
 func (m *activeMaster) route(l *link.Link) {
 	in := messages.Direction{Source: l.Peer().Type, Target: messages.Master}
+	// One func value for all the types: the master keeps a handler per
+	// type for every link.
+	forwardRequest, forwardEvent := link.AsyncRequestHandler(m.forwardRequest), link.EventHandler(m.forwardEvent)
 	for _, def := range m.catalog.On(in) {
 		if l.Handles(def) {
 			continue
 		}
 		switch {
 		case def.ForwardTo() == messages.Instance && def.Kind() == messages.KindRequest:
-			l.HandleRequestAsync(def, m.forwardRequest)
+			l.HandleRequestAsync(def, forwardRequest)
 		case def.ForwardTo() == messages.Instance:
-			l.HandleEventJSON(def, m.forwardEvent)
+			l.HandleEventJSON(def, forwardEvent)
 		case def.BroadcastTo() == messages.Instance:
 			l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {
 				if !m.checkOrigin(l, ev) {

@@ -203,6 +203,7 @@ type requestCtx struct {
 
 	checked []byte // guarded by mu: a response of def already checked where it arrived
 	value   any    // a typed handler's response as a Go value, checked; set on the handler's goroutine before it returns
+	reply   Reply  // an asynchronous handler's (see asyncRequest)
 }
 
 // Value answers, once Done has made the inner context, its keys: contexts

@@ -155,7 +155,7 @@ func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
 		l.serve(ctx, m, h)
 		return nil
 	}
-	if l.workers < l.opts.maxHandlers {
+	if int(l.workers) < l.opts.maxHandlers {
 		l.startWorkerLocked(m, ctx)
 		l.mu.Unlock()
 		return nil
@@ -173,7 +173,7 @@ func (l *Link) receiveRequest(ctx context.Context, m *Envelope) error {
 			l.endLocked()
 			l.mu.Unlock()
 			return nil
-		case l.workers < l.opts.maxHandlers || nested:
+		case int(l.workers) < l.opts.maxHandlers || nested:
 			l.startWorkerLocked(m, ctx)
 			l.mu.Unlock()
 			return nil
@@ -203,7 +203,7 @@ func (l *Link) work(d delivery) {
 		l.serve(d.from, d.m, nil)
 		l.mu.Lock()
 		var ok bool
-		if l.workers <= l.opts.maxHandlers {
+		if int(l.workers) <= l.opts.maxHandlers {
 			d, ok = l.waiting.pop()
 		}
 		l.roomLocked()
@@ -493,7 +493,7 @@ func (l *Link) dispatch(ctx *requestCtx, m *Envelope, h *handler, sv *serveState
 	if err := l.authorized(ctx, def, m); err != nil {
 		return nil, nil, false, err
 	}
-	if h.async != nil {
+	if h.async {
 		if err := l.startAsync(def); err != nil {
 			return nil, nil, false, err
 		}
@@ -545,7 +545,7 @@ func (l *Link) checkResponse(ctx *requestCtx, data []byte) error {
 func (l *Link) startAsync(def *messages.Definition) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.replies >= l.opts.maxHandlers {
+	if int(l.replies) >= l.opts.maxHandlers {
 		return Errorf(CodeUnavailable, "%s: %s has %d requests waiting for their answers already: send it again once fewer are", def.Name(), l.self, l.replies)
 	}
 	l.replies++
@@ -566,7 +566,8 @@ func (l *Link) runAsync(ctx *requestCtx, m *Envelope, h *handler, sv *serveState
 			}
 		}
 	}()
-	h.async(ctx, m, sv.reply)
+	ctx.reply = sv.reply
+	_, _ = h.request(ctx, m)
 }
 
 // reply is an asynchronous handler's Reply.

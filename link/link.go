@@ -66,8 +66,7 @@ type Reply func(data []byte, err error)
 type EventHandler func(ctx context.Context, ev *Envelope) error
 
 type handler struct {
-	request RequestHandler
-	async   AsyncRequestHandler
+	request RequestHandler // for an asynchronous handler, asyncRequest's
 	event   EventHandler
 	// values: the handler takes Envelope.Value (typed handlers; a typed
 	// request handler may answer with a Go value, see requestCtx.value);
@@ -79,6 +78,7 @@ type handler struct {
 	checked     bool
 	builtin     bool
 	nonBlocking bool
+	async       bool // an AsyncRequestHandler, in request (see asyncRequest)
 }
 
 // HandlerOption qualifies a handler as it is attached.
@@ -209,8 +209,10 @@ type Link struct {
 	idle       chan struct{} // closed when outbound, inbound or goroutines reach zero
 
 	// Inbound requests and events on their way to handlers (dispatch.go).
-	workers   int            // request handlers running on the link's goroutines
-	replies   int            // requests given to asynchronous handlers, waiting for their replies
+	// int32: at most WithMaxHandlers each, and a Link one word smaller
+	// stays in its allocation size class (the master keeps one per slave).
+	workers   int32          // request handlers running on the link's goroutines
+	replies   int32          // requests given to asynchronous handlers, waiting for their replies
 	waiting   fifo[delivery] // requests waiting for one of them
 	eventBusy bool           // an event is being handled, or a goroutine is on its way to the queue
 	// endAfterEvents: the peer closed the link while events were queued;
@@ -312,7 +314,17 @@ func (l *Link) HandleRequestJSON(m messages.Message, h RequestHandler, opts ...H
 // needs no goroutine of the link's. Mistakes are reported by Start, as
 // HandleRequestJSON's are. Call it before Start.
 func (l *Link) HandleRequestAsync(m messages.Message, h AsyncRequestHandler) {
-	l.attach(m, messages.KindRequest, &handler{async: h, nonBlocking: true}, nil)
+	l.attach(m, messages.KindRequest, &handler{request: asyncRequest(h), async: true, nonBlocking: true}, nil)
+}
+
+// asyncRequest carries h in a handler's request field, as a handler has no
+// room for a field of its own (see handler): runAsync calls it with the
+// request's Reply in its context, and ignores what it returns.
+func asyncRequest(h AsyncRequestHandler) RequestHandler {
+	return func(ctx context.Context, req *Envelope) ([]byte, error) {
+		h(ctx, req, ctx.(*requestCtx).reply)
+		return nil, nil
+	}
 }
 
 // HandleEventJSON attaches h to handle events of type m on this link.

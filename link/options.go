@@ -149,10 +149,10 @@ func WithEventQueue(n int) Option {
 // (Receiver.Receive). Handlers declared NonBlocking run on the delivering
 // goroutine and do not count. Requests given to asynchronous handlers
 // (HandleRequestAsync) are bounded apart: at most n wait for their
-// replies at once, and the next is refused with CodeUnavailable. A request sent from inside one of the link's
-// own handlers (known by the ctx it was sent with) is let past the bound,
-// since the places it would wait for may be held by the handlers waiting
-// for it. Defaults to 256.
+// replies at once, and the next is refused with CodeUnavailable. A request
+// sent from inside one of the link's own handlers (known by the ctx it was
+// sent with) is let past the bound, since the places it would wait for may
+// be held by the handlers waiting for it. Defaults to 256.
 func WithMaxHandlers(n int) Option {
 	return func(o *options) error {
 		if n < 1 {

@@ -74,13 +74,7 @@ type Conn struct {
 	// Requests from the peer the Node counts in flight, by reply subject,
 	// until they are answered or the connector closes.
 	inflight map[string]int
-	// The subjects of requests to the peer, by type, for the peer session
-	// they name: a request's subject is the same every time. And what
-	// every reply subject of them starts with (see replyHead). Made by the
-	// first request: many links never carry one this way.
-	askSubjects    map[string]string
-	askSubjectsFor string
-	askHead        string
+	ask      *askCache // made by the first request: many links never carry one this way
 
 	// The peer has shown it is a live fabric peer that hears this end
 	// (Confirmed).

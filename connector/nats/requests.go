@@ -92,22 +92,33 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 	}
 }
 
+// askCache keeps what a link's requests have in common: the subject of
+// each type, for the peer session they name (it is the same every time),
+// and the head of their reply subjects (see replyHead).
+type askCache struct {
+	subjects    map[string]string
+	peerSession string
+	head        string
+}
+
 // askSubjectLocked returns the subject of a request of type msgType to
 // the peer's session peerSession, and the head of its reply subject. c.mu
 // must be held.
 func (c *Conn) askSubjectLocked(msgType, peerSession string) (subject, head string) {
-	if c.askSubjects == nil || c.askSubjectsFor != peerSession || len(c.askSubjects) >= maxKnownSubjects {
-		c.askSubjects, c.askSubjectsFor = map[string]string{}, peerSession
+	a := c.ask
+	if a == nil {
+		a = &askCache{head: replyHead(c.n.opts.prefix, c.peer, c.n.self, c.mine, c.id)}
+		c.ask = a
 	}
-	if c.askHead == "" {
-		c.askHead = replyHead(c.n.opts.prefix, c.peer, c.n.self, c.mine, c.id)
+	if a.subjects == nil || a.peerSession != peerSession || len(a.subjects) >= maxKnownSubjects {
+		a.subjects, a.peerSession = map[string]string{}, peerSession
 	}
-	s, ok := c.askSubjects[msgType]
+	s, ok := a.subjects[msgType]
 	if !ok {
 		s = messageSubject(c.n.opts.prefix, c.n.self, c.peer, msgType, c.mine, peerSession)
-		c.askSubjects[msgType] = s
+		a.subjects[msgType] = s
 	}
-	return s, c.askHead
+	return s, a.head
 }
 
 // wakeLocked wakes the Sends waiting for the request window: a request

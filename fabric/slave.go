@@ -755,15 +755,19 @@ func (s *Slave) routeFromInstance(l *link.Link, def *messages.Definition) {
 			return err
 		})
 	case def.ForwardTo() == messages.Master && def.Kind() == messages.KindRequest:
-		l.HandleRequestJSON(def, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
+		// Passed on without a goroutine: the master's answer is passed
+		// back as it arrives.
+		l.HandleRequestAsync(def, func(ctx context.Context, req *link.Envelope, reply link.Reply) {
 			if err := s.speaksFor(peer, req.Data); err != nil {
-				return nil, err
+				reply(nil, err)
+				return
 			}
 			master, err := s.masterLink()
 			if err != nil {
-				return nil, err
+				reply(nil, err)
+				return
 			}
-			return master.ForwardRequest(ctx, req)
+			master.ForwardRequestAsync(ctx, req, reply)
 		})
 	case def.ForwardTo() == messages.Master:
 		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {

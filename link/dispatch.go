@@ -406,11 +406,16 @@ type serveState struct {
 	claimed atomic.Bool
 	ctx     requestCtx
 	resp    Envelope
+	async   *asyncServe // an asynchronous handler's request's (runAsync)
+}
 
-	// An asynchronous handler's (AsyncRequestHandler): whether it has
-	// replied, and when it started (for a HandlerObserver).
-	replied atomic.Bool
-	start   time.Time
+// asyncServe is what a request given to an asynchronous handler
+// (AsyncRequestHandler) needs besides its serveState: made apart, as
+// most requests are not, and a serveState one word larger would cost
+// every request of a virtual pair a larger allocation.
+type asyncServe struct {
+	replied atomic.Bool // the handler has replied, or panicked before
+	start   time.Time   // when the handler started, for a HandlerObserver
 }
 
 // serve runs a request's handler and sends the response, or, for an
@@ -555,13 +560,14 @@ func (l *Link) startAsync(def *messages.Definition) error {
 // runAsync runs an asynchronous handler. A panic before it replied
 // answers CodeInternal.
 func (l *Link) runAsync(ctx *requestCtx, m *Envelope, h *handler, sv *serveState) {
+	sv.async = new(asyncServe)
 	if _, ok := l.opts.observer.(HandlerObserver); ok {
-		sv.start = time.Now()
+		sv.async.start = time.Now()
 	}
 	defer func() {
 		if p := recover(); p != nil {
 			l.opts.logger.Error("request handler panicked", "link", l.String(), "type", m.Type, "panic", p, "stack", string(debug.Stack()))
-			if sv.replied.CompareAndSwap(false, true) {
+			if sv.async.replied.CompareAndSwap(false, true) {
 				sv.answer(nil, Errorf(CodeInternal, "%s: handler failed unexpectedly", ctx.def.Name()))
 			}
 		}
@@ -572,7 +578,7 @@ func (l *Link) runAsync(ctx *requestCtx, m *Envelope, h *handler, sv *serveState
 
 // reply is an asynchronous handler's Reply.
 func (sv *serveState) reply(data []byte, err error) {
-	if !sv.replied.CompareAndSwap(false, true) {
+	if !sv.async.replied.CompareAndSwap(false, true) {
 		l := sv.ctx.l
 		l.opts.logger.Error("request answered twice; the second answer is dropped", "link", l.String(), "type", sv.ctx.def.Name())
 		return
@@ -591,7 +597,7 @@ func (sv *serveState) answer(data []byte, err error) {
 		}
 	}
 	if o, ok := l.opts.observer.(HandlerObserver); ok {
-		o.HandlerEnded(messages.KindRequest, ctx.def.Name(), err, time.Since(sv.start))
+		o.HandlerEnded(messages.KindRequest, ctx.def.Name(), err, time.Since(sv.async.start))
 	}
 	l.mu.Lock()
 	l.replies--

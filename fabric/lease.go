@@ -126,7 +126,17 @@ func (l *lease) acquire(ctx context.Context) (bool, error) {
 	rev, err := l.kv.Create(ctx, keyActive, data)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
-		return false, nil
+		// Ours, if an earlier try was stored without our hearing of it:
+		// then write it again, to know from when it holds.
+		e, gerr := getSoon(ctx, l.kv, keyActive)
+		var cur memberRecord
+		if gerr != nil || json.Unmarshal(e.Value(), &cur) != nil || cur.ID != l.self.ID {
+			return false, nil
+		}
+		sent = time.Now()
+		if rev, err = l.kv.Update(ctx, keyActive, data, e.Revision()); err != nil {
+			return false, fmt.Errorf("fabric: take the lease: %w", err)
+		}
 	case err != nil:
 		return false, fmt.Errorf("fabric: take the lease: %w", err)
 	}

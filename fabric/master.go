@@ -169,7 +169,7 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	if err := p.serveConsole(); err != nil {
 		return fail(err)
 	}
-	won, err := p.lease.acquire(ctx)
+	won, err := p.takeLease(ctx)
 	if err != nil {
 		return fail(err)
 	}
@@ -183,6 +183,27 @@ func StartMaster(ctx context.Context, cfg MasterConfig, opts ...Option) (*Master
 	}
 	p.routines.start(func() { p.run(won) })
 	return p, nil
+}
+
+// takeLease is the first try to take the lease: JetStream may be slow to
+// answer a just-opened bucket (on a loaded machine, past a single try's
+// timeout), so a try that cannot tell is made again, as a standby's
+// would be, within as long as activating may take.
+func (p *Master) takeLease(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 4*p.store.timeout)
+	defer cancel()
+	for {
+		won, err := p.lease.acquire(ctx)
+		if err == nil || ctx.Err() != nil {
+			return won, err
+		}
+		p.log.Debug("could not take the lease yet; trying again", "error", err)
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(p.lease.pollEvery()):
+		}
+	}
 }
 
 // checkWiring refuses now a catalog with messages the master could not

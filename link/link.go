@@ -863,8 +863,15 @@ func (l *Link) endCall(id uint64, c *call) {
 	}
 	c.resp, c.waiting = nil, false
 	l.mu.Unlock()
-	if c.timer != nil {
-		c.timer.Stop() // no value is left to read after Stop (Go 1.23)
+	if c.timer != nil && !c.timer.Stop() {
+		// With Go 1.23's timers nothing is left to read after Stop; a
+		// program whose go.mod is older (asynctimerchan=1) may find the
+		// fire of a timer the response beat, which would end the call's
+		// next request at once.
+		select {
+		case <-c.timer.C:
+		default:
+		}
 	}
 	l.calls.Put(c)
 }

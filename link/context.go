@@ -140,8 +140,9 @@ func (c *lazyDeadline) Err() error {
 // pending returns, while c has neither made its timer nor ended, what
 // ends it but the deadline (its parent's Done) and the deadline, so that a
 // goroutine can wait for c with a timer of its own that it reuses (see
-// Link.request), rather than have Done make one per context. ok is false
-// otherwise: then wait on Done.
+// call.until), rather than have Done make one per context. Only for a c
+// that nothing but that goroutine finishes: finish closes no channel
+// until Done has made one. ok is false otherwise: then wait on Done.
 func (c *lazyDeadline) pending() (parentDone <-chan struct{}, deadline time.Time, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

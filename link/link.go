@@ -137,13 +137,14 @@ type call struct {
 }
 
 // until returns what ends the wait for a response within ctx: ctx's Done,
-// or, for a context of the link's own that has not made its timer, its
-// parent's Done and the call's reusable timer set to its deadline, which
-// spares a context and a timer per request.
+// or, for the timeout the request gave a ctx without deadline (a
+// timeoutCtx, which nothing but the request ends) that has not made its
+// timer, its parent's Done and the call's reusable timer set to its
+// deadline, which spares a context and a timer per request. A handler's
+// context is not one: it also ends when its handler returns or replies,
+// which only its Done tells.
 func (c *call) until(ctx context.Context) (done <-chan struct{}, expired <-chan time.Time) {
-	lc, ok := ctx.(interface {
-		pending() (<-chan struct{}, time.Time, bool)
-	})
+	lc, ok := ctx.(*timeoutCtx)
 	if !ok {
 		return ctx.Done(), nil
 	}
@@ -862,8 +863,15 @@ func (l *Link) endCall(id uint64, c *call) {
 	}
 	c.resp, c.waiting = nil, false
 	l.mu.Unlock()
-	if c.timer != nil {
-		c.timer.Stop() // no value is left to read after Stop (Go 1.23)
+	if c.timer != nil && !c.timer.Stop() {
+		// With Go 1.23's timers nothing is left to read after Stop; a
+		// program whose go.mod is older (asynctimerchan=1) may find the
+		// fire of a timer the response beat, which would end the call's
+		// next request at once.
+		select {
+		case <-c.timer.C:
+		default:
+		}
 	}
 	l.calls.Put(c)
 }

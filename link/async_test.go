@@ -417,16 +417,20 @@ func TestAsyncReplyObserved(t *testing.T) {
 func TestAsyncForwardNeverWaits(t *testing.T) {
 	b, toInstance, _, ctx, errs := oneRunningOneWaiting(t)
 	req := &link.Envelope{Kind: messages.KindRequest, Type: testEcho.Name(), Data: []byte(`{"n":3,"text":"x"}`)}
-	var during error
-	returned := false
+	var during atomic.Pointer[error]
+	var returned atomic.Bool
 	toInstance.ForwardRequestAsync(ctx, req, func(_ []byte, err error) {
-		if !returned {
-			during = err
+		if !returned.Load() {
+			during.Store(&err)
 		}
 	})
-	returned = true
-	if !errors.Is(during, link.ErrUnavailable) || !strings.Contains(during.Error(), "not sent") {
-		t.Fatalf("a forward to a full peer ended with %v before it returned; want unavailable, not sent", during)
+	returned.Store(true)
+	var got error
+	if p := during.Load(); p != nil {
+		got = *p
+	}
+	if !errors.Is(got, link.ErrUnavailable) || !strings.Contains(got.Error(), "not sent") {
+		t.Fatalf("a forward to a full peer ended with %v before it returned; want unavailable, not sent", got)
 	}
 	blocking := make(chan error, 1)
 	go func() {

@@ -104,21 +104,24 @@ func TestAsyncForwardRefusedWhileWindowFull(t *testing.T) {
 	req := &link.Envelope{Kind: messages.KindRequest, Type: linktest.Hold.Name(), Data: []byte("{}")}
 	var refused error
 	for i := 0; i <= delivery.RequestWindow && refused == nil; i++ {
-		var now error
-		var during bool // done called before ForwardRequestAsync returned
+		var now atomic.Pointer[error]
+		var returned atomic.Bool // done called before ForwardRequestAsync returned, or after
 		a.ForwardRequestAsync(ctx, req, func(_ []byte, err error) {
-			if !during {
-				now = err
+			if !returned.Load() {
+				now.Store(&err)
 			}
 			ended <- err
 		})
-		during = true
-		if now != nil && errors.Is(now, &link.Error{Code: link.CodeUnavailable}) && strings.Contains(now.Error(), "not sent") {
-			refused = now
+		returned.Store(true)
+		if p := now.Load(); p != nil && *p != nil {
+			refused = *p
 		}
 	}
 	if refused == nil {
 		t.Fatalf("%d requests forwarded with the oldest unanswered, and none refused at once", delivery.RequestWindow+1)
+	}
+	if !errors.Is(refused, &link.Error{Code: link.CodeUnavailable}) || !strings.Contains(refused.Error(), "not sent") {
+		t.Fatalf("a forward ended before it returned with %v; want unavailable, not sent", refused)
 	}
 	close(release)
 	// The window moves again once the peer answers.

@@ -243,8 +243,12 @@ func (c *Conn) noResponders(wire uint64) {
 	}
 	c.mu.Unlock()
 	if failed {
-		c.n.opts.logger.Debug("no responders", "node", c.n.self.String(), "subject", ended.Req.subject)
-		c.fail(ended.Req.id, link.Errorf(link.CodeNotConnected, "%s is not connected: nothing receives its messages", c.peer))
+		c.n.opts.logger.Debug("no responders", "node", c.n.self.String(), "subject", ended.Req.subject, "certain", ended.Err == delivery.ErrNoResponders)
+		if ended.Err == delivery.ErrNoResponders {
+			c.fail(ended.Req.id, link.Errorf(link.CodeNotConnected, "%s is not connected: nothing receives its messages", c.peer))
+		} else {
+			c.fail(ended.Req.id, link.Errorf(link.CodeSessionLost, "%s stopped receiving its messages after the request may have reached it: it may have run", c.peer))
+		}
 	}
 }
 

@@ -146,10 +146,11 @@
 //     silence, doubling; at once when the connection comes back; after
 //     NoRespondersFirst (20 ms, doubling to 250 ms) while NATS says
 //     nothing subscribes, for noRespondersFor (1 s), then it ends with
-//     ErrNoResponders. It ends each request exactly once: End (the
-//     response, or the caller fails it), ErrTimeout at its deadline, ErrSessionLost when the
-//     link closes. Each request names the low mark, the oldest request
-//     still waiting.
+//     ErrNoResponders if NATS refused every copy, else with
+//     ErrSessionLost (a copy may have run). It ends each request exactly
+//     once: End (the response, or the caller fails it), ErrTimeout at its
+//     deadline, ErrSessionLost when the link closes. Each request names
+//     the low mark, the oldest request still waiting.
 //   - Served remembers each request taken, by requester and id: a copy
 //     while the handler runs is ignored, a copy after is answered with
 //     the response kept. Requests below the low mark are forgotten.

@@ -34,6 +34,9 @@ type request[R any] struct {
 	rto      time.Duration // silence before sending it again
 	backoff  time.Duration // between no-responders retries
 	retryAt  time.Time     // when to send it again for want of responders; zero if not
+	// Copies handed out to publish, and those NATS said nothing
+	// subscribed to: while every copy was refused, none can have run.
+	copies, refused int
 }
 
 // Ask is a request to publish: Req with the reply subject naming Wire,
@@ -47,7 +50,8 @@ type Ask[R any] struct {
 }
 
 // Ended is a request that ended without its response: Err is
-// ErrTimeout, ErrNoResponders or ErrSessionLost.
+// ErrTimeout, ErrNoResponders (it certainly did not run) or
+// ErrSessionLost (it may have).
 type Ended[R any] struct {
 	Wire uint64
 	Req  R
@@ -115,6 +119,7 @@ func (t *Requests[R]) ask(wire uint64, now time.Time) (Ask[R], bool) {
 	if left <= 0 {
 		return Ask[R]{}, false
 	}
+	r.copies++
 	return Ask[R]{Wire: wire, Budget: max(left, time.Millisecond), Low: t.low, Req: r.req}, true
 }
 
@@ -150,22 +155,31 @@ func (t *Requests[R]) End(wire uint64) (R, bool) {
 }
 
 // NoResponders takes NATS's word that nothing subscribed to request
-// wire's subject when it was sent: the request certainly did not run.
-// For a while after the request was first sent it is sent again, with
-// backoff (the peer may be resubscribing after a failover), by Tick;
-// then it ends with ErrNoResponders, which NoResponders returns.
+// wire's subject when a copy of it was sent. For a while after the
+// request was first sent it is sent again, with backoff (the peer may be
+// resubscribing after a failover), by Tick; then it ends, and
+// NoResponders returns it: with ErrNoResponders if NATS refused every
+// copy (the request certainly did not run), or with ErrSessionLost if a
+// copy may have reached the peer before it went (it may have run). NATS
+// answers a connection's copies in the order sent, so when it refuses the
+// last, it has refused every earlier one it is going to.
 func (t *Requests[R]) NoResponders(wire uint64, now time.Time) (Ended[R], bool) {
 	r := t.byWire[wire]
 	if r == nil {
 		return Ended[R]{}, false
 	}
+	r.refused++
 	if now.Sub(r.first) < t.noRespondersFor && now.Add(r.backoff).Before(r.deadline) {
 		r.retryAt = now.Add(r.backoff)
 		r.backoff = min(2*r.backoff, NoRespondersMax)
 		return Ended[R]{}, false
 	}
 	t.done(wire)
-	return Ended[R]{Wire: wire, Req: r.req, Err: ErrNoResponders}, true
+	err := ErrNoResponders
+	if r.refused < r.copies {
+		err = ErrSessionLost
+	}
+	return Ended[R]{Wire: wire, Req: r.req, Err: err}, true
 }
 
 // NextRetry returns when the earliest no-responders retry is due, so

@@ -106,6 +106,35 @@ func TestRequestsNoResponders(t *testing.T) {
 	}
 }
 
+// A request whose first copy NATS did not refuse may have reached the
+// peer before it went: when its later copies find nothing subscribed, it
+// ends with ErrSessionLost (it may have run), not ErrNoResponders.
+func TestRequestsNoRespondersAfterACopyMayHaveArrived(t *testing.T) {
+	tab := delivery.NewRequests[string](time.Second)
+	tab.Send("q", at(60000), t0) // delivered, say; then the peer is killed
+	now := t0.Add(delivery.RequestRTO)
+	if asks, _ := tab.Tick(now); len(asks) != 1 {
+		t.Fatalf("a silent request was not sent again: %v", asks)
+	}
+	for {
+		e, ended := tab.NoResponders(1, now) // the copies sent again find nothing
+		if ended {
+			if !errors.Is(e.Err, delivery.ErrSessionLost) {
+				t.Fatalf("ended with %v, want ErrSessionLost: its first copy may have run", e.Err)
+			}
+			return
+		}
+		next, ok := tab.NextRetry()
+		if !ok {
+			t.Fatal("no retry planned")
+		}
+		now = next
+		if asks, _ := tab.Tick(now); len(asks) != 1 {
+			t.Fatalf("not sent again when its retry was due: %v", asks)
+		}
+	}
+}
+
 // The low mark is the oldest request still waiting: every one below it
 // has ended, so a responder may forget them.
 func TestRequestsLowMark(t *testing.T) {

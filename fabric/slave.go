@@ -755,19 +755,15 @@ func (s *Slave) routeFromInstance(l *link.Link, def *messages.Definition) {
 			return err
 		})
 	case def.ForwardTo() == messages.Master && def.Kind() == messages.KindRequest:
-		// Passed on without a goroutine: the master's answer is passed
-		// back as it arrives.
-		l.HandleRequestAsync(def, func(ctx context.Context, req *link.Envelope, reply link.Reply) {
+		l.HandleRequestJSON(def, func(ctx context.Context, req *link.Envelope) ([]byte, error) {
 			if err := s.speaksFor(peer, req.Data); err != nil {
-				reply(nil, err)
-				return
+				return nil, err
 			}
 			master, err := s.masterLink()
 			if err != nil {
-				reply(nil, err)
-				return
+				return nil, err
 			}
-			master.ForwardRequestAsync(ctx, req, reply)
+			return master.ForwardRequest(ctx, req)
 		})
 	case def.ForwardTo() == messages.Master:
 		l.HandleEventJSON(def, func(ctx context.Context, ev *link.Envelope) error {

@@ -204,3 +204,17 @@ func TestValueKinds(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) { valueAgrees(t, def, k, canTravel) })
 	}
 }
+
+// omitStruct has a struct field marked omitempty, which encoding/json
+// writes all the same (it omits no struct): its zero value is checked.
+type omitStruct struct {
+	In kindsIn `json:"in,omitempty"`
+}
+
+var omitStructEvent = messages.MustEvent[omitStruct](messages.Spec{Name: "test:omit_struct", Links: []messages.Direction{messages.SlaveToInstance}})
+
+func TestValueOmitEmptyStruct(t *testing.T) {
+	for _, v := range []omitStruct{{}, {In: kindsIn{Name: "x", N: 1}}, {In: kindsIn{Name: "x"}}} {
+		valueAgrees(t, omitStructEvent.Definition, v, true)
+	}
+}

@@ -144,7 +144,13 @@ func (c *Conn) Node() *Node { return c.n }
 // shutting down need not wait for one.
 func (c *Conn) Confirmed() bool { return c.confirmed.Load() }
 
-func (c *Conn) confirm() { c.confirmed.Store(true) }
+// confirm marks the peer confirmed. It is called for every message and
+// acknowledgement that shows it: the load keeps the common case a read.
+func (c *Conn) confirm() {
+	if !c.confirmed.Load() {
+		c.confirmed.Store(true)
+	}
+}
 
 // busy reports whether a request of the peer's is being answered.
 func (c *Conn) busy() bool {
@@ -713,22 +719,19 @@ func routeHeader(m *link.Envelope) natsgo.Header {
 }
 
 // parseEnds reads a routed message's origin (one endpoint) and destination
-// (one endpoint, or a broadcast address), either of which may be absent,
-// written as the fabric writes them.
+// (one endpoint, or a broadcast address), either of which may be absent.
+// (link.ParseAddress takes only the form Address.String writes.)
 func parseEnds(origin, dst string) (o, d link.Address, err error) {
 	if origin != "" {
-		if o, err = link.ParseAddress(origin); err == nil && (o.String() != origin || o.IsBroadcast()) {
-			err = errors.New("not one endpoint as the fabric writes it")
+		if o, err = link.ParseAddress(origin); err == nil && o.IsBroadcast() {
+			err = errors.New("a broadcast address, not one endpoint")
 		}
 		if err != nil {
 			return o, d, fmt.Errorf("origin %q: %w", origin, err)
 		}
 	}
 	if dst != "" {
-		if d, err = link.ParseAddress(dst); err == nil && d.String() != dst {
-			err = errors.New("not written as the fabric writes it")
-		}
-		if err != nil {
+		if d, err = link.ParseAddress(dst); err != nil {
 			return o, d, fmt.Errorf("destination %q: %w", dst, err)
 		}
 	}

@@ -209,7 +209,7 @@ func (n *Node) forget(c *Conn) {
 	if n.bySess[k] == c {
 		delete(n.bySess, k)
 	}
-	if a := n.accepted[c.peer]; slices.Contains(a, c) {
+	if a, ok := n.accepted[c.peer]; ok {
 		if a = slices.DeleteFunc(a, func(o *Conn) bool { return o == c }); len(a) == 0 {
 			delete(n.accepted, c.peer)
 		} else {

@@ -82,10 +82,7 @@ func (c *Conn) sendRequest(ctx context.Context, m *link.Envelope, peerSession st
 			if transient(err) {
 				return nil // kept: sent again when the connection is back
 			}
-			c.mu.Lock()
-			c.reqs.End(ask.Wire)
-			c.wakeLocked()
-			c.mu.Unlock()
+			c.endRequest(ask.Wire)
 			return err
 		}
 		return nil
@@ -121,6 +118,18 @@ func (c *Conn) askSubjectLocked(msgType, peerSession string) (subject, head stri
 	return s, a.head
 }
 
+// endRequest ends request wire (delivery.Requests.End), and wakes the
+// Sends waiting for the window it leaves.
+func (c *Conn) endRequest(wire uint64) (outRequest, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.reqs.End(wire)
+	if ok {
+		c.wakeLocked()
+	}
+	return r, ok
+}
+
 // wakeLocked wakes the Sends waiting for the request window: a request
 // ended. c.mu must be held.
 func (c *Conn) wakeLocked() {
@@ -143,11 +152,7 @@ func (c *Conn) publishAsk(ctx context.Context, a delivery.Ask[outRequest]) error
 func (c *Conn) publishAsks(asks []delivery.Ask[outRequest]) {
 	for _, a := range asks {
 		if err := c.publishAsk(context.Background(), a); err != nil && !transient(err) {
-			c.mu.Lock()
-			_, ok := c.reqs.End(a.Wire)
-			c.wakeLocked()
-			c.mu.Unlock()
-			if ok {
+			if _, ok := c.endRequest(a.Wire); ok {
 				c.fail(a.Req.id, err)
 			}
 		}
@@ -205,10 +210,7 @@ func (c *Conn) reply(wire uint64, session string, msg *natsgo.Msg) {
 		c.peerRestarted()
 		return
 	}
-	c.mu.Lock()
-	r, ok := c.reqs.End(wire)
-	c.wakeLocked()
-	c.mu.Unlock()
+	r, ok := c.endRequest(wire)
 	if !ok {
 		return // answered meanwhile by a copy
 	}

@@ -36,7 +36,6 @@ import (
 type Value struct {
 	node *Node
 	kind reflect.Kind
-	typ  reflect.Type // for omitempty's zero test of a struct
 
 	// strings
 	minLength, maxLength int      // the node's, in code points; -1: no bound
@@ -65,7 +64,7 @@ func compileValue(n *Node, t reflect.Type, depth int) *Value {
 	if n == nil || depth > 16 || n.anyOf != nil {
 		return nil
 	}
-	c := &Value{node: n, kind: t.Kind(), typ: t, minLength: n.minLength, maxLength: n.maxLength, requiredBits: n.requiredBits}
+	c := &Value{node: n, kind: t.Kind(), minLength: n.minLength, maxLength: n.maxLength, requiredBits: n.requiredBits}
 	switch t.Kind() {
 	case reflect.String:
 		if !n.allows(tString) || n.stringUndecided || !enumOf(n, '"') {
@@ -256,8 +255,8 @@ func (c *Value) checkInt(p unsafe.Pointer) Verdict {
 	return Valid
 }
 
-// isZero reports whether the value at p is its type's zero value, as
-// omitempty tests it.
+// isZero reports whether omitempty leaves out the value at p: encoding/json
+// omits a zero string, boolean or integer, and never a struct.
 func (c *Value) isZero(p unsafe.Pointer) bool {
 	switch c.kind {
 	case reflect.String:
@@ -265,19 +264,15 @@ func (c *Value) isZero(p unsafe.Pointer) bool {
 	case reflect.Bool:
 		return !*(*bool)(p)
 	case reflect.Struct:
-		return reflect.NewAt(c.typ, p).Elem().IsZero()
-	}
-	return c.intZero(p)
-}
-
-func (c *Value) intZero(p unsafe.Pointer) bool {
-	switch c.typ.Size() {
-	case 1:
+		return false
+	case reflect.Int8, reflect.Uint8:
 		return *(*uint8)(p) == 0
-	case 2:
+	case reflect.Int16, reflect.Uint16:
 		return *(*uint16)(p) == 0
-	case 4:
+	case reflect.Int32, reflect.Uint32:
 		return *(*uint32)(p) == 0
+	case reflect.Int, reflect.Uint:
+		return *(*uint)(p) == 0
 	}
 	return *(*uint64)(p) == 0
 }

@@ -161,7 +161,7 @@
 //     requester per link (MaxRequesters; the connector also requires it
 //     to be the link's peer session), RequestWindow (4,096) ids past its
 //     low mark; Requests.Send returns ErrWindow rather than go further
-//     (the caller waits for Room), and Take refuses (TooFarAhead,
+//     (the caller waits for a request to end), and Take refuses (TooFarAhead,
 //     OtherRequester) before keeping anything. The connector clips a
 //     requester's budget (WithMaxRequestBudget).
 //

@@ -53,7 +53,7 @@ const (
 	ServedOverdue = time.Second
 	// RequestWindow bounds how far past its low mark (its oldest request
 	// still waiting) a requester names a request: Requests.Send refuses
-	// with ErrFull beyond it, and Served refuses such a request
+	// with ErrWindow beyond it, and Served refuses such a request
 	// (TooFarAhead), so that a responder remembers at most this many
 	// requests of a requester, whatever a peer claims.
 	RequestWindow = 4096
@@ -74,7 +74,7 @@ var (
 	// again, or gives up.
 	ErrFull = errors.New("delivery: too many events unacknowledged")
 	// ErrWindow: RequestWindow requests have been sent since the oldest
-	// still waiting; the caller waits for a request to end (Requests.Room)
+	// still waiting; the caller waits for a request to end (then Room)
 	// and tries again, or gives up.
 	ErrWindow = errors.New("delivery: too many requests sent since the oldest still waiting")
 	// ErrTimeout: a request's deadline passed before its response came.

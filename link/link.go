@@ -419,22 +419,23 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 
 // ForwardRequest sends a request that arrived on another link on to this
 // link's peer, keeping its type, payload, origin and destination (unless
-// that is the peer), and waits for the response: it is
-// ForwardRequestAsync, waiting for done. The payload was validated on
-// arrival and is not checked again; the response is checked as it
-// arrives here. ctx should be the handler's (or derived from it), so that
+// that is the peer), and waits for the response: it ends as
+// ForwardRequestAsync does, except that sending may wait for room within
+// ctx. The payload was validated on arrival and is not checked again; the
+// response is checked as it arrives here. ctx should be the handler's (or derived from it), so that
 // the original deadline carries over, and so that the handler returning
 // this response as it is, unmodified, to a request of the same type does
 // not check it a second time on the way back.
 func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error) {
-	type ended struct {
-		data []byte
-		err  error
+	def, err := l.forwardable(req)
+	if err != nil {
+		return nil, err
 	}
-	ch := make(chan ended, 1)
-	l.forward(ctx, req, true, func(data []byte, err error) { ch <- ended{data, err} })
-	e := <-ch
-	return e.data, e.err
+	data, err := l.requestData(ctx, def, req.Data, l.onward(req))
+	if err == nil {
+		markChecked(ctx, def, data)
+	}
+	return data, err
 }
 
 // ForwardRequestAsync is ForwardRequest without the wait, for a handler
@@ -463,18 +464,8 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error
 // virtual pair, its link's queue full), the request is not sent and done
 // gets CodeUnavailable (see WithoutWaiting).
 func (l *Link) ForwardRequestAsync(ctx context.Context, req *Envelope, done func(data []byte, err error)) {
-	l.forward(ctx, req, false, done)
-}
-
-// forward is ForwardRequestAsync; with mayWait, sending may wait for room
-// within ctx (ForwardRequest, on a goroutine of its own).
-func (l *Link) forward(ctx context.Context, req *Envelope, mayWait bool, done func(data []byte, err error)) {
-	def, ok := l.catalog.Lookup(req.Type)
-	if !ok {
-		done(nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l))
-		return
-	}
-	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
+	def, err := l.forwardable(req)
+	if err != nil {
 		done(nil, err)
 		return
 	}
@@ -498,11 +489,7 @@ func (l *Link) forward(ctx context.Context, req *Envelope, mayWait bool, done fu
 	m := &out.m
 	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
 	m.Deadline, _ = ctx.Deadline()
-	sendCtx := ctx
-	if !mayWait {
-		sendCtx = WithoutWaiting(ctx)
-	}
-	if err := l.transmit(sendCtx, m); err != nil {
+	if err := l.transmit(WithoutWaiting(ctx), m); err != nil {
 		l.mu.Lock()
 		l.forgetLocked(id)
 		l.mu.Unlock()
@@ -523,6 +510,27 @@ func (l *Link) forward(ctx context.Context, req *Envelope, mayWait bool, done fu
 	// contexts, once Done is called) it costs no goroutine until it runs.
 	a.stop = context.AfterFunc(ctx, a.expire)
 	l.mu.Unlock()
+}
+
+// forwardable returns the definition of req, which arrived on another
+// link, or refuses it if it may not go on over this one.
+func (l *Link) forwardable(req *Envelope) (*messages.Definition, error) {
+	def, ok := l.catalog.Lookup(req.Type)
+	if !ok {
+		return nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l)
+	}
+	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
+		return nil, err
+	}
+	return def, nil
+}
+
+// markChecked records data, a response of def checked as it arrived, in
+// the context of the handler ctx belongs to, if any (requestCtx.markChecked).
+func markChecked(ctx context.Context, def *messages.Definition, data []byte) {
+	if hc, ok := ctx.Value(chainKey{}).(*requestCtx); ok {
+		hc.markChecked(def, data)
+	}
 }
 
 // asyncCall is a request sent by ForwardRequestAsync: a call ended by
@@ -579,9 +587,7 @@ func (a *asyncCall) respond(resp *Envelope) {
 
 func (a *asyncCall) finish(data []byte, err error) {
 	if err == nil {
-		if hc, ok := a.ctx.Value(chainKey{}).(*requestCtx); ok {
-			hc.markChecked(a.def, data)
-		}
+		markChecked(a.ctx, a.def, data)
 	}
 	if o := a.l.opts.observer; o != nil {
 		o.RequestEnded(a.def.Name(), err, time.Since(a.start))

@@ -472,24 +472,18 @@ func (l *Link) ForwardRequestAsync(ctx context.Context, req *Envelope, done func
 	a := &asyncCall{l: l, def: def, done: done, start: time.Now()}
 	a.call.async = a
 	a.call.typ = def.Name()
-	out := l.newRequest(def, req.Data, nil)
-	if _, ok := ctx.Deadline(); !ok {
-		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: a.start.Add(l.opts.requestTimeout)}}
+	out, ctx := l.newRequest(ctx, def, req.Data, nil, a.start)
+	if out.tc.parent != nil {
 		a.tc = &out.tc
-		ctx = a.tc
 	}
 	a.ctx = ctx
-	o := l.onward(req)
-	id, err := l.open(def, o, &a.call)
+	id, err := l.open(def, l.onward(req), &a.call, &out.m)
 	if err != nil {
 		a.finish(nil, err)
 		return
 	}
 	a.id = id
-	m := &out.m
-	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
-	m.Deadline, _ = ctx.Deadline()
-	if err := l.transmit(WithoutWaiting(ctx), m); err != nil {
+	if err := l.transmit(WithoutWaiting(ctx), &out.m); err != nil {
 		l.mu.Lock()
 		l.forgetLocked(id)
 		l.mu.Unlock()
@@ -725,33 +719,27 @@ func (l *Link) requestData(ctx context.Context, def *messages.Definition, payloa
 // or a Go value that has passed its check. Internal requests
 // (prepare_disconnect) are allowed while the link is closing.
 func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, value any, o outbound) (data []byte, respValue any, err error) {
+	start := time.Now()
 	if o := l.opts.observer; o != nil {
-		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
 	}
-	out := l.newRequest(def, payload, value)
-	if _, ok := ctx.Deadline(); !ok {
-		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: time.Now().Add(l.opts.requestTimeout)}}
+	out, ctx := l.newRequest(ctx, def, payload, value, start)
+	if out.tc.parent != nil {
 		defer out.tc.finish()
-		ctx = &out.tc
 	}
 	c, _ := l.calls.Get().(*call)
 	if c == nil {
 		c = &call{wake: make(chan struct{}, 1)}
 	}
 	c.typ = def.Name()
-	id, err := l.open(def, o, c)
+	id, err := l.open(def, o, c, &out.m)
 	if err != nil {
 		l.calls.Put(c)
 		return nil, nil, err
 	}
 	defer l.endCall(id, c)
 
-	start := time.Now()
-	m := &out.m
-	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
-	m.Deadline, _ = ctx.Deadline()
-	if err := l.transmit(ctx, m); err != nil {
+	if err := l.transmit(ctx, &out.m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
 	l.mu.Lock()
@@ -772,13 +760,15 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	return result(def, resp)
 }
 
-// newRequest allocates a request of def: for a ctx without deadline with
-// the link's timeout, and over a connector in this process with the
-// peer's serveState, in one allocation. None is reused: the connector
-// (and over a virtual pair the peer's handler) owns the envelope once it
-// is sent, and a peer's handler context may refer to the ctx it was
-// delivered with.
-func (l *Link) newRequest(def *messages.Definition, payload []byte, value any) *requestAlloc {
+// newRequest allocates a request of def sent at now within ctx, and
+// returns it with the ctx it ends with: ctx, or, for a ctx without
+// deadline, out.tc, which ends at the link's timeout and which the caller
+// finishes (its parent is set). Over a connector in this process the
+// peer's serveState comes in the same allocation. None is reused: the
+// connector (and over a virtual pair the peer's handler) owns the
+// envelope once it is sent, and a peer's handler context may refer to the
+// ctx it was delivered with.
+func (l *Link) newRequest(ctx context.Context, def *messages.Definition, payload []byte, value any, now time.Time) (*requestAlloc, context.Context) {
 	var out *requestAlloc
 	if l.values {
 		ol := new(requestLocalAlloc)
@@ -788,13 +778,20 @@ func (l *Link) newRequest(def *messages.Definition, payload []byte, value any) *
 		out = new(requestAlloc)
 	}
 	out.m.Kind, out.m.Type, out.m.Data, out.m.Value = messages.KindRequest, def.Name(), payload, value
-	return out
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = now.Add(l.opts.requestTimeout)
+		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: deadline}}
+		ctx = &out.tc
+	}
+	out.m.Deadline = deadline
+	return out, ctx
 }
 
-// open puts c, a request of def about to be sent, among the link's
-// pending requests and returns its id, or refuses a request the link
-// cannot send now.
-func (l *Link) open(def *messages.Definition, o outbound, c *call) (uint64, error) {
+// open puts c, a request of def about to be sent as m, among the link's
+// pending requests, gives m its id and ends (o), and returns the id, or
+// refuses a request the link cannot send now.
+func (l *Link) open(def *messages.Definition, o outbound, c *call, m *Envelope) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -808,6 +805,7 @@ func (l *Link) open(def *messages.Definition, o outbound, c *call) (uint64, erro
 	l.nextID++
 	l.pending[l.nextID] = c
 	l.outbound++
+	m.ID, m.Origin, m.Dst = l.nextID, o.origin, o.dst
 	return l.nextID, nil
 }
 

@@ -570,12 +570,7 @@ func (a *asyncCall) respond(resp *Envelope) {
 		a.stop()
 	}
 	data, value, err := result(a.def, resp)
-	if err == nil && value != nil {
-		data, err = codec.Marshal(a.def, true, value)
-		if err != nil {
-			err = invalid(err)
-		}
-	}
+	data, err = asJSON(a.def, data, value, err)
 	a.finish(data, err)
 }
 
@@ -706,12 +701,19 @@ func invalid(err error) *Error {
 // requestData is request with a JSON payload, for a JSON response.
 func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, o outbound) ([]byte, error) {
 	data, value, err := l.request(ctx, def, payload, nil, o)
-	if err == nil && value != nil {
-		if data, err = codec.Marshal(def, true, value); err != nil {
-			return nil, invalid(err)
-		}
+	return asJSON(def, data, value, err)
+}
+
+// asJSON is a request's end (request, result) with a response that came
+// as a Go value encoded as JSON.
+func asJSON(def *messages.Definition, data []byte, value any, err error) ([]byte, error) {
+	if err != nil || value == nil {
+		return data, err
 	}
-	return data, err
+	if data, err = codec.Marshal(def, true, value); err != nil {
+		return nil, invalid(err)
+	}
+	return data, nil
 }
 
 // request sends a checked request, its payload as JSON or, when value is

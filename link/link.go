@@ -483,7 +483,8 @@ func (l *Link) ForwardRequestAsync(ctx context.Context, req *Envelope, done func
 		return
 	}
 	a.id = id
-	if err := l.transmit(WithoutWaiting(ctx), &out.m); err != nil {
+	a.send.Context = ctx // WithoutWaiting
+	if err := l.transmit(&a.send, &out.m); err != nil {
 		l.mu.Lock()
 		l.forgetLocked(id)
 		l.mu.Unlock()
@@ -535,6 +536,7 @@ type asyncCall struct {
 	l     *Link
 	id    uint64
 	ctx   context.Context
+	send  noWaitCtx   // ctx, never to wait for room: what it is sent with
 	tc    *timeoutCtx // ctx, when the link gave it its deadline
 	def   *messages.Definition
 	start time.Time

@@ -109,8 +109,17 @@ type noWaitKey struct{}
 // acknowledgements the Node's routing goroutine delivers). A Send or
 // Receive given such a ctx never waits for room: where it would, the
 // message is not sent, and it fails with CodeUnavailable.
-func WithoutWaiting(ctx context.Context) context.Context {
-	return context.WithValue(ctx, noWaitKey{}, true)
+func WithoutWaiting(ctx context.Context) context.Context { return &noWaitCtx{ctx} }
+
+// noWaitCtx is WithoutWaiting's context: a type of its own, so that an
+// asynchronous forward carries it in its asyncCall, with no allocation.
+type noWaitCtx struct{ context.Context }
+
+func (c *noWaitCtx) Value(key any) any {
+	if key == (noWaitKey{}) {
+		return true
+	}
+	return c.Context.Value(key)
 }
 
 // MayWait reports whether a Send or Receive given ctx may wait for room

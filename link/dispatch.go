@@ -645,16 +645,25 @@ func (l *Link) check(m *Envelope, kind messages.Kind) (*messages.Definition, err
 	if err != nil {
 		return nil, err
 	}
+	if err := asData(def, m); err != nil {
+		return nil, err
+	}
+	return def, nil
+}
+
+// asData makes m's payload JSON checked against def's schema: a Go value
+// encoded (which checks it), or Data validated.
+func asData(def *messages.Definition, m *Envelope) error {
 	if m.Value != nil {
 		data, err := codec.Marshal(def, false, m.Value)
 		if err != nil {
-			return nil, invalid(err)
+			return invalid(err)
 		}
 		m.Data, m.Value = data, nil
 	} else if err := def.ValidatePayload(m.Data); err != nil {
-		return nil, invalid(err)
+		return invalid(err)
 	}
-	return def, nil
+	return nil
 }
 
 // lookup is known, checks the payload against its schema, and finds the
@@ -680,13 +689,9 @@ func (l *Link) lookup(m *Envelope, kind messages.Kind, h *handler) (*messages.De
 		default:
 			return def, h, nil
 		}
-		data, err := codec.Marshal(def, false, m.Value)
-		if err != nil {
-			return nil, nil, invalid(err)
-		}
-		m.Data, m.Value = data, nil
-	} else if err := def.ValidatePayload(m.Data); err != nil {
-		return nil, nil, invalid(err)
+	}
+	if err := asData(def, m); err != nil {
+		return nil, nil, err
 	}
 	if h == nil {
 		return nil, nil, Errorf(CodeNoHandler, "%s has no handler on %s", def.Name(), l.in)

@@ -419,22 +419,23 @@ func (l *Link) RequestJSON(ctx context.Context, m messages.Message, payload []by
 
 // ForwardRequest sends a request that arrived on another link on to this
 // link's peer, keeping its type, payload, origin and destination (unless
-// that is the peer), and waits for the response: it is
-// ForwardRequestAsync, waiting for done. The payload was validated on
-// arrival and is not checked again; the response is checked as it
-// arrives here. ctx should be the handler's (or derived from it), so that
+// that is the peer), and waits for the response: it ends as
+// ForwardRequestAsync does, except that sending may wait for room within
+// ctx. The payload was validated on arrival and is not checked again; the
+// response is checked as it arrives here. ctx should be the handler's (or derived from it), so that
 // the original deadline carries over, and so that the handler returning
 // this response as it is, unmodified, to a request of the same type does
 // not check it a second time on the way back.
 func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error) {
-	type ended struct {
-		data []byte
-		err  error
+	def, err := l.forwardable(req)
+	if err != nil {
+		return nil, err
 	}
-	ch := make(chan ended, 1)
-	l.forward(ctx, req, true, func(data []byte, err error) { ch <- ended{data, err} })
-	e := <-ch
-	return e.data, e.err
+	data, err := l.requestData(ctx, def, req.Data, l.onward(req))
+	if err == nil {
+		markChecked(ctx, def, data)
+	}
+	return data, err
 }
 
 // ForwardRequestAsync is ForwardRequest without the wait, for a handler
@@ -463,46 +464,27 @@ func (l *Link) ForwardRequest(ctx context.Context, req *Envelope) ([]byte, error
 // virtual pair, its link's queue full), the request is not sent and done
 // gets CodeUnavailable (see WithoutWaiting).
 func (l *Link) ForwardRequestAsync(ctx context.Context, req *Envelope, done func(data []byte, err error)) {
-	l.forward(ctx, req, false, done)
-}
-
-// forward is ForwardRequestAsync; with mayWait, sending may wait for room
-// within ctx (ForwardRequest, on a goroutine of its own).
-func (l *Link) forward(ctx context.Context, req *Envelope, mayWait bool, done func(data []byte, err error)) {
-	def, ok := l.catalog.Lookup(req.Type)
-	if !ok {
-		done(nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l))
-		return
-	}
-	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
+	def, err := l.forwardable(req)
+	if err != nil {
 		done(nil, err)
 		return
 	}
 	a := &asyncCall{l: l, def: def, done: done, start: time.Now()}
 	a.call.async = a
 	a.call.typ = def.Name()
-	out := l.newRequest(def, req.Data, nil)
-	if _, ok := ctx.Deadline(); !ok {
-		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: a.start.Add(l.opts.requestTimeout)}}
+	out, ctx := l.newRequest(ctx, def, req.Data, nil, a.start)
+	if out.tc.parent != nil {
 		a.tc = &out.tc
-		ctx = a.tc
 	}
 	a.ctx = ctx
-	o := l.onward(req)
-	id, err := l.open(def, o, &a.call)
+	id, err := l.open(def, l.onward(req), &a.call, &out.m)
 	if err != nil {
 		a.finish(nil, err)
 		return
 	}
 	a.id = id
-	m := &out.m
-	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
-	m.Deadline, _ = ctx.Deadline()
-	sendCtx := ctx
-	if !mayWait {
-		sendCtx = WithoutWaiting(ctx)
-	}
-	if err := l.transmit(sendCtx, m); err != nil {
+	a.send.Context = ctx // WithoutWaiting
+	if err := l.transmit(&a.send, &out.m); err != nil {
 		l.mu.Lock()
 		l.forgetLocked(id)
 		l.mu.Unlock()
@@ -525,6 +507,27 @@ func (l *Link) forward(ctx context.Context, req *Envelope, mayWait bool, done fu
 	l.mu.Unlock()
 }
 
+// forwardable returns the definition of req, which arrived on another
+// link, or refuses it if it may not go on over this one.
+func (l *Link) forwardable(req *Envelope) (*messages.Definition, error) {
+	def, ok := l.catalog.Lookup(req.Type)
+	if !ok {
+		return nil, Errorf(CodeInvalidMessage, "%s is not in the catalog of link %s", req.Type, l)
+	}
+	if err := l.checkOutbound(def, messages.KindRequest); err != nil {
+		return nil, err
+	}
+	return def, nil
+}
+
+// markChecked records data, a response of def checked as it arrived, in
+// the context of the handler ctx belongs to, if any (requestCtx.markChecked).
+func markChecked(ctx context.Context, def *messages.Definition, data []byte) {
+	if hc, ok := ctx.Value(chainKey{}).(*requestCtx); ok {
+		hc.markChecked(def, data)
+	}
+}
+
 // asyncCall is a request sent by ForwardRequestAsync: a call ended by
 // whoever takes it out of l.pending while it is waiting (receiveResponse,
 // endWith, expire), or, before, by ForwardRequestAsync itself.
@@ -533,6 +536,7 @@ type asyncCall struct {
 	l     *Link
 	id    uint64
 	ctx   context.Context
+	send  noWaitCtx   // ctx, never to wait for room: what it is sent with
 	tc    *timeoutCtx // ctx, when the link gave it its deadline
 	def   *messages.Definition
 	start time.Time
@@ -568,20 +572,13 @@ func (a *asyncCall) respond(resp *Envelope) {
 		a.stop()
 	}
 	data, value, err := result(a.def, resp)
-	if err == nil && value != nil {
-		data, err = codec.Marshal(a.def, true, value)
-		if err != nil {
-			err = invalid(err)
-		}
-	}
+	data, err = asJSON(a.def, data, value, err)
 	a.finish(data, err)
 }
 
 func (a *asyncCall) finish(data []byte, err error) {
 	if err == nil {
-		if hc, ok := a.ctx.Value(chainKey{}).(*requestCtx); ok {
-			hc.markChecked(a.def, data)
-		}
+		markChecked(a.ctx, a.def, data)
 	}
 	if o := a.l.opts.observer; o != nil {
 		o.RequestEnded(a.def.Name(), err, time.Since(a.start))
@@ -706,12 +703,19 @@ func invalid(err error) *Error {
 // requestData is request with a JSON payload, for a JSON response.
 func (l *Link) requestData(ctx context.Context, def *messages.Definition, payload []byte, o outbound) ([]byte, error) {
 	data, value, err := l.request(ctx, def, payload, nil, o)
-	if err == nil && value != nil {
-		if data, err = codec.Marshal(def, true, value); err != nil {
-			return nil, invalid(err)
-		}
+	return asJSON(def, data, value, err)
+}
+
+// asJSON is a request's end (request, result) with a response that came
+// as a Go value encoded as JSON.
+func asJSON(def *messages.Definition, data []byte, value any, err error) ([]byte, error) {
+	if err != nil || value == nil {
+		return data, err
 	}
-	return data, err
+	if data, err = codec.Marshal(def, true, value); err != nil {
+		return nil, invalid(err)
+	}
+	return data, nil
 }
 
 // request sends a checked request, its payload as JSON or, when value is
@@ -719,33 +723,27 @@ func (l *Link) requestData(ctx context.Context, def *messages.Definition, payloa
 // or a Go value that has passed its check. Internal requests
 // (prepare_disconnect) are allowed while the link is closing.
 func (l *Link) request(ctx context.Context, def *messages.Definition, payload []byte, value any, o outbound) (data []byte, respValue any, err error) {
+	start := time.Now()
 	if o := l.opts.observer; o != nil {
-		start := time.Now()
 		defer func() { o.RequestEnded(def.Name(), err, time.Since(start)) }()
 	}
-	out := l.newRequest(def, payload, value)
-	if _, ok := ctx.Deadline(); !ok {
-		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: time.Now().Add(l.opts.requestTimeout)}}
+	out, ctx := l.newRequest(ctx, def, payload, value, start)
+	if out.tc.parent != nil {
 		defer out.tc.finish()
-		ctx = &out.tc
 	}
 	c, _ := l.calls.Get().(*call)
 	if c == nil {
 		c = &call{wake: make(chan struct{}, 1)}
 	}
 	c.typ = def.Name()
-	id, err := l.open(def, o, c)
+	id, err := l.open(def, o, c, &out.m)
 	if err != nil {
 		l.calls.Put(c)
 		return nil, nil, err
 	}
 	defer l.endCall(id, c)
 
-	start := time.Now()
-	m := &out.m
-	m.ID, m.Origin, m.Dst = id, o.origin, o.dst
-	m.Deadline, _ = ctx.Deadline()
-	if err := l.transmit(ctx, m); err != nil {
+	if err := l.transmit(ctx, &out.m); err != nil {
 		return nil, nil, sendError(def.Name(), err)
 	}
 	l.mu.Lock()
@@ -766,13 +764,15 @@ func (l *Link) request(ctx context.Context, def *messages.Definition, payload []
 	return result(def, resp)
 }
 
-// newRequest allocates a request of def: for a ctx without deadline with
-// the link's timeout, and over a connector in this process with the
-// peer's serveState, in one allocation. None is reused: the connector
-// (and over a virtual pair the peer's handler) owns the envelope once it
-// is sent, and a peer's handler context may refer to the ctx it was
-// delivered with.
-func (l *Link) newRequest(def *messages.Definition, payload []byte, value any) *requestAlloc {
+// newRequest allocates a request of def sent at now within ctx, and
+// returns it with the ctx it ends with: ctx, or, for a ctx without
+// deadline, out.tc, which ends at the link's timeout and which the caller
+// finishes (its parent is set). Over a connector in this process the
+// peer's serveState comes in the same allocation. None is reused: the
+// connector (and over a virtual pair the peer's handler) owns the
+// envelope once it is sent, and a peer's handler context may refer to the
+// ctx it was delivered with.
+func (l *Link) newRequest(ctx context.Context, def *messages.Definition, payload []byte, value any, now time.Time) (*requestAlloc, context.Context) {
 	var out *requestAlloc
 	if l.values {
 		ol := new(requestLocalAlloc)
@@ -782,13 +782,20 @@ func (l *Link) newRequest(def *messages.Definition, payload []byte, value any) *
 		out = new(requestAlloc)
 	}
 	out.m.Kind, out.m.Type, out.m.Data, out.m.Value = messages.KindRequest, def.Name(), payload, value
-	return out
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = now.Add(l.opts.requestTimeout)
+		out.tc = timeoutCtx{lazyDeadline{parent: ctx, deadline: deadline}}
+		ctx = &out.tc
+	}
+	out.m.Deadline = deadline
+	return out, ctx
 }
 
-// open puts c, a request of def about to be sent, among the link's
-// pending requests and returns its id, or refuses a request the link
-// cannot send now.
-func (l *Link) open(def *messages.Definition, o outbound, c *call) (uint64, error) {
+// open puts c, a request of def about to be sent as m, among the link's
+// pending requests, gives m its id and ends (o), and returns the id, or
+// refuses a request the link cannot send now.
+func (l *Link) open(def *messages.Definition, o outbound, c *call, m *Envelope) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -802,6 +809,7 @@ func (l *Link) open(def *messages.Definition, o outbound, c *call) (uint64, erro
 	l.nextID++
 	l.pending[l.nextID] = c
 	l.outbound++
+	m.ID, m.Origin, m.Dst = l.nextID, o.origin, o.dst
 	return l.nextID, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -155,9 +154,9 @@ func (m *activeMaster) claimed(from *link.Link, msg *link.Envelope) (*messages.D
 	case msg.Origin.IsZero(), msg.Origin == peer:
 		return def, peer, nil
 	case peer.Type == messages.Slave && msg.Origin.Type == messages.Instance:
-		slaveID, err1 := strconv.ParseInt(peer.ID, 10, 64)
-		instanceID, err2 := strconv.ParseInt(msg.Origin.ID, 10, 64)
-		if err1 == nil && err2 == nil && m.speaksFor(from, slaveID, instanceID) {
+		slaveID, ok1 := parseID(peer.ID)
+		instanceID, ok2 := parseID(msg.Origin.ID)
+		if ok1 && ok2 && m.speaksFor(from, slaveID, instanceID) {
 			return def, msg.Origin, nil
 		}
 	}
@@ -239,8 +238,8 @@ func (m *activeMaster) passEvent(ctx context.Context, def *messages.Definition, 
 
 // slaveHop returns the link to the slave that is, or hosts, dst.
 func (m *activeMaster) slaveHop(ctx context.Context, def *messages.Definition, dst link.Address) (*link.Link, error) {
-	id, err := strconv.ParseInt(dst.ID, 10, 64)
-	if err != nil || id < 1 {
+	id, ok := parseID(dst.ID)
+	if !ok {
 		return nil, link.Errorf(link.CodeInvalidMessage, "%s: %s is not an address of the cluster", def.Name(), dst)
 	}
 	switch dst.Type {
@@ -380,8 +379,8 @@ func (s *Slave) local(a link.Address) (to *link.Link, hosted bool, err error) {
 	if a.Type != messages.Instance || a.IsBroadcast() {
 		return nil, false, nil
 	}
-	id, err := strconv.ParseInt(a.ID, 10, 64)
-	if err != nil {
+	id, ok := parseID(a.ID)
+	if !ok {
 		return nil, false, nil
 	}
 	s.mu.Lock()

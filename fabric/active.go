@@ -1253,6 +1253,15 @@ func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Envelope) bool {
 func (m *activeMaster) slaveFor(instanceID int64) (*link.Link, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	s, err := m.hostLocked(instanceID)
+	if err != nil {
+		return nil, err
+	}
+	return s.link, nil
+}
+
+// hostLocked is slaveFor under m.mu, returning the slave's state.
+func (m *activeMaster) hostLocked(instanceID int64) (*slaveState, error) {
 	i := m.instances[instanceID]
 	switch {
 	case i == nil:
@@ -1264,7 +1273,7 @@ func (m *activeMaster) slaveFor(instanceID int64) (*link.Link, error) {
 	if !s.connected() {
 		return nil, hostNotConnected(i)
 	}
-	return s.link, nil
+	return s, nil
 }
 
 // hostNotConnected says that the slave hosting i is not connected.

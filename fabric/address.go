@@ -244,16 +244,17 @@ func (m *activeMaster) slaveHop(ctx context.Context, def *messages.Definition, d
 	}
 	switch dst.Type {
 	case messages.Instance:
+		// Waits out a new term's start; then looked up again, with the
+		// host's plugins: the instance may have moved or gone meanwhile.
 		if _, err := m.slaveForReady(ctx, id); err != nil {
 			return nil, err
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		i := m.instances[id]
-		s := m.slaves[i.slaveID]
+		s, err := m.hostLocked(id)
 		switch {
-		case !s.connected():
-			return nil, hostNotConnected(i)
+		case err != nil:
+			return nil, err
 		case !hasPlugin(s.plugins, def):
 			return nil, pluginMissing(def, dst)
 		}

@@ -156,11 +156,18 @@ func (m *activeMaster) claimed(from *link.Link, msg *link.Envelope) (*messages.D
 	case peer.Type == messages.Slave && msg.Origin.Type == messages.Instance:
 		slaveID, ok1 := parseID(peer.ID)
 		instanceID, ok2 := parseID(msg.Origin.ID)
-		if ok1 && ok2 && m.speaksFor(from, slaveID, instanceID) {
-			return def, msg.Origin, nil
+		if ok1 && ok2 {
+			if m.speaksFor(from, slaveID, instanceID) {
+				return def, msg.Origin, nil
+			}
+			return nil, link.Address{}, refusedOrigin(peer, msg) // counted by speaksFor
 		}
 	}
-	return nil, link.Address{}, m.claims.refuse(peer, claimOrigin, link.Errorf(link.CodePermissionDenied, "%s sent %s as %s", peer, msg.Type, msg.Origin))
+	return nil, link.Address{}, m.claims.refuse(peer, claimOrigin, refusedOrigin(peer, msg))
+}
+
+func refusedOrigin(peer link.Address, msg *link.Envelope) *link.Error {
+	return link.Errorf(link.CodePermissionDenied, "%s sent %s as %s", peer, msg.Type, msg.Origin)
 }
 
 // passRequest passes a checked request, from req.Origin, on to req.Dst.

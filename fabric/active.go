@@ -1227,25 +1227,15 @@ func (m *activeMaster) route(l *link.Link) {
 }
 
 // checkOrigin checks, and completes, the origin of a broadcast that
-// arrived on l: the peer itself, or, from a slave, an instance it hosts
-// (the slave passes on its instances' broadcasts). A control's broadcast
-// starts at the control, whatever it says.
+// arrived on l, as the master's router does of what it passes on
+// (claimed).
 func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Envelope) bool {
-	peer := l.Peer()
-	switch {
-	case ev.Origin.IsZero(), ev.Origin == peer:
-		ev.Origin = peer
-		return true
-	case peer.Type == messages.Slave && ev.Origin.Type == messages.Instance:
-		slaveID, ok1 := parseID(peer.ID)
-		instanceID, ok2 := parseID(ev.Origin.ID)
-		if ok1 && ok2 && m.speaksFor(l, slaveID, instanceID) {
-			return true
-		}
+	_, src, err := m.claimed(l, ev)
+	if err != nil {
 		return false
 	}
-	m.claims.refuse(peer, claimOrigin, link.Errorf(link.CodePermissionDenied, "%s sent a broadcast as %s", peer, ev.Origin))
-	return false
+	ev.Origin = src
+	return true
 }
 
 // slaveFor finds the link to the slave that hosts an instance, or the
@@ -1253,6 +1243,15 @@ func (m *activeMaster) checkOrigin(l *link.Link, ev *link.Envelope) bool {
 func (m *activeMaster) slaveFor(instanceID int64) (*link.Link, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	s, err := m.hostLocked(instanceID)
+	if err != nil {
+		return nil, err
+	}
+	return s.link, nil
+}
+
+// hostLocked is slaveFor under m.mu, returning the slave's state.
+func (m *activeMaster) hostLocked(instanceID int64) (*slaveState, error) {
 	i := m.instances[instanceID]
 	switch {
 	case i == nil:
@@ -1264,7 +1263,7 @@ func (m *activeMaster) slaveFor(instanceID int64) (*link.Link, error) {
 	if !s.connected() {
 		return nil, hostNotConnected(i)
 	}
-	return s.link, nil
+	return s, nil
 }
 
 // hostNotConnected says that the slave hosting i is not connected.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 
 	"github.com/linkfabric/linkfabric/link"
 	"github.com/linkfabric/linkfabric/messages"
@@ -155,13 +154,20 @@ func (m *activeMaster) claimed(from *link.Link, msg *link.Envelope) (*messages.D
 	case msg.Origin.IsZero(), msg.Origin == peer:
 		return def, peer, nil
 	case peer.Type == messages.Slave && msg.Origin.Type == messages.Instance:
-		slaveID, err1 := strconv.ParseInt(peer.ID, 10, 64)
-		instanceID, err2 := strconv.ParseInt(msg.Origin.ID, 10, 64)
-		if err1 == nil && err2 == nil && m.speaksFor(from, slaveID, instanceID) {
-			return def, msg.Origin, nil
+		slaveID, ok1 := parseID(peer.ID)
+		instanceID, ok2 := parseID(msg.Origin.ID)
+		if ok1 && ok2 {
+			if m.speaksFor(from, slaveID, instanceID) {
+				return def, msg.Origin, nil
+			}
+			return nil, link.Address{}, refusedOrigin(peer, msg) // counted by speaksFor
 		}
 	}
-	return nil, link.Address{}, m.claims.refuse(peer, claimOrigin, link.Errorf(link.CodePermissionDenied, "%s sent %s as %s", peer, msg.Type, msg.Origin))
+	return nil, link.Address{}, m.claims.refuse(peer, claimOrigin, refusedOrigin(peer, msg))
+}
+
+func refusedOrigin(peer link.Address, msg *link.Envelope) *link.Error {
+	return link.Errorf(link.CodePermissionDenied, "%s sent %s as %s", peer, msg.Type, msg.Origin)
 }
 
 // passRequest passes a checked request, from req.Origin, on to req.Dst.
@@ -239,22 +245,23 @@ func (m *activeMaster) passEvent(ctx context.Context, def *messages.Definition, 
 
 // slaveHop returns the link to the slave that is, or hosts, dst.
 func (m *activeMaster) slaveHop(ctx context.Context, def *messages.Definition, dst link.Address) (*link.Link, error) {
-	id, err := strconv.ParseInt(dst.ID, 10, 64)
-	if err != nil || id < 1 {
+	id, ok := parseID(dst.ID)
+	if !ok {
 		return nil, link.Errorf(link.CodeInvalidMessage, "%s: %s is not an address of the cluster", def.Name(), dst)
 	}
 	switch dst.Type {
 	case messages.Instance:
+		// Waits out a new term's start; then looked up again, with the
+		// host's plugins: the instance may have moved or gone meanwhile.
 		if _, err := m.slaveForReady(ctx, id); err != nil {
 			return nil, err
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		i := m.instances[id]
-		s := m.slaves[i.slaveID]
+		s, err := m.hostLocked(id)
 		switch {
-		case !s.connected():
-			return nil, hostNotConnected(i)
+		case err != nil:
+			return nil, err
 		case !hasPlugin(s.plugins, def):
 			return nil, pluginMissing(def, dst)
 		}
@@ -380,8 +387,8 @@ func (s *Slave) local(a link.Address) (to *link.Link, hosted bool, err error) {
 	if a.Type != messages.Instance || a.IsBroadcast() {
 		return nil, false, nil
 	}
-	id, err := strconv.ParseInt(a.ID, 10, 64)
-	if err != nil {
+	id, ok := parseID(a.ID)
+	if !ok {
 		return nil, false, nil
 	}
 	s.mu.Lock()

@@ -408,6 +408,22 @@ func TestAddressRefusedBeforeSending(t *testing.T) {
 	}
 }
 
+// TestAddressOneAddressPerEndpoint: an id the fabric does not write that
+// way ("01" for 1) names no endpoint, as on the broker's subjects: the
+// master refuses the message, and nothing reaches slave 1 or instance 11.
+func TestAddressOneAddressPerEndpoint(t *testing.T) {
+	f := newAddrFixture(t, nil)
+	ctx := testkit.Ctx(t, waitLong)
+	for i, to := range []link.Address{{Type: messages.Slave, ID: "01"}, {Type: messages.Instance, ID: "011"}, {Type: messages.Instance, ID: "+11"}} {
+		token := fmt.Sprintf("padded %d", i)
+		_, err := f.request(ctx, link.ControlAddress("alice"), to, token)
+		testkit.WantCode(t, err, link.CodeInvalidMessage)
+		if got := f.rec.of(token); len(got) > 0 {
+			t.Errorf("a request to %s reached %v", to, got)
+		}
+	}
+}
+
 // TestSnooperAndFallback: the master sees an event between two instances
 // as it passes, a failing snooper stops nothing, and a request to an
 // instance that does not exist is answered by the master's fallback.

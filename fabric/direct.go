@@ -146,26 +146,25 @@ func (s *Slave) reapDirect() {
 		case <-s.stop:
 			return
 		case now := <-t.C:
-			for _, d := range s.directEnds(now) {
-				if d.activeAt.IsZero() {
-					s.checkAcks(d)
-					continue
-				}
-				s.log.Debug("idle direct link closed", "peer", d.l.Peer().String())
-				_ = d.l.Close()
+			idle, check := s.directEnds(now)
+			for _, l := range idle {
+				s.log.Debug("idle direct link closed", "peer", l.Peer().String())
+				_ = l.Close()
+			}
+			for _, d := range check {
+				s.checkAcks(d)
 			}
 		}
 	}
 }
 
 // directEnds forgets the accepted links that have ended, and returns the
-// links idle for the session timeout (activeAt set) and, with activeAt
-// zero, copies of the dialed ones that carried something since the last
-// look, whose acknowledgements checkAcks checks.
-func (s *Slave) directEnds(now time.Time) []*directEnd {
+// links idle for the session timeout, and the dialed ones that carried
+// something since the last look, whose acknowledgements checkAcks checks
+// (marked flushing until it has).
+func (s *Slave) directEnds(now time.Time) (idle []*link.Link, check []*directEnd) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*directEnd
 	look := func(d *directEnd) (ended bool) {
 		select {
 		case <-d.l.Done():
@@ -178,10 +177,10 @@ func (s *Slave) directEnds(now time.Time) []*directEnd {
 			d.activity, d.activeAt = activity, now
 			if d.dialed && !d.flushing {
 				d.flushing = true
-				out = append(out, &directEnd{l: d.l, c: d.c})
+				check = append(check, d)
 			}
 		case now.Sub(d.activeAt) > s.cfg.Timing.SessionTimeout:
-			out = append(out, d)
+			idle = append(idle, d.l)
 		}
 		return false
 	}
@@ -193,11 +192,12 @@ func (s *Slave) directEnds(now time.Time) []*directEnd {
 	for _, d := range s.direct {
 		look(d) // an ended dialed link stays, for the next to take over from
 	}
-	return out
+	return idle, check
 }
 
 // checkAcks closes d's link if its peer does not acknowledge, within the
-// peer timeout, what was sent on it.
+// peer timeout, what was sent on it. (d's link and session do not change;
+// its other fields are under the slave's mu.)
 func (s *Slave) checkAcks(d *directEnd) {
 	s.routines.start(func() {
 		ctx, cancel := context.WithTimeout(s.life, s.cfg.Timing.PeerTimeout)
@@ -208,12 +208,8 @@ func (s *Slave) checkAcks(d *directEnd) {
 			_ = d.l.Close()
 		}
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, e := range s.direct {
-			if e.l == d.l {
-				e.flushing = false
-			}
-		}
+		d.flushing = false
+		s.mu.Unlock()
 	})
 }
 

@@ -213,9 +213,8 @@ func (p *programInstance) read(proc *process, f *os.File, level string) {
 	br := bufio.NewReaderSize(f, maxLineBytes)
 	for {
 		line, err := br.ReadSlice('\n')
-		text := strings.TrimRight(string(line), "\r\n")
+		text := strings.ToValidUTF8(strings.TrimRight(string(line), "\r\n"), "\uFFFD")
 		if errors.Is(err, bufio.ErrBufferFull) {
-			text = strings.ToValidUTF8(text, "\uFFFD")
 			for !utf8.ValidString(text) || len(text) > maxLineBytes-64 {
 				text = text[:len(text)-1]
 			}
@@ -225,7 +224,7 @@ func (p *programInstance) read(proc *process, f *os.File, level string) {
 			}
 		}
 		if len(line) > 0 {
-			p.output(proc, level, strings.ToValidUTF8(text, "\uFFFD"))
+			p.output(proc, level, text)
 		}
 		if err != nil {
 			return

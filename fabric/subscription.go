@@ -30,7 +30,6 @@ type Subscription struct {
 
 	deliverMu sync.Mutex // one delivery at a time, across links
 	seen      atomic.Int64
-	ended     atomic.Bool
 	done      chan struct{}
 	endOnce   sync.Once
 	err       error // why it ended, if not by Close; set before done closes
@@ -124,17 +123,23 @@ func (s *Subscription) Done() <-chan struct{} { return s.done }
 // Err returns why the subscription ended, once Done is closed: nil after
 // Close or the control's Close.
 func (s *Subscription) Err() error {
+	if s.ended() {
+		return s.err
+	}
+	return nil
+}
+
+func (s *Subscription) ended() bool {
 	select {
 	case <-s.done:
-		return s.err
+		return true
 	default:
-		return nil
+		return false
 	}
 }
 
 func (s *Subscription) end(err error) {
 	s.endOnce.Do(func() {
-		s.ended.Store(true)
 		s.err = err
 		close(s.done)
 	})
@@ -146,7 +151,7 @@ func (s *Subscription) end(err error) {
 // says only that the master may still be sending updates, which the
 // control drops.
 func (s *Subscription) Close(ctx context.Context) error {
-	if s.ended.Load() {
+	if s.ended() {
 		return nil
 	}
 	s.c.forget(s)
@@ -189,7 +194,7 @@ func (c *Control) receivedUpdates(ev *link.Envelope) error {
 		if err := json.Unmarshal(item, &stamp); err != nil {
 			return err
 		}
-		if stamp.UpdatedAtMS <= s.seen.Load() || s.ended.Load() {
+		if stamp.UpdatedAtMS <= s.seen.Load() || s.ended() {
 			continue // seen already: sent again by a master after a re-dial
 		}
 		s.seen.Store(stamp.UpdatedAtMS)

@@ -462,11 +462,17 @@ func (o *outbox) drop(name string) {
 	defer o.mu.Unlock()
 	n := len(o.q)
 	o.q = slices.DeleteFunc(o.q, func(ev *link.Envelope) bool { return ev.Type == name })
-	if n != len(o.q) {
-		o.sent += uint64(n - len(o.q))
-		close(o.moved)
-		o.moved = make(chan struct{})
+	o.sentLocked(n - len(o.q))
+}
+
+// sentLocked counts n more events sent (or given up), and wakes wait.
+func (o *outbox) sentLocked(n int) {
+	if n == 0 {
+		return
 	}
+	o.sent += uint64(n)
+	close(o.moved)
+	o.moved = make(chan struct{})
 }
 
 // send sends on l what is queued, in order, until the queue is empty.
@@ -488,9 +494,7 @@ func (o *outbox) send(m *activeMaster, l *link.Link) {
 		}
 		cancel()
 		o.mu.Lock()
-		o.sent++
-		close(o.moved)
-		o.moved = make(chan struct{})
+		o.sentLocked(1)
 		o.mu.Unlock()
 	}
 }

@@ -280,7 +280,10 @@ func (m *activeMaster) checkReady() {
 	}
 }
 
-// awaitReady waits, within ctx, for the starting window to end.
+// awaitReady waits, within ctx, for the starting window to end. A term
+// that stops meanwhile never ends its window (watchStart returns): the
+// wait ends then too, so that it holds up neither the shutdown's drain nor
+// its wait for the term's goroutines.
 func (m *activeMaster) awaitReady(ctx context.Context) error {
 	select {
 	case <-m.ready:
@@ -290,9 +293,17 @@ func (m *activeMaster) awaitReady(ctx context.Context) error {
 	select {
 	case <-m.ready:
 		return nil
+	case <-m.stop:
+		return errMasterShuttingDown()
 	case <-ctx.Done():
 		return link.Errorf(CodeMasterStarting, "the master has just become active and has not heard from every slave yet; nothing was done: retry in a moment")
 	}
+}
+
+// errMasterShuttingDown is the error of what a term refuses, or stops
+// waiting for, once it is ending.
+func errMasterShuttingDown() error {
+	return link.Errorf(link.CodeUnavailable, "the master is shutting down")
 }
 
 // lose ends the term at once, for why.
@@ -463,7 +474,7 @@ func (m *activeMaster) accept(c session) error {
 	closing := m.closing
 	m.mu.Unlock()
 	if closing {
-		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
+		return errMasterShuttingDown()
 	}
 	switch c.Peer().Type {
 	case messages.Slave:
@@ -494,7 +505,7 @@ func (m *activeMaster) acceptSlave(c session) error {
 	}
 	if !m.routines.start(func() { m.watchSlaveLink(id, l) }) {
 		_ = l.Close()
-		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
+		return errMasterShuttingDown()
 	}
 	return nil
 }
@@ -888,7 +899,7 @@ func (m *activeMaster) acceptControl(c session) error {
 	if !m.routines.start(func() { m.watchControlLink(l, st) }) {
 		m.forgetControl(l)
 		_ = l.Close()
-		return link.Errorf(link.CodeUnavailable, "the master is shutting down")
+		return errMasterShuttingDown()
 	}
 	return nil
 }
@@ -1331,31 +1342,16 @@ func (m *activeMaster) forwardRequest(ctx context.Context, req *link.Envelope, r
 		return
 	default:
 	}
-	if !m.routines.start(func() { m.forwardWhenReady(ctx, id, req, reply) }) {
-		reply(nil, link.Errorf(link.CodeUnavailable, "the master is shutting down"))
-	}
-}
-
-// forwardWhenReady waits for the term to be ready (within ctx), then
-// forwards req as forwardRequest does.
-func (m *activeMaster) forwardWhenReady(ctx context.Context, id int64, req *link.Envelope, reply link.Reply) {
-	select {
-	case <-m.ready:
-	case <-m.stop:
-		reply(nil, link.Errorf(link.CodeUnavailable, "the master is shutting down"))
-		return
-	case <-ctx.Done():
-		if err := m.awaitReady(ctx); err != nil { // unless ready just now
+	if !m.routines.start(func() {
+		sl, err := m.slaveForReady(ctx, id)
+		if err != nil {
 			reply(nil, err)
 			return
 		}
+		m.forwardTo(ctx, sl, id, req, reply)
+	}) {
+		reply(nil, errMasterShuttingDown())
 	}
-	sl, err := m.slaveFor(id)
-	if err != nil {
-		reply(nil, err)
-		return
-	}
-	m.forwardTo(ctx, sl, id, req, reply)
 }
 
 // forwardTo forwards req, for instance id, to its slave on sl.

@@ -3,6 +3,7 @@ package fabric_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -161,6 +162,17 @@ func TestAttack2WebSocketOrigins(t *testing.T) {
 	_, err := fabric.StartMaster(testkit.Ctx(t, waitLong), fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", DataDir: t.TempDir(), Grants: grants(t, "*=*"), Timing: testTiming(), Log: logConfig(), Console: fabric.ConsoleConfig{WSListen: "127.0.0.1:0"}})
 	if err == nil || !strings.Contains(err.Error(), "FABRIC_NATS_WS_LISTEN") || !strings.Contains(err.Error(), "FABRIC_CONSOLE_ADDR") {
 		t.Errorf("a WebSocket listener without the console: StartMaster returned %v, want a refusal naming FABRIC_NATS_WS_LISTEN and FABRIC_CONSOLE_ADDR", err)
+	}
+
+	// A WebSocket port that is taken is named as such, not blamed on
+	// FABRIC_NATS_LISTEN (whose advice, another master's standby, would
+	// mislead).
+	taken, lerr := net.Listen("tcp", "127.0.0.1:0")
+	testkit.NoErr(t, lerr, "listen on a port to take")
+	defer taken.Close()
+	_, err = fabric.StartMaster(testkit.Ctx(t, waitLong), fabric.MasterConfig{NATS: natsConfig(""), Listen: "127.0.0.1:0", DataDir: t.TempDir(), Grants: grants(t, "*=*"), Timing: testTiming(), Log: logConfig(), Console: fabric.ConsoleConfig{Addr: "127.0.0.1:0", WSListen: taken.Addr().String()}})
+	if !errors.Is(err, fabric.ErrConfig) || !strings.Contains(err.Error(), "FABRIC_NATS_WS_LISTEN") || strings.Contains(err.Error(), "FABRIC_NATS_LISTEN=") {
+		t.Errorf("a WebSocket port that is taken: StartMaster returned %v, want a configuration error naming FABRIC_NATS_WS_LISTEN alone", err)
 	}
 }
 

@@ -75,7 +75,7 @@ func StartBroker(listen, dataDir string, options ...BrokerOption) (*Broker, erro
 			return nil, fmt.Errorf("fabric: embedded NATS, WebSocket on %q: %w", bo.wsListen, err)
 		}
 		if ws.Host, ws.Port, err = loopbackPort(bo.wsListen); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", errWebSocketListen, err)
 		}
 		ws.NoTLS = true // loopback only
 		ws.AllowedOrigins = bo.wsOrigins
@@ -137,6 +137,10 @@ func StartBroker(listen, dataDir string, options ...BrokerOption) (*Broker, erro
 	b.ws = bo.wsListen != ""
 	return b, nil
 }
+
+// errWebSocketListen marks StartBroker's failure to listen for WebSocket
+// clients (WithWebSocket), as opposed to NATS clients.
+var errWebSocketListen = errors.New("fabric: embedded NATS, WebSocket listener")
 
 // loopbackPort splits a checked loopback address into the host and the
 // port nats-server takes, refusing a fixed port that is already taken.

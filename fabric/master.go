@@ -235,11 +235,11 @@ func (p *Master) embedBroker() error {
 	}
 	var err error
 	if p.broker, err = StartBroker(p.cfg.Listen, p.cfg.DataDir, opts...); err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
+		switch {
+		case errors.Is(err, errWebSocketListen) && errors.Is(err, syscall.EADDRINUSE):
+			return fmt.Errorf("%w: FABRIC_NATS_WS_LISTEN=%q: address already in use: another process listens there; pick a free port (0 for any)", ErrConfig, p.cfg.Console.WSListen)
+		case errors.Is(err, syscall.EADDRINUSE):
 			return fmt.Errorf("%w: FABRIC_NATS_LISTEN=%q: address already in use: another process listens there. If it is another master, set FABRIC_NATS_URL=nats://%s to run this one as its standby; otherwise pick a free port (0 for any), or set FABRIC_NATS_URL to use a NATS server that runs already", ErrConfig, p.cfg.Listen, p.cfg.Listen)
-		}
-		if errors.Is(err, syscall.EADDRINUSE) && p.cfg.Console.WSListen != "" {
-			return fmt.Errorf("%w: FABRIC_NATS_LISTEN=%q or FABRIC_NATS_WS_LISTEN=%q: address already in use: pick free ports (0 for any)", ErrConfig, p.cfg.Listen, p.cfg.Console.WSListen)
 		}
 		return err
 	}

@@ -36,7 +36,6 @@ const maxCodes = 64
 // knows has a name of its own.
 type metrics struct {
 	reg      *prometheus.Registry
-	catalog  *messages.Catalog
 	messages *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -90,9 +89,8 @@ func (l *lazySeries[T]) get(make func() T) T {
 
 func newMetrics(catalog *messages.Catalog) *metrics {
 	m := &metrics{
-		reg:     prometheus.NewRegistry(),
-		catalog: catalog,
-		codes:   map[string]bool{},
+		reg:   prometheus.NewRegistry(),
+		codes: map[string]bool{},
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkfabric_messages_total",
 			Help: "Messages sent and received, by direction, link, kind and message type (unknown for a type not in the catalog).",

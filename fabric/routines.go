@@ -7,8 +7,10 @@ import "sync"
 // of them: a goroutine starts only while the group is open, and stop
 // refuses new ones before it waits for those that run. The zero value is
 // an open group. Each endpoint starts a fixed number of goroutines, and
-// one per link at most (never one per message): link handlers run on the
-// link's own bounded pool.
+// one per link at most: link handlers run on the link's own bounded pool.
+// The one exception is a new master term's starting window, while which
+// a request forwarded to an instance whose slave has not registered yet
+// waits on a goroutine of its own (activeMaster.forwardRequest).
 type routines struct {
 	mu      sync.Mutex
 	wg      sync.WaitGroup

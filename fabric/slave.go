@@ -858,19 +858,35 @@ func (s *Slave) broadcast(ctx context.Context, ev *link.Envelope, except link.Ad
 	return errors.Join(errs...)
 }
 
-// target finds the hosted instance a forwarded message is for.
-func (s *Slave) target(data []byte) (*hosted, error) {
+// target finds the hosted instance a forwarded message is for, and the
+// link to it while it runs (nil while it does not).
+func (s *Slave) target(data []byte) (*hosted, *link.Link, error) {
 	id, err := instanceID(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.instances[id]
 	if h == nil {
-		return nil, link.Errorf(CodeInstanceNotFound, "slave %d does not host instance %d", s.cfg.ID, id)
+		return nil, nil, link.Errorf(CodeInstanceNotFound, "slave %d does not host instance %d", s.cfg.ID, id)
 	}
-	return h, nil
+	return h, h.toInstance, nil
+}
+
+// runningTarget returns the link to the running instance a forwarded
+// message is for, or why there is none.
+func (s *Slave) runningTarget(data []byte) (*link.Link, error) {
+	h, to, err := s.target(data)
+	if err == nil && to == nil {
+		err = notRunning(h)
+	}
+	return to, err
+}
+
+// notRunning says that instance h is not running.
+func notRunning(h *hosted) error {
+	return link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name)
 }
 
 // forwardRequest passes a request on to the instance it is for and
@@ -879,16 +895,9 @@ func (s *Slave) target(data []byte) (*hosted, error) {
 // one that delivers the answer (the instance's own, over the virtual link,
 // for a handler that answers at once).
 func (s *Slave) forwardRequest(ctx context.Context, req *link.Envelope, reply link.Reply) {
-	h, err := s.target(req.Data)
+	to, err := s.runningTarget(req.Data)
 	if err != nil {
 		reply(nil, err)
-		return
-	}
-	s.mu.Lock()
-	to := h.toInstance
-	s.mu.Unlock()
-	if to == nil {
-		reply(nil, link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name))
 		return
 	}
 	to.ForwardRequestAsync(ctx, req, reply)
@@ -897,7 +906,7 @@ func (s *Slave) forwardRequest(ctx context.Context, req *link.Envelope, reply li
 // startStop passes start_instance and stop_instance on to their instance,
 // launching it first and retiring it after, as they ask.
 func (s *Slave) startStop(ctx context.Context, req *link.Envelope) ([]byte, error) {
-	h, err := s.target(req.Data)
+	h, _, err := s.target(req.Data)
 	if err != nil {
 		return nil, err
 	}
@@ -924,7 +933,7 @@ func (s *Slave) startStop(ctx context.Context, req *link.Envelope) ([]byte, erro
 	to := h.toInstance
 	s.mu.Unlock()
 	if to == nil {
-		return nil, link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name)
+		return nil, notRunning(h)
 	}
 	data, err := to.ForwardRequest(ctx, req)
 	switch {
@@ -937,15 +946,9 @@ func (s *Slave) startStop(ctx context.Context, req *link.Envelope) ([]byte, erro
 }
 
 func (s *Slave) forwardEvent(ctx context.Context, ev *link.Envelope) error {
-	h, err := s.target(ev.Data)
+	to, err := s.runningTarget(ev.Data)
 	if err != nil {
 		return err
-	}
-	s.mu.Lock()
-	to := h.toInstance
-	s.mu.Unlock()
-	if to == nil {
-		return link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name)
 	}
 	return to.ForwardEvent(ctx, ev)
 }

@@ -61,18 +61,11 @@ func (a *app) ctlCommand() *cobra.Command {
 	pf.StringVarP(&r.server, "server", "s", "", "NATS servers, comma-separated (stronger than FABRIC_NATS_URL and the context)")
 	pf.StringVar(&r.context, "context", "", "use this context rather than the selected one (fabric context ls)")
 
-	var watch bool
 	var since time.Duration
 	slave := group(&cobra.Command{Use: "slave", Short: "The slaves: list"})
-	slaveList := r.leaf("list", "List the slaves the master knows", argsBetween(0, 0, ""), func(ctx context.Context, args []string) error {
-		if watch {
-			return r.watchSlaves(ctx)
-		}
-		return r.slaveList(ctx, args)
-	})
-	slaveList.Long = "List the slaves the master knows. With --watch, print the list, then each\nslave that changes as a line of the same columns, until Ctrl-C; with --json,\none JSON object a line per slave, then per change (slave_updates entries)."
-	slaveList.Flags().BoolVarP(&watch, "watch", "w", false, "print the list, then every change as it happens, until Ctrl-C")
-	slave.AddCommand(slaveList)
+	slave.AddCommand(r.listLeaf("List the slaves the master knows",
+		"List the slaves the master knows. With --watch, print the list, then each\nslave that changes as a line of the same columns, until Ctrl-C; with --json,\none JSON object a line per slave, then per change (slave_updates entries).",
+		r.slaveList, r.watchSlaves))
 
 	instance := group(&cobra.Command{Use: "instance", Short: "The instances: list, create, assign, delete, start, stop, command, output"})
 	command := r.leaf("command ID TEXT...", "Run a command on an instance and print what it answered", argsBetween(2, -1, "ID TEXT..."), r.instanceCommand)
@@ -92,16 +85,10 @@ func (a *app) ctlCommand() *cobra.Command {
 	})
 	create.Long = createLong
 	create.Flags().StringVar(&dir, "dir", "", "the program's working directory, an absolute path on the slave (default: the slave's)")
-	instanceList := r.leaf("list", "List the instances the master knows", argsBetween(0, 0, ""), func(ctx context.Context, args []string) error {
-		if watch {
-			return r.watchInstances(ctx)
-		}
-		return r.instanceList(ctx, args)
-	})
-	instanceList.Long = "List the instances the master knows. With --watch, print the list, then each\ninstance that changes as a line of the same columns (status \"deleted\" when\ndeleted), until Ctrl-C; with --json, one JSON object a line per instance,\nthen per change (instance_updates entries)."
-	instanceList.Flags().BoolVarP(&watch, "watch", "w", false, "print the list, then every change as it happens, until Ctrl-C")
 	instance.AddCommand(
-		instanceList,
+		r.listLeaf("List the instances the master knows",
+			"List the instances the master knows. With --watch, print the list, then each\ninstance that changes as a line of the same columns (status \"deleted\" when\ndeleted), until Ctrl-C; with --json, one JSON object a line per instance,\nthen per change (instance_updates entries).",
+			r.instanceList, r.watchInstances),
 		create,
 		r.leaf("assign ID SLAVE", "Assign an instance to a slave", argsBetween(2, 2, "ID SLAVE"), r.instanceAssign),
 		deleteCmd,
@@ -143,6 +130,21 @@ func (r *ctlRun) leaf(use, short string, args cobra.PositionalArgs, run func(ctx
 			return run(cmd.Context(), args)
 		}),
 	}
+}
+
+// listLeaf is a list command with --watch, which runs watch instead of
+// list.
+func (r *ctlRun) listLeaf(short, long string, list func(ctx context.Context, args []string) error, watch func(ctx context.Context) error) *cobra.Command {
+	var watching bool
+	c := r.leaf("list", short, argsBetween(0, 0, ""), func(ctx context.Context, args []string) error {
+		if watching {
+			return watch(ctx)
+		}
+		return list(ctx, args)
+	})
+	c.Long = long
+	c.Flags().BoolVarP(&watching, "watch", "w", false, "print the list, then every change as it happens, until Ctrl-C")
+	return c
 }
 
 // configure loads the control's configuration, by the precedence rule.

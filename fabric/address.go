@@ -398,7 +398,7 @@ func (s *Slave) local(a link.Address) (to *link.Link, hosted bool, err error) {
 	case h == nil:
 		return nil, false, nil
 	case h.toInstance == nil:
-		return nil, true, link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name)
+		return nil, true, notRunning(h.id, h.name)
 	}
 	return h.toInstance, true, nil
 }

@@ -98,7 +98,7 @@ func (s *simulated) stop(ctx context.Context, _ messages.InstanceRef) (messages.
 	clear(s.players)
 	s.mu.Unlock()
 	if !was {
-		return messages.Empty{}, link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", s.id, s.name)
+		return messages.Empty{}, notRunning(s.id, s.name)
 	}
 	for _, p := range players {
 		_ = s.player(ctx, "leave", p)
@@ -120,7 +120,7 @@ func (s *simulated) command(ctx context.Context, c messages.Command) (messages.C
 	running := s.running
 	s.mu.Unlock()
 	if !running {
-		return messages.CommandResult{}, link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", s.id, s.name)
+		return messages.CommandResult{}, notRunning(s.id, s.name)
 	}
 	_ = s.print(ctx, "info", "> "+c.Command)
 	verb, arg, _ := strings.Cut(strings.TrimSpace(c.Command), " ")

@@ -111,7 +111,7 @@ func (p *programInstance) print(ctx context.Context, level, text string) error {
 }
 
 func (p *programInstance) notRunning() error {
-	return link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", p.id, p.name)
+	return notRunning(p.id, p.name)
 }
 
 func (p *programInstance) start(ctx context.Context, _ messages.InstanceRef) (messages.Empty, error) {

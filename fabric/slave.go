@@ -879,14 +879,14 @@ func (s *Slave) target(data []byte) (*hosted, *link.Link, error) {
 func (s *Slave) runningTarget(data []byte) (*link.Link, error) {
 	h, to, err := s.target(data)
 	if err == nil && to == nil {
-		err = notRunning(h)
+		err = notRunning(h.id, h.name)
 	}
 	return to, err
 }
 
-// notRunning says that instance h is not running.
-func notRunning(h *hosted) error {
-	return link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", h.id, h.name)
+// notRunning says that instance id (name) is not running.
+func notRunning(id int64, name string) error {
+	return link.Errorf(CodeInstanceNotRunning, "instance %d (%s) is not running", id, name)
 }
 
 // forwardRequest passes a request on to the instance it is for and
@@ -933,7 +933,7 @@ func (s *Slave) startStop(ctx context.Context, req *link.Envelope) ([]byte, erro
 	to := h.toInstance
 	s.mu.Unlock()
 	if to == nil {
-		return nil, notRunning(h)
+		return nil, notRunning(h.id, h.name)
 	}
 	data, err := to.ForwardRequest(ctx, req)
 	switch {

@@ -215,8 +215,12 @@ func (p *programInstance) read(proc *process, f *os.File, level string) {
 		line, err := br.ReadSlice('\n')
 		text := strings.ToValidUTF8(strings.TrimRight(string(line), "\r\n"), "\uFFFD")
 		if errors.Is(err, bufio.ErrBufferFull) {
-			for !utf8.ValidString(text) || len(text) > maxLineBytes-64 {
-				text = text[:len(text)-1]
+			// text is valid UTF-8: cut it at the start of a character.
+			if n := maxLineBytes - 64; len(text) > n {
+				for n > 0 && !utf8.RuneStart(text[n]) {
+					n--
+				}
+				text = text[:n]
 			}
 			text += fmt.Sprintf(" [line cut at %d bytes]", maxLineBytes)
 			for errors.Is(err, bufio.ErrBufferFull) {
